@@ -1,0 +1,1 @@
+//! ONNX engine for classic ML models (in progress).

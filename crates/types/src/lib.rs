@@ -1,0 +1,1 @@
+//! verinfer records, canonical encoding, hashes and keys.
