@@ -1,0 +1,2 @@
+//! The `verinfer` command-line tool.
+fn main() {}

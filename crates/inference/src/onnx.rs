@@ -1,1 +1,0 @@
-//! ONNX engine for classic ML models (in progress).

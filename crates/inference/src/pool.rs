@@ -1,0 +1,226 @@
+//! A small persistent thread pool for data-parallel kernels.
+//!
+//! `run(f)` calls `f(i)` once for every worker index `i` in `0..threads`
+//! (index 0 on the calling thread) and returns when all calls have finished.
+//! Work is split statically by index, so which thread computes which output
+//! row never depends on timing; and since every output element is computed by
+//! exactly one call with a fixed operation order, results do not depend on the
+//! thread count at all.
+#![allow(unsafe_code)]
+
+use std::cell::UnsafeCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+type Job = *const (dyn Fn(usize) + Sync);
+
+struct Shared {
+    generation: AtomicU64,
+    done: AtomicUsize,
+    panicked: AtomicBool,
+    shutdown: AtomicBool,
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    cv: Condvar,
+    job: UnsafeCell<Option<Job>>,
+}
+
+// SAFETY: `job` is written only by the thread holding `Pool::run_lock` before it
+// publishes a new generation (Release) and read by workers after they observe
+// that generation (Acquire); it is cleared only after all workers report done.
+unsafe impl Sync for Shared {}
+// SAFETY: as above; the raw pointer is only dereferenced while `run` is active.
+unsafe impl Send for Shared {}
+
+/// Persistent worker threads (threads - 1 of them; the caller is worker 0).
+pub(crate) struct Pool {
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<()>>,
+    threads: usize,
+    run_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("threads", &self.threads).finish()
+    }
+}
+
+const SPIN: u32 = 20_000;
+
+fn worker(shared: Arc<Shared>, index: usize) {
+    let mut seen = 0u64;
+    loop {
+        // Wait for a new generation: spin, then yield, then sleep.
+        let mut spins = 0u32;
+        loop {
+            let g = shared.generation.load(Ordering::Acquire);
+            if g != seen {
+                seen = g;
+                break;
+            }
+            if shared.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            spins += 1;
+            if spins < SPIN {
+                std::hint::spin_loop();
+                if spins % 64 == 0 {
+                    std::thread::yield_now();
+                }
+            } else {
+                let guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+                shared.sleepers.fetch_add(1, Ordering::SeqCst);
+                let mut guard = guard;
+                while shared.generation.load(Ordering::SeqCst) == seen
+                    && !shared.shutdown.load(Ordering::SeqCst)
+                {
+                    guard = shared.cv.wait(guard).unwrap_or_else(|e| e.into_inner());
+                }
+                shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+                drop(guard);
+                spins = 0;
+            }
+        }
+        if shared.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: the generation was published after `job` was set (Release /
+        // Acquire), and `run` keeps the closure alive until `done` reaches the
+        // worker count, which happens only after this call returns.
+        let job = unsafe { *shared.job.get() };
+        if let Some(job) = job {
+            // SAFETY: see above; the pointee outlives this call.
+            let f = unsafe { &*job };
+            if catch_unwind(AssertUnwindSafe(|| f(index))).is_err() {
+                shared.panicked.store(true, Ordering::SeqCst);
+            }
+        }
+        shared.done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl Pool {
+    /// Create a pool with `threads` workers in total (at least 1).
+    pub fn new(threads: usize) -> Self {
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared {
+            generation: AtomicU64::new(0),
+            done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+            job: UnsafeCell::new(None),
+        });
+        let mut handles = Vec::new();
+        for i in 1..threads {
+            let s = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("verinfer-worker-{i}"))
+                .spawn(move || worker(s, i));
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(_) => break,
+            }
+        }
+        let threads = handles.len() + 1;
+        Pool {
+            shared,
+            handles,
+            threads,
+            run_lock: Mutex::new(()),
+        }
+    }
+
+    /// Number of workers (including the caller).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Run `f(i)` for every `i in 0..threads()`, in parallel; returns when all finish.
+    pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+        if self.threads == 1 {
+            f(0);
+            return;
+        }
+        let _guard = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let sh = &*self.shared;
+        // SAFETY: erase the lifetime; the pointer is cleared before returning and
+        // no worker dereferences it after incrementing `done`.
+        let job: Job = unsafe {
+            std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f)
+        };
+        // SAFETY: no worker reads `job` now: all finished the previous generation.
+        unsafe { *sh.job.get() = Some(job) };
+        sh.done.store(0, Ordering::SeqCst);
+        sh.generation.fetch_add(1, Ordering::SeqCst);
+        if sh.sleepers.load(Ordering::SeqCst) > 0 {
+            let _l = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
+            sh.cv.notify_all();
+        }
+        let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
+        let others = self.handles.len();
+        let mut spins = 0u32;
+        while sh.done.load(Ordering::Acquire) < others {
+            spins = spins.wrapping_add(1);
+            if spins % 64 == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        // SAFETY: all workers are done with this generation.
+        unsafe { *sh.job.get() = None };
+        if let Err(p) = mine {
+            std::panic::resume_unwind(p);
+        }
+        if sh.panicked.swap(false, Ordering::SeqCst) {
+            panic!("a worker thread panicked");
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        {
+            let _l = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.cv.notify_all();
+        }
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A slice that pool workers write to concurrently (each index by one worker).
+///
+/// Backed by the caller's `&mut [f32]` viewed as relaxed atomics, so it is
+/// sound even if two workers were to write the same index; results become
+/// visible to the caller when `Pool::run` returns (its completion counter
+/// synchronises with every worker).
+pub(crate) struct SharedOut<'a> {
+    cells: &'a [AtomicU32],
+}
+
+impl<'a> SharedOut<'a> {
+    /// Wrap a mutable slice.
+    pub fn new(s: &'a mut [f32]) -> Self {
+        // SAFETY: `AtomicU32` has the same size and alignment as `f32`
+        // (both 4 bytes, align 4 on every supported target), and we hold the
+        // exclusive borrow of `s` for `'a`, so no non-atomic access can overlap.
+        let cells = unsafe { std::slice::from_raw_parts(s.as_mut_ptr() as *const AtomicU32, s.len()) };
+        SharedOut { cells }
+    }
+
+    /// Write `v` at index `i` (panics if out of bounds).
+    #[inline]
+    pub fn set(&self, i: usize, v: f32) {
+        self.cells[i].store(v.to_bits(), Ordering::Relaxed);
+    }
+}
+const _: () = assert!(std::mem::size_of::<AtomicU32>() == 4 && std::mem::align_of::<AtomicU32>() == std::mem::align_of::<f32>());

@@ -1,0 +1,1 @@
+//! verinfer transparency log.

@@ -1,0 +1,212 @@
+//! RFC 8785 (JCS) canonical JSON, restricted to integers.
+//!
+//! Every record has exactly one byte encoding so that anyone, in any language,
+//! can recompute its hash and check its signature. We accept a subset of JCS:
+//! numbers must be integers within the I-JSON safe range (|n| <= 2^53 - 1),
+//! because JCS serialises numbers as IEEE doubles and larger integers would not
+//! round-trip. Amounts that can exceed that range are decimal strings.
+//!
+//! Decoding is strict: the input must be byte-for-byte the canonical encoding
+//! of the value it denotes, which rejects reordered keys, whitespace, floats,
+//! duplicate keys and non-canonical string escapes in one comparison.
+
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+
+/// Largest integer magnitude a canonical number may have (2^53 - 1).
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Why bytes or a value are not canonical.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CanonicalError {
+    /// The bytes are not JSON at all (or not UTF-8).
+    #[error("invalid JSON: {0}")]
+    Syntax(String),
+    /// A number has a fraction or exponent.
+    #[error("floating-point number {0} is not allowed (records use integers only)")]
+    Float(String),
+    /// An integer outside the I-JSON safe range.
+    #[error("integer {0} is outside the safe range +/-(2^53-1)")]
+    IntegerRange(String),
+    /// Valid JSON, but not in canonical form.
+    #[error(
+        "JSON is not in RFC 8785 canonical form (key order, whitespace, escapes or duplicate keys)"
+    )]
+    NotCanonical,
+    /// The JSON does not have the shape of the expected record.
+    #[error("JSON does not match the record: {0}")]
+    Shape(String),
+}
+
+/// Encodes a JSON value canonically.
+pub fn encode_value(value: &Value) -> Result<Vec<u8>, CanonicalError> {
+    let mut out = Vec::with_capacity(256);
+    write_value(value, &mut out)?;
+    Ok(out)
+}
+
+/// Serialises `value` and encodes it canonically.
+pub fn to_canonical<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
+    let v = serde_json::to_value(value).map_err(|e| CanonicalError::Shape(e.to_string()))?;
+    encode_value(&v)
+}
+
+/// Parses bytes that must be the canonical encoding of a JSON value.
+pub fn decode_value(bytes: &[u8]) -> Result<Value, CanonicalError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| CanonicalError::Syntax(e.to_string()))?;
+    if encode_value(&value)? != bytes {
+        return Err(CanonicalError::NotCanonical);
+    }
+    Ok(value)
+}
+
+/// Parses bytes that must be the canonical encoding of a `T`.
+///
+/// Besides the JSON-level check, the typed value must encode back to the same
+/// bytes, so a record has one encoding even where serde would accept several
+/// (for example `null` for an absent optional field).
+pub fn from_canonical<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, CanonicalError> {
+    let value = decode_value(bytes)?;
+    let typed: T =
+        serde_json::from_value(value).map_err(|e| CanonicalError::Shape(e.to_string()))?;
+    if to_canonical(&typed)? != bytes {
+        return Err(CanonicalError::NotCanonical);
+    }
+    Ok(typed)
+}
+
+fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                if u > MAX_SAFE_INTEGER {
+                    return Err(CanonicalError::IntegerRange(n.to_string()));
+                }
+                out.extend_from_slice(u.to_string().as_bytes());
+            } else if let Some(i) = n.as_i64() {
+                if i.unsigned_abs() > MAX_SAFE_INTEGER {
+                    return Err(CanonicalError::IntegerRange(n.to_string()));
+                }
+                out.extend_from_slice(i.to_string().as_bytes());
+            } else {
+                return Err(CanonicalError::Float(n.to_string()));
+            }
+        }
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(item, out)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            // JCS orders keys by their UTF-16 code units, which differs from
+            // UTF-8 byte order for characters above U+FFFF.
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+            out.push(b'{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(key, out);
+                out.push(b':');
+                write_value(&map[key], out)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+/// JCS string escaping: `"` and `\` escaped, control characters as the short
+/// forms `\b \t \n \f \r` or `\u00xx` (lowercase hex), everything else literal.
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\u{8}' => out.extend_from_slice(b"\\b"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\u{c}' => out.extend_from_slice(b"\\f"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sorts_keys_and_strips_whitespace() {
+        let v = json!({"b": 1, "a": [true, null, "x"], "c": {"z": -3, "y": "\u{1}"}});
+        let bytes = encode_value(&v).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"a":[true,null,"x"],"b":1,"c":{"y":"\u0001","z":-3}}"#
+        );
+        assert_eq!(decode_value(&bytes).unwrap(), v);
+    }
+
+    #[test]
+    fn utf16_key_order() {
+        // U+1F600 (surrogates D83D..) sorts before U+FB01 in UTF-16, after it in UTF-8.
+        let v = json!({"\u{fb01}": 1, "\u{1f600}": 2});
+        let s = String::from_utf8(encode_value(&v).unwrap()).unwrap();
+        assert!(s.find('\u{1f600}').unwrap() < s.find('\u{fb01}').unwrap());
+    }
+
+    #[test]
+    fn rejects_non_canonical_inputs() {
+        for bad in [
+            &br#"{"b":1,"a":2}"#[..],
+            br#"{"a": 2}"#,
+            br#"{"a":2.5}"#,
+            br#"{"a":1e3}"#,
+            br#"{"a":1,"a":1}"#,
+            br#"{"a":"\u0041"}"#,
+            br#"{"a":"\/"}"#,
+            br#"{"a":9007199254740992}"#,
+            b" {}",
+            b"{}\n",
+        ] {
+            assert!(
+                decode_value(bad).is_err(),
+                "accepted {}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(matches!(
+            decode_value(br#"{"a":2.0}"#),
+            Err(CanonicalError::Float(_))
+        ));
+        assert!(matches!(decode_value(b"{"), Err(CanonicalError::Syntax(_))));
+    }
+
+    #[test]
+    fn safe_integer_bounds() {
+        assert!(encode_value(&json!(MAX_SAFE_INTEGER)).is_ok());
+        assert!(encode_value(&json!(-(MAX_SAFE_INTEGER as i64))).is_ok());
+        assert!(encode_value(&json!(MAX_SAFE_INTEGER + 1)).is_err());
+    }
+}

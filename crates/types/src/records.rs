@@ -1,0 +1,589 @@
+//! The records of the protocol: Request, Result, Verdict, Certificate,
+//! Receipt, and the log leaf a receipt commits to.
+//!
+//! Each record names its type and version in a `"type"` field and has one
+//! canonical encoding ([`crate::canonical`]). A record's hash is the SHA-256
+//! of that encoding, signature included. A signature covers the canonical
+//! encoding of the record without its `"signature"` field, prefixed by a
+//! domain tag and the record type, so a signature made for one record type
+//! never verifies as another.
+
+use crate::canonical::{self, CanonicalError};
+use crate::hash::{parse_hex_array, Hash};
+use crate::keys::{KeyError, PublicKey, SecretKey, Signature};
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// Errors about records.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    /// Encoding or decoding failed.
+    #[error(transparent)]
+    Canonical(#[from] CanonicalError),
+    /// A signature that does not verify.
+    #[error("{record}: {source}")]
+    Signature {
+        /// Which record type.
+        record: &'static str,
+        /// The key error.
+        source: KeyError,
+    },
+    /// A record that is well-formed but breaks a protocol rule.
+    #[error("invalid {record}: {reason}")]
+    Invalid {
+        /// Which record type.
+        record: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A record with a fixed type tag and a canonical encoding.
+pub trait Record: Serialize + DeserializeOwned {
+    /// The `"type"` value, e.g. `verinfer.result.v1`.
+    const TYPE: &'static str;
+
+    /// The canonical bytes.
+    fn to_canonical(&self) -> Result<Vec<u8>, RecordError> {
+        Ok(canonical::to_canonical(self)?)
+    }
+
+    /// Parses canonical bytes (strict: non-canonical input is rejected).
+    fn from_canonical(bytes: &[u8]) -> Result<Self, RecordError> {
+        Ok(canonical::from_canonical(bytes)?)
+    }
+
+    /// SHA-256 of the canonical bytes.
+    fn hash(&self) -> Result<Hash, RecordError> {
+        Ok(Hash::of(&self.to_canonical()?))
+    }
+}
+
+/// A record carrying the signature of one key.
+pub trait SignedRecord: Record {
+    /// The key that signs this record.
+    fn signer(&self) -> &PublicKey;
+    /// The signature field.
+    fn signature_mut(&mut self) -> &mut Signature;
+    /// The signature field.
+    fn signature(&self) -> &Signature;
+
+    /// The bytes the signature covers.
+    fn signing_bytes(&self) -> Result<Vec<u8>, RecordError> {
+        let mut v = serde_json::to_value(self)
+            .map_err(|e| RecordError::Canonical(CanonicalError::Shape(e.to_string())))?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("signature");
+        }
+        let body = canonical::encode_value(&v)?;
+        let mut msg =
+            Vec::with_capacity(SIGNATURE_DOMAIN.len() + Self::TYPE.len() + 1 + body.len());
+        msg.extend_from_slice(SIGNATURE_DOMAIN);
+        msg.extend_from_slice(Self::TYPE.as_bytes());
+        msg.push(b'\n');
+        msg.extend_from_slice(&body);
+        Ok(msg)
+    }
+
+    /// Signs the record with `key`, which must be the record's signer.
+    fn sign(&mut self, key: &SecretKey) -> Result<(), RecordError> {
+        if key.public() != *self.signer() {
+            return Err(RecordError::Invalid {
+                record: Self::TYPE,
+                reason: "signing key is not the record's signer".into(),
+            });
+        }
+        let sig = key.sign(&self.signing_bytes()?);
+        *self.signature_mut() = sig;
+        Ok(())
+    }
+
+    /// Checks the signature against the record's signer.
+    fn verify_signature(&self) -> Result<(), RecordError> {
+        self.signer()
+            .verify(&self.signing_bytes()?, self.signature())
+            .map_err(|source| RecordError::Signature {
+                record: Self::TYPE,
+                source,
+            })
+    }
+}
+
+/// Domain-separation prefix of every record signature.
+pub const SIGNATURE_DOMAIN: &[u8] = b"verinfer-signature-v1\n";
+
+/// A zero-sized `"type"` tag that serialises to one fixed string and refuses
+/// any other on decode.
+macro_rules! type_tag {
+    ($(#[$m:meta])* $name:ident = $s:literal) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $name;
+        impl $name {
+            /// The tag string.
+            pub const TYPE: &'static str = $s;
+        }
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str($s)
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                if s == $s {
+                    Ok($name)
+                } else {
+                    Err(serde::de::Error::custom(format!("record type is {s:?}, expected {:?}", $s)))
+                }
+            }
+        }
+    };
+}
+
+type_tag!(/// Tag of [`Request`].
+    RequestTag = "verinfer.request.v1");
+type_tag!(/// Tag of [`InferenceResult`].
+    ResultTag = "verinfer.result.v1");
+type_tag!(/// Tag of [`Verdict`].
+    VerdictTag = "verinfer.verdict.v1");
+type_tag!(/// Tag of [`Certificate`].
+    CertificateTag = "verinfer.certificate.v1");
+type_tag!(/// Tag of [`Receipt`].
+    ReceiptTag = "verinfer.receipt.v1");
+type_tag!(/// Tag of [`Leaf`].
+    LeafTag = "verinfer.leaf.v1");
+
+/// An amount in base units of the network token (18 decimals), written as a
+/// decimal string because it can exceed the 2^53 range of JSON numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Amount(pub u128);
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for Amount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Canonical decimal: digits only, no sign, no leading zeros.
+        if s.is_empty()
+            || !s.bytes().all(|b| b.is_ascii_digit())
+            || (s.len() > 1 && s.starts_with('0'))
+        {
+            return Err(format!("{s:?} is not a canonical decimal amount"));
+        }
+        s.parse::<u128>()
+            .map(Amount)
+            .map_err(|_| format!("amount {s} is too large"))
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Sixteen random bytes, hex in records: request nonces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Nonce(pub [u8; 16]);
+
+impl Nonce {
+    /// A fresh random nonce.
+    pub fn random() -> Self {
+        Nonce(rand::random())
+    }
+}
+
+/// Thirty-two random bytes, hex in records: commitment salts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Salt(pub [u8; 32]);
+
+impl Salt {
+    /// A fresh random salt.
+    pub fn random() -> Self {
+        Salt(rand::random())
+    }
+}
+
+macro_rules! hex_bytes_serde {
+    ($t:ident, $n:literal) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&hex::encode(self.0))
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                parse_hex_array::<$n>(&s).map($t).ok_or_else(|| {
+                    serde::de::Error::custom(concat!("expected ", $n, " bytes of lowercase hex"))
+                })
+            }
+        }
+    };
+}
+hex_bytes_serde!(Nonce, 16);
+hex_bytes_serde!(Salt, 32);
+
+/// One chat message, OpenAI style.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// What the model is asked: chat messages (rendered with the model's chat
+/// template), a raw prompt string, or prompt token ids.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Input {
+    /// Chat messages.
+    Messages(Vec<Message>),
+    /// A raw text prompt, tokenised without a chat template.
+    Prompt(String),
+    /// Prompt token ids, used as they are.
+    Tokens(Vec<u32>),
+}
+
+/// Decoding parameters. No floats: temperature and top-p are in thousandths.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decoding {
+    /// Temperature x 1000; 0 means greedy (arg-max).
+    pub temperature_milli: u32,
+    /// Keep only the k most likely tokens; 0 means no limit.
+    pub top_k: u32,
+    /// Nucleus threshold x 1000; 1000 means no limit.
+    pub top_p_milli: u32,
+    /// Seed of the counter-based sampler RNG (at most 2^53 - 1).
+    pub seed: u64,
+    /// Most output tokens.
+    pub max_tokens: u32,
+    /// Stop sequences: generation ends when the output text contains one.
+    pub stop: Vec<String>,
+}
+
+impl Default for Decoding {
+    fn default() -> Self {
+        Decoding {
+            temperature_milli: 0,
+            top_k: 0,
+            top_p_milli: 1000,
+            seed: 0,
+            max_tokens: 256,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// How a request's answer is verified.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum VerificationMode {
+    /// Signature only.
+    None,
+    /// `k` verifiers, all must accept.
+    Quorum {
+        /// Committee size.
+        k: u32,
+    },
+    /// Checked with probability `p_milli / 1000`, drawn after the result is fixed.
+    Sampled {
+        /// Probability x 1000.
+        p_milli: u32,
+    },
+    /// Provisional at once, final when no challenge arrives within the window.
+    Optimistic {
+        /// Challenge window in seconds.
+        window_secs: u64,
+    },
+}
+
+/// The request's policy: verification mode and output constraints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Verification mode.
+    pub verification: VerificationMode,
+    /// A JSON schema the output must satisfy, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<serde_json::Value>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            verification: VerificationMode::Quorum { k: 1 },
+            json_schema: None,
+        }
+    }
+}
+
+/// A request for one inference.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// `verinfer.request.v1`.
+    #[serde(rename = "type")]
+    pub tag: RequestTag,
+    /// Model id: SHA-256 of the model file.
+    pub model: Hash,
+    /// The input.
+    pub input: Input,
+    /// Decoding parameters.
+    pub decoding: Decoding,
+    /// Verification policy.
+    pub policy: Policy,
+    /// The account that pays.
+    pub requester: PublicKey,
+    /// Makes each request unique.
+    pub nonce: Nonce,
+    /// The requester, or the gateway signing for its API-key users.
+    pub signer: PublicKey,
+    /// Signature by `signer`.
+    pub signature: Signature,
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model emitted an end-of-sequence token.
+    Eos,
+    /// The output reached a stop sequence.
+    Stop,
+    /// `max_tokens` was reached.
+    Length,
+}
+
+/// Token counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    /// Tokens in the prompt (after the chat template).
+    pub prompt_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+}
+
+/// An inference node's signed answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceResult {
+    /// `verinfer.result.v1`.
+    #[serde(rename = "type")]
+    pub tag: ResultTag,
+    /// Hash of the request answered.
+    pub request: Hash,
+    /// Model id used.
+    pub model: Hash,
+    /// Engine name and version, which fixes the numerics and the margin rule.
+    pub engine: String,
+    /// Output token ids.
+    pub output_tokens: Vec<u32>,
+    /// The decoding of the output tokens.
+    pub output_text: String,
+    /// Why generation ended.
+    pub finish_reason: FinishReason,
+    /// Token counts.
+    pub usage: Usage,
+    /// The inference node.
+    pub node: PublicKey,
+    /// Signature by `node`.
+    pub signature: Signature,
+}
+
+/// A verifier's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The result follows the rules.
+    Accept,
+    /// The result breaks a rule.
+    Reject,
+}
+
+/// A verifier's signed decision on one [`InferenceResult`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verdict {
+    /// `verinfer.verdict.v1`.
+    #[serde(rename = "type")]
+    pub tag: VerdictTag,
+    /// Hash of the result checked.
+    pub result: Hash,
+    /// Accept or reject.
+    pub decision: Decision,
+    /// Why, for a rejection (a reason code and detail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// First output position that failed, for token-level rejections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_position: Option<u32>,
+    /// Output positions checked by recomputation.
+    pub checked_positions: u32,
+    /// CPU time spent checking, in microseconds.
+    pub cost_micros: u64,
+    /// The verifier.
+    pub verifier: PublicKey,
+    /// Signature by `verifier`.
+    pub signature: Signature,
+}
+
+/// A quorum of verdicts on one result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// `verinfer.certificate.v1`.
+    #[serde(rename = "type")]
+    pub tag: CertificateTag,
+    /// Hash of the result certified.
+    pub result: Hash,
+    /// The verdicts, ordered by verifier key.
+    pub verdicts: Vec<Verdict>,
+}
+
+/// How a fee was split.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fees {
+    /// Charged to the requester.
+    pub total: Amount,
+    /// Paid to the inference node.
+    pub node: Amount,
+    /// Paid to the verifiers together.
+    pub verifiers: Amount,
+    /// Paid to the treasury.
+    pub treasury: Amount,
+}
+
+/// A settled inference: its parts, its fees and the salt of its commitments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    /// `verinfer.receipt.v1`.
+    #[serde(rename = "type")]
+    pub tag: ReceiptTag,
+    /// The request.
+    pub request: Request,
+    /// The signed result.
+    pub result: InferenceResult,
+    /// The certificate.
+    pub certificate: Certificate,
+    /// The fee breakdown.
+    pub fees: Fees,
+    /// Salt of the commitments in the log leaf.
+    pub salt: Salt,
+}
+
+/// What the log holds for a receipt: commitments, not text.
+///
+/// `request` and `result` are salted hashes of the canonical records, so the
+/// log reveals nothing about prompts or outputs, while a receipt opened by its
+/// owner can be checked against the leaf.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Leaf {
+    /// `verinfer.leaf.v1`.
+    #[serde(rename = "type")]
+    pub tag: LeafTag,
+    /// Model id.
+    pub model: Hash,
+    /// Inference node.
+    pub node: PublicKey,
+    /// Paying account.
+    pub requester: PublicKey,
+    /// SHA-256(salt || canonical request).
+    pub request: Hash,
+    /// SHA-256(salt || canonical result).
+    pub result: Hash,
+    /// Hash of the certificate.
+    pub certificate: Hash,
+    /// The fees settled.
+    pub fees: Fees,
+}
+
+/// Salted commitment to a record: SHA-256(salt || canonical bytes).
+pub fn commitment<R: Record>(salt: &Salt, record: &R) -> Result<Hash, RecordError> {
+    Ok(Hash::of_parts(&[&salt.0, &record.to_canonical()?]))
+}
+
+impl Receipt {
+    /// The log leaf this receipt commits to.
+    pub fn leaf(&self) -> Result<Leaf, RecordError> {
+        Ok(Leaf {
+            tag: LeafTag,
+            model: self.result.model,
+            node: self.result.node,
+            requester: self.request.requester,
+            request: commitment(&self.salt, &self.request)?,
+            result: commitment(&self.salt, &self.result)?,
+            certificate: self.certificate.hash()?,
+            fees: self.fees,
+        })
+    }
+}
+
+macro_rules! record {
+    ($t:ty, $tag:ty) => {
+        impl Record for $t {
+            const TYPE: &'static str = <$tag>::TYPE;
+        }
+    };
+    ($t:ty, $tag:ty, signed by $signer:ident) => {
+        record!($t, $tag);
+        impl SignedRecord for $t {
+            fn signer(&self) -> &PublicKey {
+                &self.$signer
+            }
+            fn signature_mut(&mut self) -> &mut Signature {
+                &mut self.signature
+            }
+            fn signature(&self) -> &Signature {
+                &self.signature
+            }
+        }
+    };
+}
+record!(Request, RequestTag, signed by signer);
+record!(InferenceResult, ResultTag, signed by node);
+record!(Verdict, VerdictTag, signed by verifier);
+record!(Certificate, CertificateTag);
+record!(Receipt, ReceiptTag);
+record!(Leaf, LeafTag);
+
+impl Request {
+    /// Checks what can be checked without a model: the signature, and that
+    /// numbers that must fit JSON's safe range do.
+    pub fn validate(&self) -> Result<(), RecordError> {
+        if self.decoding.seed > canonical::MAX_SAFE_INTEGER {
+            return Err(RecordError::Invalid {
+                record: Request::TYPE,
+                reason: "seed must be at most 2^53 - 1".into(),
+            });
+        }
+        if self.decoding.top_p_milli > 1000 {
+            return Err(RecordError::Invalid {
+                record: Request::TYPE,
+                reason: "top_p_milli must be at most 1000".into(),
+            });
+        }
+        self.verify_signature()
+    }
+}

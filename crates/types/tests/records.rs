@@ -1,0 +1,271 @@
+//! Canonical encoding of records: round trips, strictness, golden hashes and
+//! signature domain separation.
+
+use proptest::prelude::*;
+use verinfer_types::canonical::{self, CanonicalError};
+use verinfer_types::fixtures;
+use verinfer_types::records::*;
+use verinfer_types::{Hash, Record, RecordError, SignedRecord};
+
+fn arb_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-zA-Z0-9 ]{0,20}",
+        any::<String>(),
+        Just("\"\\\u{0}\u{1f}\u{7f}\u{2028}\u{1f600}".to_string()),
+    ]
+}
+
+fn arb_request() -> impl Strategy<Value = Request> {
+    (
+        proptest::collection::vec((arb_text(), arb_text()), 0..4),
+        any::<u32>(),
+        0u32..=1000,
+        0u64..=canonical::MAX_SAFE_INTEGER,
+        proptest::collection::vec(arb_text(), 0..3),
+        any::<[u8; 16]>(),
+        prop_oneof![
+            Just(VerificationMode::None),
+            any::<u32>().prop_map(|k| VerificationMode::Quorum { k }),
+            any::<u32>().prop_map(|p_milli| VerificationMode::Sampled { p_milli }),
+            (0u64..=canonical::MAX_SAFE_INTEGER)
+                .prop_map(|window_secs| VerificationMode::Optimistic { window_secs }),
+        ],
+    )
+        .prop_map(|(msgs, temp, top_p, seed, stop, nonce, mode)| {
+            let mut r = fixtures::request(Hash::of(b"m"));
+            r.input = Input::Messages(
+                msgs.into_iter()
+                    .map(|(role, content)| Message { role, content })
+                    .collect(),
+            );
+            r.decoding.temperature_milli = temp;
+            r.decoding.top_p_milli = top_p;
+            r.decoding.seed = seed;
+            r.decoding.stop = stop;
+            r.nonce = Nonce(nonce);
+            r.policy.verification = mode;
+            r.sign(&fixtures::key(1)).unwrap();
+            r
+        })
+}
+
+fn arb_result() -> impl Strategy<Value = InferenceResult> {
+    (
+        arb_request(),
+        proptest::collection::vec(any::<u32>(), 0..64),
+        arb_text(),
+        prop_oneof![
+            Just(FinishReason::Eos),
+            Just(FinishReason::Stop),
+            Just(FinishReason::Length)
+        ],
+    )
+        .prop_map(|(req, tokens, text, finish)| {
+            let mut r = fixtures::result(&req);
+            r.output_tokens = tokens;
+            r.output_text = text;
+            r.finish_reason = finish;
+            r.sign(&fixtures::key(2)).unwrap();
+            r
+        })
+}
+
+proptest! {
+    #[test]
+    fn request_roundtrip(r in arb_request()) {
+        let bytes = r.to_canonical().unwrap();
+        prop_assert_eq!(Request::from_canonical(&bytes).unwrap(), r.clone());
+        prop_assert!(r.validate().is_ok());
+    }
+
+    #[test]
+    fn result_roundtrip(r in arb_result()) {
+        let bytes = r.to_canonical().unwrap();
+        let back = InferenceResult::from_canonical(&bytes).unwrap();
+        prop_assert!(back.verify_signature().is_ok());
+        prop_assert_eq!(back, r);
+    }
+
+    #[test]
+    fn amounts_roundtrip(a in any::<u128>()) {
+        let mut receipt = fixtures::receipt();
+        receipt.fees.total = Amount(a);
+        let bytes = receipt.to_canonical().unwrap();
+        prop_assert_eq!(Receipt::from_canonical(&bytes).unwrap(), receipt);
+    }
+
+    /// Any whitespace inserted between tokens makes the encoding non-canonical.
+    #[test]
+    fn whitespace_is_rejected(r in arb_result(), at in any::<prop::sample::Index>(), ws in prop::sample::select(vec![" ", "\n", "\t", "\r"])) {
+        let bytes = r.to_canonical().unwrap();
+        // Insert after a structural character, where JSON allows whitespace.
+        let positions: Vec<usize> = bytes.iter().enumerate()
+            .filter(|(_, b)| matches!(b, b'{' | b'[' | b',' | b':'))
+            .map(|(i, _)| i + 1).collect();
+        let pos = positions[at.index(positions.len())];
+        let mut bad = bytes[..pos].to_vec();
+        bad.extend_from_slice(ws.as_bytes());
+        bad.extend_from_slice(&bytes[pos..]);
+        // It may land inside a string, where it changes the value; it must
+        // never decode to the same record.
+        match InferenceResult::from_canonical(&bad) {
+            Err(_) => {}
+            Ok(other) => prop_assert_ne!(other, r),
+        }
+    }
+}
+
+fn swap_first_two_keys(json: &str) -> String {
+    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).unwrap();
+    let keys: Vec<String> = v.keys().cloned().collect();
+    // Rebuild with the last key first: still valid JSON, wrong order.
+    let mut out = String::from("{");
+    let last = keys.last().unwrap().clone();
+    let order = std::iter::once(last.clone()).chain(keys.into_iter().filter(|k| *k != last));
+    for (i, k) in order.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let val = v.remove(&k).unwrap();
+        out.push_str(&format!(
+            "{}:{}",
+            serde_json::to_string(&k).unwrap(),
+            String::from_utf8(canonical::encode_value(&val).unwrap()).unwrap()
+        ));
+    }
+    out.push('}');
+    out
+}
+
+#[test]
+fn non_canonical_records_are_rejected() {
+    let res = fixtures::result(&fixtures::request(Hash::of(b"m")));
+    let good = String::from_utf8(res.to_canonical().unwrap()).unwrap();
+    assert!(InferenceResult::from_canonical(good.as_bytes()).is_ok());
+
+    let reordered = swap_first_two_keys(&good);
+    assert_ne!(reordered, good);
+    assert_eq!(
+        InferenceResult::from_canonical(reordered.as_bytes()),
+        Err(RecordError::Canonical(CanonicalError::NotCanonical))
+    );
+
+    let spaced = good.replacen(":", ": ", 1);
+    assert!(InferenceResult::from_canonical(spaced.as_bytes()).is_err());
+
+    let float = good.replace("\"prompt_tokens\":31", "\"prompt_tokens\":31.0");
+    assert!(matches!(
+        InferenceResult::from_canonical(float.as_bytes()),
+        Err(RecordError::Canonical(CanonicalError::Float(_)))
+    ));
+
+    let dup = good.replacen("{", "{\"engine\":\"x\",", 1);
+    assert!(InferenceResult::from_canonical(dup.as_bytes()).is_err());
+
+    let extra = good.replacen("\"engine\"", "\"extra\":1,\"engine\"", 1);
+    assert!(InferenceResult::from_canonical(extra.as_bytes()).is_err());
+
+    let upper_hex = good.replacen(&res.node.to_hex(), &res.node.to_hex().to_uppercase(), 1);
+    assert!(InferenceResult::from_canonical(upper_hex.as_bytes()).is_err());
+
+    let wrong_type = good.replace("verinfer.result.v1", "verinfer.result.v2");
+    assert!(InferenceResult::from_canonical(wrong_type.as_bytes()).is_err());
+}
+
+#[test]
+fn signature_for_one_type_never_verifies_as_another() {
+    let req = fixtures::request(Hash::of(b"m"));
+    let res = fixtures::result(&req);
+    let verdict = fixtures::verdict(&res, 2);
+    // Same key (seed 2) signs the result and the verdict; moving the result's
+    // signature onto the verdict must fail.
+    let mut forged = verdict.clone();
+    forged.signature = res.signature;
+    assert!(forged.verify_signature().is_err());
+    assert!(verdict.verify_signature().is_ok());
+
+    let mut tampered = res.clone();
+    tampered.output_text.push('!');
+    assert!(tampered.verify_signature().is_err());
+    assert!(matches!(
+        tampered.clone().sign(&fixtures::key(9)),
+        Err(RecordError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn receipt_leaf_commits_to_opened_text() {
+    let receipt = fixtures::receipt();
+    let leaf = receipt.leaf().unwrap();
+    assert_eq!(
+        leaf.request,
+        commitment(&receipt.salt, &receipt.request).unwrap()
+    );
+    let mut other = receipt.clone();
+    other.result.output_text = "Lyon".into();
+    assert_ne!(other.leaf().unwrap().result, leaf.result);
+    let mut resalted = receipt.clone();
+    resalted.salt = Salt([0; 32]);
+    assert_ne!(resalted.leaf().unwrap().request, leaf.request);
+}
+
+#[test]
+fn seed_beyond_safe_range_is_refused() {
+    let mut req = fixtures::request(Hash::of(b"m"));
+    req.decoding.seed = canonical::MAX_SAFE_INTEGER + 1;
+    assert!(req.to_canonical().is_err());
+    assert!(req.validate().is_err());
+}
+
+/// Golden hashes: if one of these changes, the wire format changed and every
+/// stored receipt and signature with it. Bump the record version instead.
+#[test]
+fn golden_hashes() {
+    let receipt = fixtures::receipt();
+    let got = [
+        ("request", receipt.request.hash().unwrap()),
+        ("result", receipt.result.hash().unwrap()),
+        ("verdict", receipt.certificate.verdicts[0].hash().unwrap()),
+        ("certificate", receipt.certificate.hash().unwrap()),
+        ("receipt", receipt.hash().unwrap()),
+        ("leaf", receipt.leaf().unwrap().hash().unwrap()),
+    ];
+    let want = [
+        (
+            "request",
+            "10da184b2aa58549817cd38dd7fd437e186577ce4f824fa28bae2f31f0c7822d",
+        ),
+        (
+            "result",
+            "c8235d14e47035579449d2e07f8ddadd2d4116be9f172cf3265a4a6e9fe52e63",
+        ),
+        (
+            "verdict",
+            "21759dade09042c3d8b80e3fd4ca8b197ed60ccd30c87cb34deeb830c080cc68",
+        ),
+        (
+            "certificate",
+            "73a0ff6309bc85662303d69a5007b282eaf4f3e62d3c8e456793a31cdd158638",
+        ),
+        (
+            "receipt",
+            "fbd3624277a90ec6fa0651402ab4b8bf591fd875cf3174c1713ef6155713e319",
+        ),
+        (
+            "leaf",
+            "29f903b6e09a58f6d16030303d46e22909ff4fc7203a5b665f350efca6124e27",
+        ),
+    ];
+    for ((name, h), (wname, w)) in got.iter().zip(want) {
+        assert_eq!(*name, wname);
+        assert_eq!(h.to_hex(), w, "golden hash of {name} changed");
+    }
+}
+
+/// The leaf's canonical bytes, spelled out, so the format is visible in review.
+#[test]
+fn golden_leaf_bytes() {
+    let leaf = fixtures::receipt().leaf().unwrap();
+    let text = String::from_utf8(leaf.to_canonical().unwrap()).unwrap();
+    assert_eq!(text, include_str!("golden/leaf.json").trim_end());
+}
