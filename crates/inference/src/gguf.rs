@@ -514,3 +514,10 @@ pub mod writer {
         out
     }
 }
+
+impl Gguf {
+    /// The whole mapped file (tensor views index into it by absolute offset).
+    pub fn tensor_bytes_all(&self) -> &[u8] {
+        &self.mmap
+    }
+}

@@ -1,0 +1,555 @@
+//! The engine: generation (single and batched), streaming, and teacher-forced scoring.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{self, ChatMessage};
+use crate::error::{LlmError, Result};
+use crate::model::{Entry, KvCache, Model};
+use crate::pool::Pool;
+use crate::sampler::{self, SamplingParams};
+use crate::simd::KernelKind;
+
+/// Engine version string; part of what a verifier must match.
+pub const ENGINE_VERSION: &str = concat!("verinfer-llm/", env!("CARGO_PKG_VERSION"), "/arith-v1");
+
+/// Tokens per forward pass during prefill (bounds memory for long prompts).
+const PREFILL_CHUNK: usize = 256;
+
+/// Options for loading an engine.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Worker threads (0 = number of available CPUs).
+    pub threads: usize,
+    /// Use the portable scalar kernels even if AVX2 is available (results are identical).
+    pub force_scalar: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            threads: 0,
+            force_scalar: false,
+        }
+    }
+}
+
+/// Parameters of one generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerateParams {
+    /// Maximum new tokens.
+    pub max_tokens: u32,
+    /// Token selection.
+    pub sampling: SamplingParams,
+    /// Stop sequences: generation ends when the text contains one (it is cut off).
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 128,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model produced an end-of-sequence (or end-of-turn) token.
+    Eos,
+    /// A stop sequence appeared.
+    Stop,
+    /// `max_tokens` or the context window was reached.
+    Length,
+}
+
+/// Token counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Generated tokens.
+    pub completion_tokens: u32,
+}
+
+/// The outcome of a generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    /// Generated token ids (including a final EOS token, if any).
+    pub tokens: Vec<u32>,
+    /// Generated text (control tokens omitted; cut before a stop sequence).
+    pub text: String,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Token counts.
+    pub usage: Usage,
+}
+
+/// A candidate token at a scored position.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// Token id.
+    pub token: u32,
+    /// Its logit.
+    pub logit: f32,
+    /// Logit of the best token minus this one's (>= 0).
+    pub margin: f32,
+}
+
+/// What the verifier needs at one output position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PositionScore {
+    /// The greedy choice.
+    pub argmax: u32,
+    /// The claimed token.
+    pub claimed: u32,
+    /// The claimed token's logit.
+    pub claimed_logit: f32,
+    /// Logit of the arg-max minus the claimed token's logit (0 when it is the arg-max).
+    pub claimed_margin: f32,
+    /// Best candidates, best first.
+    pub top: Vec<Candidate>,
+    /// What the seeded sampler picks here.
+    pub sampled: u32,
+}
+
+/// Text released by the streaming decoder (held back while it could be the
+/// start of a stop sequence or an incomplete UTF-8 character).
+struct TextState {
+    bytes: Vec<u8>,
+    emitted: usize,
+    stop: Vec<String>,
+    cut: Option<usize>,
+}
+
+impl TextState {
+    fn new(stop: &[String]) -> Self {
+        TextState {
+            bytes: Vec::new(),
+            emitted: 0,
+            stop: stop.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            cut: None,
+        }
+    }
+
+    fn valid_prefix(&self) -> &str {
+        match std::str::from_utf8(&self.bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                // The valid prefix is valid UTF-8 by construction.
+                std::str::from_utf8(&self.bytes[..e.valid_up_to()]).unwrap_or("")
+            }
+        }
+    }
+
+    /// Add bytes; return the newly releasable text and whether a stop matched.
+    fn push(&mut self, b: &[u8]) -> (String, bool) {
+        self.bytes.extend_from_slice(b);
+        let text = self.valid_prefix();
+        let search_from = self
+            .emitted
+            .saturating_sub(self.stop.iter().map(String::len).max().unwrap_or(0));
+        let mut found: Option<usize> = None;
+        for s in &self.stop {
+            let mut from = search_from;
+            while !text.is_char_boundary(from) {
+                from -= 1;
+            }
+            if let Some(i) = text[from..].find(s.as_str()) {
+                let at = from + i;
+                found = Some(found.map_or(at, |f: usize| f.min(at)));
+            }
+        }
+        if let Some(at) = found {
+            let at = at.max(self.emitted);
+            let out = text[self.emitted..at].to_string();
+            self.emitted = at;
+            self.cut = Some(at);
+            return (out, true);
+        }
+        let mut hold = 0;
+        for s in &self.stop {
+            for l in (1..s.len()).rev() {
+                if l <= text.len() && text.is_char_boundary(text.len() - l) && s.is_char_boundary(l) && text.ends_with(&s[..l]) {
+                    hold = hold.max(l);
+                    break;
+                }
+            }
+        }
+        let mut end = text.len() - hold;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let end = end.max(self.emitted);
+        let out = text[self.emitted..end].to_string();
+        self.emitted = end;
+        (out, false)
+    }
+
+    /// Release the rest at the end of generation.
+    fn finish(&mut self) -> (String, String) {
+        let full = String::from_utf8_lossy(&self.bytes).into_owned();
+        let end = self.cut.unwrap_or(full.len());
+        let rest = if self.emitted <= end && full.is_char_boundary(self.emitted) && full.is_char_boundary(end) {
+            full[self.emitted..end].to_string()
+        } else {
+            String::new()
+        };
+        let text = if full.is_char_boundary(end) {
+            full[..end].to_string()
+        } else {
+            full
+        };
+        (rest, text)
+    }
+}
+
+/// One request of a batch.
+#[derive(Debug, Clone)]
+pub struct BatchRequest {
+    /// Prompt tokens.
+    pub prompt: Vec<u32>,
+    /// Generation parameters.
+    pub params: GenerateParams,
+}
+
+/// A loaded model ready to run.
+pub struct Engine {
+    model: Model,
+    pool: Pool,
+    kind: KernelKind,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("model", &self.model)
+            .field("threads", &self.pool.threads())
+            .field("kernels", &self.kind)
+            .finish()
+    }
+}
+
+struct SeqState<'a> {
+    prompt_len: usize,
+    params: GenerateParams,
+    tokens: Vec<u32>,
+    text: TextState,
+    finish: Option<FinishReason>,
+    next: u32,
+    callback: Option<&'a mut dyn FnMut(u32, &str)>,
+    limit: usize,
+}
+
+impl Engine {
+    /// Load a GGUF model.
+    pub fn load(path: &Path, opts: EngineOptions) -> Result<Self> {
+        Ok(Self::new(Model::load(path)?, opts))
+    }
+
+    /// Wrap a loaded model.
+    pub fn new(model: Model, opts: EngineOptions) -> Self {
+        let threads = if opts.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            opts.threads
+        };
+        let kind = if opts.force_scalar {
+            KernelKind::Scalar
+        } else {
+            KernelKind::detect()
+        };
+        Engine {
+            model,
+            pool: Pool::new(threads),
+            kind,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Worker threads in use.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Whether the SIMD kernels are in use.
+    pub fn uses_simd(&self) -> bool {
+        self.kind != KernelKind::Scalar
+    }
+
+    /// Apply the model's chat template and tokenize (special tokens parsed).
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let tk = &self.model.tokenizer;
+        let tok_str = |id: Option<u32>| {
+            id.and_then(|i| tk.token_bytes(i, true).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        let text = chat::render(
+            &self.model.chat_template,
+            messages,
+            true,
+            &tok_str(tk.bos),
+            &tok_str(tk.eos),
+        )?;
+        Ok(tk.encode(&text, true))
+    }
+
+    /// Generate from prompt tokens, calling `on_token(token, text_delta)` per token.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        on_token: &mut dyn FnMut(u32, &str),
+    ) -> Result<Generation> {
+        let req = BatchRequest {
+            prompt: prompt.to_vec(),
+            params: params.clone(),
+        };
+        let mut out = self.run_batch(&[req], vec![Some(on_token)])?;
+        out.pop()
+            .ok_or_else(|| LlmError::InvalidRequest("empty batch".into()))
+    }
+
+    /// Generate several requests together (their decode steps share the
+    /// weight passes). Each result is identical to generating it alone.
+    pub fn generate_batch(&mut self, reqs: &[BatchRequest]) -> Result<Vec<Generation>> {
+        let cbs = reqs.iter().map(|_| None).collect();
+        self.run_batch(reqs, cbs)
+    }
+
+    fn check_prompt(&self, prompt: &[u32]) -> Result<usize> {
+        let ctx = self.model.max_seq_len();
+        if prompt.is_empty() {
+            return Err(LlmError::InvalidRequest("empty prompt".into()));
+        }
+        if prompt.len() >= ctx {
+            return Err(LlmError::ContextOverflow {
+                prompt: prompt.len(),
+                context: ctx,
+            });
+        }
+        let vocab = self.model.config.vocab;
+        if let Some(t) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(LlmError::InvalidRequest(format!(
+                "token id {t} out of range (vocabulary {vocab})"
+            )));
+        }
+        Ok(ctx)
+    }
+
+    fn prefill(
+        &self,
+        caches: &mut [KvCache],
+        seqs: &[(usize, &[u32])],
+    ) -> Result<Vec<Vec<f32>>> {
+        // Chunks of whole-token entries across sequences; logits for each prompt's last token.
+        let mut all: Vec<(Entry, bool)> = Vec::new();
+        for &(s, p) in seqs {
+            for (pos, &t) in p.iter().enumerate() {
+                all.push((Entry { seq: s, token: t, pos }, pos + 1 == p.len()));
+            }
+        }
+        let vocab = self.model.config.vocab;
+        let mut out = Vec::new();
+        for chunk in all.chunks(PREFILL_CHUNK) {
+            let entries: Vec<Entry> = chunk.iter().map(|c| c.0).collect();
+            let want: Vec<usize> = (0..chunk.len()).filter(|&i| chunk[i].1).collect();
+            let logits = self
+                .model
+                .forward(self.kind, &self.pool, &entries, caches, &want)?;
+            out.extend(logits.chunks_exact(vocab).map(<[f32]>::to_vec));
+        }
+        Ok(out)
+    }
+
+    fn run_batch(
+        &mut self,
+        reqs: &[BatchRequest],
+        mut callbacks: Vec<Option<&mut dyn FnMut(u32, &str)>>,
+    ) -> Result<Vec<Generation>> {
+        let mut max_len = 0;
+        for r in reqs {
+            let ctx = self.check_prompt(&r.prompt)?;
+            let limit = (r.prompt.len() + r.params.max_tokens as usize).min(ctx);
+            max_len = max_len.max(limit);
+        }
+        self.model.ensure_rope(max_len + 1);
+        let mut caches: Vec<KvCache> = Vec::new();
+        let mut seqs: Vec<SeqState> = Vec::new();
+        for (r, cb) in reqs.iter().zip(callbacks.drain(..)) {
+            let limit = (r.prompt.len() + r.params.max_tokens as usize).min(self.model.max_seq_len());
+            caches.push(KvCache::new(&self.model.config, limit.max(r.prompt.len())));
+            seqs.push(SeqState {
+                prompt_len: r.prompt.len(),
+                params: r.params.clone(),
+                tokens: Vec::new(),
+                text: TextState::new(&r.params.stop),
+                finish: None,
+                next: 0,
+                callback: cb,
+                limit,
+            });
+        }
+        let prompts: Vec<(usize, &[u32])> = reqs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, r.prompt.as_slice()))
+            .collect();
+        let logits = self.prefill(&mut caches, &prompts)?;
+        for (s, l) in seqs.iter_mut().zip(&logits) {
+            self.accept(s, l)?;
+        }
+        loop {
+            let active: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].finish.is_none()).collect();
+            if active.is_empty() {
+                break;
+            }
+            let entries: Vec<Entry> = active
+                .iter()
+                .map(|&i| Entry {
+                    seq: i,
+                    token: seqs[i].next,
+                    pos: seqs[i].prompt_len + seqs[i].tokens.len() - 1,
+                })
+                .collect();
+            let want: Vec<usize> = (0..entries.len()).collect();
+            let logits = self
+                .model
+                .forward(self.kind, &self.pool, &entries, &mut caches, &want)?;
+            let vocab = self.model.config.vocab;
+            for (&i, l) in active.iter().zip(logits.chunks_exact(vocab)) {
+                self.accept(&mut seqs[i], l)?;
+            }
+        }
+        let mut out = Vec::new();
+        for s in seqs.iter_mut() {
+            let (rest, text) = s.text.finish();
+            if !rest.is_empty() {
+                if let Some(cb) = s.callback.as_mut() {
+                    cb(u32::MAX, &rest);
+                }
+            }
+            out.push(Generation {
+                tokens: s.tokens.clone(),
+                text,
+                finish_reason: s.finish.unwrap_or(FinishReason::Length),
+                usage: Usage {
+                    prompt_tokens: s.prompt_len as u32,
+                    completion_tokens: s.tokens.len() as u32,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Choose the next token of `s` from `logits` and update its state.
+    fn accept(&self, s: &mut SeqState, logits: &[f32]) -> Result<()> {
+        if s.params.max_tokens == 0 || s.prompt_len >= s.limit {
+            s.finish = Some(FinishReason::Length);
+            return Ok(());
+        }
+        let pos = (s.prompt_len + s.tokens.len()) as u64;
+        let tok = sampler::sample(logits, &s.params.sampling, pos);
+        s.tokens.push(tok);
+        s.next = tok;
+        let tk = &self.model.tokenizer;
+        if tk.is_end(tok) {
+            s.finish = Some(FinishReason::Eos);
+            if let Some(cb) = s.callback.as_mut() {
+                cb(tok, "");
+            }
+            return Ok(());
+        }
+        let (delta, stopped) = s.text.push(&tk.token_bytes(tok, false)?);
+        if let Some(cb) = s.callback.as_mut() {
+            cb(tok, &delta);
+        }
+        if stopped {
+            s.finish = Some(FinishReason::Stop);
+        } else if s.prompt_len + s.tokens.len() >= s.limit {
+            s.finish = Some(FinishReason::Length);
+        }
+        Ok(())
+    }
+
+    /// Teacher-forced scoring: one batched pass over `prompt ++ output` giving,
+    /// at every output position, the arg-max, the claimed token's logit, the
+    /// `top_n` best candidates with margins, and the seeded sampler's pick.
+    ///
+    /// The logits are bit-identical to those seen during generation, so for a
+    /// greedy result `argmax == claimed` at every position.
+    pub fn score(
+        &mut self,
+        prompt: &[u32],
+        output: &[u32],
+        sampling: &SamplingParams,
+        top_n: usize,
+    ) -> Result<Vec<PositionScore>> {
+        let ctx = self.check_prompt(prompt)?;
+        if output.is_empty() {
+            return Ok(Vec::new());
+        }
+        let total = prompt.len() + output.len() - 1;
+        if total >= ctx {
+            return Err(LlmError::ContextOverflow {
+                prompt: total + 1,
+                context: ctx,
+            });
+        }
+        let vocab = self.model.config.vocab;
+        if let Some(t) = output.iter().find(|&&t| t as usize >= vocab) {
+            return Err(LlmError::InvalidRequest(format!("output token id {t} out of range")));
+        }
+        self.model.ensure_rope(total + 1);
+        let mut caches = vec![KvCache::new(&self.model.config, total)];
+        let seq: Vec<u32> = prompt.iter().chain(&output[..output.len() - 1]).copied().collect();
+        let first = prompt.len() - 1;
+        let mut result = Vec::with_capacity(output.len());
+        for (ci, chunk) in seq.chunks(PREFILL_CHUNK).enumerate() {
+            let base = ci * PREFILL_CHUNK;
+            let entries: Vec<Entry> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| Entry { seq: 0, token: t, pos: base + i })
+                .collect();
+            let want: Vec<usize> = (0..chunk.len()).filter(|&i| base + i >= first).collect();
+            let logits = self
+                .model
+                .forward(self.kind, &self.pool, &entries, &mut caches, &want)?;
+            for (&i, l) in want.iter().zip(logits.chunks_exact(vocab)) {
+                let pos = base + i;
+                let claimed = output[pos - first];
+                let top = sampler::top_n(l, top_n.max(1));
+                let best = l[top[0] as usize];
+                let claimed_logit = l[claimed as usize];
+                result.push(PositionScore {
+                    argmax: sampler::argmax(l),
+                    claimed,
+                    claimed_logit,
+                    claimed_margin: best - claimed_logit,
+                    top: top
+                        .iter()
+                        .take(top_n)
+                        .map(|&t| Candidate {
+                            token: t,
+                            logit: l[t as usize],
+                            margin: best - l[t as usize],
+                        })
+                        .collect(),
+                    sampled: sampler::sample(l, sampling, (pos + 1) as u64),
+                });
+            }
+        }
+        Ok(result)
+    }
+}
