@@ -1,2 +1,60 @@
-//! The `verinfer` command-line tool.
-fn main() {}
+//! The `verinfer` command-line tool: one binary for every role and tool.
+//!
+//! Errors are printed as `error: ...` with their causes, and the process exits
+//! with status 1 (2 for usage errors, from clap).
+
+mod cmd_keys;
+mod cmd_log;
+mod config;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "verinfer",
+    version,
+    about = "Verifiable AI inference: every answer a record anyone can check"
+)]
+struct Cli {
+    /// Configuration file (TOML); flags override it.
+    #[arg(long, global = true, env = "VERINFER_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the network in one process on one data directory.
+    Devnet(cmd_log::DevnetArgs),
+    /// A transparency log on its own: init, append, checkpoint, proofs, serve.
+    #[command(subcommand)]
+    Log(cmd_log::LogCommand),
+    /// Create node and account keys.
+    #[command(subcommand)]
+    Keys(cmd_keys::KeysCommand),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VERINFER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = config::Config::load(cli.config.as_deref()).and_then(|config| match cli.command {
+        Command::Devnet(args) => cmd_log::devnet(args, &config),
+        Command::Log(cmd) => cmd_log::run(cmd, &config),
+        Command::Keys(cmd) => cmd_keys::run(cmd),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

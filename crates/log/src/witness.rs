@@ -221,7 +221,7 @@ mod tests {
 
         let proof = tree.consistency_proof(5, 10).unwrap();
         let n2 = w.cosign(&sign(&tree, 10), &proof, 101).unwrap();
-        assert_eq!(count_cosignatures(&n2, &[wvk.clone()]), 1);
+        assert_eq!(count_cosignatures(&n2, std::slice::from_ref(&wvk)), 1);
 
         // A fork: a different tree of size 12 that does not extend the first 10.
         let mut fork = Tree::new();

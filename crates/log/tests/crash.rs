@@ -6,6 +6,8 @@
 //! The writer is this test binary itself, re-executed with
 //! `VERINFER_CRASH_CHILD` set (see `crash_child`).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use rand::{Rng, SeedableRng};

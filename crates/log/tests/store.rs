@@ -1,5 +1,7 @@
 //! The durable log: appends, proofs, reopening, torn tails and damage.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! The RFC 6962 proof vectors of transparency-dev/merkle, from
 //! `../shared/vectors/rfc6962` (see its README for the edge rules).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde::Deserialize;

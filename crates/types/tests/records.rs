@@ -1,6 +1,8 @@
 //! Canonical encoding of records: round trips, strictness, golden hashes and
 //! signature domain separation.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use proptest::prelude::*;
 use verinfer_types::canonical::{self, CanonicalError};
 use verinfer_types::fixtures;

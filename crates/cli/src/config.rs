@@ -1,0 +1,55 @@
+//! The TOML configuration file. Every field is optional; command-line flags
+//! override it, and built-in defaults fill the rest.
+
+use anyhow::Context;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// `verinfer.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Data directory of devnet (default: `$VERINFER_HOME` or the user data dir).
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address.
+    pub listen: Option<String>,
+    /// The log.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[log]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Origin (and key name) of a new log.
+    pub origin: Option<String>,
+    /// How often a new checkpoint is signed while the log grows, in ms.
+    pub checkpoint_interval_ms: Option<u64>,
+}
+
+impl Config {
+    /// Reads `path`, or returns the defaults when no file is given.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+}
+
+/// The user's verinfer data directory: `$VERINFER_HOME`, else
+/// `$XDG_DATA_HOME/verinfer`, else `~/.local/share/verinfer`.
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(h) = std::env::var_os("VERINFER_HOME") {
+        return Ok(PathBuf::from(h));
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return Ok(PathBuf::from(x).join("verinfer"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("cannot find a data directory: set VERINFER_HOME or HOME")?;
+    Ok(PathBuf::from(home).join(".local/share/verinfer"))
+}
