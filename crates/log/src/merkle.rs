@@ -427,4 +427,22 @@ mod tests {
         assert!(t.consistency_proof(4, 3).is_err());
         assert!(t.consistency_proof(3, 9).is_err());
     }
+
+    proptest::proptest! {
+        /// Proofs from the stored-subtree tree verify, and match the root
+        /// computed straight from the RFC definition, at arbitrary sizes.
+        #[test]
+        fn proofs_verify_at_random_sizes(n in 1u64..3000, a in 0u64..3000, b in 0u64..3000) {
+            let t = tree(n);
+            let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+            let root = t.root(n).unwrap();
+            proptest::prop_assert_eq!(root, mth(&leaves));
+            let i = a % n;
+            let p = t.inclusion_proof(i, n).unwrap();
+            proptest::prop_assert!(verify_inclusion(i, n, &leaves[i as usize], &p, &root).is_ok());
+            let m = 1 + b % n;
+            let c = t.consistency_proof(m, n).unwrap();
+            proptest::prop_assert!(verify_consistency(m, n, &mth(&leaves[..m as usize]), &root, &c).is_ok());
+        }
+    }
 }
