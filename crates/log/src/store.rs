@@ -32,8 +32,11 @@ use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
 use verinfer_types::note::{check_key_name, VerifierKey, ALG_ED25519};
 use verinfer_types::{Hash, SecretKey};
 
-/// Largest entry, so that it fits a tile entry bundle (u16 length).
+/// Largest entry of a transparency log, so that it fits a tile entry bundle
+/// (u16 length). Logs used only as write-ahead logs may allow more.
 pub const MAX_ENTRY_SIZE: usize = u16::MAX as usize;
+/// Hard upper bound of any log's entries (frames carry a u32 length).
+pub const MAX_WAL_ENTRY_SIZE: usize = 64 << 20;
 
 const HEADER: usize = 16;
 const FORMAT: u32 = 1;
@@ -55,9 +58,9 @@ pub enum LogError {
     /// The files are damaged in a way that is not a torn tail.
     #[error("log is damaged: {0}")]
     Corrupt(String),
-    /// An entry over [`MAX_ENTRY_SIZE`] bytes.
-    #[error("entry of {0} bytes is larger than the maximum of {MAX_ENTRY_SIZE}")]
-    EntryTooLarge(usize),
+    /// An entry over the log's maximum entry size.
+    #[error("entry of {0} bytes is larger than the log's maximum of {1}")]
+    EntryTooLarge(usize, usize),
     /// A proof or tree-size request outside the tree.
     #[error(transparent)]
     Proof(#[from] ProofError),
@@ -88,6 +91,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
 struct Config {
     origin: String,
     format: u32,
+    #[serde(default = "default_max_entry")]
+    max_entry_size: usize,
+}
+
+fn default_max_entry() -> usize {
+    MAX_ENTRY_SIZE
 }
 
 /// What readers see: only durable entries.
@@ -117,6 +126,7 @@ pub struct Log {
     key: SecretKey,
     verifier_key: VerifierKey,
     entries: File,
+    max_entry: usize,
     queue: Mutex<Queue>,
     committed: Condvar,
     state: RwLock<Durable>,
@@ -137,6 +147,23 @@ impl Log {
 
     /// Like [`Log::init`] with a given signing key.
     pub fn init_with_key(dir: &Path, origin: &str, key: &SecretKey) -> Result<Log, LogError> {
+        Self::create(dir, origin, key, MAX_ENTRY_SIZE)
+    }
+
+    /// Creates a log whose entries may be up to `max_entry_size` bytes (at
+    /// most [`MAX_WAL_ENTRY_SIZE`]). Entry bundles of a log allowing more
+    /// than [`MAX_ENTRY_SIZE`] fail for the larger entries.
+    pub fn create(
+        dir: &Path,
+        origin: &str,
+        key: &SecretKey,
+        max_entry_size: usize,
+    ) -> Result<Log, LogError> {
+        if max_entry_size > MAX_WAL_ENTRY_SIZE {
+            return Err(LogError::Setup(format!(
+                "maximum entry size {max_entry_size} is above {MAX_WAL_ENTRY_SIZE}"
+            )));
+        }
         check_key_name(origin).map_err(|e| LogError::Setup(format!("origin: {e}")))?;
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let config_path = dir.join("config.json");
@@ -163,6 +190,7 @@ impl Log {
         let config = serde_json::to_vec_pretty(&Config {
             origin: origin.to_string(),
             format: FORMAT,
+            max_entry_size,
         })
         .map_err(|e| LogError::Setup(e.to_string()))?;
         // The config is written last: its presence marks a complete init.
@@ -186,7 +214,7 @@ impl Log {
             }
             Err(e) => return Err(io_err(&config_path)(e)),
         };
-        if config.format != FORMAT {
+        if config.format != FORMAT || config.max_entry_size > MAX_WAL_ENTRY_SIZE {
             return Err(LogError::Setup(format!(
                 "unsupported log format {}",
                 config.format
@@ -205,7 +233,7 @@ impl Log {
             .write(true)
             .open(&entries_path)
             .map_err(io_err(&entries_path))?;
-        let durable = recover(&entries, &entries_path)?;
+        let durable = recover(&entries, &entries_path, config.max_entry_size)?;
         let size = durable.tree.size();
 
         let checkpoint = match fs::read_to_string(dir.join("checkpoint")) {
@@ -230,6 +258,7 @@ impl Log {
             key,
             verifier_key,
             entries,
+            max_entry: config.max_entry_size,
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
                 next: size,
@@ -281,8 +310,8 @@ impl Log {
     /// the log's (the ledger) submit under their own lock, then wait outside
     /// it with [`Log::wait_durable`].
     pub fn submit(&self, entries: Vec<Vec<u8>>) -> Result<u64, LogError> {
-        if let Some(e) = entries.iter().find(|e| e.len() > MAX_ENTRY_SIZE) {
-            return Err(LogError::EntryTooLarge(e.len()));
+        if let Some(e) = entries.iter().find(|e| e.len() > self.max_entry) {
+            return Err(LogError::EntryTooLarge(e.len(), self.max_entry));
         }
         let mut q = lock(&self.queue);
         if let Some(f) = &q.failed {
@@ -455,7 +484,11 @@ impl Log {
                 let start = tile.index * 256;
                 let mut bundle = Vec::new();
                 for i in start..start + u64::from(tile.width) {
-                    push_bundle_entry(&mut bundle, &self.entry(i)?);
+                    let e = self.entry(i)?;
+                    if e.len() > MAX_ENTRY_SIZE {
+                        return Err(LogError::EntryTooLarge(e.len(), MAX_ENTRY_SIZE));
+                    }
+                    push_bundle_entry(&mut bundle, &e);
                 }
                 Ok(Some(bundle))
             }
@@ -503,14 +536,14 @@ fn encode_frame(buf: &mut Vec<u8>, index: u64, data: &[u8]) {
 
 /// Parses a frame at the start of `buf` expecting `index`; returns its total
 /// length, or None if it is not a complete valid frame.
-fn parse_frame(buf: &[u8], index: u64) -> Option<(usize, &[u8])> {
+fn parse_frame(buf: &[u8], index: u64, max: usize) -> Option<(usize, &[u8])> {
     if buf.len() < HEADER {
         return None;
     }
     let len = u32::from_le_bytes(buf[0..4].try_into().ok()?) as usize;
     let idx = u64::from_le_bytes(buf[4..12].try_into().ok()?);
     let crc = u32::from_le_bytes(buf[12..16].try_into().ok()?);
-    if idx != index || len > MAX_ENTRY_SIZE || buf.len() < HEADER + len {
+    if idx != index || len > max || buf.len() < HEADER + len {
         return None;
     }
     let data = &buf[HEADER..HEADER + len];
@@ -518,7 +551,7 @@ fn parse_frame(buf: &[u8], index: u64) -> Option<(usize, &[u8])> {
 }
 
 /// Reads the entries file, rebuilding the tree; cuts off a torn tail.
-fn recover(file: &File, path: &Path) -> Result<Durable, LogError> {
+fn recover(file: &File, path: &Path, max: usize) -> Result<Durable, LogError> {
     let len = file.metadata().map_err(io_err(path))?.len();
     let mut reader = io::BufReader::with_capacity(1 << 20, file);
     let mut tree = Tree::new();
@@ -526,20 +559,20 @@ fn recover(file: &File, path: &Path) -> Result<Durable, LogError> {
     let mut pos = 0u64;
     let mut frame = Vec::new();
     while pos < len {
-        let avail = (len - pos).min((HEADER + MAX_ENTRY_SIZE) as u64) as usize;
+        let avail = (len - pos).min((HEADER + max) as u64) as usize;
         frame.resize(HEADER, 0);
         if avail < HEADER || reader.read_exact(&mut frame).is_err() {
             break;
         }
         let data_len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-        if data_len > MAX_ENTRY_SIZE || HEADER + data_len > avail {
+        if data_len > max || HEADER + data_len > avail {
             break;
         }
         frame.resize(HEADER + data_len, 0);
         if reader.read_exact(&mut frame[HEADER..]).is_err() {
             break;
         }
-        match parse_frame(&frame, offsets.len() as u64) {
+        match parse_frame(&frame, offsets.len() as u64, max) {
             Some((n, data)) => {
                 tree.push(leaf_hash(data));
                 offsets.push(pos);
@@ -556,7 +589,9 @@ fn recover(file: &File, path: &Path) -> Result<Durable, LogError> {
         // was damaged in the middle, not torn at the end.
         let later_frame = (1..rest.len().saturating_sub(HEADER - 1)).find(|&p| {
             let idx = u64::from_le_bytes(rest[p + 4..p + 12].try_into().unwrap_or([0xff; 8]));
-            idx >= next && idx - next < rest.len() as u64 && parse_frame(&rest[p..], idx).is_some()
+            idx >= next
+                && idx - next < rest.len() as u64
+                && parse_frame(&rest[p..], idx, max).is_some()
         });
         if let Some(at) = later_frame {
             return Err(LogError::Corrupt(format!(
@@ -607,11 +642,11 @@ mod tests {
         fn frames_roundtrip(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), index in 0u64..u64::MAX) {
             let mut buf = Vec::new();
             encode_frame(&mut buf, index, &data);
-            let (n, got) = parse_frame(&buf, index).unwrap();
+            let (n, got) = parse_frame(&buf, index, MAX_ENTRY_SIZE).unwrap();
             proptest::prop_assert_eq!(n, buf.len());
             proptest::prop_assert_eq!(got, &data[..]);
-            proptest::prop_assert!(parse_frame(&buf, index.wrapping_add(1)).is_none());
-            proptest::prop_assert!(parse_frame(&buf[..buf.len() - 1], index).is_none());
+            proptest::prop_assert!(parse_frame(&buf, index.wrapping_add(1), MAX_ENTRY_SIZE).is_none());
+            proptest::prop_assert!(parse_frame(&buf[..buf.len() - 1], index, MAX_ENTRY_SIZE).is_none());
         }
 
         /// Flipping any single bit of a frame is detected.
@@ -621,7 +656,7 @@ mod tests {
             encode_frame(&mut buf, 7, &data);
             let bit = bit % (buf.len() * 8);
             buf[bit / 8] ^= 1 << (bit % 8);
-            proptest::prop_assert!(parse_frame(&buf, 7).is_none());
+            proptest::prop_assert!(parse_frame(&buf, 7, MAX_ENTRY_SIZE).is_none());
         }
     }
 }

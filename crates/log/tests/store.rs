@@ -175,7 +175,7 @@ fn bad_requests_are_errors_not_panics() {
     assert!(matches!(log.root(6), Err(LogError::Proof(_))));
     assert!(matches!(
         log.append(vec![0; 70_000]),
-        Err(LogError::EntryTooLarge(70_000))
+        Err(LogError::EntryTooLarge(70_000, 65_535))
     ));
     assert!(matches!(
         Log::init(dir.path(), "example.org/again"),
