@@ -19,3 +19,6 @@ pub mod records;
 pub use hash::Hash;
 pub use keys::{PublicKey, SecretKey, Signature};
 pub use records::{Record, RecordError, SignedRecord};
+
+#[doc(hidden)]
+pub use serde as __serde;

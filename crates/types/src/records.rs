@@ -113,8 +113,9 @@ pub trait SignedRecord: Record {
 /// Domain-separation prefix of every record signature.
 pub const SIGNATURE_DOMAIN: &[u8] = b"verinfer-signature-v1\n";
 
-/// A zero-sized `"type"` tag that serialises to one fixed string and refuses
-/// any other on decode.
+/// Defines a zero-sized `"type"` tag that serialises to one fixed string and
+/// refuses any other on decode.
+#[macro_export]
 macro_rules! type_tag {
     ($(#[$m:meta])* $name:ident = $s:literal) => {
         $(#[$m])*
@@ -124,35 +125,38 @@ macro_rules! type_tag {
             /// The tag string.
             pub const TYPE: &'static str = $s;
         }
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        impl $crate::__serde::Serialize for $name {
+            fn serialize<S: $crate::__serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str($s)
             }
         }
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
+        impl<'de> $crate::__serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::__serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as $crate::__serde::Deserialize>::deserialize(d)?;
                 if s == $s {
                     Ok($name)
                 } else {
-                    Err(serde::de::Error::custom(format!("record type is {s:?}, expected {:?}", $s)))
+                    Err(<D::Error as $crate::__serde::de::Error>::custom(format!(
+                        "record type is {s:?}, expected {:?}",
+                        $s
+                    )))
                 }
             }
         }
     };
 }
 
-type_tag!(/// Tag of [`Request`].
+crate::type_tag!(/// Tag of [`Request`].
     RequestTag = "verinfer.request.v1");
-type_tag!(/// Tag of [`InferenceResult`].
+crate::type_tag!(/// Tag of [`InferenceResult`].
     ResultTag = "verinfer.result.v1");
-type_tag!(/// Tag of [`Verdict`].
+crate::type_tag!(/// Tag of [`Verdict`].
     VerdictTag = "verinfer.verdict.v1");
-type_tag!(/// Tag of [`Certificate`].
+crate::type_tag!(/// Tag of [`Certificate`].
     CertificateTag = "verinfer.certificate.v1");
-type_tag!(/// Tag of [`Receipt`].
+crate::type_tag!(/// Tag of [`Receipt`].
     ReceiptTag = "verinfer.receipt.v1");
-type_tag!(/// Tag of [`Leaf`].
+crate::type_tag!(/// Tag of [`Leaf`].
     LeafTag = "verinfer.leaf.v1");
 
 /// An amount in base units of the network token (18 decimals), written as a

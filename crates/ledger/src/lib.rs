@@ -1,0 +1,17 @@
+//! verinfer settlement layer: the ledger that records, pays and slashes.
+//!
+//! - [`tx`]: the ledger's records (transactions, genesis, governance changes,
+//!   slashing evidence);
+//! - [`state`]: the state machine, pure functions over records;
+//! - [`service`]: the embedded ledger, one data directory, crash-safe: a
+//!   write-ahead log of transactions and the transparency log of receipts.
+
+pub mod service;
+pub mod state;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testkit;
+pub mod tx;
+
+pub use service::{Ledger, LedgerError};
+pub use state::{apply, State, Summary, TxError};
+pub use tx::{Transaction, TxBody};

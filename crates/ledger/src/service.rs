@@ -1,0 +1,268 @@
+//! The embedded ledger: one data directory, crash-safe.
+//!
+//! - `wal/`: a write-ahead log (a `verinfer-log` log) whose first entry is
+//!   the genesis and every later entry an applied transaction, in order;
+//! - `receipts/`: the transparency log of receipt leaves.
+//!
+//! A transaction is checked and applied to the in-memory state under a lock,
+//! queued on the WAL under the same lock (so WAL order is apply order), and
+//! acknowledged once the WAL has synced it; concurrent submitters share
+//! syncs. Receipt leaves are appended only after their transaction is
+//! durable, in WAL order, so the receipts log never holds a leaf the ledger
+//! could forget. On open the state is rebuilt by replaying the WAL, and any
+//! leaves of durable settlements missing from the receipts log (a crash
+//! between the two syncs) are appended again.
+
+use crate::state::{apply_checked, check_signatures, Effects, State, TxError};
+use crate::tx::{Genesis, Transaction};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use verinfer_log::{Log, LogError};
+use verinfer_types::records::Leaf;
+use verinfer_types::{Record, RecordError, SecretKey};
+
+/// Origin of the write-ahead log (internal; it is never served).
+const WAL_ORIGIN: &str = "verinfer.local/ledger-wal";
+/// Largest WAL entry: a settlement batch of receipts.
+const WAL_MAX_ENTRY: usize = 32 << 20;
+
+/// Errors of the ledger service.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The transaction was refused; nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] TxError),
+    /// A log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A record failed to encode or decode.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The data directory is inconsistent.
+    #[error("ledger is damaged: {0}")]
+    Corrupt(String),
+    /// An earlier failure stopped the ledger; reopen it.
+    #[error("ledger stopped after a failure: {0}")]
+    Failed(String),
+}
+
+/// What an acknowledged transaction did.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// Ledger height after it.
+    pub height: u64,
+    /// Its effects (leaves appended, proposal created).
+    pub effects: Effects,
+}
+
+struct Publish {
+    /// WAL index whose leaves are published next.
+    next: u64,
+    failed: Option<String>,
+}
+
+/// The embedded ledger.
+pub struct Ledger {
+    wal: Log,
+    receipts: Arc<Log>,
+    state: Mutex<State>,
+    publish: Mutex<Publish>,
+    published: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Ledger {
+    /// Creates a ledger in `dir` from `genesis`, with a receipts log named
+    /// `receipts_origin` signed by `log_key`.
+    pub fn init(
+        dir: &Path,
+        genesis: &Genesis,
+        receipts_origin: &str,
+        log_key: &SecretKey,
+    ) -> Result<Ledger, LedgerError> {
+        State::genesis(genesis)?;
+        if dir.join("wal").exists() {
+            return Err(LedgerError::Corrupt(format!(
+                "{} already holds a ledger",
+                dir.display()
+            )));
+        }
+        Log::init_with_key(&dir.join("receipts"), receipts_origin, log_key)?;
+        let wal = Log::create(
+            &dir.join("wal"),
+            WAL_ORIGIN,
+            &SecretKey::generate(),
+            WAL_MAX_ENTRY,
+        )?;
+        wal.append(genesis.to_canonical()?)?;
+        drop(wal);
+        Ledger::open(dir)
+    }
+
+    /// Opens the ledger in `dir`, replaying its WAL.
+    pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
+        let wal = Log::open(&dir.join("wal"))?;
+        let receipts = Log::open(&dir.join("receipts"))?;
+        if wal.size() == 0 {
+            return Err(LedgerError::Corrupt(
+                "the write-ahead log has no genesis".into(),
+            ));
+        }
+        let genesis = Genesis::from_canonical(&wal.entry(0)?)?;
+        let mut state = State::genesis(&genesis)?;
+        let have = receipts.size();
+        let mut missing: Vec<Leaf> = Vec::new();
+        for i in 1..wal.size() {
+            let tx = Transaction::from_canonical(&wal.entry(i)?)?;
+            // Signatures were checked before the transaction was logged.
+            let effects = apply_checked(&mut state, &tx)
+                .map_err(|e| LedgerError::Corrupt(format!("WAL entry {i} does not apply: {e}")))?;
+            for (k, leaf) in effects.leaves.into_iter().enumerate() {
+                let index = effects.first_leaf + k as u64;
+                if index + 1 == have
+                    && receipts.leaf_hash(index)?
+                        != verinfer_log::merkle::leaf_hash(&leaf.to_canonical()?)
+                {
+                    return Err(LedgerError::Corrupt(format!(
+                        "receipt leaf {index} differs from the settlement in the WAL"
+                    )));
+                }
+                if index >= have {
+                    missing.push(leaf);
+                }
+            }
+        }
+        if have > state.leaves {
+            return Err(LedgerError::Corrupt(format!(
+                "the receipts log has {have} leaves but the WAL settled only {}",
+                state.leaves
+            )));
+        }
+        if !missing.is_empty() {
+            tracing::warn!(
+                count = missing.len(),
+                "re-appending receipt leaves lost in a crash"
+            );
+            let bytes = missing
+                .iter()
+                .map(|l| l.to_canonical())
+                .collect::<Result<Vec<_>, _>>()?;
+            receipts.append_batch(bytes)?;
+        }
+        state
+            .check_invariants()
+            .map_err(|e| LedgerError::Corrupt(format!("after replay: {e}")))?;
+        let next = wal.size();
+        Ok(Ledger {
+            wal,
+            receipts: Arc::new(receipts),
+            state: Mutex::new(state),
+            publish: Mutex::new(Publish { next, failed: None }),
+            published: Condvar::new(),
+        })
+    }
+
+    /// Checks, applies and durably records `tx`; returns once it is durable
+    /// and its receipt leaves (if any) are in the receipts log.
+    pub fn submit(&self, tx: &Transaction) -> Result<Applied, LedgerError> {
+        check_signatures(tx)?;
+        let bytes = tx.to_canonical()?;
+        if bytes.len() > WAL_MAX_ENTRY {
+            return Err(TxError::Rule(format!(
+                "transaction of {} bytes is larger than {WAL_MAX_ENTRY}; settle in smaller batches",
+                bytes.len()
+            ))
+            .into());
+        }
+        let (index, applied) = {
+            let mut state = lock(&self.state);
+            self.check_failed()?;
+            // apply_checked changes nothing on error. Once it succeeded, the
+            // WAL must take the entry, or the ledger stops (and a reopen
+            // replays only what the WAL holds).
+            let effects = apply_checked(&mut state, tx)?;
+            let index = self.wal.submit(vec![bytes]).map_err(|e| self.fail(e))?;
+            (
+                index,
+                Applied {
+                    height: state.height,
+                    effects,
+                },
+            )
+        };
+        self.wal.wait_durable(index + 1).map_err(|e| self.fail(e))?;
+        self.publish_leaves(index, &applied.effects)?;
+        Ok(applied)
+    }
+
+    /// Appends the leaves of WAL entry `index` once all earlier entries have
+    /// published theirs, then waits for them to be durable.
+    fn publish_leaves(&self, index: u64, effects: &Effects) -> Result<(), LedgerError> {
+        let mut p = lock(&self.publish);
+        while p.next != index {
+            if let Some(f) = &p.failed {
+                return Err(LedgerError::Failed(f.clone()));
+            }
+            p = self.published.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        let n = effects.leaves.len() as u64;
+        let result = (|| -> Result<(), LedgerError> {
+            if n > 0 {
+                let bytes = effects
+                    .leaves
+                    .iter()
+                    .map(|l| l.to_canonical())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let first = self.receipts.submit(bytes)?;
+                if first != effects.first_leaf {
+                    return Err(LedgerError::Corrupt(format!(
+                        "receipt leaf landed at {first}, expected {}",
+                        effects.first_leaf
+                    )));
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => p.next = index + 1,
+            Err(ref e) => p.failed = Some(e.to_string()),
+        }
+        self.published.notify_all();
+        drop(p);
+        result?;
+        if n > 0 {
+            self.receipts
+                .wait_durable(effects.first_leaf + n)
+                .map_err(|e| self.fail(e))?;
+        }
+        Ok(())
+    }
+
+    fn check_failed(&self) -> Result<(), LedgerError> {
+        match &lock(&self.publish).failed {
+            Some(f) => Err(LedgerError::Failed(f.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&self, e: impl std::fmt::Display) -> LedgerError {
+        let msg = e.to_string();
+        let mut p = lock(&self.publish);
+        p.failed.get_or_insert(msg.clone());
+        self.published.notify_all();
+        LedgerError::Failed(msg)
+    }
+
+    /// Runs `f` on the current state.
+    pub fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&lock(&self.state))
+    }
+
+    /// The transparency log of receipts.
+    pub fn receipts(&self) -> &Arc<Log> {
+        &self.receipts
+    }
+}

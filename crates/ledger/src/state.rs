@@ -1,0 +1,905 @@
+//! The ledger's state and its transition rules, as pure functions.
+//!
+//! [`apply`] takes a state and a transaction and either changes the state
+//! and returns what happened, or returns an error and changes nothing.
+//! Amounts are `u128` base units with checked arithmetic: no balance can go
+//! negative, and the total of balances, escrow, stakes and unbonding stake
+//! changes only by mint and burn (slashing moves stake, it does not destroy
+//! it). [`State::check_invariants`] states that precisely.
+//!
+//! Fee rounding: for a fee `F`, the node gets `floor(F * node_bps / 10^4)`,
+//! each of the `n` verifiers `floor(floor(F * verifiers_bps / 10^4) / n)`, and
+//! the treasury the rest, so every unit of `F` lands somewhere. Slashing
+//! rounds the same way, with the remainder going to the treasury.
+
+use crate::tx::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use verinfer_types::records::{
+    Amount, Decision, Fees, InferenceResult, Leaf, Receipt, Verdict, VerificationMode,
+};
+use verinfer_types::{Hash, PublicKey, Record, RecordError, SignedRecord};
+
+const BPS: u128 = 10_000;
+
+/// Why a transaction was refused. Nothing changed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TxError {
+    /// A signature (of the transaction or of a record inside it) fails.
+    #[error("bad signature: {0}")]
+    Signature(String),
+    /// The nonce is not the signer's next one (replay or gap).
+    #[error("wrong nonce: expected {expected}, got {got}")]
+    Nonce {
+        /// The account's next nonce.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+    /// Not enough funds.
+    #[error("insufficient {what}: have {have}, need {need}")]
+    Insufficient {
+        /// Balance, stake, escrow...
+        what: &'static str,
+        /// Available.
+        have: u128,
+        /// Needed.
+        need: u128,
+    },
+    /// Arithmetic overflow.
+    #[error("amount overflow")]
+    Overflow,
+    /// Any other rule.
+    #[error("{0}")]
+    Rule(String),
+    /// A receipt in a settlement is invalid.
+    #[error("receipt {index}: {reason}")]
+    Receipt {
+        /// Position in the batch.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Evidence that does not prove a fault.
+    #[error("invalid evidence: {0}")]
+    Evidence(String),
+    /// A record could not be encoded.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
+fn rule(msg: impl Into<String>) -> TxError {
+    TxError::Rule(msg.into())
+}
+
+/// An account.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Account {
+    /// Spendable balance.
+    pub balance: u128,
+    /// Transactions applied from this account.
+    pub nonce: u64,
+}
+
+/// Funds reserved for one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Escrow {
+    /// Who pays (the request's requester).
+    pub payer: PublicKey,
+    /// Amount reserved (the maximum fee).
+    pub amount: u128,
+}
+
+/// Stake on its way out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unbond {
+    /// Amount.
+    pub amount: u128,
+    /// Height from which it can be withdrawn.
+    pub release: u64,
+}
+
+/// A registered node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Node {
+    /// Role.
+    pub role: Role,
+    /// Where it serves.
+    pub endpoint: String,
+    /// Height of registration.
+    pub registered: u64,
+    /// Height of the last heartbeat.
+    pub last_heartbeat: u64,
+}
+
+/// State of a proposal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalStatus {
+    /// Voting.
+    Open,
+    /// More than half of all stake voted yes; enacted.
+    Passed,
+    /// Half or more of all stake voted no.
+    Rejected,
+}
+
+/// A governance proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Proposal {
+    /// Who proposed.
+    pub proposer: PublicKey,
+    /// The change.
+    pub change: Change,
+    /// Stake voting yes.
+    pub yes: u128,
+    /// Stake voting no.
+    pub no: u128,
+    /// Who voted.
+    pub voters: BTreeSet<PublicKey>,
+    /// Status.
+    pub status: ProposalStatus,
+}
+
+/// The whole ledger state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    /// Transactions applied.
+    pub height: u64,
+    /// The treasury account.
+    pub treasury: PublicKey,
+    /// All tokens in existence.
+    pub total_supply: u128,
+    /// Accounts.
+    pub accounts: BTreeMap<PublicKey, Account>,
+    /// Stakes.
+    pub stakes: BTreeMap<PublicKey, u128>,
+    /// Unbonding stake.
+    pub unbonding: BTreeMap<PublicKey, Vec<Unbond>>,
+    /// Reservations by request hash.
+    pub escrow: BTreeMap<Hash, Escrow>,
+    /// Registered nodes.
+    pub nodes: BTreeMap<PublicKey, Node>,
+    /// Admitted models.
+    pub models: BTreeMap<Hash, ModelEntry>,
+    /// Parameters.
+    pub params: Params,
+    /// Proposals by id.
+    pub proposals: BTreeMap<u64, Proposal>,
+    /// (result hash, accused) pairs already slashed.
+    pub slashed: BTreeSet<(Hash, PublicKey)>,
+    /// Leaves appended to the receipts log.
+    pub leaves: u64,
+}
+
+/// Supply totals, as `GET /v1/ledger/summary` serves them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Summary {
+    /// All tokens; equals the sum of the five others.
+    pub total_supply: u128,
+    /// Balances of all accounts but the treasury.
+    pub balances: u128,
+    /// Reserved for in-flight requests.
+    pub escrow: u128,
+    /// Staked.
+    pub stakes: u128,
+    /// Unstaked, not yet withdrawn.
+    pub unbonding: u128,
+    /// The treasury's balance.
+    pub treasury: u128,
+}
+
+/// What an applied transaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// Leaves to append to the receipts log, in order (settlements).
+    pub leaves: Vec<Leaf>,
+    /// Index the first leaf gets.
+    pub first_leaf: u64,
+    /// Id of a new proposal.
+    pub proposal: Option<u64>,
+}
+
+impl State {
+    /// The state right after `genesis`.
+    pub fn genesis(g: &Genesis) -> Result<State, TxError> {
+        check_params(&g.params)?;
+        let mut accounts = BTreeMap::new();
+        accounts.insert(
+            g.treasury,
+            Account {
+                balance: g.supply.0,
+                nonce: 0,
+            },
+        );
+        Ok(State {
+            height: 0,
+            treasury: g.treasury,
+            total_supply: g.supply.0,
+            accounts,
+            stakes: BTreeMap::new(),
+            unbonding: BTreeMap::new(),
+            escrow: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            models: g.models.iter().map(|m| (m.id, m.clone())).collect(),
+            params: g.params.clone(),
+            proposals: BTreeMap::new(),
+            slashed: BTreeSet::new(),
+            leaves: 0,
+        })
+    }
+
+    /// Balance of `key` (0 if unknown).
+    pub fn balance(&self, key: &PublicKey) -> u128 {
+        self.accounts.get(key).map_or(0, |a| a.balance)
+    }
+
+    /// Stake of `key`.
+    pub fn stake(&self, key: &PublicKey) -> u128 {
+        self.stakes.get(key).copied().unwrap_or(0)
+    }
+
+    /// Next nonce of `key`.
+    pub fn nonce(&self, key: &PublicKey) -> u64 {
+        self.accounts.get(key).map_or(0, |a| a.nonce)
+    }
+
+    /// Supply totals.
+    pub fn summary(&self) -> Summary {
+        let treasury = self.balance(&self.treasury);
+        let all: u128 = self.accounts.values().map(|a| a.balance).sum();
+        Summary {
+            total_supply: self.total_supply,
+            balances: all - treasury,
+            escrow: self.escrow.values().map(|e| e.amount).sum(),
+            stakes: self.stakes.values().sum(),
+            unbonding: self.unbonding.values().flatten().map(|u| u.amount).sum(),
+            treasury,
+        }
+    }
+
+    /// The conservation law: the total supply is exactly what is held.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let s = self.summary();
+        let held = s
+            .balances
+            .checked_add(s.escrow)
+            .and_then(|x| x.checked_add(s.stakes))
+            .and_then(|x| x.checked_add(s.unbonding))
+            .and_then(|x| x.checked_add(s.treasury))
+            .ok_or("holdings overflow")?;
+        if held != s.total_supply {
+            return Err(format!("total supply {} but {held} held", s.total_supply));
+        }
+        if self.stakes.values().any(|&v| v == 0) {
+            return Err("zero stake entry".into());
+        }
+        Ok(())
+    }
+
+    /// Computes the fee breakdown a receipt must carry.
+    pub fn fees_for(&self, result: &InferenceResult, verifiers: usize) -> Result<Fees, TxError> {
+        let model = self
+            .models
+            .get(&result.model)
+            .ok_or_else(|| rule(format!("model {} is not admitted", result.model)))?;
+        let fee = u128::from(result.usage.prompt_tokens)
+            .checked_mul(model.price_in.0)
+            .and_then(|a| {
+                u128::from(result.usage.completion_tokens)
+                    .checked_mul(model.price_out.0)
+                    .and_then(|b| a.checked_add(b))
+            })
+            .ok_or(TxError::Overflow)?;
+        let (node, per_verifier, treasury) = split(fee, &self.params.fee_split, verifiers)?;
+        Ok(Fees {
+            total: Amount(fee),
+            node: Amount(node),
+            verifiers: Amount(per_verifier * verifiers as u128),
+            treasury: Amount(treasury),
+        })
+    }
+}
+
+/// Splits `fee` into (node, each verifier, treasury) per the stated rounding.
+pub fn split(fee: u128, s: &FeeSplit, verifiers: usize) -> Result<(u128, u128, u128), TxError> {
+    let part = |bps: u32| {
+        fee.checked_mul(u128::from(bps))
+            .map(|x| x / BPS)
+            .ok_or(TxError::Overflow)
+    };
+    let node = part(s.node_bps)?;
+    let pool = part(s.verifiers_bps)?;
+    let per = if verifiers == 0 {
+        0
+    } else {
+        pool / verifiers as u128
+    };
+    let treasury = fee - node - per * verifiers as u128;
+    Ok((node, per, treasury))
+}
+
+fn check_params(p: &Params) -> Result<(), TxError> {
+    let f = &p.fee_split;
+    if u64::from(f.node_bps) + u64::from(f.verifiers_bps) + u64::from(f.treasury_bps) != 10_000 {
+        return Err(rule("fee split must sum to 10000 basis points"));
+    }
+    if p.slash_bps > 10_000 || p.slash_reward_bps > 10_000 {
+        return Err(rule("slash shares are at most 10000 basis points"));
+    }
+    if p.dispute_quorum == 0 {
+        return Err(rule("dispute quorum must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Checks every signature a transaction carries: its own, and those of the
+/// records inside it. Pure and independent of the state, so callers can run
+/// it in parallel before taking the ledger's lock.
+pub fn check_signatures(tx: &Transaction) -> Result<(), TxError> {
+    let sig = |r: Result<(), RecordError>| r.map_err(|e| TxError::Signature(e.to_string()));
+    sig(tx.verify_signature())?;
+    match &tx.body {
+        TxBody::Settle { receipts } => {
+            for (index, r) in receipts.iter().enumerate() {
+                let bad = |e: RecordError| TxError::Receipt {
+                    index,
+                    reason: e.to_string(),
+                };
+                r.request.verify_signature().map_err(bad)?;
+                r.result.verify_signature().map_err(bad)?;
+                for v in &r.certificate.verdicts {
+                    v.verify_signature().map_err(bad)?;
+                }
+            }
+        }
+        TxBody::Slash { evidence } => {
+            let (result, extra, committee) = match evidence {
+                Evidence::Node { result, committee } => (result, None, committee),
+                Evidence::Verifier {
+                    result,
+                    verdict,
+                    committee,
+                } => (result, Some(verdict), committee),
+            };
+            let bad = |e: RecordError| TxError::Evidence(e.to_string());
+            result.verify_signature().map_err(bad)?;
+            for v in committee.iter().chain(extra) {
+                v.verify_signature().map_err(bad)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Checks signatures, then applies. See [`apply_checked`].
+pub fn apply(state: &mut State, tx: &Transaction) -> Result<Effects, TxError> {
+    check_signatures(tx)?;
+    apply_checked(state, tx)
+}
+
+/// Applies a transaction whose signatures [`check_signatures`] accepted.
+/// On error the state is unchanged.
+pub fn apply_checked(state: &mut State, tx: &Transaction) -> Result<Effects, TxError> {
+    let expected = state.nonce(&tx.signer);
+    if tx.nonce != expected {
+        return Err(TxError::Nonce {
+            expected,
+            got: tx.nonce,
+        });
+    }
+    let effects = apply_body(state, &tx.signer, &tx.body)?;
+    // Only reached on success: the body applied in full.
+    state.accounts.entry(tx.signer).or_default().nonce += 1;
+    state.height += 1;
+    Ok(effects)
+}
+
+fn need(what: &'static str, have: u128, amount: u128) -> Result<(), TxError> {
+    if have < amount {
+        return Err(TxError::Insufficient {
+            what,
+            have,
+            need: amount,
+        });
+    }
+    Ok(())
+}
+
+fn positive(a: &Amount) -> Result<u128, TxError> {
+    if a.0 == 0 {
+        return Err(rule("amount must be positive"));
+    }
+    Ok(a.0)
+}
+
+fn credit(state: &mut State, to: &PublicKey, amount: u128) -> Result<(), TxError> {
+    let acc = state.accounts.entry(*to).or_default();
+    acc.balance = acc.balance.checked_add(amount).ok_or(TxError::Overflow)?;
+    Ok(())
+}
+
+/// Debits after the caller has checked the balance.
+fn debit(state: &mut State, from: &PublicKey, amount: u128) {
+    if let Some(acc) = state.accounts.get_mut(from) {
+        acc.balance -= amount;
+    }
+}
+
+fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Effects, TxError> {
+    let mut effects = Effects {
+        first_leaf: state.leaves,
+        ..Effects::default()
+    };
+    match body {
+        TxBody::Transfer { to, amount } => {
+            let amount = positive(amount)?;
+            need("balance", state.balance(signer), amount)?;
+            state
+                .balance(to)
+                .checked_add(amount)
+                .ok_or(TxError::Overflow)?;
+            debit(state, signer, amount);
+            credit(state, to, amount)?;
+        }
+        TxBody::Stake { amount } => {
+            let amount = positive(amount)?;
+            need("balance", state.balance(signer), amount)?;
+            let new = state
+                .stake(signer)
+                .checked_add(amount)
+                .ok_or(TxError::Overflow)?;
+            debit(state, signer, amount);
+            state.stakes.insert(*signer, new);
+        }
+        TxBody::Unstake { amount } => {
+            let amount = positive(amount)?;
+            let stake = state.stake(signer);
+            need("stake", stake, amount)?;
+            if state.nodes.contains_key(signer) && stake - amount < state.params.min_stake.0 {
+                return Err(rule(
+                    "a registered node cannot go below the minimum stake; deregister first",
+                ));
+            }
+            set_stake(state, signer, stake - amount);
+            let release = state
+                .height
+                .checked_add(state.params.unbonding_delay)
+                .ok_or(TxError::Overflow)?;
+            state
+                .unbonding
+                .entry(*signer)
+                .or_default()
+                .push(Unbond { amount, release });
+        }
+        TxBody::Withdraw => {
+            let height = state.height;
+            let list = state.unbonding.get(signer).cloned().unwrap_or_default();
+            let (ready, waiting): (Vec<_>, Vec<_>) =
+                list.into_iter().partition(|u| u.release <= height);
+            if ready.is_empty() {
+                return Err(rule("no unbonding stake has matured"));
+            }
+            let total = ready
+                .iter()
+                .try_fold(0u128, |a, u| a.checked_add(u.amount))
+                .ok_or(TxError::Overflow)?;
+            state
+                .balance(signer)
+                .checked_add(total)
+                .ok_or(TxError::Overflow)?;
+            if waiting.is_empty() {
+                state.unbonding.remove(signer);
+            } else {
+                state.unbonding.insert(*signer, waiting);
+            }
+            credit(state, signer, total)?;
+        }
+        TxBody::Register { role, endpoint } => {
+            if state.nodes.contains_key(signer) {
+                return Err(rule("already registered"));
+            }
+            need("stake", state.stake(signer), state.params.min_stake.0)?;
+            if endpoint.is_empty() || endpoint.len() > 512 {
+                return Err(rule("endpoint must be 1 to 512 bytes"));
+            }
+            let h = state.height;
+            state.nodes.insert(
+                *signer,
+                Node {
+                    role: *role,
+                    endpoint: endpoint.clone(),
+                    registered: h,
+                    last_heartbeat: h,
+                },
+            );
+        }
+        TxBody::Deregister => {
+            state
+                .nodes
+                .remove(signer)
+                .ok_or_else(|| rule("not registered"))?;
+        }
+        TxBody::Heartbeat => {
+            let h = state.height;
+            state
+                .nodes
+                .get_mut(signer)
+                .ok_or_else(|| rule("not registered"))?
+                .last_heartbeat = h;
+        }
+        TxBody::Reserve { request, amount } => {
+            let amount = positive(amount)?;
+            if state.escrow.contains_key(request) {
+                return Err(rule("request already has a reservation"));
+            }
+            need("balance", state.balance(signer), amount)?;
+            debit(state, signer, amount);
+            state.escrow.insert(
+                *request,
+                Escrow {
+                    payer: *signer,
+                    amount,
+                },
+            );
+        }
+        TxBody::Release { request } => {
+            match state.escrow.get(request) {
+                Some(e) if e.payer == *signer => {}
+                Some(_) => return Err(rule("only the payer can release a reservation")),
+                None => return Err(rule("no reservation for this request")),
+            }
+            if let Some(e) = state.escrow.remove(request) {
+                credit(state, &e.payer, e.amount)?;
+            }
+        }
+        TxBody::Settle { receipts } => {
+            let payouts = receipts
+                .iter()
+                .enumerate()
+                .map(|(index, r)| {
+                    settlement(state, r).map_err(|e| TxError::Receipt {
+                        index,
+                        reason: e.to_string(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let distinct: BTreeSet<_> = payouts.iter().map(|p| p.request).collect();
+            if distinct.len() != payouts.len() {
+                return Err(rule("a request appears twice in one settlement"));
+            }
+            for p in payouts {
+                state.escrow.remove(&p.request);
+                credit(state, &p.payer, p.refund)?;
+                credit(state, &p.node, p.fees.node.0)?;
+                for v in &p.verifiers {
+                    credit(state, v, p.per_verifier)?;
+                }
+                let t = state.treasury;
+                credit(state, &t, p.fees.treasury.0)?;
+                effects.leaves.push(p.leaf);
+            }
+            state.leaves += effects.leaves.len() as u64;
+        }
+        TxBody::Slash { evidence } => slash(state, evidence)?,
+        TxBody::Propose { change } => {
+            if state.stake(signer) == 0 {
+                return Err(rule("only stakers can propose"));
+            }
+            check_change(state, change)?;
+            let id = state.proposals.len() as u64;
+            state.proposals.insert(
+                id,
+                Proposal {
+                    proposer: *signer,
+                    change: change.clone(),
+                    yes: 0,
+                    no: 0,
+                    voters: BTreeSet::new(),
+                    status: ProposalStatus::Open,
+                },
+            );
+            effects.proposal = Some(id);
+        }
+        TxBody::Vote { proposal, yes } => vote(state, signer, *proposal, *yes)?,
+        TxBody::Burn { amount } => {
+            let amount = positive(amount)?;
+            need("balance", state.balance(signer), amount)?;
+            debit(state, signer, amount);
+            state.total_supply -= amount;
+        }
+    }
+    Ok(effects)
+}
+
+fn set_stake(state: &mut State, key: &PublicKey, amount: u128) {
+    if amount == 0 {
+        state.stakes.remove(key);
+    } else {
+        state.stakes.insert(*key, amount);
+    }
+}
+
+struct Payout {
+    request: Hash,
+    payer: PublicKey,
+    refund: u128,
+    node: PublicKey,
+    verifiers: Vec<PublicKey>,
+    per_verifier: u128,
+    fees: Fees,
+    leaf: Leaf,
+}
+
+fn registered(state: &State, key: &PublicKey, role: Role) -> bool {
+    state.nodes.get(key).is_some_and(|n| n.role == role)
+}
+
+/// Checks one receipt against the state and computes its payout.
+fn settlement(state: &State, r: &Receipt) -> Result<Payout, TxError> {
+    let request = r.request.hash()?;
+    let escrow = state
+        .escrow
+        .get(&request)
+        .ok_or_else(|| rule("no reservation for this request (unpaid or already settled)"))?;
+    if escrow.payer != r.request.requester {
+        return Err(rule("reservation payer is not the requester"));
+    }
+    let result_hash = r.result.hash()?;
+    if r.result.request != request {
+        return Err(rule("result does not answer this request"));
+    }
+    if r.result.model != r.request.model {
+        return Err(rule("result is from another model than requested"));
+    }
+    if !registered(state, &r.result.node, Role::Inference) {
+        return Err(rule("result is not signed by a registered inference node"));
+    }
+    if r.result.usage.completion_tokens as usize != r.result.output_tokens.len() {
+        return Err(rule("usage does not match the output tokens"));
+    }
+    let verifiers = certified_by(
+        state,
+        &r.certificate.verdicts,
+        &result_hash,
+        &r.certificate.result,
+    )?;
+    let required = match r.request.policy.verification {
+        VerificationMode::Quorum { k } => k.max(state.params.quorum),
+        VerificationMode::None
+        | VerificationMode::Sampled { .. }
+        | VerificationMode::Optimistic { .. } => 0,
+    };
+    if (verifiers.len() as u64) < u64::from(required) {
+        return Err(rule(format!(
+            "certificate has {} accepting verdicts, {required} required",
+            verifiers.len()
+        )));
+    }
+    let fees = state.fees_for(&r.result, verifiers.len())?;
+    if fees != r.fees {
+        return Err(rule("receipt fees do not match the ledger's computation"));
+    }
+    need("escrow", escrow.amount, fees.total.0)?;
+    let per_verifier = if verifiers.is_empty() {
+        0
+    } else {
+        fees.verifiers.0 / verifiers.len() as u128
+    };
+    Ok(Payout {
+        request,
+        payer: escrow.payer,
+        refund: escrow.amount - fees.total.0,
+        node: r.result.node,
+        verifiers,
+        per_verifier,
+        fees,
+        leaf: r.leaf()?,
+    })
+}
+
+/// The distinct registered verifiers whose accepting verdicts certify `result`.
+fn certified_by(
+    state: &State,
+    verdicts: &[Verdict],
+    result: &Hash,
+    certificate_result: &Hash,
+) -> Result<Vec<PublicKey>, TxError> {
+    if certificate_result != result {
+        return Err(rule("certificate is for another result"));
+    }
+    let mut seen = BTreeSet::new();
+    for v in verdicts {
+        if v.result != *result {
+            return Err(rule("a verdict is for another result"));
+        }
+        if v.decision != Decision::Accept {
+            return Err(rule("a verdict rejects the result"));
+        }
+        if !registered(state, &v.verifier, Role::Verifier) {
+            return Err(rule("a verdict is not from a registered verifier"));
+        }
+        if !seen.insert(v.verifier) {
+            return Err(rule("a verifier appears twice in the certificate"));
+        }
+    }
+    Ok(seen.into_iter().collect())
+}
+
+fn slash(state: &mut State, evidence: &Evidence) -> Result<(), TxError> {
+    let bad = |m: &str| TxError::Evidence(m.to_string());
+    let (result, accused, committee) = match evidence {
+        Evidence::Node { result, committee } => (result, result.node, committee),
+        Evidence::Verifier {
+            result,
+            verdict,
+            committee,
+        } => {
+            if verdict.decision != Decision::Accept || verdict.result != result.hash()? {
+                return Err(bad("the accused verdict does not accept this result"));
+            }
+            (result, verdict.verifier, committee)
+        }
+    };
+    let result_hash = result.hash()?;
+    let mut members = BTreeSet::new();
+    for v in committee {
+        if v.result != result_hash || v.decision != Decision::Reject {
+            return Err(bad("committee verdicts must reject this result"));
+        }
+        if !registered(state, &v.verifier, Role::Verifier) || v.verifier == accused {
+            return Err(bad(
+                "committee members must be registered verifiers other than the accused",
+            ));
+        }
+        members.insert(v.verifier);
+    }
+    if (members.len() as u64) < u64::from(state.params.dispute_quorum) {
+        return Err(bad(
+            "fewer distinct committee verdicts than the dispute quorum",
+        ));
+    }
+    if state.slashed.contains(&(result_hash, accused)) {
+        return Err(bad("this fault was already slashed"));
+    }
+    let stake = state.stake(&accused);
+    let amount = stake
+        .checked_mul(u128::from(state.params.slash_bps))
+        .ok_or(TxError::Overflow)?
+        / BPS;
+    if amount == 0 {
+        return Err(bad("the accused has no stake to slash"));
+    }
+    let pool = amount
+        .checked_mul(u128::from(state.params.slash_reward_bps))
+        .ok_or(TxError::Overflow)?
+        / BPS;
+    let per = pool / members.len() as u128;
+    let to_treasury = amount - per * members.len() as u128;
+    // All checks passed: mutate.
+    set_stake(state, &accused, stake - amount);
+    if state.nodes.contains_key(&accused) && stake - amount < state.params.min_stake.0 {
+        state.nodes.remove(&accused);
+    }
+    for m in &members {
+        credit(state, m, per)?;
+    }
+    let t = state.treasury;
+    credit(state, &t, to_treasury)?;
+    state.slashed.insert((result_hash, accused));
+    Ok(())
+}
+
+fn check_change(state: &State, change: &Change) -> Result<(), TxError> {
+    let mut p = state.params.clone();
+    match change {
+        Change::FeeSplit { split } => p.fee_split = *split,
+        Change::Slash {
+            slash_bps,
+            reward_bps,
+        } => {
+            p.slash_bps = *slash_bps;
+            p.slash_reward_bps = *reward_bps;
+        }
+        Change::DisputeQuorum { value } => p.dispute_quorum = *value,
+        Change::Mint { amount, .. } => {
+            positive(amount)?;
+            state
+                .total_supply
+                .checked_add(amount.0)
+                .ok_or(TxError::Overflow)?;
+        }
+        Change::RemoveModel { id } => {
+            if !state.models.contains_key(id) {
+                return Err(rule("no such model"));
+            }
+        }
+        Change::AdmitModel { model } => {
+            if model.name.is_empty() {
+                return Err(rule("model name must not be empty"));
+            }
+        }
+        Change::Quorum { .. } | Change::MinStake { .. } | Change::UnbondingDelay { .. } => {}
+    }
+    check_params(&p)
+}
+
+fn enact(state: &mut State, change: &Change) -> Result<(), TxError> {
+    let p = &mut state.params;
+    match change {
+        Change::FeeSplit { split } => p.fee_split = *split,
+        Change::Quorum { value } => p.quorum = *value,
+        Change::DisputeQuorum { value } => p.dispute_quorum = *value,
+        Change::MinStake { value } => p.min_stake = *value,
+        Change::UnbondingDelay { value } => p.unbonding_delay = *value,
+        Change::Slash {
+            slash_bps,
+            reward_bps,
+        } => {
+            p.slash_bps = *slash_bps;
+            p.slash_reward_bps = *reward_bps;
+        }
+        Change::AdmitModel { model } => {
+            state.models.insert(model.id, model.clone());
+        }
+        Change::RemoveModel { id } => {
+            state.models.remove(id);
+        }
+        Change::Mint { to, amount } => {
+            state.total_supply = state
+                .total_supply
+                .checked_add(amount.0)
+                .ok_or(TxError::Overflow)?;
+            credit(state, to, amount.0)?;
+        }
+    }
+    Ok(())
+}
+
+fn vote(state: &mut State, signer: &PublicKey, id: u64, yes: bool) -> Result<(), TxError> {
+    let weight = state.stake(signer);
+    if weight == 0 {
+        return Err(rule("only stakers can vote"));
+    }
+    let total: u128 = state.stakes.values().sum();
+    let p = state
+        .proposals
+        .get(&id)
+        .ok_or_else(|| rule(format!("no proposal {id}")))?;
+    if p.status != ProposalStatus::Open {
+        return Err(rule(format!("proposal {id} is closed")));
+    }
+    if p.voters.contains(signer) {
+        return Err(rule("already voted"));
+    }
+    let (mut yes_w, mut no_w) = (p.yes, p.no);
+    if yes {
+        yes_w += weight;
+    } else {
+        no_w += weight;
+    }
+    let status = if yes_w * 2 > total {
+        ProposalStatus::Passed
+    } else if no_w * 2 >= total {
+        ProposalStatus::Rejected
+    } else {
+        ProposalStatus::Open
+    };
+    let change = p.change.clone();
+    if status == ProposalStatus::Passed {
+        // Re-validate against current parameters, then enact; an error here
+        // leaves everything (including the vote) unrecorded.
+        check_change(state, &change)?;
+        let mut next = state.clone();
+        enact(&mut next, &change)?;
+        *state = next;
+    }
+    if let Some(p) = state.proposals.get_mut(&id) {
+        p.yes = yes_w;
+        p.no = no_w;
+        p.voters.insert(*signer);
+        p.status = status;
+    }
+    Ok(())
+}

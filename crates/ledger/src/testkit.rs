@@ -1,0 +1,180 @@
+//! A small world of keys, models and signed records for tests and benches
+//! (feature `test-util`): a treasury, users, inference nodes and verifiers,
+//! with nonces tracked so transactions apply in order.
+
+use crate::state::State;
+use crate::tx::*;
+use std::collections::BTreeMap;
+use verinfer_types::fixtures;
+use verinfer_types::records::*;
+use verinfer_types::{Hash, PublicKey, Record, SecretKey, SignedRecord};
+
+/// One token in base units.
+pub const TOKEN: u128 = 1_000_000_000_000_000_000;
+
+/// Keys and nonces of the test world.
+pub struct World {
+    /// Treasury key.
+    pub treasury: SecretKey,
+    /// Plain users, who pay for requests.
+    pub users: Vec<SecretKey>,
+    /// Inference nodes.
+    pub nodes: Vec<SecretKey>,
+    /// Verifiers.
+    pub verifiers: Vec<SecretKey>,
+    /// The admitted model.
+    pub model: ModelEntry,
+    nonces: BTreeMap<PublicKey, u64>,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl World {
+    /// Three users, two nodes, four verifiers.
+    pub fn new() -> World {
+        World {
+            treasury: fixtures::key(100),
+            users: (0..3).map(|i| fixtures::key(110 + i)).collect(),
+            nodes: (0..2).map(|i| fixtures::key(120 + i)).collect(),
+            verifiers: (0..4).map(|i| fixtures::key(130 + i)).collect(),
+            model: ModelEntry {
+                id: Hash::of(b"test model"),
+                name: "test-model".into(),
+                price_in: Amount(1_000_000_000_000),
+                price_out: Amount(2_000_000_000_000),
+            },
+            nonces: BTreeMap::new(),
+        }
+    }
+
+    /// Genesis with a million tokens and the model admitted.
+    pub fn genesis(&self) -> Genesis {
+        Genesis {
+            tag: GenesisTag,
+            treasury: self.treasury.public(),
+            supply: Amount(1_000_000 * TOKEN),
+            params: Params {
+                dispute_quorum: 2,
+                unbonding_delay: 3,
+                ..Params::default()
+            },
+            models: vec![self.model.clone()],
+        }
+    }
+
+    /// A transaction by `key` with its next nonce (advancing it).
+    pub fn tx(&mut self, key: &SecretKey, body: TxBody) -> Transaction {
+        let n = self.nonces.entry(key.public()).or_insert(0);
+        let tx = Transaction::signed(key, *n, body).expect("test key signs");
+        *n += 1;
+        tx
+    }
+
+    /// Forgets a nonce advance (after a transaction was refused).
+    pub fn unuse_nonce(&mut self, key: &PublicKey) {
+        if let Some(n) = self.nonces.get_mut(key) {
+            *n -= 1;
+        }
+    }
+
+    /// Transactions that fund users, stake and register every node and
+    /// verifier: the usual starting point.
+    pub fn setup(&mut self) -> Vec<Transaction> {
+        let mut txs = Vec::new();
+        let treasury = self.treasury.clone();
+        let stakers: Vec<SecretKey> = self.nodes.iter().chain(&self.verifiers).cloned().collect();
+        for k in self.users.clone().iter().chain(&stakers) {
+            txs.push(self.tx(
+                &treasury,
+                TxBody::Transfer {
+                    to: k.public(),
+                    amount: Amount(10_000 * TOKEN),
+                },
+            ));
+        }
+        for (i, k) in stakers.iter().enumerate() {
+            let role = if i < self.nodes.len() {
+                Role::Inference
+            } else {
+                Role::Verifier
+            };
+            txs.push(self.tx(
+                k,
+                TxBody::Stake {
+                    amount: Amount(1_500 * TOKEN),
+                },
+            ));
+            txs.push(self.tx(
+                k,
+                TxBody::Register {
+                    role,
+                    endpoint: format!("http://127.0.0.1:{}", 9000 + i),
+                },
+            ));
+        }
+        txs
+    }
+
+    /// A signed request by `user` with a fresh nonce from `seed`.
+    pub fn request(&self, user: &SecretKey, seed: u64, k: u32) -> Request {
+        let mut r = fixtures::request(self.model.id);
+        r.requester = user.public();
+        r.signer = user.public();
+        r.nonce = Nonce(
+            Hash::of(&seed.to_le_bytes()).0[..16]
+                .try_into()
+                .expect("16 bytes"),
+        );
+        r.policy.verification = VerificationMode::Quorum { k };
+        r.sign(user).expect("user signs");
+        r
+    }
+
+    /// A result for `req` by node `node`.
+    pub fn result(&self, req: &Request, node: usize) -> InferenceResult {
+        let mut r = fixtures::result(req);
+        r.node = self.nodes[node].public();
+        r.sign(&self.nodes[node]).expect("node signs");
+        r
+    }
+
+    /// A verdict on `res` by verifier `v`.
+    pub fn verdict(&self, res: &InferenceResult, v: usize, decision: Decision) -> Verdict {
+        let mut verdict = fixtures::verdict(res, 0);
+        verdict.verifier = self.verifiers[v].public();
+        verdict.decision = decision;
+        verdict.sign(&self.verifiers[v]).expect("verifier signs");
+        verdict
+    }
+
+    /// A receipt for `req` answered by node 0 and certified by the first `k`
+    /// verifiers, with the fees `state` computes.
+    pub fn receipt(&self, state: &State, req: &Request, k: usize) -> Receipt {
+        let result = self.result(req, 0);
+        let verdicts: Vec<Verdict> = (0..k)
+            .map(|v| self.verdict(&result, v, Decision::Accept))
+            .collect();
+        let fees = state.fees_for(&result, k).expect("fees");
+        Receipt {
+            tag: ReceiptTag,
+            certificate: Certificate {
+                tag: CertificateTag,
+                result: result.hash().expect("hash"),
+                verdicts,
+            },
+            request: req.clone(),
+            result,
+            fees,
+            salt: Salt([7; 32]),
+        }
+    }
+
+    /// Maximum fee to reserve for a request of the fixture's size.
+    pub fn max_fee(&self) -> Amount {
+        Amount(1_000 * self.model.price_in.0 + 1_000 * self.model.price_out.0)
+    }
+}
