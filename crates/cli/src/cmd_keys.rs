@@ -65,7 +65,6 @@ pub fn load_key(path: &Path) -> anyhow::Result<SecretKey> {
 }
 
 /// Reads the key at `path`, creating it first if it does not exist.
-#[allow(dead_code)] // used by `verinfer infer --key`, wired in with the inference layer
 pub fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
     if path.exists() {
         load_key(path)

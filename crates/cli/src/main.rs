@@ -4,6 +4,7 @@
 //! with status 1 (2 for usage errors, from clap).
 
 mod cmd_keys;
+mod cmd_ledger;
 mod cmd_log;
 mod config;
 
@@ -31,6 +32,9 @@ enum Command {
     /// A transparency log on its own: init, append, checkpoint, proofs, serve.
     #[command(subcommand)]
     Log(cmd_log::LogCommand),
+    /// The embedded ledger: genesis, transfers, stake, registration, governance, summary.
+    #[command(subcommand)]
+    Ledger(cmd_ledger::LedgerCommand),
     /// Create node and account keys.
     #[command(subcommand)]
     Keys(cmd_keys::KeysCommand),
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
     let result = config::Config::load(cli.config.as_deref()).and_then(|config| match cli.command {
         Command::Devnet(args) => cmd_log::devnet(args, &config),
         Command::Log(cmd) => cmd_log::run(cmd, &config),
+        Command::Ledger(cmd) => cmd_ledger::run(cmd),
         Command::Keys(cmd) => cmd_keys::run(cmd),
     });
     match result {

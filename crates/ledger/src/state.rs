@@ -354,13 +354,13 @@ pub fn check_signatures(tx: &Transaction) -> Result<(), TxError> {
             }
         }
         TxBody::Slash { evidence } => {
-            let (result, extra, committee) = match evidence {
+            let (result, extra, committee) = match &**evidence {
                 Evidence::Node { result, committee } => (result, None, committee),
                 Evidence::Verifier {
                     result,
                     verdict,
                     committee,
-                } => (result, Some(verdict), committee),
+                } => (result, Some(&**verdict), committee),
             };
             let bad = |e: RecordError| TxError::Evidence(e.to_string());
             result.verify_signature().map_err(bad)?;

@@ -152,7 +152,7 @@ pub enum Evidence {
         /// The Result.
         result: InferenceResult,
         /// The accused verifier's accepting verdict.
-        verdict: Verdict,
+        verdict: Box<Verdict>,
         /// The committee's rejecting verdicts.
         committee: Vec<Verdict>,
     },
@@ -212,7 +212,7 @@ pub enum TxBody {
     /// Slash a proven cheater.
     Slash {
         /// The proof.
-        evidence: Evidence,
+        evidence: Box<Evidence>,
     },
     /// Propose a parameter change.
     Propose {

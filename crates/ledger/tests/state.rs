@@ -191,7 +191,15 @@ fn slashing_needs_a_committee_and_pays_it() {
     };
     let snapshot = s.clone();
     assert!(matches!(
-        apply(&mut s, &w.tx(&relayer, TxBody::Slash { evidence: weak })),
+        apply(
+            &mut s,
+            &w.tx(
+                &relayer,
+                TxBody::Slash {
+                    evidence: Box::new(weak)
+                }
+            )
+        ),
         Err(TxError::Evidence(_))
     ));
     assert_eq!(s, snapshot);
@@ -210,7 +218,7 @@ fn slashing_needs_a_committee_and_pays_it() {
         &w.tx(
             &relayer,
             TxBody::Slash {
-                evidence: accepting
+                evidence: Box::new(accepting)
             }
         )
     )
@@ -232,7 +240,7 @@ fn slashing_needs_a_committee_and_pays_it() {
         &w.tx(
             &relayer,
             TxBody::Slash {
-                evidence: proof.clone(),
+                evidence: Box::new(proof.clone()),
             },
         ),
     )
@@ -244,7 +252,16 @@ fn slashing_needs_a_committee_and_pays_it() {
     assert!(!s.nodes.contains_key(&node));
     s.check_invariants().unwrap();
     // The same fault cannot be slashed twice.
-    assert!(apply(&mut s, &w.tx(&relayer, TxBody::Slash { evidence: proof })).is_err());
+    assert!(apply(
+        &mut s,
+        &w.tx(
+            &relayer,
+            TxBody::Slash {
+                evidence: Box::new(proof)
+            }
+        )
+    )
+    .is_err());
     w.unuse_nonce(&relayer.public());
 
     // A verifier that accepted the rejected result is slashed too.
@@ -256,11 +273,11 @@ fn slashing_needs_a_committee_and_pays_it() {
         &w.tx(
             &relayer,
             TxBody::Slash {
-                evidence: Evidence::Verifier {
+                evidence: Box::new(Evidence::Verifier {
                     result,
-                    verdict: liar,
+                    verdict: Box::new(liar),
                     committee,
-                },
+                }),
             },
         ),
     )
@@ -538,7 +555,7 @@ proptest! {
                 Op::Slash(n, k) => {
                     let result = w.result(&req(0), n);
                     let committee = (0..k).map(|v| w.verdict(&result, v, Decision::Reject)).collect();
-                    w.tx(&relayer, TxBody::Slash { evidence: Evidence::Node { result, committee } })
+                    w.tx(&relayer, TxBody::Slash { evidence: Box::new(Evidence::Node { result, committee }) })
                 }
                 Op::Propose(x, q) => w.tx(&a(x), TxBody::Propose { change: Change::Quorum { value: q } }),
                 Op::Vote(x, p, y) => w.tx(&a(x), TxBody::Vote { proposal: p, yes: y }),

@@ -1,0 +1,296 @@
+//! `verinfer ledger ...` drives a genesis through transfers, staking, a
+//! governance vote and a slash from the command line.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+use verinfer_ledger::testkit::World;
+use verinfer_ledger::tx::Evidence;
+use verinfer_ledger::Summary;
+use verinfer_types::records::Decision;
+use verinfer_types::SecretKey;
+
+const TOKEN: u128 = 1_000_000_000_000_000_000;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_verinfer"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> Value {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "verinfer {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn key_file(dir: &Path, name: &str, key: &SecretKey) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, key.to_file_text()).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// Amounts are JSON integers beyond 2^64: parse them typed, not as Value.
+#[derive(serde::Deserialize)]
+struct Account {
+    balance: u128,
+    stake: u128,
+    nonce: u64,
+    node: Option<Value>,
+}
+
+fn account(d: &str, key: &SecretKey) -> Account {
+    let out = run(&["ledger", "account", "--dir", d, &key.public().to_hex()]);
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn summary(d: &str) -> Summary {
+    let out = run(&["ledger", "summary", "--dir", d]);
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn genesis_transfers_stake_vote_and_slash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("ledger");
+    let d = d.to_str().unwrap();
+    let w = World::new();
+    let treasury = key_file(tmp.path(), "treasury.key", &w.treasury);
+    let node = key_file(tmp.path(), "node.key", &w.nodes[0]);
+    let verifiers: Vec<String> = (0..3)
+        .map(|i| key_file(tmp.path(), &format!("v{i}.key"), &w.verifiers[i]))
+        .collect();
+
+    let supply = 1_000_000 * TOKEN;
+    let g = ok(&[
+        "ledger",
+        "init",
+        "--dir",
+        d,
+        "--treasury-key",
+        &treasury,
+        "--supply",
+        &supply.to_string(),
+    ]);
+    assert_eq!(
+        g["treasury"].as_str().unwrap(),
+        w.treasury.public().to_hex()
+    );
+
+    let stakers: Vec<(&str, SecretKey)> = std::iter::once((node.as_str(), w.nodes[0].clone()))
+        .chain(
+            verifiers
+                .iter()
+                .map(|v| v.as_str())
+                .zip(w.verifiers.iter().cloned()),
+        )
+        .collect();
+    for (file, key) in &stakers {
+        let amount = (5_000 * TOKEN).to_string();
+        ok(&[
+            "ledger",
+            "transfer",
+            "--dir",
+            d,
+            "--key",
+            &treasury,
+            "--to",
+            &key.public().to_hex(),
+            "--amount",
+            &amount,
+        ]);
+        ok(&[
+            "ledger",
+            "stake",
+            "--dir",
+            d,
+            "--key",
+            file,
+            "--amount",
+            &(1_500 * TOKEN).to_string(),
+        ]);
+    }
+    ok(&[
+        "ledger",
+        "register",
+        "--dir",
+        d,
+        "--key",
+        &node,
+        "--role",
+        "inference",
+        "--endpoint",
+        "http://127.0.0.1:7001",
+    ]);
+    for v in &verifiers {
+        ok(&[
+            "ledger",
+            "register",
+            "--dir",
+            d,
+            "--key",
+            v,
+            "--role",
+            "verifier",
+            "--endpoint",
+            "http://127.0.0.1:7002",
+        ]);
+    }
+    let acct = account(d, &w.nodes[0]);
+    assert_eq!(acct.balance, 3_500 * TOKEN);
+    assert_eq!(acct.stake, 1_500 * TOKEN);
+    assert_eq!(acct.nonce, 2);
+
+    // A refused transaction exits 1 with the reason and changes nothing.
+    let before = summary(d);
+    let out = run(&[
+        "ledger",
+        "transfer",
+        "--dir",
+        d,
+        "--key",
+        &node,
+        "--to",
+        &w.treasury.public().to_hex(),
+        "--amount",
+        &(10_000 * TOKEN).to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("insufficient balance"));
+    assert_eq!(summary(d), before);
+
+    // Governance: three of four equal stakers vote to raise the quorum.
+    let p = ok(&[
+        "ledger",
+        "propose",
+        "--dir",
+        d,
+        "--key",
+        &verifiers[0],
+        "--param",
+        "quorum",
+        "--value",
+        "2",
+    ]);
+    let id = p["proposal"].to_string();
+    ok(&[
+        "ledger",
+        "vote",
+        "--dir",
+        d,
+        "--key",
+        &verifiers[0],
+        "--proposal",
+        &id,
+        "--yes",
+    ]);
+    ok(&[
+        "ledger",
+        "vote",
+        "--dir",
+        d,
+        "--key",
+        &verifiers[1],
+        "--proposal",
+        &id,
+        "--yes",
+    ]);
+    ok(&[
+        "ledger",
+        "vote",
+        "--dir",
+        d,
+        "--key",
+        &node,
+        "--proposal",
+        &id,
+        "--no",
+    ]);
+    ok(&[
+        "ledger",
+        "vote",
+        "--dir",
+        d,
+        "--key",
+        &verifiers[2],
+        "--proposal",
+        &id,
+        "--yes",
+    ]);
+    let out = run(&[
+        "ledger",
+        "vote",
+        "--dir",
+        d,
+        "--key",
+        &treasury,
+        "--proposal",
+        &id,
+        "--yes",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a voter without stake was accepted"
+    );
+
+    // Slash the inference node with a committee of three rejecting verdicts.
+    let req = w.request(&w.users[0], 1, 1);
+    let result = w.result(&req, 0);
+    let evidence = Evidence::Node {
+        committee: (0..3)
+            .map(|v| w.verdict(&result, v, Decision::Reject))
+            .collect(),
+        result,
+    };
+    let ev = tmp.path().join("evidence.json");
+    std::fs::write(&ev, serde_json::to_vec(&evidence).unwrap()).unwrap();
+    let ev = ev.to_str().unwrap();
+    ok(&[
+        "ledger",
+        "slash",
+        "--dir",
+        d,
+        "--key",
+        &treasury,
+        "--evidence",
+        ev,
+    ]);
+    let acct = account(d, &w.nodes[0]);
+    assert_eq!(acct.stake, 750 * TOKEN);
+    assert!(
+        acct.node.is_none(),
+        "a node below the minimum stake stays registered"
+    );
+    let out = run(&[
+        "ledger",
+        "slash",
+        "--dir",
+        d,
+        "--key",
+        &treasury,
+        "--evidence",
+        ev,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the same fault was slashed twice"
+    );
+
+    let s = summary(d);
+    assert_eq!(s.total_supply, supply);
+    assert_eq!(
+        s.balances + s.escrow + s.stakes + s.unbonding + s.treasury,
+        supply
+    );
+}
