@@ -531,13 +531,19 @@ pub fn commitment<R: Record>(salt: &Salt, record: &R) -> Result<Hash, RecordErro
 impl Receipt {
     /// The log leaf this receipt commits to.
     pub fn leaf(&self) -> Result<Leaf, RecordError> {
+        self.leaf_from(&self.request.to_canonical()?, &self.result.to_canonical()?)
+    }
+
+    /// The leaf, from the canonical bytes of the request and result (for
+    /// callers that already encoded them).
+    pub fn leaf_from(&self, request: &[u8], result: &[u8]) -> Result<Leaf, RecordError> {
         Ok(Leaf {
             tag: LeafTag,
             model: self.result.model,
             node: self.result.node,
             requester: self.request.requester,
-            request: commitment(&self.salt, &self.request)?,
-            result: commitment(&self.salt, &self.result)?,
+            request: Hash::of_parts(&[&self.salt.0, request]),
+            result: Hash::of_parts(&[&self.salt.0, result]),
             certificate: self.certificate.hash()?,
             fees: self.fees,
         })
