@@ -4,15 +4,15 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use verinfer_ledger::testkit::{World, TOKEN};
 use verinfer_ledger::tx::TxBody;
 use verinfer_ledger::{Ledger, LedgerError, TxError};
 use verinfer_log::merkle::leaf_hash;
+use verinfer_log::testutil::run_and_kill;
 use verinfer_types::records::Amount;
 use verinfer_types::{Record, SecretKey};
 
@@ -216,40 +216,16 @@ fn crash_safety_under_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = World::new();
     drop(new_ledger(dir.path(), &mut w));
-    let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut acked: BTreeMap<usize, u64> = BTreeMap::new();
     let mut leaves: BTreeMap<u64, String> = BTreeMap::new();
     for run in 0..KILLS {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "ledger_crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            let mut r = BufReader::new(stdout);
-            let mut buf = String::new();
-            while r.read_line(&mut buf).unwrap_or(0) > 0 {
-                if buf.ends_with('\n') {
-                    lines.push(buf.trim_end().to_string());
-                }
-                buf.clear();
-            }
-            lines
-        });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(30..150)));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        for line in reader.join().unwrap() {
+        let lines = run_and_kill(
+            "ledger_crash_child",
+            &[(CHILD_ENV, dir.path().display().to_string())],
+            Duration::from_millis(rng.gen_range(30..150)),
+        );
+        for line in lines {
             let f: Vec<&str> = line.split(' ').collect();
             match f.first() {
                 Some(&"T") => {

@@ -15,6 +15,8 @@ pub mod checkpoint;
 pub mod http;
 pub mod merkle;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testutil;
 pub mod tiles;
 pub mod witness;
 

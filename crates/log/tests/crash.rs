@@ -12,12 +12,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use verinfer_log::merkle::verify_consistency;
+use verinfer_log::testutil::run_and_kill;
 use verinfer_log::{Log, SignedCheckpoint};
 use verinfer_types::Hash;
 
@@ -84,39 +84,20 @@ fn crash_safety_under_sigkill() {
         .unwrap()
         .verifier_key()
         .clone();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
     let mut acked: BTreeMap<u64, String> = BTreeMap::new();
     let mut checkpoints: Vec<SignedCheckpoint> = Vec::new();
     let mut grew = 0;
 
     for run in 0..KILLS {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, dir.path())
-            .env("VERINFER_CRASH_RUN", run.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            let mut r = BufReader::new(stdout);
-            let mut buf = String::new();
-            // Only complete lines count: a kill may cut the last one.
-            while r.read_line(&mut buf).unwrap_or(0) > 0 {
-                if buf.ends_with('\n') {
-                    lines.push(buf.trim_end().to_string());
-                }
-                buf.clear();
-            }
-            lines
-        });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(20..120)));
-        child.kill().unwrap(); // SIGKILL on Unix
-        child.wait().unwrap();
-        let lines = reader.join().unwrap();
+        let lines = run_and_kill(
+            "crash_child",
+            &[
+                (CHILD_ENV, dir.path().display().to_string()),
+                ("VERINFER_CRASH_RUN", run.to_string()),
+            ],
+            Duration::from_millis(rng.gen_range(20..120)),
+        );
 
         let before = acked.len();
         for line in lines {
