@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use verinfer_inference::{models, ChatMessage, Engine, EngineOptions, GenerateParams, SamplingParams};
+use verinfer_inference::{
+    models, ChatMessage, Engine, EngineOptions, GenerateParams, SamplingParams,
+};
 use verinfer_types::records::{
     Decoding, FinishReason, InferenceResult, Input, Message, Nonce, Policy, Request, RequestTag,
     ResultTag, Usage,
@@ -80,7 +82,8 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     }
     let prompt = if args.prompt == "-" {
         let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("reading the prompt from stdin")?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .context("reading the prompt from stdin")?;
         s
     } else {
         args.prompt.clone()
@@ -159,7 +162,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         None => default_key_path()?,
     };
     let key = crate::cmd_keys::load_or_create_key(&key_path)?;
-    let model: Hash = model_id.parse().map_err(|_| anyhow::anyhow!("bad model hash"))?;
+    let model: Hash = model_id
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad model hash"))?;
     let mut request = Request {
         tag: RequestTag,
         model,

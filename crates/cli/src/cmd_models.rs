@@ -43,7 +43,10 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
             let dir = models::models_dir()?;
             let cached = models::list()?;
             println!("model cache: {}", dir.display());
-            println!("{:<14} {:<9} {:<64} PATH", "NAME", "STATUS", "MODEL ID (SHA-256)");
+            println!(
+                "{:<14} {:<9} {:<64} PATH",
+                "NAME", "STATUS", "MODEL ID (SHA-256)"
+            );
             for k in models::KNOWN_MODELS {
                 let here = cached.iter().find(|c| c.model_id == k.sha256);
                 let (status, path) = match here {
@@ -53,7 +56,13 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
                 println!("{:<14} {:<9} {:<64} {path}", k.name, status, k.sha256);
             }
             for c in cached.iter().filter(|c| c.name.is_none()) {
-                println!("{:<14} {:<9} {:<64} {}", "-", "file", c.model_id, c.path.display());
+                println!(
+                    "{:<14} {:<9} {:<64} {}",
+                    "-",
+                    "file",
+                    c.model_id,
+                    c.path.display()
+                );
             }
         }
         ModelsCommand::Path { name } => {

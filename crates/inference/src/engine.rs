@@ -18,21 +18,12 @@ pub const ENGINE_VERSION: &str = concat!("verinfer-llm/", env!("CARGO_PKG_VERSIO
 const PREFILL_CHUNK: usize = 256;
 
 /// Options for loading an engine.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct EngineOptions {
     /// Worker threads (0 = number of available CPUs).
     pub threads: usize,
     /// Use the portable scalar kernels even if AVX2 is available (results are identical).
     pub force_scalar: bool,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        EngineOptions {
-            threads: 0,
-            force_scalar: false,
-        }
-    }
 }
 
 /// Parameters of one generation.
@@ -175,7 +166,11 @@ impl TextState {
         let mut hold = 0;
         for s in &self.stop {
             for l in (1..s.len()).rev() {
-                if l <= text.len() && text.is_char_boundary(text.len() - l) && s.is_char_boundary(l) && text.ends_with(&s[..l]) {
+                if l <= text.len()
+                    && text.is_char_boundary(text.len() - l)
+                    && s.is_char_boundary(l)
+                    && text.ends_with(&s[..l])
+                {
                     hold = hold.max(l);
                     break;
                 }
@@ -195,7 +190,10 @@ impl TextState {
     fn finish(&mut self) -> (String, String) {
         let full = String::from_utf8_lossy(&self.bytes).into_owned();
         let end = self.cut.unwrap_or(full.len());
-        let rest = if self.emitted <= end && full.is_char_boundary(self.emitted) && full.is_char_boundary(end) {
+        let rest = if self.emitted <= end
+            && full.is_char_boundary(self.emitted)
+            && full.is_char_boundary(end)
+        {
             full[self.emitted..end].to_string()
         } else {
             String::new()
@@ -208,6 +206,9 @@ impl TextState {
         (rest, text)
     }
 }
+
+/// A per-token streaming callback: `(token id, newly released text)`.
+pub type TokenCallback<'a> = &'a mut dyn FnMut(u32, &str);
 
 /// One request of a batch.
 #[derive(Debug, Clone)]
@@ -242,7 +243,7 @@ struct SeqState<'a> {
     text: TextState,
     finish: Option<FinishReason>,
     next: u32,
-    callback: Option<&'a mut dyn FnMut(u32, &str)>,
+    callback: Option<TokenCallback<'a>>,
     limit: usize,
 }
 
@@ -347,16 +348,19 @@ impl Engine {
         Ok(ctx)
     }
 
-    fn prefill(
-        &self,
-        caches: &mut [KvCache],
-        seqs: &[(usize, &[u32])],
-    ) -> Result<Vec<Vec<f32>>> {
+    fn prefill(&self, caches: &mut [KvCache], seqs: &[(usize, &[u32])]) -> Result<Vec<Vec<f32>>> {
         // Chunks of whole-token entries across sequences; logits for each prompt's last token.
         let mut all: Vec<(Entry, bool)> = Vec::new();
         for &(s, p) in seqs {
             for (pos, &t) in p.iter().enumerate() {
-                all.push((Entry { seq: s, token: t, pos }, pos + 1 == p.len()));
+                all.push((
+                    Entry {
+                        seq: s,
+                        token: t,
+                        pos,
+                    },
+                    pos + 1 == p.len(),
+                ));
             }
         }
         let vocab = self.model.config.vocab;
@@ -375,7 +379,7 @@ impl Engine {
     fn run_batch(
         &mut self,
         reqs: &[BatchRequest],
-        mut callbacks: Vec<Option<&mut dyn FnMut(u32, &str)>>,
+        mut callbacks: Vec<Option<TokenCallback<'_>>>,
     ) -> Result<Vec<Generation>> {
         let mut max_len = 0;
         for r in reqs {
@@ -387,7 +391,8 @@ impl Engine {
         let mut caches: Vec<KvCache> = Vec::new();
         let mut seqs: Vec<SeqState> = Vec::new();
         for (r, cb) in reqs.iter().zip(callbacks.drain(..)) {
-            let limit = (r.prompt.len() + r.params.max_tokens as usize).min(self.model.max_seq_len());
+            let limit =
+                (r.prompt.len() + r.params.max_tokens as usize).min(self.model.max_seq_len());
             caches.push(KvCache::new(&self.model.config, limit.max(r.prompt.len())));
             seqs.push(SeqState {
                 prompt_len: r.prompt.len(),
@@ -410,7 +415,9 @@ impl Engine {
             self.accept(s, l)?;
         }
         loop {
-            let active: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].finish.is_none()).collect();
+            let active: Vec<usize> = (0..seqs.len())
+                .filter(|&i| seqs[i].finish.is_none())
+                .collect();
             if active.is_empty() {
                 break;
             }
@@ -508,11 +515,17 @@ impl Engine {
         }
         let vocab = self.model.config.vocab;
         if let Some(t) = output.iter().find(|&&t| t as usize >= vocab) {
-            return Err(LlmError::InvalidRequest(format!("output token id {t} out of range")));
+            return Err(LlmError::InvalidRequest(format!(
+                "output token id {t} out of range"
+            )));
         }
         self.model.ensure_rope(total + 1);
         let mut caches = vec![KvCache::new(&self.model.config, total)];
-        let seq: Vec<u32> = prompt.iter().chain(&output[..output.len() - 1]).copied().collect();
+        let seq: Vec<u32> = prompt
+            .iter()
+            .chain(&output[..output.len() - 1])
+            .copied()
+            .collect();
         let first = prompt.len() - 1;
         let mut result = Vec::with_capacity(output.len());
         for (ci, chunk) in seq.chunks(PREFILL_CHUNK).enumerate() {
@@ -520,7 +533,11 @@ impl Engine {
             let entries: Vec<Entry> = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, &t)| Entry { seq: 0, token: t, pos: base + i })
+                .map(|(i, &t)| Entry {
+                    seq: 0,
+                    token: t,
+                    pos: base + i,
+                })
                 .collect();
             let want: Vec<usize> = (0..chunk.len()).filter(|&i| base + i >= first).collect();
             let logits = self

@@ -255,7 +255,9 @@ impl<'a> Cursor<'a> {
             8 => Value::Str(self.string(what)?),
             9 => {
                 if depth > 4 {
-                    return Err(LlmError::Format(format!("{what}: arrays nested too deeply")));
+                    return Err(LlmError::Format(format!(
+                        "{what}: arrays nested too deeply"
+                    )));
                 }
                 let et = self.u32(what)?;
                 // Every element takes at least one byte, so `len` bounds the count.
@@ -293,10 +295,7 @@ impl Gguf {
 
     fn parse(mmap: Mmap) -> Result<Self> {
         let (version, metadata, tensors) = {
-            let mut c = Cursor {
-                buf: &mmap,
-                pos: 0,
-            };
+            let mut c = Cursor { buf: &mmap, pos: 0 };
             let magic = c.take(4, "header")?;
             if magic != b"GGUF" {
                 return Err(LlmError::Format("bad magic (not a GGUF file)".into()));

@@ -31,12 +31,14 @@
 //! repeated runs, batched with other requests or alone, and on any x86-64 or
 //! other CPU Rust supports, with or without AVX2. This holds because:
 //!
-//! * Weight × activation products for Q4_0/Q4_1/Q8_0 use 8-bit quantised
-//!   activations and exact integer arithmetic per group of four products; the
-//!   float work that follows (scale, accumulate into eight lanes, a fixed
-//!   reduction tree) is a fixed sequence of IEEE-754 operations without fused
-//!   multiply-add. The AVX2 kernels and the portable scalar kernels perform the
-//!   same operations in the same order (tested).
+//! * Weight × activation products for Q4_0/Q4_1/Q8_0 quantise activations to
+//!   8-bit blocks and sum each block's 32 integer products exactly in `i32`;
+//!   the float work that follows (block scale × sum, accumulation into eight
+//!   lanes, a fixed reduction tree) is a fixed sequence of IEEE-754 operations
+//!   without fused multiply-add ([`quant`] documents it). The AVX2 kernels and
+//!   the portable scalar kernels perform the same operations in the same
+//!   order, so they agree bit for bit (tested); F32/F16/Q4_K weights use a
+//!   fixed-order float dot product.
 //! * Each output row of a matrix product, and each (token, head) of attention,
 //!   is computed by exactly one thread; work is split statically, so the
 //!   thread count changes who computes a value, never how.
@@ -75,3 +77,5 @@ pub use error::{LlmError, Result};
 pub use model::{Config, Model};
 pub use sampler::SamplingParams;
 pub use tokenizer::Tokenizer;
+#[doc(hidden)]
+pub mod testing;

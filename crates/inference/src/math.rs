@@ -132,7 +132,10 @@ mod tests {
         for i in 0..2000 {
             let x = i as f64 * 4.1 - 3000.0;
             let (s, c) = sin_cos_f64(x);
-            assert!((s - x.sin()).abs() < 1e-12 && (c - x.cos()).abs() < 1e-12, "{x}");
+            assert!(
+                (s - x.sin()).abs() < 1e-12 && (c - x.cos()).abs() < 1e-12,
+                "{x}"
+            );
         }
         for x in [1e-5, 0.3, 1.0, 2.5, 10000.0, 100000.0] {
             assert!((ln_f64(x) - x.ln()).abs() < 1e-13 * x.ln().abs().max(1.0));

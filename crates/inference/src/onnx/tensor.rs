@@ -130,7 +130,9 @@ pub enum TensorError {
         got: usize,
     },
     /// A bool tensor holds a byte other than 0 or 1.
-    #[error("bool tensor holds byte {byte:#04x} at element {index}; only 0x00 and 0x01 are allowed")]
+    #[error(
+        "bool tensor holds byte {byte:#04x} at element {index}; only 0x00 and 0x01 are allowed"
+    )]
     InvalidBool {
         /// Element index.
         index: usize,
@@ -189,7 +191,11 @@ impl TryFrom<TensorRepr> for Tensor {
 
 impl From<Tensor> for TensorRepr {
     fn from(t: Tensor) -> Self {
-        TensorRepr { dtype: t.dtype, shape: t.shape, data: t.data }
+        TensorRepr {
+            dtype: t.dtype,
+            shape: t.shape,
+            data: t.data,
+        }
     }
 }
 
@@ -203,7 +209,9 @@ mod hex_string {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = String::deserialize(d)?;
         if s.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(serde::de::Error::custom("tensor data must be lowercase hex"));
+            return Err(serde::de::Error::custom(
+                "tensor data must be lowercase hex",
+            ));
         }
         hex::decode(&s).map_err(serde::de::Error::custom)
     }
@@ -211,7 +219,9 @@ mod hex_string {
 
 /// Number of elements of `shape`, or `None` on overflow.
 pub(crate) fn element_count(shape: &[u64]) -> Option<u128> {
-    shape.iter().try_fold(1u128, |acc, &d| acc.checked_mul(u128::from(d)))
+    shape
+        .iter()
+        .try_fold(1u128, |acc, &d| acc.checked_mul(u128::from(d)))
 }
 
 macro_rules! typed_constructors {
@@ -252,7 +262,12 @@ impl Tensor {
             .and_then(|n| n.checked_mul(dtype.size() as u128))
             .unwrap_or(u128::MAX);
         if expected != data.len() as u128 {
-            return Err(TensorError::ByteLength { dtype, shape, expected, got: data.len() });
+            return Err(TensorError::ByteLength {
+                dtype,
+                shape,
+                expected,
+                got: data.len(),
+            });
         }
         if dtype == DType::Bool {
             if let Some((index, &byte)) = data.iter().enumerate().find(|(_, &b)| b > 1) {
@@ -270,7 +285,11 @@ impl Tensor {
     ) -> Result<Tensor, TensorError> {
         let expected = element_count(shape).unwrap_or(u128::MAX);
         if expected != count as u128 {
-            return Err(TensorError::ElementCount { shape: shape.to_vec(), expected, got: count });
+            return Err(TensorError::ElementCount {
+                shape: shape.to_vec(),
+                expected,
+                got: count,
+            });
         }
         Tensor::new(dtype, shape.to_vec(), data)
     }
@@ -279,7 +298,10 @@ impl Tensor {
         if self.dtype == requested {
             Ok(())
         } else {
-            Err(TensorError::WrongDType { requested, actual: self.dtype })
+            Err(TensorError::WrongDType {
+                requested,
+                actual: self.dtype,
+            })
         }
     }
 

@@ -1,0 +1,114 @@
+//! Throughput of the language-model engine on the default model.
+//!
+//! `cargo bench -p verinfer-inference --bench llm` (fetch the model first:
+//! `verinfer models fetch smollm2-135m`). Prints decode and prefill tokens/s
+//! for 1 and 2 threads, and the cost of `score` over 256 output tokens as a
+//! fraction of generating them. Not run in CI.
+
+use std::time::Instant;
+
+use verinfer_inference::{
+    models, ChatMessage, Engine, EngineOptions, GenerateParams, SamplingParams,
+};
+
+fn main() {
+    let chosen = std::env::var_os("VERINFER_BENCH_MODEL").map(std::path::PathBuf::from);
+    let path = match chosen.map_or_else(models::default_model_path, Ok) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let want = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    let text =
+        "The quick brown fox jumps over the lazy dog while the sun sets behind the distant hills, \
+                and a gentle breeze carries the scent of pine across the quiet valley. ";
+    for threads in [1usize, 2] {
+        let mut e = match Engine::load(
+            &path,
+            EngineOptions {
+                threads,
+                force_scalar: false,
+            },
+        ) {
+            Ok(e) => e,
+            Err(err) => {
+                eprintln!("cannot load {}: {err}", path.display());
+                std::process::exit(2);
+            }
+        };
+        let tk = &e.model().tokenizer;
+        let mut long = tk.encode(&text.repeat(40), false);
+        long.truncate(512);
+        if want("prefill") {
+            let params = GenerateParams {
+                max_tokens: 1,
+                sampling: SamplingParams::greedy(),
+                stop: Vec::new(),
+            };
+            let _ = e.generate(&long[..64], &params, &mut |_, _| {});
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let t = Instant::now();
+                let _ = e.generate(&long, &params, &mut |_, _| {});
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!(
+                "prefill threads={threads}: {:.1} tokens/s (512-token prompt)",
+                512.0 / best
+            );
+        }
+        let prompt = e
+            .chat_prompt(&[ChatMessage::new(
+                "user",
+                "Write a long story about a lighthouse keeper.",
+            )])
+            .unwrap_or_default();
+        let params = GenerateParams {
+            max_tokens: 256,
+            sampling: SamplingParams {
+                temperature_milli: 700,
+                top_k: 40,
+                top_p_milli: 950,
+                seed: 1,
+            },
+            stop: Vec::new(),
+        };
+        if want("decode") || want("score") {
+            let mut stamps = Vec::new();
+            let t0 = Instant::now();
+            let g = match e.generate(&prompt, &params, &mut |_, _| stamps.push(Instant::now())) {
+                Ok(g) => g,
+                Err(err) => {
+                    eprintln!("generate failed: {err}");
+                    std::process::exit(1);
+                }
+            };
+            let gen_secs = t0.elapsed().as_secs_f64();
+            let n = g.tokens.len();
+            if want("decode") && n > 1 {
+                let first = stamps[0];
+                let last = stamps[stamps.len() - 1];
+                let decode = (n - 1) as f64 / (last - first).as_secs_f64();
+                println!("decode threads={threads}: {decode:.1} tokens/s ({n} tokens after a {}-token prompt)", prompt.len());
+            }
+            if want("score") {
+                let t = Instant::now();
+                let s = e.score(&prompt, &g.tokens, &params.sampling, 5);
+                let score_secs = t.elapsed().as_secs_f64();
+                let ok = s
+                    .map(|v| v.iter().all(|p| p.sampled == p.claimed))
+                    .unwrap_or(false);
+                println!(
+                    "score threads={threads}: {n} tokens in {score_secs:.3}s vs generation {gen_secs:.3}s = {:.1}% (recomputed: {ok})",
+                    100.0 * score_secs / gen_secs
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Builders for tiny synthetic GGUF models (used by tests and benches).
+
+use crate::gguf::writer::{write, WTensor};
+use crate::gguf::{GgmlType, Value};
+use crate::quant::quantize_weights;
+
+/// Shape and formats of a synthetic model.
+#[derive(Debug, Clone)]
+pub struct TinySpec {
+    /// Embedding width.
+    pub dim: usize,
+    /// Heads.
+    pub n_head: usize,
+    /// KV heads.
+    pub n_kv_head: usize,
+    /// FFN width.
+    pub ffn: usize,
+    /// Layers.
+    pub n_layer: usize,
+    /// Context length.
+    pub ctx: usize,
+    /// Type of the layer matrices.
+    pub weight_type: GgmlType,
+    /// Type of the embedding (tied output).
+    pub embd_type: GgmlType,
+    /// Architecture name to write.
+    pub arch: String,
+    /// RNG seed for weights.
+    pub seed: u64,
+}
+
+impl Default for TinySpec {
+    fn default() -> Self {
+        TinySpec {
+            dim: 64,
+            n_head: 4,
+            n_kv_head: 2,
+            ffn: 128,
+            n_layer: 2,
+            ctx: 256,
+            weight_type: GgmlType::Q4_1,
+            embd_type: GgmlType::Q8_0,
+            arch: "llama".into(),
+            seed: 1,
+        }
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// Byte-level vocabulary: specials, 256 byte tokens and a few merges.
+pub fn tiny_vocab() -> (Vec<String>, Vec<i64>, Vec<String>) {
+    let mut tokens = vec![
+        "<|endoftext|>".to_string(),
+        "<|im_start|>".to_string(),
+        "<|im_end|>".to_string(),
+    ];
+    let mut types = vec![3i64, 3, 3];
+    let mut n = 0u32;
+    for b in 0..256u32 {
+        let printable =
+            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+        let c = if printable {
+            b
+        } else {
+            n += 1;
+            255 + n
+        };
+        tokens.push(char::from_u32(c).map(String::from).unwrap_or_default());
+        types.push(1);
+    }
+    let merges: Vec<String> = [
+        "h e", "l l", "he ll", "Ġ t", "Ġt he", "o r", "i n", "Ġ w", "Ġw or", "l d",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for m in &merges {
+        tokens.push(m.replace(' ', ""));
+        types.push(1);
+    }
+    (tokens, types, merges)
+}
+
+/// Serialise a random tiny llama model as GGUF bytes.
+pub fn tiny_model(spec: &TinySpec) -> Vec<u8> {
+    let (tokens, types, merges) = tiny_vocab();
+    let vocab = tokens.len();
+    let head_dim = spec.dim / spec.n_head;
+    let kv_dim = spec.n_kv_head * head_dim;
+    let mut rng = Rng(spec.seed);
+    let mut rand =
+        |n: usize, scale: f32| -> Vec<f32> { (0..n).map(|_| rng.next() * scale).collect() };
+    let meta: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::Str(spec.arch.clone())),
+        ("llama.block_count".into(), Value::UInt(spec.n_layer as u64)),
+        ("llama.context_length".into(), Value::UInt(spec.ctx as u64)),
+        (
+            "llama.embedding_length".into(),
+            Value::UInt(spec.dim as u64),
+        ),
+        (
+            "llama.feed_forward_length".into(),
+            Value::UInt(spec.ffn as u64),
+        ),
+        (
+            "llama.attention.head_count".into(),
+            Value::UInt(spec.n_head as u64),
+        ),
+        (
+            "llama.attention.head_count_kv".into(),
+            Value::UInt(spec.n_kv_head as u64),
+        ),
+        ("llama.rope.freq_base".into(), Value::Float(10000.0)),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::Float(1e-5),
+        ),
+        ("tokenizer.ggml.model".into(), Value::Str("gpt2".into())),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tokens.into_iter().map(Value::Str).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.into_iter().map(Value::Int).collect()),
+        ),
+        (
+            "tokenizer.ggml.merges".into(),
+            Value::Array(merges.into_iter().map(Value::Str).collect()),
+        ),
+        ("tokenizer.ggml.bos_token_id".into(), Value::UInt(1)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::UInt(2)),
+    ];
+    let mut tensors = Vec::new();
+    let mut mat = |name: String,
+                   rows: usize,
+                   cols: usize,
+                   ty: GgmlType,
+                   scale: f32,
+                   tensors: &mut Vec<WTensor>| {
+        let x = rand(rows * cols, scale);
+        tensors.push(WTensor {
+            name,
+            dims: vec![cols as u64, rows as u64],
+            ty: ty.to_u32(),
+            data: quantize_weights(ty, &x),
+        });
+    };
+    mat(
+        "token_embd.weight".into(),
+        vocab,
+        spec.dim,
+        spec.embd_type,
+        1.0,
+        &mut tensors,
+    );
+    let ws = 1.0 / (spec.dim as f32).sqrt();
+    for l in 0..spec.n_layer {
+        let p = |s: &str| format!("blk.{l}.{s}.weight");
+        mat(
+            p("attn_q"),
+            spec.dim,
+            spec.dim,
+            spec.weight_type,
+            ws,
+            &mut tensors,
+        );
+        mat(
+            p("attn_k"),
+            kv_dim,
+            spec.dim,
+            spec.weight_type,
+            ws,
+            &mut tensors,
+        );
+        mat(
+            p("attn_v"),
+            kv_dim,
+            spec.dim,
+            spec.weight_type,
+            ws,
+            &mut tensors,
+        );
+        mat(
+            p("attn_output"),
+            spec.dim,
+            spec.dim,
+            spec.weight_type,
+            ws,
+            &mut tensors,
+        );
+        mat(
+            p("ffn_gate"),
+            spec.ffn,
+            spec.dim,
+            spec.weight_type,
+            ws,
+            &mut tensors,
+        );
+        mat(
+            p("ffn_up"),
+            spec.ffn,
+            spec.dim,
+            spec.weight_type,
+            ws,
+            &mut tensors,
+        );
+        mat(
+            p("ffn_down"),
+            spec.dim,
+            spec.ffn,
+            spec.weight_type,
+            1.0 / (spec.ffn as f32).sqrt(),
+            &mut tensors,
+        );
+        for n in ["attn_norm", "ffn_norm"] {
+            tensors.push(WTensor {
+                name: p(n),
+                dims: vec![spec.dim as u64],
+                ty: 0,
+                data: quantize_weights(GgmlType::F32, &vec![1.0; spec.dim]),
+            });
+        }
+    }
+    tensors.push(WTensor {
+        name: "output_norm.weight".into(),
+        dims: vec![spec.dim as u64],
+        ty: 0,
+        data: quantize_weights(GgmlType::F32, &vec![1.0; spec.dim]),
+    });
+    write(&meta, &tensors)
+}
