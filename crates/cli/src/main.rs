@@ -3,9 +3,11 @@
 //! Errors are printed as `error: ...` with their causes, and the process exits
 //! with status 1 (2 for usage errors, from clap).
 
+mod cmd_infer;
 mod cmd_keys;
 mod cmd_ledger;
 mod cmd_log;
+mod cmd_models;
 mod config;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +37,10 @@ enum Command {
     /// The embedded ledger: genesis, transfers, stake, registration, governance, summary.
     #[command(subcommand)]
     Ledger(cmd_ledger::LedgerCommand),
+    /// One inference: stream the answer, or print the signed Request and Result with --json.
+    Infer(cmd_infer::InferArgs),
+    /// Fetch, register and list models.
+    Models(cmd_models::ModelsArgs),
     /// Create node and account keys.
     #[command(subcommand)]
     Keys(cmd_keys::KeysCommand),
@@ -54,6 +60,8 @@ fn main() -> ExitCode {
         Command::Log(cmd) => cmd_log::run(cmd, &config),
         Command::Ledger(cmd) => cmd_ledger::run(cmd),
         Command::Keys(cmd) => cmd_keys::run(cmd),
+        Command::Infer(a) => cmd_infer::run(a),
+        Command::Models(a) => cmd_models::run(a),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

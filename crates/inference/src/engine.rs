@@ -33,7 +33,9 @@ pub struct GenerateParams {
     pub max_tokens: u32,
     /// Token selection.
     pub sampling: SamplingParams,
-    /// Stop sequences: generation ends when the text contains one (it is cut off).
+    /// Stop sequences: generation ends as soon as the decoded text contains
+    /// one. The text is cut before it; the tokens keep the token that
+    /// completed it, and the finish reason is [`FinishReason::Stop`].
     pub stop: Vec<String>,
 }
 
@@ -208,6 +210,11 @@ impl TextState {
 }
 
 /// A per-token streaming callback: `(token id, newly released text)`.
+///
+/// Text is released once it can no longer be part of a stop sequence or of an
+/// incomplete UTF-8 character, so a call may carry an empty string; text held
+/// back until the end is delivered in one last call with token id `u32::MAX`.
+/// The concatenation of all pieces equals [`Generation::text`].
 pub type TokenCallback<'a> = &'a mut dyn FnMut(u32, &str);
 
 /// One request of a batch.

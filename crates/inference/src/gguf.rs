@@ -200,7 +200,12 @@ impl std::fmt::Debug for Gguf {
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Metadata values parsed so far (bounded to cap memory use on hostile files).
+    values: usize,
 }
+
+/// Most metadata values (array elements included) a file may hold.
+const MAX_VALUES: usize = 1 << 24;
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
@@ -243,6 +248,12 @@ impl<'a> Cursor<'a> {
         Ok(String::from_utf8_lossy(b).into_owned())
     }
     fn value(&mut self, ty: u32, depth: u32, what: &str) -> Result<Value> {
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return Err(LlmError::Format(format!(
+                "{what}: more than {MAX_VALUES} metadata values"
+            )));
+        }
         Ok(match ty {
             0 => Value::UInt(u64::from(self.arr::<1>(what)?[0])),
             1 => Value::Int(i64::from(self.arr::<1>(what)?[0] as i8)),
@@ -295,7 +306,11 @@ impl Gguf {
 
     fn parse(mmap: Mmap) -> Result<Self> {
         let (version, metadata, tensors) = {
-            let mut c = Cursor { buf: &mmap, pos: 0 };
+            let mut c = Cursor {
+                buf: &mmap,
+                pos: 0,
+                values: 0,
+            };
             let magic = c.take(4, "header")?;
             if magic != b"GGUF" {
                 return Err(LlmError::Format("bad magic (not a GGUF file)".into()));

@@ -66,8 +66,8 @@ impl Mat {
                 info.name, info.dims
             )));
         }
-        if cols % ty.block_elems() != 0
-            || (ty != GgmlType::F32 && ty != GgmlType::F16 && cols % QK != 0)
+        if !cols.is_multiple_of(ty.block_elems())
+            || (ty != GgmlType::F32 && ty != GgmlType::F16 && !cols.is_multiple_of(QK))
         {
             return Err(LlmError::Format(format!(
                 "tensor {:?}: row length {cols} incompatible with {ty:?}",
@@ -165,7 +165,7 @@ fn norm_vec(g: &Gguf, name: &str, n: usize) -> Result<Vec<f32>> {
         tensor: name.to_string(),
         kind: ggml_type_name(info.raw_type),
     })?;
-    if info.elems() != n as u64 || n % ty.block_elems() != 0 {
+    if info.elems() != n as u64 || !n.is_multiple_of(ty.block_elems()) {
         return Err(LlmError::Missing(format!("tensor {name:?} of length {n}")));
     }
     let mut out = vec![0f32; n];
@@ -212,7 +212,7 @@ impl Model {
             .get("llama.rope.dimension_count")
             .and_then(Value::as_u64)
             .map_or(head_dim, |v| v as usize);
-        if rope_dim > head_dim || rope_dim % 2 != 0 {
+        if rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
             return Err(LlmError::Format(format!("bad rope dimension {rope_dim}")));
         }
         let rope_base = gguf
@@ -422,6 +422,9 @@ fn split(n: usize, t: usize, threads: usize) -> std::ops::Range<usize> {
     (n * t / threads)..(n * (t + 1) / threads)
 }
 
+/// Token columns per tile in batched matrix products.
+const COL_TILE: usize = 8;
+
 /// `out[c][r] = dot(W[r], x[c])` for all rows r and columns c.
 fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], m: &Mat, x: &Acts, out: &mut [f32]) {
     debug_assert_eq!(x.cols, m.cols);
@@ -433,30 +436,40 @@ fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], m: &Mat, x: &Acts, out: &m
         let range = split(rows, t, threads);
         if m.is_integer() {
             let nb = m.cols / QK;
-            for r in range {
-                let w = m.packed_row(r);
-                let mut c = 0;
-                while c + 8 <= n {
-                    let a: [QCol<'_>; 8] = std::array::from_fn(|k| x.qcol(c + k));
-                    let v = dot_quant::<8>(kind, m.ty, w, nb, a);
-                    for (k, val) in v.into_iter().enumerate() {
-                        out.set((c + k) * rows + r, val);
+            // Column tiles small enough to stay in L1 across the rows of the
+            // worker's range; each (row, column) is still one kernel call with
+            // the same arithmetic.
+            let tile = COL_TILE.max(1);
+            let qcols: Vec<QCol<'_>> = (0..n).map(|c| x.qcol(c)).collect();
+            let mut t0 = 0;
+            while t0 < n {
+                let t1 = (t0 + tile).min(n);
+                for r in range.clone() {
+                    let w = m.packed_row(r);
+                    let mut c = t0;
+                    while c + 8 <= t1 {
+                        let a: [QCol<'_>; 8] = std::array::from_fn(|k| qcols[c + k]);
+                        let v = dot_quant::<8>(kind, m.ty, w, nb, a);
+                        for (k, val) in v.into_iter().enumerate() {
+                            out.set((c + k) * rows + r, val);
+                        }
+                        c += 8;
                     }
-                    c += 8;
-                }
-                while c + 4 <= n {
-                    let a = [x.qcol(c), x.qcol(c + 1), x.qcol(c + 2), x.qcol(c + 3)];
-                    let v = dot_quant::<4>(kind, m.ty, w, nb, a);
-                    for (k, val) in v.into_iter().enumerate() {
-                        out.set((c + k) * rows + r, val);
+                    while c + 4 <= t1 {
+                        let a = [qcols[c], qcols[c + 1], qcols[c + 2], qcols[c + 3]];
+                        let v = dot_quant::<4>(kind, m.ty, w, nb, a);
+                        for (k, val) in v.into_iter().enumerate() {
+                            out.set((c + k) * rows + r, val);
+                        }
+                        c += 4;
                     }
-                    c += 4;
+                    while c < t1 {
+                        let [v] = dot_quant::<1>(kind, m.ty, w, nb, [qcols[c]]);
+                        out.set(c * rows + r, v);
+                        c += 1;
+                    }
                 }
-                while c < n {
-                    let [v] = dot_quant::<1>(kind, m.ty, w, nb, [x.qcol(c)]);
-                    out.set(c * rows + r, v);
-                    c += 1;
-                }
+                t0 = t1;
             }
         } else {
             let mut buf = vec![0f32; m.cols];

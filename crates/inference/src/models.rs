@@ -136,6 +136,12 @@ pub fn default_model_path() -> Result<PathBuf> {
     resolve(DEFAULT_MODEL)
 }
 
+/// The default model, fetched first if it is not cached yet (idempotent).
+/// Tests use this, so the test suite runs from a fresh clone on its own.
+pub fn ensure_default_model() -> Result<PathBuf> {
+    fetch(DEFAULT_MODEL, &mut |line| eprintln!("{line}"))
+}
+
 fn python() -> String {
     std::env::var("VERINFER_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }

@@ -69,7 +69,7 @@ fn worker(shared: Arc<Shared>, index: usize) {
             spins += 1;
             if spins < SPIN {
                 std::hint::spin_loop();
-                if spins % 64 == 0 {
+                if spins.is_multiple_of(64) {
                     std::thread::yield_now();
                 }
             } else {
@@ -169,7 +169,7 @@ impl Pool {
         let mut spins = 0u32;
         while sh.done.load(Ordering::Acquire) < others {
             spins = spins.wrapping_add(1);
-            if spins % 64 == 0 {
+            if spins.is_multiple_of(64) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();

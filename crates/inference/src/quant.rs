@@ -270,7 +270,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 /// the interleaving only shortens dependency chains). Requires equal lengths.
 #[inline(always)]
 pub fn dot4_f32(a: &[f32], bs: [&[f32]; 4]) -> [f32; 4] {
-    if a.len() % 8 != 0 || bs.iter().any(|b| b.len() != a.len()) {
+    if !a.len().is_multiple_of(8) || bs.iter().any(|b| b.len() != a.len()) {
         return bs.map(|b| dot_f32(a, b));
     }
     let mut acc = [[0f32; 8]; 4];

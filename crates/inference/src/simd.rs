@@ -83,26 +83,25 @@ pub(crate) mod avx2 {
         }
     }
 
-    /// Integer products of one block, as eight i32 lanes (four products each).
+    /// Integer products of one block as sixteen i16 lanes (two products each).
     #[inline(always)]
-    unsafe fn block_lanes<const T: u8>(
-        w: __m256i,
-        wabs: __m256i,
-        ap: *const [i8; QK],
-        ones: __m256i,
-    ) -> __m256i {
+    unsafe fn block_prod<const T: u8>(w: __m256i, wabs: __m256i, ap: *const [i8; QK]) -> __m256i {
         // SAFETY: caller guarantees 32 readable bytes at `ap`.
         let av = unsafe { _mm256_loadu_si256(ap as *const __m256i) };
-        let prod = if T == T_Q4_1 {
+        if T == T_Q4_1 {
             _mm256_maddubs_epi16(w, av)
         } else {
             _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av, w))
-        };
-        _mm256_madd_epi16(prod, ones)
+        }
     }
 
+    /// Exact totals of the eight blocks of a group, lane k = block k.
+    ///
+    /// For 4-bit weights every product is at most 15 * 127 (Q4_1) or
+    /// 8 * 127 (Q4_0) in magnitude, so partial sums of up to 16 products fit
+    /// in i16 and the reduction runs on i16 lanes (no second multiply); Q8_0
+    /// products need `vpmaddwd` to widen first. All of it is exact.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn group_isum<const T: u8>(
         w: &[__m256i; GROUP],
         wabs: &[__m256i; GROUP],
@@ -111,23 +110,38 @@ pub(crate) mod avx2 {
     ) -> __m256i {
         // SAFETY: caller guarantees GROUP blocks readable at `ap`.
         unsafe {
-            let p0 = block_lanes::<T>(w[0], wabs[0], ap, ones);
-            let p1 = block_lanes::<T>(w[1], wabs[1], ap.add(1), ones);
-            let h01 = _mm256_hadd_epi32(p0, p1);
-            let p2 = block_lanes::<T>(w[2], wabs[2], ap.add(2), ones);
-            let p3 = block_lanes::<T>(w[3], wabs[3], ap.add(3), ones);
-            let h23 = _mm256_hadd_epi32(p2, p3);
-            let x = _mm256_hadd_epi32(h01, h23);
-            let p4 = block_lanes::<T>(w[4], wabs[4], ap.add(4), ones);
-            let p5 = block_lanes::<T>(w[5], wabs[5], ap.add(5), ones);
-            let h45 = _mm256_hadd_epi32(p4, p5);
-            let p6 = block_lanes::<T>(w[6], wabs[6], ap.add(6), ones);
-            let p7 = block_lanes::<T>(w[7], wabs[7], ap.add(7), ones);
-            let h67 = _mm256_hadd_epi32(p6, p7);
-            let y = _mm256_hadd_epi32(h45, h67);
-            let lo = _mm256_permute2x128_si256(x, y, 0x20);
-            let hi = _mm256_permute2x128_si256(x, y, 0x31);
-            _mm256_add_epi32(lo, hi)
+            let prod = |k: usize| block_prod::<T>(w[k], wabs[k], ap.add(k));
+            if T == T_Q8_0 {
+                let p = |k: usize| _mm256_madd_epi16(prod(k), ones);
+                let pair = |x: __m256i, y: __m256i| {
+                    _mm256_add_epi32(_mm256_unpacklo_epi32(x, y), _mm256_unpackhi_epi32(x, y))
+                };
+                let quad = |x: __m256i, y: __m256i| {
+                    _mm256_add_epi32(_mm256_unpacklo_epi64(x, y), _mm256_unpackhi_epi64(x, y))
+                };
+                let x = quad(pair(p(0), p(1)), pair(p(2), p(3)));
+                let y = quad(pair(p(4), p(5)), pair(p(6), p(7)));
+                let lo = _mm256_permute2x128_si256(x, y, 0x20);
+                let hi = _mm256_permute2x128_si256(x, y, 0x31);
+                _mm256_add_epi32(lo, hi)
+            } else {
+                let pair16 = |x: __m256i, y: __m256i| {
+                    _mm256_add_epi16(_mm256_unpacklo_epi16(x, y), _mm256_unpackhi_epi16(x, y))
+                };
+                let pair32 = |x: __m256i, y: __m256i| {
+                    _mm256_add_epi16(_mm256_unpacklo_epi32(x, y), _mm256_unpackhi_epi32(x, y))
+                };
+                let pair64 = |x: __m256i, y: __m256i| {
+                    _mm256_add_epi16(_mm256_unpacklo_epi64(x, y), _mm256_unpackhi_epi64(x, y))
+                };
+                let x = pair32(pair16(prod(0), prod(1)), pair16(prod(2), prod(3)));
+                let y = pair32(pair16(prod(4), prod(5)), pair16(prod(6), prod(7)));
+                // Each 128-bit half: lane k = block k's total over that half.
+                let z = pair64(x, y);
+                let lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(z));
+                let hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(z, 1));
+                _mm256_add_epi32(lo, hi)
+            }
         }
     }
 

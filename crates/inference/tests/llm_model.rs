@@ -1,7 +1,7 @@
 //! Tests with the real default model (SmolLM2-135M-Instruct, Q4_1).
 //!
-//! The model must have been fetched first: `verinfer models fetch smollm2-135m`
-//! (CI does this). Without it these tests fail with a message saying so.
+//! The tests fetch the model if it is not cached (`models::ensure_default_model`)
+//! and fail with the reason if that is impossible; they never skip.
 
 use verinfer_inference::models;
 use verinfer_inference::{
@@ -10,13 +10,9 @@ use verinfer_inference::{
 };
 
 fn model_path() -> std::path::PathBuf {
-    match models::default_model_path() {
-        Ok(p) => p,
-        Err(e) => panic!(
-            "the default model is needed for this test: {e}\n\
-             run `cargo run -p verinfer-cli -- models fetch smollm2-135m` first"
-        ),
-    }
+    models::ensure_default_model().unwrap_or_else(|e| {
+        panic!("the default model is needed for this test and could not be fetched: {e}")
+    })
 }
 
 fn engine(threads: usize) -> Engine {

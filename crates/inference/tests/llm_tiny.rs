@@ -377,3 +377,23 @@ fn tiny_tokenizer_round_trips() {
     let he = tk.token_id("hell").expect("merged token");
     assert_eq!(tk.encode("hell", false), vec![he]);
 }
+
+#[test]
+fn engine_can_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Engine>();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_tmp(&dir, "tiny.gguf", &tiny_model(&TinySpec::default()));
+    let mut e = engine(&path, 2, false);
+    let out = std::thread::spawn(move || {
+        e.generate(
+            &[1, 2, 3],
+            &params(5, SamplingParams::greedy()),
+            &mut |_, _| {},
+        )
+        .map(|g| g.tokens.len())
+    })
+    .join()
+    .expect("thread");
+    assert!(out.expect("generate") <= 5);
+}

@@ -153,7 +153,7 @@ fn ledger_crash_child() {
                 loop {
                     let nonce = l.with_state(|s| s.nonce(&user.public()));
                     let seed = (u as u64) << 32 | nonce;
-                    let body = if nonce % 2 == 0 {
+                    let body = if nonce.is_multiple_of(2) {
                         TxBody::Transfer {
                             to,
                             amount: Amount(TOKEN),

@@ -123,7 +123,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The unsigned verdict for `verifier`.
+    /// The verdict, signed by `verifier`.
     pub fn to_verdict(&self, verifier: &SecretKey) -> Result<Verdict, RecordError> {
         let mut v = Verdict {
             tag: VerdictTag,
@@ -290,14 +290,13 @@ impl<E: Recompute> Checker<E> {
         rules::check_output(request, result, &ctx, tok).map_err(Ok)?;
         let scores = self
             .engine
-            .score(&prompt, &result.output_tokens, &request.decoding, self.top_n)
+            .score(
+                &prompt,
+                &result.output_tokens,
+                &request.decoding,
+                self.top_n,
+            )
             .map_err(|e| Err(CheckError::Engine(e)))?;
-        rules::check_tokens(
-            &request.decoding,
-            &result.output_tokens,
-            &scores,
-            margin,
-        )
-        .map_err(Ok)
+        rules::check_tokens(&request.decoding, &result.output_tokens, &scores, margin).map_err(Ok)
     }
 }

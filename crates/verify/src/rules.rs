@@ -91,7 +91,9 @@ pub enum Rejection {
         expected: String,
     },
     /// `usage` does not count the prompt and output tokens.
-    #[error("usage: claimed {claimed_prompt}+{claimed_completion} tokens, actual {prompt}+{completion}")]
+    #[error(
+        "usage: claimed {claimed_prompt}+{claimed_completion} tokens, actual {prompt}+{completion}"
+    )]
     Usage {
         /// Claimed prompt tokens.
         claimed_prompt: u32,
@@ -198,6 +200,12 @@ impl Rejection {
             _ => None,
         }
     }
+}
+
+/// The reason code of a verdict's `reason` string (`"token_mismatch: ..."`
+/// gives `"token_mismatch"`).
+pub fn reason_code(reason: &str) -> &str {
+    reason.split(':').next().unwrap_or(reason).trim()
 }
 
 /// The tokenizer facts the rules need. Implemented for the engine's
@@ -325,8 +333,7 @@ pub fn check_binding(
 /// `usage` counts the prompt and the output tokens.
 pub fn check_usage(result: &InferenceResult, prompt_tokens: u32) -> Result<(), Rejection> {
     let completion = to_u32(result.output_tokens.len());
-    if result.usage.prompt_tokens != prompt_tokens || result.usage.completion_tokens != completion
-    {
+    if result.usage.prompt_tokens != prompt_tokens || result.usage.completion_tokens != completion {
         return Err(Rejection::Usage {
             claimed_prompt: result.usage.prompt_tokens,
             claimed_completion: result.usage.completion_tokens,
@@ -583,7 +590,9 @@ pub fn check_tokens(
             return Err(Rejection::TokenMismatch {
                 position,
                 claimed: c,
-                expected: scores.get(i).map_or(u32::MAX, |s| expected_token(decoding, s)),
+                expected: scores
+                    .get(i)
+                    .map_or(u32::MAX, |s| expected_token(decoding, s)),
             });
         };
         let expected = expected_token(decoding, s);
