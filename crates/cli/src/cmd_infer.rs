@@ -1,19 +1,17 @@
 //! `verinfer infer`: run a language model locally, streaming the answer, or
-//! print the signed Request and Result records with `--json`.
+//! print the signed Request and Result records with `--json` (answered by
+//! [`respond::respond`], or dishonestly by [`respond::respond_with_fault`]
+//! with `--fault`).
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use verinfer_inference::{
-    models, ChatMessage, Engine, EngineOptions, GenerateParams, SamplingParams,
-};
-use verinfer_types::records::{
-    Decoding, FinishReason, InferenceResult, Input, Message, Nonce, Policy, Request, RequestTag,
-    ResultTag, Usage,
-};
-use verinfer_types::{Hash, Record, Signature, SignedRecord};
+use verinfer_inference::respond::{self, Fault};
+use verinfer_inference::{models, Engine, EngineOptions};
+use verinfer_types::records::{Decoding, Input, Message, Nonce, Policy, Request, RequestTag};
+use verinfer_types::{Hash, Signature, SignedRecord};
 
 /// `verinfer infer [OPTIONS] PROMPT`
 #[derive(Args, Debug)]
@@ -58,22 +56,33 @@ pub struct InferArgs {
     /// Print token counts and speed to stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Answer dishonestly, with a properly signed Result (needs --json; for
+    /// testing verifiers): swap-model:PATH, edit-token:POS, truncate:N,
+    /// extend:N, wrong-seed (sampled requests) or replay:FILE (an earlier
+    /// --json output).
+    #[arg(long, value_name = "KIND")]
+    pub fault: Option<Fault>,
     /// The prompt ("-" reads it from stdin).
     pub prompt: String,
 }
 
 const MAX_SEED: u64 = (1 << 53) - 1;
 
-fn default_key_path() -> anyhow::Result<PathBuf> {
+/// `name` in the verinfer data directory (the parent of the models cache),
+/// where keys live by default.
+pub fn default_key_path(name: &str) -> anyhow::Result<PathBuf> {
     let dir = models::models_dir()?;
     Ok(dir
         .parent()
         .map_or_else(|| dir.clone(), |p| p.to_path_buf())
-        .join("node.key"))
+        .join(name))
 }
 
 /// Runs `verinfer infer`.
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
+    if args.fault.is_some() && !args.json {
+        bail!("--fault needs --json: a fault is a dishonest signed Result, and only --json prints the Result record");
+    }
     if args.seed > MAX_SEED {
         bail!("--seed must be at most 2^53 - 1");
     }
@@ -89,7 +98,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         args.prompt.clone()
     };
     let path = models::resolve(&args.model)?;
-    let model_id = models::file_sha256(&path)?;
+    let model_id: Hash = models::file_sha256(&path)?
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad model hash"))?;
     let mut engine = Engine::load(
         &path,
         EngineOptions {
@@ -99,84 +110,62 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("loading {}", path.display()))?;
 
-    let mut messages = Vec::new();
-    if let Some(s) = &args.system {
-        messages.push(ChatMessage::new("system", s));
-    }
-    messages.push(ChatMessage::new("user", &prompt));
-    let (input, tokens) = if args.raw {
-        let toks = engine.model().tokenizer.encode(&prompt, false);
-        (Input::Prompt(prompt.clone()), toks)
+    let input = if args.raw {
+        Input::Prompt(prompt)
     } else {
-        let toks = engine.chat_prompt(&messages)?;
-        let msgs = messages
-            .iter()
-            .map(|m| Message {
-                role: m.role.clone(),
-                content: m.content.clone(),
-            })
-            .collect();
-        (Input::Messages(msgs), toks)
+        let mut messages = Vec::new();
+        if let Some(s) = &args.system {
+            messages.push(Message {
+                role: "system".into(),
+                content: s.clone(),
+            });
+        }
+        messages.push(Message {
+            role: "user".into(),
+            content: prompt,
+        });
+        Input::Messages(messages)
     };
-    let params = GenerateParams {
+    let decoding = Decoding {
+        temperature_milli: args.temperature_milli,
+        top_k: args.top_k,
+        top_p_milli: args.top_p_milli,
+        seed: args.seed,
         max_tokens: args.max_tokens,
-        sampling: SamplingParams {
-            temperature_milli: args.temperature_milli,
-            top_k: args.top_k,
-            top_p_milli: args.top_p_milli,
-            seed: args.seed,
-        },
         stop: args.stop.clone(),
     };
 
     let start = std::time::Instant::now();
-    let generation = if args.json {
-        engine.generate(&tokens, &params, &mut |_, _| {})?
-    } else {
-        let mut out = std::io::stdout().lock();
-        let g = engine.generate(&tokens, &params, &mut |_, piece| {
-            let _ = out.write_all(piece.as_bytes());
-            let _ = out.flush();
-        })?;
-        let _ = writeln!(out);
-        g
-    };
-    let secs = start.elapsed().as_secs_f64();
-    if args.stats {
-        eprintln!(
-            "[{} prompt + {} generated tokens in {:.2}s, {:.1} tokens/s, {} threads, finish: {:?}]",
-            generation.usage.prompt_tokens,
-            generation.usage.completion_tokens,
-            secs,
-            f64::from(generation.usage.completion_tokens) / secs.max(1e-9),
-            engine.threads(),
-            generation.finish_reason
-        );
-    }
     if !args.json {
+        // Streaming needs no records, hence no key: the same prompt and
+        // parameters as `respond`, without the signing.
+        let tokens = respond::prompt_tokens(&engine, &input)?;
+        let mut out = std::io::stdout().lock();
+        let g = engine.generate(
+            &tokens,
+            &respond::generate_params(&decoding),
+            &mut |_, piece| {
+                let _ = out.write_all(piece.as_bytes());
+                let _ = out.flush();
+            },
+        )?;
+        let _ = writeln!(out);
+        if args.stats {
+            print_stats(&g.usage, g.finish_reason, start, engine.threads());
+        }
         return Ok(());
     }
 
     let key_path = match &args.key {
         Some(p) => p.clone(),
-        None => default_key_path()?,
+        None => default_key_path("node.key")?,
     };
     let key = crate::cmd_keys::load_or_create_key(&key_path)?;
-    let model: Hash = model_id
-        .parse()
-        .map_err(|_| anyhow::anyhow!("bad model hash"))?;
     let mut request = Request {
         tag: RequestTag,
-        model,
+        model: model_id,
         input,
-        decoding: Decoding {
-            temperature_milli: args.temperature_milli,
-            top_k: args.top_k,
-            top_p_milli: args.top_p_milli,
-            seed: args.seed,
-            max_tokens: args.max_tokens,
-            stop: args.stop.clone(),
-        },
+        decoding,
         policy: Policy::default(),
         requester: key.public(),
         nonce: Nonce::random(),
@@ -184,28 +173,37 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         signature: Signature::default(),
     };
     request.sign(&key)?;
-    let finish_reason = match generation.finish_reason {
-        verinfer_inference::FinishReason::Eos => FinishReason::Eos,
-        verinfer_inference::FinishReason::Stop => FinishReason::Stop,
-        verinfer_inference::FinishReason::Length => FinishReason::Length,
+    let result = match &args.fault {
+        None => respond::respond(&mut engine, model_id, &request, &key, &mut |_, _| {})?,
+        // The error names the fault already.
+        Some(fault) => respond::respond_with_fault(&mut engine, model_id, &request, &key, fault)?,
     };
-    let mut result = InferenceResult {
-        tag: ResultTag,
-        request: request.hash()?,
-        model,
-        engine: verinfer_inference::ENGINE_VERSION.to_string(),
-        output_tokens: generation.tokens.clone(),
-        output_text: generation.text.clone(),
-        finish_reason,
-        usage: Usage {
-            prompt_tokens: generation.usage.prompt_tokens,
-            completion_tokens: generation.usage.completion_tokens,
-        },
-        node: key.public(),
-        signature: Signature::default(),
-    };
-    result.sign(&key)?;
+    if args.stats {
+        let usage = verinfer_inference::Usage {
+            prompt_tokens: result.usage.prompt_tokens,
+            completion_tokens: result.usage.completion_tokens,
+        };
+        print_stats(&usage, result.finish_reason, start, engine.threads());
+    }
     let out = serde_json::json!({ "request": request, "result": result });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+fn print_stats(
+    usage: &verinfer_inference::Usage,
+    finish: impl std::fmt::Debug,
+    start: std::time::Instant,
+    threads: usize,
+) {
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "[{} prompt + {} generated tokens in {:.2}s, {:.1} tokens/s, {} threads, finish: {:?}]",
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        secs,
+        f64::from(usage.completion_tokens) / secs.max(1e-9),
+        threads,
+        finish
+    );
 }

@@ -1,8 +1,10 @@
 //! The `verinfer` command-line tool: one binary for every role and tool.
 //!
 //! Errors are printed as `error: ...` with their causes, and the process exits
-//! with status 1 (2 for usage errors, from clap).
+//! with status 1 (2 for usage errors, from clap). `verinfer check` exits 1
+//! when the verifier rejects, so its errors exit 2 instead.
 
+mod cmd_check;
 mod cmd_infer;
 mod cmd_keys;
 mod cmd_ledger;
@@ -39,6 +41,9 @@ enum Command {
     Ledger(cmd_ledger::LedgerCommand),
     /// One inference: stream the answer, or print the signed Request and Result with --json.
     Infer(cmd_infer::InferArgs),
+    /// One verifier check of a `verinfer infer --json` output: prints the
+    /// signed Verdict; exits 0 on accept, 1 on reject, 2 on error.
+    Check(cmd_check::CheckArgs),
     /// Fetch, register and list models.
     Models(cmd_models::ModelsArgs),
     /// Create node and account keys.
@@ -55,19 +60,27 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // `check` rejecting is exit 1, so a failure to check must differ.
+    let error_status = match cli.command {
+        Command::Check(_) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    };
     let result = config::Config::load(cli.config.as_deref()).and_then(|config| match cli.command {
-        Command::Devnet(args) => cmd_log::devnet(args, &config),
-        Command::Log(cmd) => cmd_log::run(cmd, &config),
-        Command::Ledger(cmd) => cmd_ledger::run(cmd),
-        Command::Keys(cmd) => cmd_keys::run(cmd),
-        Command::Infer(a) => cmd_infer::run(a),
-        Command::Models(a) => cmd_models::run(a),
+        Command::Devnet(args) => cmd_log::devnet(args, &config).map(|()| true),
+        Command::Log(cmd) => cmd_log::run(cmd, &config).map(|()| true),
+        Command::Ledger(cmd) => cmd_ledger::run(cmd).map(|()| true),
+        Command::Keys(cmd) => cmd_keys::run(cmd).map(|()| true),
+        Command::Infer(a) => cmd_infer::run(a).map(|()| true),
+        Command::Check(a) => cmd_check::run(a),
+        Command::Models(a) => cmd_models::run(a).map(|()| true),
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        // A verifier's rejection: already reported on stderr.
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            error_status
         }
     }
 }

@@ -1,5 +1,7 @@
 //! verinfer inference layer: a deterministic CPU engine for GGUF language
-//! models (this module tree) and an ONNX engine ([`onnx`]).
+//! models (this module tree) and an ONNX engine ([`onnx`]), both behind one
+//! interface ([`interface::ModelEngine`]: model id, engine version, run,
+//! recompute) so the verification layer can treat them alike.
 //!
 //! # What it is for
 //!
@@ -57,6 +59,7 @@ pub mod chat;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod interface;
 pub mod math;
 mod mmap;
 pub mod model;
@@ -64,6 +67,7 @@ pub mod models;
 pub mod onnx;
 mod pool;
 pub mod quant;
+pub mod respond;
 pub mod sampler;
 mod simd;
 pub mod tokenizer;

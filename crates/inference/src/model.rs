@@ -7,9 +7,10 @@ use crate::gguf::{ggml_type_name, GgmlType, Gguf, TensorInfo, Value};
 use crate::math::{exp_f32, sin_cos_f64};
 use crate::pool::{Pool, SharedOut};
 use crate::quant::{
-    dequantize_row, dot4_f32, dot_f32, pack_row, padded_blocks, quantize_row, QCol, QK,
+    dequantize_row, dot4_f32, dot_f32, hsum8, pack_row, padded_blocks, quantize_row, QCol,
+    PACK_SLACK, QK,
 };
-use crate::simd::{dot_quant, KernelKind};
+use crate::simd::{dot_tile, KernelKind, ROW_OVERREAD};
 use crate::tokenizer::Tokenizer;
 
 /// Hyper-parameters of a llama-family model.
@@ -85,7 +86,8 @@ impl Mat {
         };
         if m.is_integer() {
             let src = g.tensor_data(info);
-            let mut dst = vec![0u8; src.len()];
+            // Spare bytes at the end: the kernels may read a little past a row.
+            let mut dst = vec![0u8; src.len() + PACK_SLACK];
             for (s, d) in src
                 .chunks_exact(row_bytes)
                 .zip(dst.chunks_exact_mut(row_bytes))
@@ -104,11 +106,12 @@ impl Mat {
         &data[s..s + self.row_bytes]
     }
 
-    /// Row `r` in the packed layout (integer formats only).
+    /// Row `r` in the packed layout (integer formats only), followed by the
+    /// [`ROW_OVERREAD`] bytes the SIMD kernels may read past it.
     #[inline]
     fn packed_row(&self, r: usize) -> &[u8] {
         match &self.packed {
-            Some(p) => &p[r * self.row_bytes..(r + 1) * self.row_bytes],
+            Some(p) => &p[r * self.row_bytes..(r + 1) * self.row_bytes + ROW_OVERREAD],
             None => &[],
         }
     }
@@ -376,6 +379,7 @@ struct Acts {
     qs: Vec<[i8; QK]>,
     d: Vec<f32>,
     s: Vec<f32>,
+    qsum: Vec<i32>,
 }
 
 impl Acts {
@@ -389,6 +393,7 @@ impl Acts {
             qs: vec![[0; QK]; n * nbp],
             d: vec![0.0; n * nbp],
             s: vec![0.0; n * nbp],
+            qsum: vec![0; n * nbp],
         }
     }
     fn quantize(&mut self) {
@@ -399,7 +404,8 @@ impl Acts {
                 x,
                 &mut self.qs[r.clone()],
                 &mut self.d[r.clone()],
-                &mut self.s[r],
+                &mut self.s[r.clone()],
+                &mut self.qsum[r],
             );
         }
     }
@@ -408,7 +414,8 @@ impl Acts {
         QCol {
             qs: &self.qs[r.clone()],
             d: &self.d[r.clone()],
-            s: &self.s[r],
+            s: &self.s[r.clone()],
+            qsum: &self.qsum[r],
         }
     }
     fn frow(&self, i: usize) -> &[f32] {
@@ -422,8 +429,47 @@ fn split(n: usize, t: usize, threads: usize) -> std::ops::Range<usize> {
     (n * t / threads)..(n * (t + 1) / threads)
 }
 
-/// Token columns per tile in batched matrix products.
-const COL_TILE: usize = 8;
+/// Rows × columns of the kernel's register tile.
+const TILE_R: usize = 4;
+const TILE_C: usize = 4;
+/// Activation bytes of one column tile (kept in L1 across the rows of a row chunk).
+const COL_TILE_BYTES: usize = 24 * 1024;
+/// Weight bytes of one row chunk (kept in L2 across the column tiles).
+const ROW_CHUNK_BYTES: usize = 192 * 1024;
+
+/// One row block × the columns `c0..c1` (in chunks of `TILE_C`, then singles).
+#[inline(always)]
+fn row_block<const R: usize>(
+    kind: KernelKind,
+    m: &Mat,
+    r: usize,
+    qcols: &[QCol<'_>],
+    c0: usize,
+    c1: usize,
+    out: &SharedOut<'_>,
+) {
+    let nb = m.cols / QK;
+    let rows = m.rows;
+    let w: [&[u8]; R] = std::array::from_fn(|k| m.packed_row(r + k));
+    let mut c = c0;
+    while c + TILE_C <= c1 {
+        let a: [QCol<'_>; TILE_C] = std::array::from_fn(|k| qcols[c + k]);
+        let v = dot_tile::<R, TILE_C>(kind, m.ty, w, nb, a);
+        for (k, vr) in v.iter().enumerate() {
+            for (j, val) in vr.iter().enumerate() {
+                out.set((c + j) * rows + r + k, *val);
+            }
+        }
+        c += TILE_C;
+    }
+    while c < c1 {
+        let v = dot_tile::<R, 1>(kind, m.ty, w, nb, [qcols[c]]);
+        for (k, vr) in v.iter().enumerate() {
+            out.set(c * rows + r + k, vr[0]);
+        }
+        c += 1;
+    }
+}
 
 /// `out[c][r] = dot(W[r], x[c])` for all rows r and columns c.
 fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], m: &Mat, x: &Acts, out: &mut [f32]) {
@@ -435,41 +481,32 @@ fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], m: &Mat, x: &Acts, out: &m
     let job = |t: usize| {
         let range = split(rows, t, threads);
         if m.is_integer() {
-            let nb = m.cols / QK;
-            // Column tiles small enough to stay in L1 across the rows of the
-            // worker's range; each (row, column) is still one kernel call with
-            // the same arithmetic.
-            let tile = COL_TILE.max(1);
+            // Row chunks small enough to stay in L2 across column tiles, and
+            // column tiles small enough to stay in L1 across a chunk's rows;
+            // inside, TILE_R × TILE_C register tiles. Each (row, column) value
+            // has the same arithmetic whatever tile computes it.
+            let col_bytes = x.nbp * (QK + 12);
+            let tile = (COL_TILE_BYTES / col_bytes / TILE_C * TILE_C).max(TILE_C);
+            let chunk = (ROW_CHUNK_BYTES / m.row_bytes / TILE_R * TILE_R).max(TILE_R);
             let qcols: Vec<QCol<'_>> = (0..n).map(|c| x.qcol(c)).collect();
-            let mut t0 = 0;
-            while t0 < n {
-                let t1 = (t0 + tile).min(n);
-                for r in range.clone() {
-                    let w = m.packed_row(r);
-                    let mut c = t0;
-                    while c + 8 <= t1 {
-                        let a: [QCol<'_>; 8] = std::array::from_fn(|k| qcols[c + k]);
-                        let v = dot_quant::<8>(kind, m.ty, w, nb, a);
-                        for (k, val) in v.into_iter().enumerate() {
-                            out.set((c + k) * rows + r, val);
-                        }
-                        c += 8;
+            let mut r0 = range.start;
+            while r0 < range.end {
+                let r1 = (r0 + chunk).min(range.end);
+                let mut t0 = 0;
+                while t0 < n {
+                    let t1 = (t0 + tile).min(n);
+                    let mut r = r0;
+                    while r + TILE_R <= r1 {
+                        row_block::<TILE_R>(kind, m, r, &qcols, t0, t1, &out);
+                        r += TILE_R;
                     }
-                    while c + 4 <= t1 {
-                        let a = [qcols[c], qcols[c + 1], qcols[c + 2], qcols[c + 3]];
-                        let v = dot_quant::<4>(kind, m.ty, w, nb, a);
-                        for (k, val) in v.into_iter().enumerate() {
-                            out.set((c + k) * rows + r, val);
-                        }
-                        c += 4;
+                    while r < r1 {
+                        row_block::<1>(kind, m, r, &qcols, t0, t1, &out);
+                        r += 1;
                     }
-                    while c < t1 {
-                        let [v] = dot_quant::<1>(kind, m.ty, w, nb, [qcols[c]]);
-                        out.set(c * rows + r, v);
-                        c += 1;
-                    }
+                    t0 = t1;
                 }
-                t0 = t1;
+                r0 = r1;
             }
         } else {
             let mut buf = vec![0f32; m.cols];
@@ -508,6 +545,34 @@ pub(crate) fn attention_head(
     scores.clear();
     let mut max = f32::NEG_INFINITY;
     let mut p = 0;
+    if hd == 64 {
+        // The common head width, with fixed-size arrays so the accumulators
+        // stay in registers (the same operations as `dot4_f32`).
+        let qa: &[f32; 64] = q.try_into().unwrap_or(&[0.0; 64]);
+        while p + 4 <= span.n {
+            let k = |i: usize| -> &[f32; 64] {
+                let at = span.first + (p + i) * span.stride;
+                span.k[at..at + 64].try_into().unwrap_or(&[0.0; 64])
+            };
+            let ks = [k(0), k(1), k(2), k(3)];
+            let mut acc = [[0f32; 8]; 4];
+            for j in 0..8 {
+                for i in 0..4 {
+                    for l in 0..8 {
+                        acc[i][l] += qa[8 * j + l] * ks[i][8 * j + l];
+                    }
+                }
+            }
+            for a in &acc {
+                let s = hsum8(a) * scale;
+                if s > max {
+                    max = s;
+                }
+                scores.push(s);
+            }
+            p += 4;
+        }
+    }
     // Four keys at a time (independent dependency chains); each dot product
     // is exactly `dot_f32`.
     while p + 4 <= span.n {
@@ -534,16 +599,33 @@ pub(crate) fn attention_head(
         scores.push(s);
         p += 1;
     }
-    let mut sum = 0f32;
+    // Exponentials first (independent, so the compiler may vectorise them),
+    // then the sum in order.
     for s in scores.iter_mut() {
         *s = exp_f32(*s - max);
+    }
+    let mut sum = 0f32;
+    for s in scores.iter() {
         sum += *s;
     }
     out.iter_mut().for_each(|a| *a = 0.0);
-    for (p, &w) in scores.iter().enumerate() {
-        let at = span.first + p * span.stride;
-        for (a, &vv) in out.iter_mut().zip(&span.v[at..at + hd]) {
-            *a += w * vv;
+    if hd == 64 {
+        // Same per-element sequence as below, accumulated in registers.
+        let mut o = [0f32; 64];
+        for (p, &w) in scores.iter().enumerate() {
+            let at = span.first + p * span.stride;
+            let vv: &[f32; 64] = span.v[at..at + 64].try_into().unwrap_or(&[0.0; 64]);
+            for d in 0..64 {
+                o[d] += w * vv[d];
+            }
+        }
+        out.copy_from_slice(&o);
+    } else {
+        for (p, &w) in scores.iter().enumerate() {
+            let at = span.first + p * span.stride;
+            for (a, &vv) in out.iter_mut().zip(&span.v[at..at + hd]) {
+                *a += w * vv;
+            }
         }
     }
     let inv = 1.0 / sum;

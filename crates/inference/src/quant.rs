@@ -18,7 +18,14 @@
 //!
 //! Integer weight rows are repacked at load time ([`pack_row`]) into a
 //! struct-of-arrays layout (all scales, then all minimums, then all quants) of
-//! the same size, so eight block scales load as one vector.
+//! the same size, so eight block scales load as one vector. The quants of each
+//! group of eight blocks are interleaved in 4-byte units ("dword transposed",
+//! see [`packed_layout`]) and activation quants likewise ([`quantize_row`]),
+//! so that 32-bit lane `k` of a vector holds four consecutive bytes of block
+//! `k`: a multiply-add of bytes into 32-bit lanes (`vpdpbusd`, or `vpmaddubsw`
+//! followed by `vpmaddwd`) then leaves block `k`'s exact integer sum in lane
+//! `k` with no horizontal reduction. The layout only changes where bytes live; the integer
+//! sums, and so every result, are the same as with the file's layout.
 
 use crate::gguf::GgmlType;
 
@@ -42,6 +49,8 @@ pub struct QCol<'a> {
     pub d: &'a [f32],
     /// Exact block sums of the original values (zero in padding).
     pub s: &'a [f32],
+    /// Integer sums of each block's quants (zero in padding).
+    pub qsum: &'a [i32],
 }
 
 /// Convert an IEEE half (bits) to f32 exactly.
@@ -111,13 +120,31 @@ pub(crate) fn rd_f16(b: &[u8], at: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
-/// Quantise activations (length a multiple of 32) into blocks, scales and sums.
-pub fn quantize_row(x: &[f32], qs: &mut [[i8; QK]], d: &mut [f32], s: &mut [f32]) {
-    for (((xb, qb), db), sb) in x
+/// Position of element `j` of block `b` in a column's group-interleaved
+/// quants (`qs` flattened): group `b / 8`, vector `j / 4`, lane `b % 8`, byte `j % 4`.
+#[inline]
+pub fn act_index(b: usize, j: usize) -> usize {
+    (b / GROUP) * GROUP * QK + (j / 4) * QK + (b % GROUP) * 4 + j % 4
+}
+
+/// Quantise activations (length a multiple of 32) into blocks, scales, sums
+/// and integer sums. `qs` is laid out group-interleaved ([`act_index`]): entry
+/// `8g + v` holds bytes `4v..4v + 4` of blocks `8g..8g + 8`, four bytes each.
+/// It must cover whole groups (zero-filled past the last block).
+pub fn quantize_row(
+    x: &[f32],
+    qs: &mut [[i8; QK]],
+    d: &mut [f32],
+    s: &mut [f32],
+    qsum: &mut [i32],
+) {
+    let flat = qs.as_flattened_mut();
+    for (b, (((xb, db), sb), ib)) in x
         .chunks_exact(QK)
-        .zip(qs.iter_mut())
         .zip(d.iter_mut())
         .zip(s.iter_mut())
+        .zip(qsum.iter_mut())
+        .enumerate()
     {
         let mut amax = 0.0f32;
         for &v in xb {
@@ -128,12 +155,22 @@ pub fn quantize_row(x: &[f32], qs: &mut [[i8; QK]], d: &mut [f32], s: &mut [f32]
         }
         let dd = amax / 127.0;
         let id = if dd > 0.0 { 1.0 / dd } else { 0.0 };
+        let mut qb = [0i8; QK];
         for (q, &v) in qb.iter_mut().zip(xb) {
             let r = crate::math::round_even_f32(v * id).clamp(-127.0, 127.0);
             // NaN becomes 0 (the cast saturates and maps NaN to 0).
             *q = r as i8;
         }
+        let mut isum = 0i32;
+        for &q in &qb {
+            isum += i32::from(q);
+        }
+        for (v, quad) in qb.chunks_exact(4).enumerate() {
+            let at = act_index(b, 4 * v);
+            flat[at..at + 4].copy_from_slice(quad);
+        }
         *db = dd;
+        *ib = isum;
         // The exact (fixed-order) sum of the block, not d * sum(q): this keeps
         // the minimum term of Q4_1 weights free of activation rounding error.
         let mut lanes = [0f32; 8];
@@ -170,6 +207,15 @@ fn unpack_q4(qs: &[u8]) -> [u8; QK] {
 }
 
 /// Byte offsets inside a packed row of `nb` blocks: (scales, minimums, quants).
+///
+/// The quants of group `g` (blocks `b0 = 8g .. b0 + n`, `n <= 8`) start at
+/// `quants + qlen * b0` ([`quant_bytes`] per block) and hold `qlen / 4`
+/// vectors of `4n` bytes: vector `v`, lane `k` = bytes `4v..4v + 4` of block
+/// `b0 + k`. For 4-bit formats byte `i` of a block holds weight `i` (low
+/// nibble) and weight `i + 16` (high nibble), as in the file. Q8_0 bytes are
+/// stored offset by 128 (`w ^ 0x80`, an unsigned byte). A whole 32-byte
+/// vector load may read past the last group's `4n` bytes (matrices keep
+/// [`PACK_SLACK`] spare bytes at the end); those lanes meet zero activations.
 #[inline]
 pub fn packed_layout(ty: GgmlType, nb: usize) -> (usize, usize, usize) {
     match ty {
@@ -178,42 +224,66 @@ pub fn packed_layout(ty: GgmlType, nb: usize) -> (usize, usize, usize) {
     }
 }
 
+/// Bytes of quants per block in a packed row.
+#[inline]
+pub fn quant_bytes(ty: GgmlType) -> usize {
+    if ty == GgmlType::Q8_0 {
+        32
+    } else {
+        16
+    }
+}
+
+/// Spare bytes after the last packed row of a matrix (see [`packed_layout`]).
+pub const PACK_SLACK: usize = 64;
+
+/// Offset (from the start of the quants) of quant byte `i` of block `b`.
+#[inline]
+pub fn packed_quant_index(ty: GgmlType, nb: usize, b: usize, i: usize) -> usize {
+    let qlen = quant_bytes(ty);
+    let b0 = b / GROUP * GROUP;
+    let n = (nb - b0).min(GROUP);
+    qlen * b0 + (i / 4) * 4 * n + (b - b0) * 4 + i % 4
+}
+
 /// Repack one GGUF row (array of blocks) of an integer type into the
-/// struct-of-arrays layout used by the kernels (same size).
+/// layout used by the kernels (same size; see [`packed_layout`]).
 pub fn pack_row(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
     let bs = ty.block_bytes();
     let nb = src.len() / bs;
     let (do_, mo, qo) = packed_layout(ty, nb);
-    let (hdr, qlen) = match ty {
-        GgmlType::Q4_1 => (4, 16),
-        GgmlType::Q4_0 => (2, 16),
-        _ => (2, 32),
-    };
+    let hdr = if ty == GgmlType::Q4_1 { 4 } else { 2 };
+    let qlen = quant_bytes(ty);
+    let flip = if ty == GgmlType::Q8_0 { 0x80 } else { 0 };
     for (b, blk) in src.chunks_exact(bs).enumerate() {
         dst[do_ + 2 * b..do_ + 2 * b + 2].copy_from_slice(&blk[0..2]);
         if ty == GgmlType::Q4_1 {
             dst[mo + 2 * b..mo + 2 * b + 2].copy_from_slice(&blk[2..4]);
         }
-        dst[qo + qlen * b..qo + qlen * (b + 1)].copy_from_slice(&blk[hdr..hdr + qlen]);
+        for (i, &q) in blk[hdr..hdr + qlen].iter().enumerate() {
+            dst[qo + packed_quant_index(ty, nb, b, i)] = q ^ flip;
+        }
     }
 }
 
-/// Exact integer dot product of one block: weights `w` (packed quants of the
-/// block) with activations `a`.
+/// Exact integer dot product of block `b` of a packed row's quants `wq` with
+/// the group-interleaved activation quants `a` (flattened).
 #[inline]
-fn block_isum(ty: GgmlType, w: &[u8], a: &[i8; QK]) -> i32 {
+fn block_isum(ty: GgmlType, wq: &[u8], nb: usize, b: usize, a: &[i8]) -> i32 {
     let mut s = 0i32;
+    let act = |j: usize| i32::from(a[act_index(b, j)]);
+    let w = |i: usize| wq[packed_quant_index(ty, nb, b, i)];
     match ty {
         GgmlType::Q8_0 => {
             for j in 0..QK {
-                s += i32::from(w[j] as i8) * i32::from(a[j]);
+                s += i32::from((w(j) ^ 0x80) as i8) * act(j);
             }
         }
         _ => {
             let off = if ty == GgmlType::Q4_0 { 8 } else { 0 };
             for j in 0..16 {
-                s += (i32::from(w[j] & 0x0f) - off) * i32::from(a[j]);
-                s += (i32::from(w[j] >> 4) - off) * i32::from(a[j + 16]);
+                s += (i32::from(w(j) & 0x0f) - off) * act(j);
+                s += (i32::from(w(j) >> 4) - off) * act(j + 16);
             }
         }
     }
@@ -224,7 +294,8 @@ fn block_isum(ty: GgmlType, w: &[u8], a: &[i8; QK]) -> i32 {
 /// Defines the arithmetic the SIMD kernels reproduce.
 pub fn dot_packed(ty: GgmlType, row: &[u8], nb: usize, a: QCol<'_>) -> f32 {
     let (do_, mo, qo) = packed_layout(ty, nb);
-    let qlen = if ty == GgmlType::Q8_0 { 32 } else { 16 };
+    let wq = &row[qo..];
+    let aq = a.qs.as_flattened();
     let mut acc = [0f32; 8];
     let mut macc = [0f32; 8];
     for g in 0..nb.div_ceil(GROUP) {
@@ -232,7 +303,7 @@ pub fn dot_packed(ty: GgmlType, row: &[u8], nb: usize, a: QCol<'_>) -> f32 {
             let b = g * GROUP + l;
             if b < nb {
                 let dw = rd_f16(row, do_ + 2 * b);
-                let isum = block_isum(ty, &row[qo + qlen * b..qo + qlen * (b + 1)], &a.qs[b]);
+                let isum = block_isum(ty, wq, nb, b, aq);
                 acc[l] += (dw * a.d[b]) * isum as f32;
                 if ty == GgmlType::Q4_1 {
                     macc[l] += rd_f16(row, mo + 2 * b) * a.s[b];

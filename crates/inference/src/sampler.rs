@@ -80,17 +80,43 @@ fn rank(logits: &[f32], a: u32, b: u32) -> std::cmp::Ordering {
 
 /// The `n` best token ids, best first.
 pub fn top_n(logits: &[f32], n: usize) -> Vec<u32> {
-    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
-    let n = n.min(ids.len());
+    let n = n.min(logits.len());
     if n == 0 {
         return Vec::new();
     }
+    if n <= 256 && n * 8 <= logits.len() {
+        return top_n_scan(logits, n);
+    }
+    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
     if n < ids.len() {
         ids.select_nth_unstable_by(n - 1, |&a, &b| rank(logits, a, b));
         ids.truncate(n);
     }
     ids.sort_by(|&a, &b| rank(logits, a, b));
     ids
+}
+
+/// [`top_n`] for small `n`: one pass keeping the best `n` seen so far, sorted
+/// by [`rank`]. `rank` is a total order, so the result is the same list.
+fn top_n_scan(logits: &[f32], n: usize) -> Vec<u32> {
+    let mut best: Vec<u32> = (0..n as u32).collect();
+    best.sort_by(|&a, &b| rank(logits, a, b));
+    // Ids are visited in increasing order, so a later id beats the current
+    // n-th best exactly when its key is greater under `total_cmp` (on equal
+    // keys the lower id, already kept, ranks first).
+    let key = |f: f32| if f.is_nan() { f32::NEG_INFINITY } else { f };
+    let mut worst = key(logits[best[n - 1] as usize]);
+    for (i, &v) in logits.iter().enumerate().skip(n) {
+        if key(v).total_cmp(&worst) != std::cmp::Ordering::Greater {
+            continue;
+        }
+        let i = i as u32;
+        best.pop();
+        let at = best.partition_point(|&b| rank(logits, b, i) == std::cmp::Ordering::Less);
+        best.insert(at, i);
+        worst = key(logits[best[n - 1] as usize]);
+    }
+    best
 }
 
 /// Pick the token at `position` from `logits`.
@@ -142,6 +168,33 @@ pub fn sample(logits: &[f32], p: &SamplingParams, position: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_n_scan_matches_full_sort() {
+        let mut x = 12345u64;
+        for len in [1usize, 7, 64, 1000, 5000] {
+            let logits: Vec<f32> = (0..len)
+                .map(|i| {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    match (x >> 60) as u8 {
+                        0 => f32::NAN,
+                        1 => -0.0,
+                        2 => 0.0,
+                        3 => f32::NEG_INFINITY,
+                        4 => 1.5,
+                        _ => ((x >> 33) % 200) as f32 * 0.25 - 25.0 + (i % 3) as f32,
+                    }
+                })
+                .collect();
+            let mut all: Vec<u32> = (0..len as u32).collect();
+            all.sort_by(|&a, &b| rank(&logits, a, b));
+            for n in [1usize, 2, 5, 40, 100] {
+                let n = n.min(len);
+                assert_eq!(top_n(&logits, n), all[..n].to_vec(), "len {len} n {n}");
+                assert_eq!(top_n_scan(&logits, n), all[..n].to_vec(), "len {len} n {n}");
+            }
+        }
+    }
 
     #[test]
     fn greedy_and_ties() {

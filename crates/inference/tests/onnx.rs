@@ -864,3 +864,117 @@ fn unknown_operator_is_a_prepare_error() {
     assert!(matches!(err, OnnxError::Prepare { .. }), "{err:?}");
     assert!(err.to_string().contains("NoSuchOperator"), "{err}");
 }
+
+// ---------------------------------------------------------------- one interface
+
+/// Both engines behind `ModelEngine`: the same model-id scheme, a run, and a
+/// recomputation that confirms an honest claim and exposes a false one,
+/// driven by code that does not know which engine it holds.
+#[test]
+fn both_engines_serve_the_verifier_through_one_interface() {
+    use verinfer_inference::interface::{
+        Claim, EngineError, Evidence, LanguageModel, ModelEngine, Output, Work,
+    };
+    use verinfer_inference::testing::{tiny_model, TinySpec};
+    use verinfer_inference::{EngineOptions, GenerateParams, SamplingParams};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gguf = tiny_model(&TinySpec::default());
+    let gguf_path = write_model(dir.path(), "tiny.gguf", &gguf);
+    let onnx_bytes = linear_classifier();
+    let onnx_path = write_model(dir.path(), "linear.onnx", &onnx_bytes);
+    let mut engines: Vec<(Box<dyn ModelEngine>, String)> = vec![
+        (
+            Box::new(
+                LanguageModel::load(&gguf_path, EngineOptions::default()).expect("tiny gguf loads"),
+            ),
+            sha256_hex(&gguf),
+        ),
+        (
+            Box::new(OnnxModel::load(&onnx_path).expect("onnx loads")),
+            sha256_hex(&onnx_bytes),
+        ),
+    ];
+    let prompt = [1u32, 40, 41, 42];
+    let params = GenerateParams {
+        max_tokens: 6,
+        sampling: SamplingParams::greedy(),
+        stop: Vec::new(),
+    };
+    let x = [sample_x()];
+    for (engine, file_hash) in engines.iter_mut() {
+        assert_eq!(engine.model_id(), file_hash.as_str());
+        assert!(!engine.engine_version().is_empty());
+        let work = match engine.modality() {
+            verinfer_inference::interface::Modality::Text => Work::Generate {
+                prompt: &prompt,
+                params: &params,
+            },
+            verinfer_inference::interface::Modality::Tensors => Work::Tensors(&x),
+        };
+        match engine.run(work).expect("run") {
+            Output::Text(g) => {
+                let honest = engine
+                    .recompute(Claim::Text {
+                        prompt: &prompt,
+                        output: &g.tokens,
+                        sampling: &params.sampling,
+                        top_n: 2,
+                    })
+                    .expect("score");
+                let Evidence::Scores(scores) = honest else {
+                    panic!("text evidence is scores")
+                };
+                assert_eq!(scores.len(), g.tokens.len());
+                assert!(scores.iter().all(|s| s.argmax == s.claimed));
+                let mut edited = g.tokens.clone();
+                edited[0] = if edited[0] == 50 { 51 } else { 50 };
+                let Ok(Evidence::Scores(scores)) = engine.recompute(Claim::Text {
+                    prompt: &prompt,
+                    output: &edited,
+                    sampling: &params.sampling,
+                    top_n: 2,
+                }) else {
+                    panic!("text evidence is scores")
+                };
+                assert_ne!(scores[0].argmax, scores[0].claimed);
+            }
+            Output::Tensors { outputs, digest } => {
+                assert_eq!(digest, output_digest(&outputs));
+                let honest = engine
+                    .recompute(Claim::Tensors {
+                        inputs: &x,
+                        digest: &digest,
+                    })
+                    .expect("rerun");
+                assert_eq!(
+                    honest,
+                    Evidence::Tensors {
+                        digest: digest.clone(),
+                        matches: true
+                    }
+                );
+                let forged = "0".repeat(64);
+                let Ok(Evidence::Tensors { matches, .. }) = engine.recompute(Claim::Tensors {
+                    inputs: &x,
+                    digest: &forged,
+                }) else {
+                    panic!("tensor evidence")
+                };
+                assert!(!matches);
+            }
+        }
+        // Work of the other kind is a clear error, not a panic.
+        let wrong = match engine.modality() {
+            verinfer_inference::interface::Modality::Text => Work::Tensors(&x),
+            verinfer_inference::interface::Modality::Tensors => Work::Generate {
+                prompt: &prompt,
+                params: &params,
+            },
+        };
+        assert!(matches!(
+            engine.run(wrong),
+            Err(EngineError::Modality { .. })
+        ));
+    }
+}

@@ -15,6 +15,7 @@
 use crate::tx::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use verinfer_types::keys::{verify_batch, KeyError};
 use verinfer_types::records::{
     Amount, Decision, Fees, InferenceResult, Leaf, Receipt, Verdict, VerificationMode,
 };
@@ -341,35 +342,51 @@ pub fn check_signatures(tx: &Transaction) -> Result<(), TxError> {
     sig(tx.verify_signature())?;
     match &tx.body {
         TxBody::Settle { receipts } => {
-            let check = |index: usize, r: &Receipt| -> Result<(), TxError> {
-                let bad = |e: RecordError| TxError::Receipt {
-                    index,
-                    reason: e.to_string(),
-                };
-                // The request's own signature is not needed here: its hash is
-                // bound by the payer's signed Reserve transaction, and any
-                // other request has no escrow to settle against.
-                r.result.verify_signature().map_err(bad)?;
-                for v in &r.certificate.verdicts {
-                    v.verify_signature().map_err(bad)?;
+            // Signature checks dominate settlement: batch-verify the results
+            // and verdicts of each core's share of the receipts (the batch
+            // rule accepts exactly what one-by-one checks accept, and the
+            // outcome does not depend on the split).
+            let check = |first: usize, part: &[Receipt]| -> Result<(), TxError> {
+                let mut owners = Vec::new();
+                let mut signed = Vec::new();
+                for (i, r) in part.iter().enumerate() {
+                    let bad = |e: RecordError| TxError::Receipt {
+                        index: first + i,
+                        reason: e.to_string(),
+                    };
+                    // The request's own signature is not needed here: its hash is
+                    // bound by the payer's signed Reserve transaction, and any
+                    // other request has no escrow to settle against.
+                    signed.push((
+                        &r.result.node,
+                        r.result.signing_bytes().map_err(bad)?,
+                        &r.result.signature,
+                        InferenceResult::TYPE,
+                    ));
+                    owners.push(first + i);
+                    for v in &r.certificate.verdicts {
+                        signed.push((
+                            &v.verifier,
+                            v.signing_bytes().map_err(bad)?,
+                            &v.signature,
+                            Verdict::TYPE,
+                        ));
+                        owners.push(first + i);
+                    }
                 }
-                Ok(())
+                let items: Vec<_> = signed.iter().map(|(k, m, s, _)| (*k, &m[..], *s)).collect();
+                verify_batch(&items).map_err(|at| TxError::Receipt {
+                    index: owners[at],
+                    reason: format!("{}: {}", signed[at].3, KeyError::BadSignature),
+                })
             };
-            // Signature checks dominate settlement; spread a large batch
-            // over the cores (the result does not depend on the split).
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let chunk = receipts.len().div_ceil(threads).max(32);
             std::thread::scope(|s| {
                 let handles: Vec<_> = receipts
                     .chunks(chunk)
                     .enumerate()
-                    .map(|(c, part)| {
-                        s.spawn(move || {
-                            part.iter()
-                                .enumerate()
-                                .try_for_each(|(i, r)| check(c * chunk + i, r))
-                        })
-                    })
+                    .map(|(c, part)| s.spawn(move || check(c * chunk, part)))
                     .collect();
                 handles.into_iter().try_for_each(|h| {
                     h.join()

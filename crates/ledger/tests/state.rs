@@ -149,6 +149,51 @@ fn bad_receipts_are_refused() {
     .unwrap();
 }
 
+/// Guards the batched signature check: in a settlement of many receipts
+/// (split across threads), one forged result or verdict signature refuses the
+/// whole transaction and names the receipt that carries it.
+#[test]
+fn batched_signature_check_names_the_forged_receipt() {
+    let (mut w, mut s) = setup();
+    let user = w.users[0].clone();
+    let relayer = w.users[1].clone();
+    let mut receipts = Vec::new();
+    for i in 0..70u64 {
+        let req = w.request(&user, 100 + i, 1);
+        let tx = w.tx(
+            &user,
+            TxBody::Reserve {
+                request: req.hash().unwrap(),
+                amount: w.max_fee(),
+            },
+        );
+        apply(&mut s, &tx).unwrap();
+        receipts.push(w.receipt(&s, &req, 1));
+    }
+    for (at, in_verdict) in [(0usize, false), (41, true), (69, false)] {
+        let mut bad = receipts.clone();
+        if in_verdict {
+            bad[at].certificate.verdicts[0].signature.0[5] ^= 1;
+        } else {
+            bad[at].result.signature.0[50] ^= 1;
+        }
+        let tx = w.tx(&relayer, TxBody::Settle { receipts: bad });
+        let snapshot = s.clone();
+        match apply(&mut s, &tx) {
+            Err(TxError::Receipt { index, reason }) => {
+                assert_eq!(index, at);
+                assert!(reason.contains("signature"), "{reason}");
+            }
+            other => panic!("forged signature at {at}: {other:?}"),
+        }
+        assert_eq!(s, snapshot);
+        w.unuse_nonce(&relayer.public());
+    }
+    let tx = w.tx(&relayer, TxBody::Settle { receipts });
+    assert_eq!(apply(&mut s, &tx).unwrap().leaves.len(), 70);
+    s.check_invariants().unwrap();
+}
+
 #[test]
 fn rejected_result_costs_nothing() {
     let (mut w, mut s) = setup();

@@ -71,8 +71,20 @@ impl fmt::Debug for Hash {
 
 impl Serialize for Hash {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        serialize_hex(&self.0, s)
     }
+}
+
+/// Serialises up to 64 bytes as a lowercase hex string without allocating
+/// (records carry many hashes, keys and signatures, and settlement encodes
+/// each receipt several times).
+pub(crate) fn serialize_hex<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    let mut buf = [0u8; 128];
+    let out = buf
+        .get_mut(..2 * bytes.len())
+        .ok_or_else(|| serde::ser::Error::custom("hex value longer than 64 bytes"))?;
+    hex::encode_to_slice(bytes, out).map_err(serde::ser::Error::custom)?;
+    s.serialize_str(std::str::from_utf8(out).map_err(serde::ser::Error::custom)?)
 }
 
 impl<'de> Deserialize<'de> for Hash {

@@ -71,18 +71,11 @@ pub trait SignedRecord: Record {
 
     /// The bytes the signature covers.
     fn signing_bytes(&self) -> Result<Vec<u8>, RecordError> {
-        let mut v = serde_json::to_value(self)
-            .map_err(|e| RecordError::Canonical(CanonicalError::Shape(e.to_string())))?;
-        if let Some(obj) = v.as_object_mut() {
-            obj.remove("signature");
-        }
-        let body = canonical::encode_value(&v)?;
-        let mut msg =
-            Vec::with_capacity(SIGNATURE_DOMAIN.len() + Self::TYPE.len() + 1 + body.len());
+        let mut msg = Vec::with_capacity(512);
         msg.extend_from_slice(SIGNATURE_DOMAIN);
         msg.extend_from_slice(Self::TYPE.as_bytes());
         msg.push(b'\n');
-        msg.extend_from_slice(&body);
+        canonical::write_canonical(self, Some("signature"), &mut msg)?;
         Ok(msg)
     }
 
@@ -226,7 +219,7 @@ macro_rules! hex_bytes_serde {
     ($t:ident, $n:literal) => {
         impl Serialize for $t {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&hex::encode(self.0))
+                crate::hash::serialize_hex(&self.0, s)
             }
         }
         impl<'de> Deserialize<'de> for $t {

@@ -96,6 +96,30 @@ proptest! {
         prop_assert_eq!(Receipt::from_canonical(&bytes).unwrap(), receipt);
     }
 
+    /// The direct encoder writes exactly what the reference (a serde_json
+    /// value tree, then `encode_value`) writes, for every record shape,
+    /// including the signed bytes that leave the signature out.
+    #[test]
+    fn direct_encoder_matches_value_tree(r in arb_result(), req in arb_request(), a in any::<u128>()) {
+        fn reference<T: serde::Serialize>(x: &T) -> Vec<u8> {
+            canonical::encode_value(&serde_json::to_value(x).unwrap()).unwrap()
+        }
+        let mut receipt = fixtures::receipt();
+        receipt.fees.total = Amount(a);
+        receipt.request = req.clone();
+        receipt.result = r.clone();
+        prop_assert_eq!(r.to_canonical().unwrap(), reference(&r));
+        prop_assert_eq!(req.to_canonical().unwrap(), reference(&req));
+        prop_assert_eq!(receipt.to_canonical().unwrap(), reference(&receipt));
+        prop_assert_eq!(receipt.leaf().unwrap().to_canonical().unwrap(), reference(&receipt.leaf().unwrap()));
+        let mut unsigned = serde_json::to_value(&r).unwrap();
+        unsigned.as_object_mut().unwrap().remove("signature");
+        let mut expected = SIGNATURE_DOMAIN.to_vec();
+        expected.extend_from_slice(b"verinfer.result.v1\n");
+        expected.extend_from_slice(&canonical::encode_value(&unsigned).unwrap());
+        prop_assert_eq!(r.signing_bytes().unwrap(), expected);
+    }
+
     /// Any whitespace inserted between tokens makes the encoding non-canonical.
     #[test]
     fn whitespace_is_rejected(r in arb_result(), at in any::<prop::sample::Index>(), ws in prop::sample::select(vec![" ", "\n", "\t", "\r"])) {

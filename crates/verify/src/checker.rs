@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use verinfer_inference::{Engine, PositionScore, SamplingParams};
+use verinfer_inference::{Engine, PositionScore};
 use verinfer_types::records::{
     Decision, Decoding, InferenceResult, Input, Request, Verdict, VerdictTag,
 };
@@ -57,17 +57,8 @@ impl Recompute for Engine {
     }
 
     fn prompt_tokens(&self, input: &Input) -> Result<Vec<u32>, String> {
-        match input {
-            Input::Messages(m) => {
-                let msgs: Vec<verinfer_inference::ChatMessage> = m
-                    .iter()
-                    .map(|m| verinfer_inference::ChatMessage::new(&m.role, &m.content))
-                    .collect();
-                self.chat_prompt(&msgs).map_err(|e| e.to_string())
-            }
-            Input::Prompt(p) => Ok(self.model().tokenizer.encode(p, false)),
-            Input::Tokens(t) => Ok(t.clone()),
-        }
+        // The same mapping the inference node used (one implementation).
+        verinfer_inference::respond::prompt_tokens(self, input).map_err(|e| e.to_string())
     }
 
     fn score(
@@ -77,12 +68,8 @@ impl Recompute for Engine {
         decoding: &Decoding,
         top_n: usize,
     ) -> Result<Vec<PositionScore>, String> {
-        let sampling = SamplingParams {
-            temperature_milli: decoding.temperature_milli,
-            top_k: decoding.top_k,
-            top_p_milli: decoding.top_p_milli,
-            seed: decoding.seed,
-        };
+        // The node's mapping of the decoding, so both sample alike.
+        let sampling = verinfer_inference::respond::generate_params(decoding).sampling;
         Engine::score(self, prompt, output, &sampling, top_n).map_err(|e| e.to_string())
     }
 }

@@ -30,6 +30,8 @@
 pub mod checker;
 pub mod committee;
 pub mod rules;
+#[doc(hidden)]
+pub mod testing;
 
 pub use checker::{CheckError, Checker, Outcome, Recompute};
 pub use rules::{MarginRule, Rejection};

@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
+use verinfer_inference::respond::respond;
 use verinfer_inference::testing::{tiny_model, TinySpec};
-use verinfer_inference::{Engine, EngineOptions, GenerateParams, SamplingParams};
+use verinfer_inference::{Engine, EngineOptions};
 use verinfer_types::fixtures::key;
 use verinfer_types::records::{
     Decision, Decoding, FinishReason, InferenceResult, Input, Message, Nonce, Policy, Request,
-    RequestTag, ResultTag, Usage,
+    RequestTag,
 };
 use verinfer_types::{Hash, Record, SecretKey, SignedRecord};
 use verinfer_verify::checker::{CheckError, Checker, Recompute};
@@ -103,42 +104,10 @@ fn sign(res: &mut InferenceResult) {
     res.sign(&key(2)).unwrap();
 }
 
-/// What an honest node running `engine` answers (as `verinfer infer --json`).
+/// What an honest node running `engine` answers (as `verinfer infer --json`),
+/// claiming the requested model (a swapped engine's answer claims it too).
 fn answer(engine: &mut Engine, req: &Request) -> InferenceResult {
-    let prompt = engine.prompt_tokens(&req.input).unwrap();
-    let d = &req.decoding;
-    let params = GenerateParams {
-        max_tokens: d.max_tokens,
-        sampling: SamplingParams {
-            temperature_milli: d.temperature_milli,
-            top_k: d.top_k,
-            top_p_milli: d.top_p_milli,
-            seed: d.seed,
-        },
-        stop: d.stop.clone(),
-    };
-    let g = engine.generate(&prompt, &params, &mut |_, _| {}).unwrap();
-    let mut res = InferenceResult {
-        tag: ResultTag,
-        request: req.hash().unwrap(),
-        model: req.model,
-        engine: verinfer_inference::ENGINE_VERSION.to_string(),
-        output_tokens: g.tokens,
-        output_text: g.text,
-        finish_reason: match g.finish_reason {
-            verinfer_inference::FinishReason::Eos => FinishReason::Eos,
-            verinfer_inference::FinishReason::Stop => FinishReason::Stop,
-            verinfer_inference::FinishReason::Length => FinishReason::Length,
-        },
-        usage: Usage {
-            prompt_tokens: g.usage.prompt_tokens,
-            completion_tokens: g.usage.completion_tokens,
-        },
-        node: key(2).public(),
-        signature: Default::default(),
-    };
-    sign(&mut res);
-    res
+    respond(engine, req.model, req, &key(2), &mut |_, _| {}).unwrap()
 }
 
 /// Re-derives text and usage after a fault edits the tokens, and re-signs:
@@ -348,6 +317,7 @@ fn wrong_seed_and_swapped_model_are_caught_at_the_first_divergence() {
         // wrong-seed: sampled with another seed, claimed as this request.
         let mut other_seed = req.clone();
         other_seed.decoding.seed += 1000;
+        other_seed.sign(&key(1)).unwrap();
         let mut bad = answer(&mut node, &other_seed);
         bad.request = req.hash().unwrap();
         let bad = consistent(&node, &req, bad);

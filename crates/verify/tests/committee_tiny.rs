@@ -3,20 +3,21 @@
 //! honest verifiers, and verifiers that always accept or always reject
 //! outvoted and named in disputes.
 
+use verinfer_inference::respond::{falsify, respond, Fault};
 use verinfer_inference::testing::{tiny_model, TinySpec};
-use verinfer_inference::{Engine, EngineOptions, GenerateParams, SamplingParams};
+use verinfer_inference::{Engine, EngineOptions};
 use verinfer_types::fixtures::key;
 use verinfer_types::records::{
     Decision, Decoding, FinishReason, InferenceResult, Input, Nonce, Policy, Request, RequestTag,
-    ResultTag, Usage, Verdict,
+    Verdict,
 };
 use verinfer_types::{Hash, PublicKey, Record, SecretKey, SignedRecord};
-use verinfer_verify::checker::{Checker, Outcome, Recompute};
+use verinfer_verify::checker::{Checker, Outcome};
 use verinfer_verify::committee::{
     assemble_certificate, resolve_dispute, select, selection_seed, verify_certificate,
     CertificateError, Offender,
 };
-use verinfer_verify::rules::{self, Rejection};
+use verinfer_verify::rules::Rejection;
 
 /// A verifier: honest (recomputes), or lazy with a fixed decision.
 #[allow(clippy::large_enum_variant)]
@@ -113,44 +114,14 @@ fn request(model: Hash, nonce: u8) -> Request {
     r
 }
 
-fn answer(engine: &mut Engine, req: &Request, edit: Option<usize>) -> InferenceResult {
-    let prompt = engine.prompt_tokens(&req.input).unwrap();
-    let d = &req.decoding;
-    let params = GenerateParams {
-        max_tokens: d.max_tokens,
-        sampling: SamplingParams {
-            temperature_milli: d.temperature_milli,
-            top_k: d.top_k,
-            top_p_milli: d.top_p_milli,
-            seed: d.seed,
-        },
-        stop: d.stop.clone(),
-    };
-    let g = engine.generate(&prompt, &params, &mut |_, _| {}).unwrap();
-    let mut tokens = g.tokens;
-    if let Some(p) = edit {
-        tokens[p] = if tokens[p] == 100 { 101 } else { 100 };
+/// An honest answer, or with `edit` the `edit-token` fault at that position.
+fn answer(engine: &mut Engine, req: &Request, edit: Option<u32>) -> InferenceResult {
+    let res = respond(engine, req.model, req, &key(2), &mut |_, _| {}).unwrap();
+    assert_eq!(res.finish_reason, FinishReason::Length);
+    match edit {
+        Some(p) => falsify(engine, req, &res, &Fault::EditToken(p), &key(2)).unwrap(),
+        None => res,
     }
-    assert_eq!(g.finish_reason, verinfer_inference::FinishReason::Length);
-    let text =
-        rules::expected_text(&tokens, FinishReason::Length, &[], engine.detokenizer()).unwrap();
-    let mut res = InferenceResult {
-        tag: ResultTag,
-        request: req.hash().unwrap(),
-        model: req.model,
-        engine: verinfer_inference::ENGINE_VERSION.to_string(),
-        usage: Usage {
-            prompt_tokens: g.usage.prompt_tokens,
-            completion_tokens: tokens.len() as u32,
-        },
-        output_tokens: tokens,
-        output_text: text,
-        finish_reason: FinishReason::Length,
-        node: key(2).public(),
-        signature: Default::default(),
-    };
-    res.sign(&key(2)).unwrap();
-    res
 }
 
 fn verdicts(net: &mut Net, who: &[usize], req: &Request, res: &InferenceResult) -> Vec<Verdict> {

@@ -1,84 +1,159 @@
 #![allow(clippy::unwrap_used)]
 //! The checker on the real default model (SmolLM2-135M-Instruct, Q4_1):
-//! honest answers accepted, dishonest ones rejected with the right reason and
-//! first position.
+//! every fault of `verinfer_inference::respond::Fault` rejected with the
+//! right reason and first position, on several prompts, greedy and sampled;
+//! and honest answers never rejected.
 //!
 //! The model is fetched if it is not cached (as for the inference crate's
 //! model tests).
 
 mod smol;
 
+use std::collections::BTreeMap;
+
 use smol::*;
+use verinfer_inference::respond::{Fault, RespondError};
 use verinfer_types::fixtures::key;
 use verinfer_types::records::{Decision, FinishReason};
-use verinfer_types::Record;
+use verinfer_types::SignedRecord;
 use verinfer_verify::checker::Checker;
 
-const QUESTIONS: [&str; 3] = [
-    "Write one sentence about the sea.",
-    "Name three colours.",
-    "What is 2 + 2? Answer in a sentence.",
+/// Prompts of the matrix, with the stop sequences of their requests: the
+/// endings differ (end token, stop sequence, `max_tokens`), so `extend` runs
+/// past each kind of ending.
+const CASES: [(&str, &[&str]); 4] = [
+    ("Write one sentence about the sea.", &[]),
+    ("Name three colours.", &[","]),
+    ("What is 2 + 2? Answer with one word.", &[]),
+    ("List the days of the week.", &["\n"]),
 ];
 
+/// The adversarial matrix: for each prompt, greedy and sampled, the honest
+/// answer is accepted and each fault kind is rejected with the reason code
+/// (and first failing position) the rules give for it.
 #[test]
-fn honest_accepted_and_faults_rejected_on_the_real_model() {
+fn every_fault_kind_is_rejected_with_the_right_reason() {
     let (path, id) = model();
+    let dir = tempfile::tempdir().unwrap();
+    let swapped = swapped_model(&path, dir.path());
     let mut node = engine(&path, 2);
     let mut c = Checker::new(engine(&path, 2), id, key(30));
-    for (i, q) in QUESTIONS.iter().enumerate() {
-        for d in [decoding(24, 0, 0), decoding(24, 800, 100 + i as u64)] {
-            let req = request(id, q, d, i as u8);
+    // How often each (fault, code) was seen, to show every ending was run past.
+    let mut seen: BTreeMap<(String, String), u32> = BTreeMap::new();
+    let max_tokens = 20;
+    for (i, (q, stop)) in CASES.iter().enumerate() {
+        for (j, temperature) in [0u32, 800].into_iter().enumerate() {
+            let mut d = decoding(max_tokens, temperature, 100 + i as u64);
+            d.stop = stop.iter().map(|s| s.to_string()).collect();
+            let nonce = (2 * i + j) as u8;
+            let req = request(id, q, d, nonce);
             let honest = answer(&mut node, &req);
             let v = c.verdict(&req, &honest).unwrap();
             assert_eq!(v.decision, Decision::Accept, "{q}: {:?}", v.reason);
-
-            // edit-token at 3.
-            let mut bad = honest.clone();
-            bad.output_tokens[3] = if bad.output_tokens[3] == 1000 {
-                1001
-            } else {
-                1000
-            };
-            let bad = resign(&node, &req, bad);
-            assert_eq!(
-                rejected(&mut c, &req, &bad),
-                ("token_mismatch".into(), Some(3))
+            let n = honest.output_tokens.len() as u32;
+            let case = format!(
+                "{q:?} t={temperature} ({n} tokens, {:?})",
+                honest.finish_reason
             );
+            eprintln!("{case}: {:?}", honest.output_text);
+            assert!(n >= 4, "{case}: too short for the matrix");
+            let mut expect = |fault: Fault, code: &str, at: Option<u32>| {
+                let bad = faulty(&mut node, &req, &honest, &fault)
+                    .unwrap_or_else(|e| panic!("{case}: {fault}: {e}"));
+                bad.verify_signature().unwrap();
+                assert_ne!(bad, honest, "{case}: {fault} gave the honest answer");
+                let got = rejected(&mut c, &req, &bad);
+                assert_eq!(got, (code.to_string(), at), "{case}: {fault}");
+                let kind = fault.to_string();
+                let kind = kind.split(':').next().unwrap().to_string();
+                *seen.entry((kind, code.to_string())).or_default() += 1;
+            };
 
-            // truncate by 4, claimed as length.
-            let mut short = honest.clone();
-            short.output_tokens.truncate(honest.output_tokens.len() - 4);
-            short.finish_reason = FinishReason::Length;
-            let short = resign(&node, &req, short);
-            assert_eq!(rejected(&mut c, &req, &short).0, "finish_reason");
-
-            // wrong-seed (sampled requests only).
-            if req.decoding.temperature_milli > 0 {
-                let mut other = req.clone();
-                other.decoding.seed += 7;
-                let mut ws = answer(&mut node, &other);
-                ws.request = req.hash().unwrap();
-                let ws = resign(&node, &req, ws);
-                let first = honest
-                    .output_tokens
-                    .iter()
-                    .zip(&ws.output_tokens)
-                    .position(|(a, b)| a != b);
-                if let Some(p) = first {
-                    let (code, at) = rejected(&mut c, &req, &ws);
-                    assert_eq!(code, "token_mismatch");
-                    assert_eq!(at, Some(p as u32));
-                }
+            // edit-token: first, middle and next-to-last positions (the last
+            // may be the end token, whose edit is a finish_reason fault).
+            for pos in [0, n / 2, n - 2] {
+                expect(Fault::EditToken(pos), "token_mismatch", Some(pos));
             }
+            // truncate: stopping early is never a valid ending.
+            expect(Fault::Truncate(1), "finish_reason", None);
+            expect(Fault::Truncate(n / 2), "finish_reason", None);
+            // extend: the first rule broken, in rule order.
+            for more in [1, 3] {
+                let (code, at) = if n + more > max_tokens {
+                    ("past_max_tokens", Some(max_tokens))
+                } else {
+                    match honest.finish_reason {
+                        FinishReason::Eos => ("past_eos", Some(n)),
+                        FinishReason::Stop => ("past_stop", Some(n)),
+                        FinishReason::Length => unreachable!("{case}: length below max"),
+                    }
+                };
+                expect(Fault::Extend(more), code, at);
+            }
+            // wrong-seed: sampled requests only; a greedy answer has no seed.
+            if temperature > 0 {
+                let ws = faulty(&mut node, &req, &honest, &Fault::WrongSeed).unwrap();
+                let at = first_difference(&honest.output_tokens, &ws.output_tokens).unwrap();
+                assert_eq!(
+                    rejected(&mut c, &req, &ws),
+                    ("token_mismatch".to_string(), Some(at)),
+                    "{case}: wrong-seed"
+                );
+                *seen
+                    .entry(("wrong-seed".into(), "token_mismatch".into()))
+                    .or_default() += 1;
+            } else {
+                assert!(matches!(
+                    faulty(&mut node, &req, &honest, &Fault::WrongSeed),
+                    Err(RespondError::Fault { .. })
+                ));
+            }
+            // swap-model: a model with the same tokenizer; caught where its
+            // answer first departs from the requested model's.
+            let sw = faulty(&mut node, &req, &honest, &Fault::SwapModel(swapped.clone())).unwrap();
+            let at = first_difference(&honest.output_tokens, &sw.output_tokens)
+                .expect("the random model answers differently");
+            assert_eq!(
+                rejected(&mut c, &req, &sw),
+                ("token_mismatch".to_string(), Some(at)),
+                "{case}: swap-model"
+            );
+            *seen
+                .entry(("swap-model".into(), "token_mismatch".into()))
+                .or_default() += 1;
+            // replay: this very (correct) answer, for a new request with the
+            // same question; the Result is returned unchanged.
+            let file = dir.path().join(format!("earlier-{nonce}.json"));
+            std::fs::write(
+                &file,
+                serde_json::to_vec(&serde_json::json!({"request": req, "result": honest})).unwrap(),
+            )
+            .unwrap();
+            let new_req = request(id, q, req.decoding.clone(), 100 + nonce);
+            let replayed = faulty(&mut node, &new_req, &honest, &Fault::Replay(file)).unwrap();
+            assert_eq!(replayed, honest);
+            assert_eq!(
+                rejected(&mut c, &new_req, &replayed),
+                ("wrong_request".to_string(), None)
+            );
+            *seen
+                .entry(("replay".into(), "wrong_request".into()))
+                .or_default() += 1;
         }
+    }
+    eprintln!("faults caught (kind, code): {seen:?}");
+    for code in ["past_eos", "past_stop", "past_max_tokens"] {
+        assert!(
+            seen.contains_key(&("extend".to_string(), code.to_string())),
+            "no prompt made extend run past with {code}"
+        );
     }
 }
 
 /// Issue 4's zero-false-rejection run: 200 honest requests (greedy and
 /// sampled, nodes and verifiers on 1, 2 and 4 threads) are all accepted.
-/// Minutes of CPU: run with `--ignored`.
+/// 12 tokens each, to bound its cost in the normal suite.
 #[test]
-#[ignore = "slow: 200 real-model requests"]
 fn zero_false_rejections_over_200_honest_requests() {
     let (path, id) = model();
     let threads = [1usize, 2, 4];

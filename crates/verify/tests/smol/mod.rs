@@ -1,15 +1,16 @@
 //! Helpers shared by the tests on the real default model.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use verinfer_inference::{models, Engine, EngineOptions, GenerateParams, SamplingParams};
+use std::path::{Path, PathBuf};
+
+use verinfer_inference::respond::{falsify, respond, Fault, RespondError};
+use verinfer_inference::{models, Engine, EngineOptions};
 use verinfer_types::fixtures::key;
 use verinfer_types::records::{
-    Decision, Decoding, FinishReason, InferenceResult, Input, Message, Nonce, Policy, Request,
-    RequestTag, ResultTag, Usage,
+    Decision, Decoding, InferenceResult, Input, Message, Nonce, Policy, Request, RequestTag,
 };
-use verinfer_types::{Hash, Record, SignedRecord};
-use verinfer_verify::checker::{Checker, Recompute};
-use verinfer_verify::rules;
+use verinfer_types::{Hash, SignedRecord};
+use verinfer_verify::checker::Checker;
 
 pub fn model() -> (std::path::PathBuf, Hash) {
     let path = models::ensure_default_model().unwrap_or_else(|e| {
@@ -61,54 +62,37 @@ pub fn decoding(max_tokens: u32, temperature_milli: u32, seed: u64) -> Decoding 
     }
 }
 
+/// The honest answer of a node running `engine` (signed by `key(2)`).
 pub fn answer(engine: &mut Engine, req: &Request) -> InferenceResult {
-    let prompt = engine.prompt_tokens(&req.input).unwrap();
-    let d = &req.decoding;
-    let params = GenerateParams {
-        max_tokens: d.max_tokens,
-        sampling: SamplingParams {
-            temperature_milli: d.temperature_milli,
-            top_k: d.top_k,
-            top_p_milli: d.top_p_milli,
-            seed: d.seed,
-        },
-        stop: d.stop.clone(),
-    };
-    let g = engine.generate(&prompt, &params, &mut |_, _| {}).unwrap();
-    let mut res = InferenceResult {
-        tag: ResultTag,
-        request: req.hash().unwrap(),
-        model: req.model,
-        engine: verinfer_inference::ENGINE_VERSION.to_string(),
-        output_tokens: g.tokens,
-        output_text: g.text,
-        finish_reason: match g.finish_reason {
-            verinfer_inference::FinishReason::Eos => FinishReason::Eos,
-            verinfer_inference::FinishReason::Stop => FinishReason::Stop,
-            verinfer_inference::FinishReason::Length => FinishReason::Length,
-        },
-        usage: Usage {
-            prompt_tokens: g.usage.prompt_tokens,
-            completion_tokens: g.usage.completion_tokens,
-        },
-        node: key(2).public(),
-        signature: Default::default(),
-    };
-    res.sign(&key(2)).unwrap();
-    res
+    respond(engine, req.model, req, &key(2), &mut |_, _| {}).unwrap()
 }
 
-pub fn resign(engine: &Engine, req: &Request, mut res: InferenceResult) -> InferenceResult {
-    res.output_text = rules::expected_text(
-        &res.output_tokens,
-        res.finish_reason,
-        &req.decoding.stop,
-        engine.detokenizer(),
-    )
-    .unwrap();
-    res.usage.completion_tokens = res.output_tokens.len() as u32;
-    res.sign(&key(2)).unwrap();
-    res
+/// `fault` applied to `honest`, the honest answer to `req` (signed by `key(2)`).
+pub fn faulty(
+    engine: &mut Engine,
+    req: &Request,
+    honest: &InferenceResult,
+    fault: &Fault,
+) -> Result<InferenceResult, RespondError> {
+    falsify(engine, req, honest, fault, &key(2))
+}
+
+/// A tiny random llama with the default model's tokenizer, written to `dir`
+/// (the model a `swap-model` node answers with).
+pub fn swapped_model(original: &Path, dir: &Path) -> PathBuf {
+    let bytes = verinfer_verify::testing::same_tokenizer_model(original, 7).unwrap();
+    let path = dir.join("swapped.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// The first output position where two answers differ.
+pub fn first_difference(a: &[u32], b: &[u32]) -> Option<u32> {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .map(|p| p as u32)
+        .or_else(|| (a.len() != b.len()).then(|| a.len().min(b.len()) as u32))
 }
 
 pub fn rejected(
