@@ -46,10 +46,13 @@ impl Default for TinySpec {
     }
 }
 
-struct Rng(u64);
+/// splitmix64 mapped to `[-1, 1)`: deterministic weights, so a model file
+/// (and its id) is the same on every run.
+pub struct Rng(pub u64);
+
 impl Rng {
-    fn next(&mut self) -> f32 {
-        // splitmix64
+    /// The next value in `[-1, 1)`.
+    pub fn next_f32(&mut self) -> f32 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -101,7 +104,7 @@ pub fn tiny_model(spec: &TinySpec) -> Vec<u8> {
     let kv_dim = spec.n_kv_head * head_dim;
     let mut rng = Rng(spec.seed);
     let mut rand =
-        |n: usize, scale: f32| -> Vec<f32> { (0..n).map(|_| rng.next() * scale).collect() };
+        |n: usize, scale: f32| -> Vec<f32> { (0..n).map(|_| rng.next_f32() * scale).collect() };
     let meta: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::Str(spec.arch.clone())),
         ("llama.block_count".into(), Value::UInt(spec.n_layer as u64)),

@@ -14,20 +14,7 @@ use verinfer_inference::gguf::{GgmlType, Gguf, Value};
 use verinfer_inference::quant::quantize_weights;
 use verinfer_inference::LlmError;
 
-/// splitmix64 mapped to `[-1, 1)`: deterministic weights, so the model file
-/// (and its id) is the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
+use verinfer_inference::testing::Rng;
 
 /// The bytes of a tiny random llama (2 layers, width 64) with the tokenizer
 /// and context length of the GGUF model at `original`. `seed` picks the
@@ -67,7 +54,7 @@ pub fn same_tokenizer_model(original: &Path, seed: u64) -> Result<Vec<u8>, LlmEr
     let mut rng = Rng(seed);
     let mut tensors = Vec::new();
     let mut mat = |name: String, rows: usize, cols: usize, ty: GgmlType, scale: f32| {
-        let x: Vec<f32> = (0..rows * cols).map(|_| rng.next() * scale).collect();
+        let x: Vec<f32> = (0..rows * cols).map(|_| rng.next_f32() * scale).collect();
         tensors.push(WTensor {
             name,
             dims: vec![cols as u64, rows as u64],

@@ -32,14 +32,20 @@ pub fn engine(path: &std::path::Path, threads: usize) -> Engine {
 }
 
 pub fn request(model: Hash, question: &str, decoding: Decoding, nonce: u8) -> Request {
+    let input = Input::Messages(vec![Message {
+        role: "user".into(),
+        content: question.into(),
+    }]);
+    request_for(model, input, decoding, nonce)
+}
+
+/// A request for any input, signed by the requester `key(1)`.
+pub fn request_for(model: Hash, input: Input, decoding: Decoding, nonce: u8) -> Request {
     let k = key(1);
     let mut r = Request {
         tag: RequestTag,
         model,
-        input: Input::Messages(vec![Message {
-            role: "user".into(),
-            content: question.into(),
-        }]),
+        input,
         decoding,
         policy: Policy::default(),
         requester: k.public(),
