@@ -143,6 +143,23 @@ fn signed(
     Ok(result)
 }
 
+/// A generation signed as it is, as the answer to `request`.
+fn signed_generation(
+    request: &Request,
+    g: Generation,
+    key: &SecretKey,
+) -> Result<InferenceResult, RespondError> {
+    let finish = finish_reason(g.finish_reason);
+    signed(
+        request,
+        g.tokens,
+        g.text,
+        finish,
+        g.usage.prompt_tokens,
+        key,
+    )
+}
+
 /// Answers `request` honestly on `engine` (whose model file has id
 /// `model_id`), signing the Result with `key`. `on_token(token, text)` sees
 /// each token as it is generated (see [`engine::TokenCallback`]).
@@ -156,14 +173,7 @@ pub fn respond(
     admit(model_id, request)?;
     let prompt = prompt_tokens(engine, &request.input)?;
     let g = engine.generate(&prompt, &generate_params(&request.decoding), on_token)?;
-    signed(
-        request,
-        g.tokens,
-        g.text,
-        finish_reason(g.finish_reason),
-        g.usage.prompt_tokens,
-        key,
-    )
+    signed_generation(request, g, key)
 }
 
 /// A way of answering dishonestly, with a properly signed Result.
@@ -512,14 +522,7 @@ fn wrong_seed(
         params.sampling.seed ^= flip;
         let g: Generation = engine.generate(&prompt, &params, &mut |_, _| {})?;
         if g.tokens != honest.output_tokens {
-            return signed(
-                request,
-                g.tokens,
-                g.text,
-                finish_reason(g.finish_reason),
-                g.usage.prompt_tokens,
-                key,
-            );
+            return signed_generation(request, g, key);
         }
     }
     Err(cannot(

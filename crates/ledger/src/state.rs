@@ -347,37 +347,32 @@ pub fn check_signatures(tx: &Transaction) -> Result<(), TxError> {
             // rule accepts exactly what one-by-one checks accept, and the
             // outcome does not depend on the split).
             let check = |first: usize, part: &[Receipt]| -> Result<(), TxError> {
-                let mut owners = Vec::new();
+                // (receipt index, record type, key, signed bytes, signature)
                 let mut signed = Vec::new();
                 for (i, r) in part.iter().enumerate() {
+                    let index = first + i;
                     let bad = |e: RecordError| TxError::Receipt {
-                        index: first + i,
+                        index,
                         reason: e.to_string(),
                     };
                     // The request's own signature is not needed here: its hash is
                     // bound by the payer's signed Reserve transaction, and any
                     // other request has no escrow to settle against.
-                    signed.push((
-                        &r.result.node,
-                        r.result.signing_bytes().map_err(bad)?,
-                        &r.result.signature,
-                        InferenceResult::TYPE,
-                    ));
-                    owners.push(first + i);
+                    let res = &r.result;
+                    let msg = res.signing_bytes().map_err(bad)?;
+                    signed.push((index, InferenceResult::TYPE, &res.node, msg, &res.signature));
                     for v in &r.certificate.verdicts {
-                        signed.push((
-                            &v.verifier,
-                            v.signing_bytes().map_err(bad)?,
-                            &v.signature,
-                            Verdict::TYPE,
-                        ));
-                        owners.push(first + i);
+                        let msg = v.signing_bytes().map_err(bad)?;
+                        signed.push((index, Verdict::TYPE, &v.verifier, msg, &v.signature));
                     }
                 }
-                let items: Vec<_> = signed.iter().map(|(k, m, s, _)| (*k, &m[..], *s)).collect();
+                let items: Vec<_> = signed
+                    .iter()
+                    .map(|(_, _, k, m, s)| (*k, &m[..], *s))
+                    .collect();
                 verify_batch(&items).map_err(|at| TxError::Receipt {
-                    index: owners[at],
-                    reason: format!("{}: {}", signed[at].3, KeyError::BadSignature),
+                    index: signed[at].0,
+                    reason: format!("{}: {}", signed[at].1, KeyError::BadSignature),
                 })
             };
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

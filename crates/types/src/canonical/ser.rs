@@ -181,6 +181,15 @@ impl<'a> Array<'a> {
 /// object), closed with one more `}`.
 pub(crate) struct Variant<C>(C);
 
+/// Integer methods that widen losslessly to `i128` and share the range check.
+macro_rules! int_methods {
+    ($($f:ident: $t:ty),*) => {
+        $(fn $f(self, v: $t) -> Result<(), CanonicalError> {
+            self.int(i128::from(v))
+        })*
+    };
+}
+
 impl<'a> ser::Serializer for Serializer<'a> {
     type Ok = ();
     type Error = CanonicalError;
@@ -197,33 +206,9 @@ impl<'a> ser::Serializer for Serializer<'a> {
             .extend_from_slice(if v { b"true" } else { b"false" });
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<(), CanonicalError> {
-        self.int(v.into())
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), CanonicalError> {
-        self.int(v.into())
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), CanonicalError> {
-        self.int(v.into())
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), CanonicalError> {
-        self.int(v.into())
-    }
-    fn serialize_i128(self, v: i128) -> Result<(), CanonicalError> {
-        self.int(v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), CanonicalError> {
-        self.int(v.into())
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), CanonicalError> {
-        self.int(v.into())
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), CanonicalError> {
-        self.int(v.into())
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), CanonicalError> {
-        self.int(v.into())
-    }
+    int_methods!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+        serialize_i64: i64, serialize_i128: i128, serialize_u8: u8,
+        serialize_u16: u16, serialize_u32: u32, serialize_u64: u64);
     fn serialize_u128(self, v: u128) -> Result<(), CanonicalError> {
         match i128::try_from(v) {
             Ok(v) => self.int(v),
