@@ -1,10 +1,10 @@
 //! `verinfer log ...` and `verinfer devnet`.
 
-use crate::config::{default_data_dir, Config};
+use crate::config::Config;
 use anyhow::Context;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +12,6 @@ use std::time::Duration;
 use verinfer_log::Log;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-const DEFAULT_ORIGIN: &str = "verinfer.local/log";
 const DEFAULT_CHECKPOINT_MS: u64 = 1000;
 /// Lines appended per group commit by `verinfer log append`.
 const APPEND_BATCH: usize = 4096;
@@ -83,17 +82,6 @@ pub enum LogCommand {
         #[arg(long)]
         out: PathBuf,
     },
-}
-
-/// `verinfer devnet`.
-#[derive(Args)]
-pub struct DevnetArgs {
-    /// Data directory (default: $VERINFER_HOME, else the user data dir).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Listen address.
-    #[arg(long)]
-    listen: Option<String>,
 }
 
 fn open(dir: &Path) -> anyhow::Result<Log> {
@@ -202,28 +190,4 @@ fn serve(log: Log, listen: &str, interval: Duration) -> anyhow::Result<()> {
         checkpoints.abort();
         Ok(())
     })
-}
-
-/// Runs the network in one process. Today that is the transparency log
-/// service (the layers above it join as they land): it creates the log in
-/// the data directory on first start, then serves it.
-pub fn devnet(args: DevnetArgs, config: &Config) -> anyhow::Result<()> {
-    let data_dir = match args.data_dir.or_else(|| config.data_dir.clone()) {
-        Some(d) => d,
-        None => default_data_dir()?.join("devnet"),
-    };
-    let log_dir = data_dir.join("log");
-    let log = if log_dir.join("config.json").exists() {
-        open(&log_dir)?
-    } else {
-        let origin = config.log.origin.as_deref().unwrap_or(DEFAULT_ORIGIN);
-        Log::init(&log_dir, origin)
-            .with_context(|| format!("creating log in {}", log_dir.display()))?
-    };
-    eprintln!("devnet data directory: {}", data_dir.display());
-    let listen = args
-        .listen
-        .or_else(|| config.listen.clone())
-        .unwrap_or_else(|| DEFAULT_LISTEN.into());
-    serve(log, &listen, checkpoint_interval(config))
 }

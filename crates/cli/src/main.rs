@@ -4,12 +4,15 @@
 //! with status 1 (2 for usage errors, from clap). `verinfer check` exits 1
 //! when the verifier rejects, so its errors exit 2 instead.
 
+mod cmd_chat;
 mod cmd_check;
 mod cmd_infer;
 mod cmd_keys;
 mod cmd_ledger;
 mod cmd_log;
 mod cmd_models;
+mod cmd_net;
+mod cmd_verify;
 mod config;
 
 use clap::{Parser, Subcommand};
@@ -32,7 +35,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the network in one process on one data directory.
-    Devnet(cmd_log::DevnetArgs),
+    Devnet(cmd_net::DevnetArgs),
+    /// Run one role (ledger, gateway, inference, verifier) as its own process.
+    Node(cmd_net::NodeArgs),
     /// A transparency log on its own: init, append, checkpoint, proofs, serve.
     #[command(subcommand)]
     Log(cmd_log::LogCommand),
@@ -49,6 +54,12 @@ enum Command {
     /// Create node and account keys.
     #[command(subcommand)]
     Keys(cmd_keys::KeysCommand),
+    /// Check a receipt with no trust in any node: commitments, signatures,
+    /// quorum, inclusion in a cosigned checkpoint; exits 0 when it holds, 1
+    /// when a check fails, 2 when it cannot check.
+    Verify(cmd_verify::VerifyArgs),
+    /// Chat from the terminal with a gateway, showing each answer's receipt.
+    Chat(cmd_chat::ChatArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,19 +71,28 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let config_path = cli.config.clone();
     // `check` rejecting is exit 1, so a failure to check must differ.
     let error_status = match cli.command {
-        Command::Check(_) => ExitCode::from(2),
+        Command::Check(_) | Command::Verify(_) => ExitCode::from(2),
         _ => ExitCode::FAILURE,
     };
-    let result = config::Config::load(cli.config.as_deref()).and_then(|config| match cli.command {
-        Command::Devnet(args) => cmd_log::devnet(args, &config).map(|()| true),
+    // A node's --config is its own file (verinfer_node::config), not this one.
+    let config_file = match cli.command {
+        Command::Node(_) => None,
+        _ => cli.config.as_deref(),
+    };
+    let result = config::Config::load(config_file).and_then(|config| match cli.command {
+        Command::Devnet(args) => cmd_net::devnet(args, &config).map(|()| true),
+        Command::Node(args) => cmd_net::node(args, config_path).map(|()| true),
         Command::Log(cmd) => cmd_log::run(cmd, &config).map(|()| true),
         Command::Ledger(cmd) => cmd_ledger::run(cmd).map(|()| true),
         Command::Keys(cmd) => cmd_keys::run(cmd).map(|()| true),
         Command::Infer(a) => cmd_infer::run(a).map(|()| true),
         Command::Check(a) => cmd_check::run(a),
         Command::Models(a) => cmd_models::run(a).map(|()| true),
+        Command::Verify(a) => cmd_verify::run(a),
+        Command::Chat(a) => cmd_chat::run(a, &config).map(|()| true),
     });
     match result {
         Ok(true) => ExitCode::SUCCESS,

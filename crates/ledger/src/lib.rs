@@ -13,5 +13,5 @@ pub mod testkit;
 pub mod tx;
 
 pub use service::{Ledger, LedgerError};
-pub use state::{apply, State, Summary, TxError};
+pub use state::{apply, fees, State, Summary, TxError};
 pub use tx::{Transaction, TxBody};

@@ -14,12 +14,14 @@
 //! between the two syncs) are appended again.
 
 use crate::state::{apply_checked, check_signatures, Effects, State, TxError};
+use crate::tx::TxBody;
 use crate::tx::{Genesis, Transaction};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use verinfer_log::{Log, LogError};
-use verinfer_types::records::Leaf;
-use verinfer_types::{Record, RecordError, SecretKey};
+use verinfer_types::records::{Leaf, Receipt};
+use verinfer_types::{Hash, Record, RecordError, SecretKey};
 
 /// Origin of the write-ahead log (internal; it is never served).
 const WAL_ORIGIN: &str = "verinfer.local/ledger-wal";
@@ -68,6 +70,28 @@ pub struct Ledger {
     state: Mutex<State>,
     publish: Mutex<Publish>,
     published: Condvar,
+    index: Mutex<ReceiptIndex>,
+}
+
+/// Where each receipt is: its leaf hash (the receipt id) maps to its leaf
+/// index, and each leaf index to the WAL entry and position of the
+/// settlement that holds its full text.
+#[derive(Default)]
+struct ReceiptIndex {
+    by_id: HashMap<Hash, u64>,
+    location: Vec<(u64, u32)>,
+}
+
+impl ReceiptIndex {
+    fn add(&mut self, first_leaf: u64, wal_index: u64, ids: impl IntoIterator<Item = Hash>) {
+        for (k, id) in ids.into_iter().enumerate() {
+            let leaf = first_leaf + k as u64;
+            if leaf as usize == self.location.len() {
+                self.location.push((wal_index, k as u32));
+                self.by_id.insert(id, leaf);
+            }
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -115,11 +139,24 @@ impl Ledger {
         let mut state = State::genesis(&genesis)?;
         let have = receipts.size();
         let mut missing: Vec<Leaf> = Vec::new();
+        let mut index = ReceiptIndex::default();
         for i in 1..wal.size() {
             let tx = Transaction::from_canonical(&wal.entry(i)?)?;
             // Signatures were checked before the transaction was logged.
             let effects = apply_checked(&mut state, &tx)
                 .map_err(|e| LedgerError::Corrupt(format!("WAL entry {i} does not apply: {e}")))?;
+            index.add(
+                effects.first_leaf,
+                i,
+                effects
+                    .leaves
+                    .iter()
+                    .map(|l| {
+                        l.to_canonical()
+                            .map(|b| verinfer_log::merkle::leaf_hash(&b))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
             for (k, leaf) in effects.leaves.into_iter().enumerate() {
                 let index = effects.first_leaf + k as u64;
                 if index + 1 == have
@@ -162,6 +199,7 @@ impl Ledger {
             state: Mutex::new(state),
             publish: Mutex::new(Publish { next, failed: None }),
             published: Condvar::new(),
+            index: Mutex::new(index),
         })
     }
 
@@ -216,7 +254,12 @@ impl Ledger {
                     .iter()
                     .map(|l| l.to_canonical())
                     .collect::<Result<Vec<_>, _>>()?;
+                let ids: Vec<Hash> = bytes
+                    .iter()
+                    .map(|b| verinfer_log::merkle::leaf_hash(b))
+                    .collect();
                 let first = self.receipts.submit(bytes)?;
+                lock(&self.index).add(first, index, ids);
                 if first != effects.first_leaf {
                     return Err(LedgerError::Corrupt(format!(
                         "receipt leaf landed at {first}, expected {}",
@@ -264,5 +307,28 @@ impl Ledger {
     /// The transparency log of receipts.
     pub fn receipts(&self) -> &Arc<Log> {
         &self.receipts
+    }
+
+    /// The leaf index of the receipt whose id (the RFC 6962 leaf hash of its
+    /// log leaf) is `id`, once its settlement is durable.
+    pub fn receipt_index(&self, id: &Hash) -> Option<u64> {
+        lock(&self.index).by_id.get(id).copied()
+    }
+
+    /// The full receipt at leaf `index`, read from the settlement in the WAL
+    /// that holds it (the text lives beside the log, not in it).
+    pub fn receipt(&self, index: u64) -> Result<Option<Receipt>, LedgerError> {
+        let Some((wal_index, pos)) = lock(&self.index).location.get(index as usize).copied() else {
+            return Ok(None);
+        };
+        let tx = Transaction::from_canonical(&self.wal.entry(wal_index)?)?;
+        match tx.body {
+            TxBody::Settle { mut receipts } if (pos as usize) < receipts.len() => {
+                Ok(Some(receipts.swap_remove(pos as usize)))
+            }
+            _ => Err(LedgerError::Corrupt(format!(
+                "WAL entry {wal_index} does not hold receipt {index}"
+            ))),
+        }
     }
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use verinfer_types::keys::{verify_batch, KeyError};
 use verinfer_types::records::{
-    Amount, Decision, Fees, InferenceResult, Leaf, Receipt, Verdict, VerificationMode,
+    Amount, Decision, Fees, InferenceResult, Leaf, Receipt, Usage, Verdict, VerificationMode,
 };
 use verinfer_types::{Hash, PublicKey, Record, RecordError, SignedRecord};
 
@@ -284,22 +284,34 @@ impl State {
             .models
             .get(&result.model)
             .ok_or_else(|| rule(format!("model {} is not admitted", result.model)))?;
-        let fee = u128::from(result.usage.prompt_tokens)
-            .checked_mul(model.price_in.0)
-            .and_then(|a| {
-                u128::from(result.usage.completion_tokens)
-                    .checked_mul(model.price_out.0)
-                    .and_then(|b| a.checked_add(b))
-            })
-            .ok_or(TxError::Overflow)?;
-        let (node, per_verifier, treasury) = split(fee, &self.params.fee_split, verifiers)?;
-        Ok(Fees {
-            total: Amount(fee),
-            node: Amount(node),
-            verifiers: Amount(per_verifier * verifiers as u128),
-            treasury: Amount(treasury),
-        })
+        fees(model, &self.params.fee_split, &result.usage, verifiers)
     }
+}
+
+/// The fee breakdown of an inference with `usage` on `model`, certified by
+/// `verifiers` verifiers (what [`State::fees_for`] computes, for callers that
+/// hold the parameters but not the state).
+pub fn fees(
+    model: &ModelEntry,
+    split_bps: &FeeSplit,
+    usage: &Usage,
+    verifiers: usize,
+) -> Result<Fees, TxError> {
+    let fee = u128::from(usage.prompt_tokens)
+        .checked_mul(model.price_in.0)
+        .and_then(|a| {
+            u128::from(usage.completion_tokens)
+                .checked_mul(model.price_out.0)
+                .and_then(|b| a.checked_add(b))
+        })
+        .ok_or(TxError::Overflow)?;
+    let (node, per_verifier, treasury) = split(fee, split_bps, verifiers)?;
+    Ok(Fees {
+        total: Amount(fee),
+        node: Amount(node),
+        verifiers: Amount(per_verifier * verifiers as u128),
+        treasury: Amount(treasury),
+    })
 }
 
 /// Splits `fee` into (node, each verifier, treasury) per the stated rounding.

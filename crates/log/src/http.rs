@@ -20,6 +20,14 @@ use verinfer_types::Hash;
 pub fn router(log: Arc<Log>) -> Router {
     Router::new()
         .route("/checkpoint", get(checkpoint))
+        .with_state(log.clone())
+        .merge(proof_router(log))
+}
+
+/// The routes of [`router`] but `/checkpoint`, for a server that serves its
+/// own (for example cosigned) checkpoint.
+pub fn proof_router(log: Arc<Log>) -> Router {
+    Router::new()
         .route("/tile/{*path}", get(tile))
         .route("/proof/inclusion", get(inclusion))
         .route("/proof/consistency", get(consistency))

@@ -21,4 +21,4 @@ pub mod tiles;
 pub mod witness;
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint};
-pub use store::{Log, LogError};
+pub use store::{write_atomic, Log, LogError};

@@ -618,7 +618,9 @@ fn recover(file: &File, path: &Path, max: usize) -> Result<Durable, LogError> {
 }
 
 /// Writes `name` in `dir` atomically: temporary file, fsync, rename, fsync dir.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
+/// Writes `dir/name` atomically and durably (temporary file, fsync, rename,
+/// directory fsync): after a crash the file holds the old or the new bytes.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let dst = dir.join(name);
     let mut f = File::create(&tmp).map_err(io_err(&tmp))?;

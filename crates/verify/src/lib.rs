@@ -26,9 +26,12 @@
 //! - [`committee`]: committee selection from randomness fixed after the
 //!   result, verification-mode plans, certificate assembly and checking, and
 //!   dispute outcomes with their signed evidence.
+//! - [`receipt`]: a receipt checked with no trust in any node: its commitments,
+//!   signatures and certificate, and its inclusion in a cosigned checkpoint.
 
 pub mod checker;
 pub mod committee;
+pub mod receipt;
 pub mod rules;
 #[doc(hidden)]
 pub mod testing;

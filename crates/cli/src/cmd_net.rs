@@ -1,0 +1,138 @@
+//! `verinfer devnet` and `verinfer node`: the network, in one process or one
+//! role per process.
+
+use crate::config::{default_data_dir, Config};
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use std::str::FromStr;
+use verinfer_inference::respond::Fault;
+use verinfer_node::config::NodeConfig;
+use verinfer_node::devnet::{self, DevnetOptions};
+use verinfer_node::start::{self, RoleKind};
+
+/// `verinfer devnet`.
+#[derive(Args)]
+pub struct DevnetArgs {
+    /// Data directory (default: $VERINFER_HOME/devnet, else the user data dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Gateway listen address (default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Inference nodes.
+    #[arg(long, default_value_t = 2)]
+    inference: usize,
+    /// Verifiers.
+    #[arg(long, default_value_t = 3)]
+    verifiers: usize,
+    /// Verdicts a certificate needs (the ledger's quorum, set at genesis).
+    #[arg(long, default_value_t = 2)]
+    quorum: u32,
+    /// Model: a known name or a GGUF path (default: SmolLM2-135M, fetched if missing).
+    #[arg(long)]
+    model: Option<String>,
+    /// Make this many inference nodes cheat.
+    #[arg(long, default_value_t = 0)]
+    faulty_inference: usize,
+    /// How they cheat (the kinds of `verinfer infer --fault`).
+    #[arg(long, default_value = "edit-token:1")]
+    fault: String,
+    /// Engine threads per node.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Prepare the data directory (ledger, keys, funding) and exit.
+    #[arg(long)]
+    init_only: bool,
+}
+
+/// `verinfer node`.
+#[derive(Args)]
+pub struct NodeArgs {
+    /// ledger, gateway, inference or verifier (overrides the config's `role`).
+    #[arg(long)]
+    role: Option<String>,
+    /// Listen address (overrides the config).
+    #[arg(long)]
+    listen: Option<String>,
+    /// The ledger's URL (overrides the config).
+    #[arg(long)]
+    ledger_url: Option<String>,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Runs the devnet until Ctrl-C.
+pub fn devnet(args: DevnetArgs, config: &Config) -> anyhow::Result<()> {
+    let data_dir = match args.data_dir.or_else(|| config.data_dir.clone()) {
+        Some(d) => d,
+        None => default_data_dir()?.join("devnet"),
+    };
+    let mut opts = DevnetOptions::new(data_dir.clone());
+    if let Some(l) = args.listen.or_else(|| config.listen.clone()) {
+        opts.listen = l;
+    }
+    opts.inference = args.inference;
+    opts.verifiers = args.verifiers;
+    opts.quorum = args.quorum;
+    opts.model = args.model;
+    opts.faulty_inference = args.faulty_inference.min(args.inference);
+    opts.fault = Fault::from_str(&args.fault).map_err(|e| anyhow::anyhow!("--fault: {e}"))?;
+    opts.threads = args.threads;
+    if let Some(o) = &config.log.origin {
+        opts.log_origin = o.clone();
+    }
+    eprintln!("devnet data directory: {}", data_dir.display());
+    if args.init_only {
+        let path = devnet::model_path(opts.model.as_deref())?;
+        let (_, api_key) = devnet::prepare(&opts, &path)?;
+        println!("api-key: {api_key}");
+        return Ok(());
+    }
+    runtime()?.block_on(async move {
+        let net = devnet::run(opts).await?;
+        println!("api-key: {}", net.api_key);
+        if args.faulty_inference > 0 {
+            eprintln!(
+                "{} inference node(s) cheat with {}; watch the verifiers catch them",
+                args.faulty_inference.min(args.inference),
+                args.fault
+            );
+        }
+        println!("verinfer devnet ready at {}", net.url);
+        tokio::signal::ctrl_c().await.ok();
+        eprintln!("stopping");
+        net.stop();
+        anyhow::Ok(())
+    })
+}
+
+/// Runs one role until Ctrl-C.
+pub fn node(args: NodeArgs, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let path = config_path.context("give the node's configuration with --config FILE")?;
+    let mut c = NodeConfig::load(&path)?;
+    if let Some(l) = args.listen {
+        c.listen = Some(l);
+    }
+    if let Some(u) = args.ledger_url {
+        c.ledger_url = Some(u);
+    }
+    let role: RoleKind = args
+        .role
+        .or(c.role.clone())
+        .context("give the role with --role or `role =` in the config")?
+        .parse()?;
+    runtime()?.block_on(async move {
+        let running = start::from_config(role, &c).await?;
+        println!("verinfer node {role:?} ready at {}", running.url);
+        tokio::signal::ctrl_c().await.ok();
+        running.stop();
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,205 @@
+//! The configuration `verinfer node --role ROLE --config FILE` reads (TOML),
+//! and key files. Relative paths are relative to the file's directory.
+//!
+//! ```toml
+//! role = "verifier"                    # ledger | gateway | inference | verifier
+//! key = "node.key"                     # this node's Ed25519 key (created if missing)
+//! listen = "127.0.0.1:7101"
+//! public_url = "http://127.0.0.1:7101" # what others call (default: http://LISTEN)
+//! ledger_url = "http://127.0.0.1:7000" # every role but the ledger
+//! data_dir = "."                       # ledger directory, witness state
+//! model = "smollm2-135m"               # inference, verifier: a known name or a GGUF path
+//! threads = 1
+//! heartbeat_ms = 2000
+//! # fault = "edit-token:1"             # inference: cheat this way (demos and tests)
+//! # log_key = "origin+id+base64"       # verifier: pin the log key (default: ask the ledger)
+//!
+//! [gateway]
+//! api_keys = "api-keys.toml"           # [[keys]] api_key = "...", account = "account.key"
+//! quorum = 2
+//! rate_per_minute = 600
+//! burst = 100
+//! max_body_bytes = 1048576
+//! liveness_ms = 10000
+//!
+//! [ledger]
+//! witness_quorum = 2
+//! checkpoint_interval_ms = 500
+//! ```
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use verinfer_types::SecretKey;
+
+/// A node's configuration file.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The role (the command line's `--role` overrides it).
+    pub role: Option<String>,
+    /// Node key file.
+    pub key: Option<PathBuf>,
+    /// Listen address.
+    pub listen: Option<String>,
+    /// URL other nodes call.
+    pub public_url: Option<String>,
+    /// The ledger role's URL.
+    pub ledger_url: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Model name or GGUF path.
+    pub model: Option<String>,
+    /// Engine threads.
+    pub threads: Option<usize>,
+    /// Heartbeat period in ms.
+    pub heartbeat_ms: Option<u64>,
+    /// Inference: cheat this way.
+    pub fault: Option<String>,
+    /// Verifier: the log's verifier key.
+    pub log_key: Option<String>,
+    /// Gateway settings.
+    #[serde(default)]
+    pub gateway: GatewaySection,
+    /// Ledger settings.
+    #[serde(default)]
+    pub ledger: LedgerSection,
+}
+
+/// `[gateway]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// API keys file.
+    pub api_keys: Option<PathBuf>,
+    /// Default `quorum(k)` of requests.
+    pub quorum: Option<u32>,
+    /// Requests per minute per key.
+    pub rate_per_minute: Option<u32>,
+    /// Burst per key.
+    pub burst: Option<u32>,
+    /// Largest body.
+    pub max_body_bytes: Option<usize>,
+    /// Liveness window in ms.
+    pub liveness_ms: Option<u64>,
+}
+
+/// `[ledger]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    /// Cosignatures that make a checkpoint final.
+    pub witness_quorum: Option<u32>,
+    /// How often the log is checkpointed and cosigned while it grows.
+    pub checkpoint_interval_ms: Option<u64>,
+}
+
+/// The API keys file.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysFile {
+    /// One entry per key.
+    #[serde(default)]
+    pub keys: Vec<ApiKeyEntry>,
+}
+
+/// One API key.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    /// The bearer token.
+    pub api_key: String,
+    /// The account's key file.
+    pub account: PathBuf,
+}
+
+impl NodeConfig {
+    /// Reads `path`; relative paths in it are made relative to its directory.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let mut c: NodeConfig =
+            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(x) = p.as_mut() {
+                if x.is_relative() {
+                    *x = base.join(&*x);
+                }
+            }
+        };
+        fix(&mut c.key);
+        fix(&mut c.gateway.api_keys);
+        c.data_dir = Some(match c.data_dir.take() {
+            Some(d) if d.is_relative() => base.join(d),
+            Some(d) => d,
+            None => base.to_path_buf(),
+        });
+        // A model given as a relative path (not a known name) is relative too.
+        if let Some(m) = &c.model {
+            if verinfer_inference::models::known(m).is_none() && Path::new(m).is_relative() {
+                c.model = Some(base.join(m).display().to_string());
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Reads the API keys file and the account keys it names.
+pub fn load_api_keys(path: &Path) -> anyhow::Result<Vec<(String, SecretKey)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading API keys {}", path.display()))?;
+    let file: ApiKeysFile =
+        toml::from_str(&text).with_context(|| format!("parsing API keys {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    file.keys
+        .into_iter()
+        .map(|e| {
+            let p = if e.account.is_relative() {
+                base.join(&e.account)
+            } else {
+                e.account
+            };
+            Ok((e.api_key, load_key(&p)?))
+        })
+        .collect()
+}
+
+/// Writes a fresh key to `path` (mode 0600), refusing to overwrite.
+pub fn create_key(path: &Path) -> anyhow::Result<SecretKey> {
+    if path.exists() {
+        bail!("{} already exists; not overwriting a key", path.display());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let key = SecretKey::generate();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(key.to_file_text().as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
+}
+
+/// Reads a key file.
+pub fn load_key(path: &Path) -> anyhow::Result<SecretKey> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
+    SecretKey::from_file_text(&text).with_context(|| format!("parsing key {}", path.display()))
+}
+
+/// Reads the key at `path`, creating it first if it does not exist.
+pub fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
+    if path.exists() {
+        load_key(path)
+    } else {
+        create_key(path)
+    }
+}

@@ -1,0 +1,175 @@
+//! The gateway's view of the network: registered nodes (from the ledger),
+//! what each serves (asked once per endpoint), who is live, who failed
+//! recently, and how busy each inference node is.
+
+use crate::auth::now_ms;
+use crate::client::{LedgerClient, Peer};
+use crate::wire::{NodeInfo, NodeView, ParamsView};
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+use verinfer_ledger::tx::Role;
+use verinfer_types::{Hash, PublicKey};
+
+/// A registered node and what it serves.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// The ledger's record.
+    pub view: NodeView,
+    /// Its own description (None while it could not be asked).
+    pub info: Option<NodeInfo>,
+}
+
+impl Member {
+    /// Whether it serves (or checks) `model`.
+    pub fn serves(&self, model: &Hash) -> bool {
+        self.info.as_ref().is_some_and(|i| i.models.contains(model))
+    }
+}
+
+/// The directory.
+pub struct Directory {
+    ledger: LedgerClient,
+    members: RwLock<Vec<Member>>,
+    params: RwLock<Option<ParamsView>>,
+    infos: Mutex<HashMap<(PublicKey, String), NodeInfo>>,
+    down: Mutex<HashMap<PublicKey, Instant>>,
+    busy: Mutex<HashMap<PublicKey, usize>>,
+    liveness: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Marks an inference node busy while alive.
+pub struct Busy<'a> {
+    dir: &'a Directory,
+    key: PublicKey,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = lock(&self.dir.busy).get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+impl Directory {
+    /// A directory fed by `ledger`; a node is live while its last heartbeat
+    /// is younger than `liveness`.
+    pub fn new(ledger: LedgerClient, liveness: Duration) -> Self {
+        Directory {
+            ledger,
+            members: RwLock::new(Vec::new()),
+            params: RwLock::new(None),
+            infos: Mutex::new(HashMap::new()),
+            down: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashMap::new()),
+            liveness,
+        }
+    }
+
+    /// Reads the registry and parameters again, asking new endpoints what
+    /// they serve.
+    pub async fn refresh(&self, peer: &Peer) -> anyhow::Result<()> {
+        let views = self.ledger.nodes().await?;
+        let params = self.ledger.params().await?;
+        let mut members = Vec::with_capacity(views.len());
+        for view in views {
+            let id = (view.key, view.endpoint.clone());
+            let cached = lock(&self.infos).get(&id).cloned();
+            let info = match cached {
+                Some(i) => Some(i),
+                None => match peer
+                    .get_json::<NodeInfo>(&view.endpoint, "/node/info")
+                    .await
+                {
+                    Ok(i) if i.key == view.key => {
+                        lock(&self.infos).insert(id, i.clone());
+                        Some(i)
+                    }
+                    Ok(_) => {
+                        tracing::warn!(node = %view.key, endpoint = view.endpoint, "endpoint answers with another key");
+                        None
+                    }
+                    Err(_) => None,
+                },
+            };
+            members.push(Member { view, info });
+        }
+        *self.members.write().unwrap_or_else(|e| e.into_inner()) = members;
+        *self.params.write().unwrap_or_else(|e| e.into_inner()) = Some(params);
+        Ok(())
+    }
+
+    /// Refreshes every `every`; runs until the task is dropped.
+    pub async fn refresh_loop(&self, peer: Peer, every: Duration) {
+        loop {
+            if let Err(e) = self.refresh(&peer).await {
+                tracing::warn!(error = %e, "cannot read the registry");
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Parameters, models and the log key (None before the first refresh).
+    pub fn params(&self) -> Option<ParamsView> {
+        self.params
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// All registered nodes.
+    pub fn members(&self) -> Vec<Member> {
+        self.members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether `m` sent a heartbeat recently and has not failed us lately.
+    pub fn is_live(&self, m: &Member) -> bool {
+        let fresh = now_ms().saturating_sub(m.view.last_seen_ms) < self.liveness.as_millis() as u64;
+        let down = lock(&self.down)
+            .get(&m.view.key)
+            .is_some_and(|until| *until > Instant::now());
+        fresh && !down && m.info.is_some()
+    }
+
+    /// Live nodes of `role` serving `model`.
+    pub fn live(&self, role: Role, model: &Hash) -> Vec<Member> {
+        self.members()
+            .into_iter()
+            .filter(|m| m.view.role == role && m.serves(model) && self.is_live(m))
+            .collect()
+    }
+
+    /// The least busy live inference node serving `model` that is not in
+    /// `exclude`, marked busy until the guard drops.
+    pub fn pick_inference(
+        &self,
+        model: &Hash,
+        exclude: &[PublicKey],
+    ) -> Option<(Member, Busy<'_>)> {
+        let candidates: Vec<Member> = self
+            .live(Role::Inference, model)
+            .into_iter()
+            .filter(|m| !exclude.contains(&m.view.key))
+            .collect();
+        let mut busy = lock(&self.busy);
+        let m = candidates
+            .into_iter()
+            .min_by_key(|m| (busy.get(&m.view.key).copied().unwrap_or(0), m.view.key))?;
+        *busy.entry(m.view.key).or_default() += 1;
+        let key = m.view.key;
+        Some((m, Busy { dir: self, key }))
+    }
+
+    /// Stops routing to `key` for `period` (it failed a call).
+    pub fn mark_down(&self, key: PublicKey, period: Duration) {
+        lock(&self.down).insert(key, Instant::now() + period);
+    }
+}

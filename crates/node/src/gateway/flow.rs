@@ -1,0 +1,651 @@
+//! One request through the network (DESIGN.md, "Flow of one chat request"):
+//! reserve the maximum fee, infer on a healthy node (retrying on another when
+//! one fails), draw verifiers by randomness fixed after the Result, gather a
+//! certificate or settle a dispute (slashing who was wrong and serving the
+//! request again elsewhere), then settle the receipt in the log.
+
+use super::directory::Member;
+use super::metrics::Counters;
+use super::openai::{ApiError, Status};
+use super::{Account, Gateway};
+use crate::client::ClientError;
+use crate::wire::{CheckRequest, InferenceEvent};
+use futures_util::StreamExt;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use verinfer_ledger::tx::{Evidence, ModelEntry, Role, TxBody};
+use verinfer_types::records::{
+    Amount, Certificate, CertificateTag, Decision, InferenceResult, Input, Receipt, ReceiptTag,
+    Request, RequestTag, Salt, Verdict, VerificationMode,
+};
+use verinfer_types::{Hash, PublicKey, Record, Signature, SignedRecord};
+use verinfer_verify::committee::{
+    assemble_certificate, plan, resolve_dispute, select, selection_seed, CertificateError, Offender,
+};
+
+/// Inference nodes tried per request before giving up.
+const MAX_ATTEMPTS: usize = 3;
+/// How long a node that failed a call is skipped.
+const DOWN_FOR: Duration = Duration::from_secs(15);
+/// Longest wait for one inference.
+const INFERENCE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest wait for one verdict.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
+/// Template tokens allowed per message when bounding the prompt (role, markers).
+const PER_MESSAGE: u64 = 8;
+/// Template tokens allowed per prompt (a default system prompt, the
+/// assistant header).
+const PER_PROMPT: u64 = 64;
+
+/// What the client sees while the answer is produced.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// More answer text.
+    Text(String),
+    /// The text sent so far is withdrawn (the verifiers rejected it, or the
+    /// node failed mid-answer); the answer starts again.
+    Retract {
+        /// Why.
+        reason: String,
+    },
+    /// The outcome; the last event.
+    Done(Box<Result<Answer, ApiError>>),
+}
+
+/// The final answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The Result (the rejected one when `status` is rejected).
+    pub result: InferenceResult,
+    /// Verification status.
+    pub status: Status,
+    /// Receipt id and log index once settled.
+    pub settled: Option<(Hash, u64)>,
+    /// Verifiers in the certificate.
+    pub verifiers: Vec<PublicKey>,
+    /// Rejection reason.
+    pub reason: Option<String>,
+}
+
+/// An upper bound on the prompt tokens of `input`: a byte-level BPE token
+/// covers at least one byte, plus the chat template's markers.
+pub fn prompt_bound(input: &Input) -> u64 {
+    match input {
+        Input::Messages(m) => {
+            m.iter()
+                .map(|m| (m.role.len() + m.content.len()) as u64 + PER_MESSAGE)
+                .sum::<u64>()
+                + PER_PROMPT
+        }
+        Input::Prompt(p) => p.len() as u64 + 8,
+        Input::Tokens(t) => t.len() as u64,
+    }
+}
+
+/// The most a request can cost: the bound on its prompt and `max_tokens`.
+pub fn max_fee(model: &ModelEntry, prompt_bound: u64, max_tokens: u32) -> Option<u128> {
+    u128::from(prompt_bound)
+        .checked_mul(model.price_in.0)?
+        .checked_add(u128::from(max_tokens).checked_mul(model.price_out.0)?)
+}
+
+enum Checked {
+    Certified(Certificate),
+    Unchecked,
+    Cheated(String),
+}
+
+impl Gateway {
+    /// Serves one request for `account`, sending text to `events` as it comes.
+    pub async fn serve(
+        &self,
+        account: &Account,
+        model: &ModelEntry,
+        mut request: Request,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<Answer, ApiError> {
+        request.sign(&account.key).map_err(ApiError::internal)?;
+        let request_hash = request.hash().map_err(ApiError::internal)?;
+        let bound = prompt_bound(&request.input);
+        let fee = max_fee(model, bound, request.decoding.max_tokens)
+            .ok_or_else(|| ApiError::field("max_tokens", "the request's maximum fee overflows"))?;
+        self.reserve(account, request_hash, fee).await?;
+        let outcome = self.infer_and_check(model, &request, events).await;
+        match outcome {
+            Ok(a) if a.settled.is_some() => Ok(a),
+            other => {
+                // Nothing settled: the requester gets the reservation back.
+                if let Err(e) = self.release(account, request_hash).await {
+                    tracing::error!(error = %e, request = %request_hash, "cannot release a reservation");
+                }
+                other
+            }
+        }
+    }
+
+    async fn reserve(&self, account: &Account, request: Hash, fee: u128) -> Result<(), ApiError> {
+        let _turn = account.turn.lock().await;
+        let r = self
+            .ledger
+            .submit_as(
+                &account.key,
+                TxBody::Reserve {
+                    request,
+                    amount: Amount(fee),
+                },
+            )
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(ClientError::Refused(r)) if r.code == "insufficient" => Err(ApiError::payment(format!(
+                "the balance of this API key's account is too low for this request's maximum fee of {fee} base units ({})",
+                r.error
+            ))),
+            Err(e) if e.is_unavailable() => Err(ApiError::unavailable(format!("the ledger is unavailable: {e}"))),
+            Err(e) => Err(ApiError::internal(e)),
+        }
+    }
+
+    async fn release(&self, account: &Account, request: Hash) -> Result<(), ClientError> {
+        let _turn = account.turn.lock().await;
+        self.ledger
+            .submit_as(&account.key, TxBody::Release { request })
+            .await
+            .map(|_| ())
+    }
+
+    async fn infer_and_check(
+        &self,
+        model: &ModelEntry,
+        request: &Request,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<Answer, ApiError> {
+        let mut tried: Vec<PublicKey> = Vec::new();
+        let mut sent = String::new();
+        let mut rejected: Option<(InferenceResult, String)> = None;
+        let mut last_error: Option<ApiError> = None;
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some((node, _busy)) = self.directory.pick_inference(&model.id, &tried) else {
+                break;
+            };
+            tried.push(node.view.key);
+            if attempt > 0 {
+                Counters::inc(&self.counters.retries);
+            }
+            let result = match self.infer(&node, request, events, &mut sent).await {
+                Ok(r) => r,
+                Err(Failure::Refused(e)) => return Err(e),
+                Err(Failure::Unavailable(msg)) => {
+                    tracing::warn!(node = %node.view.key, error = msg, "inference node failed; trying another");
+                    self.directory.mark_down(node.view.key, DOWN_FOR);
+                    last_error = Some(ApiError::unavailable(msg));
+                    continue;
+                }
+            };
+            match self.check(model, request, &result).await? {
+                Checked::Cheated(reason) => {
+                    Counters::inc(&self.counters.rejected);
+                    if !sent.is_empty() {
+                        let _ = events
+                            .send(Event::Retract {
+                                reason: reason.clone(),
+                            })
+                            .await;
+                        sent.clear();
+                    }
+                    rejected = Some((result, reason));
+                }
+                checked => {
+                    let (certificate, status) = match checked {
+                        Checked::Certified(c) => (c, Status::Verified),
+                        _ => (
+                            Certificate {
+                                tag: CertificateTag,
+                                result: result.hash().map_err(ApiError::internal)?,
+                                verdicts: Vec::new(),
+                            },
+                            Status::Provisional,
+                        ),
+                    };
+                    return self
+                        .settle(model, request, result, certificate, status)
+                        .await;
+                }
+            }
+        }
+        match rejected {
+            Some((result, reason)) => Ok(Answer {
+                result,
+                status: Status::Rejected,
+                settled: None,
+                verifiers: Vec::new(),
+                reason: Some(reason),
+            }),
+            None => Err(last_error.unwrap_or_else(|| {
+                ApiError::unavailable("no healthy inference node serves this model right now")
+            })),
+        }
+    }
+
+    /// Runs the request on `node`, forwarding text beyond what was already
+    /// `sent` to the client (a retry on a deterministic engine repeats it).
+    async fn infer(
+        &self,
+        node: &Member,
+        request: &Request,
+        events: &mpsc::Sender<Event>,
+        sent: &mut String,
+    ) -> Result<InferenceResult, Failure> {
+        let body =
+            serde_json::to_vec(request).map_err(|e| Failure::Refused(ApiError::internal(e)))?;
+        let resp = self
+            .peer
+            .post(
+                &node.view.endpoint,
+                "/inference/respond",
+                body,
+                INFERENCE_TIMEOUT,
+            )
+            .await
+            .map_err(|e| match e {
+                ClientError::Status { status, body, .. } if status < 500 => {
+                    Failure::Unavailable(format!("node refused the request ({status}): {body}"))
+                }
+                e => Failure::Unavailable(e.to_string()),
+            })?;
+        let mut stream = resp.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut text = String::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Failure::Unavailable(format!("stream broke: {e}")))?;
+            buf.extend_from_slice(&chunk);
+            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                let event: InferenceEvent = serde_json::from_slice(&line)
+                    .map_err(|e| Failure::Unavailable(format!("bad event from node: {e}")))?;
+                match event {
+                    InferenceEvent::Text(t) => {
+                        text.push_str(&t);
+                        self.forward(&text, sent, events).await;
+                    }
+                    InferenceEvent::Result(r) => {
+                        return self.accept_result(node, request, *r, sent, events).await
+                    }
+                    InferenceEvent::Error(e) => {
+                        return Err(match e.status {
+                            413 => {
+                                Failure::Refused(ApiError::too_large(Some("messages"), e.message))
+                            }
+                            400 => Failure::Refused(ApiError::bad_request(e.message)),
+                            _ => Failure::Unavailable(e.message),
+                        })
+                    }
+                }
+            }
+        }
+        Err(Failure::Unavailable(
+            "the node closed the stream without a result".into(),
+        ))
+    }
+
+    async fn forward(&self, text: &str, sent: &mut String, events: &mpsc::Sender<Event>) {
+        if let Some(rest) = text.strip_prefix(sent.as_str()) {
+            if !rest.is_empty() {
+                let _ = events.send(Event::Text(rest.to_string())).await;
+                sent.push_str(rest);
+            }
+        } else if !sent.starts_with(text) {
+            let _ = events
+                .send(Event::Retract {
+                    reason: "the answer changed on retry".into(),
+                })
+                .await;
+            sent.clear();
+            let _ = events.send(Event::Text(text.to_string())).await;
+            sent.push_str(text);
+        }
+    }
+
+    /// What the gateway checks itself before paying verifiers: the Result is
+    /// the node's, signed, and answers this request.
+    async fn accept_result(
+        &self,
+        node: &Member,
+        request: &Request,
+        result: InferenceResult,
+        sent: &mut String,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<InferenceResult, Failure> {
+        let answers = request.hash().ok() == Some(result.request);
+        if result.node != node.view.key || !answers || result.verify_signature().is_err() {
+            return Err(Failure::Unavailable(
+                "the node's result is not its signed answer to this request".into(),
+            ));
+        }
+        // Text streamed must be the Result's text.
+        self.forward(&result.output_text, sent, events).await;
+        Ok(result)
+    }
+
+    /// Draws the committee and gathers verdicts; on a rejection, escalates.
+    async fn check(
+        &self,
+        model: &ModelEntry,
+        request: &Request,
+        result: &InferenceResult,
+    ) -> Result<Checked, ApiError> {
+        let params = self
+            .directory
+            .params()
+            .ok_or_else(|| ApiError::unavailable("the gateway has not read the ledger yet"))?;
+        let hash = result.hash().map_err(ApiError::internal)?;
+        let seed = self.committee_seed(&hash).await;
+        let p = plan(&request.policy.verification, &seed);
+        let k = match request.policy.verification {
+            VerificationMode::Quorum { .. } => p.verifiers.max(params.params.quorum as usize),
+            _ => p.verifiers,
+        };
+        if k == 0 {
+            return Ok(Checked::Unchecked);
+        }
+        let live = self.directory.live(Role::Verifier, &model.id);
+        let keys: Vec<PublicKey> = live.iter().map(|m| m.view.key).collect();
+        let ranking = select(&keys, keys.len(), &seed, 0);
+        if ranking.len() < k {
+            return Err(ApiError::unavailable(format!(
+                "{} live verifiers, {k} needed",
+                ranking.len()
+            )));
+        }
+        let by_key = |k: &PublicKey| live.iter().find(|m| m.view.key == *k).cloned();
+        // The first k of the ranking; a verifier that fails is replaced by
+        // the next one.
+        let mut next = 0usize;
+        let mut committee: Vec<PublicKey> = Vec::new();
+        let mut verdicts: Vec<Verdict> = Vec::new();
+        while verdicts.len() < k && next < ranking.len() {
+            let want = k - verdicts.len();
+            let batch: Vec<Member> = ranking[next..(next + want).min(ranking.len())]
+                .iter()
+                .filter_map(by_key)
+                .collect();
+            next += want;
+            for (m, v) in self.ask(&batch, request, result, &hash).await {
+                if let Some(v) = v {
+                    committee.push(m);
+                    verdicts.push(v);
+                }
+            }
+        }
+        match assemble_certificate(&hash, &committee, k, &verdicts) {
+            Ok(c) => Ok(Checked::Certified(c)),
+            Err(CertificateError::Rejected(_)) => {
+                self.dispute(model, request, result, &hash, &live, committee, verdicts, k)
+                    .await
+            }
+            Err(e) => Err(ApiError::unavailable(format!("no certificate: {e}"))),
+        }
+    }
+
+    /// Asks each of `members` for a verdict, concurrently.
+    async fn ask(
+        &self,
+        members: &[Member],
+        request: &Request,
+        result: &InferenceResult,
+        hash: &Hash,
+    ) -> Vec<(PublicKey, Option<Verdict>)> {
+        let body = serde_json::to_vec(&CheckRequest {
+            request: request.clone(),
+            result: result.clone(),
+        })
+        .unwrap_or_default();
+        let calls = members.iter().map(|m| {
+            let body = body.clone();
+            async move {
+                let r = self
+                    .peer
+                    .post(&m.view.endpoint, "/verifier/check", body, CHECK_TIMEOUT)
+                    .await;
+                let v = match r {
+                    Ok(resp) => crate::client::json::<Verdict>(m.view.endpoint.clone(), resp)
+                        .await
+                        .ok(),
+                    Err(e) => {
+                        tracing::warn!(verifier = %m.view.key, error = %e, "verifier failed");
+                        self.directory.mark_down(m.view.key, DOWN_FOR);
+                        None
+                    }
+                };
+                // Only a verdict signed by the member on this result counts.
+                let v = v.filter(|v| {
+                    v.verifier == m.view.key && v.result == *hash && v.verify_signature().is_ok()
+                });
+                if v.is_some() {
+                    Counters::inc(&self.counters.verdicts);
+                }
+                (m.view.key, v)
+            }
+        });
+        futures_util::future::join_all(calls).await
+    }
+
+    /// A rejection: every live verifier checks; the majority decides; who
+    /// was wrong is slashed with the signed evidence.
+    #[allow(clippy::too_many_arguments)]
+    async fn dispute(
+        &self,
+        model: &ModelEntry,
+        request: &Request,
+        result: &InferenceResult,
+        hash: &Hash,
+        live: &[Member],
+        first: Vec<PublicKey>,
+        earlier: Vec<Verdict>,
+        k: usize,
+    ) -> Result<Checked, ApiError> {
+        let _ = model;
+        let rest: Vec<Member> = live
+            .iter()
+            .filter(|m| !first.contains(&m.view.key))
+            .cloned()
+            .collect();
+        let mut escalation = earlier.clone();
+        let mut committee = first;
+        for (m, v) in self.ask(&rest, request, result, hash).await {
+            if let Some(v) = v {
+                committee.push(m);
+                escalation.push(v);
+            }
+        }
+        let outcome = resolve_dispute(result, &earlier, &committee, &escalation)
+            .map_err(|e| ApiError::unavailable(format!("the verifiers disagree: {e}")))?;
+        match outcome.decision {
+            Decision::Reject => {
+                let reason = outcome
+                    .evidence
+                    .majority
+                    .first()
+                    .and_then(|v| v.reason.clone())
+                    .unwrap_or_else(|| "rejected".into());
+                self.slash(
+                    &outcome.wrong,
+                    result,
+                    &outcome.evidence.majority,
+                    &outcome.evidence.losing,
+                )
+                .await;
+                Ok(Checked::Cheated(reason))
+            }
+            Decision::Accept => {
+                for w in &outcome.wrong {
+                    // The ledger's evidence proves faults of rejected results
+                    // only; a verifier that rejects an honest result is
+                    // outvoted and reported, not slashed.
+                    tracing::warn!(offender = ?w, result = %hash, "verifier outvoted: it rejected an honest result");
+                }
+                assemble_certificate(hash, &committee, k, &outcome.evidence.majority)
+                    .map(Checked::Certified)
+                    .map_err(|e| {
+                        ApiError::unavailable(format!("no certificate after the dispute: {e}"))
+                    })
+            }
+        }
+    }
+
+    async fn slash(
+        &self,
+        wrong: &[Offender],
+        result: &InferenceResult,
+        majority: &[Verdict],
+        losing: &[Verdict],
+    ) {
+        for w in wrong {
+            let evidence = match w {
+                Offender::Node(_) => Evidence::Node {
+                    result: result.clone(),
+                    committee: majority.to_vec(),
+                },
+                Offender::Verifier(v) => match losing
+                    .iter()
+                    .find(|l| l.verifier == *v && l.decision == Decision::Accept)
+                {
+                    Some(verdict) => Evidence::Verifier {
+                        result: result.clone(),
+                        verdict: Box::new(verdict.clone()),
+                        committee: majority.to_vec(),
+                    },
+                    None => continue,
+                },
+            };
+            match self
+                .settler
+                .signer()
+                .submit(TxBody::Slash {
+                    evidence: Box::new(evidence),
+                })
+                .await
+            {
+                Ok(_) => {
+                    Counters::inc(&self.counters.slashes);
+                    tracing::info!(offender = ?w, "slashed");
+                }
+                Err(e) => tracing::warn!(offender = ?w, error = %e, "slash refused"),
+            }
+        }
+    }
+
+    /// Randomness for the committee, fixed after the Result: the latest
+    /// checkpoint note and fresh gateway randomness drawn now, which the node
+    /// could not know when it signed.
+    async fn committee_seed(&self, result: &Hash) -> Hash {
+        let note = self
+            .peer
+            .http()
+            .get(format!("{}/log/checkpoint", self.ledger.base))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok();
+        let mut material = match note {
+            Some(r) if r.status().is_success() => {
+                r.bytes().await.map(|b| b.to_vec()).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        material.extend_from_slice(&rand::random::<[u8; 32]>());
+        selection_seed(&material, result)
+    }
+
+    async fn settle(
+        &self,
+        model: &ModelEntry,
+        request: &Request,
+        result: InferenceResult,
+        certificate: Certificate,
+        status: Status,
+    ) -> Result<Answer, ApiError> {
+        let params = self
+            .directory
+            .params()
+            .ok_or_else(|| ApiError::unavailable("the gateway has not read the ledger yet"))?;
+        let fees = verinfer_ledger::fees(
+            model,
+            &params.params.fee_split,
+            &result.usage,
+            certificate.verdicts.len(),
+        )
+        .map_err(ApiError::internal)?;
+        let verifiers = certificate.verdicts.iter().map(|v| v.verifier).collect();
+        let receipt = Receipt {
+            tag: ReceiptTag,
+            request: request.clone(),
+            result: result.clone(),
+            certificate,
+            fees,
+            salt: Salt::random(),
+        };
+        let id = receipt_id(&receipt).map_err(ApiError::internal)?;
+        let index = self
+            .settler
+            .settle(receipt)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("settlement failed: {e}")))?;
+        let c = &self.counters;
+        Counters::inc(if status == Status::Verified {
+            &c.verified
+        } else {
+            &c.provisional
+        });
+        c.prompt_tokens.fetch_add(
+            u64::from(result.usage.prompt_tokens),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        c.completion_tokens.fetch_add(
+            u64::from(result.usage.completion_tokens),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(Answer {
+            result,
+            status,
+            settled: Some((id, index)),
+            verifiers,
+            reason: None,
+        })
+    }
+}
+
+/// A receipt's id: the RFC 6962 leaf hash of its log leaf.
+pub fn receipt_id(receipt: &Receipt) -> Result<Hash, verinfer_types::RecordError> {
+    Ok(verinfer_log::merkle::leaf_hash(
+        &receipt.leaf()?.to_canonical()?,
+    ))
+}
+
+/// A fresh request by `account`, to be signed by it.
+pub fn new_request(
+    account: PublicKey,
+    model: Hash,
+    input: Input,
+    decoding: verinfer_types::records::Decoding,
+    policy: verinfer_types::records::Policy,
+) -> Request {
+    Request {
+        tag: RequestTag,
+        model,
+        input,
+        decoding,
+        policy,
+        requester: account,
+        nonce: verinfer_types::records::Nonce::random(),
+        signer: account,
+        signature: Signature::default(),
+    }
+}
+
+enum Failure {
+    /// The request itself is at fault (400, 413): no retry.
+    Refused(ApiError),
+    /// The node failed: try another.
+    Unavailable(String),
+}

@@ -1,0 +1,714 @@
+//! The gateway role: the network's front door.
+//!
+//! It serves the OpenAI-compatible API (`/v1/chat/completions`,
+//! `/v1/completions`, `/v1/models`) to API-key holders, each key mapped to a
+//! ledger account whose key the gateway holds and signs for; routes every
+//! request through inference, verification and settlement ([`flow`]); and
+//! serves receipts, the log, the network's state and metrics.
+
+pub mod directory;
+pub mod flow;
+pub mod limits;
+pub mod metrics;
+pub mod openai;
+pub mod settle;
+
+use crate::client::{LedgerClient, Peer};
+use crate::http::HttpError;
+use crate::wire::{NodeInfo, SummaryView};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use directory::Directory;
+use flow::{Answer, Event};
+use futures_util::StreamExt;
+use metrics::Counters;
+use openai::{ApiError, Status, VerinferInfo};
+use serde_json::{json, Value};
+use settle::Settler;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use verinfer_ledger::tx::{ModelEntry, Role};
+use verinfer_types::records::{Policy, VerificationMode};
+use verinfer_types::{Hash, SecretKey};
+use verinfer_verify::receipt::ReceiptBundle;
+
+/// An API key's ledger account.
+pub struct Account {
+    /// The account key the gateway signs with.
+    pub key: SecretKey,
+    /// Serialises this account's transactions (their nonces are sequential).
+    pub turn: tokio::sync::Mutex<()>,
+}
+
+/// Gateway settings.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// API keys and the account keys they map to.
+    pub api_keys: Vec<(String, SecretKey)>,
+    /// Verification mode of requests that do not ask for one.
+    pub default_verification: VerificationMode,
+    /// Requests per minute per API key.
+    pub rate_per_minute: u32,
+    /// Burst of requests per API key.
+    pub burst: u32,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// A node is live while its last heartbeat is younger than this.
+    pub liveness: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            api_keys: Vec::new(),
+            default_verification: VerificationMode::Quorum { k: 2 },
+            rate_per_minute: 600,
+            burst: 100,
+            max_body_bytes: 1 << 20,
+            liveness: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The gateway's state.
+pub struct Gateway {
+    ledger: LedgerClient,
+    peer: Peer,
+    directory: Directory,
+    settler: Settler,
+    counters: Counters,
+    accounts: HashMap<String, Arc<Account>>,
+    limiter: limits::RateLimiter,
+    config: GatewayConfig,
+}
+
+impl Gateway {
+    /// Starts a gateway signing with `key`, settling in the ledger at
+    /// `ledger_url`; reads the registry every second.
+    pub async fn start(key: SecretKey, ledger_url: &str, config: GatewayConfig) -> Arc<Self> {
+        let ledger = LedgerClient::new(ledger_url, key.clone());
+        let accounts = config
+            .api_keys
+            .iter()
+            .map(|(api, k)| {
+                (
+                    api.clone(),
+                    Arc::new(Account {
+                        key: k.clone(),
+                        turn: tokio::sync::Mutex::new(()),
+                    }),
+                )
+            })
+            .collect();
+        let gw = Arc::new(Gateway {
+            directory: Directory::new(ledger.clone(), config.liveness),
+            settler: Settler::start(ledger.clone(), key.clone()),
+            peer: Peer::new(key),
+            ledger,
+            counters: Counters::default(),
+            accounts,
+            limiter: limits::RateLimiter::new(config.rate_per_minute, config.burst),
+            config,
+        });
+        if let Err(e) = gw.directory.refresh(&gw.peer).await {
+            tracing::warn!(error = %e, "cannot read the registry yet");
+        }
+        let g = gw.clone();
+        tokio::spawn(async move {
+            g.directory
+                .refresh_loop(g.peer.clone(), Duration::from_secs(1))
+                .await
+        });
+        gw
+    }
+
+    /// The directory of nodes.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    /// Whether a live inference node and enough live verifiers serve some model.
+    pub fn ready(&self) -> bool {
+        let Some(p) = self.directory.params() else {
+            return false;
+        };
+        p.models.iter().any(|m| {
+            !self.directory.live(Role::Inference, &m.id).is_empty()
+                && self.directory.live(Role::Verifier, &m.id).len() >= p.params.quorum as usize
+        })
+    }
+
+    /// The routes.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/completions", post(completions))
+            .route("/v1/models", get(models))
+            .route("/v1/receipts/{id}", get(receipt))
+            .route("/v1/network", get(network))
+            .route("/v1/ledger/summary", get(summary))
+            .route("/metrics", get(metrics_text))
+            .route("/log/{*path}", get(log_proxy))
+            .route("/node/info", get(info))
+            .fallback(|| async { ApiError::not_found("no such endpoint") })
+            .layer(DefaultBodyLimit::max(self.config.max_body_bytes))
+            .with_state(self.clone())
+    }
+
+    fn account(&self, headers: &HeaderMap) -> Result<(String, Arc<Account>), ApiError> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::unauthorized("missing API key: send `Authorization: Bearer KEY`")
+            })?;
+        self.accounts
+            .get(token)
+            .map(|a| (token.to_string(), a.clone()))
+            .ok_or_else(|| ApiError::unauthorized("invalid API key"))
+    }
+
+    fn model(&self, name: &str) -> Result<ModelEntry, ApiError> {
+        let params = self
+            .directory
+            .params()
+            .ok_or_else(|| ApiError::unavailable("the gateway has not read the ledger yet"))?;
+        let id: Option<Hash> = name.parse().ok();
+        params
+            .models
+            .into_iter()
+            .find(|m| m.name == name || Some(m.id) == id)
+            .ok_or_else(|| ApiError::unknown_model(name))
+    }
+}
+
+async fn chat_completions(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(gw, headers, body, true).await
+}
+
+async fn completions(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(gw, headers, body, false).await
+}
+
+async fn handle(
+    gw: Arc<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    chat: bool,
+) -> Response {
+    Counters::inc(&gw.counters.requests);
+    match start(&gw, &headers, body, chat).await {
+        Ok(r) => r,
+        Err(e) => {
+            Counters::inc(&gw.counters.errors);
+            e.into_response()
+        }
+    }
+}
+
+/// Authenticates, parses and starts serving; errors found before the first
+/// event are returned as HTTP errors, later ones inside the stream.
+async fn start(
+    gw: &Arc<Gateway>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    chat: bool,
+) -> Result<Response, ApiError> {
+    let (api_key, account) = gw.account(headers)?;
+    gw.limiter.take(&api_key).map_err(ApiError::rate_limited)?;
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(
+                None,
+                format!(
+                    "the request body is larger than {} bytes",
+                    gw.config.max_body_bytes
+                ),
+            )
+        } else {
+            ApiError::bad_request(r.body_text())
+        }
+    })?;
+    let mut parsed = openai::parse(&body, chat)?;
+    let model = gw.model(&parsed.model)?;
+    if parsed.decoding.temperature_milli > 0 && !parsed.seeded {
+        // Sampling needs a seed in the record; draw one for the user.
+        parsed.decoding.seed = rand::random::<u64>() & verinfer_types::canonical::MAX_SAFE_INTEGER;
+    }
+    let policy = parsed.policy.clone().unwrap_or(Policy {
+        verification: gw.config.default_verification.clone(),
+        json_schema: None,
+    });
+    if let VerificationMode::Quorum { k } = policy.verification {
+        if k > 64 {
+            return Err(ApiError::field(
+                "verification",
+                "quorum k must be at most 64",
+            ));
+        }
+    }
+    let request = flow::new_request(
+        account.key.public(),
+        model.id,
+        parsed.input.clone(),
+        parsed.decoding.clone(),
+        policy,
+    );
+    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    let g = gw.clone();
+    let m = model.clone();
+    tokio::spawn(async move {
+        let done = g.serve(&account, &m, request, &tx).await;
+        let _ = tx.send(Event::Done(Box::new(done))).await;
+    });
+    let shape = Shape {
+        chat,
+        model: model.name.clone(),
+        model_id: model.id,
+        id: format!(
+            "{}-{}",
+            if chat { "chatcmpl" } else { "cmpl" },
+            hex::encode(rand::random::<[u8; 12]>())
+        ),
+        created: crate::auth::now_ms() / 1000,
+    };
+    if !parsed.stream {
+        let mut text = String::new();
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                Event::Text(t) => text.push_str(&t),
+                Event::Retract { .. } => text.clear(),
+                Event::Done(done) => return done.map(|a| shape.whole(gw, &a)).and_then(|r| r),
+            }
+        }
+        return Err(ApiError::internal("the request task stopped"));
+    }
+    // Wait for the first event so that refusals (402, 503...) are HTTP errors.
+    let first = rx
+        .recv()
+        .await
+        .ok_or_else(|| ApiError::internal("the request task stopped"))?;
+    if let Event::Done(done) = &first {
+        if let Err(e) = done.as_ref() {
+            return Err(e.clone());
+        }
+    }
+    let gw2 = gw.clone();
+    let include_usage = parsed.include_usage;
+    let events = futures_util::stream::once(async move { first })
+        .chain(ReceiverStream::new(rx))
+        .flat_map(move |ev| futures_util::stream::iter(shape.sse(&gw2, ev, include_usage)))
+        .map(Ok::<_, std::convert::Infallible>);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// What every chunk of one answer shares.
+#[derive(Clone)]
+struct Shape {
+    chat: bool,
+    model: String,
+    model_id: Hash,
+    id: String,
+    created: u64,
+}
+
+impl Shape {
+    fn info(&self, a: &Answer) -> VerinferInfo {
+        VerinferInfo {
+            receipt_id: a.settled.map(|(id, _)| id),
+            status: a.status,
+            log_index: a.settled.map(|(_, i)| i),
+            model_id: self.model_id,
+            receipt_url: a.settled.map(|(id, _)| format!("/v1/receipts/{id}")),
+            node: a.result.node,
+            verifiers: a.verifiers.clone(),
+            reason: a.reason.clone(),
+        }
+    }
+
+    fn usage(a: &Answer) -> Value {
+        let u = a.result.usage;
+        json!({
+            "prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+            "total_tokens": u.prompt_tokens + u.completion_tokens,
+        })
+    }
+
+    /// The whole answer as one JSON response.
+    fn whole(&self, gw: &Gateway, a: &Answer) -> Result<Response, ApiError> {
+        let text = if a.status == Status::Rejected {
+            ""
+        } else {
+            a.result.output_text.as_str()
+        };
+        let finish = openai::finish(a.result.finish_reason);
+        let choice = if self.chat {
+            json!({"index": 0, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": null, "finish_reason": finish})
+        } else {
+            json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
+        };
+        let body = json!({
+            "id": self.id,
+            "object": if self.chat { "chat.completion" } else { "text_completion" },
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": a.result.engine,
+            "choices": [choice],
+            "usage": Self::usage(a),
+            "verinfer": self.info(a),
+        });
+        let mut r = Json(body).into_response();
+        decorate(r.headers_mut(), a);
+        let _ = gw;
+        Ok(r)
+    }
+
+    fn chunk(
+        &self,
+        content: Option<&str>,
+        finish: Option<&str>,
+        extra: Option<(&str, Value)>,
+    ) -> Value {
+        let choice = if self.chat {
+            let delta = match content {
+                Some(c) => json!({"role": "assistant", "content": c}),
+                None => json!({}),
+            };
+            json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+        } else {
+            json!({"index": 0, "text": content.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+        };
+        let mut c = json!({
+            "id": self.id,
+            "object": if self.chat { "chat.completion.chunk" } else { "text_completion" },
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        });
+        if let (Some((k, v)), Some(obj)) = (extra, c.as_object_mut()) {
+            obj.insert(k.to_string(), v);
+        }
+        c
+    }
+
+    /// The server-sent events of one flow event.
+    fn sse(&self, gw: &Gateway, ev: Event, include_usage: bool) -> Vec<SseEvent> {
+        let data = |v: Value| SseEvent::default().data(v.to_string());
+        match ev {
+            Event::Text(t) => vec![data(self.chunk(Some(&t), None, None))],
+            Event::Retract { reason } => vec![data(self.chunk(
+                Some(""),
+                None,
+                Some((
+                    "verinfer",
+                    json!({"status": "rejected", "retracted": true, "reason": reason}),
+                )),
+            ))],
+            Event::Done(done) => {
+                let mut out = Vec::new();
+                match *done {
+                    Ok(a) => {
+                        let finish = openai::finish(a.result.finish_reason);
+                        let info = serde_json::to_value(self.info(&a)).unwrap_or(Value::Null);
+                        out.push(data(self.chunk(
+                            None,
+                            Some(finish),
+                            Some(("verinfer", info)),
+                        )));
+                        if include_usage {
+                            let mut u = self.chunk(None, None, Some(("usage", Self::usage(&a))));
+                            u["choices"] = json!([]);
+                            out.push(data(u));
+                        }
+                    }
+                    Err(e) => {
+                        Counters::inc(&gw.counters.errors);
+                        out.push(data(e.body()));
+                    }
+                }
+                out.push(SseEvent::default().data("[DONE]"));
+                out
+            }
+        }
+    }
+}
+
+fn decorate(h: &mut HeaderMap, a: &Answer) {
+    if let Some((id, _)) = a.settled {
+        if let Ok(v) = HeaderValue::from_str(&id.to_hex()) {
+            h.insert("x-verinfer-receipt", v);
+        }
+    }
+    let status = match a.status {
+        Status::Verified => "verified",
+        Status::Provisional => "provisional",
+        Status::Rejected => "rejected",
+    };
+    h.insert("x-verinfer-status", HeaderValue::from_static(status));
+}
+
+async fn models(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
+    let params = gw
+        .directory
+        .params()
+        .ok_or_else(|| ApiError::unavailable("the gateway has not read the ledger yet"))?;
+    let data: Vec<Value> = params
+        .models
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "verinfer",
+                "verinfer": {
+                    "model_id": m.id,
+                    "price_in": m.price_in,
+                    "price_out": m.price_out,
+                    "inference_nodes": gw.directory.live(Role::Inference, &m.id).len(),
+                    "verifiers": gw.directory.live(Role::Verifier, &m.id).len(),
+                }
+            })
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+async fn receipt(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ReceiptBundle>, ApiError> {
+    let id: Hash = id
+        .parse()
+        .map_err(|_| ApiError::field("id", "a receipt id is 64 hex digits"))?;
+    let mut bundle: ReceiptBundle = gw
+        .peer
+        .get_json(&gw.ledger.base, &format!("/ledger/receipts/{id}"))
+        .await
+        .map_err(|e| match e {
+            crate::client::ClientError::Status { status: 404, .. } => {
+                ApiError::not_found(format!("no receipt {id} (yet)"))
+            }
+            e => ApiError::unavailable(e.to_string()),
+        })?;
+    // The text is disclosed to the account that paid for it; everyone else
+    // sees the leaf (commitments) and its proof.
+    let owner = gw.account(&headers).ok().map(|(_, a)| a.key.public());
+    if owner != Some(bundle.leaf.requester) {
+        bundle.receipt = None;
+    }
+    Ok(Json(bundle))
+}
+
+async fn summary(State(gw): State<Arc<Gateway>>) -> Result<Json<SummaryView>, ApiError> {
+    gw.ledger
+        .summary()
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::unavailable(e.to_string()))
+}
+
+fn node_json(gw: &Gateway, m: &directory::Member) -> Value {
+    json!({
+        "key": m.view.key,
+        "role": m.view.role,
+        "endpoint": m.view.endpoint,
+        "stake": m.view.stake.to_string(),
+        "live": gw.directory.is_live(m),
+        "last_seen_ms": m.view.last_seen_ms,
+        "last_heartbeat_height": m.view.last_heartbeat,
+        "registered_height": m.view.registered,
+        "models": m.info.as_ref().map(|i| i.models.clone()).unwrap_or_default(),
+        "engine": m.info.as_ref().map(|i| i.engine.clone()).unwrap_or_default(),
+    })
+}
+
+async fn network(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
+    let params = gw
+        .directory
+        .params()
+        .ok_or_else(|| ApiError::unavailable("the gateway has not read the ledger yet"))?;
+    let members = gw.directory.members();
+    let nodes: Vec<Value> = members.iter().map(|m| node_json(&gw, m)).collect();
+    let live = |role: Role| {
+        members
+            .iter()
+            .filter(|m| m.view.role == role && gw.directory.is_live(m))
+            .count()
+    };
+    Ok(Json(json!({
+        "gateway": gw.peer.key().public(),
+        "log_key": params.log_key,
+        "witness_quorum": params.witness_quorum,
+        "ledger_height": params.height,
+        "params": params.params,
+        "models": params.models,
+        "nodes": nodes,
+        "live": {"inference": live(Role::Inference), "verifiers": live(Role::Verifier)},
+        "counters": gw.counters.snapshot(),
+    })))
+}
+
+async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
+    let c = gw.counters.snapshot();
+    let mut out = String::new();
+    metrics::family(
+        &mut out,
+        "requests_total",
+        "counter",
+        "API requests received.",
+        &[("", c.requests)],
+    );
+    metrics::family(
+        &mut out,
+        "answers_total",
+        "counter",
+        "Answers by verification status.",
+        &[
+            ("status=\"verified\"", c.verified),
+            ("status=\"provisional\"", c.provisional),
+            ("status=\"rejected\"", c.rejected),
+        ],
+    );
+    metrics::family(
+        &mut out,
+        "errors_total",
+        "counter",
+        "Requests answered with an error.",
+        &[("", c.errors)],
+    );
+    metrics::family(
+        &mut out,
+        "slashes_total",
+        "counter",
+        "Slashes submitted.",
+        &[("", c.slashes)],
+    );
+    metrics::family(
+        &mut out,
+        "retries_total",
+        "counter",
+        "Requests retried on another inference node.",
+        &[("", c.retries)],
+    );
+    metrics::family(
+        &mut out,
+        "verdicts_total",
+        "counter",
+        "Verdicts received.",
+        &[("", c.verdicts)],
+    );
+    metrics::family(
+        &mut out,
+        "tokens_total",
+        "counter",
+        "Tokens of settled answers.",
+        &[
+            ("kind=\"prompt\"", c.prompt_tokens),
+            ("kind=\"completion\"", c.completion_tokens),
+        ],
+    );
+    let members = gw.directory.members();
+    let count = |role: Role, live: bool| {
+        members
+            .iter()
+            .filter(|m| m.view.role == role && gw.directory.is_live(m) == live)
+            .count() as u64
+    };
+    metrics::family(
+        &mut out,
+        "nodes",
+        "gauge",
+        "Registered nodes by role and liveness.",
+        &[
+            (
+                "role=\"inference\",live=\"true\"",
+                count(Role::Inference, true),
+            ),
+            (
+                "role=\"inference\",live=\"false\"",
+                count(Role::Inference, false),
+            ),
+            (
+                "role=\"verifier\",live=\"true\"",
+                count(Role::Verifier, true),
+            ),
+            (
+                "role=\"verifier\",live=\"false\"",
+                count(Role::Verifier, false),
+            ),
+        ],
+    );
+    if let Some(p) = gw.directory.params() {
+        metrics::family(
+            &mut out,
+            "ledger_height",
+            "gauge",
+            "Transactions applied by the ledger.",
+            &[("", p.height)],
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// `/log/...`: the ledger's log, passed through as it is.
+async fn log_proxy(State(gw): State<Arc<Gateway>>, uri: Uri) -> Result<Response, HttpError> {
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let resp = gw
+        .peer
+        .http()
+        .get(format!("{}{path}", gw.ledger.base))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| HttpError(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut headers = HeaderMap::new();
+    for name in [header::CONTENT_TYPE, header::CACHE_CONTROL] {
+        if let Some(v) = resp
+            .headers()
+            .get(name.as_str())
+            .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+        {
+            headers.insert(name, v);
+        }
+    }
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| HttpError(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    Ok((status, headers, bytes).into_response())
+}
+
+async fn info(State(gw): State<Arc<Gateway>>) -> Json<NodeInfo> {
+    Json(NodeInfo {
+        key: gw.peer.key().public(),
+        role: "gateway".into(),
+        models: Vec::new(),
+        engine: String::new(),
+        context_len: 0,
+    })
+}

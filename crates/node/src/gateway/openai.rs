@@ -1,0 +1,466 @@
+//! The OpenAI-compatible surface: request parsing (with errors that name the
+//! field), response and stream-chunk shapes, and errors in OpenAI's format.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use verinfer_types::records::{Decoding, FinishReason, Input, Message, Policy, VerificationMode};
+use verinfer_types::Hash;
+
+/// An error in OpenAI's format: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Human-readable message.
+    pub message: String,
+    /// The offending request field, if any.
+    pub param: Option<String>,
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// Seconds to wait before retrying (429).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            param: None,
+            code,
+            retry_after: None,
+        }
+    }
+    /// 400, naming the field.
+    pub fn field(param: &str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+        e.param = Some(param.to_string());
+        e
+    }
+    /// 400 without a field.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_api_key", message)
+    }
+    /// 402.
+    pub fn payment(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_balance",
+            message,
+        )
+    }
+    /// 404 for a model.
+    pub fn unknown_model(model: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!("the model `{model}` does not exist or is not admitted on this network"),
+        );
+        e.param = Some("model".into());
+        e
+    }
+    /// 404 for anything else.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    /// 413.
+    pub fn too_large(param: Option<&str>, message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "context_length_exceeded",
+            message,
+        );
+        e.param = param.map(str::to_string);
+        e
+    }
+    /// 429.
+    pub fn rate_limited(retry_after: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            format!("rate limit reached for this API key; retry in {retry_after} s"),
+        );
+        e.retry_after = Some(retry_after);
+        e
+    }
+    /// 503.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_node", message)
+    }
+    /// 500.
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            message.to_string(),
+        )
+    }
+
+    /// The OpenAI `type` of the error.
+    fn kind(&self) -> &'static str {
+        match self.status.as_u16() {
+            401 => "authentication_error",
+            402 => "insufficient_quota",
+            429 => "rate_limit_error",
+            500..=599 => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The error body.
+    pub fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind(),
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(self.body())).into_response();
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert("retry-after", v);
+            }
+        }
+        r
+    }
+}
+
+/// A parsed `/v1/chat/completions` or `/v1/completions` body.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The model name or id as given.
+    pub model: String,
+    /// Messages or prompt.
+    pub input: Input,
+    /// Decoding (the seed is 0 when none was given; the gateway draws one
+    /// for sampled requests).
+    pub decoding: Decoding,
+    /// Whether a seed was given.
+    pub seeded: bool,
+    /// Verification policy.
+    pub policy: Option<Policy>,
+    /// Stream by server-sent events.
+    pub stream: bool,
+    /// Send a usage chunk at the end of the stream.
+    pub include_usage: bool,
+}
+
+/// Default `max_tokens` when the request gives none.
+pub const DEFAULT_MAX_TOKENS: u32 = 256;
+
+fn number(obj: &Map<String, Value>, field: &str) -> Result<Option<f64>, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| ApiError::field(field, format!("`{field}` must be a number"))),
+        Some(_) => Err(ApiError::field(
+            field,
+            format!("`{field}` must be a number"),
+        )),
+    }
+}
+
+fn integer(obj: &Map<String, Value>, field: &str, max: u64) -> Result<Option<u64>, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().filter(|n| *n <= max).map(Some).ok_or_else(|| {
+            ApiError::field(
+                field,
+                format!("`{field}` must be an integer from 0 to {max}"),
+            )
+        }),
+    }
+}
+
+fn milli(obj: &Map<String, Value>, field: &str, lo: f64, hi: f64) -> Result<Option<u32>, ApiError> {
+    match number(obj, field)? {
+        None => Ok(None),
+        Some(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(Some((x * 1000.0).round() as u32)),
+        Some(_) => Err(ApiError::field(
+            field,
+            format!("`{field}` must be between {lo} and {hi}"),
+        )),
+    }
+}
+
+fn text_content(v: &Value, field: &str) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        // Content parts: only text parts are supported.
+        Value::Array(parts) => parts
+            .iter()
+            .map(
+                |p| match (p.get("type").and_then(Value::as_str), p.get("text")) {
+                    (Some("text"), Some(Value::String(t))) => Ok(t.as_str()),
+                    _ => Err(ApiError::field(
+                        field,
+                        "only text content parts are supported",
+                    )),
+                },
+            )
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| v.concat()),
+        _ => Err(ApiError::field(field, "message content must be a string")),
+    }
+}
+
+fn messages(obj: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
+    let list = match obj.get("messages") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) => {
+            return Err(ApiError::field("messages", "`messages` must not be empty"))
+        }
+        None => return Err(ApiError::field("messages", "`messages` is required")),
+        Some(_) => return Err(ApiError::field("messages", "`messages` must be an array")),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let field = format!("messages[{i}]");
+            let role = m.get("role").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::field(&format!("{field}.role"), "each message needs a `role`")
+            })?;
+            let role = match role {
+                "system" | "developer" => "system",
+                "user" => "user",
+                "assistant" => "assistant",
+                other => {
+                    return Err(ApiError::field(
+                        &format!("{field}.role"),
+                        format!("unsupported role `{other}`: use system, user or assistant"),
+                    ))
+                }
+            };
+            let content = match m.get("content") {
+                Some(c) => text_content(c, &format!("{field}.content"))?,
+                None => {
+                    return Err(ApiError::field(
+                        &format!("{field}.content"),
+                        "each message needs `content`",
+                    ))
+                }
+            };
+            Ok(Message {
+                role: role.into(),
+                content,
+            })
+        })
+        .collect()
+}
+
+fn stops(obj: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
+    let bad = || {
+        ApiError::field(
+            "stop",
+            "`stop` must be a string or an array of up to 4 non-empty strings",
+        )
+    };
+    match obj.get("stop") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if !s.is_empty() => Ok(vec![s.clone()]),
+        Some(Value::Array(a)) if a.len() <= 4 => a
+            .iter()
+            .map(|s| {
+                s.as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(bad)
+            })
+            .collect(),
+        Some(_) => Err(bad()),
+    }
+}
+
+fn policy(obj: &Map<String, Value>) -> Result<Option<Policy>, ApiError> {
+    let mut policy: Option<Policy> = None;
+    if let Some(v) = obj.get("verification").filter(|v| !v.is_null()) {
+        let mode: VerificationMode = serde_json::from_value(v.clone()).map_err(|e| {
+            ApiError::field(
+                "verification",
+                format!("`verification` must be like {{\"mode\":\"quorum\",\"k\":2}}: {e}"),
+            )
+        })?;
+        policy = Some(Policy {
+            verification: mode,
+            json_schema: None,
+        });
+    }
+    if let Some(rf) = obj.get("response_format").filter(|v| !v.is_null()) {
+        match rf.get("type").and_then(Value::as_str) {
+            Some("text") => {}
+            Some("json_schema") => {
+                let schema = rf
+                    .get("json_schema")
+                    .and_then(|j| j.get("schema"))
+                    .cloned()
+                    .ok_or_else(|| {
+                        ApiError::field(
+                            "response_format.json_schema.schema",
+                            "a JSON schema is required",
+                        )
+                    })?;
+                policy.get_or_insert_with(Policy::default).json_schema = Some(schema);
+            }
+            _ => {
+                return Err(ApiError::field(
+                    "response_format",
+                    "`response_format.type` must be `text` or `json_schema`",
+                ))
+            }
+        }
+    }
+    Ok(policy)
+}
+
+/// Parses a request body; `chat` selects `/v1/chat/completions` (messages)
+/// over `/v1/completions` (prompt).
+pub fn parse(body: &[u8], chat: bool) -> Result<Parsed, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+    let model = obj
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::field("model", "`model` is required"))?
+        .to_string();
+    let input = if chat {
+        Input::Messages(messages(obj)?)
+    } else {
+        match obj.get("prompt") {
+            Some(Value::String(s)) => Input::Prompt(s.clone()),
+            Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+                Input::Prompt(a[0].as_str().unwrap_or_default().to_string())
+            }
+            Some(Value::Array(a))
+                if !a.is_empty()
+                    && a.iter()
+                        .all(|t| t.as_u64().is_some_and(|n| n <= u64::from(u32::MAX))) =>
+            {
+                Input::Tokens(
+                    a.iter()
+                        .filter_map(Value::as_u64)
+                        .map(|n| n as u32)
+                        .collect(),
+                )
+            }
+            _ => {
+                return Err(ApiError::field(
+                    "prompt",
+                    "`prompt` must be a string (one prompt per request)",
+                ))
+            }
+        }
+    };
+    if integer(obj, "n", u64::MAX)?.is_some_and(|n| n != 1) {
+        return Err(ApiError::field("n", "only `n` = 1 is supported"));
+    }
+    for f in ["frequency_penalty", "presence_penalty"] {
+        if number(obj, f)?.is_some_and(|x| x != 0.0) {
+            return Err(ApiError::field(
+                f,
+                format!("`{f}` is not supported by deterministic decoding; leave it 0"),
+            ));
+        }
+    }
+    let max_tokens = integer(obj, "max_completion_tokens", u64::from(u32::MAX))?
+        .or(integer(obj, "max_tokens", u64::from(u32::MAX))?)
+        .map_or(DEFAULT_MAX_TOKENS, |n| n as u32);
+    if max_tokens == 0 {
+        return Err(ApiError::field(
+            "max_tokens",
+            "`max_tokens` must be at least 1",
+        ));
+    }
+    let seed = integer(obj, "seed", verinfer_types::canonical::MAX_SAFE_INTEGER)?;
+    let top_p = milli(obj, "top_p", 0.0, 1.0)?.unwrap_or(1000);
+    if top_p == 0 {
+        return Err(ApiError::field("top_p", "`top_p` must be above 0"));
+    }
+    let decoding = Decoding {
+        temperature_milli: milli(obj, "temperature", 0.0, 2.0)?.unwrap_or(0),
+        top_k: integer(obj, "top_k", u64::from(u32::MAX))?.map_or(0, |n| n as u32),
+        top_p_milli: top_p,
+        seed: seed.unwrap_or(0),
+        max_tokens,
+        stop: stops(obj)?,
+    };
+    let stream = match obj.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::field("stream", "`stream` must be a boolean")),
+    };
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(Parsed {
+        model,
+        input,
+        decoding,
+        seeded: seed.is_some(),
+        policy: policy(obj)?,
+        stream,
+        include_usage,
+    })
+}
+
+/// Status of an answer, as the `verinfer` object reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// A quorum of verifiers accepted it; it is settled in the log.
+    Verified,
+    /// Settled without a check yet (`none`, `sampled` not drawn, `optimistic`).
+    Provisional,
+    /// Verifiers rejected it and no honest answer could be had.
+    Rejected,
+}
+
+/// The `verinfer` object every answer carries.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerinferInfo {
+    /// Receipt id (hex leaf hash), when settled.
+    pub receipt_id: Option<Hash>,
+    /// Verification status.
+    pub status: Status,
+    /// Index of the receipt's leaf in the log, when settled.
+    pub log_index: Option<u64>,
+    /// Model id (SHA-256 of the model file).
+    pub model_id: Hash,
+    /// Where the receipt is served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt_url: Option<String>,
+    /// The inference node that produced the answer.
+    pub node: verinfer_types::PublicKey,
+    /// Verifiers whose verdicts certify it.
+    pub verifiers: Vec<verinfer_types::PublicKey>,
+    /// Why it was rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// OpenAI's finish reason.
+pub fn finish(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Eos | FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}

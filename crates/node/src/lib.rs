@@ -1,0 +1,32 @@
+//! verinfer network roles over HTTP, and the devnet that runs them all.
+//!
+//! Four roles exchange signed records over HTTP, with the same protocol
+//! whether they share a process or run on different machines:
+//!
+//! - [`ledger_role`]: the embedded ledger and its receipts log; gathers the
+//!   verifiers' cosignatures on checkpoints;
+//! - [`inference_role`]: runs a model, answers signed Requests with signed
+//!   Results, streaming the text;
+//! - [`verifier_role`]: checks Results and signs Verdicts; witnesses the log;
+//! - [`gateway`]: the OpenAI-compatible API, routing, verifier draws,
+//!   disputes, settlement, receipts, metrics.
+//!
+//! Inference nodes and verifiers join by staking and registering their
+//! endpoint in the ledger ([`membership`]) and stay live by heartbeats.
+//! Messages between nodes are authenticated ([`auth`]): signed by the
+//! sender's node key, with a timestamp and a nonce against replay.
+//! [`devnet`] lays out a data directory and runs every role in one process;
+//! [`config`] is the per-node configuration `verinfer node` reads.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod devnet;
+pub mod gateway;
+pub mod http;
+pub mod inference_role;
+pub mod ledger_role;
+pub mod membership;
+pub mod start;
+pub mod verifier_role;
+pub mod wire;

@@ -1,0 +1,318 @@
+//! Starting a role: bind, serve, join the network, keep heartbeats going.
+//! `verinfer node` starts one role from its [`NodeConfig`]; the devnet
+//! starts them all in one process through the same functions.
+
+use crate::client::LedgerClient;
+use crate::config::{load_api_keys, load_or_create_key, NodeConfig};
+use crate::gateway::{Gateway, GatewayConfig};
+use crate::inference_role::InferenceNode;
+use crate::ledger_role::LedgerNode;
+use crate::verifier_role::VerifierNode;
+use crate::{http, membership};
+use anyhow::{bail, Context};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use verinfer_inference::respond::Fault;
+use verinfer_inference::{Engine, EngineOptions};
+use verinfer_ledger::tx::Role;
+use verinfer_ledger::Ledger;
+use verinfer_types::note::VerifierKey;
+use verinfer_types::{Hash, SecretKey};
+use verinfer_verify::rules::MarginRule;
+
+/// Default heartbeat period.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// The four roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleKind {
+    /// The ledger and its log.
+    Ledger,
+    /// The API.
+    Gateway,
+    /// Runs models.
+    Inference,
+    /// Checks results, witnesses the log.
+    Verifier,
+}
+
+impl FromStr for RoleKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
+            "ledger" => RoleKind::Ledger,
+            "gateway" => RoleKind::Gateway,
+            "inference" => RoleKind::Inference,
+            "verifier" => RoleKind::Verifier,
+            other => bail!("unknown role {other:?}: use ledger, gateway, inference or verifier"),
+        })
+    }
+}
+
+/// A started role.
+pub struct Running {
+    /// Its base URL.
+    pub url: String,
+    /// Its tasks (server, heartbeats, loops); aborted by [`Running::stop`].
+    pub tasks: Vec<JoinHandle<()>>,
+    /// The gateway, for the gateway role.
+    pub gateway: Option<Arc<Gateway>>,
+    /// The ledger role's state, for the ledger role.
+    pub ledger: Option<Arc<LedgerNode>>,
+}
+
+impl Running {
+    /// Stops every task of the role.
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn spawn_server(listener: tokio::net::TcpListener, router: axum::Router) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = http::serve(listener, router).await {
+            tracing::error!(error = %e, "server stopped");
+        }
+    })
+}
+
+/// The model id (SHA-256 of the file) of `path`, computed once per process.
+pub fn model_id(path: &Path) -> anyhow::Result<Hash> {
+    static IDS: Mutex<Option<HashMap<PathBuf, Hash>>> = Mutex::new(None);
+    let mut ids = IDS.lock().unwrap_or_else(|e| e.into_inner());
+    let ids = ids.get_or_insert_with(HashMap::new);
+    if let Some(h) = ids.get(path) {
+        return Ok(*h);
+    }
+    let hex = verinfer_inference::models::file_sha256(path)?;
+    let h: Hash = hex
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad model hash {hex}"))?;
+    ids.insert(path.to_path_buf(), h);
+    Ok(h)
+}
+
+/// Loads the engine for `model` (a known name or a path) with `threads`.
+pub fn load_engine(model: &str, threads: usize) -> anyhow::Result<(Engine, Hash)> {
+    let path = verinfer_inference::models::resolve(model)?;
+    let id = model_id(&path)?;
+    let engine = Engine::load(
+        &path,
+        EngineOptions {
+            threads,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("loading model {}", path.display()))?;
+    Ok((engine, id))
+}
+
+/// Starts the ledger role on an existing ledger directory.
+pub async fn ledger(
+    ledger: Arc<Ledger>,
+    dir: PathBuf,
+    key: SecretKey,
+    listen: &str,
+    witness_quorum: u32,
+    checkpoint_interval: Duration,
+) -> anyhow::Result<Running> {
+    let node = LedgerNode::new(ledger, dir, key, witness_quorum)?;
+    let (listener, url) = http::bind(listen).await?;
+    let server = spawn_server(listener, node.router());
+    let n = node.clone();
+    let cosign = tokio::spawn(async move { n.cosign_loop(checkpoint_interval).await });
+    Ok(Running {
+        url,
+        tasks: vec![server, cosign],
+        gateway: None,
+        ledger: Some(node),
+    })
+}
+
+/// What an inference node or verifier needs to join.
+pub struct Member {
+    /// Node key.
+    pub key: SecretKey,
+    /// The ledger's URL.
+    pub ledger_url: String,
+    /// Listen address.
+    pub listen: String,
+    /// URL others call (default: the bound address).
+    pub public_url: Option<String>,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+}
+
+async fn join_and_beat(
+    m: &Member,
+    role: Role,
+    router: axum::Router,
+) -> anyhow::Result<(String, Vec<JoinHandle<()>>)> {
+    let (listener, bound) = http::bind(&m.listen).await?;
+    let url = m.public_url.clone().unwrap_or(bound);
+    let server = spawn_server(listener, router);
+    let ledger = LedgerClient::new(&m.ledger_url, m.key.clone());
+    if let Err(e) = membership::join(&ledger, &m.key, role, &url).await {
+        server.abort();
+        return Err(e);
+    }
+    let beats = tokio::spawn(membership::heartbeats(
+        ledger,
+        m.key.clone(),
+        role,
+        url.clone(),
+        m.heartbeat,
+    ));
+    Ok((url, vec![server, beats]))
+}
+
+/// Starts an inference node running `engine` (model id `model_id`).
+pub async fn inference(
+    m: Member,
+    engine: Engine,
+    model_id: Hash,
+    fault: Option<Fault>,
+) -> anyhow::Result<Running> {
+    let node = InferenceNode::new(engine, model_id, m.key.clone(), fault);
+    let (url, tasks) = join_and_beat(&m, Role::Inference, node.router()).await?;
+    Ok(Running {
+        url,
+        tasks,
+        gateway: None,
+        ledger: None,
+    })
+}
+
+/// Starts a verifier checking `model_id` on `engine`, witnessing the log
+/// whose key is `log_key`, keeping its state in `dir`.
+pub async fn verifier(
+    m: Member,
+    engine: Engine,
+    model_id: Hash,
+    log_key: VerifierKey,
+    dir: PathBuf,
+) -> anyhow::Result<Running> {
+    if MarginRule::for_engine(verinfer_inference::ENGINE_VERSION).is_none() {
+        bail!("this build's engine has no margin rule");
+    }
+    let node = VerifierNode::new(engine, model_id, m.key.clone(), log_key, dir)?;
+    let (url, tasks) = join_and_beat(&m, Role::Verifier, node.router()).await?;
+    Ok(Running {
+        url,
+        tasks,
+        gateway: None,
+        ledger: None,
+    })
+}
+
+/// Starts the gateway.
+pub async fn gateway(
+    key: SecretKey,
+    ledger_url: &str,
+    listen: &str,
+    config: GatewayConfig,
+) -> anyhow::Result<Running> {
+    let (listener, url) = http::bind(listen).await?;
+    let gw = Gateway::start(key, ledger_url, config).await;
+    let server = spawn_server(listener, gw.router());
+    Ok(Running {
+        url,
+        tasks: vec![server],
+        gateway: Some(gw),
+        ledger: None,
+    })
+}
+
+/// Starts `role` as `config` says (`verinfer node`).
+pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Running> {
+    let data_dir = c.data_dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let key_path = c.key.clone().unwrap_or_else(|| data_dir.join("node.key"));
+    let key = load_or_create_key(&key_path)?;
+    let listen = c.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
+    let ledger_url = || {
+        c.ledger_url
+            .clone()
+            .context("the config needs `ledger_url` for this role")
+    };
+    let heartbeat = Duration::from_millis(c.heartbeat_ms.unwrap_or(HEARTBEAT.as_millis() as u64));
+    let member = |ledger_url: String| Member {
+        key: key.clone(),
+        ledger_url,
+        listen: listen.clone(),
+        public_url: c.public_url.clone(),
+        heartbeat,
+    };
+    let model = c
+        .model
+        .clone()
+        .unwrap_or_else(|| verinfer_inference::models::DEFAULT_MODEL.into());
+    let threads = c.threads.unwrap_or(1);
+    match role {
+        RoleKind::Ledger => {
+            let dir = data_dir.clone();
+            let l = tokio::task::spawn_blocking(move || Ledger::open(&dir))
+                .await?
+                .with_context(|| format!("opening the ledger in {}", data_dir.display()))?;
+            ledger(
+                Arc::new(l),
+                data_dir,
+                key,
+                &listen,
+                c.ledger.witness_quorum.unwrap_or(2),
+                Duration::from_millis(c.ledger.checkpoint_interval_ms.unwrap_or(500)),
+            )
+            .await
+        }
+        RoleKind::Gateway => {
+            let api_keys = match &c.gateway.api_keys {
+                Some(p) => load_api_keys(p)?,
+                None => Vec::new(),
+            };
+            let d = GatewayConfig::default();
+            let g = &c.gateway;
+            let config = GatewayConfig {
+                api_keys,
+                default_verification: verinfer_types::records::VerificationMode::Quorum {
+                    k: g.quorum.unwrap_or(2),
+                },
+                rate_per_minute: g.rate_per_minute.unwrap_or(d.rate_per_minute),
+                burst: g.burst.unwrap_or(d.burst),
+                max_body_bytes: g.max_body_bytes.unwrap_or(d.max_body_bytes),
+                liveness: g.liveness_ms.map_or(d.liveness, Duration::from_millis),
+            };
+            gateway(key, &ledger_url()?, &listen, config).await
+        }
+        RoleKind::Inference => {
+            let fault = c
+                .fault
+                .as_deref()
+                .map(Fault::from_str)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("fault: {e}"))?;
+            let (engine, id) =
+                tokio::task::spawn_blocking(move || load_engine(&model, threads)).await??;
+            inference(member(ledger_url()?), engine, id, fault).await
+        }
+        RoleKind::Verifier => {
+            let url = ledger_url()?;
+            let log_key = match &c.log_key {
+                Some(k) => k.parse()?,
+                None => LedgerClient::new(&url, key.clone())
+                    .params()
+                    .await
+                    .context("asking the ledger for its log key")?
+                    .log_key
+                    .parse()?,
+            };
+            let (engine, id) =
+                tokio::task::spawn_blocking(move || load_engine(&model, threads)).await??;
+            verifier(member(url), engine, id, log_key, data_dir).await
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The JSON messages the roles exchange (besides the protocol records
+//! themselves, which travel in their canonical form).
+
+use serde::{Deserialize, Serialize};
+use verinfer_ledger::state::Summary;
+use verinfer_ledger::tx::{ModelEntry, Params, Role};
+use verinfer_types::records::{InferenceResult, Request};
+use verinfer_types::{Hash, PublicKey};
+
+/// `GET /node/info`: what a node is and serves.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node key.
+    pub key: PublicKey,
+    /// `ledger`, `gateway`, `inference` or `verifier`.
+    pub role: String,
+    /// Model ids served (inference) or checked (verifier).
+    #[serde(default)]
+    pub models: Vec<Hash>,
+    /// Engine version.
+    #[serde(default)]
+    pub engine: String,
+    /// Context window of the model, in tokens.
+    #[serde(default)]
+    pub context_len: u32,
+}
+
+/// One line of the newline-delimited JSON stream an inference node answers
+/// `POST /inference/respond` with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InferenceEvent {
+    /// Text of the next token(s), as generated.
+    Text(String),
+    /// The signed Result; the last line.
+    Result(Box<InferenceResult>),
+    /// The node could not answer; the last line.
+    Error(NodeError),
+}
+
+/// A node's refusal, with the HTTP status it maps to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeError {
+    /// 400 bad request, 413 prompt too long, 503 busy or failed.
+    pub status: u16,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// `POST /verifier/check`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckRequest {
+    /// The request.
+    pub request: Request,
+    /// The signed result to check.
+    pub result: InferenceResult,
+}
+
+/// `POST /ledger/tx` on success.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TxApplied {
+    /// Ledger height after the transaction.
+    pub height: u64,
+    /// Log index of the first receipt leaf it appended.
+    pub first_leaf: u64,
+    /// Receipt leaves appended.
+    pub leaves: u64,
+    /// Id of a new proposal.
+    #[serde(default)]
+    pub proposal: Option<u64>,
+}
+
+/// `POST /ledger/tx` on refusal (status 409).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TxRefused {
+    /// The ledger's reason.
+    pub error: String,
+    /// `nonce`, `insufficient`, `receipt`, `signature` or `rule`.
+    pub code: String,
+    /// For `receipt`: which receipt of a settlement.
+    #[serde(default)]
+    pub index: Option<usize>,
+}
+
+/// `GET /ledger/account/{key}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AccountView {
+    /// Spendable balance (base units).
+    #[serde(with = "u128_string")]
+    pub balance: u128,
+    /// Next nonce.
+    pub nonce: u64,
+    /// Stake.
+    #[serde(with = "u128_string")]
+    pub stake: u128,
+}
+
+/// One registered node in `GET /ledger/nodes`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Node key.
+    pub key: PublicKey,
+    /// Role.
+    pub role: Role,
+    /// Where it serves.
+    pub endpoint: String,
+    /// Stake (base units).
+    #[serde(with = "u128_string")]
+    pub stake: u128,
+    /// Ledger height of its registration.
+    pub registered: u64,
+    /// Ledger height of its last heartbeat.
+    pub last_heartbeat: u64,
+    /// Wall-clock time the ledger last heard from it (Unix ms; 0: not since
+    /// the ledger started).
+    pub last_seen_ms: u64,
+}
+
+/// `GET /ledger/params`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ParamsView {
+    /// Governed parameters.
+    pub params: Params,
+    /// Admitted models.
+    pub models: Vec<ModelEntry>,
+    /// Ledger height.
+    pub height: u64,
+    /// The receipts log's verifier key.
+    pub log_key: String,
+    /// Cosignatures that make a checkpoint final.
+    pub witness_quorum: u32,
+}
+
+/// `GET /v1/ledger/summary`: supply totals as decimal strings (JavaScript
+/// numbers cannot hold 18-decimal amounts).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryView {
+    /// All tokens; equals the sum of the five others.
+    #[serde(with = "u128_string")]
+    pub total_supply: u128,
+    /// Balances of all accounts but the treasury.
+    #[serde(with = "u128_string")]
+    pub balances: u128,
+    /// Reserved for in-flight requests.
+    #[serde(with = "u128_string")]
+    pub escrow: u128,
+    /// Staked.
+    #[serde(with = "u128_string")]
+    pub stakes: u128,
+    /// Unstaked, not yet withdrawn.
+    #[serde(with = "u128_string")]
+    pub unbonding: u128,
+    /// The treasury's balance.
+    #[serde(with = "u128_string")]
+    pub treasury: u128,
+    /// Ledger height.
+    pub height: u64,
+}
+
+impl SummaryView {
+    /// The view of `s` at `height`.
+    pub fn new(s: &Summary, height: u64) -> Self {
+        SummaryView {
+            total_supply: s.total_supply,
+            balances: s.balances,
+            escrow: s.escrow,
+            stakes: s.stakes,
+            unbonding: s.unbonding,
+            treasury: s.treasury,
+            height,
+        }
+    }
+
+    /// Whether the total supply is exactly what is held.
+    pub fn conserved(&self) -> bool {
+        [
+            self.balances,
+            self.escrow,
+            self.stakes,
+            self.unbonding,
+            self.treasury,
+        ]
+        .iter()
+        .try_fold(0u128, |a, b| a.checked_add(*b))
+            == Some(self.total_supply)
+    }
+}
+
+/// Amounts as decimal strings (they exceed JSON's safe integers).
+pub mod u128_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises as a decimal string.
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    /// Parses a decimal string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
