@@ -106,6 +106,11 @@ impl Devnet {
         }
     }
 
+    /// The gateway.
+    pub fn gateway(&self) -> Option<&Arc<crate::gateway::Gateway>> {
+        self.role("gateway").and_then(|r| r.gateway.as_ref())
+    }
+
     /// The role named `name` (`ledger`, `gateway`, `inference-0`, `verifier-2`...).
     pub fn role(&self, name: &str) -> Option<&Running> {
         self.roles.iter().find(|(n, _)| n == name).map(|(_, r)| r)
@@ -182,13 +187,19 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
             k
         }
     };
-    let keys_file = crate::config::ApiKeysFile {
-        keys: vec![crate::config::ApiKeyEntry {
+    // Keep keys added by hand; make sure the demo key is there.
+    let keys_path = gw_dir.join("api-keys.toml");
+    let mut keys_file: crate::config::ApiKeysFile = match std::fs::read_to_string(&keys_path) {
+        Ok(t) => toml::from_str(&t).with_context(|| format!("parsing {}", keys_path.display()))?,
+        Err(_) => Default::default(),
+    };
+    if !keys_file.keys.iter().any(|k| k.api_key == api_key) {
+        keys_file.keys.push(crate::config::ApiKeyEntry {
             api_key: api_key.clone(),
             account: PathBuf::from("demo.key"),
-        }],
-    };
-    std::fs::write(gw_dir.join("api-keys.toml"), toml::to_string(&keys_file)?)?;
+        });
+        std::fs::write(&keys_path, toml::to_string(&keys_file)?)?;
+    }
     if ledger.with_state(|s| s.balance(&demo.public())) == 0
         && ledger.with_state(|s| s.nonce(&demo.public())) == 0
     {

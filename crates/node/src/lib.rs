@@ -28,5 +28,7 @@ pub mod inference_role;
 pub mod ledger_role;
 pub mod membership;
 pub mod start;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod verifier_role;
 pub mod wire;

@@ -198,7 +198,7 @@ pub fn test_receipt(
             v
         })
         .collect();
-    verdicts.sort_by(|a, b| a.verifier.cmp(&b.verifier));
+    verdicts.sort_by_key(|v| v.verifier);
     Receipt {
         tag: ReceiptTag,
         request,

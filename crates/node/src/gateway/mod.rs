@@ -131,6 +131,11 @@ impl Gateway {
         gw
     }
 
+    /// The gateway's counters.
+    pub fn counters(&self) -> metrics::Snapshot {
+        self.counters.snapshot()
+    }
+
     /// The directory of nodes.
     pub fn directory(&self) -> &Directory {
         &self.directory

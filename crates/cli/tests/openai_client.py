@@ -1,0 +1,167 @@
+"""Drive a verinfer gateway with the official OpenAI Python client, unchanged.
+
+Usage: openai_client.py URL API_KEY   (or VERINFER_URL / VERINFER_API_KEY)
+
+URL is the gateway root (http://127.0.0.1:PORT); the client gets URL + "/v1".
+Every answer must carry the `verinfer` extra object with status "verified";
+the script prints each receipt id on its own line as `receipt: ID` so the
+caller (crates/cli/tests/openai_client.rs) can check them with
+`verinfer verify`. Exit 0 when every check holds; a failed assertion or an
+exception from the client is a non-zero exit with a traceback.
+"""
+
+import os
+import re
+import sys
+
+import openai
+from openai import OpenAI
+
+MODEL = "smollm2-135m"
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def verinfer_of(obj, what):
+    """The `verinfer` extra field of a pydantic model returned by the client."""
+    extra = obj.model_extra or {}
+    assert "verinfer" in extra, f"{what}: no `verinfer` in model_extra: {obj!r}"
+    v = extra["verinfer"]
+    # The same object must be reachable through to_dict() too.
+    assert obj.to_dict().get("verinfer") == v, f"{what}: to_dict() lacks verinfer"
+    assert isinstance(v, dict), f"{what}: verinfer is not an object: {v!r}"
+    assert v.get("status") == "verified", f"{what}: status {v.get('status')!r}"
+    rid = v.get("receipt_id")
+    assert isinstance(rid, str) and HEX64.match(rid), f"{what}: receipt_id {rid!r}"
+    for key in ("log_index", "model_id", "receipt_url", "node", "verifiers"):
+        assert key in v, f"{what}: verinfer lacks {key}: {v!r}"
+    return v
+
+
+RECEIPTS = []
+
+
+def receipt(rid):
+    assert rid not in RECEIPTS, f"receipt {rid} returned twice"
+    RECEIPTS.append(rid)
+    print(f"receipt: {rid}", flush=True)
+
+
+def check_usage(usage, what):
+    assert usage is not None, f"{what}: no usage"
+    assert usage.prompt_tokens > 0, f"{what}: prompt_tokens {usage.prompt_tokens}"
+    assert usage.completion_tokens > 0, f"{what}: completion_tokens"
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def main():
+    url = sys.argv[1] if len(sys.argv) > 1 else os.environ["VERINFER_URL"]
+    key = sys.argv[2] if len(sys.argv) > 2 else os.environ["VERINFER_API_KEY"]
+    base = url.rstrip("/") + "/v1"
+    print(f"openai {openai.__version__} against {base}", flush=True)
+    client = OpenAI(base_url=base, api_key=key, timeout=60.0, max_retries=0)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+
+    # Models.
+    ids = [m.id for m in client.models.list()]
+    assert MODEL in ids, f"models: {ids}"
+    print(f"models: {ids}", flush=True)
+
+    # A non-streamed chat completion.
+    resp = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=16
+    )
+    assert resp.object == "chat.completion", resp.object
+    assert resp.model == MODEL, resp.model
+    choice = resp.choices[0]
+    assert choice.message.role == "assistant", choice.message.role
+    assert choice.message.content, f"empty content: {resp!r}"
+    assert choice.finish_reason in ("stop", "length"), choice.finish_reason
+    check_usage(resp.usage, "chat")
+    assert resp.usage.completion_tokens <= 16, resp.usage
+    v = verinfer_of(resp, "chat")
+    print(f"chat: {choice.message.content!r} ({choice.finish_reason})", flush=True)
+    receipt(v["receipt_id"])
+
+    # The raw response: the receipt header matches the body.
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=messages, max_tokens=8
+    )
+    header = raw.headers.get("x-verinfer-receipt")
+    parsed = raw.parse()
+    v = verinfer_of(parsed, "raw chat")
+    assert header == v["receipt_id"], f"header {header!r} != body {v['receipt_id']!r}"
+    assert parsed.choices[0].message.content, "raw chat: empty content"
+    receipt(v["receipt_id"])
+
+    # A streamed chat completion, with the usage chunk asked for.
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, finish, final, usage, chunks = "", None, None, None, 0
+    for chunk in stream:
+        chunks += 1
+        assert chunk.object == "chat.completion.chunk", chunk.object
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for c in chunk.choices:
+            if c.delta.content:
+                text += c.delta.content
+            if c.finish_reason is not None:
+                finish = c.finish_reason
+                final = chunk
+    assert text, "stream: no content"
+    assert finish in ("stop", "length"), f"stream: finish_reason {finish!r}"
+    check_usage(usage, "stream")
+    v = verinfer_of(final, "stream final chunk")
+    print(f"stream: {text!r} ({finish}, {chunks} chunks)", flush=True)
+    receipt(v["receipt_id"])
+
+    # A legacy completion.
+    comp = client.completions.create(
+        model=MODEL, prompt="The capital of France is", max_tokens=8
+    )
+    assert comp.object == "text_completion", comp.object
+    assert comp.choices[0].text, f"completion: empty text: {comp!r}"
+    assert comp.choices[0].finish_reason in ("stop", "length")
+    check_usage(comp.usage, "completion")
+    v = verinfer_of(comp, "completion")
+    print(f"completion: {comp.choices[0].text!r}", flush=True)
+    receipt(v["receipt_id"])
+
+    # Errors map to the client's exception types.
+    bad = OpenAI(base_url=base, api_key="vi-not-a-key", timeout=60.0, max_retries=0)
+    try:
+        bad.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
+        raise AssertionError("bad key: no error")
+    except openai.AuthenticationError as e:
+        assert e.status_code == 401, e.status_code
+        assert e.code == "invalid_api_key", e.code
+        print(f"bad key: {e.status_code} {e.message}", flush=True)
+
+    try:
+        client.chat.completions.create(
+            model="no-such-model", messages=messages, max_tokens=4
+        )
+        raise AssertionError("unknown model: no error")
+    except openai.NotFoundError as e:
+        assert e.status_code == 404, e.status_code
+        assert e.code == "model_not_found", e.code
+        print(f"unknown model: {e.status_code} {e.message}", flush=True)
+
+    try:
+        client.chat.completions.create(model=MODEL, messages=messages, max_tokens=0)
+        raise AssertionError("max_tokens=0: no error")
+    except openai.BadRequestError as e:
+        assert e.status_code == 400, e.status_code
+        assert e.param == "max_tokens", e.param
+        print(f"max_tokens=0: {e.status_code} {e.message}", flush=True)
+
+    print("ok", flush=True)
+
+
+if __name__ == "__main__":
+    main()

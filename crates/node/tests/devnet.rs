@@ -1,0 +1,311 @@
+//! End-to-end: the devnet in this process on free ports, driven through the
+//! API by a real HTTP client. Guards the whole flow of DESIGN.md (reserve,
+//! infer, verify, settle, receipt, cosigned checkpoint), the API's error
+//! statuses, cheaters being caught and slashed, concurrency with
+//! conservation of supply, and restarts keeping history.
+
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use verinfer_inference::respond::Fault;
+use verinfer_node::config::{create_key, ApiKeyEntry, ApiKeysFile};
+use verinfer_node::devnet::{self, Devnet, DevnetOptions};
+use verinfer_node::testing::{bundle, chat, post, Reply};
+use verinfer_types::records::Receipt;
+use verinfer_types::Record;
+use verinfer_verify::receipt::{check_receipt, ReceiptBundle, Status, Trust};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn options(dir: &Path) -> DevnetOptions {
+    let mut o = DevnetOptions::new(dir.to_path_buf());
+    o.listen = "127.0.0.1:0".into();
+    o.heartbeat = Duration::from_millis(500);
+    o
+}
+
+async fn verified(http: &reqwest::Client, net: &Devnet, r: &Reply) -> ReceiptBundle {
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.verification(), "verified", "{:?}", r.verinfer);
+    let id = r.receipt().expect("receipt id");
+    let b = bundle(http, &net.url, &net.api_key, &id, WAIT)
+        .await
+        .expect("receipt");
+    let report =
+        check_receipt(&b, &Trust::from_bundle(&b).expect("trust")).expect("receipt verifies");
+    assert_eq!(report.status, Status::Verified);
+    b
+}
+
+/// A poor account's API key, added before the devnet starts.
+fn add_poor_key(dir: &Path) -> String {
+    let gw = dir.join("gateway");
+    create_key(&gw.join("poor.key")).expect("key");
+    let path = gw.join("api-keys.toml");
+    let mut f: ApiKeysFile =
+        toml::from_str(&std::fs::read_to_string(&path).expect("keys")).expect("toml");
+    f.keys.push(ApiKeyEntry {
+        api_key: "vi-poor".into(),
+        account: "poor.key".into(),
+    });
+    std::fs::write(&path, toml::to_string(&f).expect("toml")).expect("write");
+    "vi-poor".into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn devnet_answers_are_verified_settled_and_provable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = options(dir.path());
+    let path = devnet::model_path(None).expect("model");
+    devnet::prepare(&opts, &path).expect("prepare");
+    let poor = add_poor_key(dir.path());
+    let net = devnet::run(opts.clone()).await.expect("devnet");
+    let http = reqwest::Client::new();
+
+    // Non-streamed and streamed answers: verified, settled, provable.
+    let plain = chat(&http, &net.url, &net.api_key, "What is 2+2?", 12, false)
+        .await
+        .expect("chat");
+    assert_eq!(
+        plain.header_receipt.as_deref(),
+        plain.receipt().map(|h| h.to_hex()).as_deref()
+    );
+    let b = verified(&http, &net, &plain).await;
+    let streamed = chat(&http, &net.url, &net.api_key, "What is 2+2?", 12, true)
+        .await
+        .expect("chat");
+    assert_eq!(
+        streamed.text, plain.text,
+        "greedy answers are deterministic"
+    );
+    verified(&http, &net, &streamed).await;
+
+    // One byte changed anywhere the receipt commits to fails the check.
+    let trust = Trust::from_bundle(&b).expect("trust");
+    let mut tampered = b.clone();
+    let r: &mut Receipt = tampered.receipt.as_mut().expect("owner sees the text");
+    r.result.output_text.push('!');
+    assert!(check_receipt(&tampered, &trust).is_err());
+    let text = serde_json::to_string(&b).expect("json");
+    let flipped = text.replacen(
+        &b.leaf.fees.total.to_string(),
+        &(b.leaf.fees.total.0 + 1).to_string(),
+        1,
+    );
+    let parsed: ReceiptBundle = serde_json::from_str(&flipped).expect("json");
+    assert!(check_receipt(&parsed, &trust).is_err());
+
+    // Another key sees the leaf and the proof, not the text.
+    let public: ReceiptBundle = http
+        .get(format!("{}/v1/receipts/{}", net.url, b.id))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert!(public.receipt.is_none());
+    assert_eq!(
+        check_receipt(&public, &trust)
+            .expect("leaf-only check")
+            .status,
+        Status::LeafOnly
+    );
+
+    // Errors in OpenAI's format with the right status.
+    let body = json!({"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    let status = |r: &Reply| {
+        (
+            r.status,
+            serde_json::from_str::<serde_json::Value>(&r.text)
+                .map(|v| v["error"]["param"].clone())
+                .unwrap_or_default(),
+        )
+    };
+    let r = post(&http, &net.url, "vi-wrong", body.clone())
+        .await
+        .expect("post");
+    assert_eq!(r.status, 401);
+    let r = post(&http, &net.url, &poor, body.clone())
+        .await
+        .expect("post");
+    assert_eq!(r.status, 402, "{}", r.text);
+    let mut bad = body.clone();
+    bad["temperature"] = json!("hot");
+    assert_eq!(
+        status(
+            &post(&http, &net.url, &net.api_key, bad)
+                .await
+                .expect("post")
+        ),
+        (400, json!("temperature"))
+    );
+    let mut unknown = body.clone();
+    unknown["model"] = json!("gpt-9");
+    assert_eq!(
+        status(
+            &post(&http, &net.url, &net.api_key, unknown)
+                .await
+                .expect("post")
+        ),
+        (404, json!("model"))
+    );
+    let mut long = body.clone();
+    long["messages"][0]["content"] = json!("lorem ipsum ".repeat(6000));
+    assert_eq!(
+        post(&http, &net.url, &net.api_key, long)
+            .await
+            .expect("post")
+            .status,
+        413
+    );
+    let mut huge = body.clone();
+    huge["messages"][0]["content"] = json!("x".repeat(2 << 20));
+    assert_eq!(
+        post(&http, &net.url, &net.api_key, huge)
+            .await
+            .expect("post")
+            .status,
+        413
+    );
+
+    // 50 concurrent chats: each one a receipt in the log; supply conserved.
+    let before = net.ledger.receipts().size();
+    let http = Arc::new(http);
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let (http, url, key) = (http.clone(), net.url.clone(), net.api_key.clone());
+            tokio::spawn(async move {
+                chat(&http, &url, &key, &format!("Count to {i}."), 4, i % 2 == 0).await
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        let r = t.await.expect("task").expect("chat");
+        assert_eq!(
+            (r.status, r.verification()),
+            (200, "verified"),
+            "{}",
+            r.text
+        );
+        ids.push(r.receipt().expect("receipt"));
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+    for id in &ids {
+        assert!(
+            net.ledger.receipt_index(id).is_some(),
+            "receipt {id} is in the log"
+        );
+    }
+    assert!(net.ledger.receipts().size() >= before + 50);
+    let summary = net.ledger.with_state(|s| s.summary());
+    assert_eq!(summary.escrow, 0, "every reservation settled or released");
+    net.ledger
+        .with_state(|s| s.check_invariants())
+        .expect("supply conserved");
+
+    // The rate limit: a burst of requests beyond it gets 429.
+    let mut limited = false;
+    for _ in 0..150 {
+        let r = post(&http, &net.url, &net.api_key, json!({"model": 1}))
+            .await
+            .expect("post");
+        if r.status == 429 {
+            limited = true;
+            break;
+        }
+        assert_eq!(r.status, 400);
+    }
+    assert!(limited, "the per-key rate limit holds");
+
+    // A restart on the same directory keeps the history.
+    let size = net.ledger.receipts().size();
+    net.stop();
+    drop(net);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let net = devnet::run(opts).await.expect("restart");
+    assert_eq!(net.ledger.receipts().size(), size);
+    let again = bundle(&http, &net.url, &net.api_key, &b.id, WAIT)
+        .await
+        .expect("old receipt");
+    assert_eq!(
+        again.receipt.as_ref().map(|r| r.hash().ok()),
+        b.receipt.as_ref().map(|r| r.hash().ok())
+    );
+    let fresh = chat(&http, &net.url, &net.api_key, "And now?", 4, false)
+        .await
+        .expect("chat");
+    verified(&http, &net, &fresh).await;
+
+    // No healthy inference node: 503.
+    for name in ["inference-0", "inference-1"] {
+        net.role(name).expect("role").stop();
+    }
+    let r = chat(&http, &net.url, &net.api_key, "anyone?", 4, false)
+        .await
+        .expect("chat");
+    assert_eq!(r.status, 503, "{}", r.text);
+    net.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cheating_node_is_rejected_slashed_and_bypassed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = options(dir.path());
+    opts.faulty_inference = 1;
+    opts.fault = Fault::EditToken(1);
+    let net = devnet::run(opts).await.expect("devnet");
+    let http = reqwest::Client::new();
+    let cheater = devnet_key(dir.path(), "inference-0");
+    let demo = devnet_key(dir.path(), "gateway/demo");
+    let balance = net.ledger.with_state(|s| s.balance(&demo));
+
+    let mut fees = 0u128;
+    for i in 0..6 {
+        let r = chat(
+            &http,
+            &net.url,
+            &net.api_key,
+            &format!("Tell me a fact about the number {i}."),
+            8,
+            i % 2 == 1,
+        )
+        .await
+        .expect("chat");
+        let b = verified(&http, &net, &r).await;
+        assert_ne!(b.leaf.node, cheater, "answers come from the honest node");
+        fees += b.leaf.fees.total.0;
+    }
+    let c = net.gateway().expect("gateway").counters();
+    assert!(
+        c.rejected >= 1,
+        "the cheater was given requests and caught: {c:?}"
+    );
+    assert_eq!(c.slashes, c.rejected, "every caught cheat is slashed");
+    let slashed = net
+        .ledger
+        .with_state(|s| s.slashed.iter().filter(|(_, who)| *who == cheater).count());
+    assert_eq!(slashed as u64, c.rejected);
+    // The requester paid only for the verified answers.
+    let after = net.ledger.with_state(|s| s.balance(&demo));
+    assert_eq!(balance - after, fees);
+    net.ledger
+        .with_state(|s| s.check_invariants())
+        .expect("supply conserved");
+    net.stop();
+}
+
+fn devnet_key(dir: &Path, name: &str) -> verinfer_types::PublicKey {
+    let path = if name.contains('/') {
+        dir.join(format!("{name}.key"))
+    } else {
+        dir.join(name).join("node.key")
+    };
+    verinfer_node::config::load_key(&path)
+        .expect("key")
+        .public()
+}
