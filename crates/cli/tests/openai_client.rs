@@ -170,7 +170,13 @@ fn venv_python(client: &Client) -> PathBuf {
     assert!(
         out.status.success(),
         "{}",
-        report(&format!("pip install openai=={}", client.version), &out)
+        report(
+            &format!(
+                "pip install openai=={} (this test needs PyPI through pip)",
+                client.version
+            ),
+            &out
+        )
     );
     std::fs::write(tmp.join(MARKER), client.requirements.join("\n")).expect("write the marker");
     // The venv's python finds its site-packages through pyvenv.cfg beside

@@ -1,0 +1,200 @@
+//! The network as separate processes, one per role (`verinfer node`), under
+//! load while one verifier and one inference node are killed: every answer
+//! the gateway acknowledged is in the log with a receipt that verifies, and
+//! the ledger's supply is conserved. Guards the roles' HTTP protocol across
+//! processes, failover (retry on another inference node, replacement
+//! verifiers) and durability of acknowledged settlements.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use verinfer_node::testing::{bundle, chat};
+use verinfer_verify::receipt::{check_receipt, Status, Trust};
+
+/// A child process killed when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_verinfer"));
+    c.env("VERINFER_LOG", "warn");
+    c
+}
+
+/// Starts `verinfer node` with `config` and waits for its `ready at URL` line.
+fn node(role: &str, config: &Path) -> (Proc, String) {
+    let mut child = bin()
+        .args(["node", "--role", role, "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn verinfer node");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some(url) = l.split(" ready at ").nth(1) {
+                    break url.trim().to_string();
+                }
+            }
+            _ => panic!("{role} ({}) exited before it was ready", config.display()),
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (
+        Proc {
+            name: config.display().to_string(),
+            child,
+        },
+        url,
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn write(path: PathBuf, text: String) -> PathBuf {
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let out = bin()
+        .args(["devnet", "--init-only", "--data-dir"])
+        .arg(d)
+        .output()
+        .expect("devnet --init-only");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let api_key = std::fs::read_to_string(d.join("api-key")).expect("api key").trim().to_string();
+    let model = verinfer_inference::models::resolve("smollm2-135m").expect("model fetched by init");
+
+    let ledger_url = format!("http://127.0.0.1:{}", free_port());
+    let ledger_cfg = write(
+        d.join("ledger/node.toml"),
+        format!(
+            "role = \"ledger\"\nkey = \"node.key\"\nlisten = \"{}\"\n\n[ledger]\nwitness_quorum = 2\ncheckpoint_interval_ms = 300\n",
+            ledger_url.trim_start_matches("http://")
+        ),
+    );
+    let mut procs = vec![node("ledger", &ledger_cfg).0];
+    let member = |name: &str| {
+        write(
+            d.join(name).join("node.toml"),
+            format!(
+                "key = \"node.key\"\nlisten = \"127.0.0.1:0\"\nledger_url = \"{ledger_url}\"\nmodel = \"{}\"\nthreads = 1\nheartbeat_ms = 500\n",
+                model.display()
+            ),
+        )
+    };
+    for i in 0..3 {
+        procs.push(node("verifier", &member(&format!("verifier-{i}"))).0);
+    }
+    for i in 0..2 {
+        procs.push(node("inference", &member(&format!("inference-{i}"))).0);
+    }
+    let gw_cfg = write(
+        d.join("gateway/node.toml"),
+        format!(
+            "key = \"node.key\"\nlisten = \"127.0.0.1:0\"\nledger_url = \"{ledger_url}\"\n\n[gateway]\napi_keys = \"api-keys.toml\"\nquorum = 2\nliveness_ms = 3000\n"
+        ),
+    );
+    let (gw, url) = node("gateway", &gw_cfg);
+    procs.push(gw);
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let http = Arc::new(reqwest::Client::new());
+        // Ready: the gateway sees both inference nodes and all verifiers.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v: serde_json::Value = http.get(format!("{url}/v1/models")).send().await.expect("models").json().await.expect("json");
+            let m = &v["data"][0]["verinfer"];
+            if m["inference_nodes"] == 2 && m["verifiers"] == 3 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "network not ready: {v}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // Load from 4 clients; kill a verifier and an inference node once
+        // six answers are in.
+        const TOTAL: usize = 24;
+        let sent = Arc::new(AtomicUsize::new(0));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let (http, url, key, sent, acked) = (http.clone(), url.clone(), api_key.clone(), sent.clone(), acked.clone());
+                tokio::spawn(async move {
+                    let mut replies = Vec::new();
+                    loop {
+                        let i = sent.fetch_add(1, Ordering::SeqCst);
+                        if i >= TOTAL {
+                            break replies;
+                        }
+                        let r = chat(&http, &url, &key, &format!("Write a short line about the number {i}."), 12, (i + w) % 2 == 0)
+                            .await
+                            .expect("request");
+                        if r.status == 200 {
+                            acked.fetch_add(1, Ordering::SeqCst);
+                        }
+                        replies.push(r);
+                    }
+                })
+            })
+            .collect();
+        while acked.load(Ordering::SeqCst) < 6 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for p in procs.iter_mut().filter(|p| p.name.contains("verifier-0") || p.name.contains("inference-0")) {
+            p.child.kill().expect("kill");
+        }
+        let mut replies = Vec::new();
+        for w in workers {
+            replies.extend(w.await.expect("worker"));
+        }
+        assert_eq!(replies.len(), TOTAL);
+        for r in &replies {
+            assert_eq!((r.status, r.verification()), (200, "verified"), "every request is served despite the kills: {}", r.text);
+        }
+        // Nothing acknowledged is lost: each receipt is in the log, covered
+        // by a cosigned checkpoint, and verifies.
+        for r in &replies {
+            let id = r.receipt().expect("receipt id");
+            let b = bundle(&http, &url, &api_key, &id, Duration::from_secs(30)).await.expect("receipt");
+            let report = check_receipt(&b, &Trust::from_bundle(&b).expect("trust")).expect("receipt verifies");
+            assert_eq!(report.status, Status::Verified);
+        }
+        let s: verinfer_node::wire::SummaryView = http
+            .get(format!("{url}/v1/ledger/summary"))
+            .send()
+            .await
+            .expect("summary")
+            .json()
+            .await
+            .expect("json");
+        assert!(s.conserved(), "supply conserved: {s:?}");
+        assert_eq!(s.escrow, 0, "no reservation left behind");
+    });
+}
