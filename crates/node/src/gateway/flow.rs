@@ -380,7 +380,7 @@ impl Gateway {
         match assemble_certificate(&hash, &committee, k, &verdicts) {
             Ok(c) => Ok(Checked::Certified(c)),
             Err(CertificateError::Rejected(_)) => {
-                self.dispute(model, request, result, &hash, &live, committee, verdicts, k)
+                self.dispute(request, result, &hash, &live, committee, verdicts, k)
                     .await
             }
             Err(e) => Err(ApiError::unavailable(format!("no certificate: {e}"))),
@@ -435,7 +435,6 @@ impl Gateway {
     #[allow(clippy::too_many_arguments)]
     async fn dispute(
         &self,
-        model: &ModelEntry,
         request: &Request,
         result: &InferenceResult,
         hash: &Hash,
@@ -444,7 +443,6 @@ impl Gateway {
         earlier: Vec<Verdict>,
         k: usize,
     ) -> Result<Checked, ApiError> {
-        let _ = model;
         let rest: Vec<Member> = live
             .iter()
             .filter(|m| !first.contains(&m.view.key))

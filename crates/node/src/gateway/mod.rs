@@ -302,7 +302,7 @@ async fn start(
             match ev {
                 Event::Text(t) => text.push_str(&t),
                 Event::Retract { .. } => text.clear(),
-                Event::Done(done) => return done.map(|a| shape.whole(gw, &a)).and_then(|r| r),
+                Event::Done(done) => return done.map(|a| shape.whole(&a)),
             }
         }
         return Err(ApiError::internal("the request task stopped"));
@@ -362,7 +362,7 @@ impl Shape {
     }
 
     /// The whole answer as one JSON response.
-    fn whole(&self, gw: &Gateway, a: &Answer) -> Result<Response, ApiError> {
+    fn whole(&self, a: &Answer) -> Response {
         let text = if a.status == Status::Rejected {
             ""
         } else {
@@ -386,8 +386,7 @@ impl Shape {
         });
         let mut r = Json(body).into_response();
         decorate(r.headers_mut(), a);
-        let _ = gw;
-        Ok(r)
+        r
     }
 
     fn chunk(
