@@ -86,8 +86,15 @@ fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {
         .arg(d)
         .output()
         .expect("devnet --init-only");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let api_key = std::fs::read_to_string(d.join("api-key")).expect("api key").trim().to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let api_key = std::fs::read_to_string(d.join("api-key"))
+        .expect("api key")
+        .trim()
+        .to_string();
     let model = verinfer_inference::models::resolve("smollm2-135m").expect("model fetched by init");
 
     let ledger_url = format!("http://127.0.0.1:{}", free_port());
@@ -129,7 +136,14 @@ fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {
         // Ready: the gateway sees both inference nodes and all verifiers.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let v: serde_json::Value = http.get(format!("{url}/v1/models")).send().await.expect("models").json().await.expect("json");
+            let v: serde_json::Value = http
+                .get(format!("{url}/v1/models"))
+                .send()
+                .await
+                .expect("models")
+                .json()
+                .await
+                .expect("json");
             let m = &v["data"][0]["verinfer"];
             if m["inference_nodes"] == 2 && m["verifiers"] == 3 {
                 break;
@@ -145,7 +159,13 @@ fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {
         let acked = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..4)
             .map(|w| {
-                let (http, url, key, sent, acked) = (http.clone(), url.clone(), api_key.clone(), sent.clone(), acked.clone());
+                let (http, url, key, sent, acked) = (
+                    http.clone(),
+                    url.clone(),
+                    api_key.clone(),
+                    sent.clone(),
+                    acked.clone(),
+                );
                 tokio::spawn(async move {
                     let mut replies = Vec::new();
                     loop {
@@ -153,9 +173,16 @@ fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {
                         if i >= TOTAL {
                             break replies;
                         }
-                        let r = chat(&http, &url, &key, &format!("Write a short line about the number {i}."), 12, (i + w) % 2 == 0)
-                            .await
-                            .expect("request");
+                        let r = chat(
+                            &http,
+                            &url,
+                            &key,
+                            &format!("Write a short line about the number {i}."),
+                            12,
+                            (i + w) % 2 == 0,
+                        )
+                        .await
+                        .expect("request");
                         if r.status == 200 {
                             acked.fetch_add(1, Ordering::SeqCst);
                         }
@@ -167,7 +194,10 @@ fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {
         while acked.load(Ordering::SeqCst) < 6 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        for p in procs.iter_mut().filter(|p| p.name.contains("verifier-0") || p.name.contains("inference-0")) {
+        for p in procs
+            .iter_mut()
+            .filter(|p| p.name.contains("verifier-0") || p.name.contains("inference-0"))
+        {
             p.child.kill().expect("kill");
         }
         let mut replies = Vec::new();
@@ -176,14 +206,22 @@ fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {
         }
         assert_eq!(replies.len(), TOTAL);
         for r in &replies {
-            assert_eq!((r.status, r.verification()), (200, "verified"), "every request is served despite the kills: {}", r.text);
+            assert_eq!(
+                (r.status, r.verification()),
+                (200, "verified"),
+                "every request is served despite the kills: {}",
+                r.text
+            );
         }
         // Nothing acknowledged is lost: each receipt is in the log, covered
         // by a cosigned checkpoint, and verifies.
         for r in &replies {
             let id = r.receipt().expect("receipt id");
-            let b = bundle(&http, &url, &api_key, &id, Duration::from_secs(30)).await.expect("receipt");
-            let report = check_receipt(&b, &Trust::from_bundle(&b).expect("trust")).expect("receipt verifies");
+            let b = bundle(&http, &url, &api_key, &id, Duration::from_secs(30))
+                .await
+                .expect("receipt");
+            let report = check_receipt(&b, &Trust::from_bundle(&b).expect("trust"))
+                .expect("receipt verifies");
             assert_eq!(report.status, Status::Verified);
         }
         let s: verinfer_node::wire::SummaryView = http

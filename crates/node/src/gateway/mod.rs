@@ -1,8 +1,8 @@
 //! The gateway role: the network's front door.
 //!
-//! It serves the OpenAI-compatible API (`/v1/chat/completions`,
-//! `/v1/completions`, `/v1/models`) to API-key holders, each key mapped to a
-//! ledger account whose key the gateway holds and signs for; routes every
+//! It serves the OpenAI-compatible API (`/v1/chat/completions` and
+//! `/v1/completions` to API-key holders, each key mapped to a ledger account
+//! whose key the gateway holds and signs for; `/v1/models` to anyone); routes every
 //! request through inference, verification and settlement ([`flow`]); and
 //! serves receipts, the log, the network's state and metrics.
 
