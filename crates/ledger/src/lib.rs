@@ -12,6 +12,6 @@ pub mod state;
 pub mod testkit;
 pub mod tx;
 
-pub use service::{Ledger, LedgerError};
+pub use service::{FeeTotals, Ledger, LedgerError, SlashRecord};
 pub use state::{apply, fees, State, Summary, TxError};
 pub use tx::{Transaction, TxBody};

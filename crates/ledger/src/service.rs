@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use verinfer_log::{Log, LogError};
 use verinfer_types::records::{Leaf, Receipt};
-use verinfer_types::{Hash, Record, RecordError, SecretKey};
+use verinfer_types::{Hash, PublicKey, Record, RecordError, SecretKey};
 
 /// Origin of the write-ahead log (internal; it is never served).
 const WAL_ORIGIN: &str = "verinfer.local/ledger-wal";
@@ -75,23 +75,87 @@ pub struct Ledger {
 
 /// Where each receipt is: its leaf hash (the receipt id) maps to its leaf
 /// index, and each leaf index to the WAL entry and position of the
-/// settlement that holds its full text.
+/// settlement that holds its full text. Also the explorer's indices: the
+/// leaves of each node and requester, the fees paid, and the slashes.
 #[derive(Default)]
 struct ReceiptIndex {
     by_id: HashMap<Hash, u64>,
     location: Vec<(u64, u32)>,
+    by_key: HashMap<PublicKey, Vec<u64>>,
+    fees: FeeTotals,
+    slashes: Vec<SlashRecord>,
+}
+
+/// Fees paid by all settled receipts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeeTotals {
+    /// Receipts settled.
+    pub receipts: u64,
+    /// Charged to requesters.
+    pub total: u128,
+    /// Paid to inference nodes.
+    pub node: u128,
+    /// Paid to verifiers.
+    pub verifiers: u128,
+    /// Paid to the treasury.
+    pub treasury: u128,
+}
+
+/// One applied slash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlashRecord {
+    /// WAL index of the transaction (its evidence is there).
+    pub wal_index: u64,
+    /// Ledger height after it.
+    pub height: u64,
+    /// Whose stake.
+    pub accused: PublicKey,
+    /// How much.
+    pub amount: u128,
 }
 
 impl ReceiptIndex {
-    fn add(&mut self, first_leaf: u64, wal_index: u64, ids: impl IntoIterator<Item = Hash>) {
-        for (k, id) in ids.into_iter().enumerate() {
-            let leaf = first_leaf + k as u64;
-            if leaf as usize == self.location.len() {
-                self.location.push((wal_index, k as u32));
-                self.by_id.insert(id, leaf);
+    fn add(&mut self, first_leaf: u64, wal_index: u64, leaves: &[Leaf], ids: &[Hash]) {
+        for (k, (leaf, id)) in leaves.iter().zip(ids).enumerate() {
+            let index = first_leaf + k as u64;
+            if index as usize != self.location.len() {
+                continue;
             }
+            self.location.push((wal_index, k as u32));
+            self.by_id.insert(*id, index);
+            self.by_key.entry(leaf.node).or_default().push(index);
+            if leaf.requester != leaf.node {
+                self.by_key.entry(leaf.requester).or_default().push(index);
+            }
+            let f = &mut self.fees;
+            f.receipts += 1;
+            f.total = f.total.saturating_add(leaf.fees.total.0);
+            f.node = f.node.saturating_add(leaf.fees.node.0);
+            f.verifiers = f.verifiers.saturating_add(leaf.fees.verifiers.0);
+            f.treasury = f.treasury.saturating_add(leaf.fees.treasury.0);
         }
     }
+
+    fn slashed(&mut self, wal_index: u64, height: u64, effects: &Effects) {
+        if let Some((accused, amount)) = effects.slashed {
+            self.slashes.push(SlashRecord {
+                wal_index,
+                height,
+                accused,
+                amount,
+            });
+        }
+    }
+}
+
+fn leaf_ids(leaves: &[Leaf]) -> Result<Vec<Hash>, RecordError> {
+    leaves
+        .iter()
+        .map(|l| {
+            l.to_canonical()
+                .map(|b| verinfer_log::merkle::leaf_hash(&b))
+        })
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -148,15 +212,10 @@ impl Ledger {
             index.add(
                 effects.first_leaf,
                 i,
-                effects
-                    .leaves
-                    .iter()
-                    .map(|l| {
-                        l.to_canonical()
-                            .map(|b| verinfer_log::merkle::leaf_hash(&b))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
+                &effects.leaves,
+                &leaf_ids(&effects.leaves)?,
             );
+            index.slashed(i, state.height, &effects);
             for (k, leaf) in effects.leaves.into_iter().enumerate() {
                 let index = effects.first_leaf + k as u64;
                 if index + 1 == have
@@ -223,6 +282,7 @@ impl Ledger {
             // replays only what the WAL holds).
             let effects = apply_checked(&mut state, tx)?;
             let index = self.wal.submit(vec![bytes]).map_err(|e| self.fail(e))?;
+            lock(&self.index).slashed(index, state.height, &effects);
             (
                 index,
                 Applied {
@@ -259,7 +319,7 @@ impl Ledger {
                     .map(|b| verinfer_log::merkle::leaf_hash(b))
                     .collect();
                 let first = self.receipts.submit(bytes)?;
-                lock(&self.index).add(first, index, ids);
+                lock(&self.index).add(first, index, &effects.leaves, &ids);
                 if first != effects.first_leaf {
                     return Err(LedgerError::Corrupt(format!(
                         "receipt leaf landed at {first}, expected {}",
@@ -313,6 +373,37 @@ impl Ledger {
     /// log leaf) is `id`, once its settlement is durable.
     pub fn receipt_index(&self, id: &Hash) -> Option<u64> {
         lock(&self.index).by_id.get(id).copied()
+    }
+
+    /// Leaf indices of the receipts whose node or requester is `key`, latest
+    /// first, below `before`, at most `limit`.
+    pub fn receipts_of(&self, key: &PublicKey, before: u64, limit: usize) -> Vec<u64> {
+        lock(&self.index)
+            .by_key
+            .get(key)
+            .map_or_else(Vec::new, |v| {
+                v.iter()
+                    .rev()
+                    .copied()
+                    .filter(|&i| i < before)
+                    .take(limit)
+                    .collect()
+            })
+    }
+
+    /// Fees paid by every settled receipt.
+    pub fn fee_totals(&self) -> FeeTotals {
+        lock(&self.index).fees
+    }
+
+    /// Every applied slash, in order.
+    pub fn slashes(&self) -> Vec<SlashRecord> {
+        lock(&self.index).slashes.clone()
+    }
+
+    /// The transaction at WAL index `index` (0 is the genesis, not a transaction).
+    pub fn transaction(&self, index: u64) -> Result<Transaction, LedgerError> {
+        Ok(Transaction::from_canonical(&self.wal.entry(index)?)?)
     }
 
     /// The full receipt at leaf `index`, read from the settlement in the WAL

@@ -199,6 +199,8 @@ pub struct Effects {
     pub first_leaf: u64,
     /// Id of a new proposal.
     pub proposal: Option<u64>,
+    /// Who a slash took stake from, and how much.
+    pub slashed: Option<(PublicKey, u128)>,
 }
 
 impl State {
@@ -630,7 +632,7 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
             }
             state.leaves += effects.leaves.len() as u64;
         }
-        TxBody::Slash { evidence } => slash(state, evidence)?,
+        TxBody::Slash { evidence } => effects.slashed = Some(slash(state, evidence)?),
         TxBody::Propose { change } => {
             if state.stake(signer) == 0 {
                 return Err(rule("only stakers can propose"));
@@ -777,7 +779,8 @@ fn certified_by(
     Ok(seen.into_iter().collect())
 }
 
-fn slash(state: &mut State, evidence: &Evidence) -> Result<(), TxError> {
+/// Applies a proven fault; returns the accused and the amount slashed.
+fn slash(state: &mut State, evidence: &Evidence) -> Result<(PublicKey, u128), TxError> {
     let bad = |m: &str| TxError::Evidence(m.to_string());
     let (result, accused, committee) = match evidence {
         Evidence::Node { result, committee } => (result, result.node, committee),
@@ -838,7 +841,7 @@ fn slash(state: &mut State, evidence: &Evidence) -> Result<(), TxError> {
     let t = state.treasury;
     credit(state, &t, to_treasury)?;
     state.slashed.insert((result_hash, accused));
-    Ok(())
+    Ok((accused, amount))
 }
 
 fn check_change(state: &State, change: &Change) -> Result<(), TxError> {

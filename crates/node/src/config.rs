@@ -25,6 +25,7 @@
 //! [ledger]
 //! witness_quorum = 2
 //! checkpoint_interval_ms = 500
+//! reporters = ["GATEWAY_PUBLIC_KEY_HEX"]
 //! ```
 
 use anyhow::{bail, Context};
@@ -94,6 +95,10 @@ pub struct LedgerSection {
     pub witness_quorum: Option<u32>,
     /// How often the log is checkpointed and cosigned while it grows.
     pub checkpoint_interval_ms: Option<u64>,
+    /// Gateway keys (hex) whose reports of rejections and missed verifier
+    /// tasks feed the explorer's charts.
+    #[serde(default)]
+    pub reporters: Vec<String>,
 }
 
 /// The API keys file.

@@ -254,6 +254,7 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         "127.0.0.1:0",
         witness_quorum,
         Duration::from_millis(500),
+        vec![key("gateway")?.public()],
     )
     .await?;
     let ledger_url = l.url.clone();
@@ -300,6 +301,7 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
             GatewayConfig {
                 api_keys,
                 default_verification: VerificationMode::Quorum { k: opts.quorum },
+                demo_api_key: Some(api_key.clone()),
                 ..GatewayConfig::default()
             },
         )

@@ -16,6 +16,7 @@
 //! is stored durably and served.
 
 use crate::auth::now_ms;
+use crate::chronicle::Chronicle;
 use crate::client::Peer;
 use crate::http::{blocking, HttpError};
 use crate::wire::{AccountView, NodeInfo, NodeView, ParamsView, SummaryView, TxApplied, TxRefused};
@@ -52,15 +53,22 @@ struct Final {
 
 /// The ledger role's state.
 pub struct LedgerNode {
-    ledger: Arc<Ledger>,
+    pub(crate) ledger: Arc<Ledger>,
     dir: PathBuf,
     key: PublicKey,
     witness_quorum: u32,
-    last_seen: Mutex<HashMap<PublicKey, u64>>,
+    pub(crate) last_seen: Mutex<HashMap<PublicKey, u64>>,
     cosigned: RwLock<Option<Final>>,
     /// Each witness's last cosigned size, as far as we know.
     witness_sizes: Mutex<HashMap<PublicKey, u64>>,
     peer: Peer,
+    /// Activity over time, for the explorer.
+    pub(crate) chronicle: Chronicle,
+    /// Every final checkpoint, for the explorer (`{"time_ms", "note"}` entries).
+    pub(crate) checkpoints: verinfer_log::Log,
+    /// Keys (gateways) whose reports of rejections and missed tasks count.
+    reporters: Vec<PublicKey>,
+    gate: crate::auth::Gate,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -75,7 +83,14 @@ impl LedgerNode {
         dir: PathBuf,
         key: verinfer_types::SecretKey,
         witness_quorum: u32,
+        reporters: Vec<PublicKey>,
     ) -> anyhow::Result<Arc<Self>> {
+        let history = dir.join("checkpoints");
+        let checkpoints = if history.join("config.json").exists() {
+            verinfer_log::Log::open(&history)?
+        } else {
+            verinfer_log::Log::init(&history, "verinfer.local/checkpoint-history")?
+        };
         let cosigned = match std::fs::read_to_string(dir.join(COSIGNED_FILE)) {
             Ok(note) => {
                 let n = Note::parse(&note)?;
@@ -87,14 +102,24 @@ impl LedgerNode {
         };
         Ok(Arc::new(LedgerNode {
             ledger,
-            dir,
             key: key.public(),
             witness_quorum,
             last_seen: Mutex::new(HashMap::new()),
             cosigned: RwLock::new(cosigned),
             witness_sizes: Mutex::new(HashMap::new()),
             peer: Peer::new(key),
+            chronicle: Chronicle::open(&dir)?,
+            checkpoints,
+            reporters,
+            gate: crate::auth::Gate::new(),
+            dir,
         }))
+    }
+
+    /// Writes the explorer's bookkeeping, the open minute included (at
+    /// shutdown).
+    pub fn flush(&self) -> anyhow::Result<()> {
+        self.chronicle.flush(now_ms(), true)
     }
 
     /// The ledger.
@@ -113,6 +138,17 @@ impl LedgerNode {
             .route("/v1/ledger/summary", get(summary))
             .route("/node/info", get(info))
             .route("/log/checkpoint", get(checkpoint))
+            .route("/ledger/report", post(report))
+            .route("/ledger/explorer/records", get(crate::explorer::records))
+            .route(
+                "/ledger/explorer/checkpoints",
+                get(crate::explorer::checkpoints),
+            )
+            .route(
+                "/ledger/explorer/settlement",
+                get(crate::explorer::settlement),
+            )
+            .route("/ledger/explorer/network", get(crate::explorer::network))
             .with_state(self.clone())
             .nest(
                 "/log",
@@ -198,8 +234,18 @@ impl LedgerNode {
     pub async fn cosign_loop(self: Arc<Self>, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flushed = now_ms();
         loop {
             tick.tick().await;
+            if now_ms().saturating_sub(flushed) >= 5_000 {
+                flushed = now_ms();
+                let n = self.clone();
+                match tokio::task::spawn_blocking(move || n.chronicle.flush(flushed, false)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the chronicle"),
+                    Err(e) => tracing::warn!(error = %e, "chronicle task failed"),
+                }
+            }
             if let Err(e) = self.cosign_once().await {
                 tracing::warn!(error = %e, "checkpoint not cosigned this round");
             }
@@ -264,6 +310,8 @@ impl LedgerNode {
             verinfer_log::write_atomic(&dir, COSIGNED_FILE, t.as_bytes())
         })
         .await??;
+        let entry = serde_json::to_vec(&serde_json::json!({"time_ms": now_ms(), "note": text}))?;
+        tokio::task::block_in_place(|| self.checkpoints.append(entry))?;
         *self.cosigned.write().unwrap_or_else(|e| e.into_inner()) =
             Some(Final { note: text, size });
         Ok(())
@@ -344,14 +392,40 @@ async fn submit(State(node): State<Arc<LedgerNode>>, body: Bytes) -> Response {
     let n = node.clone();
     let live = matches!(tx.body, TxBody::Heartbeat | TxBody::Register { .. });
     let signer = tx.signer;
+    let answers: Vec<(PublicKey, Vec<PublicKey>)> = match &tx.body {
+        TxBody::Settle { receipts } => receipts
+            .iter()
+            .map(|r| {
+                (
+                    r.result.node,
+                    r.certificate.verdicts.iter().map(|v| v.verifier).collect(),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let r = match blocking(move || n.ledger.submit(&tx)).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
     match r {
         Ok(applied) => {
+            let now = now_ms();
             if live {
-                lock(&node.last_seen).insert(signer, now_ms());
+                lock(&node.last_seen).insert(signer, now);
+                let role = node
+                    .ledger
+                    .with_state(|s| s.nodes.get(&signer).map(|n| n.role));
+                if let Some(role) = role {
+                    node.chronicle.seen(signer, role, now);
+                }
+            }
+            if !answers.is_empty() {
+                node.chronicle
+                    .settled(applied.effects.first_leaf, &answers, now);
+            }
+            if applied.effects.slashed.is_some() {
+                node.chronicle.slash(applied.height, now);
             }
             Json(TxApplied {
                 height: applied.height,
@@ -364,6 +438,28 @@ async fn submit(State(node): State<Arc<LedgerNode>>, body: Bytes) -> Response {
         Err(LedgerError::Rejected(e)) => (StatusCode::CONFLICT, Json(refused(&e))).into_response(),
         Err(e) => HttpError::internal(e).into_response(),
     }
+}
+
+/// `POST /ledger/report`: a gateway's count of rejected results and the
+/// verifiers that missed a task (authenticated; only configured reporters).
+async fn report(
+    State(node): State<Arc<LedgerNode>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, HttpError> {
+    let from = crate::http::authenticate(&node.gate, &method, &uri, &headers, &body)?;
+    if !node.reporters.contains(&from) {
+        return Err(HttpError(
+            StatusCode::FORBIDDEN,
+            "not a reporter of this ledger".into(),
+        ));
+    }
+    let r: crate::wire::Report = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request(format!("report: {e}")))?;
+    node.chronicle.report(r.rejected, &r.missed, now_ms());
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn account(

@@ -19,9 +19,11 @@
 //! [`config`] is the per-node configuration `verinfer node` reads.
 
 pub mod auth;
+pub mod chronicle;
 pub mod client;
 pub mod config;
 pub mod devnet;
+pub mod explorer;
 pub mod gateway;
 pub mod http;
 pub mod inference_role;

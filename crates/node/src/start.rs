@@ -66,10 +66,16 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops every task of the role.
+    /// Stops every task of the role (the ledger role writes its open
+    /// bookkeeping first).
     pub fn stop(&self) {
         for t in &self.tasks {
             t.abort();
+        }
+        if let Some(l) = &self.ledger {
+            if let Err(e) = l.flush() {
+                tracing::warn!(error = %e, "cannot write the chronicle at shutdown");
+            }
         }
     }
 }
@@ -121,8 +127,9 @@ pub async fn ledger(
     listen: &str,
     witness_quorum: u32,
     checkpoint_interval: Duration,
+    reporters: Vec<verinfer_types::PublicKey>,
 ) -> anyhow::Result<Running> {
-    let node = LedgerNode::new(ledger, dir, key, witness_quorum)?;
+    let node = LedgerNode::new(ledger, dir, key, witness_quorum, reporters)?;
     let (listener, url) = http::bind(listen).await?;
     let server = spawn_server(listener, node.router());
     let n = node.clone();
@@ -266,6 +273,14 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                 &listen,
                 c.ledger.witness_quorum.unwrap_or(2),
                 Duration::from_millis(c.ledger.checkpoint_interval_ms.unwrap_or(500)),
+                c.ledger
+                    .reporters
+                    .iter()
+                    .map(|k| {
+                        k.parse()
+                            .map_err(|_| anyhow::anyhow!("reporter {k:?} is not a public key"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
             )
             .await
         }
@@ -285,6 +300,7 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                 burst: g.burst.unwrap_or(d.burst),
                 max_body_bytes: g.max_body_bytes.unwrap_or(d.max_body_bytes),
                 liveness: g.liveness_ms.map_or(d.liveness, Duration::from_millis),
+                demo_api_key: None,
             };
             gateway(key, &ledger_url()?, &listen, config).await
         }

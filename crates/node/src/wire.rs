@@ -202,3 +202,15 @@ pub mod u128_string {
             .map_err(serde::de::Error::custom)
     }
 }
+
+/// `POST /ledger/report`: what a gateway saw that the ledger's transactions
+/// do not show.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// Results the verifiers rejected.
+    #[serde(default)]
+    pub rejected: u64,
+    /// Verifiers drawn for a check that gave no verdict.
+    #[serde(default)]
+    pub missed: Vec<PublicKey>,
+}

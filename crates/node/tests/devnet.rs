@@ -204,6 +204,27 @@ async fn devnet_answers_are_verified_settled_and_provable() {
     assert!(net.ledger.receipts().size() >= before + 50);
     let summary = net.ledger.with_state(|s| s.summary());
     assert_eq!(summary.escrow, 0, "every reservation settled or released");
+    // The explorer lists them, latest first, and finds one by id.
+    let page: serde_json::Value =
+        get(&http, &format!("{}/v1/explorer/records?limit=10", net.url)).await;
+    let size = net.ledger.receipts().size();
+    assert_eq!(page["size"], json!(size));
+    assert_eq!(page["records"][0]["index"], json!(size - 1));
+    assert_eq!(page["records"].as_array().map(Vec::len), Some(10));
+    let found: serde_json::Value = get(
+        &http,
+        &format!("{}/v1/explorer/records?q={}", net.url, ids[7]),
+    )
+    .await;
+    assert_eq!(found["records"][0]["id"], json!(ids[7]));
+    let network: serde_json::Value = get(&http, &format!("{}/v1/explorer/network", net.url)).await;
+    let charted: u64 = network["minutes"]
+        .as_array()
+        .expect("minutes")
+        .iter()
+        .map(|m| m["verified"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(charted, size, "every settled answer is in the calls chart");
     net.ledger
         .with_state(|s| s.check_invariants())
         .expect("supply conserved");
@@ -229,6 +250,14 @@ async fn devnet_answers_are_verified_settled_and_provable() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let net = devnet::run(opts).await.expect("restart");
     assert_eq!(net.ledger.receipts().size(), size);
+    let network: serde_json::Value = get(&http, &format!("{}/v1/explorer/network", net.url)).await;
+    let charted: u64 = network["minutes"]
+        .as_array()
+        .expect("minutes")
+        .iter()
+        .map(|m| m["verified"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(charted, size, "the calls chart survives the restart");
     let again = bundle(&http, &net.url, &net.api_key, &b.id, WAIT)
         .await
         .expect("old receipt");
@@ -293,6 +322,31 @@ async fn cheating_node_is_rejected_slashed_and_bypassed() {
     // The requester paid only for the verified answers.
     let after = net.ledger.with_state(|s| s.balance(&demo));
     assert_eq!(balance - after, fees);
+    // The explorer shows the slashes with their evidence, and the rejections
+    // in the calls chart (reported by the gateway in the background).
+    let settlement: serde_json::Value =
+        get(&http, &format!("{}/v1/explorer/settlement", net.url)).await;
+    let slashes = settlement["slashes"].as_array().expect("slashes");
+    assert_eq!(slashes.len() as u64, c.rejected);
+    assert!(slashes.iter().all(|s| s["accused"] == json!(cheater)
+        && s["kind"] == "node"
+        && s["committee"].as_array().is_some_and(|c| c.len() == 3)));
+    let mut rejected = 0;
+    for _ in 0..50 {
+        let network: serde_json::Value =
+            get(&http, &format!("{}/v1/explorer/network", net.url)).await;
+        rejected = network["minutes"]
+            .as_array()
+            .expect("minutes")
+            .iter()
+            .map(|m| m["rejected"].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        if rejected == c.rejected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rejected, c.rejected);
     net.ledger
         .with_state(|s| s.check_invariants())
         .expect("supply conserved");
@@ -308,4 +362,14 @@ fn devnet_key(dir: &Path, name: &str) -> verinfer_types::PublicKey {
     verinfer_node::config::load_key(&path)
         .expect("key")
         .public()
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
 }

@@ -185,6 +185,7 @@ impl Gateway {
             match self.check(model, request, &result).await? {
                 Checked::Cheated(reason) => {
                     Counters::inc(&self.counters.rejected);
+                    self.report(1, Vec::new());
                     if !sent.is_empty() {
                         let _ = events
                             .send(Event::Retract {
@@ -414,6 +415,7 @@ impl Gateway {
                     Err(e) => {
                         tracing::warn!(verifier = %m.view.key, error = %e, "verifier failed");
                         self.directory.mark_down(m.view.key, DOWN_FOR);
+                        self.report(0, vec![m.view.key]);
                         None
                     }
                 };

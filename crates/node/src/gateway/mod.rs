@@ -11,6 +11,7 @@ pub mod flow;
 pub mod limits;
 pub mod metrics;
 pub mod openai;
+pub mod pages;
 pub mod settle;
 
 use crate::client::{LedgerClient, Peer};
@@ -64,6 +65,9 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// A node is live while its last heartbeat is younger than this.
     pub liveness: Duration,
+    /// The devnet's demo API key, served to the chat page at `/v1/devnet`
+    /// so that a newcomer chats without typing it (devnet only).
+    pub demo_api_key: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -75,6 +79,7 @@ impl Default for GatewayConfig {
             burst: 100,
             max_body_bytes: 1 << 20,
             liveness: Duration::from_secs(10),
+            demo_api_key: None,
         }
     }
 }
@@ -136,6 +141,25 @@ impl Gateway {
         self.counters.snapshot()
     }
 
+    /// Tells the ledger what only the gateway sees (results rejected,
+    /// verifiers that missed a task), for the explorer's charts. Best effort,
+    /// in the background.
+    fn report(&self, rejected: u64, missed: Vec<verinfer_types::PublicKey>) {
+        let body = match serde_json::to_vec(&crate::wire::Report { rejected, missed }) {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        let (peer, base) = (self.peer.clone(), self.ledger.base.clone());
+        tokio::spawn(async move {
+            if let Err(e) = peer
+                .post(&base, "/ledger/report", body, Duration::from_secs(5))
+                .await
+            {
+                tracing::debug!(error = %e, "report not taken");
+            }
+        });
+    }
+
     /// The directory of nodes.
     pub fn directory(&self) -> &Directory {
         &self.directory
@@ -163,7 +187,13 @@ impl Gateway {
             .route("/v1/ledger/summary", get(summary))
             .route("/metrics", get(metrics_text))
             .route("/log/{*path}", get(log_proxy))
+            .route("/v1/explorer/{*path}", get(explorer_proxy))
             .route("/node/info", get(info))
+            .route("/v1/devnet", get(devnet_info))
+            .route("/", get(pages::chat))
+            .route("/explorer", get(pages::explorer))
+            .route("/explorer/{*rest}", get(pages::explorer))
+            .route("/assets/{name}", get(pages::asset))
             .fallback(|| async { ApiError::not_found("no such endpoint") })
             .layer(DefaultBodyLimit::max(self.config.max_body_bytes))
             .with_state(self.clone())
@@ -681,6 +711,18 @@ async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
 /// `/log/...`: the ledger's log, passed through as it is.
 async fn log_proxy(State(gw): State<Arc<Gateway>>, uri: Uri) -> Result<Response, HttpError> {
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    pass_through(&gw, path).await
+}
+
+/// `/v1/explorer/...`: the ledger role's explorer API, passed through.
+async fn explorer_proxy(State(gw): State<Arc<Gateway>>, uri: Uri) -> Result<Response, HttpError> {
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let inner = format!("/ledger{}", path.trim_start_matches("/v1"));
+    pass_through(&gw, &inner).await
+}
+
+/// GETs `path` from the ledger role and answers with its status, type and body.
+async fn pass_through(gw: &Gateway, path: &str) -> Result<Response, HttpError> {
     let resp = gw
         .peer
         .http()
@@ -705,6 +747,13 @@ async fn log_proxy(State(gw): State<Arc<Gateway>>, uri: Uri) -> Result<Response,
         .await
         .map_err(|e| HttpError(StatusCode::BAD_GATEWAY, e.to_string()))?;
     Ok((status, headers, bytes).into_response())
+}
+
+async fn devnet_info(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
+    match &gw.config.demo_api_key {
+        Some(k) => Ok(Json(json!({ "api_key": k }))),
+        None => Err(ApiError::not_found("this gateway has no demo key")),
+    }
 }
 
 async fn info(State(gw): State<Arc<Gateway>>) -> Json<NodeInfo> {

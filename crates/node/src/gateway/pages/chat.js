@@ -1,0 +1,252 @@
+// chat.js: one conversation with the default model. Answers stream in by
+// server-sent events; each one gets a badge that follows its receipt from
+// "verified · awaiting checkpoint" to "checked in your browser" (or to
+// "check failed") and opens the receipt.
+
+import { checkReceipt } from "./verinfer.js";
+import { el, receiptView } from "./receipt.js";
+
+const MODEL = "smollm2-135m";
+// `?max_tokens=N` shortens answers (tests use it); the default suits chat.
+const MAX_TOKENS = Math.min(Number(new URLSearchParams(location.search).get("max_tokens")) || 256, 4096);
+const KEY_STORE = "verinfer.apiKey";
+
+const $ = (id) => document.getElementById(id);
+const log = $("log");
+const form = $("composer");
+const prompt = $("prompt");
+const send = $("send");
+const notice = $("notice");
+const dialog = $("receipt-dialog");
+const keyDialog = $("key-dialog");
+
+/** The conversation so far, as the API takes it (rejected answers left out). */
+const history = [];
+let demoKey;
+
+/** The key to send: the one the user entered, else the devnet's demo key. */
+async function apiKey() {
+  const mine = localStorage.getItem(KEY_STORE);
+  if (mine) return mine;
+  if (demoKey === undefined) {
+    const r = await fetch("/v1/devnet").catch(() => null);
+    demoKey = r && r.ok ? (await r.json()).api_key : null;
+  }
+  return demoKey;
+}
+
+function say(text) {
+  notice.textContent = text;
+}
+
+// ---- Sending and streaming -------------------------------------------------
+
+form.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = prompt.value.trim();
+  if (text && !send.disabled) ask(text);
+});
+prompt.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    form.requestSubmit();
+  }
+});
+
+async function ask(text) {
+  const key = await apiKey();
+  if (!key) {
+    say("No API key: enter one to chat.");
+    openKeyDialog();
+    return;
+  }
+  prompt.value = "";
+  send.disabled = true;
+  log.append(el("li", { class: "msg user" }, el("span", { class: "who" }, "You"), text));
+  history.push({ role: "user", content: text });
+  const entry = newAnswer();
+  say("Answering…");
+  try {
+    await stream(key, entry);
+  } catch (err) {
+    history.pop();
+    entry.li.classList.add("error");
+    entry.body.textContent = err.message;
+    entry.badge.remove();
+    say(`The request failed: ${err.message}`);
+    if (err.status === 401) openKeyDialog();
+  } finally {
+    send.disabled = false;
+    prompt.focus();
+  }
+}
+
+/** An answer's list item, text and badge, and the state the badge opens. */
+function newAnswer() {
+  const body = el("span", { class: "answer" });
+  const badge = el("button", { type: "button", class: "badge streaming", disabled: true, "aria-haspopup": "dialog" }, "answering…");
+  const li = el("li", { class: "msg assistant", "data-chunks": "0" }, el("span", { class: "who" }, "verinfer"), body, el("div", { class: "meta" }, badge));
+  log.append(li);
+  li.scrollIntoView({ block: "end" });
+  const entry = { li, body, badge, info: null, bundle: null, report: null };
+  badge.addEventListener("click", () => openReceipt(entry));
+  return entry;
+}
+
+/** Posts the conversation with `stream: true` and renders the events as they come. */
+async function stream(key, entry) {
+  const resp = await fetch("/v1/chat/completions", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${key}` },
+    body: JSON.stringify({ model: MODEL, messages: history, max_tokens: MAX_TOKENS, stream: true }),
+  });
+  if (!resp.ok) {
+    const body = await resp.json().catch(() => null);
+    const err = new Error((body && body.error && body.error.message) || `HTTP ${resp.status}`);
+    err.status = resp.status;
+    throw err;
+  }
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  let text = "";
+  let chunks = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("the stream ended before the answer was complete");
+    buf += value;
+    // Events are separated by a blank line; each has `data:` lines.
+    let cut;
+    while ((cut = buf.search(/\r?\n\r?\n/)) >= 0) {
+      const block = buf.slice(0, cut);
+      buf = buf.slice(cut).replace(/^\r?\n\r?\n/, "");
+      const data = block
+        .split(/\r?\n/)
+        .filter((l) => l.startsWith("data:"))
+        .map((l) => l.slice(5).replace(/^ /, ""))
+        .join("\n");
+      if (!data) continue;
+      if (data === "[DONE]") return finish(entry, text);
+      const ev = JSON.parse(data);
+      if (ev.error) throw new Error(ev.error.message);
+      const v = ev.verinfer;
+      if (v && v.retracted) {
+        // The text so far was withdrawn (its node was caught); the answer restarts.
+        text = "";
+        entry.body.textContent = "";
+        entry.li.querySelector(".meta").prepend(el("span", { class: "badge rejected" }, `an answer was withdrawn: ${v.reason || "rejected"}; retrying on another node`));
+        continue;
+      }
+      const delta = ev.choices && ev.choices[0] && ev.choices[0].delta && ev.choices[0].delta.content;
+      if (delta) {
+        text += delta;
+        entry.body.append(delta);
+        entry.li.dataset.chunks = String(++chunks);
+      }
+      if (v) {
+        entry.info = v;
+        entry.model = ev.model;
+      }
+    }
+  }
+}
+
+function finish(entry, text) {
+  const v = entry.info;
+  if (!v) throw new Error("the answer carried no verinfer status");
+  if (v.status !== "rejected") history.push({ role: "assistant", content: text });
+  entry.li.dataset.status = v.status;
+  if (v.status === "rejected" || !v.receipt_id) {
+    setBadge(entry, "rejected", `rejected: ${v.reason || "no quorum accepted the answer"}`);
+    say("The answer was rejected by the verifiers.");
+    return;
+  }
+  setBadge(entry, v.status === "verified" ? "verified" : "provisional", `${v.status} · awaiting checkpoint`);
+  say(`Answer received: ${v.status}. Waiting for a cosigned checkpoint to check its receipt.`);
+  follow(entry);
+}
+
+function setBadge(entry, kind, text) {
+  entry.badge.className = `badge ${kind}`;
+  entry.badge.disabled = false;
+  entry.badge.textContent = text;
+  entry.badge.setAttribute("aria-label", `${text}. Open the receipt`);
+  entry.li.dataset.badge = kind;
+  if (dialog.open && dialog.entry === entry) render(entry);
+}
+
+// ---- Following the receipt ---------------------------------------------------
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls the receipt until a cosigned checkpoint covers it, then checks it here. */
+async function follow(entry) {
+  const id = entry.info.receipt_id;
+  const started = Date.now();
+  for (let wait = 500; Date.now() - started < 600_000; wait = Math.min(wait * 1.5, 5000)) {
+    const key = await apiKey();
+    const r = await fetch(`/v1/receipts/${id}`, { headers: key ? { Authorization: `Bearer ${key}` } : {} }).catch(() => null);
+    if (r && r.ok) {
+      entry.bundle = await r.json();
+      if (entry.bundle.checkpoint) break;
+    }
+    await sleep(wait);
+  }
+  if (!entry.bundle || !entry.bundle.checkpoint) {
+    setBadge(entry, "pending", `${entry.info.status} · no checkpoint yet`);
+    return;
+  }
+  try {
+    entry.report = await checkReceipt(entry.bundle);
+  } catch (e) {
+    entry.report = { ok: false, error: e.message, checks: [], facts: {}, trust: {} };
+  }
+  if (entry.report.ok) {
+    setBadge(entry, entry.report.status === "verified" ? "verified" : "provisional", `${entry.report.status} · checked in your browser`);
+    say("The receipt was checked in your browser.");
+  } else {
+    setBadge(entry, "failed", `check failed: ${entry.report.error}`);
+    say(`The receipt check failed: ${entry.report.error}`);
+  }
+}
+
+// ---- The receipt dialog --------------------------------------------------------
+
+function render(entry) {
+  const body = $("receipt-body");
+  const v = entry.info;
+  const waiting = v.status === "rejected" ? `Rejected: ${v.reason || "no quorum accepted the answer"}. No receipt was written and the account was not charged.` : undefined;
+  body.replaceChildren(receiptView({ bundle: entry.bundle, report: entry.report, info: v, modelName: entry.model || MODEL, waiting }));
+}
+
+function openReceipt(entry) {
+  if (!entry.info) return;
+  dialog.entry = entry;
+  dialog.opener = entry.badge;
+  render(entry);
+  dialog.showModal();
+}
+
+function openKeyDialog() {
+  keyDialog.opener = document.activeElement;
+  $("key-input").value = localStorage.getItem(KEY_STORE) || "";
+  keyDialog.showModal();
+}
+
+for (const d of [dialog, keyDialog]) {
+  // Focus goes back to what opened the dialog; a click on the backdrop closes it.
+  d.addEventListener("close", () => d.opener && d.opener.focus());
+  d.addEventListener("click", (e) => e.target === d && d.close());
+}
+dialog.querySelector("[data-close]").addEventListener("click", () => dialog.close());
+$("key-button").addEventListener("click", openKeyDialog);
+keyDialog.addEventListener("close", () => {
+  const what = keyDialog.returnValue;
+  const key = $("key-input").value.trim();
+  if (what === "save" && key) {
+    localStorage.setItem(KEY_STORE, key);
+    say("Using your API key.");
+  } else if (what === "demo" || (what === "save" && !key)) {
+    localStorage.removeItem(KEY_STORE);
+    say("Using the devnet's demo key.");
+  }
+});
