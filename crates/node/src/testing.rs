@@ -166,3 +166,148 @@ pub async fn bundle(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A ledger role and a gateway over a ledger holding `n` settled receipts
+/// (signed test records, no model), for the explorer's load figures.
+pub struct ExplorerFixture {
+    /// The gateway's URL.
+    pub url: String,
+    /// The roles.
+    pub roles: Vec<crate::start::Running>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ExplorerFixture {
+    fn drop(&mut self) {
+        for r in &self.roles {
+            r.stop();
+        }
+    }
+}
+
+/// Builds the [`ExplorerFixture`]: `n` receipts settled in batches of 256,
+/// their times spread over the last day in the chronicle.
+pub async fn explorer_fixture(n: usize) -> anyhow::Result<ExplorerFixture> {
+    use std::sync::Arc;
+    use verinfer_ledger::testkit::World;
+    use verinfer_ledger::tx::TxBody;
+    use verinfer_ledger::{Ledger, Transaction};
+    use verinfer_types::records::{Amount, Receipt};
+    use verinfer_types::{Record, SecretKey};
+
+    let dir = tempfile::tempdir()?;
+    let ledger_dir = dir.path().join("ledger");
+    let (ledger, receipts) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut w = World::new();
+        let ledger = Arc::new(Ledger::init(
+            &ledger_dir,
+            &w.genesis(),
+            "fixture.verinfer/log",
+            &SecretKey::generate(),
+        )?);
+        for tx in w.setup() {
+            ledger.submit(&tx)?;
+        }
+        // Many payers reserve at once so their appends share fsyncs.
+        let payers: Vec<SecretKey> = (0..64).map(|_| SecretKey::generate()).collect();
+        for p in &payers {
+            let tx = w.tx(
+                &w.treasury.clone(),
+                TxBody::Transfer {
+                    to: p.public(),
+                    amount: Amount(1_000 * verinfer_ledger::testkit::TOKEN),
+                },
+            );
+            ledger.submit(&tx)?;
+        }
+        let per = n.div_ceil(payers.len());
+        let requests: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = payers
+                .iter()
+                .enumerate()
+                .map(|(u, payer)| {
+                    let (ledger, w) = (ledger.clone(), &w);
+                    s.spawn(move || -> anyhow::Result<Vec<_>> {
+                        let mut out = Vec::new();
+                        for i in 0..per.min(n.saturating_sub(u * per)) {
+                            let req = w.request(payer, (u * per + i) as u64, 1);
+                            let body = TxBody::Reserve {
+                                request: req.hash()?,
+                                amount: w.max_fee(),
+                            };
+                            ledger.submit(&Transaction::signed(payer, i as u64, body)?)?;
+                            out.push(req);
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("reserving thread panicked"))?
+                })
+                .collect::<anyhow::Result<Vec<Vec<_>>>>()
+        })?
+        .into_iter()
+        .flatten()
+        .collect();
+        let receipts: Vec<Receipt> =
+            ledger.with_state(|s| requests.iter().map(|r| w.receipt(s, r, 1)).collect());
+        let relayer = w.verifiers[0].clone();
+        for chunk in receipts.chunks(256) {
+            let nonce = ledger.with_state(|s| s.nonce(&relayer.public()));
+            ledger.submit(&Transaction::signed(
+                &relayer,
+                nonce,
+                TxBody::Settle {
+                    receipts: chunk.to_vec(),
+                },
+            )?)?;
+        }
+        Ok((ledger, receipts))
+    })
+    .await??;
+    let ledger_role = crate::start::ledger(
+        ledger,
+        dir.path().join("ledger"),
+        SecretKey::generate(),
+        "127.0.0.1:0",
+        // The test world's verifiers are not running: checkpoints are final
+        // with the log's signature alone.
+        0,
+        std::time::Duration::from_millis(500),
+        Vec::new(),
+    )
+    .await?;
+    if let Some(node) = &ledger_role.ledger {
+        let now = crate::auth::now_ms();
+        let day = 24 * 3_600_000u64;
+        for (k, chunk) in receipts.chunks(256).enumerate() {
+            let t = now - day + (k as u64 * 256 * day) / n.max(1) as u64;
+            let answers: Vec<_> = chunk
+                .iter()
+                .map(|r| {
+                    (
+                        r.result.node,
+                        r.certificate.verdicts.iter().map(|v| v.verifier).collect(),
+                    )
+                })
+                .collect();
+            node.chronicle.settled((k * 256) as u64, &answers, t);
+        }
+    }
+    let gateway = crate::start::gateway(
+        SecretKey::generate(),
+        &ledger_role.url,
+        "127.0.0.1:0",
+        crate::gateway::GatewayConfig::default(),
+    )
+    .await?;
+    Ok(ExplorerFixture {
+        url: gateway.url.clone(),
+        roles: vec![ledger_role, gateway],
+        _dir: dir,
+    })
+}

@@ -77,7 +77,7 @@ async function ask(text) {
     if (err.status === 401) openKeyDialog();
   } finally {
     send.disabled = false;
-    prompt.focus();
+    if (!keyDialog.open) prompt.focus();
   }
 }
 
@@ -133,7 +133,7 @@ async function stream(key, entry) {
         // The text so far was withdrawn (its node was caught); the answer restarts.
         text = "";
         entry.body.textContent = "";
-        entry.li.querySelector(".meta").prepend(el("span", { class: "badge rejected" }, `an answer was withdrawn: ${v.reason || "rejected"}; retrying on another node`));
+        entry.body.before(el("p", { class: "withdrawn" }, `An answer was withdrawn: the verifiers rejected it (${v.reason || "no reason given"}). Asking another node…`));
         continue;
       }
       const delta = ev.choices && ev.choices[0] && ev.choices[0].delta && ev.choices[0].delta.content;
@@ -155,6 +155,7 @@ function finish(entry, text) {
   if (!v) throw new Error("the answer carried no verinfer status");
   if (v.status !== "rejected") history.push({ role: "assistant", content: text });
   entry.li.dataset.status = v.status;
+  if (v.receipt_id) entry.li.dataset.receipt = v.receipt_id;
   if (v.status === "rejected" || !v.receipt_id) {
     setBadge(entry, "rejected", `rejected: ${v.reason || "no quorum accepted the answer"}`);
     say("The answer was rejected by the verifiers.");
@@ -234,7 +235,14 @@ function openKeyDialog() {
 
 for (const d of [dialog, keyDialog]) {
   // Focus goes back to what opened the dialog; a click on the backdrop closes it.
-  d.addEventListener("close", () => d.opener && d.opener.focus());
+  // Blur first: when Chromium itself restores focus to a text box on close,
+  // the box looks focused but takes no typing until focused anew.
+  d.addEventListener("close", () => {
+    const o = d.opener;
+    if (!o) return;
+    o.blur();
+    o.focus();
+  });
   d.addEventListener("click", (e) => e.target === d && d.close());
 }
 dialog.querySelector("[data-close]").addEventListener("click", () => dialog.close());

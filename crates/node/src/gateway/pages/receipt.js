@@ -45,7 +45,7 @@ export function amount(base) {
 
 /** "12 s ago" for a time in ms since the epoch, relative to `now` (ms). */
 export function ago(ms, now = Date.now()) {
-  if (!ms) return "never";
+  if (!ms) return "unknown";
   const s = Math.max(0, Math.round((now - ms) / 1000));
   if (s < 90) return `${s} s ago`;
   if (s < 5400) return `${Math.round(s / 60)} min ago`;
@@ -66,8 +66,10 @@ export function facts(pairs) {
 /** A table: caption, header labels ("#label" for numbers) and rows of cells. */
 export function table(caption, heads, rows) {
   const th = heads.map((h) => (h.startsWith("#") ? el("th", { class: "num", scope: "col" }, h.slice(1)) : el("th", { scope: "col" }, h)));
-  const body = rows.map((r) => el("tr", {}, r.map((c, i) => el("td", heads[i].startsWith("#") ? { class: "num" } : {}, c))));
-  return el("div", { class: "scroll" }, el("table", {}, caption ? el("caption", {}, caption) : null, el("thead", {}, el("tr", {}, th)), el("tbody", {}, body)));
+  // data-label lets narrow screens show each row as a labelled block.
+  const label = (h) => h.replace(/^#/, "");
+  const body = rows.map((r) => el("tr", {}, r.map((c, i) => el("td", { class: heads[i].startsWith("#") ? "num" : null, "data-label": label(heads[i]) }, c))));
+  return el("div", { class: "scroll" }, el("table", { class: "stack" }, caption ? el("caption", {}, caption) : null, el("thead", {}, el("tr", {}, th)), el("tbody", {}, body)));
 }
 
 /** The list of checks of a report (verinfer.js `checkReceipt`). */
@@ -76,8 +78,8 @@ export function checkList(report) {
     "ol",
     { class: "checks", "aria-label": "Checks run in your browser" },
     report.checks.map((c) => {
-      const state = c.ok === true ? "ok" : c.ok === false ? "fail" : "skip";
-      const said = { ok: "passed", fail: "failed", skip: "not applicable" }[state];
+      const state = c.ok === true ? "ok" : c.ok === false ? "fail" : "na";
+      const said = { ok: "passed", fail: "failed", na: "not applicable" }[state];
       return el("li", { class: state, "data-check": c.id, "data-state": state }, el("strong", {}, c.title), el("span", { class: "sr-only" }, ` (${said})`), el("span", { class: "detail" }, c.detail));
     })
   );

@@ -562,3 +562,37 @@ export function explain(report, bundle) {
   );
   return out;
 }
+
+/**
+ * Checks the evidence of a slash (the ledger's `Evidence`): the accused
+ * node's signed answer, the committee's signed verdicts rejecting that very
+ * answer and, against a verifier, its own signed verdict accepting it.
+ * Returns {ok, detail}. It does not re-decide the dispute (committee size
+ * and draw are the ledger's rules); it shows the signed records hold.
+ */
+export async function checkEvidence(ev) {
+  try {
+    const r = ev.result;
+    if (!(await verifyRecord(r, TYPES.result, "node"))) throw new Error("the answer's signature by its node does not verify");
+    const h = hex(await recordHash(r));
+    const seen = new Set();
+    for (const v of ev.committee || []) {
+      if (!(await verifyRecord(v, TYPES.verdict, "verifier"))) throw new Error(`the verdict by ${v.verifier.slice(0, 16)}… does not verify`);
+      if (v.result !== h) throw new Error(`the verdict by ${v.verifier.slice(0, 16)}… is about another answer`);
+      if (v.decision !== "reject") throw new Error(`the verdict by ${v.verifier.slice(0, 16)}… does not reject`);
+      seen.add(v.verifier);
+    }
+    let detail = `Node ${r.node.slice(0, 16)}… signed this answer (hash ${h.slice(0, 16)}…); ${seen.size} distinct verifiers signed verdicts rejecting it`;
+    const reasons = [...new Set((ev.committee || []).map((v) => v.reason).filter(Boolean))];
+    if (reasons.length) detail += ` (${reasons.join("; ")})`;
+    if (ev.accused === "verifier") {
+      const v = ev.verdict;
+      if (!(await verifyRecord(v, TYPES.verdict, "verifier"))) throw new Error("the accused verifier's verdict does not verify");
+      if (v.result !== h || v.decision !== "accept") throw new Error("the accused verifier's verdict does not accept this answer");
+      detail += `; verifier ${v.verifier.slice(0, 16)}… signed a verdict accepting it`;
+    }
+    return { ok: true, detail: detail + "." };
+  } catch (e) {
+    return { ok: false, detail: e.message };
+  }
+}
