@@ -222,8 +222,8 @@ fn traffic(sh: &Shared, n: usize) {
 #[test]
 fn chat_streams_an_answer_that_turns_verified_and_is_checked_in_the_browser() {
     let _turn = turn();
-    let sh = shared();
     let d = driver();
+    let sh = shared();
     let s = session(&d, 1280, 1500);
     let t = Instant::now();
     goto(&s, &format!("{}/?max_tokens=24", sh.net.url));
@@ -345,8 +345,8 @@ fn chat_streams_an_answer_that_turns_verified_and_is_checked_in_the_browser() {
 #[test]
 fn tampered_receipts_show_as_failed() {
     let _turn = turn();
-    let sh = shared();
     let d = driver();
+    let sh = shared();
     let s = session(&d, 1280, 1000);
     goto(&s, &format!("{}/?max_tokens=16", sh.net.url));
 
@@ -505,9 +505,9 @@ fn tampered_receipts_show_as_failed() {
 #[test]
 fn explorer_network_shows_live_verifiers_and_a_calls_chart_after_traffic() {
     let _turn = turn();
+    let d = driver();
     let sh = shared();
     traffic(sh, 3);
-    let d = driver();
     let s = session(&d, 1280, 1700);
     goto(&s, &format!("{}/explorer/network", sh.net.url));
     eprintln!("network page first paint: {:.0} ms", first_paint(&s));
@@ -561,9 +561,9 @@ fn explorer_network_shows_live_verifiers_and_a_calls_chart_after_traffic() {
 #[test]
 fn explorer_lists_records_checkpoints_settlement_and_receipts() {
     let _turn = turn();
+    let d = driver();
     let sh = shared();
     traffic(sh, 1);
-    let d = driver();
     let s = session(&d, 1280, 1000);
     let base = &sh.net.url;
     goto(&s, &format!("{base}/explorer"));
@@ -668,8 +668,8 @@ fn explorer_lists_records_checkpoints_settlement_and_receipts() {
 #[test]
 fn pages_fit_a_phone_and_work_by_keyboard() {
     let _turn = turn();
-    let sh = shared();
     let d = driver();
+    let sh = shared();
     let base = &sh.net.url;
     {
         let phone = d
@@ -751,8 +751,8 @@ fn pages_fit_a_phone_and_work_by_keyboard() {
 #[test]
 fn browser_encoding_and_proofs_match_the_rust_implementation() {
     let _turn = turn();
-    let sh = shared();
     let d = driver();
+    let sh = shared();
     let s = session(&d, 800, 600);
     goto(&s, &format!("{}/explorer/check", sh.net.url));
 
@@ -841,8 +841,8 @@ fn browser_encoding_and_proofs_match_the_rust_implementation() {
 #[test]
 fn api_key_control_uses_the_demo_key_or_another() {
     let _turn = turn();
-    let sh = shared();
     let d = driver();
+    let sh = shared();
     let s = session(&d, 1000, 800);
     goto(&s, &format!("{}/?max_tokens=4", sh.net.url));
 
@@ -851,9 +851,11 @@ fn api_key_control_uses_the_demo_key_or_another() {
     let input = s.find("#key-input").expect("key input");
     s.send_keys(&input, "vi-not-a-key").expect("type");
     click(&s, "#key-form button[value=save]");
-    assert_eq!(
-        js(&s, "return localStorage.getItem('verinfer.apiKey')"),
-        "vi-not-a-key"
+    wait(
+        &s,
+        "the key to be kept",
+        5,
+        "return localStorage.getItem('verinfer.apiKey') === 'vi-not-a-key'",
     );
     let prompt = s.find("#prompt").expect("message box");
     s.send_keys(&prompt, "Hi\u{E007}").expect("send");
@@ -867,9 +869,11 @@ fn api_key_control_uses_the_demo_key_or_another() {
 
     // Back to the devnet's demo key: the chat works again.
     click(&s, "#key-demo");
-    assert_eq!(
-        js(&s, "return localStorage.getItem('verinfer.apiKey')"),
-        Value::Null
+    wait(
+        &s,
+        "the demo key to be used again",
+        5,
+        "return localStorage.getItem('verinfer.apiKey') === null && !document.getElementById('key-dialog').open",
     );
     let prompt = s.find("#prompt").expect("message box");
     s.send_keys(&prompt, "Hi again\u{E007}").expect("send");
@@ -885,6 +889,7 @@ fn api_key_control_uses_the_demo_key_or_another() {
 #[test]
 fn a_cheating_node_is_withdrawn_in_the_chat_and_its_slash_evidence_checks() {
     let _turn = turn();
+    let d = driver();
     let sh = shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut o = DevnetOptions::new(dir.path().to_path_buf());
@@ -892,14 +897,31 @@ fn a_cheating_node_is_withdrawn_in_the_chat_and_its_slash_evidence_checks() {
     o.heartbeat = Duration::from_millis(500);
     o.faulty_inference = 1;
     let net = sh.rt.block_on(devnet::run(o)).expect("faulty devnet");
-    let d = driver();
+    // Stopped however the test ends, so it does not run on beside the others.
+    struct Stop<'a>(&'a Devnet);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.stop();
+        }
+    }
+    let _stop = Stop(&net);
     let s = session(&d, 1000, 900);
     goto(&s, &format!("{}/?max_tokens=8", net.url));
 
     // The cheater serves some of these; its answer is withdrawn on the page
-    // and served again by the honest node, verified and checked.
+    // and served again by the honest node, verified and checked. The gateway
+    // sends a request to the least busy node, ties broken by key, so every
+    // other request goes out while a longer one keeps the first node busy.
     let mut withdrawn = 0;
+    let mut background = Vec::new();
     for i in 0..6 {
+        if i % 2 == 1 {
+            let (http, url, key) = (sh.http.clone(), net.url.clone(), net.api_key.clone());
+            background.push(sh.rt.spawn(async move {
+                testing::chat(&http, &url, &key, "Write a long story.", 48, false).await
+            }));
+            std::thread::sleep(Duration::from_millis(300));
+        }
         let prompt = s.find("#prompt").expect("message box");
         s.send_keys(&prompt, &format!("Tell me a fact about the number {i}."))
             .expect("type");
@@ -920,6 +942,10 @@ fn a_cheating_node_is_withdrawn_in_the_chat_and_its_slash_evidence_checks() {
         }
     }
     assert!(withdrawn > 0, "the cheating node answered and was caught");
+    for b in background {
+        let r = sh.rt.block_on(b).expect("task").expect("chat");
+        assert_eq!(r.verification(), "verified", "{}", r.text);
+    }
 
     goto(&s, &format!("{}/explorer/settlement", net.url));
     let checked = wait(
@@ -934,5 +960,4 @@ fn a_cheating_node_is_withdrawn_in_the_chat_and_its_slash_evidence_checks() {
         !checked.is_empty() && checked.iter().all(|x| x == "ok"),
         "{checked:?}"
     );
-    net.stop();
 }

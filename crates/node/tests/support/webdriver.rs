@@ -46,6 +46,7 @@ impl Driver {
         let exe = std::env::var_os("CHROMEDRIVER")
             .map(PathBuf::from)
             .or_else(|| which("chromedriver"))
+            .filter(|p| p.is_file())
             .ok_or_else(|| {
                 anyhow!(
                     "chromedriver not found: the browser tests need headless Chromium and its \

@@ -230,6 +230,8 @@ function openReceipt(entry) {
 function openKeyDialog() {
   keyDialog.opener = document.activeElement;
   $("key-input").value = localStorage.getItem(KEY_STORE) || "";
+  // Only a devnet has a demo key to go back to.
+  $("key-demo").hidden = demoKey === null;
   keyDialog.showModal();
 }
 
