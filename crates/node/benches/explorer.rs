@@ -1,9 +1,15 @@
 //! The explorer under 100,000 records: time to serve each page and each of
 //! the JSON calls its pages make, over HTTP on a ledger holding 100,000
-//! settled receipts (signed test records).
+//! settled receipts (signed test records); then the first paint of every
+//! page in headless Chromium (the Performance API's `first-contentful-paint`,
+//! measured from navigation start), and the time until its data is shown.
 //!
 //! Run: `cargo bench -p verinfer-node --bench explorer` (`VERINFER_RECORDS`
-//! changes the count).
+//! changes the count; Chromium and `chromedriver` must be installed).
+
+#[path = "../tests/support/webdriver.rs"]
+#[allow(dead_code)]
+mod webdriver;
 
 use std::time::Instant;
 use verinfer_node::testing::explorer_fixture;
@@ -71,6 +77,51 @@ fn main() -> anyhow::Result<()> {
             }
             println!("{p:<58} {:>10.2} {bytes:>10}", median(times));
         }
+        let url = f.url.clone();
+        let pages = [
+            "/".to_string(),
+            "/explorer".to_string(),
+            "/explorer/records".to_string(),
+            format!("/explorer/receipt/{id}"),
+            "/explorer/checkpoints".to_string(),
+            "/explorer/settlement".to_string(),
+            "/explorer/network".to_string(),
+            "/explorer/check".to_string(),
+        ];
+        tokio::task::spawn_blocking(move || first_paint(&url, &pages)).await??;
         anyhow::Ok(())
     })
+}
+
+/// Loads each page 7 times in a fresh tab state and prints the medians of
+/// first contentful paint and of the time until the page says it is loaded
+/// (no element with `aria-busy="true"` left).
+fn first_paint(url: &str, pages: &[String]) -> anyhow::Result<()> {
+    let driver = webdriver::Driver::start()?;
+    let session = driver.session(1280, 900, false)?;
+    println!(
+        "{:<58} {:>12} {:>12}",
+        "page (headless Chromium)", "FCP ms", "data ms"
+    );
+    for p in pages {
+        let (mut fcp, mut data) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            session.goto("about:blank")?;
+            session.goto(&format!("{url}{p}"))?;
+            let v = session.execute_async(
+                "const t0 = performance.now();
+                 for (let i = 0; i < 400; i++) {
+                   if (!document.querySelector('[aria-busy=\"true\"]')) break;
+                   await new Promise(r => setTimeout(r, 5));
+                 }
+                 const paint = performance.getEntriesByName('first-contentful-paint')[0];
+                 return [paint ? paint.startTime : -1, performance.now()];",
+                serde_json::json!([]),
+            )?;
+            fcp.push(v[0].as_f64().unwrap_or(-1.0));
+            data.push(v[1].as_f64().unwrap_or(-1.0));
+        }
+        println!("{p:<58} {:>12.1} {:>12.1}", median(fcp), median(data));
+    }
+    Ok(())
 }

@@ -35,6 +35,7 @@ pub struct Directory {
     infos: Mutex<HashMap<(PublicKey, String), NodeInfo>>,
     down: Mutex<HashMap<PublicKey, Instant>>,
     busy: Mutex<HashMap<PublicKey, usize>>,
+    turn: std::sync::atomic::AtomicUsize,
     liveness: Duration,
 }
 
@@ -67,6 +68,7 @@ impl Directory {
             infos: Mutex::new(HashMap::new()),
             down: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashMap::new()),
+            turn: std::sync::atomic::AtomicUsize::new(0),
             liveness,
         }
     }
@@ -148,21 +150,28 @@ impl Directory {
     }
 
     /// The least busy live inference node serving `model` that is not in
-    /// `exclude`, marked busy until the guard drops.
+    /// `exclude`, marked busy until the guard drops. Ties go round the
+    /// candidates in turn, so idle nodes share sequential traffic.
     pub fn pick_inference(
         &self,
         model: &Hash,
         exclude: &[PublicKey],
     ) -> Option<(Member, Busy<'_>)> {
-        let candidates: Vec<Member> = self
+        let mut candidates: Vec<Member> = self
             .live(Role::Inference, model)
             .into_iter()
             .filter(|m| !exclude.contains(&m.view.key))
             .collect();
+        candidates.sort_by_key(|m| m.view.key);
         let mut busy = lock(&self.busy);
-        let m = candidates
+        let load = |m: &Member| busy.get(&m.view.key).copied().unwrap_or(0);
+        let least = candidates.iter().map(load).min()?;
+        let idle: Vec<Member> = candidates
             .into_iter()
-            .min_by_key(|m| (busy.get(&m.view.key).copied().unwrap_or(0), m.view.key))?;
+            .filter(|m| load(m) == least)
+            .collect();
+        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let m = idle.get(turn % idle.len())?.clone();
         *busy.entry(m.view.key).or_default() += 1;
         let key = m.view.key;
         Some((m, Busy { dir: self, key }))

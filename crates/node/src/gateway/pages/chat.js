@@ -10,6 +10,9 @@ const MODEL = "smollm2-135m";
 // `?max_tokens=N` shortens answers (tests use it); the default suits chat.
 const MAX_TOKENS = Math.min(Number(new URLSearchParams(location.search).get("max_tokens")) || 256, 4096);
 const KEY_STORE = "verinfer.apiKey";
+// Messages sent with each question: the last exchanges and the question
+// (a small model's context is short, and the gateway refuses long prompts).
+const CONTEXT_MESSAGES = 9;
 
 const $ = (id) => document.getElementById(id);
 const log = $("log");
@@ -98,7 +101,9 @@ async function stream(key, entry) {
   const resp = await fetch("/v1/chat/completions", {
     method: "POST",
     headers: { "Content-Type": "application/json", Authorization: `Bearer ${key}` },
-    body: JSON.stringify({ model: MODEL, messages: history, max_tokens: MAX_TOKENS, stream: true }),
+    // `history` alternates user and assistant and ends with the question, so
+    // an odd count from the end starts with a user message.
+    body: JSON.stringify({ model: MODEL, messages: history.slice(-CONTEXT_MESSAGES), max_tokens: MAX_TOKENS, stream: true }),
   });
   if (!resp.ok) {
     const body = await resp.json().catch(() => null);
@@ -153,7 +158,10 @@ async function stream(key, entry) {
 function finish(entry, text) {
   const v = entry.info;
   if (!v) throw new Error("the answer carried no verinfer status");
+  // A rejected answer leaves the conversation with its question, so that
+  // `history` keeps alternating question and answer.
   if (v.status !== "rejected") history.push({ role: "assistant", content: text });
+  else history.pop();
   entry.li.dataset.status = v.status;
   if (v.receipt_id) entry.li.dataset.receipt = v.receipt_id;
   if (v.status === "rejected" || !v.receipt_id) {

@@ -174,6 +174,8 @@ async function receipt(match) {
       const input = r.request.input;
       const asked = input.messages ? input.messages.map((m) => `${m.role}: ${m.content}`).join("\n") : input.prompt ?? `${input.tokens.length} prompt tokens`;
       parts.push(el("h2", {}, "Question and answer"), el("pre", { "aria-label": "Question" }, asked), el("pre", { "aria-label": "Answer" }, r.result.output_text));
+    } else if (useKey) {
+      parts.push(el("p", { class: "muted" }, "This API key's account did not pay for this answer, so its text stays closed."));
     } else {
       const opener = el("button", { type: "button" }, "Open the text with an API key");
       opener.addEventListener("click", async () => {
@@ -543,7 +545,13 @@ function route(focus) {
   title.textContent = name;
   document.title = `${name} · verinfer explorer`;
   view.dataset.view = name;
-  fn(match, new URLSearchParams(location.search));
+  // aria-busy while the page's data loads (assistive technology waits for
+  // it; the first-paint bench reads it too).
+  const gen = generation;
+  view.setAttribute("aria-busy", "true");
+  Promise.resolve(fn(match, new URLSearchParams(location.search))).finally(() => {
+    if (gen === generation) view.removeAttribute("aria-busy");
+  });
   // Move focus to the new content so keyboard and screen reader users land on it.
   if (focus) main.focus();
 }
