@@ -114,8 +114,18 @@ fn first_paint(url: &str, pages: &[String]) -> anyhow::Result<()> {
                    if (!document.querySelector('[aria-busy=\"true\"]')) break;
                    await new Promise(r => setTimeout(r, 5));
                  }
-                 const paint = performance.getEntriesByName('first-contentful-paint')[0];
-                 return [paint ? paint.startTime : -1, performance.now()];",
+                 const loaded = performance.now();
+                 // The paint entry is queued after the frame; wait for it.
+                 const paint = await new Promise((resolve) => {
+                   const found = performance.getEntriesByName('first-contentful-paint')[0];
+                   if (found) return resolve(found);
+                   new PerformanceObserver((l) => {
+                     const e = l.getEntries().find((x) => x.name === 'first-contentful-paint');
+                     if (e) resolve(e);
+                   }).observe({ type: 'paint', buffered: true });
+                   setTimeout(() => resolve(null), 3000);
+                 });
+                 return [paint ? paint.startTime : -1, loaded];",
                 serde_json::json!([]),
             )?;
             fcp.push(v[0].as_f64().unwrap_or(-1.0));

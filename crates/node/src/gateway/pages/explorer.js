@@ -298,7 +298,7 @@ async function network() {
   }
   let last = null;
   const gen = generation;
-  for (let first = true; gen === generation; first = false) {
+  const refresh = async (first) => {
     try {
       last = await getJSON("/v1/explorer/network");
       if (gen !== generation) return;
@@ -311,8 +311,16 @@ async function network() {
     } catch (e) {
       if (first) liveBox.lastChild.replaceWith(el("p", { class: "result fail", role: "alert" }, e.message));
     }
-    await sleep(10000);
-  }
+  };
+  // The page is loaded once the first data is drawn; then it refreshes
+  // every 10 s while it is shown.
+  await refresh(true);
+  (async () => {
+    while (gen === generation) {
+      await sleep(10000);
+      if (gen === generation) await refresh(false);
+    }
+  })();
 }
 
 function drawLive(box, n) {
