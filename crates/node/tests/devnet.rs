@@ -113,62 +113,52 @@ async fn devnet_answers_are_verified_settled_and_provable() {
         Status::LeafOnly
     );
 
-    // Errors in OpenAI's format with the right status.
+    // Errors in OpenAI's format with the right status, naming the field.
     let body = json!({"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
-    let status = |r: &Reply| {
-        (
-            r.status,
-            serde_json::from_str::<serde_json::Value>(&r.text)
-                .map(|v| v["error"]["param"].clone())
-                .unwrap_or_default(),
-        )
+    let with = |field: &str, value: serde_json::Value| {
+        let mut b = body.clone();
+        *b.pointer_mut(field).expect("field") = value;
+        b
     };
-    let r = post(&http, &net.url, "vi-wrong", body.clone())
-        .await
-        .expect("post");
-    assert_eq!(r.status, 401);
-    let r = post(&http, &net.url, &poor, body.clone())
-        .await
-        .expect("post");
-    assert_eq!(r.status, 402, "{}", r.text);
-    let mut bad = body.clone();
-    bad["temperature"] = json!("hot");
-    assert_eq!(
-        status(
-            &post(&http, &net.url, &net.api_key, bad)
-                .await
-                .expect("post")
+    let cases = [
+        ("vi-wrong", body.clone(), 401, json!(null)),
+        (poor.as_str(), body.clone(), 402, json!(null)),
+        (
+            &net.api_key,
+            with("/max_tokens", json!("many")),
+            400,
+            json!("max_tokens"),
         ),
-        (400, json!("temperature"))
-    );
-    let mut unknown = body.clone();
-    unknown["model"] = json!("gpt-9");
-    assert_eq!(
-        status(
-            &post(&http, &net.url, &net.api_key, unknown)
-                .await
-                .expect("post")
+        (
+            &net.api_key,
+            with("/model", json!("gpt-9")),
+            404,
+            json!("model"),
         ),
-        (404, json!("model"))
-    );
-    let mut long = body.clone();
-    long["messages"][0]["content"] = json!("lorem ipsum ".repeat(6000));
-    assert_eq!(
-        post(&http, &net.url, &net.api_key, long)
-            .await
-            .expect("post")
-            .status,
-        413
-    );
-    let mut huge = body.clone();
-    huge["messages"][0]["content"] = json!("x".repeat(2 << 20));
-    assert_eq!(
-        post(&http, &net.url, &net.api_key, huge)
-            .await
-            .expect("post")
-            .status,
-        413
-    );
+        (
+            &net.api_key,
+            with("/messages/0/content", json!("lorem ipsum ".repeat(6000))),
+            413,
+            json!("messages"),
+        ),
+        (
+            &net.api_key,
+            with("/messages/0/content", json!("x".repeat(2 << 20))),
+            413,
+            json!(null),
+        ),
+    ];
+    for (key, b, status, param) in cases {
+        let r = post(&http, &net.url, key, b).await.expect("post");
+        let err: serde_json::Value = serde_json::from_str(&r.text).expect("OpenAI error body");
+        assert_eq!(
+            (r.status, &err["error"]["param"]),
+            (status, &param),
+            "{}",
+            r.text
+        );
+        assert!(err["error"]["message"].is_string());
+    }
 
     // 50 concurrent chats: each one a receipt in the log; supply conserved.
     let before = net.ledger.receipts().size();
