@@ -66,6 +66,10 @@ pub struct LedgerNode {
     pub(crate) chronicle: Chronicle,
     /// Every final checkpoint, for the explorer (`{"time_ms", "note"}` entries).
     pub(crate) checkpoints: verinfer_log::Log,
+    /// Commitments to Results before they are checked: the checkpoint that
+    /// first includes one, signed by this log's key, is the randomness that
+    /// draws the Result's verifiers.
+    commitments: verinfer_log::Log,
     /// Keys (gateways) whose reports of rejections and missed tasks count.
     reporters: Vec<PublicKey>,
     gate: crate::auth::Gate,
@@ -85,12 +89,16 @@ impl LedgerNode {
         witness_quorum: u32,
         reporters: Vec<PublicKey>,
     ) -> anyhow::Result<Arc<Self>> {
-        let history = dir.join("checkpoints");
-        let checkpoints = if history.join("config.json").exists() {
-            verinfer_log::Log::open(&history)?
-        } else {
-            verinfer_log::Log::init(&history, "verinfer.local/checkpoint-history")?
+        let open_or_init = |name: &str, origin: &str| -> anyhow::Result<verinfer_log::Log> {
+            let d = dir.join(name);
+            Ok(if d.join("config.json").exists() {
+                verinfer_log::Log::open(&d)?
+            } else {
+                verinfer_log::Log::init(&d, origin)?
+            })
         };
+        let checkpoints = open_or_init("checkpoints", "verinfer.local/checkpoint-history")?;
+        let commitments = open_or_init("commitments", "verinfer.local/result-commitments")?;
         let cosigned = match std::fs::read_to_string(dir.join(COSIGNED_FILE)) {
             Ok(note) => {
                 let n = Note::parse(&note)?;
@@ -110,6 +118,7 @@ impl LedgerNode {
             peer: Peer::new(key),
             chronicle: Chronicle::open(&dir)?,
             checkpoints,
+            commitments,
             reporters,
             gate: crate::auth::Gate::new(),
             dir,
@@ -139,6 +148,7 @@ impl LedgerNode {
             .route("/node/info", get(info))
             .route("/log/checkpoint", get(checkpoint))
             .route("/ledger/report", post(report))
+            .route("/ledger/commit", post(commit))
             .route("/ledger/explorer/records", get(crate::explorer::records))
             .route(
                 "/ledger/explorer/checkpoints",
@@ -460,6 +470,35 @@ async fn report(
         .map_err(|e| HttpError::bad_request(format!("report: {e}")))?;
     node.chronicle.report(r.rejected, &r.missed, now_ms());
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /ledger/commit` (authenticated; body: a Result hash as JSON
+/// `{"result": HEX}`): appends the commitment durably and answers with the
+/// signed checkpoint that first includes it (`{"index", "checkpoint"}`).
+/// Nobody but this log's key can compute that note before it is signed, so
+/// a node that committed to its Result cannot grind the verifiers it gets.
+async fn commit(
+    State(node): State<Arc<LedgerNode>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    crate::http::authenticate(&node.gate, &method, &uri, &headers, &body)?;
+    let c: crate::wire::Commit = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request(format!("commit: {e}")))?;
+    let n = node.clone();
+    let (index, note) = blocking(move || -> Result<(u64, String), verinfer_log::LogError> {
+        let index = n.commitments.append(c.result.0.to_vec())?;
+        // A checkpoint of at least index + 1 entries (concurrent commits share one).
+        let cp = n.commitments.checkpoint()?;
+        Ok((index, cp.note.to_string()))
+    })
+    .await?
+    .map_err(HttpError::internal)?;
+    Ok(Json(
+        serde_json::json!({ "index": index, "checkpoint": note }),
+    ))
 }
 
 async fn account(

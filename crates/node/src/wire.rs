@@ -214,3 +214,10 @@ pub struct Report {
     #[serde(default)]
     pub missed: Vec<PublicKey>,
 }
+
+/// `POST /ledger/commit`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Commit {
+    /// The Result hash committed to.
+    pub result: Hash,
+}

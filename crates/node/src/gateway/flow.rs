@@ -340,7 +340,7 @@ impl Gateway {
             .params()
             .ok_or_else(|| ApiError::unavailable("the gateway has not read the ledger yet"))?;
         let hash = result.hash().map_err(ApiError::internal)?;
-        let seed = self.committee_seed(&hash).await;
+        let seed = self.committee_seed(&hash).await?;
         let p = plan(&request.policy.verification, &seed);
         let k = match request.policy.verification {
             VerificationMode::Quorum { .. } => p.verifiers.max(params.params.quorum as usize),
@@ -535,26 +535,35 @@ impl Gateway {
         }
     }
 
-    /// Randomness for the committee, fixed after the Result: the latest
-    /// checkpoint note and fresh gateway randomness drawn now, which the node
-    /// could not know when it signed.
-    async fn committee_seed(&self, result: &Hash) -> Hash {
-        let note = self
+    /// Randomness for the committee, fixed after the Result (DESIGN.md):
+    /// the ledger appends a commitment to the Result hash and answers with
+    /// the signed checkpoint that first includes it; the seed hashes that
+    /// note with the Result hash. The node signed its Result before the note
+    /// existed and cannot compute the log's signature, so it can neither
+    /// predict nor grind its committee.
+    async fn committee_seed(&self, result: &Hash) -> Result<Hash, ApiError> {
+        let body = serde_json::to_vec(&crate::wire::Commit { result: *result })
+            .map_err(ApiError::internal)?;
+        let url = format!("{}/ledger/commit", self.ledger.base);
+        let resp = self
             .peer
-            .http()
-            .get(format!("{}/log/checkpoint", self.ledger.base))
-            .timeout(Duration::from_secs(2))
-            .send()
+            .post(
+                &self.ledger.base,
+                "/ledger/commit",
+                body,
+                Duration::from_secs(10),
+            )
             .await
-            .ok();
-        let mut material = match note {
-            Some(r) if r.status().is_success() => {
-                r.bytes().await.map(|b| b.to_vec()).unwrap_or_default()
-            }
-            _ => Vec::new(),
-        };
-        material.extend_from_slice(&rand::random::<[u8; 32]>());
-        selection_seed(&material, result)
+            .map_err(|e| {
+                ApiError::unavailable(format!("the ledger did not take the commitment: {e}"))
+            })?;
+        let v: serde_json::Value = crate::client::json(url, resp)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let note = v["checkpoint"].as_str().ok_or_else(|| {
+            ApiError::unavailable("the ledger's commitment answer has no checkpoint")
+        })?;
+        Ok(selection_seed(note.as_bytes(), result))
     }
 
     async fn settle(
