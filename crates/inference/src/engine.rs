@@ -335,6 +335,23 @@ impl Engine {
         self.run_batch(reqs, cbs)
     }
 
+    /// Like [`Engine::generate_batch`], with one callback per request that
+    /// sees each of its tokens as it is generated.
+    pub fn generate_batch_streaming(
+        &mut self,
+        reqs: &[BatchRequest],
+        callbacks: Vec<TokenCallback<'_>>,
+    ) -> Result<Vec<Generation>> {
+        if callbacks.len() != reqs.len() {
+            return Err(LlmError::InvalidRequest(format!(
+                "{} callbacks for {} requests",
+                callbacks.len(),
+                reqs.len()
+            )));
+        }
+        self.run_batch(reqs, callbacks.into_iter().map(Some).collect())
+    }
+
     fn check_prompt(&self, prompt: &[u32]) -> Result<usize> {
         let ctx = self.model.max_seq_len();
         if prompt.is_empty() {

@@ -176,6 +176,69 @@ pub fn respond(
     signed_generation(request, g, key)
 }
 
+/// Answers several requests in one batch on `engine`: their decode steps
+/// share the weight passes, and each Result is the one [`respond`] gives for
+/// its request alone (the engine's batch determinism). `callbacks[i]` sees
+/// the tokens of `requests[i]`. A request that cannot be answered (wrong
+/// model, bad signature, prompt too long) gets its own error and does not
+/// hold up the others.
+pub fn respond_batch(
+    engine: &mut Engine,
+    model_id: Hash,
+    requests: &[Request],
+    key: &SecretKey,
+    callbacks: Vec<engine::TokenCallback<'_>>,
+) -> Vec<Result<InferenceResult, RespondError>> {
+    let mut out: Vec<Option<Result<InferenceResult, RespondError>>> =
+        requests.iter().map(|_| None).collect();
+    let (mut batch, mut cbs, mut which) = (Vec::new(), Vec::new(), Vec::new());
+    let context = engine.model().max_seq_len();
+    for (i, (request, cb)) in requests.iter().zip(callbacks).enumerate() {
+        let prompt = admit(model_id, request)
+            .and_then(|()| Ok(prompt_tokens(engine, &request.input)?))
+            .and_then(|p| {
+                if p.is_empty() || p.len() >= context {
+                    Err(LlmError::ContextOverflow {
+                        prompt: p.len(),
+                        context,
+                    }
+                    .into())
+                } else {
+                    Ok(p)
+                }
+            });
+        match prompt {
+            Ok(prompt) => {
+                batch.push(engine::BatchRequest {
+                    prompt,
+                    params: generate_params(&request.decoding),
+                });
+                cbs.push(cb);
+                which.push(i);
+            }
+            Err(e) => out[i] = Some(Err(e)),
+        }
+    }
+    if !batch.is_empty() {
+        match engine.generate_batch_streaming(&batch, cbs) {
+            Ok(gens) => {
+                for (g, &i) in gens.into_iter().zip(&which) {
+                    out[i] = Some(signed_generation(&requests[i], g, key));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for &i in &which {
+                    out[i] = Some(Err(LlmError::InvalidRequest(msg.clone()).into()));
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(LlmError::InvalidRequest("not answered".into()).into())))
+        .collect()
+}
+
 /// A way of answering dishonestly, with a properly signed Result.
 ///
 /// Written on the command line as `swap-model:PATH`, `edit-token:POS`,

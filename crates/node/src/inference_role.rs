@@ -18,34 +18,55 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use verinfer_inference::engine::TokenCallback;
 use verinfer_inference::respond::{self, Fault, RespondError};
 use verinfer_inference::{Engine, ENGINE_VERSION};
 use verinfer_types::records::Request;
 use verinfer_types::{Hash, SecretKey};
 
+/// Most requests decoded together.
+const MAX_BATCH: usize = 8;
+
+/// A request waiting for the engine, with where its events go.
+struct Job {
+    request: Request,
+    events: mpsc::Sender<InferenceEvent>,
+}
+
 /// The inference role's state.
 pub struct InferenceNode {
-    engine: Mutex<Engine>,
+    jobs: std::sync::mpsc::Sender<Job>,
     model_id: Hash,
     key: SecretKey,
-    fault: Option<Fault>,
     gate: Gate,
     context_len: usize,
 }
 
 impl InferenceNode {
     /// A node running `engine` (model file id `model_id`), signing with
-    /// `key`, honest unless `fault` is given.
+    /// `key`, honest unless `fault` is given. The engine runs on a thread of
+    /// its own: an honest node decodes the requests waiting at the same time
+    /// in one batch (each answer is what it would be alone).
     pub fn new(engine: Engine, model_id: Hash, key: SecretKey, fault: Option<Fault>) -> Arc<Self> {
         let context_len = engine.model().max_seq_len();
+        let (jobs, rx) = std::sync::mpsc::channel();
+        let worker = Worker {
+            engine,
+            model_id,
+            key: key.clone(),
+            fault,
+        };
+        std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || worker.run(rx))
+            .ok();
         Arc::new(InferenceNode {
-            engine: Mutex::new(engine),
+            jobs,
             model_id,
             key,
-            fault,
             gate: Gate::new(),
             context_len,
         })
@@ -58,54 +79,101 @@ impl InferenceNode {
             .route("/node/info", get(info))
             .with_state(self.clone())
     }
+}
 
-    /// Answers `request`, sending events to `tx` (blocking; call off the runtime).
-    fn answer(&self, request: &Request, tx: &mpsc::Sender<InferenceEvent>) {
-        let fail = |status: u16, message: String| {
-            let _ = tx.blocking_send(InferenceEvent::Error(NodeError { status, message }));
-        };
-        let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-        let prompt = match respond::prompt_tokens(&engine, &request.input) {
-            Ok(p) => p,
-            Err(e) => return fail(400, format!("input: {e}")),
-        };
-        if prompt.len() >= self.context_len {
-            return fail(
-                413,
-                format!(
-                    "prompt of {} tokens does not fit the model's context of {} tokens",
-                    prompt.len(),
-                    self.context_len
-                ),
-            );
-        }
-        let result = match &self.fault {
-            None => respond::respond(
-                &mut engine,
-                self.model_id,
-                request,
-                &self.key,
-                &mut |_, text| {
-                    if !text.is_empty() {
-                        let _ = tx.blocking_send(InferenceEvent::Text(text.to_string()));
+/// A job's token callback.
+type Stream = Box<dyn FnMut(u32, &str)>;
+
+/// The engine's thread.
+struct Worker {
+    engine: Engine,
+    model_id: Hash,
+    key: SecretKey,
+    fault: Option<Fault>,
+}
+
+fn send(events: &mpsc::Sender<InferenceEvent>, ev: InferenceEvent) {
+    let _ = events.blocking_send(ev);
+}
+
+fn error_event(e: RespondError) -> InferenceEvent {
+    let status = match &e {
+        RespondError::WrongModel { .. } | RespondError::Record(_) => 400,
+        RespondError::Engine(verinfer_inference::LlmError::ContextOverflow { .. }) => 413,
+        _ => 503,
+    };
+    InferenceEvent::Error(NodeError {
+        status,
+        message: e.to_string(),
+    })
+}
+
+impl Worker {
+    fn run(mut self, jobs: std::sync::mpsc::Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            // An honest node takes everything already waiting; a cheating
+            // one answers one at a time (its faults work on single answers).
+            while self.fault.is_none() && batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            match &self.fault {
+                Some(fault) => {
+                    for job in batch {
+                        let r = respond::respond_with_fault(
+                            &mut self.engine,
+                            self.model_id,
+                            &job.request,
+                            &self.key,
+                            fault,
+                        );
+                        match r {
+                            Ok(r) => {
+                                send(&job.events, InferenceEvent::Text(r.output_text.clone()));
+                                send(&job.events, InferenceEvent::Result(Box::new(r)));
+                            }
+                            Err(e) => send(&job.events, error_event(e)),
+                        }
                     }
-                },
-            ),
-            Some(fault) => {
-                respond::respond_with_fault(&mut engine, self.model_id, request, &self.key, fault)
-                    .inspect(|r| {
-                        let _ = tx.blocking_send(InferenceEvent::Text(r.output_text.clone()));
-                    })
+                }
+                None => self.answer(batch),
             }
-        };
-        match result {
-            Ok(r) => {
-                let _ = tx.blocking_send(InferenceEvent::Result(Box::new(r)));
+        }
+    }
+
+    fn answer(&mut self, batch: Vec<Job>) {
+        let requests: Vec<Request> = batch.iter().map(|j| j.request.clone()).collect();
+        // One stream per job: its text goes to its own client.
+        let mut streams: Vec<Stream> = batch
+            .iter()
+            .map(|j| {
+                let events = j.events.clone();
+                Box::new(move |_: u32, text: &str| {
+                    if !text.is_empty() {
+                        send(&events, InferenceEvent::Text(text.to_string()));
+                    }
+                }) as Stream
+            })
+            .collect();
+        let callbacks: Vec<TokenCallback<'_>> = streams
+            .iter_mut()
+            .map(|b| b.as_mut() as TokenCallback<'_>)
+            .collect();
+        let results = respond::respond_batch(
+            &mut self.engine,
+            self.model_id,
+            &requests,
+            &self.key,
+            callbacks,
+        );
+        for (job, r) in batch.iter().zip(results) {
+            match r {
+                Ok(r) => send(&job.events, InferenceEvent::Result(Box::new(r))),
+                Err(e) => send(&job.events, error_event(e)),
             }
-            Err(e @ (RespondError::WrongModel { .. } | RespondError::Record(_))) => {
-                fail(400, e.to_string())
-            }
-            Err(e) => fail(503, e.to_string()),
         }
     }
 }
@@ -130,8 +198,12 @@ async fn respond_handler(
         ));
     }
     let (tx, rx) = mpsc::channel(256);
-    let n = node.clone();
-    tokio::task::spawn_blocking(move || n.answer(&request, &tx));
+    node.jobs
+        .send(Job {
+            request,
+            events: tx,
+        })
+        .map_err(|_| HttpError(StatusCode::SERVICE_UNAVAILABLE, "the engine stopped".into()))?;
     let lines = ReceiverStream::new(rx).map(|ev| {
         let mut line = serde_json::to_vec(&ev).unwrap_or_default();
         line.push(b'\n');

@@ -185,6 +185,9 @@ async fn devnet_answers_are_verified_settled_and_provable() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 50);
+    // Honest nodes answering in batches are never rejected.
+    let c = net.gateway().expect("gateway").counters();
+    assert_eq!((c.rejected, c.slashes), (0, 0), "{c:?}");
     for id in &ids {
         assert!(
             net.ledger.receipt_index(id).is_some(),
