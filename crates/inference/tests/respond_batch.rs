@@ -9,6 +9,9 @@ use verinfer_types::fixtures;
 use verinfer_types::records::{Decoding, Input, Message, Request};
 use verinfer_types::{Hash, SignedRecord};
 
+/// Collects one request's streamed text.
+type Sink<'a> = Box<dyn FnMut(u32, &str) + 'a>;
+
 fn request(model: Hash, question: &str, temperature_milli: u32, max_tokens: u32) -> Request {
     let key = fixtures::key(1);
     let mut r = fixtures::request(model);
@@ -51,11 +54,9 @@ fn batched_answers_equal_single_answers_and_failures_stay_alone() {
     ];
     let mut texts: Vec<String> = vec![String::new(); requests.len()];
     let results = {
-        let mut sinks: Vec<Box<dyn FnMut(u32, &str) + '_>> = texts
+        let mut sinks: Vec<Sink<'_>> = texts
             .iter_mut()
-            .map(|t| {
-                Box::new(move |_: u32, s: &str| t.push_str(s)) as Box<dyn FnMut(u32, &str) + '_>
-            })
+            .map(|t| Box::new(move |_: u32, s: &str| t.push_str(s)) as Sink<'_>)
             .collect();
         let callbacks = sinks
             .iter_mut()
