@@ -165,14 +165,17 @@ impl Gateway {
         let mut rejected: Option<(InferenceResult, String)> = None;
         let mut last_error: Option<ApiError> = None;
         for attempt in 0..MAX_ATTEMPTS {
-            let Some((node, _busy)) = self.directory.pick_inference(&model.id, &tried) else {
+            let Some((node, busy)) = self.directory.pick_inference(&model.id, &tried) else {
                 break;
             };
             tried.push(node.view.key);
             if attempt > 0 {
                 Counters::inc(&self.counters.retries);
             }
-            let result = match self.infer(&node, request, events, &mut sent).await {
+            let answer = self.infer(&node, request, events, &mut sent).await;
+            // The node is free again once it answered; verification is not its load.
+            drop(busy);
+            let result = match answer {
                 Ok(r) => r,
                 Err(Failure::Refused(e)) => return Err(e),
                 Err(Failure::Unavailable(msg)) => {
