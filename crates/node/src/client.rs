@@ -91,19 +91,16 @@ impl Peer {
     ) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let headers = auth::sign(&self.key, "POST", path, &body);
-        let resp = self
-            .http
-            .post(&url)
-            .headers(headers)
-            .header("content-type", "application/json")
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
+        let resp = send(
+            &url,
+            self.http
+                .post(&url)
+                .headers(headers)
+                .header("content-type", "application/json")
+                .timeout(timeout)
+                .body(body),
+        )
+        .await?;
         check(url, resp).await
     }
 
@@ -114,18 +111,23 @@ impl Peer {
         path: &str,
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
-        let resp = self
-            .http
-            .get(&url)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
+        let resp = send(&url, self.http.get(&url).timeout(Duration::from_secs(10))).await?;
         json(url.clone(), check(url, resp).await?).await
     }
+}
+
+/// Sends `request` to `url`, naming the URL when the transport fails.
+async fn send(
+    url: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ClientError> {
+    request
+        .send()
+        .await
+        .map_err(|source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        })
 }
 
 async fn check(url: String, resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {

@@ -210,13 +210,7 @@ async fn devnet_answers_are_verified_settled_and_provable() {
     )
     .await;
     assert_eq!(found["records"][0]["id"], json!(ids[7]));
-    let network: serde_json::Value = get(&http, &format!("{}/v1/explorer/network", net.url)).await;
-    let charted: u64 = network["minutes"]
-        .as_array()
-        .expect("minutes")
-        .iter()
-        .map(|m| m["verified"].as_u64().unwrap_or(0))
-        .sum();
+    let charted = charted_verified(&http, &net.url).await;
     assert_eq!(charted, size, "every settled answer is in the calls chart");
     net.ledger
         .with_state(|s| s.check_invariants())
@@ -243,13 +237,7 @@ async fn devnet_answers_are_verified_settled_and_provable() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let net = devnet::run(opts).await.expect("restart");
     assert_eq!(net.ledger.receipts().size(), size);
-    let network: serde_json::Value = get(&http, &format!("{}/v1/explorer/network", net.url)).await;
-    let charted: u64 = network["minutes"]
-        .as_array()
-        .expect("minutes")
-        .iter()
-        .map(|m| m["verified"].as_u64().unwrap_or(0))
-        .sum();
+    let charted = charted_verified(&http, &net.url).await;
     assert_eq!(charted, size, "the calls chart survives the restart");
     let again = bundle(&http, &net.url, &net.api_key, &b.id, WAIT)
         .await
@@ -365,4 +353,15 @@ async fn get(http: &reqwest::Client, url: &str) -> serde_json::Value {
         .json()
         .await
         .expect("json")
+}
+
+/// The verified calls in the explorer's per-minute chart.
+async fn charted_verified(http: &reqwest::Client, url: &str) -> u64 {
+    let network = get(http, &format!("{url}/v1/explorer/network")).await;
+    network["minutes"]
+        .as_array()
+        .expect("minutes")
+        .iter()
+        .map(|m| m["verified"].as_u64().unwrap_or(0))
+        .sum()
 }

@@ -300,9 +300,7 @@ impl<'a> ser::Serializer for Serializer<'a> {
         variant: &'static str,
         _: usize,
     ) -> Result<Self::SerializeTupleVariant, CanonicalError> {
-        self.out.push(b'{');
-        write_string(variant, self.out);
-        self.out.push(b':');
+        open_variant(variant, self.out);
         Ok(Variant(self.serialize_seq(None)?))
     }
     fn serialize_map(self, _: Option<usize>) -> Result<Object<'a>, CanonicalError> {
@@ -318,9 +316,7 @@ impl<'a> ser::Serializer for Serializer<'a> {
         variant: &'static str,
         _: usize,
     ) -> Result<Self::SerializeStructVariant, CanonicalError> {
-        self.out.push(b'{');
-        write_string(variant, self.out);
-        self.out.push(b':');
+        open_variant(variant, self.out);
         Ok(Variant(
             Serializer {
                 out: self.out,
@@ -546,4 +542,11 @@ impl ser::Serializer for KeySerializer {
     ) -> Result<Self::SerializeStructVariant, CanonicalError> {
         Err(key_err())
     }
+}
+
+/// Writes `{"variant":`, the start of an externally tagged enum variant.
+fn open_variant(variant: &str, out: &mut Vec<u8>) {
+    out.push(b'{');
+    write_string(variant, out);
+    out.push(b':');
 }
