@@ -703,6 +703,16 @@ fn pages_fit_a_phone_and_work_by_keyboard() {
     // Tab goes through real links and buttons, with a visible focus ring.
     let s = session(&d, 1280, 900);
     goto(&s, &format!("{base}/?max_tokens=8"));
+    // A new headless window may not hold the keyboard focus yet, and a key
+    // pressed before it does reaches no element (regression: the first Tab
+    // once left focus on BODY in CI). Wait until the document has it.
+    wait(
+        &s,
+        "the page to hold the keyboard focus",
+        10,
+        "window.focus(); document.activeElement.blur();
+         return document.readyState === 'complete' && document.hasFocus()",
+    );
     let mut seen = Vec::new();
     for _ in 0..6 {
         s.press(TAB).expect("tab");
