@@ -406,6 +406,46 @@ impl Ledger {
         Ok(Transaction::from_canonical(&self.wal.entry(index)?)?)
     }
 
+    /// The full receipts at leaves `[from, to)`, reading each settlement
+    /// in the WAL once.
+    pub fn receipts_range(&self, from: u64, to: u64) -> Result<Vec<Receipt>, LedgerError> {
+        let locations: Vec<(u64, u32)> = {
+            let index = lock(&self.index);
+            let end = (to as usize).min(index.location.len());
+            index
+                .location
+                .get(from as usize..end)
+                .unwrap_or_default()
+                .to_vec()
+        };
+        if locations.len() as u64 != to.saturating_sub(from) {
+            return Err(LedgerError::Corrupt(format!(
+                "receipts {from}..{to} are not all settled"
+            )));
+        }
+        let mut out = Vec::with_capacity(locations.len());
+        let mut cached: Option<(u64, Vec<Receipt>)> = None;
+        for (wal_index, pos) in locations {
+            if cached.as_ref().map(|c| c.0) != Some(wal_index) {
+                let tx = Transaction::from_canonical(&self.wal.entry(wal_index)?)?;
+                let TxBody::Settle { receipts } = tx.body else {
+                    return Err(LedgerError::Corrupt(format!(
+                        "WAL entry {wal_index} is not a settlement"
+                    )));
+                };
+                cached = Some((wal_index, receipts));
+            }
+            let r = cached
+                .as_ref()
+                .and_then(|c| c.1.get(pos as usize))
+                .ok_or_else(|| {
+                    LedgerError::Corrupt(format!("WAL entry {wal_index} lacks receipt {pos}"))
+                })?;
+            out.push(r.clone());
+        }
+        Ok(out)
+    }
+
     /// The full receipt at leaf `index`, read from the settlement in the WAL
     /// that holds it (the text lives beside the log, not in it).
     pub fn receipt(&self, index: u64) -> Result<Option<Receipt>, LedgerError> {

@@ -1,0 +1,150 @@
+//! A local chain for the devnet and the tests: anvil, from the npm package
+//! `@foundry-rs/anvil` that `contracts/test.sh` (and the README's setup)
+//! installs under `contracts/node_modules`. Nothing is downloaded here.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alloy::signers::local::PrivateKeySigner;
+
+use super::EvmError;
+
+/// The first of anvil's well-known development accounts (mnemonic "test test
+/// ... junk"): it holds 10,000 ETH on every fresh anvil chain. Local chains
+/// only.
+pub const DEV_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+/// The signer of [`DEV_KEY`].
+pub fn dev_signer() -> PrivateKeySigner {
+    DEV_KEY
+        .parse()
+        .unwrap_or_else(|_| unreachable!("a valid constant key"))
+}
+
+/// Where anvil is: `$VERINFER_ANVIL`, else the npm package's binary under
+/// `contracts/node_modules` of the current directory or of this source tree.
+pub fn binary() -> Result<PathBuf, EvmError> {
+    if let Some(p) = std::env::var_os("VERINFER_ANVIL") {
+        return Ok(PathBuf::from(p));
+    }
+    let rel = "contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil";
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for base in [PathBuf::from("."), tree] {
+        let p = base.join(rel);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(EvmError::Chain(format!(
+        "anvil not found: run `npm ci --ignore-scripts` in contracts/ (it installs {rel}), \
+         or set VERINFER_ANVIL to an anvil binary"
+    )))
+}
+
+/// A running anvil, keeping its state in a file (loaded at start, written
+/// every second and at a clean stop), so a restart resumes the chain.
+pub struct Anvil {
+    child: Child,
+    port: u16,
+    state: PathBuf,
+}
+
+fn free_port() -> Result<u16, EvmError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| EvmError::Chain(e.to_string()))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| EvmError::Chain(e.to_string()))
+}
+
+impl Anvil {
+    /// Starts anvil on `port` (0: any free port) with its state in `state`.
+    pub fn start(state: &Path, port: u16) -> Result<Anvil, EvmError> {
+        let port = if port == 0 { free_port()? } else { port };
+        let child = Self::spawn(state, port)?;
+        let a = Anvil {
+            child,
+            port,
+            state: state.to_path_buf(),
+        };
+        a.wait_ready()?;
+        Ok(a)
+    }
+
+    fn spawn(state: &Path, port: u16) -> Result<Child, EvmError> {
+        let bin = binary()?;
+        Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--state")
+            .arg(state)
+            .args(["--state-interval", "1", "--silent"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| EvmError::Chain(format!("cannot start {}: {e}", bin.display())))
+    }
+
+    fn wait_ready(&self) -> Result<(), EvmError> {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(EvmError::Chain(format!(
+            "anvil did not listen on port {} in 30 s",
+            self.port
+        )))
+    }
+
+    /// The RPC URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Starts it again on the same port and state file (after it died).
+    pub fn restart(&mut self) -> Result<(), EvmError> {
+        self.stop();
+        self.child = Self::spawn(&self.state, self.port)?;
+        self.wait_ready()
+    }
+
+    /// Stops it cleanly (SIGTERM, so it writes its state), or kills it.
+    pub fn stop(&mut self) {
+        if self.exited() {
+            return;
+        }
+        let termed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        let t = Instant::now();
+        while termed && t.elapsed() < Duration::from_secs(5) {
+            if self.exited() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,404 @@
+//! The submitter: settles every final checkpoint of the receipts log on
+//! chain, and repeats every slash of the ledger there.
+//!
+//! Idempotent by construction: each round starts from what the chain says
+//! (its settled size and root), never from what this process believes it
+//! sent. A batch is always "from the chain's settled size to the latest final
+//! checkpoint", so a transaction that was dropped, failed on an RPC error, or
+//! was undone by a chain restarted from an older state is simply built and
+//! sent again, and one that did land makes the next round start after it: the
+//! contract's `oldSize == settledSize` rule refuses anything applied twice.
+//! Nonces come from the chain's pending count for every transaction, so a
+//! restarted chain or a lost transaction leaves no gap behind.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use alloy::primitives::{Bytes, B256};
+use alloy::signers::Signature as EcdsaSignature;
+use serde::{Deserialize, Serialize};
+use verinfer_types::{Hash, PublicKey};
+
+use super::chain::{Chain, Mined};
+use super::netting::{
+    check_settlement, domain, evidence_subject, pack_signatures, slash_struct, EvmSignature,
+    SettlementEntry, SettlementRequest, SlashRequest,
+};
+use super::{invalid, EvmError, Link};
+use crate::tx::TxBody;
+use crate::Ledger;
+
+/// A boxed future (the cosigners are reached over the network).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Who signs settlements and slashes: the verifiers, asked over the network.
+/// Each answer is checked here before it is sent on chain.
+pub trait Cosigners: Send + Sync {
+    /// Signatures of a settlement request (whatever the verifiers gave).
+    fn settlement<'a>(&'a self, req: &'a SettlementRequest) -> BoxFuture<'a, Vec<EvmSignature>>;
+    /// Signatures of a slash request.
+    fn slash<'a>(&'a self, req: &'a SlashRequest) -> BoxFuture<'a, Vec<EvmSignature>>;
+}
+
+/// A final checkpoint of the receipts log: its note (with cosignatures).
+#[derive(Clone, Debug)]
+pub struct FinalCheckpoint {
+    /// The cosigned note.
+    pub note: String,
+    /// Its size.
+    pub size: u64,
+}
+
+/// One transaction the settler got mined (the explorer lists them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settlement {
+    /// When it was mined (ms since the epoch, local clock).
+    pub time_ms: u64,
+    /// `checkpoint` or `slash`.
+    pub kind: String,
+    /// Settled size before (checkpoints).
+    pub old_size: u64,
+    /// Settled size after (checkpoints).
+    pub new_size: u64,
+    /// Transfer words (checkpoints), or 0.
+    pub transfers: u64,
+    /// The slashed account (slashes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accused: Option<PublicKey>,
+    /// Transaction hash.
+    pub tx: B256,
+    /// Gas used.
+    pub gas_used: u64,
+    /// Block number.
+    pub block: u64,
+}
+
+const LINKS_FILE: &str = "evm-links.json";
+const HISTORY_FILE: &str = "evm-settlements.jsonl";
+
+/// The settler of one ledger.
+pub struct Settler {
+    chain: Chain,
+    ledger: Arc<Ledger>,
+    cosigners: Arc<dyn Cosigners>,
+    dir: PathBuf,
+    links: Mutex<BTreeMap<PublicKey, Link>>,
+    slashed: Mutex<HashSet<u64>>,
+    history: Mutex<Vec<Settlement>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn io(what: &str, e: impl std::fmt::Display) -> EvmError {
+    EvmError::Chain(format!("{what}: {e}"))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Settler {
+    /// The settler for `ledger` whose files (links, history) live in `dir`.
+    pub fn new(
+        chain: Chain,
+        ledger: Arc<Ledger>,
+        cosigners: Arc<dyn Cosigners>,
+        dir: PathBuf,
+    ) -> Result<Settler, EvmError> {
+        let links: Vec<Link> = match std::fs::read(dir.join(LINKS_FILE)) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| io(LINKS_FILE, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(LINKS_FILE, e)),
+        };
+        let history = match std::fs::read_to_string(dir.join(HISTORY_FILE)) {
+            // A line cut by a crash is the last one: skip what does not parse.
+            Ok(t) => t
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(HISTORY_FILE, e)),
+        };
+        let s = Settler {
+            chain,
+            ledger,
+            cosigners,
+            dir,
+            links: Mutex::new(BTreeMap::new()),
+            slashed: Mutex::new(HashSet::new()),
+            history: Mutex::new(history),
+        };
+        for l in links {
+            s.add_link_in_memory(l)?;
+        }
+        Ok(s)
+    }
+
+    /// The chain connection.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    fn add_link_in_memory(&self, link: Link) -> Result<bool, EvmError> {
+        link.verify()?;
+        let mut links = lock(&self.links);
+        Ok(links.insert(link.account, link.clone()).as_ref() != Some(&link))
+    }
+
+    /// Records an account's EVM address (checked, kept on disk).
+    pub fn add_link(&self, link: Link) -> Result<(), EvmError> {
+        if self.add_link_in_memory(link)? {
+            let all: Vec<Link> = lock(&self.links).values().cloned().collect();
+            let bytes = serde_json::to_vec_pretty(&all).map_err(|e| io(LINKS_FILE, e))?;
+            verinfer_log::write_atomic(&self.dir, LINKS_FILE, &bytes)
+                .map_err(|e| io(LINKS_FILE, e))?;
+        }
+        Ok(())
+    }
+
+    /// The EVM address linked to `account`.
+    pub fn address_of(&self, account: &PublicKey) -> Option<alloy::primitives::Address> {
+        lock(&self.links).get(account).map(|l| l.address)
+    }
+
+    /// The transactions mined so far, oldest first.
+    pub fn history(&self) -> Vec<Settlement> {
+        lock(&self.history).clone()
+    }
+
+    fn record(&self, s: Settlement) -> Result<(), EvmError> {
+        let mut line = serde_json::to_vec(&s).map_err(|e| io(HISTORY_FILE, e))?;
+        line.push(b'\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(HISTORY_FILE))
+            .map_err(|e| io(HISTORY_FILE, e))?;
+        f.write_all(&line)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| io(HISTORY_FILE, e))?;
+        lock(&self.history).push(s);
+        Ok(())
+    }
+
+    /// Keeps only signatures that recover to the address they claim, over
+    /// `digest`.
+    fn valid(digest: B256, sigs: Vec<EvmSignature>) -> Vec<EvmSignature> {
+        sigs.into_iter()
+            .filter(|s| {
+                EcdsaSignature::from_raw(&s.signature)
+                    .ok()
+                    .and_then(|sig| sig.recover_address_from_prehash(&digest).ok())
+                    == Some(s.address)
+            })
+            .collect()
+    }
+
+    /// Settles up to `fin` if the chain is behind it. Returns the mined
+    /// transaction, or `None` when there was nothing to do.
+    pub async fn settle_once(&self, fin: &FinalCheckpoint) -> Result<Option<Mined>, EvmError> {
+        let (settled, root) = self.chain.checkpoint().await?;
+        if settled >= fin.size {
+            return Ok(None);
+        }
+        let log = self.ledger.receipts().clone();
+        let ours = if settled == 0 {
+            verinfer_log::merkle::empty_root()
+        } else {
+            log.root(settled).map_err(|e| io("receipts log", e))?
+        };
+        if ours.0 != root.0 {
+            return Err(invalid(format!(
+                "the chain settled another history: root {root} at size {settled}, the log has {ours}"
+            )));
+        }
+        let (old, new) = (settled, fin.size);
+        let entries = tokio::task::block_in_place(|| -> Result<Vec<SettlementEntry>, EvmError> {
+            let receipts = self.ledger.receipts_range(old, new)?;
+            receipts
+                .into_iter()
+                .enumerate()
+                .map(|(k, r)| {
+                    Ok(SettlementEntry {
+                        leaf: r.leaf()?,
+                        certificate: r.certificate,
+                        proof: log
+                            .inclusion_proof(old + k as u64, new)
+                            .map_err(|e| io("receipts log", e))?,
+                    })
+                })
+                .collect()
+        })?;
+        let mut links: Vec<Link> = Vec::new();
+        {
+            let all = lock(&self.links);
+            let mut want = std::collections::BTreeSet::new();
+            want.insert(self.ledger.with_state(|s| s.treasury));
+            for e in &entries {
+                want.insert(e.leaf.requester);
+                want.insert(e.leaf.node);
+                want.extend(e.certificate.verdicts.iter().map(|v| v.verifier));
+            }
+            for k in want {
+                links.push(all.get(&k).cloned().ok_or(EvmError::Unlinked(k))?);
+            }
+        }
+        let req = SettlementRequest {
+            chain_id: self.chain.chain_id,
+            contract: self.chain.contract,
+            checkpoint: fin.note.clone(),
+            old_size: old,
+            old_root: Hash(root.0),
+            treasury: self.ledger.with_state(|s| s.treasury),
+            links,
+            entries,
+        };
+        // Our own check of what we ask others to sign.
+        let new_root = log.root(new).map_err(|e| io("receipts log", e))?;
+        let batch = check_settlement(&req, new, &new_root)?;
+        let digest = batch.digest(&domain(req.chain_id, req.contract));
+        let sigs = Self::valid(digest, self.cosigners.settlement(&req).await);
+        if sigs.is_empty() {
+            return Err(EvmError::Chain("no verifier signed the settlement".into()));
+        }
+        let proof: Vec<B256> = if old == 0 {
+            Vec::new()
+        } else {
+            log.consistency_proof(old, new)
+                .map_err(|e| io("receipts log", e))?
+                .iter()
+                .map(|h| B256::from(h.0))
+                .collect()
+        };
+        let transfers = batch.checkpoint.transfers.len() as u64;
+        match self
+            .chain
+            .settle(&batch, proof, pack_signatures(sigs))
+            .await
+        {
+            Ok(m) => {
+                self.record(Settlement {
+                    time_ms: now_ms(),
+                    kind: "checkpoint".into(),
+                    old_size: old,
+                    new_size: new,
+                    transfers,
+                    accused: None,
+                    tx: m.tx,
+                    gas_used: m.gas_used,
+                    block: m.block,
+                })?;
+                Ok(Some(m))
+            }
+            Err(e) => {
+                // Landed after all (a receipt lost, another submitter)? Then
+                // the next round starts after it; otherwise report.
+                match self.chain.checkpoint().await {
+                    Ok((s, _)) if s >= new => Ok(None),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Repeats on chain every slash of the ledger not yet there.
+    pub async fn slash_pending(&self) -> Result<usize, EvmError> {
+        let mut done = 0;
+        for rec in self.ledger.slashes() {
+            if lock(&self.slashed).contains(&rec.wal_index) {
+                continue;
+            }
+            let tx = tokio::task::block_in_place(|| self.ledger.transaction(rec.wal_index))?;
+            let TxBody::Slash { evidence } = tx.body else {
+                return Err(invalid(format!(
+                    "WAL entry {} is not a slash",
+                    rec.wal_index
+                )));
+            };
+            let (result, accused) = evidence_subject(&evidence)?;
+            let link = lock(&self.links)
+                .get(&accused)
+                .cloned()
+                .ok_or(EvmError::Unlinked(accused))?;
+            if !self
+                .chain
+                .is_slashed(B256::from(result.0), link.address)
+                .await?
+            {
+                let req = SlashRequest {
+                    chain_id: self.chain.chain_id,
+                    contract: self.chain.contract,
+                    accused: link.clone(),
+                    evidence: *evidence.clone(),
+                };
+                let s = slash_struct(link.address, &result, &evidence)?;
+                let digest = alloy::sol_types::SolStruct::eip712_signing_hash(
+                    &s,
+                    &domain(req.chain_id, req.contract),
+                );
+                let sigs = Self::valid(digest, self.cosigners.slash(&req).await);
+                let m = self.chain.slash(&s, pack_signatures(sigs)).await?;
+                self.record(Settlement {
+                    time_ms: now_ms(),
+                    kind: "slash".into(),
+                    old_size: 0,
+                    new_size: 0,
+                    transfers: 0,
+                    accused: Some(accused),
+                    tx: m.tx,
+                    gas_used: m.gas_used,
+                    block: m.block,
+                })?;
+                done += 1;
+            }
+            lock(&self.slashed).insert(rec.wal_index);
+        }
+        Ok(done)
+    }
+
+    /// Settles and slashes forever, every `interval`, with the latest final
+    /// checkpoint from `latest`.
+    pub async fn run(
+        self: Arc<Self>,
+        latest: impl Fn() -> Option<FinalCheckpoint> + Send + Sync,
+        interval: std::time::Duration,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Some(fin) = latest() {
+                if let Err(e) = self.settle_once(&fin).await {
+                    tracing::warn!(error = %e, size = fin.size, "checkpoint not settled on chain this round");
+                }
+            }
+            if let Err(e) = self.slash_pending().await {
+                tracing::warn!(error = %e, "slash not repeated on chain this round");
+            }
+        }
+    }
+}
+
+/// A verifier's signature of `digest` with its EVM key.
+pub fn sign_digest(
+    signer: &alloy::signers::local::PrivateKeySigner,
+    digest: &B256,
+) -> Result<EvmSignature, EvmError> {
+    use alloy::signers::SignerSync as _;
+    let sig = signer
+        .sign_hash_sync(digest)
+        .map_err(|e| EvmError::Key(e.to_string()))?;
+    Ok(EvmSignature {
+        address: signer.address(),
+        signature: Bytes::from(sig.as_bytes().to_vec()),
+    })
+}

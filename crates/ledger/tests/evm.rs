@@ -1,0 +1,286 @@
+//! The EVM backend against a real chain (anvil from contracts/node_modules):
+//! checkpoints settle with the netted fees, retries never pay twice, a chain
+//! that lost blocks is settled again, slashes are repeated on chain, and the
+//! token total is conserved throughout.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::sync::Arc;
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{Provider, ProviderBuilder};
+use verinfer_ledger::evm::anvil::{dev_signer, Anvil};
+use verinfer_ledger::evm::chain::{contract_params, deploy, fund_gas, initial_models, Chain};
+use verinfer_ledger::evm::netting::{
+    check_settlement, check_slash, domain, EvmSignature, SettlementRequest, SlashRequest,
+};
+use verinfer_ledger::evm::settler::{sign_digest, BoxFuture, Cosigners, FinalCheckpoint, Settler};
+use verinfer_ledger::evm::{evm_signer, Link};
+use verinfer_ledger::testkit::{World, TOKEN};
+use verinfer_ledger::tx::{Evidence, TxBody};
+use verinfer_ledger::Ledger;
+use verinfer_log::SignedCheckpoint;
+use verinfer_types::records::Decision;
+use verinfer_types::{Record, SecretKey};
+
+/// Verifiers in this process: each runs the same checks a verifier role runs
+/// before it signs.
+struct LocalVerifiers {
+    keys: Vec<SecretKey>,
+    log_key: verinfer_types::note::VerifierKey,
+}
+
+impl Cosigners for LocalVerifiers {
+    fn settlement<'a>(&'a self, req: &'a SettlementRequest) -> BoxFuture<'a, Vec<EvmSignature>> {
+        Box::pin(async move {
+            let cp = SignedCheckpoint::open(&req.checkpoint, &self.log_key)
+                .unwrap()
+                .checkpoint;
+            let batch = check_settlement(req, cp.size, &cp.root).unwrap();
+            let digest = batch.digest(&domain(req.chain_id, req.contract));
+            self.keys
+                .iter()
+                .map(|k| sign_digest(&evm_signer(k).unwrap(), &digest).unwrap())
+                .collect()
+        })
+    }
+    fn slash<'a>(&'a self, req: &'a SlashRequest) -> BoxFuture<'a, Vec<EvmSignature>> {
+        Box::pin(async move {
+            let s = check_slash(req).unwrap();
+            let digest = alloy::sol_types::SolStruct::eip712_signing_hash(
+                &s,
+                &domain(req.chain_id, req.contract),
+            );
+            self.keys
+                .iter()
+                .filter(|k| k.public() != req.accused.account)
+                .map(|k| sign_digest(&evm_signer(k).unwrap(), &digest).unwrap())
+                .collect()
+        })
+    }
+}
+
+fn addr(k: &SecretKey) -> Address {
+    evm_signer(k).unwrap().address()
+}
+
+/// Reserves and settles `n` receipts of `w`'s users, certified by 2 verifiers.
+fn settle_receipts(l: &Ledger, w: &mut World, first_seed: u64, n: u64) {
+    let mut receipts = Vec::new();
+    for s in first_seed..first_seed + n {
+        let user = w.users[(s % 3) as usize].clone();
+        let req = w.request(&user, s, 2);
+        l.submit(&w.tx(
+            &user,
+            TxBody::Reserve {
+                request: req.hash().unwrap(),
+                amount: w.max_fee(),
+            },
+        ))
+        .unwrap();
+        receipts.push(l.with_state(|st| w.receipt(st, &req, 2)));
+    }
+    let relayer = w.users[0].clone();
+    l.submit(&w.tx(&relayer, TxBody::Settle { receipts }))
+        .unwrap();
+}
+
+fn final_checkpoint(l: &Ledger) -> FinalCheckpoint {
+    let c = l.receipts().checkpoint().unwrap();
+    FinalCheckpoint {
+        note: c.note.to_string(),
+        size: c.checkpoint.size,
+    }
+}
+
+async fn conserved(chain: &Chain, holders: &[Address]) {
+    let (escrow, staked, unbonding) = chain.totals().await.unwrap();
+    assert_eq!(
+        chain.token_balance(chain.contract).await.unwrap(),
+        escrow + staked + unbonding
+    );
+    let mut sum = chain.token_balance(chain.contract).await.unwrap();
+    for h in holders {
+        sum += chain.token_balance(*h).await.unwrap();
+    }
+    assert_eq!(
+        sum,
+        chain.token_supply().await.unwrap(),
+        "every token is accounted for"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_and_slashes_settle_on_anvil() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut anvil = Anvil::start(&dir.path().join("anvil-state.json"), 0).unwrap();
+    let rpc = anvil.url();
+
+    let mut w = World::new();
+    let ledger = Arc::new(
+        Ledger::init(
+            &dir.path().join("ledger"),
+            &w.genesis(),
+            "example.org/receipts",
+            &SecretKey::from_seed(&[9; 32]),
+        )
+        .unwrap(),
+    );
+    for tx in w.setup() {
+        ledger.submit(&tx).unwrap();
+    }
+
+    // Deploy; the treasury's EVM key holds the supply and is the treasury.
+    let everyone: Vec<SecretKey> = [w.treasury.clone()]
+        .into_iter()
+        .chain(w.users.clone())
+        .chain(w.nodes.clone())
+        .chain(w.verifiers.clone())
+        .collect();
+    let holders: Vec<Address> = everyone.iter().map(addr).collect();
+    fund_gas(&rpc, dev_signer(), &holders, U256::from(10u128 * TOKEN))
+        .await
+        .unwrap();
+    let genesis = w.genesis();
+    let params = contract_params(&genesis.params, 2, addr(&w.treasury)).unwrap();
+    let d = deploy(
+        &rpc,
+        evm_signer(&w.treasury).unwrap(),
+        U256::from(1_000_000 * TOKEN),
+        params,
+        initial_models(&genesis.models),
+    )
+    .await
+    .unwrap();
+    let treasury = Chain::at(&rpc, evm_signer(&w.treasury).unwrap(), d.contract)
+        .await
+        .unwrap();
+    let stake = U256::from(1_500 * TOKEN);
+    for (role, keys) in [(1u8, w.nodes.clone()), (2u8, w.verifiers.clone())] {
+        for k in keys {
+            treasury.send_tokens(addr(&k), stake).await.unwrap();
+            let c = Chain::at(&rpc, evm_signer(&k).unwrap(), d.contract)
+                .await
+                .unwrap();
+            c.register(role, B256::from(k.public().to_bytes()), "http://x", stake)
+                .await
+                .unwrap();
+        }
+    }
+    let deposit = 10_000 * TOKEN;
+    for u in &w.users {
+        treasury
+            .deposit(addr(u), U256::from(deposit))
+            .await
+            .unwrap();
+    }
+    conserved(&treasury, &holders).await;
+
+    let cosigners = Arc::new(LocalVerifiers {
+        keys: w.verifiers.clone(),
+        log_key: ledger.receipts().verifier_key().clone(),
+    });
+    let settler = Settler::new(
+        treasury.clone(),
+        ledger.clone(),
+        cosigners,
+        dir.path().to_path_buf(),
+    )
+    .unwrap();
+    for k in &everyone {
+        settler.add_link(Link::new(k).unwrap()).unwrap();
+    }
+
+    // First checkpoint: from the empty tree.
+    settle_receipts(&ledger, &mut w, 0, 10);
+    let fin = final_checkpoint(&ledger);
+    assert!(settler.settle_once(&fin).await.unwrap().is_some());
+    assert!(
+        settler.settle_once(&fin).await.unwrap().is_none(),
+        "nothing is settled twice"
+    );
+    let (size, root) = treasury.checkpoint().await.unwrap();
+    assert_eq!(size, 10);
+    assert_eq!(root.0, ledger.receipts().root(10).unwrap().0);
+
+    // Second, with a consistency proof; then the chain loses it (reverted to
+    // a snapshot, as a chain restarted from older state) and it is settled
+    // again, once.
+    settle_receipts(&ledger, &mut w, 10, 25);
+    let fin = final_checkpoint(&ledger);
+    let raw = ProviderBuilder::new().connect_http(rpc.parse().unwrap());
+    let snap: U256 = raw.raw_request("evm_snapshot".into(), ()).await.unwrap();
+    assert!(settler.settle_once(&fin).await.unwrap().is_some());
+    let reverted: bool = raw.raw_request("evm_revert".into(), (snap,)).await.unwrap();
+    assert!(reverted);
+    assert_eq!(
+        treasury.checkpoint().await.unwrap().0,
+        10,
+        "the chain lost the second batch"
+    );
+    assert!(
+        settler.settle_once(&fin).await.unwrap().is_some(),
+        "settled again"
+    );
+    assert!(settler.settle_once(&fin).await.unwrap().is_none());
+    assert_eq!(treasury.checkpoint().await.unwrap().0, 35);
+
+    // Anvil stopped and restarted on its state file: nothing is lost.
+    anvil.stop();
+    anvil.restart().unwrap();
+    assert_eq!(treasury.checkpoint().await.unwrap().0, 35);
+
+    // The chain paid what the embedded ledger paid.
+    let f = ledger.fee_totals();
+    assert_eq!(f.receipts, 35);
+    let mut users = 0u128;
+    for u in &w.users {
+        users += treasury.balance(addr(u)).await.unwrap();
+    }
+    assert_eq!(users, 3 * deposit - f.total);
+    let mut nodes = 0u128;
+    for k in &w.nodes {
+        nodes += treasury.balance(addr(k)).await.unwrap();
+    }
+    assert_eq!(nodes, f.node);
+    let mut verifiers = 0u128;
+    for k in &w.verifiers {
+        verifiers += treasury.balance(addr(k)).await.unwrap();
+    }
+    assert_eq!(verifiers, f.verifiers);
+    assert_eq!(
+        treasury.balance(addr(&w.treasury)).await.unwrap(),
+        f.treasury
+    );
+    conserved(&treasury, &holders).await;
+
+    // A slash in the ledger is repeated on chain, once.
+    let user = w.users[0].clone();
+    let req = w.request(&user, 99, 2);
+    let result = w.result(&req, 1);
+    let committee = (0..2)
+        .map(|v| w.verdict(&result, v, Decision::Reject))
+        .collect();
+    let slasher = w.verifiers[0].clone();
+    ledger
+        .submit(&w.tx(
+            &slasher,
+            TxBody::Slash {
+                evidence: Box::new(Evidence::Node { result, committee }),
+            },
+        ))
+        .unwrap();
+    let accused = addr(&w.nodes[1]);
+    let before = treasury.stake(accused).await.unwrap();
+    assert_eq!(settler.slash_pending().await.unwrap(), 1);
+    assert_eq!(settler.slash_pending().await.unwrap(), 0);
+    let after = treasury.stake(accused).await.unwrap();
+    assert_eq!(
+        after,
+        before - before * u128::from(genesis.params.slash_bps) / 10_000
+    );
+    conserved(&treasury, &holders).await;
+
+    let kinds: Vec<String> = settler.history().into_iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, ["checkpoint", "checkpoint", "checkpoint", "slash"]);
+}
