@@ -44,6 +44,10 @@ pub struct DevnetArgs {
     /// Prepare the data directory (ledger, keys, funding) and exit.
     #[arg(long)]
     init_only: bool,
+    /// Where value settles: `embedded` (the ledger) or `anvil` (a local
+    /// chain from contracts/node_modules, with the contracts deployed).
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "anvil"])]
+    settlement: String,
 }
 
 /// `verinfer node`.
@@ -85,6 +89,9 @@ pub fn devnet(args: DevnetArgs, config: &Config) -> anyhow::Result<()> {
     opts.faulty_inference = args.faulty_inference.min(args.inference);
     opts.fault = Fault::from_str(&args.fault).map_err(|e| anyhow::anyhow!("--fault: {e}"))?;
     opts.threads = args.threads;
+    if args.settlement == "anvil" {
+        opts.settlement = devnet::Settlement::Anvil;
+    }
     if let Some(o) = &config.log.origin {
         opts.log_origin = o.clone();
     }
@@ -98,6 +105,12 @@ pub fn devnet(args: DevnetArgs, config: &Config) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let net = devnet::run(opts).await?;
         println!("api-key: {}", net.api_key);
+        if let Some(c) = &net.chain {
+            eprintln!(
+                "settling on anvil at {} (chain {}): contract {}, token {}",
+                c.url, c.deployment.chain_id, c.deployment.contract, c.deployment.token
+            );
+        }
         if args.faulty_inference > 0 {
             eprintln!(
                 "{} inference node(s) cheat with {}; watch the verifiers catch them",

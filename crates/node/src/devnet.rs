@@ -26,6 +26,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use verinfer_inference::respond::Fault;
+use verinfer_ledger::evm::anvil::{dev_signer, Anvil};
+use verinfer_ledger::evm::chain::{
+    contract_params, deploy, fund_gas, initial_models, Chain, Deployment,
+};
+use verinfer_ledger::evm::settler::Settler;
+use verinfer_ledger::evm::{evm_signer, Link, B256};
 use verinfer_ledger::tx::{Genesis, GenesisTag, ModelEntry, Params, Transaction, TxBody};
 use verinfer_ledger::Ledger;
 use verinfer_types::records::{Amount, VerificationMode};
@@ -65,6 +71,28 @@ pub struct DevnetOptions {
     pub heartbeat: Duration,
     /// Origin of a new receipts log.
     pub log_origin: String,
+    /// Where value settles.
+    pub settlement: Settlement,
+}
+
+/// Where the devnet settles value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Settlement {
+    /// In the embedded ledger.
+    #[default]
+    Embedded,
+    /// On a local anvil chain, through the contracts (the EVM backend).
+    Anvil,
+}
+
+/// The devnet's chain: anvil, restarted on its state file when it dies.
+pub struct DevChain {
+    /// The anvil process.
+    pub anvil: Arc<std::sync::Mutex<Anvil>>,
+    /// The contracts.
+    pub deployment: Deployment,
+    /// RPC URL.
+    pub url: String,
 }
 
 impl DevnetOptions {
@@ -82,6 +110,7 @@ impl DevnetOptions {
             threads: 1,
             heartbeat: start::HEARTBEAT,
             log_origin: LOG_ORIGIN.into(),
+            settlement: Settlement::Embedded,
         }
     }
 }
@@ -96,13 +125,18 @@ pub struct Devnet {
     pub roles: Vec<(String, Running)>,
     /// The ledger.
     pub ledger: Arc<Ledger>,
+    /// The chain, when value settles on one.
+    pub chain: Option<DevChain>,
 }
 
 impl Devnet {
-    /// Stops every role.
+    /// Stops every role, and the chain.
     pub fn stop(&self) {
         for (_, r) in self.roles.iter().rev() {
             r.stop();
+        }
+        if let Some(c) = &self.chain {
+            c.anvil.lock().unwrap_or_else(|e| e.into_inner()).stop();
         }
     }
 
@@ -247,7 +281,11 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
     let key = |name: &str| crate::config::load_key(&d.join(name).join("node.key"));
     let mut roles: Vec<(String, Running)> = Vec::new();
     let witness_quorum = (opts.verifiers as u32).min(opts.quorum.max(1));
-    let l = start::ledger(
+    let chain = match opts.settlement {
+        Settlement::Embedded => None,
+        Settlement::Anvil => Some(start_chain(&opts, &ledger).await?),
+    };
+    let mut l = start::ledger(
         ledger.clone(),
         d.join("ledger"),
         key("ledger")?,
@@ -257,6 +295,26 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         vec![key("gateway")?.public()],
     )
     .await?;
+    if let (Some(c), Some(node)) = (&chain, l.ledger.clone()) {
+        let ledger_key = key("ledger")?;
+        let rpc = Chain::at(&c.url, evm_signer(&ledger_key)?, c.deployment.contract).await?;
+        let cosigners = Arc::new(crate::evm_role::HttpCosigners::new(
+            ledger.clone(),
+            ledger_key,
+        ));
+        let settler = Arc::new(Settler::new(
+            rpc,
+            ledger.clone(),
+            cosigners,
+            d.join("ledger"),
+        )?);
+        for k in accounts(d)? {
+            settler.add_link(Link::new(&k)?)?;
+        }
+        l.tasks
+            .push(node.settle_on_chain(settler, Duration::from_secs(1))?);
+        l.tasks.push(supervise(c.anvil.clone()));
+    }
     let ledger_url = l.url.clone();
     let log_key = ledger.receipts().verifier_key().clone();
     roles.push(("ledger".into(), l));
@@ -321,6 +379,7 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         api_key,
         roles,
         ledger,
+        chain,
     };
     // Ready once the gateway sees a live inference node and a quorum of verifiers.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -333,4 +392,138 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(devnet)
+}
+
+/// Every key of the devnet that pays, is paid or signs on chain.
+fn accounts(d: &Path) -> anyhow::Result<Vec<SecretKey>> {
+    let mut keys = vec![
+        crate::config::load_key(&d.join("treasury.key"))?,
+        crate::config::load_key(&d.join("ledger").join("node.key"))?,
+    ];
+    let gw = d.join("gateway");
+    for e in crate::config::load_api_keys(&gw.join("api-keys.toml"))? {
+        keys.push(e.1);
+    }
+    for entry in std::fs::read_dir(d)? {
+        let p = entry?.path().join("node.key");
+        let name = p
+            .parent()
+            .and_then(|x| x.file_name())
+            .map(|x| x.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.starts_with("inference-") || n.starts_with("verifier-"))
+            && p.exists()
+        {
+            keys.push(crate::config::load_key(&p)?);
+        }
+    }
+    Ok(keys)
+}
+
+/// Starts anvil on `chain/anvil-state.json`; on a new chain deploys the token
+/// and the contract (the treasury's EVM key holds the supply) and deposits
+/// the demo account's balance; registers on chain, with the minimum stake,
+/// every inference node and verifier not yet registered.
+async fn start_chain(opts: &DevnetOptions, ledger: &Ledger) -> anyhow::Result<DevChain> {
+    let d = opts.data_dir.clone();
+    let dir = d.join("chain");
+    std::fs::create_dir_all(&dir)?;
+    let state = dir.join("anvil-state.json");
+    let anvil = tokio::task::spawn_blocking(move || Anvil::start(&state, 0)).await??;
+    let url = anvil.url();
+    let anvil = Arc::new(std::sync::Mutex::new(anvil));
+    let deployment_file = dir.join("deployment.json");
+    let treasury = crate::config::load_key(&d.join("treasury.key"))?;
+    let gas = verinfer_ledger::evm::chain::U256::from(100 * TOKEN);
+    let deployment: Deployment = match std::fs::read(&deployment_file) {
+        Ok(b) => serde_json::from_slice(&b)
+            .with_context(|| format!("parsing {}", deployment_file.display()))?,
+        Err(_) => {
+            let t = evm_signer(&treasury)?;
+            fund_gas(&url, dev_signer(), &[t.address()], gas).await?;
+            let (genesis_params, models, supply) = ledger.with_state(|s| {
+                (
+                    s.params.clone(),
+                    s.models.values().cloned().collect::<Vec<_>>(),
+                    s.total_supply,
+                )
+            });
+            let slash_quorum = u16::try_from(opts.verifiers.saturating_sub(1).clamp(1, 3))?;
+            let params = contract_params(&genesis_params, slash_quorum, t.address())?;
+            let dep = deploy(
+                &url,
+                t,
+                verinfer_ledger::evm::chain::U256::from(supply),
+                params,
+                initial_models(&models),
+            )
+            .await?;
+            let demo = crate::config::load_key(&d.join("gateway").join("demo.key"))?;
+            let c = Chain::at(&url, evm_signer(&treasury)?, dep.contract).await?;
+            let balance = ledger.with_state(|s| s.balance(&demo.public()));
+            c.deposit(
+                evm_signer(&demo)?.address(),
+                verinfer_ledger::evm::chain::U256::from(balance),
+            )
+            .await?;
+            std::fs::write(&deployment_file, serde_json::to_vec_pretty(&dep)?)?;
+            dep
+        }
+    };
+    let treasury_chain = Chain::at(&url, evm_signer(&treasury)?, deployment.contract)
+        .await
+        .with_context(|| format!("the chain in {} lost its contract: remove {} and the devnet's ledger/ to start over", dir.display(), dir.display()))?;
+    let min = ledger.with_state(|s| s.params.min_stake.0);
+    let mut members = vec![crate::config::load_key(&d.join("ledger").join("node.key"))?];
+    let names = (0..opts.inference)
+        .map(|i| (1u8, format!("inference-{i}")))
+        .chain((0..opts.verifiers).map(|i| (2u8, format!("verifier-{i}"))));
+    for (role, name) in names {
+        let k = crate::config::load_key(&d.join(&name).join("node.key"))?;
+        let signer = evm_signer(&k)?;
+        let a = signer.address();
+        members.push(k.clone());
+        if treasury_chain.stake(a).await? > 0 {
+            continue;
+        }
+        fund_gas(&url, dev_signer(), &[a], gas).await?;
+        let stake = verinfer_ledger::evm::chain::U256::from(min);
+        treasury_chain.send_tokens(a, stake).await?;
+        let c = Chain::at(&url, signer, deployment.contract).await?;
+        c.register(role, B256::from(k.public().to_bytes()), &name, stake)
+            .await?;
+    }
+    // The ledger role sends the settlements: it needs gas too.
+    let ledger_addr = evm_signer(&members[0])?.address();
+    let have = treasury_chain.gas_balance(ledger_addr).await?;
+    if have < gas / verinfer_ledger::evm::chain::U256::from(2) {
+        fund_gas(&url, dev_signer(), &[ledger_addr], gas).await?;
+    }
+    Ok(DevChain {
+        anvil,
+        deployment,
+        url,
+    })
+}
+
+/// Restarts anvil on its state file whenever it exits.
+fn supervise(anvil: Arc<std::sync::Mutex<Anvil>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let a = anvil.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                let mut a = a.lock().unwrap_or_else(|e| e.into_inner());
+                if a.exited() {
+                    tracing::warn!("anvil exited: restarting it on its state file");
+                    a.restart().map(|()| true)
+                } else {
+                    Ok(false)
+                }
+            })
+            .await;
+            if let Ok(Err(e)) = r {
+                tracing::warn!(error = %e, "cannot restart anvil");
+            }
+        }
+    })
 }

@@ -73,6 +73,8 @@ pub struct LedgerNode {
     /// Keys (gateways) whose reports of rejections and missed tasks count.
     reporters: Vec<PublicKey>,
     gate: crate::auth::Gate,
+    /// Settles on a chain when the EVM backend is configured.
+    settler: std::sync::OnceLock<Arc<verinfer_ledger::evm::settler::Settler>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -121,6 +123,7 @@ impl LedgerNode {
             commitments,
             reporters,
             gate: crate::auth::Gate::new(),
+            settler: std::sync::OnceLock::new(),
             dir,
         }))
     }
@@ -129,6 +132,37 @@ impl LedgerNode {
     /// shutdown).
     pub fn flush(&self) -> anyhow::Result<()> {
         self.chronicle.flush(now_ms(), true)
+    }
+
+    /// The chain settler, when value settles on a chain.
+    pub fn settler(&self) -> Option<&Arc<verinfer_ledger::evm::settler::Settler>> {
+        self.settler.get()
+    }
+
+    /// Settles on a chain from now on: every final checkpoint and every
+    /// slash, every `interval`.
+    pub fn settle_on_chain(
+        self: &Arc<Self>,
+        settler: Arc<verinfer_ledger::evm::settler::Settler>,
+        interval: Duration,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        self.settler
+            .set(settler.clone())
+            .map_err(|_| anyhow::anyhow!("the ledger already settles on a chain"))?;
+        let node = Arc::downgrade(self);
+        let latest = move || {
+            let n = node.upgrade()?;
+            let f = n
+                .cosigned
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()?;
+            Some(verinfer_ledger::evm::settler::FinalCheckpoint {
+                note: f.note,
+                size: f.size,
+            })
+        };
+        Ok(tokio::spawn(settler.run(latest, interval)))
     }
 
     /// The ledger.
@@ -159,6 +193,8 @@ impl LedgerNode {
                 get(crate::explorer::settlement),
             )
             .route("/ledger/explorer/network", get(crate::explorer::network))
+            .route("/ledger/evm", get(crate::evm_role::status))
+            .route("/ledger/evm/link", post(crate::evm_role::add_link))
             .with_state(self.clone())
             .nest(
                 "/log",
@@ -399,6 +435,24 @@ async fn submit(State(node): State<Arc<LedgerNode>>, body: Bytes) -> Response {
         Ok(t) => t,
         Err(e) => return HttpError::bad_request(format!("transaction: {e}")).into_response(),
     };
+    // On a chain, a payer's fees are debited from its EVM address: without
+    // one, its receipts could never settle (and would hold up the others').
+    if let (Some(s), TxBody::Reserve { .. }) = (node.settler(), &tx.body) {
+        if s.address_of(&tx.signer).is_none() {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(TxRefused {
+                    code: "rule".into(),
+                    error: format!(
+                        "account {} has no linked EVM address: POST its link to /ledger/evm/link first",
+                        tx.signer
+                    ),
+                    index: None,
+                }),
+            )
+                .into_response();
+        }
+    }
     let n = node.clone();
     let live = matches!(tx.body, TxBody::Heartbeat | TxBody::Register { .. });
     let signer = tx.signer;

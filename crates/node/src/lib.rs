@@ -15,6 +15,8 @@
 //! endpoint in the ledger ([`membership`]) and stay live by heartbeats.
 //! Messages between nodes are authenticated ([`auth`]): signed by the
 //! sender's node key, with a timestamp and a nonce against replay.
+//! With the EVM backend, the ledger role settles every final checkpoint and
+//! slash on a chain, signed by the verifiers ([`evm_role`]).
 //! [`devnet`] lays out a data directory and runs every role in one process;
 //! [`config`] is the per-node configuration `verinfer node` reads.
 
@@ -23,6 +25,7 @@ pub mod chronicle;
 pub mod client;
 pub mod config;
 pub mod devnet;
+pub mod evm_role;
 pub mod explorer;
 pub mod gateway;
 pub mod http;

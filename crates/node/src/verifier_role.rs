@@ -45,6 +45,9 @@ pub struct VerifierNode {
     model_id: Hash,
     context_len: u32,
     gate: Gate,
+    log_key: VerifierKey,
+    /// The EVM key of this node's key (signs settlements and slashes).
+    evm: verinfer_ledger::evm::keys::PrivateKeySigner,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -68,7 +71,13 @@ impl VerifierNode {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e.into()),
         };
-        let witness = Witness::new(&witness_name(&key.public()), key.clone(), log_key, last)?;
+        let witness = Witness::new(
+            &witness_name(&key.public()),
+            key.clone(),
+            log_key.clone(),
+            last,
+        )?;
+        let evm = verinfer_ledger::evm::evm_signer(&key)?;
         let context_len = u32::try_from(engine.model().max_seq_len()).unwrap_or(u32::MAX);
         Ok(Arc::new(VerifierNode {
             checker: Mutex::new(Checker::new(engine, model_id, key.clone())),
@@ -78,6 +87,8 @@ impl VerifierNode {
             model_id,
             context_len,
             gate: Gate::new(),
+            log_key,
+            evm,
         }))
     }
 
@@ -86,11 +97,32 @@ impl VerifierNode {
         Router::new()
             .route("/verifier/check", post(check))
             .route("/witness/add-checkpoint", post(add_checkpoint))
+            .route(
+                "/verifier/evm/settlement",
+                post(crate::evm_role::sign_settlement),
+            )
+            .route("/verifier/evm/slash", post(crate::evm_role::sign_slash))
             .route("/node/info", get(info))
             .with_state(self.clone())
     }
 
     /// Handles one `add-checkpoint` body (blocking: it fsyncs).
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    pub(crate) fn log_key(&self) -> &VerifierKey {
+        &self.log_key
+    }
+
+    pub(crate) fn key(&self) -> &SecretKey {
+        &self.key
+    }
+
+    pub(crate) fn evm(&self) -> &verinfer_ledger::evm::keys::PrivateKeySigner {
+        &self.evm
+    }
+
     fn witness(&self, body: &str) -> Result<String, HttpError> {
         let bad = |m: &str| HttpError(StatusCode::BAD_REQUEST, m.to_string());
         let (head, note_text) = body

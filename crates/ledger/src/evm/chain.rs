@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use alloy::network::{EthereumWallet, TransactionBuilder};
-use alloy::primitives::{Address, Bytes, B256, U256};
+pub use alloy::primitives::U256;
+use alloy::primitives::{Address, Bytes, B256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
@@ -348,22 +349,9 @@ impl Chain {
         .await
     }
 
-    /// Sends `wei` of the chain's currency to `to` (gas money).
-    pub async fn send_gas_money(&self, to: Address, wei: U256) -> Result<(), EvmError> {
-        let tx = TransactionRequest::default().with_to(to).with_value(wei);
-        let r = self
-            .provider
-            .send_transaction(tx)
-            .await
-            .map_err(chain_err)?
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await
-            .map_err(chain_err)?;
-        if !r.status() {
-            return Err(EvmError::Chain("gas money transfer failed".into()));
-        }
-        Ok(())
+    /// `account`'s balance of the chain's currency (for gas).
+    pub async fn gas_balance(&self, account: Address) -> Result<U256, EvmError> {
+        self.provider.get_balance(account).await.map_err(chain_err)
     }
 }
 

@@ -7,7 +7,7 @@
 //! signed by its Ed25519 key, which anyone can check.
 
 use alloy::primitives::{Address, B256};
-use alloy::signers::local::PrivateKeySigner;
+pub use alloy::signers::local::PrivateKeySigner;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use verinfer_types::{PublicKey, SecretKey, Signature};

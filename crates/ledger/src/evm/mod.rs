@@ -41,7 +41,7 @@ pub enum EvmError {
     Invalid(String),
     /// An account has no linked EVM address.
     #[error("account {0} has no linked EVM address")]
-    Unlinked(verinfer_types::PublicKey),
+    Unlinked(String),
     /// The chain (RPC) failed or refused.
     #[error("chain: {0}")]
     Chain(String),

@@ -167,7 +167,12 @@ pub fn net(
     treasury: &PublicKey,
     address: &BTreeMap<PublicKey, Address>,
 ) -> Result<Vec<B256>, EvmError> {
-    let addr = |k: &PublicKey| address.get(k).copied().ok_or(EvmError::Unlinked(*k));
+    let addr = |k: &PublicKey| {
+        address
+            .get(k)
+            .copied()
+            .ok_or_else(|| EvmError::Unlinked(k.to_string()))
+    };
     let mut sums: BTreeMap<Address, i128> = BTreeMap::new();
     let mut add = |k: &PublicKey, d: i128| -> Result<(), EvmError> {
         if d != 0 {
@@ -315,11 +320,7 @@ pub fn check_slash(req: &SlashRequest) -> Result<Slash, EvmError> {
             members.len()
         )));
     }
-    Ok(slash_struct(
-        req.accused.address,
-        &result_hash,
-        &req.evidence,
-    )?)
+    slash_struct(req.accused.address, &result_hash, &req.evidence)
 }
 
 /// The signed struct of a slash: the accused's address, the result hash and
@@ -346,6 +347,11 @@ pub fn evidence_subject(evidence: &Evidence) -> Result<(Hash, PublicKey), EvmErr
             result, verdict, ..
         } => (result.hash()?, verdict.verifier),
     })
+}
+
+/// The EIP-712 digest of a slash.
+pub fn slash_digest(s: &Slash, domain: &Eip712Domain) -> B256 {
+    s.eip712_signing_hash(domain)
 }
 
 /// Signatures in the order the contract wants (ascending signer address),

@@ -11,7 +11,7 @@
 //! Nonces come from the chain's pending count for every transaction, so a
 //! restarted chain or a lost transaction leaves no gap behind.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -25,8 +25,8 @@ use verinfer_types::{Hash, PublicKey};
 
 use super::chain::{Chain, Mined};
 use super::netting::{
-    check_settlement, domain, evidence_subject, pack_signatures, slash_struct, EvmSignature,
-    SettlementEntry, SettlementRequest, SlashRequest,
+    check_settlement, domain, evidence_subject, pack_signatures, slash_digest, slash_struct,
+    EvmSignature, SettlementEntry, SettlementRequest, SlashRequest,
 };
 use super::{invalid, EvmError, Link};
 use crate::tx::TxBody;
@@ -88,7 +88,6 @@ pub struct Settler {
     cosigners: Arc<dyn Cosigners>,
     dir: PathBuf,
     links: Mutex<BTreeMap<PublicKey, Link>>,
-    slashed: Mutex<HashSet<u64>>,
     history: Mutex<Vec<Settlement>>,
 }
 
@@ -134,7 +133,6 @@ impl Settler {
             cosigners,
             dir,
             links: Mutex::new(BTreeMap::new()),
-            slashed: Mutex::new(HashSet::new()),
             history: Mutex::new(history),
         };
         for l in links {
@@ -249,7 +247,11 @@ impl Settler {
                 want.extend(e.certificate.verdicts.iter().map(|v| v.verifier));
             }
             for k in want {
-                links.push(all.get(&k).cloned().ok_or(EvmError::Unlinked(k))?);
+                links.push(
+                    all.get(&k)
+                        .cloned()
+                        .ok_or_else(|| EvmError::Unlinked(k.to_string()))?,
+                );
             }
         }
         let req = SettlementRequest {
@@ -310,13 +312,12 @@ impl Settler {
         }
     }
 
-    /// Repeats on chain every slash of the ledger not yet there.
+    /// Repeats on chain every slash of the ledger not yet there. Asks the
+    /// chain each time rather than remembering what was sent: a chain
+    /// restarted from older state may have lost a slash that was mined.
     pub async fn slash_pending(&self) -> Result<usize, EvmError> {
         let mut done = 0;
         for rec in self.ledger.slashes() {
-            if lock(&self.slashed).contains(&rec.wal_index) {
-                continue;
-            }
             let tx = tokio::task::block_in_place(|| self.ledger.transaction(rec.wal_index))?;
             let TxBody::Slash { evidence } = tx.body else {
                 return Err(invalid(format!(
@@ -328,7 +329,7 @@ impl Settler {
             let link = lock(&self.links)
                 .get(&accused)
                 .cloned()
-                .ok_or(EvmError::Unlinked(accused))?;
+                .ok_or_else(|| EvmError::Unlinked(accused.to_string()))?;
             if !self
                 .chain
                 .is_slashed(B256::from(result.0), link.address)
@@ -341,10 +342,7 @@ impl Settler {
                     evidence: *evidence.clone(),
                 };
                 let s = slash_struct(link.address, &result, &evidence)?;
-                let digest = alloy::sol_types::SolStruct::eip712_signing_hash(
-                    &s,
-                    &domain(req.chain_id, req.contract),
-                );
+                let digest = slash_digest(&s, &domain(req.chain_id, req.contract));
                 let sigs = Self::valid(digest, self.cosigners.slash(&req).await);
                 let m = self.chain.slash(&s, pack_signatures(sigs)).await?;
                 self.record(Settlement {
@@ -360,7 +358,6 @@ impl Settler {
                 })?;
                 done += 1;
             }
-            lock(&self.slashed).insert(rec.wal_index);
         }
         Ok(done)
     }
