@@ -59,6 +59,13 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// EVM JSON-RPC URL of the chain value settles on: the receipt must also
+    /// be included in the root the contract settled (with --contract).
+    #[arg(long, value_name = "URL", requires = "contract")]
+    pub rpc: Option<String>,
+    /// The settlement contract's address (with --rpc).
+    #[arg(long, value_name = "ADDRESS", requires = "rpc")]
+    pub contract: Option<String>,
 }
 
 /// Keys the user pinned on the command line, parsed.
@@ -142,7 +149,14 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
         let text = serde_json::to_string_pretty(&bundle)?;
         std::fs::write(out, text + "\n").with_context(|| format!("writing {}", out.display()))?;
     }
-    let outcome = check_bundle(&bundle, asked.as_ref(), &pins);
+    let mut outcome = check_bundle(&bundle, asked.as_ref(), &pins);
+    let mut on_chain = None;
+    if let (Ok(report), Some(rpc), Some(contract)) = (&outcome, &args.rpc, &args.contract) {
+        match check_on_chain(&bundle, report, rpc, contract, args.url.as_deref())? {
+            Ok(line) => on_chain = Some(line),
+            Err(e) => outcome = Err(e),
+        }
+    }
     if args.json {
         println!(
             "{}",
@@ -153,6 +167,9 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
         Ok(report) => {
             if !args.json {
                 print_report(&report, &pins);
+                if let Some(line) = on_chain {
+                    println!("{line}");
+                }
             }
             Ok(true)
         }
@@ -161,6 +178,88 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
             Ok(false)
         }
     }
+}
+
+/// Checks that the receipt is included in the root the settlement contract
+/// at `contract` settled on the chain at `rpc`: `Ok(Ok(line))` when it is,
+/// `Ok(Err(reason))` when it is not (or not yet), `Err` when the chain or the
+/// log could not be asked. The contract's root is the only thing trusted
+/// here; a proof at the settled size (when it differs from the receipt's
+/// checkpoint) is fetched from the gateway's log and checked against it.
+pub fn check_on_chain(
+    bundle: &ReceiptBundle,
+    report: &Report,
+    rpc: &str,
+    contract: &str,
+    url: Option<&str>,
+) -> anyhow::Result<Result<String, String>> {
+    use verinfer_ledger::evm::chain::Chain;
+    use verinfer_types::Record;
+    let address = contract
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--contract {contract:?}: {e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (size, root) = rt
+        .block_on(async { Chain::reader(rpc, address).await?.checkpoint().await })
+        .with_context(|| format!("reading the settled checkpoint from {rpc}"))?;
+    let root = Hash(root.0);
+    if bundle.index >= size {
+        return Ok(Err(format!(
+            "not settled on chain yet: the contract has settled {size} receipts, this is receipt {}",
+            bundle.index
+        )));
+    }
+    let proof: Vec<String> = if size == report.checkpoint.size {
+        bundle.inclusion_proof.clone()
+    } else {
+        let url = url.context(
+            "the chain settled another size than the receipt's checkpoint: \
+             give --url so a proof at the settled size can be fetched (it is checked, not trusted)",
+        )?;
+        let endpoint = format!(
+            "{}/log/proof/inclusion?index={}&size={size}",
+            url.trim_end_matches('/'),
+            bundle.index
+        );
+        let v: serde_json::Value = http_client(Some(Duration::from_secs(30)))?
+            .get(&endpoint)
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.json())
+            .with_context(|| format!("fetching {endpoint}"))?;
+        serde_json::from_value(v["proof"].clone())
+            .with_context(|| format!("{endpoint} did not answer an inclusion proof"))?
+    };
+    let proof = proof
+        .iter()
+        .map(|h| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(h)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .map(Hash)
+        })
+        .collect::<Option<Vec<Hash>>>();
+    let Some(proof) = proof else {
+        return Ok(Err(
+            "the inclusion proof is not base64 SHA-256 hashes".into()
+        ));
+    };
+    let leaf = verinfer_log::merkle::leaf_hash(&bundle.leaf.to_canonical()?);
+    Ok(
+        match verinfer_log::merkle::verify_inclusion(bundle.index, size, &leaf, &proof, &root) {
+            Ok(()) => Ok(format!(
+                "settled on chain: included in the root {root} the contract {contract} settled at size {size}"
+            )),
+            Err(e) => Err(format!(
+                "not in the root the contract settled at size {size} ({root}): {e}"
+            )),
+        },
+    )
 }
 
 /// Checks `bundle`, which must be receipt `asked` when one was asked for

@@ -169,6 +169,19 @@ struct FeesPaid {
 
 /// `GET /ledger/explorer/settlement`: supply, fees paid, slashes with evidence.
 pub async fn settlement(State(node): State<Arc<LedgerNode>>) -> Result<Json<Value>, HttpError> {
+    let chain = match node.settler() {
+        None => Value::Null,
+        Some(s) => {
+            let c = s.chain();
+            let settled = c.checkpoint().await.ok();
+            json!({
+                "chain_id": c.chain_id,
+                "contract": c.contract,
+                "settled_size": settled.map(|x| x.0),
+                "transactions": s.history().into_iter().rev().take(50).collect::<Vec<_>>(),
+            })
+        }
+    };
     let n = node.clone();
     blocking(move || {
         let summary = n
@@ -213,6 +226,7 @@ pub async fn settlement(State(node): State<Arc<LedgerNode>>) -> Result<Json<Valu
                 treasury: f.treasury,
             },
             "slashes": slashes,
+            "chain": chain,
         })))
     })
     .await?

@@ -177,5 +177,23 @@ async fn devnet_settles_and_slashes_on_anvil_through_a_chain_restart() {
     let txs = status["transactions"].as_array().expect("transactions");
     assert!(txs.iter().any(|t| t["kind"] == "checkpoint"));
     assert!(txs.iter().any(|t| t["kind"] == "slash"));
+    // The explorer shows them (through the gateway).
+    let explorer: serde_json::Value = http
+        .get(format!("{}/v1/explorer/settlement", net.url))
+        .send()
+        .await
+        .expect("explorer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(explorer["chain"]["settled_size"], size);
+    assert_eq!(
+        explorer["chain"]["contract"],
+        serde_json::json!(c.deployment.contract)
+    );
+    assert!(!explorer["chain"]["transactions"]
+        .as_array()
+        .expect("transactions")
+        .is_empty());
     net.stop();
 }

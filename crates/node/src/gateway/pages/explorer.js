@@ -243,6 +243,7 @@ async function settlement() {
         ["To verifiers", `${amount(f.verifiers)} tokens`],
         ["To the treasury", `${amount(f.treasury)} tokens`],
       ]),
+      ...onChain(s.chain),
       el("h2", {}, "Slashes"),
       el("p", { class: "hint" }, "A node whose signed answer a dispute committee of verifiers contradicts loses stake; so does a verifier on the losing side. The evidence is the signed records."),
       slashes,
@@ -250,6 +251,29 @@ async function settlement() {
       facts(Object.entries(sum).map(([k, v]) => [k.replace(/_/g, " "), AMOUNTS.has(k) ? `${amount(v)} tokens` : String(v)]))
     );
   });
+}
+
+/** The chain's side, when value settles on one: its settlement transactions. */
+function onChain(c) {
+  if (!c) return [];
+  const rows = c.transactions.map((t) => [
+    String(t.block),
+    el("span", { title: when(t.time_ms) }, ago(t.time_ms)),
+    t.kind,
+    t.kind === "checkpoint" ? `${t.old_size} → ${t.new_size} (${t.transfers} transfers)` : link(`/explorer/records?q=${t.accused}`, short(t.accused)),
+    String(t.gas_used),
+    el("code", {}, t.tx),
+  ]);
+  return [
+    el("h2", {}, "On chain"),
+    el("p", { class: "hint" }, "Value settles on an EVM chain: each final checkpoint is one transaction with the netted fees of its receipts, signed by a quorum of verifiers; slashes are repeated there."),
+    facts([
+      ["Chain id", String(c.chain_id)],
+      ["Contract", c.contract],
+      ["Receipts settled on chain", c.settled_size === null ? "unknown (chain not answering)" : String(c.settled_size)],
+    ]),
+    rows.length ? table(null, ["#Block", "Time", "Kind", "What", "#Gas", "Transaction"], rows) : el("p", {}, "No settlement transaction yet."),
+  ];
 }
 
 /** Supply totals that are amounts (the summary also has e.g. the ledger height). */
