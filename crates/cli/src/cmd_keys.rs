@@ -18,6 +18,14 @@ pub enum KeysCommand {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Print the EVM address derived from a key file, and its signed link
+    /// (JSON, to POST to a ledger's /ledger/evm/link when value settles on
+    /// a chain).
+    Evm {
+        /// The key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
 }
 
 /// Runs a keys command.
@@ -28,6 +36,11 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             println!("{}", key.public());
         }
         KeysCommand::Show { key } => println!("{}", load_key(&key)?.public()),
+        KeysCommand::Evm { key } => {
+            let link = verinfer_ledger::evm::Link::new(&load_key(&key)?)?;
+            eprintln!("EVM address: {}", link.address);
+            println!("{}", serde_json::to_string(&link)?);
+        }
     }
     Ok(())
 }

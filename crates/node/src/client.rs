@@ -223,6 +223,26 @@ impl LedgerClient {
             .await
     }
 
+    /// Publishes an account's EVM address to a ledger that settles on a
+    /// chain. `Ok(false)`: this ledger does not (embedded backend).
+    pub async fn link(&self, link: &verinfer_ledger::evm::Link) -> Result<bool, ClientError> {
+        let body = serde_json::to_vec(link).unwrap_or_default();
+        match self
+            .peer
+            .post(
+                &self.base,
+                "/ledger/evm/link",
+                body,
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ClientError::Status { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The registered nodes.
     pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
         self.peer.get_json(&self.base, "/ledger/nodes").await

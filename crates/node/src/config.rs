@@ -26,6 +26,10 @@
 //! witness_quorum = 2
 //! checkpoint_interval_ms = 500
 //! reporters = ["GATEWAY_PUBLIC_KEY_HEX"]
+//! # backend = "evm"                    # settle on an EVM chain (default: embedded)
+//! # rpc_url = "http://127.0.0.1:8545"
+//! # contract = "0x..."                 # the Verinfer contract
+//! # evm_key = "sender.key"             # sends the transactions (default: key)
 //! ```
 
 use anyhow::{bail, Context};
@@ -99,6 +103,15 @@ pub struct LedgerSection {
     /// tasks feed the explorer's charts.
     #[serde(default)]
     pub reporters: Vec<String>,
+    /// `embedded` (default) or `evm`: value settles on an EVM chain.
+    pub backend: Option<String>,
+    /// EVM: the chain's JSON-RPC URL.
+    pub rpc_url: Option<String>,
+    /// EVM: the settlement contract's address.
+    pub contract: Option<String>,
+    /// EVM: the key file whose derived EVM key sends the settlement
+    /// transactions (default: the node key).
+    pub evm_key: Option<PathBuf>,
 }
 
 /// The API keys file.
@@ -137,6 +150,7 @@ impl NodeConfig {
         };
         fix(&mut c.key);
         fix(&mut c.gateway.api_keys);
+        fix(&mut c.ledger.evm_key);
         c.data_dir = Some(match c.data_dir.take() {
             Some(d) if d.is_relative() => base.join(d),
             Some(d) => d,

@@ -30,7 +30,6 @@ use verinfer_ledger::evm::anvil::{dev_signer, Anvil};
 use verinfer_ledger::evm::chain::{
     contract_params, deploy, fund_gas, initial_models, Chain, Deployment,
 };
-use verinfer_ledger::evm::settler::Settler;
 use verinfer_ledger::evm::{evm_signer, Link, B256};
 use verinfer_ledger::tx::{Genesis, GenesisTag, ModelEntry, Params, Transaction, TxBody};
 use verinfer_ledger::Ledger;
@@ -295,24 +294,21 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         vec![key("gateway")?.public()],
     )
     .await?;
-    if let (Some(c), Some(node)) = (&chain, l.ledger.clone()) {
+    if let Some(c) = &chain {
         let ledger_key = key("ledger")?;
-        let rpc = Chain::at(&c.url, evm_signer(&ledger_key)?, c.deployment.contract).await?;
-        let cosigners = Arc::new(crate::evm_role::HttpCosigners::new(
-            ledger.clone(),
-            ledger_key,
-        ));
-        let settler = Arc::new(Settler::new(
-            rpc,
-            ledger.clone(),
-            cosigners,
-            d.join("ledger"),
-        )?);
+        let settler = start::settle_on_chain(
+            &mut l,
+            &c.url,
+            c.deployment.contract,
+            ledger_key.clone(),
+            &ledger_key,
+        )
+        .await?;
+        // Every devnet account's link, the treasury's included (the nodes
+        // also post theirs when they join).
         for k in accounts(d)? {
             settler.add_link(Link::new(&k)?)?;
         }
-        l.tasks
-            .push(node.settle_on_chain(settler, Duration::from_secs(1))?);
         l.tasks.push(supervise(c.anvil.clone()));
     }
     let ledger_url = l.url.clone();

@@ -134,6 +134,11 @@ impl LedgerNode {
         self.chronicle.flush(now_ms(), true)
     }
 
+    /// The ledger directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// The chain settler, when value settles on a chain.
     pub fn settler(&self) -> Option<&Arc<verinfer_ledger::evm::settler::Settler>> {
         self.settler.get()

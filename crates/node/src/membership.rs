@@ -16,6 +16,9 @@ pub async fn join(
     endpoint: &str,
 ) -> anyhow::Result<()> {
     let me = key.public();
+    // Where value settles on a chain, this node is paid (and slashed) at its
+    // EVM address.
+    ledger.link(&verinfer_ledger::evm::Link::new(key)?).await?;
     let min = ledger.params().await?.params.min_stake.0;
     let acct = ledger.account(&me).await?;
     if acct.stake < min {

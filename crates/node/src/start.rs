@@ -142,6 +142,44 @@ pub async fn ledger(
     })
 }
 
+/// Makes a started ledger role settle on an EVM chain: its settler sends
+/// with `sender`'s derived EVM key to the contract at `contract` on `rpc`,
+/// and asks the registered verifiers to sign (calls signed by `node_key`).
+pub async fn settle_on_chain(
+    running: &mut Running,
+    rpc: &str,
+    contract: verinfer_ledger::evm::Address,
+    node_key: SecretKey,
+    sender: &SecretKey,
+) -> anyhow::Result<Arc<verinfer_ledger::evm::settler::Settler>> {
+    let node = running
+        .ledger
+        .clone()
+        .context("only the ledger role settles")?;
+    let chain = verinfer_ledger::evm::chain::Chain::at(
+        rpc,
+        verinfer_ledger::evm::evm_signer(sender)?,
+        contract,
+    )
+    .await
+    .with_context(|| format!("connecting to the settlement contract {contract} at {rpc}"))?;
+    let ledger = node.ledger().clone();
+    let cosigners = Arc::new(crate::evm_role::HttpCosigners::new(
+        ledger.clone(),
+        node_key,
+    ));
+    let settler = Arc::new(verinfer_ledger::evm::settler::Settler::new(
+        chain,
+        ledger,
+        cosigners,
+        node.dir().to_path_buf(),
+    )?);
+    running
+        .tasks
+        .push(node.settle_on_chain(settler.clone(), Duration::from_secs(1))?);
+    Ok(settler)
+}
+
 /// What an inference node or verifier needs to join.
 pub struct Member {
     /// Node key.
@@ -266,10 +304,33 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
             let l = tokio::task::spawn_blocking(move || Ledger::open(&dir))
                 .await?
                 .with_context(|| format!("opening the ledger in {}", data_dir.display()))?;
-            ledger(
+            let evm = match c.ledger.backend.as_deref().unwrap_or("embedded") {
+                "embedded" => None,
+                "evm" => {
+                    let rpc = c
+                        .ledger
+                        .rpc_url
+                        .clone()
+                        .context("backend = \"evm\" needs rpc_url")?;
+                    let contract: verinfer_ledger::evm::Address = c
+                        .ledger
+                        .contract
+                        .as_deref()
+                        .context("backend = \"evm\" needs contract")?
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("contract: {e}"))?;
+                    let sender = match &c.ledger.evm_key {
+                        Some(p) => crate::config::load_key(p)?,
+                        None => key.clone(),
+                    };
+                    Some((rpc, contract, sender))
+                }
+                other => bail!("unknown ledger backend {other:?}: use embedded or evm"),
+            };
+            let mut running = ledger(
                 Arc::new(l),
                 data_dir,
-                key,
+                key.clone(),
                 &listen,
                 c.ledger.witness_quorum.unwrap_or(2),
                 Duration::from_millis(c.ledger.checkpoint_interval_ms.unwrap_or(500)),
@@ -282,7 +343,14 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                     })
                     .collect::<anyhow::Result<_>>()?,
             )
-            .await
+            .await?;
+            if let Some((rpc, contract, sender)) = evm {
+                if let Err(e) = settle_on_chain(&mut running, &rpc, contract, key, &sender).await {
+                    running.stop();
+                    return Err(e);
+                }
+            }
+            Ok(running)
         }
         RoleKind::Gateway => {
             let api_keys = match &c.gateway.api_keys {
@@ -302,6 +370,16 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                 liveness: g.liveness_ms.map_or(d.liveness, Duration::from_millis),
                 demo_api_key: None,
             };
+            // Where value settles on a chain, the accounts pay from their
+            // EVM addresses: publish each account's link.
+            let ledger = LedgerClient::new(&ledger_url()?, key.clone());
+            for (_, account) in &config.api_keys {
+                let link = verinfer_ledger::evm::Link::new(account)?;
+                ledger
+                    .link(&link)
+                    .await
+                    .with_context(|| format!("publishing the EVM link of {}", account.public()))?;
+            }
             gateway(key, &ledger_url()?, &listen, config).await
         }
         RoleKind::Inference => {

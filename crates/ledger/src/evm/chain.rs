@@ -379,15 +379,7 @@ pub async fn deploy(
     let create = |code: Vec<u8>| {
         let p = p.clone();
         async move {
-            let tx = TransactionRequest::default().with_deploy_code(code);
-            let r = p
-                .send_transaction(tx)
-                .await
-                .map_err(chain_err)?
-                .with_timeout(Some(RECEIPT_TIMEOUT))
-                .get_receipt()
-                .await
-                .map_err(chain_err)?;
+            let r = send_plain(&p, TransactionRequest::default().with_deploy_code(code)).await?;
             match (r.status(), r.contract_address) {
                 (true, Some(a)) => Ok(a),
                 _ => Err(EvmError::Chain("contract creation failed".into())),
@@ -410,6 +402,20 @@ pub async fn deploy(
     })
 }
 
+/// Sends a transaction that is not a contract call and waits for its receipt.
+async fn send_plain(
+    p: &DynProvider,
+    tx: TransactionRequest,
+) -> Result<alloy::rpc::types::TransactionReceipt, EvmError> {
+    p.send_transaction(tx)
+        .await
+        .map_err(chain_err)?
+        .with_timeout(Some(RECEIPT_TIMEOUT))
+        .get_receipt()
+        .await
+        .map_err(chain_err)
+}
+
 /// Sends `wei` of the chain's currency from `from` to each of `to` (gas
 /// money for the accounts that send transactions).
 pub async fn fund_gas(
@@ -420,15 +426,11 @@ pub async fn fund_gas(
 ) -> Result<(), EvmError> {
     let (p, _) = provider(rpc, Some(from)).await?;
     for a in to {
-        let tx = TransactionRequest::default().with_to(*a).with_value(wei);
-        let r = p
-            .send_transaction(tx)
-            .await
-            .map_err(chain_err)?
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await
-            .map_err(chain_err)?;
+        let r = send_plain(
+            &p,
+            TransactionRequest::default().with_to(*a).with_value(wei),
+        )
+        .await?;
         if !r.status() {
             return Err(EvmError::Chain(format!("gas money to {a} failed")));
         }
