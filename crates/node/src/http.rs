@@ -4,7 +4,7 @@
 use crate::auth::Gate;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::Json;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
@@ -53,12 +53,6 @@ pub async fn bind(addr: &str) -> anyhow::Result<(TcpListener, String)> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let local: SocketAddr = listener.local_addr()?;
     Ok((listener, format!("http://{local}")))
-}
-
-/// Serves `router` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, router: Router) -> anyhow::Result<()> {
-    axum::serve(listener, router).await?;
-    Ok(())
 }
 
 /// Runs blocking work off the async runtime.

@@ -80,11 +80,27 @@ impl Running {
     }
 }
 
+/// Serves `router`; aborting the returned handle shuts the server down as
+/// an exiting process would: no new connections, and idle keep-alive
+/// connections closed (regression: a stopped in-process node kept answering
+/// on a gateway's pooled connection).
 fn spawn_server(listener: tokio::net::TcpListener, router: axum::Router) -> JoinHandle<()> {
+    let (alive, mut stopped) = tokio::sync::watch::channel(());
     tokio::spawn(async move {
-        if let Err(e) = http::serve(listener, router).await {
+        let shutdown = async move {
+            // Err once the sender is dropped, with the aborted handle's task.
+            while stopped.changed().await.is_ok() {}
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "server stopped");
         }
+    });
+    tokio::spawn(async move {
+        let _alive = alive;
+        std::future::pending::<()>().await
     })
 }
 
