@@ -404,14 +404,7 @@ pub fn check_signatures(tx: &Transaction) -> Result<(), TxError> {
             })?;
         }
         TxBody::Slash { evidence } => {
-            let (result, extra, committee) = match &**evidence {
-                Evidence::Node { result, committee } => (result, None, committee),
-                Evidence::Verifier {
-                    result,
-                    verdict,
-                    committee,
-                } => (result, Some(&**verdict), committee),
-            };
+            let (result, extra, committee) = evidence.parts();
             let bad = |e: RecordError| TxError::Evidence(e.to_string());
             result.verify_signature().map_err(bad)?;
             for v in committee.iter().chain(extra) {
@@ -782,19 +775,13 @@ fn certified_by(
 /// Applies a proven fault; returns the accused and the amount slashed.
 fn slash(state: &mut State, evidence: &Evidence) -> Result<(PublicKey, u128), TxError> {
     let bad = |m: &str| TxError::Evidence(m.to_string());
-    let (result, accused, committee) = match evidence {
-        Evidence::Node { result, committee } => (result, result.node, committee),
-        Evidence::Verifier {
-            result,
-            verdict,
-            committee,
-        } => {
-            if verdict.decision != Decision::Accept || verdict.result != result.hash()? {
-                return Err(bad("the accused verdict does not accept this result"));
-            }
-            (result, verdict.verifier, committee)
+    let (result, verdict, committee) = evidence.parts();
+    if let Some(v) = verdict {
+        if v.decision != Decision::Accept || v.result != result.hash()? {
+            return Err(bad("the accused verdict does not accept this result"));
         }
-    };
+    }
+    let accused = evidence.accused();
     let result_hash = result.hash()?;
     let mut members = BTreeSet::new();
     for v in committee {

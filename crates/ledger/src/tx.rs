@@ -158,6 +158,30 @@ pub enum Evidence {
     },
 }
 
+impl Evidence {
+    /// The Result, the accused's accepting verdict (a verifier fault), and
+    /// the committee's verdicts.
+    pub fn parts(&self) -> (&InferenceResult, Option<&Verdict>, &[Verdict]) {
+        match self {
+            Evidence::Node { result, committee } => (result, None, committee),
+            Evidence::Verifier {
+                result,
+                verdict,
+                committee,
+            } => (result, Some(verdict), committee),
+        }
+    }
+
+    /// Whose stake: the node that signed the Result, or the verifier whose
+    /// verdict accepted it.
+    pub fn accused(&self) -> PublicKey {
+        match self {
+            Evidence::Node { result, .. } => result.node,
+            Evidence::Verifier { verdict, .. } => verdict.verifier,
+        }
+    }
+}
+
 /// What a transaction does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]

@@ -124,8 +124,6 @@ pub struct Chain {
     pub contract: Address,
     /// The chain id.
     pub chain_id: u64,
-    /// The account that sends.
-    pub from: Address,
 }
 
 /// Connects to `rpc`, sending as `signer` when given.
@@ -186,20 +184,18 @@ impl Chain {
         signer: PrivateKeySigner,
         contract: Address,
     ) -> Result<Chain, EvmError> {
-        let from = signer.address();
-        Self::connect(rpc, Some(signer), contract, from).await
+        Self::connect(rpc, Some(signer), contract).await
     }
 
     /// A read-only connection (for checking, not sending).
     pub async fn reader(rpc: &str, contract: Address) -> Result<Chain, EvmError> {
-        Self::connect(rpc, None, contract, Address::ZERO).await
+        Self::connect(rpc, None, contract).await
     }
 
     async fn connect(
         rpc: &str,
         signer: Option<PrivateKeySigner>,
         contract: Address,
-        from: Address,
     ) -> Result<Chain, EvmError> {
         let (provider, chain_id) = provider(rpc, signer).await?;
         let code = provider.get_code_at(contract).await.map_err(chain_err)?;
@@ -212,7 +208,6 @@ impl Chain {
             provider,
             contract,
             chain_id,
-            from,
         })
     }
 

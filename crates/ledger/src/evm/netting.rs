@@ -284,19 +284,13 @@ pub const MIN_SLASH_COMMITTEE: usize = 2;
 /// it. Returns the struct to sign.
 pub fn check_slash(req: &SlashRequest) -> Result<Slash, EvmError> {
     req.accused.verify()?;
-    let (result, accused, committee, extra) = match &req.evidence {
-        Evidence::Node { result, committee } => (result, result.node, committee, None),
-        Evidence::Verifier {
-            result,
-            verdict,
-            committee,
-        } => {
-            if verdict.decision != Decision::Accept || verdict.result != result.hash()? {
-                return Err(invalid("the accused verdict does not accept this result"));
-            }
-            (result, verdict.verifier, committee, Some(&**verdict))
+    let (result, extra, committee) = req.evidence.parts();
+    let accused = req.evidence.accused();
+    if let Some(v) = extra {
+        if v.decision != Decision::Accept || v.result != result.hash()? {
+            return Err(invalid("the accused verdict does not accept this result"));
         }
-    };
+    }
     if accused != req.accused.account {
         return Err(invalid("the link is not the accused's"));
     }
@@ -341,12 +335,7 @@ pub fn slash_struct(
 
 /// The result hash and accused key of evidence.
 pub fn evidence_subject(evidence: &Evidence) -> Result<(Hash, PublicKey), EvmError> {
-    Ok(match evidence {
-        Evidence::Node { result, .. } => (result.hash()?, result.node),
-        Evidence::Verifier {
-            result, verdict, ..
-        } => (result.hash()?, verdict.verifier),
-    })
+    Ok((evidence.parts().0.hash()?, evidence.accused()))
 }
 
 /// The EIP-712 digest of a slash.
