@@ -3,13 +3,23 @@
 //! `cargo bench -p verinfer-inference --bench llm` (fetch the model first:
 //! `verinfer models fetch smollm2-135m`). Prints decode and prefill tokens/s
 //! for 1 and 2 threads, and the cost of `score` over 256 output tokens as a
-//! fraction of generating them. Not run in CI.
+//! fraction of generating them. Generation and scoring alternate, `ROUNDS`
+//! times each, and the medians are reported (this host's memory bandwidth
+//! varies from minute to minute, which moves decode most). Not run in CI.
 
 use std::time::Instant;
 
 use verinfer_inference::{
     models, ChatMessage, Engine, EngineOptions, GenerateParams, SamplingParams,
 };
+
+/// Alternating runs of each measurement.
+const ROUNDS: usize = 7;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
 
 fn main() {
     let chosen = std::env::var_os("VERINFER_BENCH_MODEL").map(std::path::PathBuf::from);
@@ -52,15 +62,15 @@ fn main() {
                 stop: Vec::new(),
             };
             let _ = e.generate(&long[..64], &params, &mut |_, _| {});
-            let mut best = f64::MAX;
-            for _ in 0..3 {
+            let mut times = Vec::new();
+            for _ in 0..ROUNDS {
                 let t = Instant::now();
                 let _ = e.generate(&long, &params, &mut |_, _| {});
-                best = best.min(t.elapsed().as_secs_f64());
+                times.push(t.elapsed().as_secs_f64());
             }
             println!(
-                "prefill threads={threads}: {:.1} tokens/s (512-token prompt)",
-                512.0 / best
+                "prefill threads={threads}: {:.1} tokens/s (512-token prompt, median of {ROUNDS})",
+                512.0 / median(times)
             );
         }
         let prompt = e
@@ -80,33 +90,47 @@ fn main() {
             stop: Vec::new(),
         };
         if want("decode") || want("score") {
-            let mut stamps = Vec::new();
-            let t0 = Instant::now();
-            let g = match e.generate(&prompt, &params, &mut |_, _| stamps.push(Instant::now())) {
-                Ok(g) => g,
-                Err(err) => {
-                    eprintln!("generate failed: {err}");
-                    std::process::exit(1);
+            let (mut gens, mut decodes, mut scores) = (Vec::new(), Vec::new(), Vec::new());
+            let mut n = 0;
+            let mut ok = true;
+            for _ in 0..ROUNDS {
+                let mut stamps = Vec::new();
+                let t0 = Instant::now();
+                let g = match e.generate(&prompt, &params, &mut |_, _| stamps.push(Instant::now()))
+                {
+                    Ok(g) => g,
+                    Err(err) => {
+                        eprintln!("generate failed: {err}");
+                        std::process::exit(1);
+                    }
+                };
+                gens.push(t0.elapsed().as_secs_f64());
+                n = g.tokens.len();
+                if n > 1 {
+                    let span = (stamps[stamps.len() - 1] - stamps[0]).as_secs_f64();
+                    decodes.push((n - 1) as f64 / span);
                 }
-            };
-            let gen_secs = t0.elapsed().as_secs_f64();
-            let n = g.tokens.len();
-            if want("decode") && n > 1 {
-                let first = stamps[0];
-                let last = stamps[stamps.len() - 1];
-                let decode = (n - 1) as f64 / (last - first).as_secs_f64();
-                println!("decode threads={threads}: {decode:.1} tokens/s ({n} tokens after a {}-token prompt)", prompt.len());
+                if want("score") {
+                    let t = Instant::now();
+                    let s = e.score(&prompt, &g.tokens, &params.sampling, 5);
+                    scores.push(t.elapsed().as_secs_f64());
+                    ok &= s
+                        .map(|v| v.iter().all(|p| p.sampled == p.claimed))
+                        .unwrap_or(false);
+                }
+            }
+            if want("decode") && !decodes.is_empty() {
+                println!(
+                    "decode threads={threads}: {:.1} tokens/s ({n} tokens after a {}-token prompt, median of {ROUNDS})",
+                    median(decodes),
+                    prompt.len()
+                );
             }
             if want("score") {
-                let t = Instant::now();
-                let s = e.score(&prompt, &g.tokens, &params.sampling, 5);
-                let score_secs = t.elapsed().as_secs_f64();
-                let ok = s
-                    .map(|v| v.iter().all(|p| p.sampled == p.claimed))
-                    .unwrap_or(false);
+                let (g, s) = (median(gens), median(scores));
                 println!(
-                    "score threads={threads}: {n} tokens in {score_secs:.3}s vs generation {gen_secs:.3}s = {:.1}% (recomputed: {ok})",
-                    100.0 * score_secs / gen_secs
+                    "score threads={threads}: {n} tokens in {s:.3}s vs generation {g:.3}s = {:.1}% (medians of {ROUNDS}; recomputed: {ok})",
+                    100.0 * s / g
                 );
             }
         }

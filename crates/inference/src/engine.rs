@@ -4,18 +4,19 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::attention::KvCache;
 use crate::chat::{self, ChatMessage};
 use crate::error::{LlmError, Result};
-use crate::model::{Entry, KvCache, Model};
+use crate::model::{Entry, Model};
 use crate::pool::Pool;
 use crate::sampler::{self, SamplingParams};
 use crate::simd::KernelKind;
 
 /// Engine version string; part of what a verifier must match.
-pub const ENGINE_VERSION: &str = concat!("verinfer-llm/", env!("CARGO_PKG_VERSION"), "/arith-v1");
+pub const ENGINE_VERSION: &str = concat!("verinfer-llm/", env!("CARGO_PKG_VERSION"), "/arith-v2");
 
 /// Tokens per forward pass during prefill (bounds memory for long prompts).
-const PREFILL_CHUNK: usize = 256;
+const PREFILL_CHUNK: usize = 512;
 
 /// Options for loading an engine.
 #[derive(Debug, Clone, Copy, Default)]
@@ -564,33 +565,80 @@ impl Engine {
                 })
                 .collect();
             let want: Vec<usize> = (0..chunk.len()).filter(|&i| base + i >= first).collect();
-            let logits = self
-                .model
-                .forward(self.kind, &self.pool, &entries, &mut caches, &want)?;
-            for (&i, l) in want.iter().zip(logits.chunks_exact(vocab)) {
-                let pos = base + i;
-                let claimed = output[pos - first];
-                let top = sampler::top_n(l, top_n.max(1));
-                let best = l[top[0] as usize];
-                let claimed_logit = l[claimed as usize];
-                result.push(PositionScore {
-                    argmax: sampler::argmax(l),
-                    claimed,
-                    claimed_logit,
-                    claimed_margin: best - claimed_logit,
-                    top: top
-                        .iter()
-                        .take(top_n)
-                        .map(|&t| Candidate {
-                            token: t,
-                            logit: l[t as usize],
-                            margin: best - l[t as usize],
-                        })
-                        .collect(),
-                    sampled: sampler::sample(l, sampling, (pos + 1) as u64),
+            let k = sampler::candidates(sampling, vocab);
+            let threads = self.pool.threads();
+            let pool = &self.pool;
+            let mut analyse = |j0: usize, logits: &[f32]| -> Result<()> {
+                // Each position's analysis is independent: split across workers.
+                let rows = logits.len() / vocab;
+                let mut outs: Vec<Vec<PositionScore>> = vec![Vec::new(); threads];
+                let parts: Vec<_> = (0..threads)
+                    .map(|t| rows * t / threads..rows * (t + 1) / threads)
+                    .zip(outs.iter_mut())
+                    .collect();
+                pool.run_parts(parts, &|(js, out)| {
+                    for j in js {
+                        let pos = base + want[j0 + j];
+                        let l = &logits[j * vocab..(j + 1) * vocab];
+                        out.push(position_score(
+                            l,
+                            output[pos - first],
+                            top_n,
+                            k,
+                            sampling,
+                            pos,
+                        ));
+                    }
                 });
-            }
+                result.extend(outs.into_iter().flatten());
+                Ok(())
+            };
+            self.model.forward_with(
+                self.kind,
+                &self.pool,
+                &entries,
+                &mut caches,
+                &want,
+                &mut analyse,
+            )?;
         }
         Ok(result)
+    }
+}
+
+/// What the verifier needs at one output position (`pos` is the position
+/// of the logits' token; the claimed token sits at `pos + 1`).
+fn position_score(
+    l: &[f32],
+    claimed: u32,
+    top_n: usize,
+    k: usize,
+    sampling: &SamplingParams,
+    pos: usize,
+) -> PositionScore {
+    // One pass finds the listed candidates and the sampler's: the first in
+    // `top_n` order is also the arg-max.
+    let cand = sampler::top_n(l, top_n.max(1).max(k));
+    let best = l[cand[0] as usize];
+    let claimed_logit = l[claimed as usize];
+    PositionScore {
+        argmax: cand[0],
+        claimed,
+        claimed_logit,
+        claimed_margin: best - claimed_logit,
+        top: cand
+            .iter()
+            .take(top_n)
+            .map(|&t| Candidate {
+                token: t,
+                logit: l[t as usize],
+                margin: best - l[t as usize],
+            })
+            .collect(),
+        sampled: if k == 0 {
+            cand[0]
+        } else {
+            sampler::sample_among(l, &cand[..k], sampling, (pos + 1) as u64)
+        },
     }
 }

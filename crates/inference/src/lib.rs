@@ -20,41 +20,48 @@
 //! Q4_1 path is scalar, and neither it nor llama.cpp promises results that are
 //! independent of thread count and CPU. Here the parts are small and explicit:
 //! a GGUF reader over `memmap2` ([`gguf`]), block formats F32, F16, Q4_0,
-//! Q4_1, Q8_0 and Q4_K ([`quant`]), AVX2 integer dot-product kernels with a
-//! scalar twin, a llama-architecture forward pass with a KV cache and a
-//! batched (GEMM-shaped) prefill ([`model`]), a byte-level BPE tokenizer
-//! ([`tokenizer`]), Jinja chat templates via `minijinja` ([`chat`]), and a
-//! persistent thread pool.
+//! Q4_1, Q8_0 and Q4_K ([`quant`]), integer matrix kernels for AVX-512 VNNI,
+//! AVX-VNNI and AVX2 with a portable scalar definition, a llama-architecture
+//! forward pass with a KV cache and a batched (GEMM-shaped) prefill
+//! ([`model`], [`attention`]), a byte-level BPE tokenizer ([`tokenizer`]),
+//! Jinja chat templates via `minijinja` ([`chat`]), and a persistent thread
+//! pool. `docs/benchmarks.md` compares it with llama.cpp on the same file.
 //!
 //! # Determinism guarantee
 //!
 //! The same model bytes, input tokens, parameters and seed give the same
 //! output tokens and the same logits (bit for bit) for any thread count, in
 //! repeated runs, batched with other requests or alone, and on any x86-64 or
-//! other CPU Rust supports, with or without AVX2. This holds because:
+//! other CPU Rust supports, with or without AVX2 or AVX-512. This holds
+//! because the arithmetic is a fixed sequence of exactly rounded IEEE-754
+//! operations ([`ENGINE_VERSION`] names it, `arith-v2`):
 //!
 //! * Weight × activation products for Q4_0/Q4_1/Q8_0 quantise activations to
 //!   8-bit blocks and sum each block's 32 integer products exactly in `i32`;
-//!   the float work that follows (block scale × sum, accumulation into eight
-//!   lanes, a fixed reduction tree) is a fixed sequence of IEEE-754 operations
-//!   without fused multiply-add ([`quant`] documents it). The AVX2 kernels and
-//!   the portable scalar kernels perform the same operations in the same
-//!   order, so they agree bit for bit (tested); F32/F16/Q4_K weights use a
-//!   fixed-order float dot product.
+//!   each (row, column) then takes its blocks in order with fused
+//!   multiply-adds into one f32 accumulator ([`quant`] states the contract).
+//!   Attention is stated the same way ([`attention`]). Fused multiply-add is
+//!   exactly rounded by IEEE 754, so hardware FMA and `f32::mul_add` agree;
+//!   SIMD code runs independent values in its lanes (rows, key positions,
+//!   dimensions) and never splits one value's sum across lanes, so every
+//!   kernel family gives the bits of the portable code (tested). F32/F16/Q4_K
+//!   weights use a fixed-order float dot product.
 //! * Each output row of a matrix product, and each (token, head) of attention,
 //!   is computed by exactly one thread; work is split statically, so the
 //!   thread count changes who computes a value, never how.
 //! * Every value computed for a token depends only on that token, its position
 //!   and its own sequence's cache, so prefill, decode, batching and scoring
 //!   produce identical logits.
-//! * `exp`, `sin`, `cos`, `ln` are the engine's own ([`math`]), never the
-//!   platform `libm`; sampling uses a counter-based RNG keyed by
-//!   `(seed, position)` ([`sampler`]).
+//! * Element-wise steps (norms, SiLU, residuals) are plain Rust, which never
+//!   reassociates or fuses float operations, so compiling them for wider
+//!   vectors changes no result. `exp`, `sin`, `cos`, `ln` are the engine's own
+//!   ([`math`]), never the platform `libm`; sampling uses a counter-based RNG
+//!   keyed by `(seed, position)` ([`sampler`]).
 //!
 //! Logits are *not* promised to equal those of llama.cpp or of another engine
-//! version; the verification margin rule covers that. [`ENGINE_VERSION`] names
-//! the arithmetic.
+//! version; the verification margin rule covers that.
 
+pub mod attention;
 pub mod chat;
 pub mod engine;
 pub mod error;

@@ -2,7 +2,8 @@
 //!
 //! The platform `libm` may differ between operating systems and versions, so
 //! the engine never calls it: these functions use only IEEE-754 `+ - * /`
-//! (never fused), which Rust evaluates identically on every supported target.
+//! (never fused) and bit casts, which Rust evaluates identically on every
+//! supported target.
 
 /// Round to nearest, ties to even, for |x| < 2^22 (exact, no libm).
 #[inline]
@@ -12,21 +13,33 @@ pub fn round_even_f32(x: f32) -> f32 {
 }
 
 /// exp(x) in f32 with relative error below ~2e-7.
-#[inline]
+#[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
+    // Computed for every input, then selected, so that loops over `exp_f32`
+    // vectorise (the selects keep the results of the special cases).
+    let v = exp_f32_core(x);
     if x.is_nan() {
-        return x;
+        x
+    } else if x < -87.0 {
+        0.0
+    } else if x > 88.0 {
+        f32::INFINITY
+    } else {
+        v
     }
-    if x < -87.0 {
-        return 0.0;
-    }
-    if x > 88.0 {
-        return f32::INFINITY;
-    }
+}
+
+/// The polynomial path of [`exp_f32`], meaningful for `-87 <= x <= 88`.
+#[inline(always)]
+fn exp_f32_core(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let n = round_even_f32(x * LOG2E);
+    // n = round_even_f32(x * LOG2E), keeping the sum t = n + 1.5 * 2^23,
+    // whose low mantissa bits hold n as an integer (for |n| < 2^22).
+    const M: f32 = 12_582_912.0;
+    let t = x * LOG2E + M;
+    let n = t - M;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     // Taylor polynomial of degree 7 on |r| <= 0.35.
     let mut p = 1.0 / 5040.0;
@@ -37,7 +50,13 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    let e = n as i32;
+    // The integer n from t's bits (a bit cast, which vectorises, where
+    // `n as i32` would not), clamped so that out-of-range inputs (whose
+    // result is not used) stay in range; for -87 <= x <= 88, n is within
+    // -126..=127 already.
+    let e = (t.to_bits() as i32)
+        .wrapping_sub(M.to_bits() as i32)
+        .clamp(-126, 127);
     // 2^e for e in -126..=127, split in two factors to stay normal.
     let e1 = e / 2;
     let e2 = e - e1;

@@ -2,15 +2,13 @@
 
 use std::path::Path;
 
+use crate::attention::{attend, KvCache};
 use crate::error::{LlmError, Result};
 use crate::gguf::{ggml_type_name, GgmlType, Gguf, TensorInfo, Value};
 use crate::math::{exp_f32, sin_cos_f64};
 use crate::pool::{Pool, SharedOut};
-use crate::quant::{
-    dequantize_row, dot4_f32, dot_f32, hsum8, pack_row, padded_blocks, quantize_row, QCol,
-    PACK_SLACK, QK,
-};
-use crate::simd::{dot_tile, KernelKind, ROW_OVERREAD};
+use crate::quant::{dequantize_row, dot_f32, pack_matrix, quantize_row, QCol, PANEL, QK};
+use crate::simd::{matmul_panels, Dest, KernelKind};
 use crate::tokenizer::Tokenizer;
 
 /// Hyper-parameters of a llama-family model.
@@ -48,7 +46,7 @@ pub(crate) struct Mat {
     pub cols: usize,
     offset: usize,
     row_bytes: usize,
-    /// Integer formats: rows repacked for the kernels (see `quant::pack_row`).
+    /// Integer formats: panels repacked for the kernels (see `quant::pack_matrix`).
     packed: Option<std::sync::Arc<Vec<u8>>>,
 }
 
@@ -85,16 +83,8 @@ impl Mat {
             packed: None,
         };
         if m.is_integer() {
-            let src = g.tensor_data(info);
-            // Spare bytes at the end: the kernels may read a little past a row.
-            let mut dst = vec![0u8; src.len() + PACK_SLACK];
-            for (s, d) in src
-                .chunks_exact(row_bytes)
-                .zip(dst.chunks_exact_mut(row_bytes))
-            {
-                pack_row(ty, s, d);
-            }
-            m.packed = Some(std::sync::Arc::new(dst));
+            let packed = pack_matrix(ty, g.tensor_data(info), rows, cols / QK);
+            m.packed = Some(std::sync::Arc::new(packed));
         }
         Ok(m)
     }
@@ -104,16 +94,6 @@ impl Mat {
     fn row<'a>(&self, data: &'a [u8], r: usize) -> &'a [u8] {
         let s = self.offset + r * self.row_bytes;
         &data[s..s + self.row_bytes]
-    }
-
-    /// Row `r` in the packed layout (integer formats only), followed by the
-    /// [`ROW_OVERREAD`] bytes the SIMD kernels may read past it.
-    #[inline]
-    fn packed_row(&self, r: usize) -> &[u8] {
-        match &self.packed {
-            Some(p) => &p[r * self.row_bytes..(r + 1) * self.row_bytes + ROW_OVERREAD],
-            None => &[],
-        }
     }
 
     fn is_integer(&self) -> bool {
@@ -323,42 +303,6 @@ impl Model {
     }
 }
 
-/// Key/value cache of one sequence.
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    k: Vec<f32>,
-    v: Vec<f32>,
-    cap: usize,
-    kv_dim: usize,
-    n_layer: usize,
-}
-
-impl KvCache {
-    /// A cache for up to `cap` positions.
-    pub fn new(config: &Config, cap: usize) -> Self {
-        let kv_dim = config.n_kv_head * config.head_dim;
-        let n = config.n_layer * cap * kv_dim;
-        KvCache {
-            k: vec![0.0; n],
-            v: vec![0.0; n],
-            cap,
-            kv_dim,
-            n_layer: config.n_layer,
-        }
-    }
-
-    /// Capacity in positions.
-    pub fn capacity(&self) -> usize {
-        self.cap
-    }
-
-    #[inline]
-    fn at(&self, layer: usize, pos: usize) -> usize {
-        debug_assert!(layer < self.n_layer);
-        (layer * self.cap + pos) * self.kv_dim
-    }
-}
-
 /// One token of a forward batch.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
@@ -384,7 +328,7 @@ struct Acts {
 
 impl Acts {
     fn new(n: usize, cols: usize) -> Self {
-        let nbp = padded_blocks(cols);
+        let nbp = cols / QK;
         Acts {
             n,
             cols,
@@ -396,18 +340,40 @@ impl Acts {
             qsum: vec![0; n * nbp],
         }
     }
-    fn quantize(&mut self) {
-        let nbp = self.nbp;
-        for (i, x) in self.f.chunks_exact(self.cols).enumerate() {
-            let r = i * nbp..(i + 1) * nbp;
-            quantize_row(
-                x,
-                &mut self.qs[r.clone()],
-                &mut self.d[r.clone()],
-                &mut self.s[r.clone()],
-                &mut self.qsum[r],
-            );
-        }
+    /// The rows `bounds[t]..bounds[t + 1]` of every array, one part per `t`.
+    fn parts(&mut self, bounds: &[usize]) -> Vec<ActsPart<'_>> {
+        let (cols, nb) = (self.cols, self.nbp);
+        let (mut f, mut qs, mut d, mut s, mut qsum) = (
+            &mut self.f[..],
+            &mut self.qs[..],
+            &mut self.d[..],
+            &mut self.s[..],
+            &mut self.qsum[..],
+        );
+        bounds
+            .windows(2)
+            .map(|w| {
+                let rows = w[1] - w[0];
+                let (a, rest) = std::mem::take(&mut f).split_at_mut(rows * cols);
+                f = rest;
+                let (b, rest) = std::mem::take(&mut qs).split_at_mut(rows * nb);
+                qs = rest;
+                let (c, rest) = std::mem::take(&mut d).split_at_mut(rows * nb);
+                d = rest;
+                let (e, rest) = std::mem::take(&mut s).split_at_mut(rows * nb);
+                s = rest;
+                let (g, rest) = std::mem::take(&mut qsum).split_at_mut(rows * nb);
+                qsum = rest;
+                ActsPart {
+                    cols,
+                    f: a,
+                    qs: b,
+                    d: c,
+                    s: e,
+                    qsum: g,
+                }
+            })
+            .collect()
     }
     fn qcol(&self, i: usize) -> QCol<'_> {
         let r = i * self.nbp..(i + 1) * self.nbp;
@@ -423,215 +389,169 @@ impl Acts {
     }
 }
 
+/// Some rows of an [`Acts`], for one worker.
+struct ActsPart<'a> {
+    cols: usize,
+    f: &'a mut [f32],
+    qs: &'a mut [[i8; QK]],
+    d: &'a mut [f32],
+    s: &'a mut [f32],
+    qsum: &'a mut [i32],
+}
+
+impl ActsPart<'_> {
+    fn quantize(&mut self, kind: KernelKind) {
+        quantize_rows(kind, self.cols, self.f, self.qs, self.d, self.s, self.qsum);
+    }
+}
+
+/// Batches of at least this many tokens split their element-wise work
+/// (norms, quantisation, activation) across the workers.
+const PAR_ROWS: usize = 8;
+
+/// Rows of logits computed at a time (12 MiB for a 49,152-token vocabulary).
+pub(crate) const LOGIT_ROWS: usize = 64;
+
+/// Row bounds of the element-wise parts of a batch of `n` tokens.
+fn row_bounds(n: usize, threads: usize) -> Vec<usize> {
+    let parts = if n >= PAR_ROWS { threads } else { 1 };
+    (0..=parts).map(|t| n * t / parts).collect()
+}
+
+/// `x += add` (when given), then RMS norm with weights `w` into `xn`, then
+/// `xn` quantised; the rows split by `bounds` across the workers.
+#[allow(clippy::too_many_arguments)]
+fn pre_norm(
+    kind: KernelKind,
+    pool: &Pool,
+    bounds: &[usize],
+    x: &mut [f32],
+    add: Option<&[f32]>,
+    w: &[f32],
+    eps: f32,
+    xn: &mut Acts,
+) {
+    let dim = w.len();
+    let mut rest = x;
+    let mut xs = Vec::new();
+    for b in bounds.windows(2) {
+        let (a, r) = std::mem::take(&mut rest).split_at_mut((b[1] - b[0]) * dim);
+        xs.push((b[0]..b[1], a));
+        rest = r;
+    }
+    let parts: Vec<_> = xs.into_iter().zip(xn.parts(bounds)).collect();
+    pool.run_parts(parts, &|((rows, xr), mut p)| {
+        if let Some(add) = add {
+            add_assign(kind, xr, &add[rows.start * dim..rows.end * dim]);
+        }
+        norm_rows(kind, xr, w, eps, p.f);
+        p.quantize(kind);
+    });
+}
+
+/// `hid = silu(gate) * up`, quantised; the rows split by `bounds`.
+fn silu_quantize(
+    kind: KernelKind,
+    pool: &Pool,
+    bounds: &[usize],
+    gate: &[f32],
+    up: &[f32],
+    hid: &mut Acts,
+) {
+    let ffn = hid.cols;
+    let parts: Vec<_> = bounds
+        .windows(2)
+        .map(|b| b[0]..b[1])
+        .zip(hid.parts(bounds))
+        .collect();
+    pool.run_parts(parts, &|(rows, mut p)| {
+        let r = rows.start * ffn..rows.end * ffn;
+        silu_mul(kind, &gate[r.clone()], &up[r], p.f);
+        p.quantize(kind);
+    });
+}
+
+/// `acts` quantised; the rows split by `bounds`.
+fn quantize_par(kind: KernelKind, pool: &Pool, bounds: &[usize], acts: &mut Acts) {
+    pool.run_parts(acts.parts(bounds), &|mut p| p.quantize(kind));
+}
+
 /// Static split of `0..n` for worker `t` of `threads`.
 #[inline]
 fn split(n: usize, t: usize, threads: usize) -> std::ops::Range<usize> {
     (n * t / threads)..(n * (t + 1) / threads)
 }
 
-/// Rows × columns of the kernel's register tile.
-const TILE_R: usize = 4;
-const TILE_C: usize = 4;
-/// Activation bytes of one column tile (kept in L1 across the rows of a row chunk).
-const COL_TILE_BYTES: usize = 24 * 1024;
-/// Weight bytes of one row chunk (kept in L2 across the column tiles).
-const ROW_CHUNK_BYTES: usize = 192 * 1024;
+/// Weight bytes of one chunk of panels (kept in L2 across the column tiles).
+const PANEL_CHUNK_BYTES: usize = 256 * 1024;
+/// Activation bytes of one column tile (kept in L1 across a chunk's panels).
+const COL_TILE_BYTES: usize = 16 * 1024;
 
-/// One row block × the columns `c0..c1` (in chunks of `TILE_C`, then singles).
-#[inline(always)]
-fn row_block<const R: usize>(
+/// One worker's panels of an integer matrix product: chunks of panels small
+/// enough to stay in L2 across column tiles, column tiles small enough to
+/// stay in L1 across a chunk's panels.
+fn int_matmul_part(
     kind: KernelKind,
     m: &Mat,
-    r: usize,
-    qcols: &[QCol<'_>],
-    c0: usize,
-    c1: usize,
-    out: &SharedOut<'_>,
+    x: &Acts,
+    (p0, p1): (usize, usize),
+    dest: &Dest<'_, '_>,
 ) {
+    let Some(packed) = m.packed.as_deref() else {
+        return;
+    };
+    let n = x.n;
     let nb = m.cols / QK;
-    let rows = m.rows;
-    let w: [&[u8]; R] = std::array::from_fn(|k| m.packed_row(r + k));
-    let mut c = c0;
-    while c + TILE_C <= c1 {
-        let a: [QCol<'_>; TILE_C] = std::array::from_fn(|k| qcols[c + k]);
-        let v = dot_tile::<R, TILE_C>(kind, m.ty, w, nb, a);
-        for (k, vr) in v.iter().enumerate() {
-            for (j, val) in vr.iter().enumerate() {
-                out.set((c + j) * rows + r + k, *val);
-            }
-        }
-        c += TILE_C;
+    let qcols: Vec<QCol<'_>> = (0..n).map(|c| x.qcol(c)).collect();
+    if n == 1 {
+        return matmul_panels(kind, m.ty, packed, nb, (p0, p1), &qcols, 0, dest);
     }
-    while c < c1 {
-        let v = dot_tile::<R, 1>(kind, m.ty, w, nb, [qcols[c]]);
-        for (k, vr) in v.iter().enumerate() {
-            out.set(c * rows + r + k, vr[0]);
+    let col_bytes = x.nbp * (QK + 12);
+    let tile = (COL_TILE_BYTES / col_bytes / 4 * 4).max(4);
+    let chunk = (PANEL_CHUNK_BYTES / (m.row_bytes * PANEL) / 4 * 4).max(4);
+    let mut q0 = p0;
+    while q0 < p1 {
+        let q1 = (q0 + chunk).min(p1);
+        let mut t0 = 0;
+        while t0 < n {
+            let t1 = (t0 + tile).min(n);
+            matmul_panels(kind, m.ty, packed, nb, (q0, q1), &qcols[t0..t1], t0, dest);
+            t0 = t1;
         }
-        c += 1;
+        q0 = q1;
     }
 }
 
-/// `out[c][r] = dot(W[r], x[c])` for all rows r and columns c.
-fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], m: &Mat, x: &Acts, out: &mut [f32]) {
-    debug_assert_eq!(x.cols, m.cols);
-    let rows = m.rows;
+/// `out[c][r] = dot(W[r], x[c])` for all rows r and columns c, for each
+/// `(W, out)` of `mats` (all sharing the input `x`, in one round of the pool).
+fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], x: &Acts, mats: &mut [(&Mat, &mut [f32])]) {
     let n = x.n;
-    let out = SharedOut::new(&mut out[..n * rows]);
     let threads = pool.threads();
+    let outs: Vec<(&Mat, SharedOut<'_>)> = mats
+        .iter_mut()
+        .map(|(m, out)| {
+            debug_assert_eq!(x.cols, m.cols);
+            (*m, SharedOut::new(&mut out[..n * m.rows]))
+        })
+        .collect();
     let job = |t: usize| {
-        let range = split(rows, t, threads);
-        if m.is_integer() {
-            // Row chunks small enough to stay in L2 across column tiles, and
-            // column tiles small enough to stay in L1 across a chunk's rows;
-            // inside, TILE_R × TILE_C register tiles. Each (row, column) value
-            // has the same arithmetic whatever tile computes it.
-            let col_bytes = x.nbp * (QK + 12);
-            let tile = (COL_TILE_BYTES / col_bytes / TILE_C * TILE_C).max(TILE_C);
-            let chunk = (ROW_CHUNK_BYTES / m.row_bytes / TILE_R * TILE_R).max(TILE_R);
-            let qcols: Vec<QCol<'_>> = (0..n).map(|c| x.qcol(c)).collect();
-            let mut r0 = range.start;
-            while r0 < range.end {
-                let r1 = (r0 + chunk).min(range.end);
-                let mut t0 = 0;
-                while t0 < n {
-                    let t1 = (t0 + tile).min(n);
-                    let mut r = r0;
-                    while r + TILE_R <= r1 {
-                        row_block::<TILE_R>(kind, m, r, &qcols, t0, t1, &out);
-                        r += TILE_R;
+        for (m, out) in &outs {
+            let rows = m.rows;
+            if m.is_integer() {
+                let r = split(rows.div_ceil(PANEL), t, threads);
+                int_matmul_part(kind, m, x, (r.start, r.end), &Dest { out, rows });
+            } else {
+                let mut buf = vec![0f32; m.cols];
+                for r in split(rows, t, threads) {
+                    dequantize_row(m.ty, m.row(data, r), &mut buf);
+                    for c in 0..n {
+                        out.set(c * rows + r, dot_f32(&buf, x.frow(c)));
                     }
-                    while r < r1 {
-                        row_block::<1>(kind, m, r, &qcols, t0, t1, &out);
-                        r += 1;
-                    }
-                    t0 = t1;
-                }
-                r0 = r1;
-            }
-        } else {
-            let mut buf = vec![0f32; m.cols];
-            for r in range {
-                dequantize_row(m.ty, m.row(data, r), &mut buf);
-                for c in 0..n {
-                    out.set(c * rows + r, dot_f32(&buf, x.frow(c)));
                 }
             }
         }
     };
     pool.run(&job);
-}
-
-/// The keys and values one attention head reads: position `p` starts at
-/// `first + p * stride` in `k` and `v`.
-pub(crate) struct HeadSpan<'a> {
-    pub k: &'a [f32],
-    pub v: &'a [f32],
-    pub first: usize,
-    pub stride: usize,
-    pub n: usize,
-}
-
-/// Attention of one query head over `span` (softmax of scaled dot products,
-/// then the weighted sum of values), in a fixed order; writes `out`.
-#[inline(always)]
-pub(crate) fn attention_head(
-    q: &[f32],
-    span: &HeadSpan<'_>,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    let hd = q.len();
-    scores.clear();
-    let mut max = f32::NEG_INFINITY;
-    let mut p = 0;
-    if hd == 64 {
-        // The common head width, with fixed-size arrays so the accumulators
-        // stay in registers (the same operations as `dot4_f32`).
-        let qa: &[f32; 64] = q.try_into().unwrap_or(&[0.0; 64]);
-        while p + 4 <= span.n {
-            let k = |i: usize| -> &[f32; 64] {
-                let at = span.first + (p + i) * span.stride;
-                span.k[at..at + 64].try_into().unwrap_or(&[0.0; 64])
-            };
-            let ks = [k(0), k(1), k(2), k(3)];
-            let mut acc = [[0f32; 8]; 4];
-            for j in 0..8 {
-                for i in 0..4 {
-                    for l in 0..8 {
-                        acc[i][l] += qa[8 * j + l] * ks[i][8 * j + l];
-                    }
-                }
-            }
-            for a in &acc {
-                let s = hsum8(a) * scale;
-                if s > max {
-                    max = s;
-                }
-                scores.push(s);
-            }
-            p += 4;
-        }
-    }
-    // Four keys at a time (independent dependency chains); each dot product
-    // is exactly `dot_f32`.
-    while p + 4 <= span.n {
-        let k = |i: usize| {
-            let at = span.first + (p + i) * span.stride;
-            &span.k[at..at + hd]
-        };
-        let d = dot4_f32(q, [k(0), k(1), k(2), k(3)]);
-        for v in d {
-            let s = v * scale;
-            if s > max {
-                max = s;
-            }
-            scores.push(s);
-        }
-        p += 4;
-    }
-    while p < span.n {
-        let at = span.first + p * span.stride;
-        let s = dot_f32(q, &span.k[at..at + hd]) * scale;
-        if s > max {
-            max = s;
-        }
-        scores.push(s);
-        p += 1;
-    }
-    // Exponentials first (independent, so the compiler may vectorise them),
-    // then the sum in order.
-    for s in scores.iter_mut() {
-        *s = exp_f32(*s - max);
-    }
-    let mut sum = 0f32;
-    for s in scores.iter() {
-        sum += *s;
-    }
-    out.iter_mut().for_each(|a| *a = 0.0);
-    if hd == 64 {
-        // Same per-element sequence as below, accumulated in registers.
-        let mut o = [0f32; 64];
-        for (p, &w) in scores.iter().enumerate() {
-            let at = span.first + p * span.stride;
-            let vv: &[f32; 64] = span.v[at..at + 64].try_into().unwrap_or(&[0.0; 64]);
-            for d in 0..64 {
-                o[d] += w * vv[d];
-            }
-        }
-        out.copy_from_slice(&o);
-    } else {
-        for (p, &w) in scores.iter().enumerate() {
-            let at = span.first + p * span.stride;
-            for (a, &vv) in out.iter_mut().zip(&span.v[at..at + hd]) {
-                *a += w * vv;
-            }
-        }
-    }
-    let inv = 1.0 / sum;
-    for a in out.iter_mut() {
-        *a *= inv;
-    }
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -642,6 +562,82 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         *o = (xi * scale) * wi;
     }
 }
+
+// Element-wise steps of the forward pass, compiled for the widest vectors
+// the kernel family allows (same bits).
+
+#[inline(always)]
+fn quantize_rows_impl(
+    cols: usize,
+    f: &[f32],
+    qs: &mut [[i8; QK]],
+    d: &mut [f32],
+    s: &mut [f32],
+    qsum: &mut [i32],
+) {
+    let nb = cols / QK;
+    for (i, x) in f.chunks_exact(cols).enumerate() {
+        let r = i * nb..(i + 1) * nb;
+        quantize_row(
+            x,
+            &mut qs[r.clone()],
+            &mut d[r.clone()],
+            &mut s[r.clone()],
+            &mut qsum[r],
+        );
+    }
+}
+crate::simd::multiversion!(fn quantize_rows_auto(
+    cols: usize,
+    f: &[f32],
+    qs: &mut [[i8; QK]],
+    d: &mut [f32],
+    s: &mut [f32],
+    qsum: &mut [i32],
+) => quantize_rows_impl);
+
+#[allow(unsafe_code)]
+fn quantize_rows(
+    kind: KernelKind,
+    cols: usize,
+    f: &[f32],
+    qs: &mut [[i8; QK]],
+    d: &mut [f32],
+    s: &mut [f32],
+    qsum: &mut [i32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if kind == KernelKind::Vnni512 {
+        // SAFETY: this kind exists only on CPUs with AVX-512 (`KernelKind::supported`).
+        return unsafe { crate::simd::quantize_row_zmm(f, qs, d, s, qsum) };
+    }
+    quantize_rows_auto(kind, cols, f, qs, d, s, qsum);
+}
+
+#[inline(always)]
+fn norm_rows_impl(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = w.len();
+    for (xr, o) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        rms_norm(xr, w, eps, o);
+    }
+}
+crate::simd::multiversion!(fn norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) => norm_rows_impl);
+
+#[inline(always)]
+fn silu_mul_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((h, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *h = g / (1.0 + exp_f32(-g)) * u;
+    }
+}
+crate::simd::multiversion!(fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) => silu_mul_impl);
+
+#[inline(always)]
+fn add_assign_impl(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+crate::simd::multiversion!(fn add_assign(x: &mut [f32], y: &[f32]) => add_assign_impl);
 
 fn rope(v: &mut [f32], table: &[(f32, f32)]) {
     for (i, &(c, s)) in table.iter().enumerate() {
@@ -654,20 +650,23 @@ fn rope(v: &mut [f32], table: &[(f32, f32)]) {
 
 impl Model {
     /// Run the transformer over a batch of tokens, appending their keys and
-    /// values to the caches, and return the logits of the entries listed in
-    /// `logits_for` (`[logits_for.len()][vocab]`).
+    /// values to the caches, and pass the logits of the entries listed in
+    /// `logits_for` to `on_logits(j, logits)`: `logits` holds the rows of
+    /// `logits_for[j..]`, at most [`LOGIT_ROWS`] at a time, each `vocab` long.
     ///
     /// Every value computed for an entry depends only on that entry's token,
     /// position and its sequence's earlier cache contents, never on the other
     /// entries or on the thread count.
-    pub(crate) fn forward(
+    #[allow(unsafe_code)]
+    pub(crate) fn forward_with(
         &self,
         kind: KernelKind,
         pool: &Pool,
         entries: &[Entry],
         caches: &mut [KvCache],
         logits_for: &[usize],
-    ) -> Result<Vec<f32>> {
+        on_logits: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
         let cfg = &self.config;
         let n = entries.len();
         let dim = cfg.dim;
@@ -678,10 +677,10 @@ impl Model {
             let cache = caches
                 .get(e.seq)
                 .ok_or_else(|| LlmError::InvalidRequest("bad sequence index".into()))?;
-            if e.pos >= cache.cap {
+            if e.pos >= cache.capacity() {
                 return Err(LlmError::ContextOverflow {
                     prompt: e.pos + 1,
-                    context: cache.cap,
+                    context: cache.capacity(),
                 });
             }
             if e.token as usize >= cfg.vocab {
@@ -714,94 +713,179 @@ impl Model {
         let half = cfg.rope_dim / 2;
         let group = cfg.n_head / cfg.n_kv_head;
         let scale = 1.0 / (hd as f32).sqrt();
+        // Attention query tiles: (first entry, count).
+        let mut tiles: Vec<(usize, usize)> = Vec::with_capacity(n);
+        let mut i = 0;
+        while i < n {
+            let pair = i + 1 < n
+                && entries[i + 1].seq == entries[i].seq
+                && entries[i + 1].pos == entries[i].pos + 1;
+            let count = if pair { 2 } else { 1 };
+            tiles.push((i, count));
+            i += count;
+        }
+        let bounds = row_bounds(n, pool.threads());
         for (l, layer) in self.layers.iter().enumerate() {
-            for (xr, o) in x.chunks_exact(dim).zip(xn.f.chunks_exact_mut(dim)) {
-                rms_norm(xr, &layer.attn_norm, cfg.eps, o);
-            }
-            xn.quantize();
-            matmul(kind, pool, data, &layer.wq, &xn, &mut q);
-            matmul(kind, pool, data, &layer.wk, &xn, &mut k);
-            matmul(kind, pool, data, &layer.wv, &xn, &mut v);
+            // The residual of the previous layer's feed-forward joins here.
+            let add = (l > 0).then_some(&tmp[..]);
+            pre_norm(
+                kind,
+                pool,
+                &bounds,
+                &mut x,
+                add,
+                &layer.attn_norm,
+                cfg.eps,
+                &mut xn,
+            );
+            matmul(
+                kind,
+                pool,
+                data,
+                &xn,
+                &mut [
+                    (&layer.wq, &mut q),
+                    (&layer.wk, &mut k),
+                    (&layer.wv, &mut v),
+                ],
+            );
+            // Keys are rotated here, queries in the attention tasks.
             for (i, e) in entries.iter().enumerate() {
                 let table = &self.rope[e.pos * half..(e.pos + 1) * half];
-                for h in 0..cfg.n_head {
-                    rope(&mut q[i * dim + h * hd..i * dim + h * hd + hd], table);
-                }
                 for h in 0..cfg.n_kv_head {
                     rope(&mut k[i * kv_dim + h * hd..i * kv_dim + h * hd + hd], table);
                 }
-                let c = &mut caches[e.seq];
-                let at = c.at(l, e.pos);
-                c.k[at..at + kv_dim].copy_from_slice(&k[i * kv_dim..(i + 1) * kv_dim]);
-                c.v[at..at + kv_dim].copy_from_slice(&v[i * kv_dim..(i + 1) * kv_dim]);
+                caches[e.seq].store(
+                    l,
+                    e.pos,
+                    &k[i * kv_dim..(i + 1) * kv_dim],
+                    &v[i * kv_dim..(i + 1) * kv_dim],
+                );
             }
-            // Attention: one task per (entry, head), statically split.
+            // Attention: one task per (query tile, KV head), dealt round-robin
+            // (later positions cost more); a tile is one entry, or two
+            // consecutive positions of one sequence.
             {
-                let tasks = n * cfg.n_head;
+                let tasks = tiles.len() * cfg.n_kv_head;
                 let threads = pool.threads();
                 let out = SharedOut::new(&mut att.f);
                 let caches_ref: &[KvCache] = caches;
                 let q_ref = &q;
                 let job = |t: usize| {
                     let mut scores = Vec::new();
-                    let mut acc = vec![0f32; hd];
-                    for task in split(tasks, t, threads) {
-                        let (i, h) = (task / cfg.n_head, task % cfg.n_head);
-                        let e = entries[i];
-                        let c = &caches_ref[e.seq];
-                        let qh = &q_ref[i * dim + h * hd..i * dim + h * hd + hd];
-                        let kvo = (h / group) * hd;
-                        let span = HeadSpan {
-                            k: &c.k,
-                            v: &c.v,
-                            first: c.at(l, 0) + kvo,
-                            stride: kv_dim,
-                            n: e.pos + 1,
-                        };
-                        crate::simd::attention_head(kind, qh, &span, scale, &mut scores, &mut acc);
-                        for (d, a) in acc.iter().enumerate() {
-                            out.set(i * dim + h * hd + d, *a);
+                    let mut qbuf = vec![0f32; 2 * group * hd];
+                    let mut obuf = vec![0f32; 2 * group * hd];
+                    for task in (t..tasks).step_by(threads) {
+                        let ((i, count), g) = (tiles[task / cfg.n_kv_head], task % cfg.n_kv_head);
+                        let width = group * hd;
+                        for k in 0..count {
+                            let at = (i + k) * dim + g * width;
+                            let qk = &mut qbuf[k * width..(k + 1) * width];
+                            qk.copy_from_slice(&q_ref[at..at + width]);
+                            let pos = entries[i + k].pos;
+                            let table = &self.rope[pos * half..(pos + 1) * half];
+                            for qh in qk.chunks_exact_mut(hd) {
+                                rope(qh, table);
+                            }
+                        }
+                        let (first, last) = (entries[i], entries[i + count - 1]);
+                        let span = caches_ref[first.seq].span(l, g, last.pos + 1);
+                        let (qs, os) = (&qbuf[..count * width], &mut obuf[..count * width]);
+                        attend(
+                            kind,
+                            qs,
+                            hd,
+                            group,
+                            &span,
+                            first.pos + 1,
+                            scale,
+                            &mut scores,
+                            os,
+                        );
+                        for k in 0..count {
+                            let at = (i + k) * dim + g * width;
+                            // SAFETY: the heads of KV head g of entry i + k belong
+                            // to this task alone.
+                            unsafe {
+                                let dst = out.ptr(at, width);
+                                std::ptr::copy_nonoverlapping(os[k * width..].as_ptr(), dst, width);
+                            }
                         }
                     }
                 };
                 pool.run(&job);
             }
-            att.quantize();
-            matmul(kind, pool, data, &layer.wo, &att, &mut tmp);
-            for (a, b) in x.iter_mut().zip(&tmp) {
-                *a += b;
-            }
-            for (xr, o) in x.chunks_exact(dim).zip(xn.f.chunks_exact_mut(dim)) {
-                rms_norm(xr, &layer.ffn_norm, cfg.eps, o);
-            }
-            xn.quantize();
-            matmul(kind, pool, data, &layer.w_gate, &xn, &mut gate);
-            matmul(kind, pool, data, &layer.w_up, &xn, &mut up);
-            for ((h, &g), &u) in hid.f.iter_mut().zip(&gate).zip(&up) {
-                *h = g / (1.0 + exp_f32(-g)) * u;
-            }
-            hid.quantize();
-            matmul(kind, pool, data, &layer.w_down, &hid, &mut tmp);
-            for (a, b) in x.iter_mut().zip(&tmp) {
-                *a += b;
-            }
+            quantize_par(kind, pool, &bounds, &mut att);
+            matmul(kind, pool, data, &att, &mut [(&layer.wo, &mut tmp)]);
+            pre_norm(
+                kind,
+                pool,
+                &bounds,
+                &mut x,
+                Some(&tmp),
+                &layer.ffn_norm,
+                cfg.eps,
+                &mut xn,
+            );
+            matmul(
+                kind,
+                pool,
+                data,
+                &xn,
+                &mut [(&layer.w_gate, &mut gate), (&layer.w_up, &mut up)],
+            );
+            silu_quantize(kind, pool, &bounds, &gate, &up, &mut hid);
+            matmul(kind, pool, data, &hid, &mut [(&layer.w_down, &mut tmp)]);
         }
-        let m = logits_for.len();
-        let mut fin = Acts::new(m, dim);
-        for (j, &i) in logits_for.iter().enumerate() {
-            if i >= n {
-                return Err(LlmError::InvalidRequest("logits index out of range".into()));
+        // The last residual, the output norm and the output projection, for
+        // the entries whose logits are wanted, a slice of rows at a time so
+        // that the logits stay in cache for `on_logits`.
+        let vocab = cfg.vocab;
+        let mut logits = vec![0f32; logits_for.len().min(LOGIT_ROWS) * vocab];
+        for (c, rows) in logits_for.chunks(LOGIT_ROWS).enumerate() {
+            let m = rows.len();
+            let (mut xl, mut tl) = (vec![0f32; m * dim], vec![0f32; m * dim]);
+            for (j, &i) in rows.iter().enumerate() {
+                if i >= n {
+                    return Err(LlmError::InvalidRequest("logits index out of range".into()));
+                }
+                xl[j * dim..(j + 1) * dim].copy_from_slice(&x[i * dim..(i + 1) * dim]);
+                tl[j * dim..(j + 1) * dim].copy_from_slice(&tmp[i * dim..(i + 1) * dim]);
             }
-            rms_norm(
-                &x[i * dim..(i + 1) * dim],
+            let mut fin = Acts::new(m, dim);
+            let fb = row_bounds(m, pool.threads());
+            pre_norm(
+                kind,
+                pool,
+                &fb,
+                &mut xl,
+                Some(&tl),
                 &self.out_norm,
                 cfg.eps,
-                &mut fin.f[j * dim..(j + 1) * dim],
+                &mut fin,
             );
+            let out = &mut logits[..m * vocab];
+            matmul(kind, pool, data, &fin, &mut [(&self.output, &mut *out)]);
+            on_logits(c * LOGIT_ROWS, out)?;
         }
-        fin.quantize();
-        let mut logits = vec![0f32; m * cfg.vocab];
-        matmul(kind, pool, data, &self.output, &fin, &mut logits);
-        Ok(logits)
+        Ok(())
+    }
+
+    /// [`Model::forward_with`], collecting the logits
+    /// (`[logits_for.len()][vocab]`).
+    pub(crate) fn forward(
+        &self,
+        kind: KernelKind,
+        pool: &Pool,
+        entries: &[Entry],
+        caches: &mut [KvCache],
+        logits_for: &[usize],
+    ) -> Result<Vec<f32>> {
+        let mut all = Vec::with_capacity(logits_for.len() * self.config.vocab);
+        self.forward_with(kind, pool, entries, caches, logits_for, &mut |_, l| {
+            all.extend_from_slice(l);
+            Ok(())
+        })?;
+        Ok(all)
     }
 }

@@ -186,6 +186,29 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Run `f` once on each of `parts`, part `t` on worker `t` (so no more
+    /// parts than workers); returns when all finish. With one part, `f`
+    /// runs on the caller without waking the workers.
+    pub fn run_parts<A: Send>(&self, parts: Vec<A>, f: &(dyn Fn(A) + Sync)) {
+        assert!(parts.len() <= self.threads, "more parts than workers");
+        if parts.len() <= 1 {
+            parts.into_iter().for_each(f);
+            return;
+        }
+        // Each worker takes its own part out of its own (uncontended) cell.
+        let cells: Vec<Mutex<Option<A>>> = parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
+        self.run(&|t| {
+            let part = cells
+                .get(t)
+                .and_then(|c| c.lock().unwrap_or_else(|e| e.into_inner()).take());
+            if let Some(a) = part {
+                f(a);
+            }
+        });
+    }
+}
+
 impl Drop for Pool {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
@@ -224,6 +247,20 @@ impl<'a> SharedOut<'a> {
     #[inline]
     pub fn set(&self, i: usize, v: f32) {
         self.cells[i].store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Pointer to indices `i..i + len`, for plain (vectorisable) stores
+    /// (panics if out of bounds).
+    ///
+    /// # Safety
+    /// No other worker reads or writes these indices during the same
+    /// `Pool::run` (the static work split guarantees it at every call site),
+    /// and the caller writes only within them.
+    #[inline(always)]
+    pub unsafe fn ptr(&self, i: usize, len: usize) -> *mut f32 {
+        // `AtomicU32` is an `UnsafeCell`, so its memory may be written through
+        // a pointer derived from a shared reference.
+        self.cells[i..i + len].as_ptr() as *mut f32
     }
 }
 const _: () = assert!(

@@ -1,55 +1,55 @@
 //! Block formats, activation quantisation and the portable (scalar) kernels.
 //!
-//! # Arithmetic contract
+//! # Arithmetic contract (`arith-v2`)
 //!
-//! Every dot product between a weight row and an activation vector is defined
-//! by the scalar code in this module; the AVX2 kernels in [`crate::simd`]
-//! perform exactly the same IEEE-754 operations in the same order, so both give
-//! bit-identical results. For the integer formats (Q4_0, Q4_1, Q8_0):
+//! Every dot product between an integer weight row (Q4_0, Q4_1, Q8_0) and an
+//! activation vector is defined by the scalar code in this module
+//! ([`dot_panel`]); the SIMD kernels in [`crate::simd`] perform exactly the
+//! same IEEE-754 operations in the same order, so all give identical bits:
 //!
 //! * activations are quantised to 8-bit blocks of 32 ([`quantize_row`]) with
-//!   an f32 scale `d` and the exact f32 sum `s` of the block's original values;
-//! * each block `b` gives an exact `i32` sum of its 32 integer products;
-//! * block `b` goes to lane `b % 8` of eight f32 accumulators:
-//!   `acc[l] = acc[l] + (dw * da) * (isum as f32)` (two roundings, no fused
-//!   multiply-add), and for Q4_1 also `macc[l] = macc[l] + m * s`; lanes past
-//!   the last block of the row add `+0.0`;
-//! * the lanes are reduced in a fixed tree ([`hsum8`]), `hsum8(acc) + hsum8(macc)`.
+//!   an f32 scale `d`, the exact f32 sum `s` of the block's original values
+//!   (fixed order) and the integer sum of its quants;
+//! * each block `b` gives an exact `i32` sum `isum` of its 32 integer
+//!   products (weights at their true value: Q4_0 nibble − 8, Q4_1 nibble,
+//!   Q8_0 signed byte);
+//! * one f32 accumulator starts at `+0.0` and takes the blocks in order:
+//!   `acc = fma(dw * da, isum as f32, acc)` (one rounding for the product of
+//!   the scales, one for the fused multiply-add), and for Q4_1 then
+//!   `acc = fma(m, s, acc)`; the result is `acc`.
 //!
-//! Integer weight rows are repacked at load time ([`pack_row`]) into a
-//! struct-of-arrays layout (all scales, then all minimums, then all quants) of
-//! the same size, so eight block scales load as one vector. The quants of each
-//! group of eight blocks are interleaved in 4-byte units ("dword transposed",
-//! see [`packed_layout`]) and activation quants likewise ([`quantize_row`]),
-//! so that 32-bit lane `k` of a vector holds four consecutive bytes of block
-//! `k`: a multiply-add of bytes into 32-bit lanes (`vpdpbusd`, or `vpmaddubsw`
-//! followed by `vpmaddwd`) then leaves block `k`'s exact integer sum in lane
-//! `k` with no horizontal reduction. The layout only changes where bytes live; the integer
-//! sums, and so every result, are the same as with the file's layout.
+//! Fused multiply-add is exactly specified by IEEE 754 (one rounding), so
+//! every CPU computes the same value: hardware FMA where it exists, the
+//! correctly rounded `f32::mul_add` otherwise. Vectorisation runs across
+//! *rows*, never across the blocks of one row, so no reduction tree enters
+//! the result and the vector width does not matter.
+//!
+//! Integer matrices are repacked at load time ([`pack_matrix`]) into panels
+//! of [`PANEL`] rows: per block, the sixteen rows' scales (f16), then for
+//! Q4_1 their minimums, then their quants in 64-byte chunks of four bytes per
+//! row ([`panel_layout`]), so one vector load holds the same four weights of
+//! sixteen rows and one broadcast activation dword multiplies all of them
+//! (`vpdpbusd`, or `vpmaddubsw` + `vpmaddwd`). The layout only changes where
+//! bytes live, not the integer sums, so results equal the file's layout.
 
 use crate::gguf::GgmlType;
 
 /// Elements per quantisation block.
 pub const QK: usize = 32;
 
-/// Blocks of activations are padded to a multiple of this many blocks (zeros).
-pub const GROUP: usize = 8;
-
-/// Blocks in a row of `cols` values, padded to a multiple of [`GROUP`].
-pub fn padded_blocks(cols: usize) -> usize {
-    cols.div_ceil(QK).div_ceil(GROUP) * GROUP
-}
+/// Rows per panel of a packed integer matrix (the f32 lanes of a 512-bit register).
+pub const PANEL: usize = 16;
 
 /// One quantised activation vector (a column of a matrix product).
 #[derive(Debug, Clone, Copy)]
 pub struct QCol<'a> {
-    /// Quantised blocks (padded with zero blocks to a multiple of [`GROUP`]).
+    /// Quantised blocks, elements in natural order.
     pub qs: &'a [[i8; QK]],
-    /// Block scales (zero in padding).
+    /// Block scales.
     pub d: &'a [f32],
-    /// Exact block sums of the original values (zero in padding).
+    /// Exact block sums of the original values.
     pub s: &'a [f32],
-    /// Integer sums of each block's quants (zero in padding).
+    /// Integer sums of each block's quants.
     pub qsum: &'a [i32],
 }
 
@@ -120,17 +120,14 @@ pub(crate) fn rd_f16(b: &[u8], at: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
-/// Position of element `j` of block `b` in a column's group-interleaved
-/// quants (`qs` flattened): group `b / 8`, vector `j / 4`, lane `b % 8`, byte `j % 4`.
-#[inline]
-pub fn act_index(b: usize, j: usize) -> usize {
-    (b / GROUP) * GROUP * QK + (j / 4) * QK + (b % GROUP) * 4 + j % 4
-}
-
-/// Quantise activations (length a multiple of 32) into blocks, scales, sums
-/// and integer sums. `qs` is laid out group-interleaved ([`act_index`]): entry
-/// `8g + v` holds bytes `4v..4v + 4` of blocks `8g..8g + 8`, four bytes each.
-/// It must cover whole groups (zero-filled past the last block).
+/// Quantise activations (length a multiple of 32) into blocks (natural
+/// element order), scales, exact sums and integer sums.
+///
+/// Per block: `amax` = largest |x|; `d = amax / 127`; `q = round_even(x * (1 / d))`
+/// clamped to ±127 (NaN gives 0; `d == 0` gives all zeros); `s` = the block's
+/// values summed in eight lanes (lane `l` takes elements `8c + l` in order)
+/// reduced by [`hsum8`]; `qsum` = the sum of the quants.
+#[inline(always)]
 pub fn quantize_row(
     x: &[f32],
     qs: &mut [[i8; QK]],
@@ -138,49 +135,53 @@ pub fn quantize_row(
     s: &mut [f32],
     qsum: &mut [i32],
 ) {
-    let flat = qs.as_flattened_mut();
-    for (b, (((xb, db), sb), ib)) in x
+    for ((((xb, qb), db), sb), ib) in x
         .chunks_exact(QK)
+        .zip(qs.iter_mut())
         .zip(d.iter_mut())
         .zip(s.iter_mut())
         .zip(qsum.iter_mut())
-        .enumerate()
     {
-        let mut amax = 0.0f32;
-        for &v in xb {
-            let a = v.abs();
-            if a > amax {
-                amax = a;
-            }
-        }
-        let dd = amax / 127.0;
-        let id = if dd > 0.0 { 1.0 / dd } else { 0.0 };
-        let mut qb = [0i8; QK];
-        for (q, &v) in qb.iter_mut().zip(xb) {
-            let r = crate::math::round_even_f32(v * id).clamp(-127.0, 127.0);
-            // NaN becomes 0 (the cast saturates and maps NaN to 0).
-            *q = r as i8;
-        }
-        let mut isum = 0i32;
-        for &q in &qb {
-            isum += i32::from(q);
-        }
-        for (v, quad) in qb.chunks_exact(4).enumerate() {
-            let at = act_index(b, 4 * v);
-            flat[at..at + 4].copy_from_slice(quad);
-        }
-        *db = dd;
-        *ib = isum;
-        // The exact (fixed-order) sum of the block, not d * sum(q): this keeps
-        // the minimum term of Q4_1 weights free of activation rounding error.
-        let mut lanes = [0f32; 8];
-        for c in xb.chunks_exact(8) {
-            for l in 0..8 {
-                lanes[l] += c[l];
-            }
-        }
-        *sb = hsum8(&lanes);
+        let xb: &[f32; QK] = xb.try_into().unwrap_or(&[0.0; QK]);
+        (*db, *sb, *ib) = quantize_block(xb, qb);
     }
+}
+
+/// One block of [`quantize_row`]: returns `(d, s, qsum)`. Written so that
+/// its loops vectorise (see `simd::multiversion`) with the same results.
+#[inline(always)]
+pub(crate) fn quantize_block(xb: &[f32; QK], qb: &mut [i8; QK]) -> (f32, f32, i32) {
+    // The largest |x|, NaN ignored: magnitudes that are not NaN order as
+    // their bits do, so an integer maximum (in any order) finds it.
+    let mut mbits = 0u32;
+    for &v in xb {
+        let b = v.to_bits() & 0x7fff_ffff;
+        mbits = mbits.max(if b > 0x7f80_0000 { 0 } else { b });
+    }
+    let amax = f32::from_bits(mbits);
+    let dd = amax / 127.0;
+    let id = if dd > 0.0 { 1.0 / dd } else { 0.0 };
+    let mut isum = 0i32;
+    for (q, &v) in qb.iter_mut().zip(xb) {
+        let r = crate::math::round_even_f32(v * id);
+        // NaN becomes 0; the rest is clamped to ±127 (an integer already).
+        let r = if r.is_nan() {
+            0.0
+        } else {
+            r.clamp(-127.0, 127.0)
+        };
+        *q = r as i32 as i8;
+        isum += i32::from(*q);
+    }
+    // The exact (fixed-order) sum of the block, not d * sum(q): this keeps
+    // the minimum term of Q4_1 weights free of activation rounding error.
+    let mut lanes = [0f32; 8];
+    for c in xb.chunks_exact(8) {
+        for l in 0..8 {
+            lanes[l] += c[l];
+        }
+    }
+    (dd, hsum8(&lanes), isum)
 }
 
 /// Fixed-order reduction of eight lanes (the AVX2 horizontal-sum order).
@@ -206,119 +207,95 @@ fn unpack_q4(qs: &[u8]) -> [u8; QK] {
     w
 }
 
-/// Byte offsets inside a packed row of `nb` blocks: (scales, minimums, quants).
+/// Byte offsets inside one panel block (the [`PANEL`] rows' share of one
+/// quantisation block): `(scales, minimums, quants, total)`.
 ///
-/// The quants of group `g` (blocks `b0 = 8g .. b0 + n`, `n <= 8`) start at
-/// `quants + qlen * b0` ([`quant_bytes`] per block) and hold `qlen / 4`
-/// vectors of `4n` bytes: vector `v`, lane `k` = bytes `4v..4v + 4` of block
-/// `b0 + k`. For 4-bit formats byte `i` of a block holds weight `i` (low
-/// nibble) and weight `i + 16` (high nibble), as in the file. Q8_0 bytes are
-/// stored offset by 128 (`w ^ 0x80`, an unsigned byte). A whole 32-byte
-/// vector load may read past the last group's `4n` bytes (matrices keep
-/// [`PACK_SLACK`] spare bytes at the end); those lanes meet zero activations.
+/// Scales and minimums are [`PANEL`] f16 values, row `r` at `2r`. The quants
+/// are 64-byte chunks, row `r` at `4r..4r + 4` of each: for 4-bit formats
+/// chunk `v` (of 4) holds the file's quant bytes `4v..4v + 4` of the row's
+/// block (low nibbles: weights `4v..4v + 4`, high nibbles: weights
+/// `16 + 4v..`); for Q8_0 chunk `v` (of 8) holds weights `4v..4v + 4`, each
+/// stored plus 128 (`w ^ 0x80`, an unsigned byte).
 #[inline]
-pub fn packed_layout(ty: GgmlType, nb: usize) -> (usize, usize, usize) {
+pub const fn panel_layout(ty: GgmlType) -> (usize, usize, usize, usize) {
     match ty {
-        GgmlType::Q4_1 => (0, 2 * nb, 4 * nb),
-        _ => (0, 0, 2 * nb),
+        GgmlType::Q4_1 => (0, 32, 64, 64 + 256),
+        GgmlType::Q8_0 => (0, 0, 32, 32 + 512),
+        _ => (0, 0, 32, 32 + 256),
     }
 }
 
-/// Bytes of quants per block in a packed row.
-#[inline]
-pub fn quant_bytes(ty: GgmlType) -> usize {
-    if ty == GgmlType::Q8_0 {
-        32
-    } else {
-        16
-    }
+/// Bytes of a packed integer matrix of `rows` rows of `nb` blocks.
+pub fn packed_bytes(ty: GgmlType, rows: usize, nb: usize) -> usize {
+    rows.div_ceil(PANEL) * nb * panel_layout(ty).3
 }
 
-/// Spare bytes after the last packed row of a matrix (see [`packed_layout`]).
-pub const PACK_SLACK: usize = 64;
-
-/// Offset (from the start of the quants) of quant byte `i` of block `b`.
-#[inline]
-pub fn packed_quant_index(ty: GgmlType, nb: usize, b: usize, i: usize) -> usize {
-    let qlen = quant_bytes(ty);
-    let b0 = b / GROUP * GROUP;
-    let n = (nb - b0).min(GROUP);
-    qlen * b0 + (i / 4) * 4 * n + (b - b0) * 4 + i % 4
-}
-
-/// Repack one GGUF row (array of blocks) of an integer type into the
-/// layout used by the kernels (same size; see [`packed_layout`]).
-pub fn pack_row(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
+/// Repack an integer matrix (`rows` rows of `nb` blocks, in the file's
+/// layout) into panels ([`panel_layout`]). Rows past `rows` in the last
+/// panel are zero (scale 0, quants 0).
+pub fn pack_matrix(ty: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
     let bs = ty.block_bytes();
-    let nb = src.len() / bs;
-    let (do_, mo, qo) = packed_layout(ty, nb);
+    let (_, mo, qo, pb) = panel_layout(ty);
     let hdr = if ty == GgmlType::Q4_1 { 4 } else { 2 };
-    let qlen = quant_bytes(ty);
+    let qlen = bs - hdr;
     let flip = if ty == GgmlType::Q8_0 { 0x80 } else { 0 };
-    for (b, blk) in src.chunks_exact(bs).enumerate() {
-        dst[do_ + 2 * b..do_ + 2 * b + 2].copy_from_slice(&blk[0..2]);
-        if ty == GgmlType::Q4_1 {
-            dst[mo + 2 * b..mo + 2 * b + 2].copy_from_slice(&blk[2..4]);
-        }
-        for (i, &q) in blk[hdr..hdr + qlen].iter().enumerate() {
-            dst[qo + packed_quant_index(ty, nb, b, i)] = q ^ flip;
+    let mut dst = vec![0u8; packed_bytes(ty, rows, nb)];
+    for (r, row) in src.chunks_exact(nb * bs).take(rows).enumerate() {
+        let (p, lane) = (r / PANEL, r % PANEL);
+        for (b, blk) in row.chunks_exact(bs).enumerate() {
+            let at = (p * nb + b) * pb;
+            dst[at + 2 * lane..at + 2 * lane + 2].copy_from_slice(&blk[0..2]);
+            if ty == GgmlType::Q4_1 {
+                dst[at + mo + 2 * lane..at + mo + 2 * lane + 2].copy_from_slice(&blk[2..4]);
+            }
+            for (i, &q) in blk[hdr..hdr + qlen].iter().enumerate() {
+                dst[at + qo + 64 * (i / 4) + 4 * lane + i % 4] = q ^ flip;
+            }
         }
     }
+    dst
 }
 
-/// Exact integer dot product of block `b` of a packed row's quants `wq` with
-/// the group-interleaved activation quants `a` (flattened).
+/// Exact integer dot product of row `lane` of a panel block with a block of
+/// activation quants.
 #[inline]
-fn block_isum(ty: GgmlType, wq: &[u8], nb: usize, b: usize, a: &[i8]) -> i32 {
+fn block_isum(ty: GgmlType, pblk: &[u8], lane: usize, a: &[i8; QK]) -> i32 {
+    let qo = panel_layout(ty).2;
+    let byte = |i: usize| pblk[qo + 64 * (i / 4) + 4 * lane + i % 4];
     let mut s = 0i32;
-    let act = |j: usize| i32::from(a[act_index(b, j)]);
-    let w = |i: usize| wq[packed_quant_index(ty, nb, b, i)];
     match ty {
         GgmlType::Q8_0 => {
-            for j in 0..QK {
-                s += i32::from((w(j) ^ 0x80) as i8) * act(j);
+            for (j, &x) in a.iter().enumerate() {
+                s += i32::from((byte(j) ^ 0x80) as i8) * i32::from(x);
             }
         }
         _ => {
             let off = if ty == GgmlType::Q4_0 { 8 } else { 0 };
             for j in 0..16 {
-                s += (i32::from(w(j) & 0x0f) - off) * act(j);
-                s += (i32::from(w(j) >> 4) - off) * act(j + 16);
+                s += (i32::from(byte(j) & 0x0f) - off) * i32::from(a[j]);
+                s += (i32::from(byte(j) >> 4) - off) * i32::from(a[j + 16]);
             }
         }
     }
     s
 }
 
-/// Portable kernel: packed integer weight row (`nb` blocks) · quantised column.
-/// Defines the arithmetic the SIMD kernels reproduce.
-pub fn dot_packed(ty: GgmlType, row: &[u8], nb: usize, a: QCol<'_>) -> f32 {
-    let (do_, mo, qo) = packed_layout(ty, nb);
-    let wq = &row[qo..];
-    let aq = a.qs.as_flattened();
-    let mut acc = [0f32; 8];
-    let mut macc = [0f32; 8];
-    for g in 0..nb.div_ceil(GROUP) {
-        for l in 0..GROUP {
-            let b = g * GROUP + l;
-            if b < nb {
-                let dw = rd_f16(row, do_ + 2 * b);
-                let isum = block_isum(ty, wq, nb, b, aq);
-                acc[l] += (dw * a.d[b]) * isum as f32;
-                if ty == GgmlType::Q4_1 {
-                    macc[l] += rd_f16(row, mo + 2 * b) * a.s[b];
-                }
-            } else {
-                acc[l] += 0.0;
-                macc[l] += 0.0;
+/// Portable kernel: one packed panel (`nb` blocks) · one quantised column,
+/// all [`PANEL`] rows. Defines the arithmetic the SIMD kernels reproduce.
+pub fn dot_panel(ty: GgmlType, panel: &[u8], nb: usize, a: QCol<'_>) -> [f32; PANEL] {
+    let (_, mo, _, pb) = panel_layout(ty);
+    std::array::from_fn(|lane| {
+        let mut acc = 0f32;
+        for (b, pblk) in panel.chunks_exact(pb).take(nb).enumerate() {
+            let dw = rd_f16(pblk, 2 * lane);
+            let isum = block_isum(ty, pblk, lane, &a.qs[b]);
+            acc = (dw * a.d[b]).mul_add(isum as f32, acc);
+            if ty == GgmlType::Q4_1 {
+                acc = rd_f16(pblk, mo + 2 * lane).mul_add(a.s[b], acc);
             }
         }
-    }
-    if ty == GgmlType::Q4_1 {
-        hsum8(&acc) + hsum8(&macc)
-    } else {
-        hsum8(&acc)
-    }
+        acc
+    })
 }
 
 /// Fixed-order f32 dot product (eight interleaved accumulators, then [`hsum8`]).

@@ -106,17 +106,49 @@ fn top_n_scan(logits: &[f32], n: usize) -> Vec<u32> {
     // keys the lower id, already kept, ranks first).
     let key = |f: f32| if f.is_nan() { f32::NEG_INFINITY } else { f };
     let mut worst = key(logits[best[n - 1] as usize]);
-    for (i, &v) in logits.iter().enumerate().skip(n) {
-        if key(v).total_cmp(&worst) != std::cmp::Ordering::Greater {
-            continue;
+    let mut visit = |i: usize, worst: &mut f32| {
+        if key(logits[i]).total_cmp(worst) != std::cmp::Ordering::Greater {
+            return;
         }
         let i = i as u32;
         best.pop();
         let at = best.partition_point(|&b| rank(logits, b, i) == std::cmp::Ordering::Less);
         best.insert(at, i);
-        worst = key(logits[best[n - 1] as usize]);
+        *worst = key(logits[best[n - 1] as usize]);
+    };
+    // Sixteen at a time, visiting a chunk only if one of its values could
+    // enter: `v >= worst` holds for every `v` that `total_cmp` ranks above
+    // `worst` (it only adds -0.0 against +0.0 and -inf against -inf, which
+    // `visit` then skips), and the test vectorises.
+    let mut i = n;
+    while i < logits.len() && !i.is_multiple_of(16) {
+        visit(i, &mut worst);
+        i += 1;
+    }
+    while i + 16 <= logits.len() {
+        let hit = logits[i..i + 16]
+            .iter()
+            .fold(0u32, |h, &v| h | u32::from(v >= worst));
+        if hit != 0 {
+            for j in i..i + 16 {
+                visit(j, &mut worst);
+            }
+        }
+        i += 16;
+    }
+    for j in i..logits.len() {
+        visit(j, &mut worst);
     }
     best
+}
+
+/// How many of the best candidates [`sample`] draws from (0 for greedy).
+pub fn candidates(p: &SamplingParams, vocab: usize) -> usize {
+    match (p.temperature_milli, p.top_k) {
+        (0, _) => 0,
+        (_, 0) => vocab,
+        (_, k) => (k as usize).min(vocab),
+    }
 }
 
 /// Pick the token at `position` from `logits`.
@@ -124,12 +156,13 @@ pub fn sample(logits: &[f32], p: &SamplingParams, position: u64) -> u32 {
     if p.temperature_milli == 0 || logits.is_empty() {
         return argmax(logits);
     }
-    let k = if p.top_k == 0 {
-        logits.len()
-    } else {
-        p.top_k as usize
-    };
-    let cand = top_n(logits, k);
+    let cand = top_n(logits, candidates(p, logits.len()));
+    sample_among(logits, &cand, p, position)
+}
+
+/// [`sample`] for a non-greedy `p`, given `cand`: the
+/// [`candidates`]`(p, vocab)` best token ids in [`top_n`] order.
+pub fn sample_among(logits: &[f32], cand: &[u32], p: &SamplingParams, position: u64) -> u32 {
     let max = logits[cand[0] as usize];
     let t = p.temperature_milli as f32;
     let probs: Vec<f64> = cand

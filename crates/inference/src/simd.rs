@@ -1,400 +1,30 @@
-//! x86-64 kernels for the integer dot products (AVX2, AVX512-VNNI, AVX-VNNI).
+//! Kernel families for the integer matrix products, chosen at run time.
 //!
-//! Each kernel performs exactly the operations of its scalar twin in
-//! [`crate::quant`] (same f32 multiply-then-add per block, same lanes, same
-//! reduction tree), so results are bit-identical; the unit tests check this.
-//! Only the way the exact per-block integer sums are formed differs between
-//! kernel families (`vpmaddubsw`/`vpmaddwd` or `vpdpbusd`), which cannot
-//! change them. A kernel computes an R-row × C-column tile of a matrix
-//! product, so unpacked weights are reused across columns and activations
-//! across rows; every (row, column) value is the same whatever the tile shape.
+//! Every kernel computes a tile of `P` packed panels ([`PANEL`] weight rows
+//! each) × `C` quantised columns and performs, for every (row, column) pair,
+//! exactly the operations of [`quant::dot_panel`]: the same exact integer
+//! block sums (formed with `vpdpbusd`, or `vpmaddubsw` + `vpmaddwd`, which
+//! cannot change them) and the same fused multiply-adds in block order, one
+//! row per f32 lane. A value is therefore the same whatever the family, the
+//! tile shape or the thread that computes it; the unit tests check every
+//! family and shape against the scalar definition bit for bit.
 #![allow(unsafe_code)]
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod avx2 {
-    use std::arch::x86_64::*;
-
-    use crate::gguf::GgmlType;
-    use crate::quant::{packed_layout, quant_bytes, QCol, GROUP, QK};
-
-    /// Whether the running CPU has the features these kernels need.
-    pub fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c")
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn hsum(acc: __m256) -> f32 {
-        let hi = _mm256_extractf128_ps(acc, 1);
-        let lo = _mm256_castps256_ps128(acc);
-        let t = _mm_add_ps(lo, hi);
-        let u = _mm_add_ps(t, _mm_movehl_ps(t, t));
-        let r = _mm_add_ss(u, _mm_shuffle_ps(u, u, 1));
-        _mm_cvtss_f32(r)
-    }
-
-    /// Eight f16 values at `p` as f32, lanes `n..8` zeroed.
-    ///
-    /// # Safety
-    /// 16 bytes must be readable at `p` (the packed row layout guarantees this:
-    /// the scales and minimums are followed by at least 16 bytes of quants).
-    #[inline]
-    #[target_feature(enable = "avx2,f16c")]
-    unsafe fn halves8(p: *const u8, n: usize) -> __m256 {
-        // SAFETY: see the function contract.
-        let v = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p as *const __m128i) });
-        if n >= GROUP {
-            v
-        } else {
-            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx);
-            _mm256_and_ps(v, _mm256_castsi256_ps(mask))
-        }
-    }
-
-    const T_Q4_0: u8 = 0;
-    const T_Q4_1: u8 = 1;
-    const T_Q8_0: u8 = 2;
-
-    /// Integer multiply-add flavour: `vpmaddubsw` + `vpmaddwd` (AVX2),
-    /// `vpdpbusd` on 256-bit registers via AVX512-VNNI + AVX512-VL, or via AVX-VNNI.
-    pub const M_AVX2: u8 = 0;
-    /// See [`M_AVX2`].
-    pub const M_VNNI512: u8 = 1;
-    /// See [`M_AVX2`].
-    pub const M_AVXVNNI: u8 = 2;
-
-    /// Whether the CPU has AVX512-VNNI with AVX512-VL (besides AVX2/F16C).
-    pub fn available_vnni512() -> bool {
-        available()
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512vnni")
-    }
-
-    /// Whether the CPU has AVX-VNNI (besides AVX2/F16C).
-    pub fn available_avxvnni() -> bool {
-        available() && is_x86_feature_detected!("avxvnni")
-    }
-
-    /// `acc + Σ` of four u8 × i8 products per 32-bit lane (exact).
-    #[inline(always)]
-    unsafe fn dp<const M: u8>(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
-        if M == M_VNNI512 {
-            // SAFETY: only reached from `tile_m::<M_VNNI512, ..>`, compiled with
-            // AVX512-VNNI/VL enabled and called only when the CPU has them.
-            unsafe { _mm256_dpbusd_epi32(acc, w, a) }
-        } else {
-            // SAFETY: as above, for AVX-VNNI.
-            unsafe { _mm256_dpbusd_avx_epi32(acc, w, a) }
-        }
-    }
-
-    /// R packed weight rows × C quantised columns (see `quant::dot_packed`,
-    /// which defines the result of every (row, column) pair).
-    ///
-    /// # Safety
-    /// The CPU must support the features of mode `M` ([`available`],
-    /// [`available_vnni512`], [`available_avxvnni`]).
-    #[inline(always)]
-    pub unsafe fn tile<const M: u8, const R: usize, const C: usize>(
-        ty: GgmlType,
-        rows: [&[u8]; R],
-        nb: usize,
-        a: [QCol<'_>; C],
-    ) -> [[f32; C]; R] {
-        // SAFETY: forwarded contract.
-        unsafe {
-            match ty {
-                GgmlType::Q4_1 => tile_t::<M, T_Q4_1, R, C>(rows, nb, a),
-                GgmlType::Q4_0 => tile_t::<M, T_Q4_0, R, C>(rows, nb, a),
-                _ => tile_t::<M, T_Q8_0, R, C>(rows, nb, a),
-            }
-        }
-    }
-
-    /// [`tile`] compiled for AVX2.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and F16C.
-    #[target_feature(enable = "avx2,f16c")]
-    pub unsafe fn tile_avx2<const R: usize, const C: usize>(
-        ty: GgmlType,
-        rows: [&[u8]; R],
-        nb: usize,
-        a: [QCol<'_>; C],
-    ) -> [[f32; C]; R] {
-        // SAFETY: forwarded contract.
-        unsafe { tile::<M_AVX2, R, C>(ty, rows, nb, a) }
-    }
-
-    /// [`tile`] compiled for AVX512-VNNI on 256-bit registers.
-    ///
-    /// # Safety
-    /// [`available_vnni512`] must hold.
-    #[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512vnni")]
-    pub unsafe fn tile_vnni512<const R: usize, const C: usize>(
-        ty: GgmlType,
-        rows: [&[u8]; R],
-        nb: usize,
-        a: [QCol<'_>; C],
-    ) -> [[f32; C]; R] {
-        // SAFETY: forwarded contract.
-        unsafe { tile::<M_VNNI512, R, C>(ty, rows, nb, a) }
-    }
-
-    /// [`tile`] compiled for AVX-VNNI.
-    ///
-    /// # Safety
-    /// [`available_avxvnni`] must hold.
-    #[target_feature(enable = "avx2,f16c,avxvnni")]
-    pub unsafe fn tile_avxvnni<const R: usize, const C: usize>(
-        ty: GgmlType,
-        rows: [&[u8]; R],
-        nb: usize,
-        a: [QCol<'_>; C],
-    ) -> [[f32; C]; R] {
-        // SAFETY: forwarded contract.
-        unsafe { tile::<M_AVXVNNI, R, C>(ty, rows, nb, a) }
-    }
-
-    /// Bytes a SIMD kernel may read past a row's quants (see `quant::packed_layout`).
-    pub const OVERREAD: usize = 32;
-
-    // Index loops over the register tile read more plainly than iterators here.
-    #[allow(clippy::needless_range_loop)]
-    #[inline(always)]
-    unsafe fn tile_t<const M: u8, const T: u8, const R: usize, const C: usize>(
-        rows: [&[u8]; R],
-        nb: usize,
-        a: [QCol<'_>; C],
-    ) -> [[f32; C]; R] {
-        let ty = match T {
-            T_Q4_1 => GgmlType::Q4_1,
-            T_Q4_0 => GgmlType::Q4_0,
-            _ => GgmlType::Q8_0,
-        };
-        let (do_, mo, qo) = packed_layout(ty, nb);
-        let qlen = quant_bytes(ty);
-        let groups = nb.div_ceil(GROUP);
-        for row in &rows {
-            assert!(
-                row.len() >= qo + qlen * nb + OVERREAD,
-                "weight row too short"
-            );
-        }
-        for c in &a {
-            assert!(
-                c.qs.len() >= groups * GROUP
-                    && c.d.len() >= groups * GROUP
-                    && c.s.len() >= groups * GROUP
-                    && c.qsum.len() >= groups * GROUP,
-                "activation column too short"
-            );
-        }
-        let ones = _mm256_set1_epi16(1);
-        let m4 = _mm256_set1_epi8(0x0f);
-        let flip = _mm256_set1_epi8(-128);
-        let mut acc = [[_mm256_setzero_ps(); C]; R];
-        let mut macc = [[_mm256_setzero_ps(); C]; R];
-        let load = |p: *const u8| {
-            // SAFETY: every call site passes a pointer with 32 readable bytes
-            // (checked by the assertions above).
-            unsafe { _mm256_loadu_si256(p as *const __m256i) }
-        };
-        for g in 0..groups {
-            let b0 = g * GROUP;
-            let n = (nb - b0).min(GROUP);
-            let stride = 4 * n;
-            // SAFETY: blocks b0..b0+n lie within each row (checked above);
-            // 16 bytes from a scale or minimum stay inside the row.
-            let dw: [__m256; R] =
-                std::array::from_fn(|r| unsafe { halves8(rows[r].as_ptr().add(do_ + 2 * b0), n) });
-            let mw: [__m256; R] = std::array::from_fn(|r| {
-                if T == T_Q4_1 {
-                    // SAFETY: as above.
-                    unsafe { halves8(rows[r].as_ptr().add(mo + 2 * b0), n) }
-                } else {
-                    _mm256_setzero_ps()
-                }
-            });
-            // SAFETY: the group's quants start inside the row.
-            let wq: [*const u8; R] =
-                std::array::from_fn(|r| unsafe { rows[r].as_ptr().add(qo + qlen * b0) });
-            // SAFETY: entries 8g..8g+8 exist in every column (checked above).
-            let aq: [*const u8; C] =
-                std::array::from_fn(|c| unsafe { a[c].qs.as_ptr().add(b0) as *const u8 });
-            let mut isum = [[_mm256_setzero_si256(); C]; R];
-            if T == T_Q8_0 {
-                for v in 0..8 {
-                    // SAFETY: vector v of the group plus OVERREAD lies in the row.
-                    let raw: [__m256i; R] =
-                        std::array::from_fn(|r| load(unsafe { wq[r].add(v * stride) }));
-                    let w: [__m256i; R] = std::array::from_fn(|r| _mm256_xor_si256(raw[r], flip));
-                    let wabs: [__m256i; R] = std::array::from_fn(|r| _mm256_abs_epi8(w[r]));
-                    for c in 0..C {
-                        // SAFETY: entry 8g + v of the column.
-                        let av = load(unsafe { aq[c].add(v * QK) });
-                        for r in 0..R {
-                            isum[r][c] = if M == M_AVX2 {
-                                // |w| <= 128, |a| <= 127: pair sums fit i16.
-                                let p = _mm256_maddubs_epi16(wabs[r], _mm256_sign_epi8(av, w[r]));
-                                _mm256_add_epi32(isum[r][c], _mm256_madd_epi16(p, ones))
-                            } else {
-                                // SAFETY: mode M's features are enabled (contract).
-                                unsafe { dp::<M>(isum[r][c], raw[r], av) }
-                            };
-                        }
-                    }
-                }
-                if M != M_AVX2 {
-                    for c in 0..C {
-                        // SAFETY: as above.
-                        let qs = unsafe {
-                            _mm256_loadu_si256(a[c].qsum.as_ptr().add(b0) as *const __m256i)
-                        };
-                        // Weights were stored as w + 128.
-                        let corr = _mm256_slli_epi32(qs, 7);
-                        for r in 0..R {
-                            isum[r][c] = _mm256_sub_epi32(isum[r][c], corr);
-                        }
-                    }
-                }
-            } else {
-                // 4-bit: u8 nibbles × i8 activations. With `vpmaddubsw` the
-                // sixteen products summed per i16 lane are at most
-                // 16 * 15 * 127 = 30480 in magnitude, so i16 is exact.
-                let mut s16 = [[_mm256_setzero_si256(); C]; R];
-                for v in 0..4 {
-                    // SAFETY: vector v of the group plus OVERREAD lies in the row.
-                    let raw: [__m256i; R] =
-                        std::array::from_fn(|r| load(unsafe { wq[r].add(v * stride) }));
-                    let lo: [__m256i; R] = std::array::from_fn(|r| _mm256_and_si256(raw[r], m4));
-                    let hi: [__m256i; R] =
-                        std::array::from_fn(|r| _mm256_and_si256(_mm256_srli_epi16(raw[r], 4), m4));
-                    for c in 0..C {
-                        // SAFETY: entries 8g + v and 8g + 4 + v of the column.
-                        let alo = load(unsafe { aq[c].add(v * QK) });
-                        // SAFETY: as above.
-                        let ahi = load(unsafe { aq[c].add((v + 4) * QK) });
-                        for r in 0..R {
-                            if M == M_AVX2 {
-                                let p = _mm256_add_epi16(
-                                    _mm256_maddubs_epi16(lo[r], alo),
-                                    _mm256_maddubs_epi16(hi[r], ahi),
-                                );
-                                s16[r][c] = _mm256_add_epi16(s16[r][c], p);
-                            } else {
-                                // SAFETY: mode M's features are enabled (contract).
-                                isum[r][c] =
-                                    unsafe { dp::<M>(dp::<M>(isum[r][c], lo[r], alo), hi[r], ahi) };
-                            }
-                        }
-                    }
-                }
-                if M == M_AVX2 {
-                    for r in 0..R {
-                        for c in 0..C {
-                            isum[r][c] = _mm256_madd_epi16(s16[r][c], ones);
-                        }
-                    }
-                }
-                if T == T_Q4_0 {
-                    for c in 0..C {
-                        // SAFETY: as above.
-                        let qs = unsafe {
-                            _mm256_loadu_si256(a[c].qsum.as_ptr().add(b0) as *const __m256i)
-                        };
-                        // Weights were taken as nibble = w + 8.
-                        let corr = _mm256_slli_epi32(qs, 3);
-                        for r in 0..R {
-                            isum[r][c] = _mm256_sub_epi32(isum[r][c], corr);
-                        }
-                    }
-                }
-            }
-            for c in 0..C {
-                // SAFETY: b0 + GROUP <= col.d.len() and col.s.len() (checked above).
-                let da = unsafe { _mm256_loadu_ps(a[c].d.as_ptr().add(b0)) };
-                let sa = if T == T_Q4_1 {
-                    // SAFETY: as above.
-                    unsafe { _mm256_loadu_ps(a[c].s.as_ptr().add(b0)) }
-                } else {
-                    _mm256_setzero_ps()
-                };
-                for r in 0..R {
-                    acc[r][c] = _mm256_add_ps(
-                        acc[r][c],
-                        _mm256_mul_ps(_mm256_mul_ps(dw[r], da), _mm256_cvtepi32_ps(isum[r][c])),
-                    );
-                    if T == T_Q4_1 {
-                        macc[r][c] = _mm256_add_ps(macc[r][c], _mm256_mul_ps(mw[r], sa));
-                    }
-                }
-            }
-        }
-        std::array::from_fn(|r| {
-            std::array::from_fn(|c| {
-                if T == T_Q4_1 {
-                    hsum(acc[r][c]) + hsum(macc[r][c])
-                } else {
-                    hsum(acc[r][c])
-                }
-            })
-        })
-    }
-
-    const _: () = assert!(QK == 32);
-
-    /// [`crate::model::attention_head`] compiled for AVX2 (same operations,
-    /// wider registers; Rust never reassociates or fuses float operations).
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn attention_head(
-        q: &[f32],
-        span: &crate::model::HeadSpan<'_>,
-        scale: f32,
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
-        crate::model::attention_head(q, span, scale, scores, out);
-    }
-}
-
-/// One attention head, with the fastest code the CPU supports (identical results).
-pub(crate) fn attention_head(
-    kind: KernelKind,
-    q: &[f32],
-    span: &crate::model::HeadSpan<'_>,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if kind != KernelKind::Scalar {
-        // SAFETY: every non-scalar kind implies the CPU supports AVX2 (see `detect`).
-        return unsafe { avx2::attention_head(q, span, scale, scores, out) };
-    }
-    let _ = kind;
-    crate::model::attention_head(q, span, scale, scores, out);
-}
-
 use crate::gguf::GgmlType;
-use crate::quant::{self, QCol};
+use crate::pool::SharedOut;
+use crate::quant::{self, QCol, PANEL, QK};
 
 /// Which kernel family to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KernelKind {
     /// Portable scalar code.
     Scalar,
-    /// AVX2 + F16C (x86-64 only).
+    /// AVX2 + FMA + F16C, 256-bit registers (x86-64 only).
     Avx2,
-    /// AVX2 with AVX512-VNNI/VL `vpdpbusd` on 256-bit registers (x86-64 only).
-    Vnni512,
-    /// AVX2 with AVX-VNNI `vpdpbusd` (x86-64 only).
+    /// AVX-VNNI `vpdpbusd` on 256-bit registers (x86-64 only).
     AvxVnni,
+    /// AVX-512 (F, BW, VL) with VNNI on 512-bit registers (x86-64 only).
+    Vnni512,
 }
 
 impl KernelKind {
@@ -421,13 +51,13 @@ impl KernelKind {
         let mut v = vec![KernelKind::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
-            if avx2::available() {
+            if x86::available_avx2() {
                 v.push(KernelKind::Avx2);
             }
-            if avx2::available_avxvnni() {
+            if x86::available_avxvnni() {
                 v.push(KernelKind::AvxVnni);
             }
-            if avx2::available_vnni512() {
+            if x86::available_vnni512() {
                 v.push(KernelKind::Vnni512);
             }
         }
@@ -439,47 +69,855 @@ impl KernelKind {
         match self {
             KernelKind::Scalar => "scalar",
             KernelKind::Avx2 => "avx2",
-            KernelKind::Vnni512 => "avx512vnni",
             KernelKind::AvxVnni => "avxvnni",
+            KernelKind::Vnni512 => "avx512vnni",
         }
     }
 }
 
-/// Bytes the SIMD kernels may read past the end of a packed row's data; the
-/// row slices passed to [`dot_tile`] must extend this far.
-pub(crate) const ROW_OVERREAD: usize = 32;
-const _: () = assert!(ROW_OVERREAD <= quant::PACK_SLACK);
-#[cfg(target_arch = "x86_64")]
-const _: () = assert!(ROW_OVERREAD == avx2::OVERREAD);
+/// Defines `fn $name(kind, args..)` that runs the `#[inline(always)]`
+/// function `$imp` compiled for AVX-512, for AVX2 + FMA, or for the baseline
+/// target, as `kind` allows. Rust never reassociates or fuses float
+/// operations, so the wider code gives the same bits; only the compiler's
+/// vectorisation changes.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $imp:path) => {
+        $(#[$m])*
+        #[allow(unsafe_code)]
+        $vis fn $name(kind: $crate::simd::KernelKind, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")]
+                fn avx512($($arg: $ty),*) {
+                    $imp($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma,f16c")]
+                fn avx2($($arg: $ty),*) {
+                    $imp($($arg),*)
+                }
+                match kind {
+                    // SAFETY: these kinds exist only on CPUs with the features
+                    // (`KernelKind::supported`).
+                    $crate::simd::KernelKind::Vnni512 => return unsafe { avx512($($arg),*) },
+                    $crate::simd::KernelKind::Avx2 | $crate::simd::KernelKind::AvxVnni => {
+                        return unsafe { avx2($($arg),*) }
+                    }
+                    $crate::simd::KernelKind::Scalar => {}
+                }
+            }
+            let _ = kind;
+            $imp($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
 
-/// Dot products of R packed integer weight rows (`nb` blocks of Q4_0, Q4_1
-/// or Q8_0; each slice followed by [`ROW_OVERREAD`] readable bytes) with C
-/// quantised columns: `out[r][c]` is `quant::dot_packed(rows[r], a[c])`.
-#[inline]
-pub(crate) fn dot_tile<const R: usize, const C: usize>(
+/// Where a matrix product's results go: `out[c * rows + r]`.
+pub(crate) struct Dest<'a, 'b> {
+    /// The product, column-major (`rows` values per column).
+    pub out: &'a SharedOut<'b>,
+    /// Rows of the matrix.
+    pub rows: usize,
+}
+
+impl Dest<'_, '_> {
+    /// Pointer to the rows of panel `p` in column `c`, and how many there are.
+    ///
+    /// # Safety
+    /// The caller writes at most that many values, and no other worker
+    /// touches them during the same `Pool::run`.
+    #[inline(always)]
+    unsafe fn at(&self, p: usize, c: usize) -> (*mut f32, usize) {
+        let r0 = p * PANEL;
+        let len = PANEL.min(self.rows - r0);
+        // SAFETY: forwarded contract.
+        (unsafe { self.out.ptr(c * self.rows + r0, len) }, len)
+    }
+}
+
+/// Integer matrix product of panels `p0..p1` of a packed matrix (`nb`
+/// blocks of Q4_0, Q4_1 or Q8_0 per row, laid out as
+/// [`quant::panel_layout`]) with the quantised columns `cols`, whose results
+/// go to columns `c0..` of `dest`: every value is `quant::dot_panel`'s.
+///
+/// The rows of these panels must be written by this worker alone.
+///
+/// # Panics
+/// If the matrix, a column or `dest` is too short.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_panels(
     kind: KernelKind,
     ty: GgmlType,
-    rows: [&[u8]; R],
+    packed: &[u8],
     nb: usize,
-    a: [QCol<'_>; C],
-) -> [[f32; C]; R] {
+    (p0, p1): (usize, usize),
+    cols: &[QCol<'_>],
+    c0: usize,
+    dest: &Dest<'_, '_>,
+) {
+    let stride = nb * quant::panel_layout(ty).3;
+    assert!(packed.len() >= p1 * stride, "packed matrix too short");
+    assert!(p1 <= dest.rows.div_ceil(PANEL), "panel out of range");
+    for c in cols {
+        assert!(
+            c.qs.len() >= nb && c.d.len() >= nb && c.s.len() >= nb && c.qsum.len() >= nb,
+            "activation column too short"
+        );
+    }
     #[cfg(target_arch = "x86_64")]
     match kind {
         // SAFETY (all three): a non-scalar kind is only constructed by
-        // `supported` after the matching `available*` check returned true.
-        KernelKind::Avx2 => return unsafe { avx2::tile_avx2::<R, C>(ty, rows, nb, a) },
-        KernelKind::Vnni512 => return unsafe { avx2::tile_vnni512::<R, C>(ty, rows, nb, a) },
-        KernelKind::AvxVnni => return unsafe { avx2::tile_avxvnni::<R, C>(ty, rows, nb, a) },
+        // `supported` after the matching `available*` check returned true;
+        // the lengths were checked above, and `Dest::at` checks its bounds.
+        KernelKind::Vnni512 => {
+            return unsafe { x86::panels_zmm(ty, packed, nb, (p0, p1), cols, c0, dest) }
+        }
+        KernelKind::AvxVnni => {
+            return unsafe { x86::panels_avxvnni(ty, packed, nb, (p0, p1), cols, c0, dest) }
+        }
+        KernelKind::Avx2 => {
+            return unsafe { x86::panels_avx2(ty, packed, nb, (p0, p1), cols, c0, dest) }
+        }
         KernelKind::Scalar => {}
     }
     let _ = kind;
-    std::array::from_fn(|r| std::array::from_fn(|c| quant::dot_packed(ty, rows[r], nb, a[c])))
+    for p in p0..p1 {
+        let panel = &packed[p * stride..(p + 1) * stride];
+        for (j, col) in cols.iter().enumerate() {
+            let v = quant::dot_panel(ty, panel, nb, *col);
+            // SAFETY: `at` bounds the write; the rows are this worker's.
+            unsafe {
+                let (ptr, len) = dest.at(p, c0 + j);
+                std::ptr::copy_nonoverlapping(v.as_ptr(), ptr, len);
+            }
+        }
+    }
+}
+
+/// A kernel family's register tile: `P` panels × `C` columns of weight type
+/// `T`, written to `dst`.
+trait Tile {
+    /// # Safety
+    /// The CPU has the family's features, every panel and column covers `nb`
+    /// blocks, and each `dst` pointer has room for its count of floats.
+    unsafe fn tile<const T: u8, const P: usize, const C: usize>(
+        panels: [&[u8]; P],
+        nb: usize,
+        a: [&QCol<'_>; C],
+        dst: [[(*mut f32, usize); C]; P],
+    );
+}
+
+const T_Q4_0: u8 = 0;
+const T_Q4_1: u8 = 1;
+const T_Q8_0: u8 = 2;
+
+const fn type_of(t: u8) -> GgmlType {
+    match t {
+        T_Q4_1 => GgmlType::Q4_1,
+        T_Q4_0 => GgmlType::Q4_0,
+        _ => GgmlType::Q8_0,
+    }
+}
+
+/// The loops of [`matmul_panels`] over `P × C` tiles (`PD × 1` for a single
+/// column), then their tails; each (row, column) value has the same
+/// arithmetic whatever tile computes it.
+///
+/// # Safety
+/// As for [`Tile::tile`]; the lengths were checked by [`matmul_panels`].
+#[inline(always)]
+unsafe fn drive<K: Tile, const T: u8, const P: usize, const C: usize, const PD: usize>(
+    packed: &[u8],
+    nb: usize,
+    (p0, p1): (usize, usize),
+    cols: &[QCol<'_>],
+    c0: usize,
+    dest: &Dest<'_, '_>,
+) {
+    let stride = nb * quant::panel_layout(type_of(T)).3;
+    let panel = |p: usize| &packed[p * stride..(p + 1) * stride];
+    // SAFETY (all calls below): forwarded contract; `Dest::at` gives each
+    // tile its own rows.
+    unsafe {
+        let dst = |p: usize, c: usize| dest.at(p, c0 + c);
+        if cols.len() == 1 {
+            let mut p = p0;
+            while p + PD <= p1 {
+                let ps: [usize; PD] = std::array::from_fn(|k| p + k);
+                K::tile::<T, PD, 1>(ps.map(panel), nb, [&cols[0]], ps.map(|q| [dst(q, 0)]));
+                p += PD;
+            }
+            for p in p..p1 {
+                K::tile::<T, 1, 1>([panel(p)], nb, [&cols[0]], [[dst(p, 0)]]);
+            }
+            return;
+        }
+        let mut p = p0;
+        while p < p1 {
+            let np = if p + P <= p1 { P } else { 1 };
+            let mut c = 0;
+            while c + C <= cols.len() {
+                let cs: [usize; C] = std::array::from_fn(|k| c + k);
+                let a = cs.map(|k| &cols[k]);
+                if np == P {
+                    let ps: [usize; P] = std::array::from_fn(|k| p + k);
+                    K::tile::<T, P, C>(ps.map(panel), nb, a, ps.map(|q| cs.map(|k| dst(q, k))));
+                } else {
+                    K::tile::<T, 1, C>([panel(p)], nb, a, [cs.map(|k| dst(p, k))]);
+                }
+                c += C;
+            }
+            for (c, col) in cols.iter().enumerate().skip(c) {
+                if np == P {
+                    let ps: [usize; P] = std::array::from_fn(|k| p + k);
+                    K::tile::<T, P, 1>(ps.map(panel), nb, [col], ps.map(|q| [dst(q, c)]));
+                } else {
+                    K::tile::<T, 1, 1>([panel(p)], nb, [col], [[dst(p, c)]]);
+                }
+            }
+            p += np;
+        }
+    }
+}
+
+/// [`drive`] for the weight type `ty`.
+macro_rules! drive_ty {
+    ($k:ty, $p:literal, $c:literal, $pd:literal, $ty:expr, $($arg:expr),*) => {
+        match $ty {
+            GgmlType::Q4_1 => drive::<$k, T_Q4_1, $p, $c, $pd>($($arg),*),
+            GgmlType::Q4_0 => drive::<$k, T_Q4_0, $p, $c, $pd>($($arg),*),
+            _ => drive::<$k, T_Q8_0, $p, $c, $pd>($($arg),*),
+        }
+    };
+}
+/// Sixteen f32 lanes: one 512-bit register, two 256-bit ones, or an array.
+/// Each operation is lane-wise and exactly rounded, so every implementation
+/// gives the same bits.
+pub(crate) trait Lanes16: Copy {
+    /// All `+0.0`.
+    ///
+    /// # Safety
+    /// Every method needs the CPU features of its implementation.
+    unsafe fn zero() -> Self;
+    /// All `x`. (Safety: see [`Lanes16::zero`].)
+    unsafe fn splat(x: f32) -> Self;
+    /// Load. (Safety: see [`Lanes16::zero`].)
+    unsafe fn load(p: &[f32; 16]) -> Self;
+    /// Store. (Safety: see [`Lanes16::zero`].)
+    unsafe fn store(self, p: &mut [f32; 16]);
+    /// `self * b + c` with one rounding. (Safety: see [`Lanes16::zero`].)
+    unsafe fn fma(self, b: Self, c: Self) -> Self;
+    /// `self * b`. (Safety: see [`Lanes16::zero`].)
+    unsafe fn mul(self, b: Self) -> Self;
+    /// `if self > b { self } else { b }` per lane (NaN in `self` loses).
+    /// (Safety: see [`Lanes16::zero`].)
+    unsafe fn max(self, b: Self) -> Self;
+    /// The lanes.
+    fn to_array(self) -> [f32; 16] {
+        let mut a = [0f32; 16];
+        // SAFETY: storing needs the same features as producing `self` did.
+        unsafe { self.store(&mut a) };
+        a
+    }
+}
+
+impl Lanes16 for [f32; 16] {
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        [0.0; 16]
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        [x; 16]
+    }
+    #[inline(always)]
+    unsafe fn load(p: &[f32; 16]) -> Self {
+        *p
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: &mut [f32; 16]) {
+        *p = self;
+    }
+    #[inline(always)]
+    unsafe fn fma(self, b: Self, c: Self) -> Self {
+        std::array::from_fn(|l| self[l].mul_add(b[l], c[l]))
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        std::array::from_fn(|l| self[l] * b[l])
+    }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        std::array::from_fn(|l| if self[l] > b[l] { self[l] } else { b[l] })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{quantize_row_zmm, Ymm2, Zmm16};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{drive, type_of, Dest, GgmlType, QCol, Tile, PANEL, QK};
+    use super::{T_Q4_0, T_Q4_1, T_Q8_0};
+    use crate::quant::panel_layout;
+
+    /// AVX2 with FMA and F16C.
+    pub fn available_avx2() -> bool {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    }
+
+    /// AVX-VNNI besides [`available_avx2`].
+    pub fn available_avxvnni() -> bool {
+        available_avx2() && is_x86_feature_detected!("avxvnni")
+    }
+
+    /// AVX-512 F/BW/VL with VNNI besides [`available_avx2`].
+    pub fn available_vnni512() -> bool {
+        available_avx2()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+    }
+
+    /// [`super::Lanes16`] in one 512-bit register (AVX-512 F).
+    #[derive(Clone, Copy)]
+    pub(crate) struct Zmm16(__m512);
+
+    // SAFETY (all methods): the caller guarantees AVX-512 F (trait contract);
+    // the pointers come from references to 16 floats.
+    impl super::Lanes16 for Zmm16 {
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { Zmm16(_mm512_setzero_ps()) }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            unsafe { Zmm16(_mm512_set1_ps(x)) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: &[f32; 16]) -> Self {
+            unsafe { Zmm16(_mm512_loadu_ps(p.as_ptr())) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: &mut [f32; 16]) {
+            unsafe { _mm512_storeu_ps(p.as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        unsafe fn fma(self, b: Self, c: Self) -> Self {
+            unsafe { Zmm16(_mm512_fmadd_ps(self.0, b.0, c.0)) }
+        }
+        #[inline(always)]
+        unsafe fn mul(self, b: Self) -> Self {
+            unsafe { Zmm16(_mm512_mul_ps(self.0, b.0)) }
+        }
+        #[inline(always)]
+        unsafe fn max(self, b: Self) -> Self {
+            // `vmaxps a, b` is `a > b ? a : b`, NaN or equal zeros giving b.
+            unsafe { Zmm16(_mm512_max_ps(self.0, b.0)) }
+        }
+    }
+
+    /// [`super::Lanes16`] in two 256-bit registers (AVX2 and FMA).
+    #[derive(Clone, Copy)]
+    pub(crate) struct Ymm2(__m256, __m256);
+
+    // SAFETY (all methods): the caller guarantees AVX2 and FMA (trait
+    // contract); the pointers come from references to 16 floats.
+    impl super::Lanes16 for Ymm2 {
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { Ymm2(_mm256_setzero_ps(), _mm256_setzero_ps()) }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            unsafe { Ymm2(_mm256_set1_ps(x), _mm256_set1_ps(x)) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: &[f32; 16]) -> Self {
+            unsafe {
+                Ymm2(
+                    _mm256_loadu_ps(p.as_ptr()),
+                    _mm256_loadu_ps(p.as_ptr().add(8)),
+                )
+            }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: &mut [f32; 16]) {
+            unsafe {
+                _mm256_storeu_ps(p.as_mut_ptr(), self.0);
+                _mm256_storeu_ps(p.as_mut_ptr().add(8), self.1);
+            }
+        }
+        #[inline(always)]
+        unsafe fn fma(self, b: Self, c: Self) -> Self {
+            unsafe {
+                Ymm2(
+                    _mm256_fmadd_ps(self.0, b.0, c.0),
+                    _mm256_fmadd_ps(self.1, b.1, c.1),
+                )
+            }
+        }
+        #[inline(always)]
+        unsafe fn mul(self, b: Self) -> Self {
+            unsafe { Ymm2(_mm256_mul_ps(self.0, b.0), _mm256_mul_ps(self.1, b.1)) }
+        }
+        #[inline(always)]
+        unsafe fn max(self, b: Self) -> Self {
+            // As for `Zmm::max`.
+            unsafe { Ymm2(_mm256_max_ps(self.0, b.0), _mm256_max_ps(self.1, b.1)) }
+        }
+    }
+
+    /// Activation dword `v` (bytes `4v..4v + 4`) of block `b` of column `a`.
+    ///
+    /// # Safety
+    /// `b < a.qs.len()` and `v < 8`.
+    #[inline(always)]
+    unsafe fn act_dword(a: &QCol<'_>, b: usize, v: usize) -> i32 {
+        // SAFETY: block b exists (contract), and 4v + 4 <= 32.
+        unsafe { std::ptr::read_unaligned(a.qs.as_ptr().add(b).cast::<i32>().add(v)) }
+    }
+
+    /// Scalar per-block values of column `a`: (scale, exact sum, correction).
+    ///
+    /// # Safety
+    /// `b` is a block of the column.
+    #[inline(always)]
+    unsafe fn act_block<const T: u8>(a: &QCol<'_>, b: usize) -> (f32, f32, i32) {
+        // SAFETY: b < len of d, s and qsum (checked by `panel_tile`).
+        unsafe {
+            let qsum = *a.qsum.get_unchecked(b);
+            // Q4_0 nibbles are w + 8, Q8_0 bytes w + 128 (unsigned for `vpdpbusd`).
+            let corr = match T {
+                T_Q4_0 => 8 * qsum,
+                T_Q8_0 => 128 * qsum,
+                _ => 0,
+            };
+            (*a.d.get_unchecked(b), *a.s.get_unchecked(b), corr)
+        }
+    }
+
+    /// [`super::matmul_panels`] on 512-bit registers (one panel per register).
+    ///
+    /// # Safety
+    /// [`available_vnni512`] holds, and the checks of `matmul_panels` passed.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn panels_zmm(
+        ty: GgmlType,
+        packed: &[u8],
+        nb: usize,
+        panels: (usize, usize),
+        cols: &[QCol<'_>],
+        c0: usize,
+        dest: &Dest<'_, '_>,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { drive_ty!(Zmm, 2, 4, 4, ty, packed, nb, panels, cols, c0, dest) }
+    }
+
+    /// The 512-bit kernels.
+    pub(crate) struct Zmm;
+
+    impl Tile for Zmm {
+        #[inline(always)]
+        unsafe fn tile<const T: u8, const P: usize, const C: usize>(
+            panels: [&[u8]; P],
+            nb: usize,
+            a: [&QCol<'_>; C],
+            dst: [[(*mut f32, usize); C]; P],
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { zmm::<T, P, C>(panels, nb, a, dst) }
+        }
+    }
+
+    // Index loops over the register tile read more plainly than iterators here.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn zmm<const T: u8, const P: usize, const C: usize>(
+        panels: [&[u8]; P],
+        nb: usize,
+        a: [&QCol<'_>; C],
+        dst: [[(*mut f32, usize); C]; P],
+    ) {
+        let (_, mo, qo, pb) = panel_layout(type_of(T));
+        let m4 = _mm512_set1_epi8(0x0f);
+        let mut acc = [[_mm512_setzero_ps(); C]; P];
+        for b in 0..nb {
+            // SAFETY: block b of every panel lies inside it (contract).
+            let base: [*const u8; P] =
+                std::array::from_fn(|p| unsafe { panels[p].as_ptr().add(b * pb) });
+            // SAFETY: the 32 bytes of scales (and of minimums) are in the block.
+            let dw: [__m512; P] = std::array::from_fn(|p| unsafe {
+                _mm512_cvtph_ps(_mm256_loadu_si256(base[p].cast()))
+            });
+            let mw: [__m512; P] = std::array::from_fn(|p| {
+                if T == T_Q4_1 {
+                    // SAFETY: as above.
+                    unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(base[p].add(mo).cast())) }
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
+            let mut isum = [[_mm512_setzero_si512(); C]; P];
+            if T == T_Q8_0 {
+                for v in 0..8 {
+                    // SAFETY: chunk v is inside the block.
+                    let w: [__m512i; P] = std::array::from_fn(|p| unsafe {
+                        _mm512_loadu_si512(base[p].add(qo + 64 * v).cast())
+                    });
+                    for c in 0..C {
+                        // SAFETY: b < nb, v < 8.
+                        let av = _mm512_set1_epi32(unsafe { act_dword(a[c], b, v) });
+                        for p in 0..P {
+                            isum[p][c] = _mm512_dpbusd_epi32(isum[p][c], w[p], av);
+                        }
+                    }
+                }
+            } else {
+                for v in 0..4 {
+                    // SAFETY: chunk v is inside the block.
+                    let raw: [__m512i; P] = std::array::from_fn(|p| unsafe {
+                        _mm512_loadu_si512(base[p].add(qo + 64 * v).cast())
+                    });
+                    let lo: [__m512i; P] = std::array::from_fn(|p| _mm512_and_si512(raw[p], m4));
+                    let hi: [__m512i; P] =
+                        std::array::from_fn(|p| _mm512_and_si512(_mm512_srli_epi16(raw[p], 4), m4));
+                    for c in 0..C {
+                        // SAFETY: b < nb, v + 4 < 8.
+                        let (alo, ahi) = unsafe {
+                            (
+                                _mm512_set1_epi32(act_dword(a[c], b, v)),
+                                _mm512_set1_epi32(act_dword(a[c], b, v + 4)),
+                            )
+                        };
+                        for p in 0..P {
+                            isum[p][c] = _mm512_dpbusd_epi32(
+                                _mm512_dpbusd_epi32(isum[p][c], lo[p], alo),
+                                hi[p],
+                                ahi,
+                            );
+                        }
+                    }
+                }
+            }
+            for c in 0..C {
+                // SAFETY: b < nb.
+                let (d, s, corr) = unsafe { act_block::<T>(a[c], b) };
+                let da = _mm512_set1_ps(d);
+                let sa = _mm512_set1_ps(s);
+                let corr = _mm512_set1_epi32(corr);
+                for p in 0..P {
+                    let i = if T == T_Q4_1 {
+                        isum[p][c]
+                    } else {
+                        _mm512_sub_epi32(isum[p][c], corr)
+                    };
+                    let f = _mm512_cvtepi32_ps(i);
+                    acc[p][c] = _mm512_fmadd_ps(_mm512_mul_ps(dw[p], da), f, acc[p][c]);
+                    if T == T_Q4_1 {
+                        acc[p][c] = _mm512_fmadd_ps(mw[p], sa, acc[p][c]);
+                    }
+                }
+            }
+        }
+        for (accp, dstp) in acc.iter().zip(&dst) {
+            for (&x, &(ptr, len)) in accp.iter().zip(dstp) {
+                // SAFETY: `ptr` has room for `len` <= 16 floats (contract).
+                unsafe {
+                    if len == PANEL {
+                        _mm512_storeu_ps(ptr, x);
+                    } else {
+                        _mm512_mask_storeu_ps(ptr, (1u16 << len) - 1, x);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`crate::quant::quantize_row`] on 512-bit registers (same results:
+    /// the same operations per element, integer sums, and the exact sum `s`
+    /// in the contract's eight lanes and reduction tree).
+    ///
+    /// # Safety
+    /// [`available_vnni512`] holds.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")]
+    pub unsafe fn quantize_row_zmm(
+        x: &[f32],
+        qs: &mut [[i8; QK]],
+        d: &mut [f32],
+        s: &mut [f32],
+        qsum: &mut [i32],
+    ) {
+        let absmask = _mm512_set1_epi32(0x7fff_ffff);
+        let inf = _mm512_set1_epi32(0x7f80_0000);
+        let magic = _mm512_set1_ps(12_582_912.0);
+        let lo = _mm512_set1_ps(-127.0);
+        let hi = _mm512_set1_ps(127.0);
+        for ((((xb, qb), db), sb), ib) in x
+            .chunks_exact(QK)
+            .zip(qs.iter_mut())
+            .zip(d.iter_mut())
+            .zip(s.iter_mut())
+            .zip(qsum.iter_mut())
+        {
+            // SAFETY: xb holds 32 floats, qb 32 bytes.
+            unsafe {
+                let v = [
+                    _mm512_loadu_ps(xb.as_ptr()),
+                    _mm512_loadu_ps(xb.as_ptr().add(16)),
+                ];
+                // amax: magnitudes' bits, NaN as 0, integer maximum.
+                let bits = v.map(|x| {
+                    let b = _mm512_and_si512(_mm512_castps_si512(x), absmask);
+                    _mm512_maskz_mov_epi32(_mm512_cmple_epi32_mask(b, inf), b)
+                });
+                let amax = f32::from_bits(_mm512_reduce_max_epi32(_mm512_max_epi32(
+                    bits[0], bits[1],
+                )) as u32);
+                let dd = amax / 127.0;
+                let id = if dd > 0.0 { 1.0 / dd } else { 0.0 };
+                let vid = _mm512_set1_ps(id);
+                let q = v.map(|x| {
+                    // round_even_f32(x * id): (x * id + M) - M, three roundings.
+                    let r = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x, vid), magic), magic);
+                    let r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r, r, _CMP_ORD_Q), r);
+                    _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi))
+                });
+                _mm_storeu_si128(qb.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(q[0]));
+                _mm_storeu_si128(qb.as_mut_ptr().add(16).cast(), _mm512_cvtepi32_epi8(q[1]));
+                *ib = _mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1]));
+                // s: eight lanes from +0.0 over the four chunks, then hsum8's tree.
+                let mut l8 = _mm256_setzero_ps();
+                for c in 0..4 {
+                    l8 = _mm256_add_ps(l8, _mm256_loadu_ps(xb.as_ptr().add(8 * c)));
+                }
+                let t = _mm_add_ps(_mm256_castps256_ps128(l8), _mm256_extractf128_ps(l8, 1));
+                let u = _mm_add_ps(t, _mm_movehl_ps(t, t));
+                *sb = _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 1)));
+                *db = dd;
+            }
+        }
+    }
+
+    /// Integer multiply-add flavour of the 256-bit kernels.
+    const M_AVX2: u8 = 0;
+    const M_AVXVNNI: u8 = 1;
+
+    /// [`super::matmul_panels`] on 256-bit registers with AVX2 (`vpmaddubsw`).
+    ///
+    /// # Safety
+    /// [`available_avx2`] holds, and the checks of `matmul_panels` passed.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn panels_avx2(
+        ty: GgmlType,
+        packed: &[u8],
+        nb: usize,
+        panels: (usize, usize),
+        cols: &[QCol<'_>],
+        c0: usize,
+        dest: &Dest<'_, '_>,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { drive_ty!(Ymm<M_AVX2>, 1, 2, 1, ty, packed, nb, panels, cols, c0, dest) }
+    }
+
+    /// [`super::matmul_panels`] on 256-bit registers with AVX-VNNI (`vpdpbusd`).
+    ///
+    /// # Safety
+    /// [`available_avxvnni`] holds, and the checks of `matmul_panels` passed.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    pub unsafe fn panels_avxvnni(
+        ty: GgmlType,
+        packed: &[u8],
+        nb: usize,
+        panels: (usize, usize),
+        cols: &[QCol<'_>],
+        c0: usize,
+        dest: &Dest<'_, '_>,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            drive_ty!(
+                Ymm<M_AVXVNNI>,
+                1,
+                2,
+                1,
+                ty,
+                packed,
+                nb,
+                panels,
+                cols,
+                c0,
+                dest
+            )
+        }
+    }
+
+    /// The 256-bit kernels, with multiply-add flavour `M`.
+    pub(crate) struct Ymm<const M: u8>;
+
+    impl<const M: u8> Tile for Ymm<M> {
+        #[inline(always)]
+        unsafe fn tile<const T: u8, const P: usize, const C: usize>(
+            panels: [&[u8]; P],
+            nb: usize,
+            a: [&QCol<'_>; C],
+            dst: [[(*mut f32, usize); C]; P],
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { ymm::<M, T, P, C>(panels, nb, a, dst) }
+        }
+    }
+
+    /// `acc` plus the four-byte dot products of unsigned `w` and signed `x`
+    /// per 32-bit lane (AVX-VNNI only).
+    #[inline(always)]
+    unsafe fn dp<const M: u8>(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        debug_assert!(M == M_AVXVNNI);
+        // SAFETY: only reached from `tile_ymm_avxvnni`, compiled with AVX-VNNI.
+        unsafe { _mm256_dpbusd_avx_epi32(acc, w, x) }
+    }
+
+    /// The two halves of each panel (rows 0..8 and 8..16) are computed one
+    /// after the other per block, so few registers hold temporaries.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn ymm<const M: u8, const T: u8, const P: usize, const C: usize>(
+        panels: [&[u8]; P],
+        nb: usize,
+        a: [&QCol<'_>; C],
+        dst: [[(*mut f32, usize); C]; P],
+    ) {
+        let (_, mo, qo, pb) = panel_layout(type_of(T));
+        let m4 = _mm256_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        let flip = _mm256_set1_epi8(-128);
+        let mut acc = [[[_mm256_setzero_ps(); 2]; C]; P];
+        let load = |p: *const u8| {
+            // SAFETY: every call passes 32 bytes inside a panel block.
+            unsafe { _mm256_loadu_si256(p.cast()) }
+        };
+        for b in 0..nb {
+            for p in 0..P {
+                // SAFETY: block b lies inside the panel (contract).
+                let base = unsafe { panels[p].as_ptr().add(b * pb) };
+                for h in 0..2 {
+                    // SAFETY: 8 scales (minimums) of half h are in the block.
+                    let dw = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(16 * h).cast())) };
+                    let mw = if T == T_Q4_1 {
+                        // SAFETY: as above.
+                        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(mo + 16 * h).cast())) }
+                    } else {
+                        _mm256_setzero_ps()
+                    };
+                    let mut isum = [_mm256_setzero_si256(); C];
+                    // SAFETY: the half's 32 bytes of every chunk are in the block.
+                    let chunk = |v: usize| load(unsafe { base.add(qo + 64 * v + 32 * h) });
+                    if T == T_Q8_0 {
+                        for v in 0..8 {
+                            let raw = chunk(v);
+                            let w = _mm256_xor_si256(raw, flip);
+                            let wabs = _mm256_abs_epi8(w);
+                            for c in 0..C {
+                                // SAFETY: b < nb, v < 8.
+                                let av = _mm256_set1_epi32(unsafe { act_dword(a[c], b, v) });
+                                isum[c] = if M == M_AVX2 {
+                                    // |w| <= 128, |a| <= 127: pair sums fit i16.
+                                    let pr = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av, w));
+                                    _mm256_add_epi32(isum[c], _mm256_madd_epi16(pr, ones))
+                                } else {
+                                    // SAFETY: AVX-VNNI (M).
+                                    unsafe { dp::<M>(isum[c], raw, av) }
+                                };
+                            }
+                        }
+                    } else {
+                        // With `vpmaddubsw` each i16 lane sums 16 products of a
+                        // nibble and an activation over the block: at most
+                        // 16 * 15 * 127 = 30480, so i16 is exact.
+                        let mut s16 = [_mm256_setzero_si256(); C];
+                        for v in 0..4 {
+                            let raw = chunk(v);
+                            let lo = _mm256_and_si256(raw, m4);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                            for c in 0..C {
+                                // SAFETY: b < nb, v + 4 < 8.
+                                let (alo, ahi) = unsafe {
+                                    (
+                                        _mm256_set1_epi32(act_dword(a[c], b, v)),
+                                        _mm256_set1_epi32(act_dword(a[c], b, v + 4)),
+                                    )
+                                };
+                                if M == M_AVX2 {
+                                    let pr = _mm256_add_epi16(
+                                        _mm256_maddubs_epi16(lo, alo),
+                                        _mm256_maddubs_epi16(hi, ahi),
+                                    );
+                                    s16[c] = _mm256_add_epi16(s16[c], pr);
+                                } else {
+                                    // SAFETY: AVX-VNNI (M).
+                                    isum[c] =
+                                        unsafe { dp::<M>(dp::<M>(isum[c], lo, alo), hi, ahi) };
+                                }
+                            }
+                        }
+                        if M == M_AVX2 {
+                            for c in 0..C {
+                                isum[c] = _mm256_madd_epi16(s16[c], ones);
+                            }
+                        }
+                    }
+                    for c in 0..C {
+                        // SAFETY: b < nb.
+                        let (d, s, corr) = unsafe { act_block::<T>(a[c], b) };
+                        // The AVX2 Q8_0 path multiplies true signed weights.
+                        let i = if T == T_Q4_1 || (T == T_Q8_0 && M == M_AVX2) {
+                            isum[c]
+                        } else {
+                            _mm256_sub_epi32(isum[c], _mm256_set1_epi32(corr))
+                        };
+                        let f = _mm256_cvtepi32_ps(i);
+                        let dd = _mm256_mul_ps(dw, _mm256_set1_ps(d));
+                        let mut x = _mm256_fmadd_ps(dd, f, acc[p][c][h]);
+                        if T == T_Q4_1 {
+                            x = _mm256_fmadd_ps(mw, _mm256_set1_ps(s), x);
+                        }
+                        acc[p][c][h] = x;
+                    }
+                }
+            }
+        }
+        for (accp, dstp) in acc.iter().zip(&dst) {
+            for (x, &(ptr, len)) in accp.iter().zip(dstp) {
+                let mut o = [0f32; PANEL];
+                // SAFETY: `o` holds 16 floats; `ptr` has room for `len` <= 16
+                // (contract).
+                unsafe {
+                    _mm256_storeu_ps(o.as_mut_ptr(), x[0]);
+                    _mm256_storeu_ps(o.as_mut_ptr().add(8), x[1]);
+                    std::ptr::copy_nonoverlapping(o.as_ptr(), ptr, len);
+                }
+            }
+        }
+    }
+
+    const _: () = assert!(super::QK == 32 && PANEL == 16);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::{dequantize_row, dot_f32, quant_bytes, quantize_row, quantize_weights};
+    use crate::quant::{dequantize_row, dot_f32, quantize_row, quantize_weights};
 
     fn data(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
@@ -507,12 +945,12 @@ mod tests {
     }
     impl Col {
         fn new(x: &[f32]) -> Self {
-            let nbp = quant::padded_blocks(x.len());
+            let nb = x.len() / QK;
             let mut c = Col {
-                qs: vec![[0; 32]; nbp],
-                d: vec![0.0; nbp],
-                s: vec![0.0; nbp],
-                qsum: vec![0; nbp],
+                qs: vec![[0; 32]; nb],
+                d: vec![0.0; nb],
+                s: vec![0.0; nb],
+                qsum: vec![0; nb],
             };
             quantize_row(x, &mut c.qs, &mut c.d, &mut c.s, &mut c.qsum);
             c
@@ -525,105 +963,69 @@ mod tests {
                 qsum: &self.qsum,
             }
         }
-        /// Quants of block `b` in natural order.
-        fn block(&self, b: usize) -> [i8; 32] {
-            std::array::from_fn(|j| self.qs.as_flattened()[quant::act_index(b, j)])
-        }
     }
 
-    /// The arithmetic contract evaluated on the file's block layout and the
-    /// natural activation order (the pre-interleaving definition).
+    /// The arithmetic contract evaluated on the file's block layout (the
+    /// definition before repacking).
     fn reference(ty: GgmlType, raw: &[u8], x: &Col) -> f32 {
         let bs = ty.block_bytes();
-        let nb = raw.len() / bs;
-        let mut acc = [0f32; 8];
-        let mut macc = [0f32; 8];
-        for g in 0..nb.div_ceil(8) {
-            for l in 0..8 {
-                let b = 8 * g + l;
-                if b >= nb {
-                    acc[l] += 0.0;
-                    macc[l] += 0.0;
-                    continue;
-                }
-                let blk = &raw[b * bs..(b + 1) * bs];
-                let a = x.block(b);
-                let mut isum = 0i32;
-                match ty {
-                    GgmlType::Q8_0 => {
-                        for j in 0..32 {
-                            isum += i32::from(blk[2 + j] as i8) * i32::from(a[j]);
-                        }
-                    }
-                    _ => {
-                        let (h, off) = if ty == GgmlType::Q4_1 { (4, 0) } else { (2, 8) };
-                        for j in 0..16 {
-                            isum += (i32::from(blk[h + j] & 15) - off) * i32::from(a[j]);
-                            isum += (i32::from(blk[h + j] >> 4) - off) * i32::from(a[j + 16]);
-                        }
+        let mut acc = 0f32;
+        for (b, blk) in raw.chunks_exact(bs).enumerate() {
+            let a = &x.qs[b];
+            let mut isum = 0i32;
+            match ty {
+                GgmlType::Q8_0 => {
+                    for j in 0..32 {
+                        isum += i32::from(blk[2 + j] as i8) * i32::from(a[j]);
                     }
                 }
-                acc[l] += (quant::rd_f16(blk, 0) * x.d[b]) * isum as f32;
-                if ty == GgmlType::Q4_1 {
-                    macc[l] += quant::rd_f16(blk, 2) * x.s[b];
+                _ => {
+                    let (h, off) = if ty == GgmlType::Q4_1 { (4, 0) } else { (2, 8) };
+                    for j in 0..16 {
+                        isum += (i32::from(blk[h + j] & 15) - off) * i32::from(a[j]);
+                        isum += (i32::from(blk[h + j] >> 4) - off) * i32::from(a[j + 16]);
+                    }
                 }
             }
+            acc = (quant::rd_f16(blk, 0) * x.d[b]).mul_add(isum as f32, acc);
+            if ty == GgmlType::Q4_1 {
+                acc = quant::rd_f16(blk, 2).mul_add(x.s[b], acc);
+            }
         }
-        if ty == GgmlType::Q4_1 {
-            quant::hsum8(&acc) + quant::hsum8(&macc)
-        } else {
-            quant::hsum8(&acc)
-        }
+        acc
     }
 
-    /// Rows × columns through one kernel family and tile shape.
-    fn run<const R: usize, const C: usize>(
+    /// All rows × columns through one family, the panels cut at `pcut` and
+    /// the columns at `ccut` (as workers and column tiles cut them).
+    fn run(
         kind: KernelKind,
         ty: GgmlType,
         packed: &[u8],
-        row_bytes: usize,
+        rows: usize,
         nb: usize,
         xs: &[Col],
+        (pcut, ccut): (usize, usize),
     ) -> Vec<Vec<f32>> {
-        let rows = (packed.len() - quant::PACK_SLACK) / row_bytes;
-        let mut out = vec![vec![f32::NAN; xs.len()]; rows];
-        for r0 in (0..rows).step_by(R) {
-            for c0 in (0..xs.len()).step_by(C) {
-                if r0 + R > rows || c0 + C > xs.len() {
-                    let [[v]] = dot_tile::<1, 1>(
-                        kind,
-                        ty,
-                        [&packed[r0 * row_bytes..(r0 + 1) * row_bytes + ROW_OVERREAD]],
-                        nb,
-                        [xs[c0].q()],
-                    );
-                    out[r0][c0] = v;
-                    // Fill the rest of this corner one by one.
-                    for r in r0..rows.min(r0 + R) {
-                        for c in c0..xs.len().min(c0 + C) {
-                            let w = &packed[r * row_bytes..(r + 1) * row_bytes + ROW_OVERREAD];
-                            out[r][c] = dot_tile::<1, 1>(kind, ty, [w], nb, [xs[c].q()])[0][0];
-                        }
-                    }
-                    continue;
-                }
-                let ws: [&[u8]; R] = std::array::from_fn(|k| {
-                    let r = r0 + k;
-                    &packed[r * row_bytes..(r + 1) * row_bytes + ROW_OVERREAD]
-                });
-                let v = dot_tile::<R, C>(kind, ty, ws, nb, std::array::from_fn(|k| xs[c0 + k].q()));
-                for r in 0..R {
-                    for c in 0..C {
-                        out[r0 + r][c0 + c] = v[r][c];
-                    }
+        let cols: Vec<QCol<'_>> = xs.iter().map(Col::q).collect();
+        let n = cols.len();
+        let panels = rows.div_ceil(PANEL);
+        let (pcut, ccut) = (pcut.min(panels), ccut.min(n));
+        let mut out = vec![f32::NAN; rows * n];
+        {
+            let so = SharedOut::new(&mut out);
+            let dest = Dest { out: &so, rows };
+            for ps in [(0, pcut), (pcut, panels)] {
+                for (c0, c1) in [(0, ccut), (ccut, n)] {
+                    matmul_panels(kind, ty, packed, nb, ps, &cols[c0..c1], c0, &dest);
                 }
             }
         }
-        out
+        (0..rows)
+            .map(|r| (0..n).map(|c| out[c * rows + r]).collect())
+            .collect()
     }
 
-    fn check_type(ty: GgmlType, cols: usize, extreme: bool) {
-        let rows = 9;
+    fn check_type(ty: GgmlType, rows: usize, cols: usize, extreme: bool) {
         let nb = cols / 32;
         let mut w = quantize_weights(ty, &data(rows * cols, 1));
         let row_bytes = w.len() / rows;
@@ -633,7 +1035,7 @@ mod tests {
             // activations all +-127.
             let bs = ty.block_bytes();
             for (i, blk) in w.chunks_exact_mut(bs).enumerate() {
-                let h = bs - quant_bytes(ty);
+                let h = bs - if ty == GgmlType::Q8_0 { 32 } else { 16 };
                 for (j, q) in blk[h..].iter_mut().enumerate() {
                     *q = match ty {
                         GgmlType::Q8_0 if (i + j) % 3 == 0 => 0x80,
@@ -652,11 +1054,7 @@ mod tests {
             xs[2] = Col::new(&vec![1.0; cols]);
             xs[3] = Col::new(&vec![-1.0; cols]);
         }
-        let mut packed = vec![0xa5u8; w.len() + quant::PACK_SLACK];
-        for r in 0..rows {
-            let raw = &w[r * row_bytes..(r + 1) * row_bytes];
-            quant::pack_row(ty, raw, &mut packed[r * row_bytes..(r + 1) * row_bytes]);
-        }
+        let packed = quant::pack_matrix(ty, &w, rows, nb);
         let want: Vec<Vec<f32>> = (0..rows)
             .map(|r| {
                 let raw = &w[r * row_bytes..(r + 1) * row_bytes];
@@ -669,16 +1067,12 @@ mod tests {
                 .collect()
         };
         for kind in KernelKind::supported() {
-            let what = format!("{ty:?} cols {cols} extreme {extreme} {kind:?}");
-            let got = [
-                run::<1, 1>(kind, ty, &packed, row_bytes, nb, &xs),
-                run::<4, 4>(kind, ty, &packed, row_bytes, nb, &xs),
-                run::<2, 3>(kind, ty, &packed, row_bytes, nb, &xs),
-                run::<4, 1>(kind, ty, &packed, row_bytes, nb, &xs),
-                run::<1, 8>(kind, ty, &packed, row_bytes, nb, &xs),
-            ];
-            for (i, g) in got.iter().enumerate() {
-                assert_eq!(bits(&want), bits(g), "{what} shape {i}");
+            let what = format!("{ty:?} {rows}x{cols} extreme {extreme} {kind:?}");
+            // Cuts that leave single columns (decode tiles), odd panel
+            // counts (tile tails) and column tails.
+            for cuts in [(0, 0), (1, 1), (3, 6), (2, 5), (5, 3), (1, 2)] {
+                let got = run(kind, ty, &packed, rows, nb, &xs, cuts);
+                assert_eq!(bits(&want), bits(&got), "{what} cuts {cuts:?}");
             }
         }
         if !extreme {
@@ -701,10 +1095,69 @@ mod tests {
     fn simd_and_scalar_kernels_are_bit_identical() {
         eprintln!("kernel families: {:?}", KernelKind::supported());
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
-            for cols in [32, 256, 576, 1536, 96, 160, 320] {
-                check_type(ty, cols, false);
-                check_type(ty, cols, true);
+            for (rows, cols) in [
+                (16, 32),
+                (37, 256),
+                (64, 576),
+                (20, 1536),
+                (9, 96),
+                (50, 160),
+            ] {
+                check_type(ty, rows, cols, false);
+                check_type(ty, rows, cols, true);
             }
+        }
+    }
+
+    #[test]
+    fn simd_quantisation_matches_the_scalar_definition() {
+        let mut x = data(32 * 40, 5);
+        // Special values: NaN, infinities, signed zeros, ties, tiny values.
+        let special = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            0.0,
+            0.5,
+            -1.5,
+            1e-30,
+            -3e38,
+            f32::MIN_POSITIVE / 4.0,
+        ];
+        for (i, v) in special.iter().enumerate() {
+            x[37 * i + 3] = *v;
+            x[32 * 30 + i] = *v * 1e-3;
+        }
+        for v in &mut x[32 * 35..32 * 36] {
+            *v = 0.0;
+        }
+        for v in &mut x[32 * 36..32 * 37] {
+            *v = -0.0;
+        }
+        let nb = x.len() / QK;
+        let mut want = Col {
+            qs: vec![[0; 32]; nb],
+            d: vec![0.0; nb],
+            s: vec![0.0; nb],
+            qsum: vec![0; nb],
+        };
+        quantize_row(&x, &mut want.qs, &mut want.d, &mut want.s, &mut want.qsum);
+        #[cfg(target_arch = "x86_64")]
+        if KernelKind::supported().contains(&KernelKind::Vnni512) {
+            let mut got = Col {
+                qs: vec![[9; 32]; nb],
+                d: vec![9.0; nb],
+                s: vec![9.0; nb],
+                qsum: vec![9; nb],
+            };
+            // SAFETY: the CPU has AVX-512 (checked above).
+            unsafe { quantize_row_zmm(&x, &mut got.qs, &mut got.d, &mut got.s, &mut got.qsum) };
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(want.qs, got.qs);
+            assert_eq!(want.qsum, got.qsum);
+            assert_eq!(bits(&want.d), bits(&got.d));
+            assert_eq!(bits(&want.s), bits(&got.s));
         }
     }
 

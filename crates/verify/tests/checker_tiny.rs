@@ -377,7 +377,7 @@ fn binding_faults() {
     assert_eq!(code_at(&mut c, &req, &wrong_model).0, "wrong_model");
 
     let mut wrong_engine = res.clone();
-    wrong_engine.engine = "verinfer-llm/9.9.9/arith-v1".into();
+    wrong_engine.engine = "verinfer-llm/9.9.9/arith-v2".into();
     sign(&mut wrong_engine);
     assert_eq!(code_at(&mut c, &req, &wrong_engine).0, "wrong_engine");
 

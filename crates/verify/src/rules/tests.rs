@@ -34,7 +34,7 @@ impl Detokenizer for Toy {
     }
 }
 
-const ENGINE: &str = "verinfer-llm/0.1.0/arith-v1";
+const ENGINE: &str = "verinfer-llm/0.1.0/arith-v2";
 
 fn ctx(prompt_tokens: u32, context_len: u32) -> Context<'static> {
     Context {
@@ -404,7 +404,7 @@ fn score(argmax: u32, claimed: u32, sampled: u32, top: &[(u32, f32)]) -> Positio
 }
 
 const M: MarginRule = MarginRule {
-    epsilon: ARITH_V1_EPSILON,
+    epsilon: ARITH_V2_EPSILON,
 };
 
 #[test]
@@ -422,9 +422,9 @@ fn greedy_tokens_are_the_argmax() {
         })
     );
     // A near tie within epsilon: either token is accepted.
-    let tie = [(4, 2.0), (1, 2.0 - ARITH_V1_EPSILON / 2.0)];
+    let tie = [(4, 2.0), (1, 2.0 - ARITH_V2_EPSILON / 2.0)];
     assert_eq!(check_tokens(&d, &[1], &[score(4, 1, 4, &tie)], M), Ok(1));
-    let not_tie = [(4, 2.0), (1, 2.0 - ARITH_V1_EPSILON * 4.0)];
+    let not_tie = [(4, 2.0), (1, 2.0 - ARITH_V2_EPSILON * 4.0)];
     assert_eq!(
         check_tokens(&d, &[1], &[score(4, 1, 4, &not_tie)], M)
             .err()
@@ -496,10 +496,10 @@ fn margin_rule_follows_the_engine_version() {
     for v in [
         "",
         "verinfer-llm",
-        "verinfer-llm//arith-v1",
-        "verinfer-llm/0.1.0/arith-v2",
-        "other/0.1.0/arith-v1",
-        "verinfer-llm/0.1.0/arith-v1/x",
+        "verinfer-llm//arith-v2",
+        "verinfer-llm/0.1.0/arith-v1",
+        "other/0.1.0/arith-v2",
+        "verinfer-llm/0.1.0/arith-v2/x",
     ] {
         assert_eq!(MarginRule::for_engine(v), None, "{v}");
     }
