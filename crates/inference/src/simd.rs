@@ -727,7 +727,7 @@ mod x86 {
         dest: &Dest<'_, '_>,
     ) {
         // SAFETY: forwarded contract.
-        unsafe { drive_ty!(Ymm<M_AVX2>, 1, 2, 1, ty, packed, nb, panels, cols, c0, dest) }
+        unsafe { drive_ty!(Ymm<M_AVX2>, 1, 4, 2, ty, packed, nb, panels, cols, c0, dest) }
     }
 
     /// [`super::matmul_panels`] on 256-bit registers with AVX-VNNI (`vpdpbusd`).
@@ -789,7 +789,7 @@ mod x86 {
     }
 
     /// The two halves of each panel (rows 0..8 and 8..16) are computed one
-    /// after the other per block, so few registers hold temporaries.
+    /// after the other, so a 16-register file holds a 1 × 4 tile.
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     unsafe fn ymm<const M: u8, const T: u8, const P: usize, const C: usize>(
@@ -802,16 +802,16 @@ mod x86 {
         let m4 = _mm256_set1_epi8(0x0f);
         let ones = _mm256_set1_epi16(1);
         let flip = _mm256_set1_epi8(-128);
-        let mut acc = [[[_mm256_setzero_ps(); 2]; C]; P];
         let load = |p: *const u8| {
             // SAFETY: every call passes 32 bytes inside a panel block.
             unsafe { _mm256_loadu_si256(p.cast()) }
         };
-        for b in 0..nb {
-            for p in 0..P {
-                // SAFETY: block b lies inside the panel (contract).
-                let base = unsafe { panels[p].as_ptr().add(b * pb) };
-                for h in 0..2 {
+        for h in 0..2 {
+            let mut acc = [[_mm256_setzero_ps(); C]; P];
+            for b in 0..nb {
+                for p in 0..P {
+                    // SAFETY: block b lies inside the panel (contract).
+                    let base = unsafe { panels[p].as_ptr().add(b * pb) };
                     // SAFETY: 8 scales (minimums) of half h are in the block.
                     let dw = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(16 * h).cast())) };
                     let mw = if T == T_Q4_1 {
@@ -888,24 +888,25 @@ mod x86 {
                         };
                         let f = _mm256_cvtepi32_ps(i);
                         let dd = _mm256_mul_ps(dw, _mm256_set1_ps(d));
-                        let mut x = _mm256_fmadd_ps(dd, f, acc[p][c][h]);
+                        let mut x = _mm256_fmadd_ps(dd, f, acc[p][c]);
                         if T == T_Q4_1 {
                             x = _mm256_fmadd_ps(mw, _mm256_set1_ps(s), x);
                         }
-                        acc[p][c][h] = x;
+                        acc[p][c] = x;
                     }
                 }
             }
-        }
-        for (accp, dstp) in acc.iter().zip(&dst) {
-            for (x, &(ptr, len)) in accp.iter().zip(dstp) {
-                let mut o = [0f32; PANEL];
-                // SAFETY: `o` holds 16 floats; `ptr` has room for `len` <= 16
-                // (contract).
-                unsafe {
-                    _mm256_storeu_ps(o.as_mut_ptr(), x[0]);
-                    _mm256_storeu_ps(o.as_mut_ptr().add(8), x[1]);
-                    std::ptr::copy_nonoverlapping(o.as_ptr(), ptr, len);
+            // Rows 8h..8h + 8 of each panel, as far as it has them.
+            for (accp, dstp) in acc.iter().zip(&dst) {
+                for (&x, &(ptr, len)) in accp.iter().zip(dstp) {
+                    let n = len.saturating_sub(8 * h).min(8);
+                    let mut o = [0f32; 8];
+                    // SAFETY: `o` holds 8 floats; `ptr` has room for `len`
+                    // floats (contract), of which these are 8h..8h + n.
+                    unsafe {
+                        _mm256_storeu_ps(o.as_mut_ptr(), x);
+                        std::ptr::copy_nonoverlapping(o.as_ptr(), ptr.add(8 * h), n);
+                    }
                 }
             }
         }
