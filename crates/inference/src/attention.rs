@@ -161,13 +161,15 @@ unsafe fn group<L: Lanes16, const D16: usize, const G: usize, const Q: usize>(
         // 1. Scores, sixteen positions per register; two panels at a time
         // for independent chains.
         let vscale = L::splat(scale);
+        // Panel i is rows i * hd..(i + 1) * hd of sixteen keys each.
+        let krows = span.k.as_chunks::<KEY_PANEL>().0;
         let mut i = 0;
         while i < panels {
             let two = i + 1 < panels;
-            let kp = [i, if two { i + 1 } else { i }].map(|j| j * KEY_PANEL * hd);
+            let kp = [i, if two { i + 1 } else { i }].map(|j| &krows[j * hd..(j + 1) * hd]);
             let mut acc = [[[L::zero(); 2]; G]; Q];
             for d in 0..hd {
-                let kd = kp.map(|b| L::load(&row(span.k, b + d * KEY_PANEL)));
+                let kd = kp.map(|k| L::load(&k[d]));
                 for (at, qt) in acc.iter_mut().zip(&q) {
                     for (ah, qh) in at.iter_mut().zip(qt) {
                         let qd = L::splat(qh[d]);
@@ -231,7 +233,8 @@ unsafe fn group<L: Lanes16, const D16: usize, const G: usize, const Q: usize>(
         let mut o = [[[L::zero(); D16]; G]; Q];
         let vrow = |p: usize| -> [L; D16] {
             let at = p * span.v_stride;
-            std::array::from_fn(|c| L::load(&row(span.v, at + 16 * c)))
+            let v = span.v[at..at + hd].as_chunks::<16>().0;
+            std::array::from_fn(|c| L::load(&v[c]))
         };
         for p in 0..n0 {
             let vp = vrow(p);
