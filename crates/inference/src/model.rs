@@ -8,7 +8,7 @@ use crate::gguf::{ggml_type_name, GgmlType, Gguf, TensorInfo, Value};
 use crate::math::{exp_f32, sin_cos_f64};
 use crate::pool::{Pool, SharedOut};
 use crate::quant::{dequantize_row, dot_f32, pack_matrix, quantize_row, QCol, PANEL, QK};
-use crate::simd::{matmul_panels, Dest, KernelKind};
+use crate::simd::{matmul_panels, widens, Dest, KernelKind, Panels, Widened};
 use crate::tokenizer::Tokenizer;
 
 /// Hyper-parameters of a llama-family model.
@@ -47,7 +47,7 @@ pub(crate) struct Mat {
     offset: usize,
     row_bytes: usize,
     /// Integer formats: panels repacked for the kernels (see `quant::pack_matrix`).
-    packed: Option<std::sync::Arc<Vec<u8>>>,
+    packed: Option<std::sync::Arc<crate::quant::Packed>>,
 }
 
 impl Mat {
@@ -409,8 +409,8 @@ impl ActsPart<'_> {
 /// (norms, quantisation, activation) across the workers.
 const PAR_ROWS: usize = 8;
 
-/// Rows of logits computed at a time (12 MiB for a 49,152-token vocabulary).
-pub(crate) const LOGIT_ROWS: usize = 64;
+/// Rows of logits computed at a time (13.5 MiB for a 49,152-token vocabulary; a multiple of the kernels' 12-column tiles).
+pub(crate) const LOGIT_ROWS: usize = 72;
 
 /// Row bounds of the element-wise parts of a batch of `n` tokens.
 fn row_bounds(n: usize, threads: usize) -> Vec<usize> {
@@ -504,22 +504,41 @@ fn int_matmul_part(
     let nb = m.cols / QK;
     let qcols: Vec<QCol<'_>> = (0..n).map(|c| x.qcol(c)).collect();
     if n == 1 {
-        return matmul_panels(kind, m.ty, packed, nb, (p0, p1), &qcols, 0, dest);
+        let src = Panels::Packed(packed);
+        return matmul_panels(kind, m.ty, src, nb, (p0, p1), &qcols, 0, dest);
     }
+    let widen = n >= WIDEN_MIN_COLS && widens(kind, m.ty);
     let col_bytes = x.nbp * (QK + 12);
-    let tile = (COL_TILE_BYTES / col_bytes / 4 * 4).max(4);
+    let tile = (COL_TILE_BYTES / col_bytes / 12 * 12).max(12);
     let chunk = (PANEL_CHUNK_BYTES / (m.row_bytes * PANEL) / 4 * 4).max(4);
-    let mut q0 = p0;
-    while q0 < p1 {
-        let q1 = (q0 + chunk).min(p1);
-        let mut t0 = 0;
-        while t0 < n {
-            let t1 = (t0 + tile).min(n);
-            matmul_panels(kind, m.ty, packed, nb, (q0, q1), &qcols[t0..t1], t0, dest);
-            t0 = t1;
+    WIDENED.with_borrow_mut(|wide| {
+        let mut q0 = p0;
+        while q0 < p1 {
+            let q1 = (q0 + chunk).min(p1);
+            let src = if widen {
+                wide.fill(kind, m.ty, packed, nb, (q0, q1));
+                Panels::Wide(wide)
+            } else {
+                Panels::Packed(packed)
+            };
+            let mut t0 = 0;
+            while t0 < n {
+                let t1 = (t0 + tile).min(n);
+                matmul_panels(kind, m.ty, src, nb, (q0, q1), &qcols[t0..t1], t0, dest);
+                t0 = t1;
+            }
+            q0 = q1;
         }
-        q0 = q1;
-    }
+    });
+}
+
+/// Columns from which a batched product widens its panels first (below,
+/// unpacking in the kernel costs less than widening).
+const WIDEN_MIN_COLS: usize = 8;
+
+thread_local! {
+    /// Each worker's widened panel chunk, its allocation reused.
+    static WIDENED: std::cell::RefCell<Widened> = std::cell::RefCell::default();
 }
 
 /// `out[c][r] = dot(W[r], x[c])` for all rows r and columns c, for each

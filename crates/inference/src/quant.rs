@@ -220,8 +220,8 @@ fn unpack_q4(qs: &[u8]) -> [u8; QK] {
 pub const fn panel_layout(ty: GgmlType) -> (usize, usize, usize, usize) {
     match ty {
         GgmlType::Q4_1 => (0, 32, 64, 64 + 256),
-        GgmlType::Q8_0 => (0, 0, 32, 32 + 512),
-        _ => (0, 0, 32, 32 + 256),
+        GgmlType::Q8_0 => (0, 0, 64, 64 + 512),
+        _ => (0, 0, 64, 64 + 256),
     }
 }
 
@@ -230,16 +230,61 @@ pub fn packed_bytes(ty: GgmlType, rows: usize, nb: usize) -> usize {
     rows.div_ceil(PANEL) * nb * panel_layout(ty).3
 }
 
+/// 64 bytes aligned to 64: a cache line, and one 512-bit load.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// The bytes of a packed matrix, aligned to 64 (with the 64-byte panel
+/// blocks of [`panel_layout`], no vector load of a kernel straddles two
+/// cache lines).
+pub struct Packed {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl Packed {
+    fn zeroed(len: usize) -> Self {
+        Packed {
+            lines: vec![Line([0; 64]); len.div_ceil(64)],
+            len,
+        }
+    }
+
+    #[allow(unsafe_code)]
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `Line` is 64 plain bytes without padding, and `len` is at
+        // most 64 per line.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast(), self.len) }
+    }
+}
+
+impl std::ops::Deref for Packed {
+    type Target = [u8];
+    #[allow(unsafe_code)]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: as in `bytes_mut`.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast(), self.len) }
+    }
+}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Packed({} bytes)", self.len)
+    }
+}
+
 /// Repack an integer matrix (`rows` rows of `nb` blocks, in the file's
 /// layout) into panels ([`panel_layout`]). Rows past `rows` in the last
 /// panel are zero (scale 0, quants 0).
-pub fn pack_matrix(ty: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
+pub fn pack_matrix(ty: GgmlType, src: &[u8], rows: usize, nb: usize) -> Packed {
     let bs = ty.block_bytes();
     let (_, mo, qo, pb) = panel_layout(ty);
     let hdr = if ty == GgmlType::Q4_1 { 4 } else { 2 };
     let qlen = bs - hdr;
     let flip = if ty == GgmlType::Q8_0 { 0x80 } else { 0 };
-    let mut dst = vec![0u8; packed_bytes(ty, rows, nb)];
+    let mut packed = Packed::zeroed(packed_bytes(ty, rows, nb));
+    let dst = packed.bytes_mut();
     for (r, row) in src.chunks_exact(nb * bs).take(rows).enumerate() {
         let (p, lane) = (r / PANEL, r % PANEL);
         for (b, blk) in row.chunks_exact(bs).enumerate() {
@@ -253,7 +298,7 @@ pub fn pack_matrix(ty: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> 
             }
         }
     }
-    dst
+    packed
 }
 
 /// Exact integer dot product of row `lane` of a panel block with a block of

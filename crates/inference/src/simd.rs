@@ -148,15 +148,30 @@ impl Dest<'_, '_> {
 pub(crate) fn matmul_panels(
     kind: KernelKind,
     ty: GgmlType,
-    packed: &[u8],
+    src: Panels<'_>,
     nb: usize,
     (p0, p1): (usize, usize),
     cols: &[QCol<'_>],
     c0: usize,
     dest: &Dest<'_, '_>,
 ) {
-    let stride = nb * quant::panel_layout(ty).3;
-    assert!(packed.len() >= p1 * stride, "packed matrix too short");
+    let packed = match src {
+        Panels::Packed(packed) => {
+            assert!(
+                packed.len() >= p1 * nb * quant::panel_layout(ty).3,
+                "packed matrix too short"
+            );
+            packed
+        }
+        Panels::Wide(w) => {
+            assert!(
+                widens(kind, ty) && w.ty == Some(ty) && w.nb == nb,
+                "widened panels of another matrix or family"
+            );
+            assert!(w.covers(p0, p1), "panel not widened");
+            &[]
+        }
+    };
     assert!(p1 <= dest.rows.div_ceil(PANEL), "panel out of range");
     for c in cols {
         assert!(
@@ -170,17 +185,18 @@ pub(crate) fn matmul_panels(
         // `supported` after the matching `available*` check returned true;
         // the lengths were checked above, and `Dest::at` checks its bounds.
         KernelKind::Vnni512 => {
-            return unsafe { x86::panels_zmm(ty, packed, nb, (p0, p1), cols, c0, dest) }
+            return unsafe { x86::panels_zmm(ty, src, nb, (p0, p1), cols, c0, dest) }
         }
         KernelKind::AvxVnni => {
-            return unsafe { x86::panels_avxvnni(ty, packed, nb, (p0, p1), cols, c0, dest) }
+            return unsafe { x86::panels_avxvnni(ty, src, nb, (p0, p1), cols, c0, dest) }
         }
         KernelKind::Avx2 => {
-            return unsafe { x86::panels_avx2(ty, packed, nb, (p0, p1), cols, c0, dest) }
+            return unsafe { x86::panels_avx2(ty, src, nb, (p0, p1), cols, c0, dest) }
         }
         KernelKind::Scalar => {}
     }
     let _ = kind;
+    let stride = nb * quant::panel_layout(ty).3;
     for p in p0..p1 {
         let panel = &packed[p * stride..(p + 1) * stride];
         for (j, col) in cols.iter().enumerate() {
@@ -211,13 +227,105 @@ trait Tile {
 const T_Q4_0: u8 = 0;
 const T_Q4_1: u8 = 1;
 const T_Q8_0: u8 = 2;
+/// Q4_0 and Q4_1 panels in the widened layout ([`Widened`]).
+const T_W4_0: u8 = 3;
+const T_W4_1: u8 = 4;
 
 const fn type_of(t: u8) -> GgmlType {
     match t {
-        T_Q4_1 => GgmlType::Q4_1,
-        T_Q4_0 => GgmlType::Q4_0,
+        T_Q4_1 | T_W4_1 => GgmlType::Q4_1,
+        T_Q4_0 | T_W4_0 => GgmlType::Q4_0,
         _ => GgmlType::Q8_0,
     }
+}
+
+/// Bytes of one block of one panel in the layout `t` reads.
+const fn block_stride(t: u8) -> usize {
+    match t {
+        T_W4_0 | T_W4_1 => WIDE_BLOCK,
+        _ => quant::panel_layout(type_of(t)).3,
+    }
+}
+
+/// Bytes of a widened block: 16 f32 scales, 16 f32 minimums (Q4_1; zero
+/// for Q4_0), then eight 64-byte chunks of quants, one byte each, chunk `v`
+/// holding the rows' elements `4v..4v + 4` (the activation dword `v`).
+const WIDE_BLOCK: usize = 640;
+
+/// One widened block, aligned for 512-bit loads.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct WideBlock([u8; WIDE_BLOCK]);
+
+/// Whether `kind` reads widened panels of type `ty` ([`Widened`]).
+pub(crate) fn widens(kind: KernelKind, ty: GgmlType) -> bool {
+    kind == KernelKind::Vnni512 && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1)
+}
+
+/// A run of panels of a packed Q4 matrix with the nibbles widened to bytes
+/// and the scales to f32. A batched product reads each panel once per
+/// column tile; widening it once beforehand takes the nibble unpacking (a
+/// third of the 512-bit kernel's vector operations) out of that loop. The
+/// integer products and their sums are the same, so are the results.
+#[derive(Default)]
+pub(crate) struct Widened {
+    ty: Option<GgmlType>,
+    nb: usize,
+    first: usize,
+    panels: usize,
+    blocks: Vec<WideBlock>,
+}
+
+impl Widened {
+    /// Widen panels `p0..p1` of `packed` (type `ty`, `nb` blocks per row),
+    /// reusing the allocation.
+    ///
+    /// # Panics
+    /// If `kind` does not widen `ty` ([`widens`]), or `packed` is too short.
+    pub(crate) fn fill(
+        &mut self,
+        kind: KernelKind,
+        ty: GgmlType,
+        packed: &[u8],
+        nb: usize,
+        (p0, p1): (usize, usize),
+    ) {
+        assert!(widens(kind, ty), "{kind:?} does not widen {ty:?}");
+        let pb = quant::panel_layout(ty).3;
+        let src = &packed[p0 * nb * pb..p1 * nb * pb];
+        let n = src.len() / pb;
+        self.blocks.clear();
+        self.blocks.reserve(n);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `widens` holds only for `Vnni512`, which `supported` gives
+        // only on a CPU with AVX-512; `blocks` has room for the `n` blocks
+        // written, all bytes of each.
+        unsafe {
+            x86::widen_zmm(ty, src, self.blocks.as_mut_ptr());
+            self.blocks.set_len(n);
+        }
+        (self.ty, self.nb, self.first, self.panels) = (Some(ty), nb, p0, p1 - p0);
+    }
+
+    fn covers(&self, p0: usize, p1: usize) -> bool {
+        p0 >= self.first && p1 <= self.first + self.panels && p0 <= p1
+    }
+
+    /// The widened blocks of panel `p` (an index of the whole matrix).
+    fn panel(&self, p: usize) -> &[u8] {
+        let b = &self.blocks[(p - self.first) * self.nb..(p - self.first + 1) * self.nb];
+        // SAFETY: `WideBlock` is plain bytes with no padding.
+        unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<u8>(), b.len() * WIDE_BLOCK) }
+    }
+}
+
+/// A matrix's panels as [`matmul_panels`] reads them.
+#[derive(Clone, Copy)]
+pub(crate) enum Panels<'a> {
+    /// All panels, as [`quant::pack_matrix`] lays them out.
+    Packed(&'a [u8]),
+    /// Some panels widened (512-bit kernels only; [`widens`]).
+    Wide(&'a Widened),
 }
 
 /// The loops of [`matmul_panels`] over `P × C` tiles (`PD × 1` for a single
@@ -228,15 +336,18 @@ const fn type_of(t: u8) -> GgmlType {
 /// As for [`Tile::tile`]; the lengths were checked by [`matmul_panels`].
 #[inline(always)]
 unsafe fn drive<K: Tile, const T: u8, const P: usize, const C: usize, const PD: usize>(
-    packed: &[u8],
+    src: Panels<'_>,
     nb: usize,
     (p0, p1): (usize, usize),
     cols: &[QCol<'_>],
     c0: usize,
     dest: &Dest<'_, '_>,
 ) {
-    let stride = nb * quant::panel_layout(type_of(T)).3;
-    let panel = |p: usize| &packed[p * stride..(p + 1) * stride];
+    let stride = nb * block_stride(T);
+    let panel = |p: usize| match src {
+        Panels::Packed(packed) => &packed[p * stride..(p + 1) * stride],
+        Panels::Wide(w) => w.panel(p),
+    };
     // SAFETY (all calls below): forwarded contract; `Dest::at` gives each
     // tile its own rows.
     unsafe {
@@ -267,6 +378,23 @@ unsafe fn drive<K: Tile, const T: u8, const P: usize, const C: usize, const PD: 
                     K::tile::<T, 1, C>([panel(p)], nb, a, [cs.map(|k| dst(p, k))]);
                 }
                 c += C;
+            }
+            // The column tail in pairs, then one (single columns leave the
+            // kernel a chain per panel, too few to fill its pipelines).
+            while c + 2 <= cols.len() && C > 2 {
+                let a = [&cols[c], &cols[c + 1]];
+                if np == P {
+                    let ps: [usize; P] = std::array::from_fn(|k| p + k);
+                    K::tile::<T, P, 2>(
+                        ps.map(panel),
+                        nb,
+                        a,
+                        ps.map(|q| [dst(q, c), dst(q, c + 1)]),
+                    );
+                } else {
+                    K::tile::<T, 1, 2>([panel(p)], nb, a, [[dst(p, c), dst(p, c + 1)]]);
+                }
+                c += 2;
             }
             for (c, col) in cols.iter().enumerate().skip(c) {
                 if np == P {
@@ -360,8 +488,8 @@ pub(crate) use x86::{quantize_row_zmm, Ymm2, Zmm16};
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{drive, type_of, Dest, GgmlType, QCol, Tile, PANEL, QK};
-    use super::{T_Q4_0, T_Q4_1, T_Q8_0};
+    use super::{block_stride, drive, type_of, Dest, GgmlType, Panels, QCol, Tile, PANEL, QK};
+    use super::{T_Q4_0, T_Q4_1, T_Q8_0, T_W4_0, T_W4_1};
     use crate::quant::panel_layout;
 
     /// AVX2 with FMA and F16C.
@@ -495,11 +623,43 @@ mod x86 {
             let qsum = *a.qsum.get_unchecked(b);
             // Q4_0 nibbles are w + 8, Q8_0 bytes w + 128 (unsigned for `vpdpbusd`).
             let corr = match T {
-                T_Q4_0 => 8 * qsum,
+                T_Q4_0 | T_W4_0 => 8 * qsum,
                 T_Q8_0 => 128 * qsum,
                 _ => 0,
             };
             (*a.d.get_unchecked(b), *a.s.get_unchecked(b), corr)
+        }
+    }
+
+    /// Widen the packed Q4 blocks `src` into `out` ([`super::Widened`]).
+    ///
+    /// # Safety
+    /// [`available_vnni512`] holds; `out` has room for every block of `src`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
+    pub unsafe fn widen_zmm(ty: GgmlType, src: &[u8], out: *mut super::WideBlock) {
+        let (_, mo, qo, pb) = panel_layout(ty);
+        let m4 = _mm512_set1_epi8(0x0f);
+        for (i, blk) in src.chunks_exact(pb).enumerate() {
+            // SAFETY: the scales, minimums and 256 quant bytes lie in the
+            // block; block i of `out` has room for 640 bytes (contract).
+            unsafe {
+                let o = out.add(i).cast::<u8>();
+                let b = blk.as_ptr();
+                _mm512_storeu_ps(o.cast(), _mm512_cvtph_ps(_mm256_loadu_si256(b.cast())));
+                let m = if ty == GgmlType::Q4_1 {
+                    _mm512_cvtph_ps(_mm256_loadu_si256(b.add(mo).cast()))
+                } else {
+                    _mm512_setzero_ps()
+                };
+                _mm512_storeu_ps(o.add(64).cast(), m);
+                for v in 0..4 {
+                    let raw = _mm512_loadu_si512(b.add(qo + 64 * v).cast());
+                    let lo = _mm512_and_si512(raw, m4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+                    _mm512_storeu_si512(o.add(128 + 64 * v).cast(), lo);
+                    _mm512_storeu_si512(o.add(384 + 64 * v).cast(), hi);
+                }
+            }
         }
     }
 
@@ -511,7 +671,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     pub unsafe fn panels_zmm(
         ty: GgmlType,
-        packed: &[u8],
+        src: Panels<'_>,
         nb: usize,
         panels: (usize, usize),
         cols: &[QCol<'_>],
@@ -519,7 +679,20 @@ mod x86 {
         dest: &Dest<'_, '_>,
     ) {
         // SAFETY: forwarded contract.
-        unsafe { drive_ty!(Zmm, 2, 4, 4, ty, packed, nb, panels, cols, c0, dest) }
+        unsafe {
+            match (src, ty) {
+                (Panels::Wide(_), GgmlType::Q4_1) => {
+                    drive::<Zmm, T_W4_1, 2, 6, 4>(src, nb, panels, cols, c0, dest)
+                }
+                (Panels::Wide(_), _) => {
+                    drive::<Zmm, T_W4_0, 2, 6, 4>(src, nb, panels, cols, c0, dest)
+                }
+                (_, GgmlType::Q8_0) => {
+                    drive::<Zmm, T_Q8_0, 2, 6, 4>(src, nb, panels, cols, c0, dest)
+                }
+                _ => drive_ty!(Zmm, 2, 4, 4, ty, src, nb, panels, cols, c0, dest),
+            }
+        }
     }
 
     /// The 512-bit kernels.
@@ -547,27 +720,44 @@ mod x86 {
         a: [&QCol<'_>; C],
         dst: [[(*mut f32, usize); C]; P],
     ) {
-        let (_, mo, qo, pb) = panel_layout(type_of(T));
+        let wide = T == T_W4_0 || T == T_W4_1;
+        let q4_1 = type_of(T) == GgmlType::Q4_1;
+        let (mo, qo) = if wide {
+            (64, 128)
+        } else {
+            let (_, mo, qo, _) = panel_layout(type_of(T));
+            (mo, qo)
+        };
+        let pb = block_stride(T);
         let m4 = _mm512_set1_epi8(0x0f);
         let mut acc = [[_mm512_setzero_ps(); C]; P];
         for b in 0..nb {
             // SAFETY: block b of every panel lies inside it (contract).
             let base: [*const u8; P] =
                 std::array::from_fn(|p| unsafe { panels[p].as_ptr().add(b * pb) });
-            // SAFETY: the 32 bytes of scales (and of minimums) are in the block.
+            // SAFETY: the scales (and minimums) are in the block: 16 halves,
+            // or 16 floats when widened.
             let dw: [__m512; P] = std::array::from_fn(|p| unsafe {
-                _mm512_cvtph_ps(_mm256_loadu_si256(base[p].cast()))
+                if wide {
+                    _mm512_loadu_ps(base[p].cast())
+                } else {
+                    _mm512_cvtph_ps(_mm256_loadu_si256(base[p].cast()))
+                }
             });
             let mw: [__m512; P] = std::array::from_fn(|p| {
-                if T == T_Q4_1 {
-                    // SAFETY: as above.
-                    unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(base[p].add(mo).cast())) }
-                } else {
-                    _mm512_setzero_ps()
+                // SAFETY: as above.
+                unsafe {
+                    if !q4_1 {
+                        _mm512_setzero_ps()
+                    } else if wide {
+                        _mm512_loadu_ps(base[p].add(mo).cast())
+                    } else {
+                        _mm512_cvtph_ps(_mm256_loadu_si256(base[p].add(mo).cast()))
+                    }
                 }
             });
             let mut isum = [[_mm512_setzero_si512(); C]; P];
-            if T == T_Q8_0 {
+            if T == T_Q8_0 || wide {
                 for v in 0..8 {
                     // SAFETY: chunk v is inside the block.
                     let w: [__m512i; P] = std::array::from_fn(|p| unsafe {
@@ -615,14 +805,14 @@ mod x86 {
                 let sa = _mm512_set1_ps(s);
                 let corr = _mm512_set1_epi32(corr);
                 for p in 0..P {
-                    let i = if T == T_Q4_1 {
+                    let i = if q4_1 {
                         isum[p][c]
                     } else {
                         _mm512_sub_epi32(isum[p][c], corr)
                     };
                     let f = _mm512_cvtepi32_ps(i);
                     acc[p][c] = _mm512_fmadd_ps(_mm512_mul_ps(dw[p], da), f, acc[p][c]);
-                    if T == T_Q4_1 {
+                    if q4_1 {
                         acc[p][c] = _mm512_fmadd_ps(mw[p], sa, acc[p][c]);
                     }
                 }
@@ -719,7 +909,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn panels_avx2(
         ty: GgmlType,
-        packed: &[u8],
+        src: Panels<'_>,
         nb: usize,
         panels: (usize, usize),
         cols: &[QCol<'_>],
@@ -727,7 +917,7 @@ mod x86 {
         dest: &Dest<'_, '_>,
     ) {
         // SAFETY: forwarded contract.
-        unsafe { drive_ty!(Ymm<M_AVX2>, 1, 4, 2, ty, packed, nb, panels, cols, c0, dest) }
+        unsafe { drive_ty!(Ymm<M_AVX2>, 1, 4, 2, ty, src, nb, panels, cols, c0, dest) }
     }
 
     /// [`super::matmul_panels`] on 256-bit registers with AVX-VNNI (`vpdpbusd`).
@@ -738,7 +928,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
     pub unsafe fn panels_avxvnni(
         ty: GgmlType,
-        packed: &[u8],
+        src: Panels<'_>,
         nb: usize,
         panels: (usize, usize),
         cols: &[QCol<'_>],
@@ -746,21 +936,7 @@ mod x86 {
         dest: &Dest<'_, '_>,
     ) {
         // SAFETY: forwarded contract.
-        unsafe {
-            drive_ty!(
-                Ymm<M_AVXVNNI>,
-                1,
-                2,
-                1,
-                ty,
-                packed,
-                nb,
-                panels,
-                cols,
-                c0,
-                dest
-            )
-        }
+        unsafe { drive_ty!(Ymm<M_AVXVNNI>, 1, 2, 1, ty, src, nb, panels, cols, c0, dest) }
     }
 
     /// The 256-bit kernels, with multiply-add flavour `M`.
@@ -997,7 +1173,9 @@ mod tests {
     }
 
     /// All rows × columns through one family, the panels cut at `pcut` and
-    /// the columns at `ccut` (as workers and column tiles cut them).
+    /// the columns at `ccut` (as workers and column tiles cut them), from
+    /// the packed or the widened panels.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         kind: KernelKind,
         ty: GgmlType,
@@ -1006,6 +1184,7 @@ mod tests {
         nb: usize,
         xs: &[Col],
         (pcut, ccut): (usize, usize),
+        widened: bool,
     ) -> Vec<Vec<f32>> {
         let cols: Vec<QCol<'_>> = xs.iter().map(Col::q).collect();
         let n = cols.len();
@@ -1015,9 +1194,16 @@ mod tests {
         {
             let so = SharedOut::new(&mut out);
             let dest = Dest { out: &so, rows };
+            let mut wide = Widened::default();
             for ps in [(0, pcut), (pcut, panels)] {
+                let src = if widened {
+                    wide.fill(kind, ty, packed, nb, ps);
+                    Panels::Wide(&wide)
+                } else {
+                    Panels::Packed(packed)
+                };
                 for (c0, c1) in [(0, ccut), (ccut, n)] {
-                    matmul_panels(kind, ty, packed, nb, ps, &cols[c0..c1], c0, &dest);
+                    matmul_panels(kind, ty, src, nb, ps, &cols[c0..c1], c0, &dest);
                 }
             }
         }
@@ -1072,8 +1258,13 @@ mod tests {
             // Cuts that leave single columns (decode tiles), odd panel
             // counts (tile tails) and column tails.
             for cuts in [(0, 0), (1, 1), (3, 6), (2, 5), (5, 3), (1, 2)] {
-                let got = run(kind, ty, &packed, rows, nb, &xs, cuts);
-                assert_eq!(bits(&want), bits(&got), "{what} cuts {cuts:?}");
+                for widened in [false, true] {
+                    if widened && !widens(kind, ty) {
+                        continue;
+                    }
+                    let got = run(kind, ty, &packed, rows, nb, &xs, cuts, widened);
+                    assert_eq!(bits(&want), bits(&got), "{what} cuts {cuts:?} {widened}");
+                }
             }
         }
         if !extreme {
