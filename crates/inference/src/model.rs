@@ -409,7 +409,8 @@ impl ActsPart<'_> {
 /// (norms, quantisation, activation) across the workers.
 const PAR_ROWS: usize = 8;
 
-/// Rows of logits computed at a time (13.5 MiB for a 49,152-token vocabulary; a multiple of the kernels' 12-column tiles).
+/// Rows of logits computed at a time (13.5 MiB for a 49,152-token
+/// vocabulary; a multiple of the 512-bit kernel's 6-column tiles).
 pub(crate) const LOGIT_ROWS: usize = 72;
 
 /// Row bounds of the element-wise parts of a batch of `n` tokens.
@@ -509,6 +510,7 @@ fn int_matmul_part(
     }
     let widen = n >= WIDEN_MIN_COLS && widens(kind, m.ty);
     let col_bytes = x.nbp * (QK + 12);
+    // Whole 2 x 6 (512-bit) and 1 x 4 / 1 x 2 (256-bit) tiles per column tile.
     let tile = (COL_TILE_BYTES / col_bytes / 12 * 12).max(12);
     let chunk = (PANEL_CHUNK_BYTES / (m.row_bytes * PANEL) / 4 * 4).max(4);
     WIDENED.with_borrow_mut(|wide| {
@@ -532,8 +534,9 @@ fn int_matmul_part(
     });
 }
 
-/// Columns from which a batched product widens its panels first (below,
-/// unpacking in the kernel costs less than widening).
+/// Columns from which a batched product widens its panels first: widening
+/// costs about what one kernel pass over the chunk spends unpacking, so it
+/// pays for itself from the second tile of columns.
 const WIDEN_MIN_COLS: usize = 8;
 
 thread_local! {
