@@ -354,23 +354,13 @@ impl Acts {
             .windows(2)
             .map(|w| {
                 let rows = w[1] - w[0];
-                let (a, rest) = std::mem::take(&mut f).split_at_mut(rows * cols);
-                f = rest;
-                let (b, rest) = std::mem::take(&mut qs).split_at_mut(rows * nb);
-                qs = rest;
-                let (c, rest) = std::mem::take(&mut d).split_at_mut(rows * nb);
-                d = rest;
-                let (e, rest) = std::mem::take(&mut s).split_at_mut(rows * nb);
-                s = rest;
-                let (g, rest) = std::mem::take(&mut qsum).split_at_mut(rows * nb);
-                qsum = rest;
                 ActsPart {
                     cols,
-                    f: a,
-                    qs: b,
-                    d: c,
-                    s: e,
-                    qsum: g,
+                    f: take_front(&mut f, rows * cols),
+                    qs: take_front(&mut qs, rows * nb),
+                    d: take_front(&mut d, rows * nb),
+                    s: take_front(&mut s, rows * nb),
+                    qsum: take_front(&mut qsum, rows * nb),
                 }
             })
             .collect()
@@ -387,6 +377,14 @@ impl Acts {
     fn frow(&self, i: usize) -> &[f32] {
         &self.f[i * self.cols..(i + 1) * self.cols]
     }
+}
+
+/// The first `n` elements of `s`, which keeps the rest (to hand disjoint
+/// row ranges to the workers).
+fn take_front<'a, T>(s: &mut &'a mut [T], n: usize) -> &'a mut [T] {
+    let (front, rest) = std::mem::take(s).split_at_mut(n);
+    *s = rest;
+    front
 }
 
 /// Some rows of an [`Acts`], for one worker.
@@ -436,9 +434,7 @@ fn pre_norm(
     let mut rest = x;
     let mut xs = Vec::new();
     for b in bounds.windows(2) {
-        let (a, r) = std::mem::take(&mut rest).split_at_mut((b[1] - b[0]) * dim);
-        xs.push((b[0]..b[1], a));
-        rest = r;
+        xs.push((b[0]..b[1], take_front(&mut rest, (b[1] - b[0]) * dim)));
     }
     let parts: Vec<_> = xs.into_iter().zip(xn.parts(bounds)).collect();
     pool.run_parts(parts, &|((rows, xr), mut p)| {

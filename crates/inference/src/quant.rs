@@ -215,7 +215,9 @@ fn unpack_q4(qs: &[u8]) -> [u8; QK] {
 /// chunk `v` (of 4) holds the file's quant bytes `4v..4v + 4` of the row's
 /// block (low nibbles: weights `4v..4v + 4`, high nibbles: weights
 /// `16 + 4v..`); for Q8_0 chunk `v` (of 8) holds weights `4v..4v + 4`, each
-/// stored plus 128 (`w ^ 0x80`, an unsigned byte).
+/// stored plus 128 (`w ^ 0x80`, an unsigned byte). The quants start 64
+/// bytes in (after 32 bytes of padding when there are no minimums), so with
+/// [`Packed`]'s alignment every chunk is one cache line.
 #[inline]
 pub const fn panel_layout(ty: GgmlType) -> (usize, usize, usize, usize) {
     match ty {

@@ -277,7 +277,6 @@ pub(crate) struct Widened {
     ty: Option<GgmlType>,
     nb: usize,
     first: usize,
-    panels: usize,
     blocks: Vec<WideBlock>,
 }
 
@@ -309,11 +308,12 @@ impl Widened {
             x86::widen_zmm(ty, src, self.blocks.as_mut_ptr());
             self.blocks.set_len(n);
         }
-        (self.ty, self.nb, self.first, self.panels) = (Some(ty), nb, p0, p1 - p0);
+        (self.ty, self.nb, self.first) = (Some(ty), nb, p0);
     }
 
     fn covers(&self, p0: usize, p1: usize) -> bool {
-        p0 >= self.first && p1 <= self.first + self.panels && p0 <= p1
+        let panels = self.blocks.len().checked_div(self.nb).unwrap_or(0);
+        p0 >= self.first && p1 <= self.first + panels && p0 <= p1
     }
 
     /// The widened blocks of panel `p` (an index of the whole matrix).
