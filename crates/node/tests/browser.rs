@@ -918,20 +918,15 @@ fn a_cheating_node_is_withdrawn_in_the_chat_and_its_slash_evidence_checks() {
     let s = session(&d, 1000, 900);
     goto(&s, &format!("{}/?max_tokens=8", net.url));
 
-    // The cheater serves some of these; its answer is withdrawn on the page
-    // and served again by the honest node, verified and checked. The gateway
-    // sends a request to the least busy node, ties broken by key, so every
-    // other request goes out while a longer one keeps the first node busy.
+    // The cheater serves one of the first two of these; its answer is
+    // withdrawn on the page and served again by the honest node, verified
+    // and checked. Idle inference nodes take turns (`pick_inference`), and
+    // each chat here waits for the last, so both nodes are idle at every
+    // send. (This test used to keep one node busy with background chats;
+    // with a faster engine those could finish first or be the ones that met
+    // the cheater, which was then no longer reached from the page.)
     let mut withdrawn = 0;
-    let mut background = Vec::new();
-    for i in 0..6 {
-        if i % 2 == 1 {
-            let (http, url, key) = (sh.http.clone(), net.url.clone(), net.api_key.clone());
-            background.push(sh.rt.spawn(async move {
-                testing::chat(&http, &url, &key, "Write a long story.", 48, false).await
-            }));
-            std::thread::sleep(Duration::from_millis(300));
-        }
+    for i in 0..4 {
         let prompt = s.find("#prompt").expect("message box");
         s.send_keys(&prompt, &format!("Tell me a fact about the number {i}."))
             .expect("type");
@@ -952,10 +947,6 @@ fn a_cheating_node_is_withdrawn_in_the_chat_and_its_slash_evidence_checks() {
         }
     }
     assert!(withdrawn > 0, "the cheating node answered and was caught");
-    for b in background {
-        let r = sh.rt.block_on(b).expect("task").expect("chat");
-        assert_eq!(r.verification(), "verified", "{}", r.text);
-    }
 
     goto(&s, &format!("{}/explorer/settlement", net.url));
     let checked = wait(
