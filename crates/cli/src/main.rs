@@ -4,6 +4,7 @@
 //! with status 1 (2 for usage errors, from clap). `verinfer check` exits 1
 //! when the verifier rejects, so its errors exit 2 instead.
 
+mod cmd_chain;
 mod cmd_chat;
 mod cmd_check;
 mod cmd_infer;
@@ -51,6 +52,10 @@ enum Command {
     Check(cmd_check::CheckArgs),
     /// Fetch, register and list models.
     Models(cmd_models::ModelsArgs),
+    /// The settlement contracts on an EVM chain: deploy, register, deposit,
+    /// link, status.
+    #[command(subcommand)]
+    Chain(cmd_chain::ChainCommand),
     /// Create node and account keys.
     #[command(subcommand)]
     Keys(cmd_keys::KeysCommand),
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
         Command::Log(cmd) => cmd_log::run(cmd, &config).map(|()| true),
         Command::Ledger(cmd) => cmd_ledger::run(cmd).map(|()| true),
         Command::Keys(cmd) => cmd_keys::run(cmd).map(|()| true),
+        Command::Chain(cmd) => cmd_chain::run(cmd).map(|()| true),
         Command::Infer(a) => cmd_infer::run(a).map(|()| true),
         Command::Check(a) => cmd_check::run(a),
         Command::Models(a) => cmd_models::run(a).map(|()| true),

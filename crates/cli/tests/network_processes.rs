@@ -5,77 +5,14 @@
 //! processes, failover (retry on another inference node, replacement
 //! verifiers) and durability of acknowledged settlements.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{bin, free_port, node, write};
 use verinfer_node::testing::{bundle, chat};
 use verinfer_verify::receipt::{check_receipt, Status, Trust};
-
-/// A child process killed when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_verinfer"));
-    c.env("VERINFER_LOG", "warn");
-    c
-}
-
-/// Starts `verinfer node` with `config` and waits for its `ready at URL` line.
-fn node(role: &str, config: &Path) -> (Proc, String) {
-    let mut child = bin()
-        .args(["node", "--role", role, "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn verinfer node");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        match lines.next() {
-            Some(Ok(l)) => {
-                if let Some(url) = l.split(" ready at ").nth(1) {
-                    break url.trim().to_string();
-                }
-            }
-            _ => panic!("{role} ({}) exited before it was ready", config.display()),
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (
-        Proc {
-            name: config.display().to_string(),
-            child,
-        },
-        url,
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn write(path: PathBuf, text: String) -> PathBuf {
-    std::fs::write(&path, text).expect("write config");
-    path
-}
 
 #[test]
 fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {

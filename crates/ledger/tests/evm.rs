@@ -10,7 +10,9 @@ use std::sync::Arc;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{Provider, ProviderBuilder};
 use verinfer_ledger::evm::anvil::{dev_signer, Anvil};
-use verinfer_ledger::evm::chain::{contract_params, deploy, fund_gas, initial_models, Chain};
+use verinfer_ledger::evm::chain::{
+    contract_params, deploy, fund_gas, initial_models, Chain, FeePolicy,
+};
 use verinfer_ledger::evm::netting::{
     check_settlement, check_slash, domain, EvmSignature, SettlementRequest, SlashRequest,
 };
@@ -110,10 +112,24 @@ async fn conserved(chain: &Chain, holders: &[Address]) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checkpoints_and_slashes_settle_on_anvil() {
+/// A ledger with staked nodes and verifiers, the contracts deployed on a
+/// fresh anvil with the same nodes registered and the users' deposits, and
+/// a settler sending as the treasury under `policy`.
+struct Fixture {
+    dir: tempfile::TempDir,
+    anvil: Anvil,
+    rpc: String,
+    w: World,
+    ledger: Arc<Ledger>,
+    holders: Vec<Address>,
+    treasury: Chain,
+    settler: Arc<Settler>,
+    deposit: u128,
+}
+
+async fn fixture(policy: FeePolicy) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let mut anvil = Anvil::start(&dir.path().join("anvil-state.json"), 0).unwrap();
+    let anvil = Anvil::start(&dir.path().join("anvil-state.json"), 0).unwrap();
     let rpc = anvil.url();
 
     let mut w = World::new();
@@ -152,9 +168,14 @@ async fn checkpoints_and_slashes_settle_on_anvil() {
     )
     .await
     .unwrap();
-    let treasury = Chain::at(&rpc, evm_signer(&w.treasury).unwrap(), d.contract)
-        .await
-        .unwrap();
+    let treasury = Chain::open(
+        &rpc,
+        Some(evm_signer(&w.treasury).unwrap()),
+        policy,
+        d.contract,
+    )
+    .await
+    .unwrap();
     let stake = U256::from(1_500 * TOKEN);
     for (role, keys) in [(1u8, w.nodes.clone()), (2u8, w.verifiers.clone())] {
         for k in keys {
@@ -190,7 +211,43 @@ async fn checkpoints_and_slashes_settle_on_anvil() {
     for k in &everyone {
         settler.add_link(Link::new(k).unwrap()).unwrap();
     }
+    Fixture {
+        dir,
+        anvil,
+        rpc,
+        w,
+        ledger,
+        holders,
+        treasury,
+        settler: Arc::new(settler),
+        deposit,
+    }
+}
 
+/// The users' escrow on chain is their deposits less every fee the embedded
+/// ledger charged: nothing paid twice, nothing lost.
+async fn users_paid_once(f: &Fixture) {
+    let mut users = 0u128;
+    for u in &f.w.users {
+        users += f.treasury.balance(addr(u)).await.unwrap();
+    }
+    assert_eq!(users, 3 * f.deposit - f.ledger.fee_totals().total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_and_slashes_settle_on_anvil() {
+    let Fixture {
+        dir: _dir,
+        mut anvil,
+        rpc,
+        mut w,
+        ledger,
+        holders,
+        treasury,
+        settler,
+        deposit,
+    } = fixture(FeePolicy::default()).await;
+    let genesis = w.genesis();
     // First checkpoint: from the empty tree.
     settle_receipts(&ledger, &mut w, 0, 10);
     let fin = final_checkpoint(&ledger);
@@ -283,4 +340,120 @@ async fn checkpoints_and_slashes_settle_on_anvil() {
 
     let kinds: Vec<String> = settler.history().into_iter().map(|s| s.kind).collect();
     assert_eq!(kinds, ["checkpoint", "checkpoint", "checkpoint", "slash"]);
+}
+
+/// The transaction `from` has waiting in anvil's pool: (hash, max fee).
+async fn pooled(raw: &impl Provider, from: Address) -> Option<(B256, u128)> {
+    let pool: serde_json::Value = raw.raw_request("txpool_content".into(), ()).await.unwrap();
+    let by_nonce = pool["pending"]
+        .as_object()?
+        .iter()
+        .find(|(a, _)| a.parse::<Address>().ok() == Some(from))?
+        .1
+        .as_object()?;
+    let tx = by_nonce.values().next()?;
+    let hash = tx["hash"].as_str()?.parse().ok()?;
+    let fee =
+        u128::from_str_radix(tx["maxFeePerGas"].as_str()?.trim_start_matches("0x"), 16).ok()?;
+    Some((hash, fee))
+}
+
+/// Polls `pooled` until `want` holds of what it finds.
+async fn pooled_until(
+    raw: &impl Provider,
+    from: Address,
+    want: impl Fn(B256, u128) -> bool,
+) -> (B256, u128) {
+    for _ in 0..500 {
+        if let Some((h, fee)) = pooled(raw, from).await {
+            if want(h, fee) {
+                return (h, fee);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the settler's transaction never showed up in the pool as expected");
+}
+
+/// Regression: a settlement stuck in the pool (nothing mined it) and then
+/// dropped as underpriced (the base fee rose past it) must be replaced at
+/// the same nonce with higher fees, not queued behind it, and be paid once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_then_dropped_settlement_is_replaced_with_higher_fees_and_paid_once() {
+    let mut f = fixture(FeePolicy {
+        stuck_after: std::time::Duration::from_millis(300),
+        max_raises: 100,
+        max_fee_per_gas: None,
+    })
+    .await;
+    let raw = ProviderBuilder::new().connect_http(f.rpc.parse().unwrap());
+    let from = addr(&f.w.treasury);
+    let nonce = raw.get_transaction_count(from).await.unwrap();
+    let () = raw
+        .raw_request("evm_setAutomine".into(), (false,))
+        .await
+        .unwrap();
+
+    settle_receipts(&f.ledger, &mut f.w, 0, 10);
+    let fin = final_checkpoint(&f.ledger);
+    let settler = f.settler.clone();
+    let settling = tokio::spawn(async move { settler.settle_once(&fin).await });
+
+    // Stuck: nothing is mined, so it is replaced with fees up by at least 1/8.
+    let (first, first_fee) = pooled_until(&raw, from, |_, _| true).await;
+    let (second, second_fee) = pooled_until(&raw, from, |h, _| h != first).await;
+    assert!(
+        second_fee >= first_fee + first_fee / 8,
+        "{second_fee} after {first_fee}"
+    );
+
+    // Dropped: the base fee jumps past the pooled transaction, so the next
+    // block leaves it out and anvil drops it; the settler must price the
+    // next one over the new base fee.
+    let base = 20 * second_fee;
+    let () = raw
+        .raw_request(
+            "anvil_setNextBlockBaseFeePerGas".into(),
+            (U256::from(base),),
+        )
+        .await
+        .unwrap();
+    let _: String = raw.raw_request("evm_mine".into(), ()).await.unwrap();
+    let (last, _) = pooled_until(&raw, from, |_, fee| fee >= base).await;
+    let _: String = raw.raw_request("evm_mine".into(), ()).await.unwrap();
+
+    let mined = settling.await.unwrap().unwrap().expect("settled");
+    assert_eq!(mined.tx, last);
+    for h in [first, second] {
+        assert!(
+            raw.get_transaction_receipt(h).await.unwrap().is_none(),
+            "a replaced transaction was mined"
+        );
+    }
+    assert_eq!(raw.get_transaction_count(from).await.unwrap(), nonce + 1);
+    assert_eq!(f.treasury.checkpoint().await.unwrap().0, 10);
+    users_paid_once(&f).await;
+    conserved(&f.treasury, &f.holders).await;
+
+    // The next round has nothing to do, and sending works again once blocks
+    // are mined on demand.
+    let () = raw
+        .raw_request("evm_setAutomine".into(), (true,))
+        .await
+        .unwrap();
+    assert!(f
+        .settler
+        .settle_once(&final_checkpoint(&f.ledger))
+        .await
+        .unwrap()
+        .is_none());
+    settle_receipts(&f.ledger, &mut f.w, 10, 5);
+    assert!(f
+        .settler
+        .settle_once(&final_checkpoint(&f.ledger))
+        .await
+        .unwrap()
+        .is_some());
+    users_paid_once(&f).await;
+    f.anvil.stop();
 }

@@ -30,6 +30,8 @@
 //! # rpc_url = "http://127.0.0.1:8545"
 //! # contract = "0x..."                 # the Verinfer contract
 //! # evm_key = "sender.key"             # sends the transactions (default: key)
+//! # stuck_after_secs = 45              # raise the fees of a transaction unmined this long
+//! # max_fee_per_gas_gwei = 500         # never offer more per gas (default: no cap)
 //! ```
 
 use anyhow::{bail, Context};
@@ -112,6 +114,12 @@ pub struct LedgerSection {
     /// EVM: the key file whose derived EVM key sends the settlement
     /// transactions (default: the node key).
     pub evm_key: Option<PathBuf>,
+    /// EVM: seconds a transaction may wait unmined before it is sent again
+    /// with higher fees (default 45).
+    pub stuck_after_secs: Option<f64>,
+    /// EVM: the most to offer per gas, raises included, in gwei (default: no
+    /// cap).
+    pub max_fee_per_gas_gwei: Option<f64>,
 }
 
 /// The API keys file.

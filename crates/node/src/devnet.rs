@@ -302,6 +302,12 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
             c.deployment.contract,
             ledger_key.clone(),
             &ledger_key,
+            // anvil mines at once: a transaction unmined for seconds was
+            // lost (anvil restarted), not outbid.
+            verinfer_ledger::evm::chain::FeePolicy {
+                stuck_after: Duration::from_secs(3),
+                ..Default::default()
+            },
         )
         .await?;
         // Every devnet account's link, the treasury's included (the nodes

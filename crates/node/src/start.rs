@@ -160,21 +160,24 @@ pub async fn ledger(
 
 /// Makes a started ledger role settle on an EVM chain: its settler sends
 /// with `sender`'s derived EVM key to the contract at `contract` on `rpc`,
-/// and asks the registered verifiers to sign (calls signed by `node_key`).
+/// priced by `fees`, and asks the registered verifiers to sign (calls signed
+/// by `node_key`).
 pub async fn settle_on_chain(
     running: &mut Running,
     rpc: &str,
     contract: verinfer_ledger::evm::Address,
     node_key: SecretKey,
     sender: &SecretKey,
+    fees: verinfer_ledger::evm::chain::FeePolicy,
 ) -> anyhow::Result<Arc<verinfer_ledger::evm::settler::Settler>> {
     let node = running
         .ledger
         .clone()
         .context("only the ledger role settles")?;
-    let chain = verinfer_ledger::evm::chain::Chain::at(
+    let chain = verinfer_ledger::evm::chain::Chain::open(
         rpc,
-        verinfer_ledger::evm::evm_signer(sender)?,
+        Some(verinfer_ledger::evm::evm_signer(sender)?),
+        fees,
         contract,
     )
     .await
@@ -339,7 +342,20 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                         Some(p) => crate::config::load_key(p)?,
                         None => key.clone(),
                     };
-                    Some((rpc, contract, sender))
+                    let mut fees = verinfer_ledger::evm::chain::FeePolicy::default();
+                    if let Some(s) = c.ledger.stuck_after_secs {
+                        fees.stuck_after = Duration::try_from_secs_f64(s)
+                            .ok()
+                            .filter(|d| !d.is_zero())
+                            .with_context(|| format!("stuck_after_secs = {s}: give seconds > 0"))?;
+                    }
+                    if let Some(g) = c.ledger.max_fee_per_gas_gwei {
+                        if !(g.is_finite() && g > 0.0) {
+                            bail!("max_fee_per_gas_gwei = {g}: give gwei > 0");
+                        }
+                        fees.max_fee_per_gas = Some((g * 1e9) as u128);
+                    }
+                    Some((rpc, contract, sender, fees))
                 }
                 other => bail!("unknown ledger backend {other:?}: use embedded or evm"),
             };
@@ -360,8 +376,10 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                     .collect::<anyhow::Result<_>>()?,
             )
             .await?;
-            if let Some((rpc, contract, sender)) = evm {
-                if let Err(e) = settle_on_chain(&mut running, &rpc, contract, key, &sender).await {
+            if let Some((rpc, contract, sender, fees)) = evm {
+                if let Err(e) =
+                    settle_on_chain(&mut running, &rpc, contract, key, &sender, fees).await
+                {
                     running.stop();
                     return Err(e);
                 }

@@ -1,6 +1,7 @@
 //! The contracts as seen from Rust: bindings (by `alloy::sol!`), deployment
 //! from the checked-in artifact, and the calls the backend makes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::network::{EthereumWallet, TransactionBuilder};
@@ -90,9 +91,6 @@ fn bytecode(name: &str) -> Result<Vec<u8>, EvmError> {
     hex::decode(hex.trim_start_matches("0x")).map_err(|e| EvmError::Chain(format!("artifact: {e}")))
 }
 
-/// How long to wait for a transaction's receipt before asking again.
-const RECEIPT_TIMEOUT: Duration = Duration::from_secs(30);
-
 fn chain_err(e: impl std::fmt::Display) -> EvmError {
     EvmError::Chain(e.to_string())
 }
@@ -100,6 +98,18 @@ fn chain_err(e: impl std::fmt::Display) -> EvmError {
 /// A contract call's error, with the contract's revert decoded when it is one.
 fn call_err(e: alloy::contract::Error) -> EvmError {
     match e.as_decoded_interface_error::<Verinfer::VerinferErrors>() {
+        Some(rev) => EvmError::Chain(format!("reverted: {rev:?}")),
+        None => chain_err(e),
+    }
+}
+
+/// An RPC error, with the contract's revert decoded when it is one (gas
+/// estimation runs the call, so this is where a doomed call is caught).
+fn rpc_err(e: alloy::transports::TransportError) -> EvmError {
+    match e
+        .as_error_resp()
+        .and_then(|r| r.as_decoded_interface_error::<Verinfer::VerinferErrors>())
+    {
         Some(rev) => EvmError::Chain(format!("reverted: {rev:?}")),
         None => chain_err(e),
     }
@@ -116,65 +126,297 @@ pub struct Mined {
     pub block: u64,
 }
 
-/// A connection to the chain as one EVM account.
+/// How transactions are priced, and when one counts as stuck.
+///
+/// A transaction not mined within `stuck_after` is sent again at the same
+/// nonce with both fees raised by 1/8 (nodes ask at least 1/10 to replace)
+/// or to the chain's current estimate if that is higher; whichever of them
+/// is mined, the nonce makes the others void. The fees reached are kept for
+/// the next transaction at that nonce, so a caller that gives up and retries
+/// goes on raising.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeePolicy {
+    /// How long a transaction may wait unmined before its fees are raised.
+    pub stuck_after: Duration,
+    /// Fee raises in one call before it gives up with an error.
+    pub max_raises: u32,
+    /// The most to offer per gas (wei), raises included; `None`: no cap.
+    pub max_fee_per_gas: Option<u128>,
+}
+
+impl Default for FeePolicy {
+    fn default() -> Self {
+        FeePolicy {
+            stuck_after: Duration::from_secs(45),
+            max_raises: 4,
+            max_fee_per_gas: None,
+        }
+    }
+}
+
+/// Fees of one transaction (EIP-1559).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fees {
+    max_fee: u128,
+    priority: u128,
+}
+
+impl Fees {
+    /// Both fees up by 1/8 (and at least 1 wei), or `floor` where it is higher.
+    fn raised(self, floor: Fees) -> Fees {
+        let up = |v: u128| v.saturating_add(v / 8).saturating_add(1);
+        let priority = up(self.priority).max(floor.priority);
+        Fees {
+            max_fee: up(self.max_fee).max(floor.max_fee).max(priority),
+            priority,
+        }
+    }
+}
+
+/// The transactions sent at one nonce, not known to be mined.
+#[derive(Clone, Debug)]
+struct InFlight {
+    nonce: u64,
+    fees: Fees,
+    hashes: Vec<B256>,
+}
+
+/// Sends transactions as one account: sets nonce, gas and fees itself, waits
+/// for the receipt, and replaces a stuck transaction (see [`FeePolicy`]).
+///
+/// The nonce is the account's count of *mined* transactions, so a new
+/// transaction replaces one still pending rather than queueing behind it:
+/// callers are idempotent (each re-reads the chain before it sends), so the
+/// replaced one was either going to be refused or is rebuilt. One sender per
+/// account: two processes sending with the same key take each other's
+/// nonces (reported as an error, never paid twice).
+struct Sender {
+    provider: DynProvider,
+    from: Address,
+    chain_id: u64,
+    policy: FeePolicy,
+    in_flight: std::sync::Mutex<Option<InFlight>>,
+}
+
+/// Why a send was refused, as far as it changes what to do next.
+enum Refusal {
+    /// Fees too low for the pool (a pending transaction to replace, or a base
+    /// fee above our cap): raise and send again.
+    Underpriced,
+    /// The nonce was used, or the pool already has this one: wait and see.
+    Taken,
+    Other(EvmError),
+}
+
+fn refusal(e: alloy::transports::TransportError) -> Refusal {
+    let m = e.to_string().to_ascii_lowercase();
+    if m.contains("underpriced")
+        || m.contains("less than block base fee")
+        || m.contains("fee too low")
+    {
+        Refusal::Underpriced
+    } else if m.contains("nonce too low") || m.contains("already known") {
+        Refusal::Taken
+    } else {
+        Refusal::Other(rpc_err(e))
+    }
+}
+
+impl Sender {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, Option<InFlight>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn estimate(&self) -> Result<Fees, EvmError> {
+        let f = self
+            .provider
+            .estimate_eip1559_fees()
+            .await
+            .map_err(rpc_err)?;
+        Ok(Fees {
+            max_fee: f.max_fee_per_gas,
+            priority: f.max_priority_fee_per_gas,
+        })
+    }
+
+    async fn mined_count(&self) -> Result<u64, EvmError> {
+        self.provider
+            .get_transaction_count(self.from)
+            .latest()
+            .await
+            .map_err(rpc_err)
+    }
+
+    /// The receipt of whichever of `hashes` was mined.
+    async fn receipt(
+        &self,
+        hashes: &[B256],
+    ) -> Result<Option<alloy::rpc::types::TransactionReceipt>, EvmError> {
+        for h in hashes {
+            if let Some(r) = self
+                .provider
+                .get_transaction_receipt(*h)
+                .await
+                .map_err(rpc_err)?
+            {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Sends `tx` and waits until it is mined, raising its fees while it is
+    /// stuck. Errors if it reverts (or would: gas estimation runs it first).
+    async fn submit(
+        &self,
+        tx: TransactionRequest,
+    ) -> Result<alloy::rpc::types::TransactionReceipt, EvmError> {
+        let tx = tx.with_from(self.from).with_chain_id(self.chain_id);
+        let gas = self
+            .provider
+            .estimate_gas(tx.clone())
+            .await
+            .map_err(rpc_err)?;
+        // A margin: the state may change between estimate and inclusion.
+        let tx = tx.with_gas_limit(gas.saturating_add(gas / 5));
+        let nonce = self.mined_count().await?;
+        let fresh = self.estimate().await?;
+        // Pick up where an earlier call at this nonce left off.
+        let (mut fees, mut hashes) = match self.in_flight().clone() {
+            Some(f) if f.nonce == nonce => (f.fees.raised(fresh), f.hashes),
+            _ => (fresh, Vec::new()),
+        };
+        let poll =
+            (self.policy.stuck_after / 20).clamp(Duration::from_millis(20), Duration::from_secs(2));
+        for raise in 0..=self.policy.max_raises {
+            if raise > 0 {
+                fees = fees.raised(self.estimate().await?);
+            }
+            if let Some(cap) = self.policy.max_fee_per_gas {
+                if fees.max_fee > cap {
+                    return Err(EvmError::Chain(format!(
+                        "transaction at nonce {nonce} not mined, and raising its fees would pass \
+                         the cap of {cap} wei per gas"
+                    )));
+                }
+            }
+            let req = tx
+                .clone()
+                .with_nonce(nonce)
+                .with_max_fee_per_gas(fees.max_fee)
+                .with_max_priority_fee_per_gas(fees.priority);
+            match self.provider.send_transaction(req).await {
+                Ok(p) => hashes.push(*p.tx_hash()),
+                Err(e) => match refusal(e) {
+                    Refusal::Underpriced => {
+                        *self.in_flight() = Some(InFlight {
+                            nonce,
+                            fees,
+                            hashes: hashes.clone(),
+                        });
+                        continue;
+                    }
+                    Refusal::Taken => {}
+                    Refusal::Other(e) => return Err(e),
+                },
+            }
+            *self.in_flight() = Some(InFlight {
+                nonce,
+                fees,
+                hashes: hashes.clone(),
+            });
+            let deadline = tokio::time::Instant::now() + self.policy.stuck_after;
+            loop {
+                // Read the count first: if it has passed our nonce, one of
+                // ours was mined before the receipts are read, or none was.
+                let used = self.mined_count().await? > nonce;
+                if let Some(r) = self.receipt(&hashes).await? {
+                    *self.in_flight() = None;
+                    if !r.status() {
+                        return Err(EvmError::Chain(format!(
+                            "transaction {} reverted",
+                            r.transaction_hash
+                        )));
+                    }
+                    return Ok(r);
+                }
+                if used {
+                    *self.in_flight() = None;
+                    return Err(EvmError::Chain(format!(
+                        "nonce {nonce} of {} was used by a transaction not sent here \
+                         (another process with the same key?)",
+                        self.from
+                    )));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        nonce,
+                        max_fee = fees.max_fee,
+                        priority = fees.priority,
+                        "transaction not mined in {:?}: raising its fees",
+                        self.policy.stuck_after
+                    );
+                    break;
+                }
+                tokio::time::sleep(poll).await;
+            }
+        }
+        Err(EvmError::Chain(format!(
+            "transaction at nonce {nonce} not mined after {} fee raises (max fee {} wei per gas)",
+            self.policy.max_raises, fees.max_fee
+        )))
+    }
+
+    /// [`Self::submit`], as a [`Mined`].
+    async fn send(&self, tx: TransactionRequest) -> Result<Mined, EvmError> {
+        let r = self.submit(tx).await?;
+        Ok(Mined {
+            tx: r.transaction_hash,
+            gas_used: r.gas_used,
+            block: r.block_number.unwrap_or_default(),
+        })
+    }
+}
+
+/// A connection to the chain, sending as one EVM account when it has one.
 #[derive(Clone)]
 pub struct Chain {
     provider: DynProvider,
+    sender: Option<Arc<Sender>>,
     /// The settlement contract.
     pub contract: Address,
     /// The chain id.
     pub chain_id: u64,
 }
 
-/// Connects to `rpc`, sending as `signer` when given.
-async fn provider(
+/// Connects to `rpc`; with a signer, also returns its [`Sender`].
+async fn connect(
     rpc: &str,
     signer: Option<PrivateKeySigner>,
-) -> Result<(DynProvider, u64), EvmError> {
+    policy: FeePolicy,
+) -> Result<(DynProvider, Option<Arc<Sender>>, u64), EvmError> {
     let url: alloy::transports::http::reqwest::Url = rpc
         .parse()
         .map_err(|e| EvmError::Chain(format!("RPC URL {rpc}: {e}")))?;
-    let p = match signer {
-        // Nonces from the chain's pending count for every transaction (not a
-        // local counter): after a restart, a revert or a lost transaction the
-        // next one never leaves a gap.
-        Some(s) => ProviderBuilder::new()
+    let reader = ProviderBuilder::new().connect_http(url.clone()).erased();
+    let chain_id = reader.get_chain_id().await.map_err(rpc_err)?;
+    let sender = signer.map(|s| {
+        let from = s.address();
+        // Only the wallet filler: the sender sets nonce, gas and fees itself.
+        let provider = ProviderBuilder::new()
             .disable_recommended_fillers()
-            .with_gas_estimation()
-            .with_simple_nonce_management()
-            .fetch_chain_id()
             .wallet(EthereumWallet::from(s))
             .connect_http(url)
-            .erased(),
-        None => ProviderBuilder::new().connect_http(url).erased(),
-    };
-    let id = p.get_chain_id().await.map_err(chain_err)?;
-    Ok((p, id))
-}
-
-async fn mined(
-    pending: Result<
-        alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
-        alloy::contract::Error,
-    >,
-) -> Result<Mined, EvmError> {
-    let r = pending
-        .map_err(call_err)?
-        .with_timeout(Some(RECEIPT_TIMEOUT))
-        .get_receipt()
-        .await
-        .map_err(chain_err)?;
-    if !r.status() {
-        return Err(EvmError::Chain(format!(
-            "transaction {} reverted",
-            r.transaction_hash
-        )));
-    }
-    Ok(Mined {
-        tx: r.transaction_hash,
-        gas_used: r.gas_used,
-        block: r.block_number.unwrap_or_default(),
-    })
+            .erased();
+        Arc::new(Sender {
+            provider,
+            from,
+            chain_id,
+            policy,
+            in_flight: std::sync::Mutex::new(None),
+        })
+    });
+    Ok((reader, sender, chain_id))
 }
 
 impl Chain {
@@ -184,21 +426,24 @@ impl Chain {
         signer: PrivateKeySigner,
         contract: Address,
     ) -> Result<Chain, EvmError> {
-        Self::connect(rpc, Some(signer), contract).await
+        Self::open(rpc, Some(signer), FeePolicy::default(), contract).await
     }
 
     /// A read-only connection (for checking, not sending).
     pub async fn reader(rpc: &str, contract: Address) -> Result<Chain, EvmError> {
-        Self::connect(rpc, None, contract).await
+        Self::open(rpc, None, FeePolicy::default(), contract).await
     }
 
-    async fn connect(
+    /// Connects to `rpc` for the contract at `contract`, sending as `signer`
+    /// (when given) under `policy`.
+    pub async fn open(
         rpc: &str,
         signer: Option<PrivateKeySigner>,
+        policy: FeePolicy,
         contract: Address,
     ) -> Result<Chain, EvmError> {
-        let (provider, chain_id) = provider(rpc, signer).await?;
-        let code = provider.get_code_at(contract).await.map_err(chain_err)?;
+        let (provider, sender, chain_id) = connect(rpc, signer, policy).await?;
+        let code = provider.get_code_at(contract).await.map_err(rpc_err)?;
         if code.is_empty() {
             return Err(EvmError::Chain(format!(
                 "no contract at {contract} on chain {chain_id} (a chain restarted without its state?)"
@@ -206,9 +451,19 @@ impl Chain {
         }
         Ok(Chain {
             provider,
+            sender,
             contract,
             chain_id,
         })
+    }
+
+    /// Sends `tx` as this connection's account and waits until it is mined.
+    async fn send(&self, tx: TransactionRequest) -> Result<Mined, EvmError> {
+        self.sender
+            .as_ref()
+            .ok_or_else(|| EvmError::Chain("a read-only connection cannot send".into()))?
+            .send(tx)
+            .await
     }
 
     fn verinfer(&self) -> Verinfer::VerinferInstance<DynProvider> {
@@ -243,16 +498,15 @@ impl Chain {
             c.transfers.clone(),
             sigs,
         );
-        mined(call.send().await).await
+        self.send(call.into_transaction_request()).await
     }
 
     /// Slashes on chain.
     pub async fn slash(&self, s: &Slash, sigs: Bytes) -> Result<Mined, EvmError> {
         let v = self.verinfer();
-        mined(
+        self.send(
             v.slash(s.accused, s.resultHash, s.reasonHash, sigs)
-                .send()
-                .await,
+                .into_transaction_request(),
         )
         .await
     }
@@ -275,6 +529,17 @@ impl Chain {
             .await
             .map_err(call_err)?
             .balance)
+    }
+
+    /// An account's escrow: (balance, pending withdrawal, unlock time).
+    pub async fn account(&self, account: Address) -> Result<(u128, u128, u64), EvmError> {
+        let a = self
+            .verinfer()
+            .accounts(account)
+            .call()
+            .await
+            .map_err(call_err)?;
+        Ok((a.balance, a.pending, a.unlockAt))
     }
 
     /// A node's bonded stake.
@@ -314,14 +579,21 @@ impl Chain {
     /// Sends `amount` of the token to `to`.
     pub async fn send_tokens(&self, to: Address, amount: U256) -> Result<Mined, EvmError> {
         let t = VerinferToken::new(self.token().await?, self.provider.clone());
-        mined(t.transfer(to, amount).send().await).await
+        self.send(t.transfer(to, amount).into_transaction_request())
+            .await
     }
 
     /// Deposits `amount` (approved first) into `account`'s escrow.
     pub async fn deposit(&self, account: Address, amount: U256) -> Result<Mined, EvmError> {
         let t = VerinferToken::new(self.token().await?, self.provider.clone());
-        mined(t.approve(self.contract, amount).send().await).await?;
-        mined(self.verinfer().deposit(account, amount).send().await).await
+        self.send(t.approve(self.contract, amount).into_transaction_request())
+            .await?;
+        self.send(
+            self.verinfer()
+                .deposit(account, amount)
+                .into_transaction_request(),
+        )
+        .await
     }
 
     /// Registers the sender as a node (`role` 1 inference, 2 verifier) with
@@ -334,19 +606,19 @@ impl Chain {
         stake: U256,
     ) -> Result<Mined, EvmError> {
         let t = VerinferToken::new(self.token().await?, self.provider.clone());
-        mined(t.approve(self.contract, stake).send().await).await?;
+        self.send(t.approve(self.contract, stake).into_transaction_request())
+            .await?;
         let v = self.verinfer();
-        mined(
+        self.send(
             v.register(role, node_key, endpoint.to_string(), stake)
-                .send()
-                .await,
+                .into_transaction_request(),
         )
         .await
     }
 
     /// `account`'s balance of the chain's currency (for gas).
     pub async fn gas_balance(&self, account: Address) -> Result<U256, EvmError> {
-        self.provider.get_balance(account).await.map_err(chain_err)
+        self.provider.get_balance(account).await.map_err(rpc_err)
     }
 }
 
@@ -370,19 +642,53 @@ pub async fn deploy(
     params: Verinfer::Params,
     models: Vec<Verinfer::InitialModel>,
 ) -> Result<Deployment, EvmError> {
-    let (p, chain_id) = provider(rpc, Some(deployer)).await?;
+    deploy_over(rpc, deployer, Token::New(supply), params, models).await
+}
+
+/// The token a deployment settles in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Token {
+    /// An ERC-20 already on the chain.
+    Existing(Address),
+    /// A new plain ERC-20 (18 decimals) with this supply, all to the deployer.
+    New(U256),
+}
+
+/// Deploys the settlement contract over `token` (deploying a new one first
+/// if asked).
+pub async fn deploy_over(
+    rpc: &str,
+    deployer: PrivateKeySigner,
+    token: Token,
+    params: Verinfer::Params,
+    models: Vec<Verinfer::InitialModel>,
+) -> Result<Deployment, EvmError> {
+    let (reader, sender, chain_id) = connect(rpc, Some(deployer), FeePolicy::default()).await?;
+    let sender = sender.ok_or_else(|| EvmError::Chain("no deployer".into()))?;
     let create = |code: Vec<u8>| {
-        let p = p.clone();
+        let sender = sender.clone();
         async move {
-            let r = send_plain(&p, TransactionRequest::default().with_deploy_code(code)).await?;
-            match (r.status(), r.contract_address) {
-                (true, Some(a)) => Ok(a),
-                _ => Err(EvmError::Chain("contract creation failed".into())),
-            }
+            let r = sender
+                .submit(TransactionRequest::default().with_deploy_code(code))
+                .await?;
+            r.contract_address
+                .ok_or_else(|| EvmError::Chain("contract creation failed".into()))
         }
     };
-    let token_args = VerinferToken::constructorCall { supply }.abi_encode();
-    let token = create([bytecode("VerinferToken")?, token_args].concat()).await?;
+    let token = match token {
+        Token::Existing(a) => {
+            if reader.get_code_at(a).await.map_err(rpc_err)?.is_empty() {
+                return Err(EvmError::Chain(format!(
+                    "no token contract at {a} on chain {chain_id}"
+                )));
+            }
+            a
+        }
+        Token::New(supply) => {
+            let args = VerinferToken::constructorCall { supply }.abi_encode();
+            create([bytecode("VerinferToken")?, args].concat()).await?
+        }
+    };
     let args = Verinfer::constructorCall {
         token,
         params,
@@ -397,20 +703,6 @@ pub async fn deploy(
     })
 }
 
-/// Sends a transaction that is not a contract call and waits for its receipt.
-async fn send_plain(
-    p: &DynProvider,
-    tx: TransactionRequest,
-) -> Result<alloy::rpc::types::TransactionReceipt, EvmError> {
-    p.send_transaction(tx)
-        .await
-        .map_err(chain_err)?
-        .with_timeout(Some(RECEIPT_TIMEOUT))
-        .get_receipt()
-        .await
-        .map_err(chain_err)
-}
-
 /// Sends `wei` of the chain's currency from `from` to each of `to` (gas
 /// money for the accounts that send transactions).
 pub async fn fund_gas(
@@ -419,16 +711,12 @@ pub async fn fund_gas(
     to: &[Address],
     wei: U256,
 ) -> Result<(), EvmError> {
-    let (p, _) = provider(rpc, Some(from)).await?;
+    let (_, sender, _) = connect(rpc, Some(from), FeePolicy::default()).await?;
+    let sender = sender.ok_or_else(|| EvmError::Chain("no sender".into()))?;
     for a in to {
-        let r = send_plain(
-            &p,
-            TransactionRequest::default().with_to(*a).with_value(wei),
-        )
-        .await?;
-        if !r.status() {
-            return Err(EvmError::Chain(format!("gas money to {a} failed")));
-        }
+        sender
+            .submit(TransactionRequest::default().with_to(*a).with_value(wei))
+            .await?;
     }
     Ok(())
 }

@@ -1,0 +1,287 @@
+//! `verinfer chain ...`: the settlement contracts on an EVM chain, for the
+//! operators of a network whose ledger settles there (`[ledger] backend =
+//! "evm"`): deploy them for a ledger, register nodes with their stake,
+//! deposit for requesters, link accounts, and read what is settled.
+//!
+//! Transactions are sent with the EVM key derived from a verinfer key file
+//! (`verinfer keys evm` prints its address; it needs the chain's currency
+//! for gas). Amounts are integers in base units of the settlement token.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use verinfer_ledger::evm::chain::{
+    contract_params, deploy_over, initial_models, Chain, Token, U256,
+};
+use verinfer_ledger::evm::{evm_signer, Address, Link, B256};
+use verinfer_ledger::Ledger;
+
+use crate::cmd_keys::load_key;
+
+/// Where the chain and the contract are.
+#[derive(Args)]
+pub struct At {
+    /// The chain's JSON-RPC URL.
+    #[arg(long)]
+    rpc: String,
+    /// The settlement contract's address.
+    #[arg(long)]
+    contract: Address,
+}
+
+/// A node's role on chain.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ChainRole {
+    /// Runs models.
+    Inference,
+    /// Checks answers and signs settlements.
+    Verifier,
+}
+
+/// `verinfer chain ...`
+#[derive(Subcommand)]
+pub enum ChainCommand {
+    /// Deploy the settlement contract for a ledger (its fee split, quorum,
+    /// slashing and models), over an existing ERC-20 (`--token`) or a new
+    /// plain one whose whole `--supply` goes to the deployer. Prints the
+    /// deployment (JSON).
+    Deploy {
+        /// The chain's JSON-RPC URL.
+        #[arg(long)]
+        rpc: String,
+        /// Key file of the deployer.
+        #[arg(long)]
+        key: PathBuf,
+        /// The ledger directory whose parameters and models the contract takes
+        /// (not in use by a running ledger role).
+        #[arg(long)]
+        ledger: PathBuf,
+        /// Settle in this ERC-20.
+        #[arg(long, conflicts_with = "supply")]
+        token: Option<Address>,
+        /// Deploy a new token with this supply instead.
+        #[arg(long, required_unless_present = "token")]
+        supply: Option<u128>,
+        /// The fee treasury's address (default: the deployer's).
+        #[arg(long)]
+        treasury: Option<Address>,
+        /// Verifier signatures a slash needs.
+        #[arg(long, default_value_t = 2)]
+        slash_quorum: u16,
+        /// Also write the deployment to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Register the key's node on chain, staking `--stake` of its tokens.
+    Register {
+        #[command(flatten)]
+        at: At,
+        /// The node's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Its role.
+        #[arg(long, value_enum)]
+        role: ChainRole,
+        /// Stake in base units (at least the contract's minimum).
+        #[arg(long)]
+        stake: u128,
+        /// Where the node serves.
+        #[arg(long)]
+        endpoint: String,
+    },
+    /// Deposit tokens of `--key` into the escrow of `--account` (a key file:
+    /// the requester whose fees it pays; default: `--key` itself).
+    Deposit {
+        #[command(flatten)]
+        at: At,
+        /// Key file of the payer of the deposit.
+        #[arg(long)]
+        key: PathBuf,
+        /// Key file of the account credited.
+        #[arg(long)]
+        account: Option<PathBuf>,
+        /// Amount in base units.
+        #[arg(long)]
+        amount: u128,
+    },
+    /// Tell a ledger role the EVM address of an account (its signed link),
+    /// so its fees settle on chain.
+    Link {
+        /// The account's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The ledger role's URL.
+        #[arg(long)]
+        ledger_url: String,
+    },
+    /// Print what the contract holds (JSON): the settled checkpoint, the
+    /// totals, and with `--address` that account's escrow and stake.
+    Status {
+        #[command(flatten)]
+        at: At,
+        /// An account or node address.
+        #[arg(long)]
+        address: Option<Address>,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn sender(at: &At, key: &Path) -> anyhow::Result<Chain> {
+    Chain::at(&at.rpc, evm_signer(&load_key(key)?)?, at.contract)
+        .await
+        .with_context(|| format!("connecting to {} at {}", at.contract, at.rpc))
+}
+
+/// Runs a chain command.
+pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    match cmd {
+        ChainCommand::Deploy {
+            rpc,
+            key,
+            ledger,
+            token,
+            supply,
+            treasury,
+            slash_quorum,
+            out,
+        } => {
+            let signer = evm_signer(&load_key(&key)?)?;
+            let l = Ledger::open(&ledger)
+                .with_context(|| format!("opening the ledger in {}", ledger.display()))?;
+            let (params, models) = l.with_state(|s| {
+                (
+                    s.params.clone(),
+                    s.models.values().cloned().collect::<Vec<_>>(),
+                )
+            });
+            drop(l);
+            if slash_quorum == 0 {
+                bail!("--slash-quorum must be at least 1");
+            }
+            let params =
+                contract_params(&params, slash_quorum, treasury.unwrap_or(signer.address()))?;
+            let token = match (token, supply) {
+                (Some(t), _) => Token::Existing(t),
+                (None, Some(s)) => Token::New(U256::from(s)),
+                (None, None) => bail!("give --token or --supply"),
+            };
+            let d = rt
+                .block_on(deploy_over(
+                    &rpc,
+                    signer,
+                    token,
+                    params,
+                    initial_models(&models),
+                ))
+                .with_context(|| format!("deploying on {rpc}"))?;
+            let json = serde_json::to_string_pretty(&d)?;
+            if let Some(out) = out {
+                std::fs::write(&out, &json)
+                    .with_context(|| format!("writing {}", out.display()))?;
+            }
+            println!("{json}");
+        }
+        ChainCommand::Register {
+            at,
+            key,
+            role,
+            stake,
+            endpoint,
+        } => {
+            let node = load_key(&key)?;
+            let role = match role {
+                ChainRole::Inference => 1,
+                ChainRole::Verifier => 2,
+            };
+            let m = rt.block_on(async {
+                sender(&at, &key)
+                    .await?
+                    .register(
+                        role,
+                        B256::from(node.public().to_bytes()),
+                        &endpoint,
+                        U256::from(stake),
+                    )
+                    .await
+                    .context("registering")
+            })?;
+            println!("registered in transaction {} (block {})", m.tx, m.block);
+        }
+        ChainCommand::Deposit {
+            at,
+            key,
+            account,
+            amount,
+        } => {
+            let to = match &account {
+                Some(p) => evm_signer(&load_key(p)?)?.address(),
+                None => evm_signer(&load_key(&key)?)?.address(),
+            };
+            let m = rt.block_on(async {
+                sender(&at, &key)
+                    .await?
+                    .deposit(to, U256::from(amount))
+                    .await
+                    .context("depositing")
+            })?;
+            println!(
+                "deposited {amount} for {to} in transaction {} (block {})",
+                m.tx, m.block
+            );
+        }
+        ChainCommand::Link { key, ledger_url } => {
+            let link = Link::new(&load_key(&key)?)?;
+            let url = format!("{}/ledger/evm/link", ledger_url.trim_end_matches('/'));
+            let r = rt.block_on(async {
+                reqwest::Client::new()
+                    .post(&url)
+                    .json(&link)
+                    .send()
+                    .await?
+                    .error_for_status()
+            });
+            r.with_context(|| format!("posting the link to {url}"))?;
+            println!("{} is {}", link.account, link.address);
+        }
+        ChainCommand::Status { at, address } => {
+            let v = rt.block_on(async {
+                let c = Chain::reader(&at.rpc, at.contract)
+                    .await
+                    .with_context(|| format!("connecting to {} at {}", at.contract, at.rpc))?;
+                let (size, root) = c.checkpoint().await?;
+                let (escrow, staked, unbonding) = c.totals().await?;
+                let mut v = serde_json::json!({
+                    "chain_id": c.chain_id,
+                    "contract": c.contract,
+                    "token": c.token().await?,
+                    "settled": { "size": size, "root": root },
+                    "escrow": escrow.to_string(),
+                    "staked": staked.to_string(),
+                    "unbonding": unbonding.to_string(),
+                });
+                if let Some(a) = address {
+                    let (balance, pending, unlock_at) = c.account(a).await?;
+                    v["account"] = serde_json::json!({
+                        "address": a,
+                        "balance": balance.to_string(),
+                        "pending_withdrawal": pending.to_string(),
+                        "unlock_at": unlock_at,
+                        "stake": c.stake(a).await?.to_string(),
+                        "tokens": c.token_balance(a).await?.to_string(),
+                    });
+                }
+                anyhow::Ok(v)
+            })?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    Ok(())
+}
