@@ -105,6 +105,25 @@ pub enum ChainCommand {
         #[arg(long)]
         amount: u128,
     },
+    /// Withdraw from the key's own escrow: ask for `--amount` (paid after the
+    /// contract's delay; the ledger holds it at once), `--cancel` the
+    /// request, or `--complete` it once the delay is over.
+    Withdraw {
+        #[command(flatten)]
+        at: At,
+        /// The account's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Amount to ask for, in base units.
+        #[arg(long, required_unless_present_any = ["cancel", "complete"])]
+        amount: Option<u128>,
+        /// Cancel the request.
+        #[arg(long, conflicts_with_all = ["amount", "complete"])]
+        cancel: bool,
+        /// Complete the request (after the delay).
+        #[arg(long, conflicts_with = "amount")]
+        complete: bool,
+    },
     /// Tell a ledger role the EVM address of an account (its signed link),
     /// so its fees settle on chain.
     Link {
@@ -234,6 +253,27 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
             })?;
             println!(
                 "deposited {amount} for {to} in transaction {} (block {})",
+                m.tx, m.block
+            );
+        }
+        ChainCommand::Withdraw {
+            at,
+            key,
+            amount,
+            cancel,
+            complete,
+        } => {
+            let (what, m) = rt.block_on(async {
+                let c = sender(&at, &key).await?;
+                let r = match (amount, cancel, complete) {
+                    (Some(a), _, _) => ("asked", c.request_withdrawal(U256::from(a)).await),
+                    (None, true, _) => ("cancelled", c.cancel_withdrawal().await),
+                    _ => ("completed", c.withdraw().await),
+                };
+                anyhow::Ok((r.0, r.1.context("withdrawing")?))
+            })?;
+            println!(
+                "withdrawal {what} in transaction {} (block {})",
                 m.tx, m.block
             );
         }

@@ -4,7 +4,9 @@
 //! process per role with `[ledger] backend = "evm"` in the ledger's config.
 //! Chats settle on chain: the settled root is the log's, the requester's
 //! escrow on chain is its deposit less exactly the fees the ledger charged,
-//! and every token is accounted for.
+//! and every token is accounted for. A deposit and a withdrawal request made
+//! on chain while the network runs reach the ledger (its bridge), which then
+//! agrees with the chain on the requester's escrow.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -65,17 +67,21 @@ fn node_processes_with_the_evm_backend_settle_chats_on_chain() {
     let rpc = anvil.url();
     let rt = tokio::runtime::Runtime::new().unwrap();
     // Gas money: on a real chain these accounts would buy it.
-    let gas_for: Vec<Address> = [d.join("treasury.key"), d.join("ledger/node.key")]
-        .iter()
-        .chain(
-            members
-                .iter()
-                .map(|(_, n)| d.join(n).join("node.key"))
-                .collect::<Vec<_>>()
-                .iter(),
-        )
-        .map(|p| addr(p))
-        .collect();
+    let gas_for: Vec<Address> = [
+        d.join("treasury.key"),
+        d.join("ledger/node.key"),
+        d.join("gateway/demo.key"),
+    ]
+    .iter()
+    .chain(
+        members
+            .iter()
+            .map(|(_, n)| d.join(n).join("node.key"))
+            .collect::<Vec<_>>()
+            .iter(),
+    )
+    .map(|p| addr(p))
+    .collect();
     rt.block_on(fund_gas(
         &rpc,
         dev_signer(),
@@ -135,13 +141,15 @@ fn node_processes_with_the_evm_backend_settle_chats_on_chain() {
     );
     args.extend(["--key", &tk, "--account", &dk, "--amount", &amount]);
     verinfer(&args);
+    // That deposit mirrors the demo's balance at genesis: bridge what follows.
+    let from_block = rt.block_on(treasury.head()).unwrap() + 1;
 
     // The network, one process per role; the ledger settles on the chain.
     let ledger_url = format!("http://127.0.0.1:{}", free_port());
     let ledger_cfg = write(
         d.join("ledger/node.toml"),
         format!(
-            "role = \"ledger\"\nkey = \"node.key\"\nlisten = \"{}\"\n\n[ledger]\nwitness_quorum = 2\ncheckpoint_interval_ms = 300\nbackend = \"evm\"\nrpc_url = \"{rpc}\"\ncontract = \"{contract}\"\nstuck_after_secs = 5\n",
+            "role = \"ledger\"\nkey = \"node.key\"\nlisten = \"{}\"\n\n[ledger]\nwitness_quorum = 2\ncheckpoint_interval_ms = 300\nbackend = \"evm\"\nrpc_url = \"{rpc}\"\ncontract = \"{contract}\"\nstuck_after_secs = 5\nbridge_key = \"../treasury.key\"\nbridge_from_block = {from_block}\nconfirmations = 0\n",
             ledger_url.trim_start_matches("http://")
         ),
     );
@@ -225,6 +233,40 @@ fn node_processes_with_the_evm_backend_settle_chats_on_chain() {
         std::thread::sleep(Duration::from_millis(300));
     };
 
+    // Made on chain while the network runs: a deposit, then a withdrawal
+    // request; the ledger mirrors both.
+    const EXTRA: u128 = 3_000_000;
+    const ASKED: u128 = 1_000_000;
+    let mut args = vec!["chain", "deposit"];
+    args.extend(at);
+    let extra = EXTRA.to_string();
+    args.extend(["--key", &tk, "--account", &dk, "--amount", &extra]);
+    verinfer(&args);
+    let mut args = vec!["chain", "withdraw"];
+    args.extend(at);
+    let asked = ASKED.to_string();
+    args.extend(["--key", &dk, "--amount", &asked]);
+    verinfer(&args);
+    rt.block_on(async {
+        let t = Instant::now();
+        loop {
+            let s: verinfer_node::wire::SummaryView = http
+                .get(format!("{ledger_url}/v1/ledger/summary"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if s.withdrawing == ASKED {
+                assert!(s.conserved(), "{s:?}");
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "not mirrored: {s:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+
     // Stop the network and compare with its ledger.
     drop(procs);
     let l = Ledger::open(&d.join("ledger")).unwrap();
@@ -241,7 +283,21 @@ fn node_processes_with_the_evm_backend_settle_chats_on_chain() {
         (deposit - fees.total).to_string(),
         "the requester paid each fee once"
     );
+    let demo_key = key(&d.join("gateway/demo.key")).public();
+    let (here, held) = l.with_state(|s| {
+        (
+            s.balance(&demo_key),
+            s.withdrawing.get(&demo_key).map_or(0, |w| w.held),
+        )
+    });
+    assert_eq!(held, ASKED);
     rt.block_on(async {
+        let demo = addr(&d.join("gateway/demo.key"));
+        assert_eq!(
+            treasury.balance(demo).await.unwrap(),
+            here + held,
+            "the ledger and the chain agree on the requester's escrow"
+        );
         let (escrow, staked, unbonding) = treasury.totals().await.unwrap();
         let held = treasury.token_balance(treasury.contract).await.unwrap();
         assert_eq!(held, escrow + staked + unbonding);

@@ -171,12 +171,26 @@ pub struct State {
     pub slashed: BTreeSet<(Hash, PublicKey)>,
     /// Leaves appended to the receipts log.
     pub leaves: u64,
+    /// Chain events bridged ([`TxBody::Bridge`]).
+    pub bridged: BTreeSet<Hash>,
+    /// Withdrawals asked on chain and not yet paid, by account.
+    pub withdrawing: BTreeMap<PublicKey, Withdrawal>,
+}
+
+/// A withdrawal asked on chain, not yet paid.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Withdrawal {
+    /// The amount asked.
+    pub asked: u128,
+    /// How much of it the account's balance has covered so far (held out
+    /// of the balance, at most `asked`).
+    pub held: u128,
 }
 
 /// Supply totals, as `GET /v1/ledger/summary` serves them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Summary {
-    /// All tokens; equals the sum of the five others.
+    /// All tokens; equals the sum of the six others.
     pub total_supply: u128,
     /// Balances of all accounts but the treasury.
     pub balances: u128,
@@ -188,6 +202,8 @@ pub struct Summary {
     pub unbonding: u128,
     /// The treasury's balance.
     pub treasury: u128,
+    /// Held for withdrawals asked on chain.
+    pub withdrawing: u128,
 }
 
 /// What an applied transaction did.
@@ -229,6 +245,8 @@ impl State {
             proposals: BTreeMap::new(),
             slashed: BTreeSet::new(),
             leaves: 0,
+            bridged: BTreeSet::new(),
+            withdrawing: BTreeMap::new(),
         })
     }
 
@@ -258,6 +276,7 @@ impl State {
             stakes: self.stakes.values().sum(),
             unbonding: self.unbonding.values().flatten().map(|u| u.amount).sum(),
             treasury,
+            withdrawing: self.withdrawing.values().map(|w| w.held).sum(),
         }
     }
 
@@ -270,12 +289,16 @@ impl State {
             .and_then(|x| x.checked_add(s.stakes))
             .and_then(|x| x.checked_add(s.unbonding))
             .and_then(|x| x.checked_add(s.treasury))
+            .and_then(|x| x.checked_add(s.withdrawing))
             .ok_or("holdings overflow")?;
         if held != s.total_supply {
             return Err(format!("total supply {} but {held} held", s.total_supply));
         }
         if self.stakes.values().any(|&v| v == 0) {
             return Err("zero stake entry".into());
+        }
+        if self.withdrawing.values().any(|w| w.held > w.asked) {
+            return Err("more held than a withdrawal asked".into());
         }
         Ok(())
     }
@@ -457,9 +480,56 @@ fn positive(a: &Amount) -> Result<u128, TxError> {
     Ok(a.0)
 }
 
+/// Credits `to`; while it has a withdrawal asked on chain, first to what
+/// that withdrawal will take (the chain pays it out of the same escrow).
 fn credit(state: &mut State, to: &PublicKey, amount: u128) -> Result<(), TxError> {
+    let mut amount = amount;
+    if let Some(w) = state.withdrawing.get_mut(to) {
+        let fill = w.asked.saturating_sub(w.held).min(amount);
+        w.held += fill;
+        amount -= fill;
+    }
     let acc = state.accounts.entry(*to).or_default();
     acc.balance = acc.balance.checked_add(amount).ok_or(TxError::Overflow)?;
+    Ok(())
+}
+
+/// Applies a [`Movement`] of the on-chain escrow.
+fn bridge(state: &mut State, movement: &Movement) -> Result<(), TxError> {
+    let treasury = state.treasury;
+    match movement {
+        Movement::Deposit { account, amount } => {
+            let amount = positive(amount)?;
+            need("treasury balance", state.balance(&treasury), amount)?;
+            debit(state, &treasury, amount);
+            credit(state, account, amount)?;
+        }
+        Movement::WithdrawalRequested { account, amount } => {
+            let asked = positive(amount)?;
+            // Replaces any earlier request: hold anew from all it can cover.
+            let old = state.withdrawing.remove(account).unwrap_or_default();
+            let pool = state.balance(account) + old.held;
+            let held = asked.min(pool);
+            state.accounts.entry(*account).or_default().balance = pool - held;
+            state
+                .withdrawing
+                .insert(*account, Withdrawal { asked, held });
+        }
+        Movement::WithdrawalCancelled { account } => {
+            let w = state.withdrawing.remove(account).unwrap_or_default();
+            credit(state, account, w.held)?;
+        }
+        Movement::Withdrawn { account, amount } => {
+            // Out of what was held first; if the chain paid more (it saw a
+            // larger escrow), the rest from the balance, as far as it goes.
+            let w = state.withdrawing.remove(account).unwrap_or_default();
+            let from_held = amount.0.min(w.held);
+            let from_balance = (amount.0 - from_held).min(state.balance(account));
+            debit(state, account, from_balance);
+            credit(state, account, w.held - from_held)?;
+            credit(state, &treasury, from_held + from_balance)?;
+        }
+    }
     Ok(())
 }
 
@@ -651,6 +721,16 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
             need("balance", state.balance(signer), amount)?;
             debit(state, signer, amount);
             state.total_supply -= amount;
+        }
+        TxBody::Bridge { event, movement } => {
+            if *signer != state.treasury {
+                return Err(rule("only the treasury bridges the chain's escrow"));
+            }
+            if state.bridged.contains(event) {
+                return Err(rule("chain event already bridged"));
+            }
+            bridge(state, movement)?;
+            state.bridged.insert(*event);
         }
     }
     Ok(effects)

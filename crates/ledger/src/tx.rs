@@ -255,6 +255,59 @@ pub enum TxBody {
         /// Amount.
         amount: Amount,
     },
+    /// Mirror a movement of the settlement contract's escrow on an EVM chain
+    /// (the EVM backend's bridge). Only the treasury signs it: its balance
+    /// stands for the tokens outside the escrow. Each chain event applies
+    /// once.
+    Bridge {
+        /// The chain event: [`chain_event`] of where it was logged.
+        event: Hash,
+        /// What it did.
+        movement: Movement,
+    },
+}
+
+/// A movement of the on-chain escrow, as the embedded ledger mirrors it.
+///
+/// A withdrawal asked on chain is paid after a delay, as much of the
+/// account's escrow as it then holds, up to the amount asked. Until then
+/// the ledger *holds* that much of the account's balance (and of what it is
+/// credited meanwhile), so nothing reserved here is left unpaid there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Movement {
+    /// Tokens deposited on chain for `account`: credited from the treasury.
+    Deposit {
+        /// The account credited.
+        account: PublicKey,
+        /// Amount.
+        amount: Amount,
+    },
+    /// `account` asked to withdraw `amount`; replaces an earlier request.
+    WithdrawalRequested {
+        /// The account.
+        account: PublicKey,
+        /// Amount asked.
+        amount: Amount,
+    },
+    /// `account` cancelled its request: what was held is spendable again.
+    WithdrawalCancelled {
+        /// The account.
+        account: PublicKey,
+    },
+    /// The withdrawal paid `amount` out of the escrow, back to the treasury.
+    Withdrawn {
+        /// The account.
+        account: PublicKey,
+        /// Amount paid.
+        amount: Amount,
+    },
+}
+
+/// The id of a chain event: SHA-256 of the chain id (8 bytes, big-endian),
+/// the transaction hash and the log index (8 bytes, big-endian).
+pub fn chain_event(chain_id: u64, tx: &[u8; 32], log_index: u64) -> Hash {
+    Hash::of(&[&chain_id.to_be_bytes()[..], tx, &log_index.to_be_bytes()].concat())
 }
 
 verinfer_types::type_tag!(

@@ -16,7 +16,9 @@ use verinfer_ledger::evm::chain::{
 use verinfer_ledger::evm::netting::{
     check_settlement, check_slash, domain, EvmSignature, SettlementRequest, SlashRequest,
 };
-use verinfer_ledger::evm::settler::{sign_digest, BoxFuture, Cosigners, FinalCheckpoint, Settler};
+use verinfer_ledger::evm::settler::{
+    sign_digest, BoxFuture, BridgeConfig, Cosigners, FinalCheckpoint, Settler,
+};
 use verinfer_ledger::evm::{evm_signer, Link};
 use verinfer_ledger::testkit::{World, TOKEN};
 use verinfer_ledger::tx::{Evidence, TxBody};
@@ -455,5 +457,128 @@ async fn a_stuck_then_dropped_settlement_is_replaced_with_higher_fees_and_paid_o
         .unwrap()
         .is_some());
     users_paid_once(&f).await;
+    f.anvil.stop();
+}
+
+/// Per user: escrow on chain less (balance + held) in the ledger. Once
+/// every receipt is settled on chain, mirroring keeps it constant.
+async fn mirror_gaps(f: &Fixture) -> Vec<i128> {
+    let mut gaps = Vec::new();
+    for u in &f.w.users {
+        let chain = f.treasury.balance(addr(u)).await.unwrap() as i128;
+        let here = f.ledger.with_state(|s| {
+            s.balance(&u.public()) + s.withdrawing.get(&u.public()).map_or(0, |w| w.held)
+        }) as i128;
+        gaps.push(chain - here);
+    }
+    gaps
+}
+
+/// Deposits, withdrawal requests, cancellations and withdrawals made on
+/// chain are mirrored in the ledger exactly once, across a restart that lost
+/// the bridge's cursor; a movement for an address not linked yet waits for
+/// its link; settlement goes on, and the chain and the ledger keep agreeing
+/// on every user's escrow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escrow_movements_on_chain_are_mirrored_once_in_the_ledger() {
+    let mut f = fixture(FeePolicy::default()).await;
+    let raw = ProviderBuilder::new().connect_http(f.rpc.parse().unwrap());
+    let from_block = f.treasury.head().await.unwrap() + 1;
+    let bridge = || {
+        let cosigners = Arc::new(LocalVerifiers {
+            keys: f.w.verifiers.clone(),
+            log_key: f.ledger.receipts().verifier_key().clone(),
+        });
+        Settler::new(
+            f.treasury.clone(),
+            f.ledger.clone(),
+            cosigners,
+            f.dir.path().to_path_buf(),
+        )
+        .unwrap()
+        .with_bridge(BridgeConfig {
+            treasury: f.w.treasury.clone(),
+            from_block,
+            confirmations: 0,
+        })
+        .unwrap()
+    };
+    let settler = bridge();
+    let gaps = mirror_gaps(&f).await;
+    let user = f.w.users[0].clone();
+    let balance = |f: &Fixture| f.ledger.with_state(|s| s.balance(&user.public()));
+    let b0 = balance(&f);
+
+    // A deposit: credited once, and not again after a restart that lost the
+    // bridge's cursor (it reads the chain from the start again).
+    f.treasury
+        .deposit(addr(&user), U256::from(5 * TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(settler.bridge_once().await.unwrap(), 1);
+    assert_eq!(settler.bridge_once().await.unwrap(), 0);
+    std::fs::remove_file(f.dir.path().join("evm-bridge.json")).unwrap();
+    let settler = bridge();
+    assert_eq!(settler.bridge_once().await.unwrap(), 0, "applied once");
+    assert_eq!(balance(&f), b0 + 5 * TOKEN);
+
+    // A withdrawal asked: held here at once; cancelled: spendable again;
+    // asked again and paid after the delay: gone to the treasury.
+    let own = Chain::at(&f.rpc, evm_signer(&user).unwrap(), f.treasury.contract)
+        .await
+        .unwrap();
+    own.request_withdrawal(U256::from(3 * TOKEN)).await.unwrap();
+    settler.bridge_once().await.unwrap();
+    assert_eq!(balance(&f), b0 + 2 * TOKEN);
+    assert_eq!(f.ledger.with_state(|s| s.summary().withdrawing), 3 * TOKEN);
+    own.cancel_withdrawal().await.unwrap();
+    settler.bridge_once().await.unwrap();
+    assert_eq!(balance(&f), b0 + 5 * TOKEN);
+    own.request_withdrawal(U256::from(3 * TOKEN)).await.unwrap();
+    let _: i64 = raw
+        .raw_request("evm_increaseTime".into(), (86_401u64,))
+        .await
+        .unwrap();
+    let wallet = f.treasury.token_balance(addr(&user)).await.unwrap();
+    own.withdraw().await.unwrap();
+    assert_eq!(
+        f.treasury.token_balance(addr(&user)).await.unwrap(),
+        wallet + U256::from(3 * TOKEN)
+    );
+    let treasury_before = f.ledger.with_state(|s| s.balance(&s.treasury));
+    assert_eq!(settler.bridge_once().await.unwrap(), 2);
+    assert_eq!(balance(&f), b0 + 2 * TOKEN);
+    assert_eq!(f.ledger.with_state(|s| s.summary().withdrawing), 0);
+    assert_eq!(
+        f.ledger.with_state(|s| s.balance(&s.treasury)),
+        treasury_before + 3 * TOKEN
+    );
+
+    // A deposit for an address with no link waits for the link.
+    let newcomer = SecretKey::from_seed(&[42; 32]);
+    f.treasury
+        .deposit(addr(&newcomer), U256::from(TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(settler.bridge_once().await.unwrap(), 0);
+    settler.add_link(Link::new(&newcomer).unwrap()).unwrap();
+    assert_eq!(settler.bridge_once().await.unwrap(), 1);
+    assert_eq!(
+        f.ledger.with_state(|s| s.balance(&newcomer.public())),
+        TOKEN
+    );
+
+    // Settlement goes on; chain and ledger still agree on every escrow.
+    settle_receipts(&f.ledger, &mut f.w, 0, 12);
+    assert!(settler
+        .settle_once(&final_checkpoint(&f.ledger))
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(mirror_gaps(&f).await, gaps);
+    f.ledger.with_state(|s| s.check_invariants()).unwrap();
+    let mut holders = f.holders.clone();
+    holders.push(addr(&newcomer));
+    conserved(&f.treasury, &holders).await;
     f.anvil.stop();
 }

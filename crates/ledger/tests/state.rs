@@ -436,6 +436,107 @@ fn governance_changes_parameters_and_mints() {
     assert!(apply(&mut s, &w.tx(&v[0], TxBody::Propose { change: bad })).is_err());
 }
 
+fn bridged(w: &mut World, s: &mut State, event: u8, movement: Movement) -> Result<(), TxError> {
+    let t = w.treasury.clone();
+    let tx = w.tx(
+        &t,
+        TxBody::Bridge {
+            event: Hash::of(&[event]),
+            movement,
+        },
+    );
+    let r = apply(s, &tx).map(|_| ());
+    if r.is_err() {
+        w.unuse_nonce(&tx.signer);
+    }
+    s.check_invariants().unwrap();
+    r
+}
+
+/// The EVM backend's bridge: deposits credited once from the treasury,
+/// withdrawals asked on chain held out of the balance (and out of what is
+/// credited meanwhile) until paid or cancelled.
+#[test]
+fn bridged_chain_escrow_moves_are_applied_once_and_hold_withdrawals() {
+    let (mut w, mut s) = setup();
+    let user = w.users[0].clone();
+    let account = user.public();
+    let (t0, b0) = (s.balance(&w.treasury.public()), s.balance(&account));
+
+    let deposit = |amount: u128| Movement::Deposit {
+        account,
+        amount: Amount(amount),
+    };
+    bridged(&mut w, &mut s, 1, deposit(7 * TOKEN)).unwrap();
+    assert_eq!(s.balance(&account), b0 + 7 * TOKEN);
+    assert_eq!(s.balance(&w.treasury.public()), t0 - 7 * TOKEN);
+    assert!(
+        bridged(&mut w, &mut s, 1, deposit(7 * TOKEN)).is_err(),
+        "an event applies once"
+    );
+    let forged = w.tx(
+        &user,
+        TxBody::Bridge {
+            event: Hash::of(&[2]),
+            movement: deposit(TOKEN),
+        },
+    );
+    assert!(apply(&mut s, &forged).is_err(), "only the treasury bridges");
+    w.unuse_nonce(&account);
+    assert!(bridged(&mut w, &mut s, 3, deposit(u128::MAX)).is_err());
+
+    // Asking more than the balance holds all of it; what comes in next
+    // fills the rest first; a reservation cannot spend what is held.
+    let all = b0 + 7 * TOKEN;
+    let ask = |amount: u128| Movement::WithdrawalRequested {
+        account,
+        amount: Amount(amount),
+    };
+    bridged(&mut w, &mut s, 4, ask(all + 2 * TOKEN)).unwrap();
+    assert_eq!(s.balance(&account), 0);
+    assert_eq!(s.summary().withdrawing, all);
+    bridged(&mut w, &mut s, 5, deposit(3 * TOKEN)).unwrap();
+    assert_eq!(s.balance(&account), TOKEN);
+    assert_eq!(s.withdrawing[&account].held, all + 2 * TOKEN);
+    let req = w.request(&user, 1, 2);
+    let reserve = w.tx(
+        &user,
+        TxBody::Reserve {
+            request: req.hash().unwrap(),
+            amount: Amount(2 * TOKEN),
+        },
+    );
+    assert!(
+        apply(&mut s, &reserve).is_err(),
+        "held funds are not spendable"
+    );
+    w.unuse_nonce(&account);
+
+    // A smaller request replaces it; cancelling returns what was held.
+    bridged(&mut w, &mut s, 6, ask(TOKEN)).unwrap();
+    assert_eq!(s.balance(&account), all + 2 * TOKEN);
+    bridged(&mut w, &mut s, 7, Movement::WithdrawalCancelled { account }).unwrap();
+    assert_eq!(s.balance(&account), all + 3 * TOKEN);
+    assert!(s.withdrawing.is_empty());
+
+    // Paid: out of what was held, back to the treasury.
+    bridged(&mut w, &mut s, 8, ask(4 * TOKEN)).unwrap();
+    let t1 = s.balance(&w.treasury.public());
+    bridged(
+        &mut w,
+        &mut s,
+        9,
+        Movement::Withdrawn {
+            account,
+            amount: Amount(4 * TOKEN),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.balance(&account), all - TOKEN);
+    assert_eq!(s.balance(&w.treasury.public()), t1 + 4 * TOKEN);
+    assert!(s.withdrawing.is_empty());
+}
+
 #[test]
 fn unbonding_waits_for_the_delay() {
     let (mut w, mut s) = setup();
@@ -541,6 +642,8 @@ enum Op {
     Burn(usize, u128),
     BadSignature(usize),
     WrongNonce(usize),
+    /// (movement kind, account, amount, event id, signed by the treasury)
+    Bridge(u8, usize, u128, u8, bool),
 }
 
 fn amount() -> impl Strategy<Value = u128> {
@@ -569,6 +672,14 @@ fn op() -> impl Strategy<Value = Op> {
         (who.clone(), 0u32..3).prop_map(|(a, q)| Op::Propose(a, q)),
         (who.clone(), 0u64..3, any::<bool>()).prop_map(|(a, p, y)| Op::Vote(a, p, y)),
         (who.clone(), amount()).prop_map(|(a, x)| Op::Burn(a, x)),
+        (
+            0u8..4,
+            who.clone(),
+            amount(),
+            0u8..6,
+            prop::bool::weighted(0.9)
+        )
+            .prop_map(|(k, a, x, e, t)| Op::Bridge(k, a, x, e, t)),
         who.clone().prop_map(Op::BadSignature),
         who.prop_map(Op::WrongNonce),
     ]
@@ -607,6 +718,17 @@ proptest! {
                 Op::Burn(x, n) => w.tx(&a(x), TxBody::Burn { amount: Amount(n) }),
                 Op::BadSignature(x) => { let mut t = w.tx(&a(x), TxBody::Burn { amount: Amount(1) }); t.signature.0[0] ^= 1; t }
                 Op::WrongNonce(x) => { let mut t = w.tx(&a(x), TxBody::Burn { amount: Amount(1) }); t.nonce += 7; t }
+                Op::Bridge(k, x, n, e, by_treasury) => {
+                    let account = a(x).public();
+                    let movement = match k {
+                        0 => Movement::Deposit { account, amount: Amount(n) },
+                        1 => Movement::WithdrawalRequested { account, amount: Amount(n) },
+                        2 => Movement::WithdrawalCancelled { account },
+                        _ => Movement::Withdrawn { account, amount: Amount(n) },
+                    };
+                    let signer = if by_treasury { relayer.clone() } else { a(x) };
+                    w.tx(&signer, TxBody::Bridge { event: Hash::of(&[e]), movement })
+                }
             };
             let before = s.clone();
             match apply(&mut s, &tx) {

@@ -32,6 +32,9 @@
 //! # evm_key = "sender.key"             # sends the transactions (default: key)
 //! # stuck_after_secs = 45              # raise the fees of a transaction unmined this long
 //! # max_fee_per_gas_gwei = 500         # never offer more per gas (default: no cap)
+//! # bridge_key = "treasury.key"        # mirror the escrow's deposits and withdrawals
+//! # bridge_from_block = 0              # the first block to mirror
+//! # confirmations = 12                 # blocks a movement waits before it is mirrored
 //! ```
 
 use anyhow::{bail, Context};
@@ -120,6 +123,14 @@ pub struct LedgerSection {
     /// EVM: the most to offer per gas, raises included, in gwei (default: no
     /// cap).
     pub max_fee_per_gas_gwei: Option<f64>,
+    /// EVM: the treasury's key file; with it, deposits and withdrawals made
+    /// on chain are mirrored in the ledger (without it they are not).
+    pub bridge_key: Option<PathBuf>,
+    /// EVM: the first block whose escrow movements are mirrored (default 0).
+    pub bridge_from_block: Option<u64>,
+    /// EVM: blocks a movement must be under before it is mirrored (default
+    /// 12).
+    pub confirmations: Option<u64>,
 }
 
 /// The API keys file.
@@ -159,6 +170,7 @@ impl NodeConfig {
         fix(&mut c.key);
         fix(&mut c.gateway.api_keys);
         fix(&mut c.ledger.evm_key);
+        fix(&mut c.ledger.bridge_key);
         c.data_dir = Some(match c.data_dir.take() {
             Some(d) if d.is_relative() => base.join(d),
             Some(d) => d,

@@ -92,6 +92,9 @@ pub struct DevChain {
     pub deployment: Deployment,
     /// RPC URL.
     pub url: String,
+    /// The first block whose escrow movements the bridge mirrors (the
+    /// demo's deposit before it was mirrored at genesis).
+    pub bridge_from: u64,
 }
 
 impl DevnetOptions {
@@ -308,6 +311,12 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
                 stuck_after: Duration::from_secs(3),
                 ..Default::default()
             },
+            Some(verinfer_ledger::evm::settler::BridgeConfig {
+                treasury: crate::config::load_key(&d.join("treasury.key"))?,
+                from_block: c.bridge_from,
+                // anvil mines only on demand: a movement is final at once.
+                confirmations: 0,
+            }),
         )
         .await?;
         // Every devnet account's link, the treasury's included (the nodes
@@ -467,13 +476,29 @@ async fn start_chain(opts: &DevnetOptions, ledger: &Ledger) -> anyhow::Result<De
                 verinfer_ledger::evm::chain::U256::from(balance),
             )
             .await?;
+            let from = c.head().await? + 1;
+            std::fs::write(dir.join("bridge-from-block"), format!("{from}\n"))?;
             std::fs::write(&deployment_file, serde_json::to_vec_pretty(&dep)?)?;
             dep
         }
     };
+
     let treasury_chain = Chain::at(&url, evm_signer(&treasury)?, deployment.contract)
         .await
         .with_context(|| format!("the chain in {} lost its contract: remove {} and the devnet's ledger/ to start over", dir.display(), dir.display()))?;
+    let from_file = dir.join("bridge-from-block");
+    let bridge_from: u64 = match std::fs::read_to_string(&from_file) {
+        Ok(t) => t
+            .trim()
+            .parse()
+            .with_context(|| format!("parsing {}", from_file.display()))?,
+        // A devnet from before the bridge: mirror from now on.
+        Err(_) => {
+            let from = treasury_chain.head().await? + 1;
+            std::fs::write(&from_file, format!("{from}\n"))?;
+            from
+        }
+    };
     let min = ledger.with_state(|s| s.params.min_stake.0);
     let mut members = vec![crate::config::load_key(&d.join("ledger").join("node.key"))?];
     let names = (0..opts.inference)
@@ -504,6 +529,7 @@ async fn start_chain(opts: &DevnetOptions, ledger: &Ledger) -> anyhow::Result<De
         anvil,
         deployment,
         url,
+        bridge_from,
     })
 }
 

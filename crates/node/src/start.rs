@@ -161,7 +161,7 @@ pub async fn ledger(
 /// Makes a started ledger role settle on an EVM chain: its settler sends
 /// with `sender`'s derived EVM key to the contract at `contract` on `rpc`,
 /// priced by `fees`, and asks the registered verifiers to sign (calls signed
-/// by `node_key`).
+/// by `node_key`); with `bridge`, it also mirrors the escrow's movements.
 pub async fn settle_on_chain(
     running: &mut Running,
     rpc: &str,
@@ -169,6 +169,7 @@ pub async fn settle_on_chain(
     node_key: SecretKey,
     sender: &SecretKey,
     fees: verinfer_ledger::evm::chain::FeePolicy,
+    bridge: Option<verinfer_ledger::evm::settler::BridgeConfig>,
 ) -> anyhow::Result<Arc<verinfer_ledger::evm::settler::Settler>> {
     let node = running
         .ledger
@@ -187,12 +188,16 @@ pub async fn settle_on_chain(
         ledger.clone(),
         node_key,
     ));
-    let settler = Arc::new(verinfer_ledger::evm::settler::Settler::new(
+    let mut settler = verinfer_ledger::evm::settler::Settler::new(
         chain,
         ledger,
         cosigners,
         node.dir().to_path_buf(),
-    )?);
+    )?;
+    if let Some(b) = bridge {
+        settler = settler.with_bridge(b)?;
+    }
+    let settler = Arc::new(settler);
     running
         .tasks
         .push(node.settle_on_chain(settler.clone(), Duration::from_secs(1))?);
@@ -355,7 +360,18 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                         }
                         fees.max_fee_per_gas = Some((g * 1e9) as u128);
                     }
-                    Some((rpc, contract, sender, fees))
+                    let bridge = match &c.ledger.bridge_key {
+                        Some(p) => Some(verinfer_ledger::evm::settler::BridgeConfig {
+                            treasury: crate::config::load_key(p)?,
+                            from_block: c.ledger.bridge_from_block.unwrap_or(0),
+                            confirmations: c.ledger.confirmations.unwrap_or(12),
+                        }),
+                        None => {
+                            tracing::warn!("no bridge_key: deposits and withdrawals made on chain are not mirrored in the ledger");
+                            None
+                        }
+                    };
+                    Some((rpc, contract, sender, fees, bridge))
                 }
                 other => bail!("unknown ledger backend {other:?}: use embedded or evm"),
             };
@@ -376,9 +392,9 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                     .collect::<anyhow::Result<_>>()?,
             )
             .await?;
-            if let Some((rpc, contract, sender, fees)) = evm {
+            if let Some((rpc, contract, sender, fees, bridge)) = evm {
                 if let Err(e) =
-                    settle_on_chain(&mut running, &rpc, contract, key, &sender, fees).await
+                    settle_on_chain(&mut running, &rpc, contract, key, &sender, fees, bridge).await
                 {
                     running.stop();
                     return Err(e);

@@ -153,6 +153,9 @@ pub struct SummaryView {
     /// The treasury's balance.
     #[serde(with = "u128_string")]
     pub treasury: u128,
+    /// Held for withdrawals asked on chain (EVM backend).
+    #[serde(with = "u128_string", default)]
+    pub withdrawing: u128,
     /// Ledger height.
     pub height: u64,
 }
@@ -167,6 +170,7 @@ impl SummaryView {
             stakes: s.stakes,
             unbonding: s.unbonding,
             treasury: s.treasury,
+            withdrawing: s.withdrawing,
             height,
         }
     }
@@ -179,6 +183,7 @@ impl SummaryView {
             self.stakes,
             self.unbonding,
             self.treasury,
+            self.withdrawing,
         ]
         .iter()
         .try_fold(0u128, |a, b| a.checked_add(*b))

@@ -41,21 +41,54 @@ sol! {
         }
         constructor(address token, Params params, InitialModel[] models);
 
-        error StaleCheckpoint(uint64 settledSize, uint64 oldSize);
-        error SizeNotIncreasing();
-        error InvalidConsistencyProof();
+        error InvalidParam();
+        error ZeroAmount();
+        error ZeroAddress();
+        error AmountTooLarge();
+        error TokenTransferFailed();
+        error InvalidRole();
+        error InvalidNodeKey();
+        error NodeKeyTaken();
+        error AlreadyRegistered();
+        error NotRegistered(address node);
+        error StakeBelowMinimum(uint256 stake, uint256 minimum);
+        error InsufficientStake(uint256 stake, uint256 needed);
+        error NothingUnbonding();
+        error StillLocked(uint64 unlockAt);
+        error BadSignatureLength();
         error QuorumNotMet(uint256 signatures, uint256 quorum);
         error InvalidSignature(uint256 index);
         error SignersNotAscending(uint256 index);
         error NotVerifier(address signer);
-        error InsufficientBalance(address account, uint256 balance, uint256 needed);
-        error TransfersNotSorted(uint256 index);
-        error Unbalanced(int256 sum);
+        error AccusedInCommittee();
         error AlreadySlashed();
         error NothingToSlash();
-        error AccusedInCommittee();
+        error InsufficientBalance(address account, uint256 balance, uint256 needed);
+        error NoPendingWithdrawal();
+        error StaleCheckpoint(uint64 settledSize, uint64 oldSize);
+        error SizeNotIncreasing();
+        error InvalidConsistencyProof();
+        error TransfersNotSorted(uint256 index);
+        error ZeroTransfer(uint256 index);
+        error Unbalanced(int256 sum);
+        error NotStaker();
+        error UnknownProposal();
+        error VotingClosed();
+        error VotingOpen();
+        error AlreadyVoted();
+        error AlreadyExecuted();
+        error ProposalExpired();
+        error NotPassed();
+
+        event Deposited(address indexed from, address indexed account, uint256 amount);
+        event WithdrawalRequested(address indexed account, uint256 amount, uint64 unlockAt);
+        event WithdrawalCancelled(address indexed account);
+        event Withdrawn(address indexed account, uint256 amount);
 
         function register(uint8 role, bytes32 nodeKey, string endpoint, uint256 amount) external;
+        function requestWithdrawal(uint256 amount) external;
+        function cancelWithdrawal() external;
+        function withdraw() external;
         function deposit(address account, uint256 amount) external;
         function settle(uint64 oldSize, uint64 newSize, bytes32 newRoot, bytes32[] proof, bytes32[] transfers, bytes sigs) external;
         function slash(address accused, bytes32 resultHash, bytes32 reasonHash, bytes sigs) external;
@@ -124,6 +157,52 @@ pub struct Mined {
     pub gas_used: u64,
     /// Block number.
     pub block: u64,
+}
+
+/// How long receipts may lag behind the mined count before a used nonce is
+/// put down to another sender.
+const RECEIPT_GRACE: Duration = Duration::from_secs(5);
+
+/// A movement of the contract's escrow, as logged on chain.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EscrowEvent {
+    /// Block number.
+    pub block: u64,
+    /// Transaction hash.
+    pub tx: B256,
+    /// Index of the log in its block.
+    pub log_index: u64,
+    /// The account whose escrow moved.
+    pub account: Address,
+    /// How.
+    pub kind: EscrowKind,
+}
+
+/// What an [`EscrowEvent`] did (amounts in base units).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EscrowKind {
+    /// `Deposited`.
+    Deposit {
+        /// Amount.
+        amount: u128,
+    },
+    /// `WithdrawalRequested`.
+    WithdrawalRequested {
+        /// Amount asked.
+        amount: u128,
+    },
+    /// `WithdrawalCancelled`.
+    WithdrawalCancelled,
+    /// `Withdrawn`.
+    Withdrawn {
+        /// Amount paid.
+        amount: u128,
+    },
+}
+
+fn amount_u128(v: U256) -> Result<u128, EvmError> {
+    u128::try_from(v).map_err(|_| EvmError::Chain(format!("amount {v} does not fit 128 bits")))
 }
 
 /// How transactions are priced, and when one counts as stuck.
@@ -326,9 +405,13 @@ impl Sender {
                 hashes: hashes.clone(),
             });
             let deadline = tokio::time::Instant::now() + self.policy.stuck_after;
+            // When the nonce was seen used with no receipt of ours: a node
+            // may count a block's transactions before it serves their
+            // receipts (anvil does), so give the receipts a moment.
+            let mut used_since: Option<tokio::time::Instant> = None;
             loop {
-                // Read the count first: if it has passed our nonce, one of
-                // ours was mined before the receipts are read, or none was.
+                // The count first: if it has passed our nonce, a receipt of
+                // ours read after it is there, unless another took the nonce.
                 let used = self.mined_count().await? > nonce;
                 if let Some(r) = self.receipt(&hashes).await? {
                     *self.in_flight() = None;
@@ -341,12 +424,17 @@ impl Sender {
                     return Ok(r);
                 }
                 if used {
-                    *self.in_flight() = None;
-                    return Err(EvmError::Chain(format!(
-                        "nonce {nonce} of {} was used by a transaction not sent here \
-                         (another process with the same key?)",
-                        self.from
-                    )));
+                    let since = *used_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= RECEIPT_GRACE {
+                        *self.in_flight() = None;
+                        return Err(EvmError::Chain(format!(
+                            "nonce {nonce} of {} was used by a transaction not sent here \
+                             (another process with the same key?)",
+                            self.from
+                        )));
+                    }
+                    tokio::time::sleep(poll).await;
+                    continue;
                 }
                 if tokio::time::Instant::now() >= deadline {
                     tracing::warn!(
@@ -529,6 +617,105 @@ impl Chain {
             .await
             .map_err(call_err)?
             .balance)
+    }
+
+    /// The latest block number.
+    pub async fn head(&self) -> Result<u64, EvmError> {
+        self.provider.get_block_number().await.map_err(rpc_err)
+    }
+
+    /// The escrow's movements logged in blocks `from..=to`, in chain order.
+    pub async fn escrow_events(&self, from: u64, to: u64) -> Result<Vec<EscrowEvent>, EvmError> {
+        use alloy::sol_types::SolEvent as _;
+        use Verinfer::{Deposited, WithdrawalCancelled, WithdrawalRequested, Withdrawn};
+        let filter = alloy::rpc::types::Filter::new()
+            .address(self.contract)
+            .from_block(from)
+            .to_block(to)
+            .event_signature(vec![
+                Deposited::SIGNATURE_HASH,
+                WithdrawalRequested::SIGNATURE_HASH,
+                WithdrawalCancelled::SIGNATURE_HASH,
+                Withdrawn::SIGNATURE_HASH,
+            ]);
+        let logs = self.provider.get_logs(&filter).await.map_err(rpc_err)?;
+        let mut out = Vec::with_capacity(logs.len());
+        for log in logs {
+            let (Some(block), Some(tx), Some(log_index)) =
+                (log.block_number, log.transaction_hash, log.log_index)
+            else {
+                continue; // pending: not yet in a block
+            };
+            let bad = |e: alloy::sol_types::Error| EvmError::Chain(format!("log in {tx}: {e}"));
+            let (account, kind) = match log.topic0() {
+                Some(&Deposited::SIGNATURE_HASH) => {
+                    let e = Deposited::decode_log(&log.inner).map_err(bad)?;
+                    (
+                        e.account,
+                        EscrowKind::Deposit {
+                            amount: amount_u128(e.amount)?,
+                        },
+                    )
+                }
+                Some(&WithdrawalRequested::SIGNATURE_HASH) => {
+                    let e = WithdrawalRequested::decode_log(&log.inner).map_err(bad)?;
+                    (
+                        e.account,
+                        EscrowKind::WithdrawalRequested {
+                            amount: amount_u128(e.amount)?,
+                        },
+                    )
+                }
+                Some(&WithdrawalCancelled::SIGNATURE_HASH) => {
+                    let e = WithdrawalCancelled::decode_log(&log.inner).map_err(bad)?;
+                    (e.account, EscrowKind::WithdrawalCancelled)
+                }
+                Some(&Withdrawn::SIGNATURE_HASH) => {
+                    let e = Withdrawn::decode_log(&log.inner).map_err(bad)?;
+                    (
+                        e.account,
+                        EscrowKind::Withdrawn {
+                            amount: amount_u128(e.amount)?,
+                        },
+                    )
+                }
+                _ => continue,
+            };
+            out.push(EscrowEvent {
+                block,
+                tx,
+                log_index,
+                account,
+                kind,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Asks to withdraw `amount` of the sender's escrow after the delay.
+    pub async fn request_withdrawal(&self, amount: U256) -> Result<Mined, EvmError> {
+        self.send(
+            self.verinfer()
+                .requestWithdrawal(amount)
+                .into_transaction_request(),
+        )
+        .await
+    }
+
+    /// Cancels the sender's withdrawal request.
+    pub async fn cancel_withdrawal(&self) -> Result<Mined, EvmError> {
+        self.send(
+            self.verinfer()
+                .cancelWithdrawal()
+                .into_transaction_request(),
+        )
+        .await
+    }
+
+    /// Completes the sender's withdrawal (after the delay).
+    pub async fn withdraw(&self) -> Result<Mined, EvmError> {
+        self.send(self.verinfer().withdraw().into_transaction_request())
+            .await
     }
 
     /// An account's escrow: (balance, pending withdrawal, unlock time).

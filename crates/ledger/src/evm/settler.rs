@@ -18,19 +18,20 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use alloy::primitives::{Bytes, B256};
+use alloy::primitives::{Address, Bytes, B256};
 use alloy::signers::Signature as EcdsaSignature;
 use serde::{Deserialize, Serialize};
-use verinfer_types::{Hash, PublicKey};
+use verinfer_types::records::Amount;
+use verinfer_types::{Hash, PublicKey, SecretKey};
 
-use super::chain::{Chain, Mined};
+use super::chain::{Chain, EscrowEvent, EscrowKind, Mined};
 use super::netting::{
     check_settlement, domain, evidence_subject, pack_signatures, slash_digest, slash_struct,
     EvmSignature, SettlementEntry, SettlementRequest, SlashRequest,
 };
 use super::{invalid, EvmError, Link};
-use crate::tx::TxBody;
-use crate::Ledger;
+use crate::tx::{chain_event, Movement, TxBody};
+use crate::{Ledger, Transaction};
 
 /// A boxed future (the cosigners are reached over the network).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -80,6 +81,35 @@ pub struct Settlement {
 
 const LINKS_FILE: &str = "evm-links.json";
 const HISTORY_FILE: &str = "evm-settlements.jsonl";
+const BRIDGE_FILE: &str = "evm-bridge.json";
+
+/// The bridge from the contract's escrow to the embedded ledger: every
+/// deposit, withdrawal request, cancellation and withdrawal logged on chain
+/// is mirrored by a [`TxBody::Bridge`] the treasury signs, so what the
+/// ledger lets a requester reserve is what the chain will pay.
+pub struct BridgeConfig {
+    /// The treasury's key (it signs the bridge transactions).
+    pub treasury: SecretKey,
+    /// The first block to mirror (earlier movements were mirrored at
+    /// genesis, or never happened).
+    pub from_block: u64,
+    /// Blocks a log must be under before it is mirrored (a reorganisation
+    /// deeper than this could undo a deposit already credited).
+    pub confirmations: u64,
+}
+
+/// Where the bridge is: the next block to read, and movements of accounts
+/// not linked yet (mirrored once they are, in order).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct BridgeCursor {
+    next_block: u64,
+    waiting: Vec<EscrowEvent>,
+}
+
+struct Bridge {
+    config: BridgeConfig,
+    cursor: Mutex<BridgeCursor>,
+}
 
 /// The settler of one ledger.
 pub struct Settler {
@@ -89,6 +119,7 @@ pub struct Settler {
     dir: PathBuf,
     links: Mutex<BTreeMap<PublicKey, Link>>,
     history: Mutex<Vec<Settlement>>,
+    bridge: Option<Bridge>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -134,11 +165,119 @@ impl Settler {
             dir,
             links: Mutex::new(BTreeMap::new()),
             history: Mutex::new(history),
+            bridge: None,
         };
         for l in links {
             s.add_link_in_memory(l)?;
         }
         Ok(s)
+    }
+
+    /// Also mirrors the contract's escrow into the ledger (see
+    /// [`BridgeConfig`]); resumes where an earlier run stopped.
+    pub fn with_bridge(mut self, config: BridgeConfig) -> Result<Settler, EvmError> {
+        if config.treasury.public() != self.ledger.with_state(|s| s.treasury) {
+            return Err(invalid("the bridge key is not the ledger's treasury"));
+        }
+        let cursor = match std::fs::read(self.dir.join(BRIDGE_FILE)) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| io(BRIDGE_FILE, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BridgeCursor {
+                next_block: config.from_block,
+                waiting: Vec::new(),
+            },
+            Err(e) => return Err(io(BRIDGE_FILE, e)),
+        };
+        self.bridge = Some(Bridge {
+            config,
+            cursor: Mutex::new(cursor),
+        });
+        Ok(self)
+    }
+
+    /// The account linked to an EVM address.
+    fn account_of(&self, address: &Address) -> Option<PublicKey> {
+        lock(&self.links)
+            .values()
+            .find(|l| l.address == *address)
+            .map(|l| l.account)
+    }
+
+    /// Mirrors the escrow movements confirmed since the last call. Returns
+    /// how many were applied. Exactly once: the ledger refuses an event it
+    /// has applied, so a crash before the cursor is saved only re-reads.
+    pub async fn bridge_once(&self) -> Result<usize, EvmError> {
+        let Some(b) = &self.bridge else {
+            return Ok(0);
+        };
+        let to = self
+            .chain
+            .head()
+            .await?
+            .saturating_sub(b.config.confirmations);
+        let mut cursor = lock(&b.cursor).clone();
+        let mut events = std::mem::take(&mut cursor.waiting);
+        // Bounded ranges: RPC providers cap the blocks of one eth_getLogs.
+        while cursor.next_block <= to {
+            let end = to.min(cursor.next_block.saturating_add(4_999));
+            events.extend(self.chain.escrow_events(cursor.next_block, end).await?);
+            cursor.next_block = end + 1;
+        }
+        let treasury = b.config.treasury.public();
+        let mut applied = 0;
+        // An account whose movement waits: its later ones wait behind it.
+        let mut held_back = std::collections::BTreeSet::new();
+        for e in events {
+            let id = chain_event(self.chain.chain_id, &e.tx.0, e.log_index);
+            if self.ledger.with_state(|s| s.bridged.contains(&id)) {
+                continue;
+            }
+            let account = match held_back.contains(&e.account) {
+                true => None,
+                false => self.account_of(&e.account),
+            };
+            let Some(account) = account else {
+                held_back.insert(e.account);
+                cursor.waiting.push(e);
+                continue;
+            };
+            let movement = match e.kind {
+                EscrowKind::Deposit { amount } => Movement::Deposit {
+                    account,
+                    amount: Amount(amount),
+                },
+                EscrowKind::WithdrawalRequested { amount } => Movement::WithdrawalRequested {
+                    account,
+                    amount: Amount(amount),
+                },
+                EscrowKind::WithdrawalCancelled => Movement::WithdrawalCancelled { account },
+                EscrowKind::Withdrawn { amount } => Movement::Withdrawn {
+                    account,
+                    amount: Amount(amount),
+                },
+            };
+            let nonce = self.ledger.with_state(|s| s.nonce(&treasury));
+            let tx = Transaction::signed(
+                &b.config.treasury,
+                nonce,
+                TxBody::Bridge {
+                    event: id,
+                    movement,
+                },
+            )?;
+            match tokio::task::block_in_place(|| self.ledger.submit(&tx)) {
+                Ok(_) => applied += 1,
+                Err(err) => {
+                    tracing::warn!(error = %err, tx = %e.tx, "escrow movement not mirrored yet");
+                    held_back.insert(e.account);
+                    cursor.waiting.push(e);
+                }
+            }
+        }
+        let bytes = serde_json::to_vec_pretty(&cursor).map_err(|e| io(BRIDGE_FILE, e))?;
+        verinfer_log::write_atomic(&self.dir, BRIDGE_FILE, &bytes)
+            .map_err(|e| io(BRIDGE_FILE, e))?;
+        *lock(&b.cursor) = cursor;
+        Ok(applied)
     }
 
     /// The chain connection.
@@ -373,6 +512,9 @@ impl Settler {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if let Err(e) = self.bridge_once().await {
+                tracing::warn!(error = %e, "escrow movements not mirrored this round");
+            }
             if let Some(fin) = latest() {
                 if let Err(e) = self.settle_once(&fin).await {
                     tracing::warn!(error = %e, size = fin.size, "checkpoint not settled on chain this round");
