@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use verinfer_ledger::evm::chain::{
-    contract_params, deploy_over, initial_models, Chain, Token, U256,
+    contract_params, deploy_over, initial_models, Chain, Rpc, Token, U256,
 };
 use verinfer_ledger::evm::{evm_signer, Address, Link, B256};
 use verinfer_ledger::Ledger;
@@ -22,12 +22,26 @@ use crate::cmd_keys::load_key;
 /// Where the chain and the contract are.
 #[derive(Args)]
 pub struct At {
-    /// The chain's JSON-RPC URL.
+    /// The chain's JSON-RPC URL (http or https).
     #[arg(long)]
     rpc: String,
+    /// For https: also trust this CA (PEM file), besides the system's roots.
+    #[arg(long)]
+    rpc_ca: Option<PathBuf>,
     /// The settlement contract's address.
     #[arg(long)]
     contract: Address,
+}
+
+/// The RPC endpoint at `url`, also trusting the CA in `ca` (a PEM file).
+pub fn rpc(url: &str, ca: Option<&Path>) -> anyhow::Result<Rpc> {
+    Ok(Rpc {
+        url: url.to_string(),
+        ca_pem: match ca {
+            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+            None => None,
+        },
+    })
 }
 
 /// A node's role on chain.
@@ -47,9 +61,12 @@ pub enum ChainCommand {
     /// plain one whose whole `--supply` goes to the deployer. Prints the
     /// deployment (JSON).
     Deploy {
-        /// The chain's JSON-RPC URL.
+        /// The chain's JSON-RPC URL (http or https).
         #[arg(long)]
         rpc: String,
+        /// For https: also trust this CA (PEM file).
+        #[arg(long)]
+        rpc_ca: Option<PathBuf>,
         /// Key file of the deployer.
         #[arg(long)]
         key: PathBuf,
@@ -153,9 +170,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn sender(at: &At, key: &Path) -> anyhow::Result<Chain> {
-    Chain::at(&at.rpc, evm_signer(&load_key(key)?)?, at.contract)
-        .await
-        .with_context(|| format!("connecting to {} at {}", at.contract, at.rpc))
+    Chain::at(
+        rpc(&at.rpc, at.rpc_ca.as_deref())?,
+        evm_signer(&load_key(key)?)?,
+        at.contract,
+    )
+    .await
+    .with_context(|| format!("connecting to {} at {}", at.contract, at.rpc))
 }
 
 /// Runs a chain command.
@@ -163,7 +184,8 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
     let rt = runtime()?;
     match cmd {
         ChainCommand::Deploy {
-            rpc,
+            rpc: url,
+            rpc_ca,
             key,
             ledger,
             token,
@@ -194,13 +216,13 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
             };
             let d = rt
                 .block_on(deploy_over(
-                    &rpc,
+                    rpc(&url, rpc_ca.as_deref())?,
                     signer,
                     token,
                     params,
                     initial_models(&models),
                 ))
-                .with_context(|| format!("deploying on {rpc}"))?;
+                .with_context(|| format!("deploying on {url}"))?;
             let json = serde_json::to_string_pretty(&d)?;
             if let Some(out) = out {
                 std::fs::write(&out, &json)
@@ -293,7 +315,7 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
         }
         ChainCommand::Status { at, address } => {
             let v = rt.block_on(async {
-                let c = Chain::reader(&at.rpc, at.contract)
+                let c = Chain::reader(rpc(&at.rpc, at.rpc_ca.as_deref())?, at.contract)
                     .await
                     .with_context(|| format!("connecting to {} at {}", at.contract, at.rpc))?;
                 let (size, root) = c.checkpoint().await?;

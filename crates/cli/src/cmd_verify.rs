@@ -63,6 +63,9 @@ pub struct VerifyArgs {
     /// be included in the root the contract settled (with --contract).
     #[arg(long, value_name = "URL", requires = "contract")]
     pub rpc: Option<String>,
+    /// For an https --rpc: also trust this CA (PEM file).
+    #[arg(long, value_name = "FILE", requires = "rpc")]
+    pub rpc_ca: Option<PathBuf>,
     /// The settlement contract's address (with --rpc).
     #[arg(long, value_name = "ADDRESS", requires = "rpc")]
     pub contract: Option<String>,
@@ -152,6 +155,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
     let mut outcome = check_bundle(&bundle, asked.as_ref(), &pins);
     let mut on_chain = None;
     if let (Ok(report), Some(rpc), Some(contract)) = (&outcome, &args.rpc, &args.contract) {
+        let rpc = crate::cmd_chain::rpc(rpc, args.rpc_ca.as_deref())?;
         match check_on_chain(&bundle, report, rpc, contract, args.url.as_deref())? {
             Ok(line) => on_chain = Some(line),
             Err(e) => outcome = Err(e),
@@ -189,7 +193,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
 pub fn check_on_chain(
     bundle: &ReceiptBundle,
     report: &Report,
-    rpc: &str,
+    rpc: verinfer_ledger::evm::chain::Rpc,
     contract: &str,
     url: Option<&str>,
 ) -> anyhow::Result<Result<String, String>> {
@@ -202,9 +206,10 @@ pub fn check_on_chain(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let at = rpc.url.clone();
     let (size, root) = rt
         .block_on(async { Chain::reader(rpc, address).await?.checkpoint().await })
-        .with_context(|| format!("reading the settled checkpoint from {rpc}"))?;
+        .with_context(|| format!("reading the settled checkpoint from {at}"))?;
     let root = Hash(root.0);
     if bundle.index >= size {
         return Ok(Err(format!(

@@ -11,7 +11,7 @@ use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{Provider, ProviderBuilder};
 use verinfer_ledger::evm::anvil::{dev_signer, Anvil};
 use verinfer_ledger::evm::chain::{
-    contract_params, deploy, fund_gas, initial_models, Chain, FeePolicy,
+    contract_params, deploy, fund_gas, initial_models, Chain, FeePolicy, Rpc,
 };
 use verinfer_ledger::evm::netting::{
     check_settlement, check_slash, domain, EvmSignature, SettlementRequest, SlashRequest,
@@ -580,5 +580,98 @@ async fn escrow_movements_on_chain_are_mirrored_once_in_the_ledger() {
     let mut holders = f.holders.clone();
     holders.push(addr(&newcomer));
     conserved(&f.treasury, &holders).await;
+    f.anvil.stop();
+}
+
+/// A TLS endpoint in front of `upstream` (plain TCP), with a certificate for
+/// `localhost` issued by a new private CA. Returns the port and the CA (PEM).
+async fn tls_proxy(upstream: u16) -> (u16, String) {
+    use tokio_rustls::rustls;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that does not trust the CA fails the handshake.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut up = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    (port, ca_cert.pem())
+}
+
+/// The chain reached over https: trusted through a private CA given with
+/// the URL, refused without it (no silent fallback to plain http or to an
+/// unchecked certificate); a settlement is sent and read back over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chain_is_reached_over_https_with_a_private_ca() {
+    let mut f = fixture(FeePolicy::default()).await;
+    let upstream: u16 = f.rpc.rsplit(':').next().unwrap().parse().unwrap();
+    let (port, ca) = tls_proxy(upstream).await;
+    let https = format!("https://localhost:{port}");
+
+    let err = Chain::reader(https.as_str(), f.treasury.contract)
+        .await
+        .err()
+        .expect("an unknown issuer is refused");
+    assert!(format!("{err}").contains("UnknownIssuer"), "{err}");
+
+    let rpc = Rpc {
+        url: https,
+        ca_pem: Some(ca.into_bytes()),
+    };
+    let chain = Chain::open(
+        rpc.clone(),
+        Some(evm_signer(&f.w.treasury).unwrap()),
+        FeePolicy::default(),
+        f.treasury.contract,
+    )
+    .await
+    .unwrap();
+    assert_eq!(chain.chain_id, f.treasury.chain_id);
+    settle_receipts(&f.ledger, &mut f.w, 0, 3);
+    let cosigners = Arc::new(LocalVerifiers {
+        keys: f.w.verifiers.clone(),
+        log_key: f.ledger.receipts().verifier_key().clone(),
+    });
+    let settler = Settler::new(
+        chain,
+        f.ledger.clone(),
+        cosigners,
+        f.dir.path().to_path_buf(),
+    )
+    .unwrap();
+    assert!(settler
+        .settle_once(&final_checkpoint(&f.ledger))
+        .await
+        .unwrap()
+        .is_some());
+    let reader = Chain::reader(rpc, f.treasury.contract).await.unwrap();
+    assert_eq!(reader.checkpoint().await.unwrap().0, 3);
     f.anvil.stop();
 }

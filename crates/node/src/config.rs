@@ -27,7 +27,8 @@
 //! checkpoint_interval_ms = 500
 //! reporters = ["GATEWAY_PUBLIC_KEY_HEX"]
 //! # backend = "evm"                    # settle on an EVM chain (default: embedded)
-//! # rpc_url = "http://127.0.0.1:8545"
+//! # rpc_url = "http://127.0.0.1:8545"   # or https://
+//! # rpc_ca_file = "ca.pem"             # https: also trust this CA (default: system roots)
 //! # contract = "0x..."                 # the Verinfer contract
 //! # evm_key = "sender.key"             # sends the transactions (default: key)
 //! # stuck_after_secs = 45              # raise the fees of a transaction unmined this long
@@ -110,8 +111,10 @@ pub struct LedgerSection {
     pub reporters: Vec<String>,
     /// `embedded` (default) or `evm`: value settles on an EVM chain.
     pub backend: Option<String>,
-    /// EVM: the chain's JSON-RPC URL.
+    /// EVM: the chain's JSON-RPC URL (http or https).
     pub rpc_url: Option<String>,
+    /// EVM: a CA (PEM) to trust for an https RPC, besides the system's roots.
+    pub rpc_ca_file: Option<PathBuf>,
     /// EVM: the settlement contract's address.
     pub contract: Option<String>,
     /// EVM: the key file whose derived EVM key sends the settlement
@@ -171,6 +174,7 @@ impl NodeConfig {
         fix(&mut c.gateway.api_keys);
         fix(&mut c.ledger.evm_key);
         fix(&mut c.ledger.bridge_key);
+        fix(&mut c.ledger.rpc_ca_file);
         c.data_dir = Some(match c.data_dir.take() {
             Some(d) if d.is_relative() => base.join(d),
             Some(d) => d,

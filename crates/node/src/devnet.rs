@@ -301,7 +301,7 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         let ledger_key = key("ledger")?;
         let settler = start::settle_on_chain(
             &mut l,
-            &c.url,
+            (&c.url).into(),
             c.deployment.contract,
             ledger_key.clone(),
             &ledger_key,

@@ -164,7 +164,7 @@ pub async fn ledger(
 /// by `node_key`); with `bridge`, it also mirrors the escrow's movements.
 pub async fn settle_on_chain(
     running: &mut Running,
-    rpc: &str,
+    rpc: verinfer_ledger::evm::chain::Rpc,
     contract: verinfer_ledger::evm::Address,
     node_key: SecretKey,
     sender: &SecretKey,
@@ -175,6 +175,7 @@ pub async fn settle_on_chain(
         .ledger
         .clone()
         .context("only the ledger role settles")?;
+    let url = rpc.url.clone();
     let chain = verinfer_ledger::evm::chain::Chain::open(
         rpc,
         Some(verinfer_ledger::evm::evm_signer(sender)?),
@@ -182,7 +183,7 @@ pub async fn settle_on_chain(
         contract,
     )
     .await
-    .with_context(|| format!("connecting to the settlement contract {contract} at {rpc}"))?;
+    .with_context(|| format!("connecting to the settlement contract {contract} at {url}"))?;
     let ledger = node.ledger().clone();
     let cosigners = Arc::new(crate::evm_role::HttpCosigners::new(
         ledger.clone(),
@@ -331,11 +332,20 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
             let evm = match c.ledger.backend.as_deref().unwrap_or("embedded") {
                 "embedded" => None,
                 "evm" => {
-                    let rpc = c
-                        .ledger
-                        .rpc_url
-                        .clone()
-                        .context("backend = \"evm\" needs rpc_url")?;
+                    let rpc =
+                        verinfer_ledger::evm::chain::Rpc {
+                            url: c
+                                .ledger
+                                .rpc_url
+                                .clone()
+                                .context("backend = \"evm\" needs rpc_url")?,
+                            ca_pem: match &c.ledger.rpc_ca_file {
+                                Some(p) => Some(std::fs::read(p).with_context(|| {
+                                    format!("reading rpc_ca_file {}", p.display())
+                                })?),
+                                None => None,
+                            },
+                        };
                     let contract: verinfer_ledger::evm::Address = c
                         .ledger
                         .contract
@@ -394,7 +404,7 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
             .await?;
             if let Some((rpc, contract, sender, fees, bridge)) = evm {
                 if let Err(e) =
-                    settle_on_chain(&mut running, &rpc, contract, key, &sender, fees, bridge).await
+                    settle_on_chain(&mut running, rpc, contract, key, &sender, fees, bridge).await
                 {
                     running.stop();
                     return Err(e);

@@ -144,7 +144,20 @@ fn rpc_err(e: alloy::transports::TransportError) -> EvmError {
         .and_then(|r| r.as_decoded_interface_error::<Verinfer::VerinferErrors>())
     {
         Some(rev) => EvmError::Chain(format!("reverted: {rev:?}")),
-        None => chain_err(e),
+        None => {
+            // With its causes: "error sending request" alone hides a refused
+            // certificate or a refused connection.
+            let mut m = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                let c_text = c.to_string();
+                if !m.contains(&c_text) {
+                    m = format!("{m}: {c_text}");
+                }
+                cause = c.source();
+            }
+            EvmError::Chain(m)
+        }
     }
 }
 
@@ -477,16 +490,58 @@ pub struct Chain {
     pub chain_id: u64,
 }
 
+/// Where a chain's JSON-RPC is: an `http://` or `https://` URL and, for a
+/// server whose certificate a private CA issued, that CA (PEM), trusted
+/// besides the system's roots.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rpc {
+    /// The URL.
+    pub url: String,
+    /// Extra trusted roots (PEM).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl From<&str> for Rpc {
+    fn from(url: &str) -> Rpc {
+        Rpc {
+            url: url.to_string(),
+            ca_pem: None,
+        }
+    }
+}
+
+impl From<&String> for Rpc {
+    fn from(url: &String) -> Rpc {
+        Rpc::from(url.as_str())
+    }
+}
+
 /// Connects to `rpc`; with a signer, also returns its [`Sender`].
 async fn connect(
-    rpc: &str,
+    rpc: &Rpc,
     signer: Option<PrivateKeySigner>,
     policy: FeePolicy,
 ) -> Result<(DynProvider, Option<Arc<Sender>>, u64), EvmError> {
-    let url: alloy::transports::http::reqwest::Url = rpc
+    use alloy::transports::http::reqwest;
+    let url: reqwest::Url = rpc
+        .url
         .parse()
-        .map_err(|e| EvmError::Chain(format!("RPC URL {rpc}: {e}")))?;
-    let reader = ProviderBuilder::new().connect_http(url.clone()).erased();
+        .map_err(|e| EvmError::Chain(format!("RPC URL {}: {e}", rpc.url)))?;
+    let mut http = reqwest::Client::builder();
+    if let Some(pem) = &rpc.ca_pem {
+        let roots = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| EvmError::Chain(format!("RPC CA certificates: {e}")))?;
+        if roots.is_empty() {
+            return Err(EvmError::Chain("RPC CA file has no certificate".into()));
+        }
+        http = http.tls_certs_merge(roots);
+    }
+    let http = http
+        .build()
+        .map_err(|e| EvmError::Chain(format!("HTTP client: {e}")))?;
+    let reader = ProviderBuilder::new()
+        .connect_reqwest(http.clone(), url.clone())
+        .erased();
     let chain_id = reader.get_chain_id().await.map_err(rpc_err)?;
     let sender = signer.map(|s| {
         let from = s.address();
@@ -494,7 +549,7 @@ async fn connect(
         let provider = ProviderBuilder::new()
             .disable_recommended_fillers()
             .wallet(EthereumWallet::from(s))
-            .connect_http(url)
+            .connect_reqwest(http, url)
             .erased();
         Arc::new(Sender {
             provider,
@@ -510,7 +565,7 @@ async fn connect(
 impl Chain {
     /// Connects to `rpc` as `signer`, for the contract at `contract`.
     pub async fn at(
-        rpc: &str,
+        rpc: impl Into<Rpc>,
         signer: PrivateKeySigner,
         contract: Address,
     ) -> Result<Chain, EvmError> {
@@ -518,19 +573,19 @@ impl Chain {
     }
 
     /// A read-only connection (for checking, not sending).
-    pub async fn reader(rpc: &str, contract: Address) -> Result<Chain, EvmError> {
+    pub async fn reader(rpc: impl Into<Rpc>, contract: Address) -> Result<Chain, EvmError> {
         Self::open(rpc, None, FeePolicy::default(), contract).await
     }
 
     /// Connects to `rpc` for the contract at `contract`, sending as `signer`
     /// (when given) under `policy`.
     pub async fn open(
-        rpc: &str,
+        rpc: impl Into<Rpc>,
         signer: Option<PrivateKeySigner>,
         policy: FeePolicy,
         contract: Address,
     ) -> Result<Chain, EvmError> {
-        let (provider, sender, chain_id) = connect(rpc, signer, policy).await?;
+        let (provider, sender, chain_id) = connect(&rpc.into(), signer, policy).await?;
         let code = provider.get_code_at(contract).await.map_err(rpc_err)?;
         if code.is_empty() {
             return Err(EvmError::Chain(format!(
@@ -823,7 +878,7 @@ pub struct Deployment {
 /// Deploys the devnet token (`supply` to the deployer) and the settlement
 /// contract over it.
 pub async fn deploy(
-    rpc: &str,
+    rpc: impl Into<Rpc>,
     deployer: PrivateKeySigner,
     supply: U256,
     params: Verinfer::Params,
@@ -844,13 +899,14 @@ pub enum Token {
 /// Deploys the settlement contract over `token` (deploying a new one first
 /// if asked).
 pub async fn deploy_over(
-    rpc: &str,
+    rpc: impl Into<Rpc>,
     deployer: PrivateKeySigner,
     token: Token,
     params: Verinfer::Params,
     models: Vec<Verinfer::InitialModel>,
 ) -> Result<Deployment, EvmError> {
-    let (reader, sender, chain_id) = connect(rpc, Some(deployer), FeePolicy::default()).await?;
+    let (reader, sender, chain_id) =
+        connect(&rpc.into(), Some(deployer), FeePolicy::default()).await?;
     let sender = sender.ok_or_else(|| EvmError::Chain("no deployer".into()))?;
     let create = |code: Vec<u8>| {
         let sender = sender.clone();
@@ -893,12 +949,12 @@ pub async fn deploy_over(
 /// Sends `wei` of the chain's currency from `from` to each of `to` (gas
 /// money for the accounts that send transactions).
 pub async fn fund_gas(
-    rpc: &str,
+    rpc: impl Into<Rpc>,
     from: PrivateKeySigner,
     to: &[Address],
     wei: U256,
 ) -> Result<(), EvmError> {
-    let (_, sender, _) = connect(rpc, Some(from), FeePolicy::default()).await?;
+    let (_, sender, _) = connect(&rpc.into(), Some(from), FeePolicy::default()).await?;
     let sender = sender.ok_or_else(|| EvmError::Chain("no sender".into()))?;
     for a in to {
         sender
