@@ -34,7 +34,7 @@
 //! # stuck_after_secs = 45              # raise the fees of a transaction unmined this long
 //! # max_fee_per_gas_gwei = 500         # never offer more per gas (default: no cap)
 //! # bridge_key = "treasury.key"        # mirror the escrow's deposits and withdrawals
-//! # bridge_from_block = 0              # the first block to mirror
+//! # bridge_from_block = 0              # the first block to mirror (the deployment's)
 //! # confirmations = 12                 # blocks a movement waits before it is mirrored
 //! ```
 
@@ -129,7 +129,9 @@ pub struct LedgerSection {
     /// EVM: the treasury's key file; with it, deposits and withdrawals made
     /// on chain are mirrored in the ledger (without it they are not).
     pub bridge_key: Option<PathBuf>,
-    /// EVM: the first block whose escrow movements are mirrored (default 0).
+    /// EVM: the first block whose escrow movements are mirrored (default 0;
+    /// on a long chain give the deployment's block, which `verinfer chain
+    /// deploy` prints).
     pub bridge_from_block: Option<u64>,
     /// EVM: blocks a movement must be under before it is mirrored (default
     /// 12).

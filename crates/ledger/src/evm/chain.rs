@@ -873,6 +873,10 @@ pub struct Deployment {
     pub token: Address,
     /// The chain id.
     pub chain_id: u64,
+    /// The block the contract was created in: nothing of it is logged before
+    /// (where a bridge starts reading).
+    #[serde(default)]
+    pub block: u64,
 }
 
 /// Deploys the devnet token (`supply` to the deployer) and the settlement
@@ -914,8 +918,10 @@ pub async fn deploy_over(
             let r = sender
                 .submit(TransactionRequest::default().with_deploy_code(code))
                 .await?;
-            r.contract_address
-                .ok_or_else(|| EvmError::Chain("contract creation failed".into()))
+            match (r.contract_address, r.block_number) {
+                (Some(a), Some(b)) => Ok((a, b)),
+                _ => Err(EvmError::Chain("contract creation failed".into())),
+            }
         }
     };
     let token = match token {
@@ -929,7 +935,7 @@ pub async fn deploy_over(
         }
         Token::New(supply) => {
             let args = VerinferToken::constructorCall { supply }.abi_encode();
-            create([bytecode("VerinferToken")?, args].concat()).await?
+            create([bytecode("VerinferToken")?, args].concat()).await?.0
         }
     };
     let args = Verinfer::constructorCall {
@@ -938,11 +944,12 @@ pub async fn deploy_over(
         models,
     }
     .abi_encode();
-    let contract = create([bytecode("Verinfer")?, args].concat()).await?;
+    let (contract, block) = create([bytecode("Verinfer")?, args].concat()).await?;
     Ok(Deployment {
         contract,
         token,
         chain_id,
+        block,
     })
 }
 
