@@ -84,7 +84,7 @@ pub enum ChainCommand {
         #[arg(long)]
         treasury: Option<Address>,
         /// Verifier signatures a slash needs.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
         slash_quorum: u16,
         /// Also write the deployment to this file.
         #[arg(long)]
@@ -204,9 +204,6 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
                 )
             });
             drop(l);
-            if slash_quorum == 0 {
-                bail!("--slash-quorum must be at least 1");
-            }
             let params =
                 contract_params(&params, slash_quorum, treasury.unwrap_or(signer.address()))?;
             let token = match (token, supply) {

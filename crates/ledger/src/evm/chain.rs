@@ -397,19 +397,12 @@ impl Sender {
                 .with_nonce(nonce)
                 .with_max_fee_per_gas(fees.max_fee)
                 .with_max_priority_fee_per_gas(fees.priority);
+            let mut underpriced = false;
             match self.provider.send_transaction(req).await {
                 Ok(p) => hashes.push(*p.tx_hash()),
                 Err(e) => match refusal(e) {
-                    Refusal::Underpriced => {
-                        *self.in_flight() = Some(InFlight {
-                            nonce,
-                            fees,
-                            hashes: hashes.clone(),
-                        });
-                        continue;
-                    }
-                    Refusal::Taken => {}
                     Refusal::Other(e) => return Err(e),
+                    r => underpriced = matches!(r, Refusal::Underpriced),
                 },
             }
             *self.in_flight() = Some(InFlight {
@@ -417,6 +410,9 @@ impl Sender {
                 fees,
                 hashes: hashes.clone(),
             });
+            if underpriced {
+                continue;
+            }
             let deadline = tokio::time::Instant::now() + self.policy.stuck_after;
             // When the nonce was seen used with no receipt of ours: a node
             // may count a block's transactions before it serves their

@@ -15,8 +15,10 @@
 //! - [`netting`]: pure functions: fee netting, transfer words, EIP-712
 //!   digests, the verifier's checks;
 //! - [`anvil`]: a local chain for the devnet and tests;
-//! - [`chain`]: the contract bindings and deployment, through alloy;
-//! - [`settler`]: the idempotent submitter.
+//! - [`chain`]: the contract bindings and deployment, through alloy, and the
+//!   sender that prices transactions and replaces stuck ones;
+//! - [`settler`]: the idempotent submitter, and the bridge that mirrors the
+//!   escrow's deposits and withdrawals into the ledger.
 
 pub mod anvil;
 pub mod chain;

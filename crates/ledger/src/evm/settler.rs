@@ -1,5 +1,6 @@
 //! The submitter: settles every final checkpoint of the receipts log on
-//! chain, and repeats every slash of the ledger there.
+//! chain, repeats every slash of the ledger there, and (with a bridge)
+//! mirrors the escrow's movements logged on chain back into the ledger.
 //!
 //! Idempotent by construction: each round starts from what the chain says
 //! (its settled size and root), never from what this process believes it
@@ -8,8 +9,9 @@
 //! was undone by a chain restarted from an older state is simply built and
 //! sent again, and one that did land makes the next round start after it: the
 //! contract's `oldSize == settledSize` rule refuses anything applied twice.
-//! Nonces come from the chain's pending count for every transaction, so a
-//! restarted chain or a lost transaction leaves no gap behind.
+//! Nonces come from the chain's mined count for every transaction (see
+//! `chain::FeePolicy`), so a restarted chain or a lost transaction leaves no
+//! gap behind, and a stuck one is replaced rather than queued behind.
 
 use std::collections::BTreeMap;
 use std::future::Future;
