@@ -15,24 +15,13 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{bin, free_port, node, write};
+use support::{free_port, init_devnet, member_config, node, run_ok as verinfer, wait_ready, write};
 use verinfer_ledger::evm::anvil::{dev_signer, Anvil};
 use verinfer_ledger::evm::chain::{fund_gas, Chain, U256};
 use verinfer_ledger::evm::{evm_signer, Address, B256};
 use verinfer_ledger::Ledger;
 use verinfer_node::testing::chat;
 use verinfer_types::SecretKey;
-
-/// Runs `verinfer ARGS`, asserting success; returns stdout.
-fn verinfer(args: &[&str]) -> String {
-    let out = bin().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "verinfer {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn key(p: &Path) -> SecretKey {
     verinfer_node::config::load_key(p).unwrap()
@@ -47,12 +36,7 @@ fn node_processes_with_the_evm_backend_settle_chats_on_chain() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    verinfer(&["devnet", "--init-only", "--data-dir", &s(d)]);
-    let api_key = std::fs::read_to_string(d.join("api-key"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let model = verinfer_inference::models::resolve("smollm2-135m").unwrap();
+    let (api_key, model) = init_devnet(d);
     let (min_stake, supply, deposit) = {
         let l = Ledger::open(&d.join("ledger")).unwrap();
         let demo = key(&d.join("gateway/demo.key")).public();
@@ -155,14 +139,7 @@ fn node_processes_with_the_evm_backend_settle_chats_on_chain() {
     );
     let mut procs = vec![node("ledger", &ledger_cfg).0];
     for (role, name) in &members {
-        let cfg = write(
-            d.join(name).join("node.toml"),
-            format!(
-                "key = \"node.key\"\nlisten = \"127.0.0.1:0\"\nledger_url = \"{ledger_url}\"\nmodel = \"{}\"\nthreads = 1\nheartbeat_ms = 500\n",
-                model.display()
-            ),
-        );
-        procs.push(node(role, &cfg).0);
+        procs.push(node(role, &member_config(d, name, &ledger_url, &model)).0);
     }
     let gw_cfg = write(
         d.join("gateway/node.toml"),
@@ -178,23 +155,7 @@ fn node_processes_with_the_evm_backend_settle_chats_on_chain() {
     const CHATS: u64 = 4;
     let http = reqwest::Client::new();
     rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let v: serde_json::Value = http
-                .get(format!("{url}/v1/models"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let m = &v["data"][0]["verinfer"];
-            if m["inference_nodes"] == 1 && m["verifiers"] == 3 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "network not ready: {v}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_ready(&http, &url, 1, 3).await;
         for i in 0..CHATS {
             let r = chat(
                 &http,

@@ -9,8 +9,8 @@ mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use support::{bin, free_port, node, write};
+use std::time::Duration;
+use support::{free_port, init_devnet, member_config, node, wait_ready, write};
 use verinfer_node::testing::{bundle, chat};
 use verinfer_verify::receipt::{check_receipt, Status, Trust};
 
@@ -18,21 +18,7 @@ use verinfer_verify::receipt::{check_receipt, Status, Trust};
 fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let out = bin()
-        .args(["devnet", "--init-only", "--data-dir"])
-        .arg(d)
-        .output()
-        .expect("devnet --init-only");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let api_key = std::fs::read_to_string(d.join("api-key"))
-        .expect("api key")
-        .trim()
-        .to_string();
-    let model = verinfer_inference::models::resolve("smollm2-135m").expect("model fetched by init");
+    let (api_key, model) = init_devnet(d);
 
     let ledger_url = format!("http://127.0.0.1:{}", free_port());
     let ledger_cfg = write(
@@ -43,15 +29,7 @@ fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {
         ),
     );
     let mut procs = vec![node("ledger", &ledger_cfg).0];
-    let member = |name: &str| {
-        write(
-            d.join(name).join("node.toml"),
-            format!(
-                "key = \"node.key\"\nlisten = \"127.0.0.1:0\"\nledger_url = \"{ledger_url}\"\nmodel = \"{}\"\nthreads = 1\nheartbeat_ms = 500\n",
-                model.display()
-            ),
-        )
-    };
+    let member = |name: &str| member_config(d, name, &ledger_url, &model);
     for i in 0..3 {
         procs.push(node("verifier", &member(&format!("verifier-{i}"))).0);
     }
@@ -71,23 +49,7 @@ fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {
     rt.block_on(async {
         let http = Arc::new(reqwest::Client::new());
         // Ready: the gateway sees both inference nodes and all verifiers.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let v: serde_json::Value = http
-                .get(format!("{url}/v1/models"))
-                .send()
-                .await
-                .expect("models")
-                .json()
-                .await
-                .expect("json");
-            let m = &v["data"][0]["verinfer"];
-            if m["inference_nodes"] == 2 && m["verifiers"] == 3 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "network not ready: {v}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_ready(&http, &url, 2, 3).await;
 
         // Load from 4 clients; kill a verifier and an inference node once
         // six answers are in.

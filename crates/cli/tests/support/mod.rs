@@ -68,3 +68,66 @@ pub fn write(path: PathBuf, text: String) -> PathBuf {
     std::fs::write(&path, text).expect("write config");
     path
 }
+
+/// Runs `verinfer ARGS`, asserting success; returns stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = bin().args(args).output().expect("run verinfer");
+    assert!(
+        out.status.success(),
+        "verinfer {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// `verinfer devnet --init-only` in `d`: the demo's API key and the model.
+pub fn init_devnet(d: &Path) -> (String, PathBuf) {
+    run_ok(&[
+        "devnet",
+        "--init-only",
+        "--data-dir",
+        d.to_str().expect("path"),
+    ]);
+    let api_key = std::fs::read_to_string(d.join("api-key"))
+        .expect("api key")
+        .trim()
+        .to_string();
+    let model = verinfer_inference::models::resolve("smollm2-135m").expect("model fetched by init");
+    (api_key, model)
+}
+
+/// The config of inference node or verifier `name` of the devnet in `d`.
+pub fn member_config(d: &Path, name: &str, ledger_url: &str, model: &Path) -> PathBuf {
+    write(
+        d.join(name).join("node.toml"),
+        format!(
+            "key = \"node.key\"\nlisten = \"127.0.0.1:0\"\nledger_url = \"{ledger_url}\"\nmodel = \"{}\"\nthreads = 1\nheartbeat_ms = 500\n",
+            model.display()
+        ),
+    )
+}
+
+/// Waits (up to 60 s) until the gateway at `url` sees `inference` inference
+/// nodes and `verifiers` verifiers.
+pub async fn wait_ready(http: &reqwest::Client, url: &str, inference: u64, verifiers: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let v: serde_json::Value = http
+            .get(format!("{url}/v1/models"))
+            .send()
+            .await
+            .expect("models")
+            .json()
+            .await
+            .expect("json");
+        let m = &v["data"][0]["verinfer"];
+        if m["inference_nodes"] == inference && m["verifiers"] == verifiers {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "network not ready: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -661,13 +661,7 @@ impl Chain {
 
     /// An account's escrow balance.
     pub async fn balance(&self, account: Address) -> Result<u128, EvmError> {
-        Ok(self
-            .verinfer()
-            .accounts(account)
-            .call()
-            .await
-            .map_err(call_err)?
-            .balance)
+        Ok(self.account(account).await?.0)
     }
 
     /// The latest block number.
