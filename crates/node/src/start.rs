@@ -63,6 +63,8 @@ pub struct Running {
     pub gateway: Option<Arc<Gateway>>,
     /// The ledger role's state, for the ledger role.
     pub ledger: Option<Arc<LedgerNode>>,
+    /// Closed once the server has shut its port and every connection.
+    serving: Serving,
 }
 
 impl Running {
@@ -78,15 +80,34 @@ impl Running {
             }
         }
     }
+
+    /// Stops the role as [`Running::stop`] does, then waits until its server
+    /// has closed its port and every connection (requests in flight finish
+    /// first): after this, nothing answers at `url` (regression: a request
+    /// sent just after `stop` was still answered on a pooled connection).
+    pub async fn shutdown(&self) {
+        self.stop();
+        let mut serving = self.serving.clone();
+        while serving.changed().await.is_ok() {}
+    }
 }
+
+/// Watches a server task: the channel closes when the task ends.
+type Serving = tokio::sync::watch::Receiver<()>;
 
 /// Serves `router`; aborting the returned handle shuts the server down as
 /// an exiting process would: no new connections, and idle keep-alive
 /// connections closed (regression: a stopped in-process node kept answering
-/// on a gateway's pooled connection).
-fn spawn_server(listener: tokio::net::TcpListener, router: axum::Router) -> JoinHandle<()> {
+/// on a gateway's pooled connection). The shutdown itself runs on; the
+/// returned [`Serving`] closes when it is over.
+fn spawn_server(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+) -> (JoinHandle<()>, Serving) {
     let (alive, mut stopped) = tokio::sync::watch::channel(());
+    let (serving, watched) = tokio::sync::watch::channel(());
     tokio::spawn(async move {
+        let _serving = serving;
         let shutdown = async move {
             // Err once the sender is dropped, with the aborted handle's task.
             while stopped.changed().await.is_ok() {}
@@ -98,10 +119,11 @@ fn spawn_server(listener: tokio::net::TcpListener, router: axum::Router) -> Join
             tracing::error!(error = %e, "server stopped");
         }
     });
-    tokio::spawn(async move {
+    let stop = tokio::spawn(async move {
         let _alive = alive;
         std::future::pending::<()>().await
-    })
+    });
+    (stop, watched)
 }
 
 /// The model id (SHA-256 of the file) of `path`, computed once per process.
@@ -147,7 +169,7 @@ pub async fn ledger(
 ) -> anyhow::Result<Running> {
     let node = LedgerNode::new(ledger, dir, key, witness_quorum, reporters)?;
     let (listener, url) = http::bind(listen).await?;
-    let server = spawn_server(listener, node.router());
+    let (server, serving) = spawn_server(listener, node.router());
     let n = node.clone();
     let cosign = tokio::spawn(async move { n.cosign_loop(checkpoint_interval).await });
     Ok(Running {
@@ -155,6 +177,7 @@ pub async fn ledger(
         tasks: vec![server, cosign],
         gateway: None,
         ledger: Some(node),
+        serving,
     })
 }
 
@@ -223,10 +246,10 @@ async fn join_and_beat(
     m: &Member,
     role: Role,
     router: axum::Router,
-) -> anyhow::Result<(String, Vec<JoinHandle<()>>)> {
+) -> anyhow::Result<(String, Vec<JoinHandle<()>>, Serving)> {
     let (listener, bound) = http::bind(&m.listen).await?;
     let url = m.public_url.clone().unwrap_or(bound);
-    let server = spawn_server(listener, router);
+    let (server, serving) = spawn_server(listener, router);
     let ledger = LedgerClient::new(&m.ledger_url, m.key.clone());
     if let Err(e) = membership::join(&ledger, &m.key, role, &url).await {
         server.abort();
@@ -239,7 +262,7 @@ async fn join_and_beat(
         url.clone(),
         m.heartbeat,
     ));
-    Ok((url, vec![server, beats]))
+    Ok((url, vec![server, beats], serving))
 }
 
 /// Starts an inference node running `engine` (model id `model_id`).
@@ -250,12 +273,13 @@ pub async fn inference(
     fault: Option<Fault>,
 ) -> anyhow::Result<Running> {
     let node = InferenceNode::new(engine, model_id, m.key.clone(), fault);
-    let (url, tasks) = join_and_beat(&m, Role::Inference, node.router()).await?;
+    let (url, tasks, serving) = join_and_beat(&m, Role::Inference, node.router()).await?;
     Ok(Running {
         url,
         tasks,
         gateway: None,
         ledger: None,
+        serving,
     })
 }
 
@@ -272,12 +296,13 @@ pub async fn verifier(
         bail!("this build's engine has no margin rule");
     }
     let node = VerifierNode::new(engine, model_id, m.key.clone(), log_key, dir)?;
-    let (url, tasks) = join_and_beat(&m, Role::Verifier, node.router()).await?;
+    let (url, tasks, serving) = join_and_beat(&m, Role::Verifier, node.router()).await?;
     Ok(Running {
         url,
         tasks,
         gateway: None,
         ledger: None,
+        serving,
     })
 }
 
@@ -290,12 +315,13 @@ pub async fn gateway(
 ) -> anyhow::Result<Running> {
     let (listener, url) = http::bind(listen).await?;
     let gw = Gateway::start(key, ledger_url, config).await;
-    let server = spawn_server(listener, gw.router());
+    let (server, serving) = spawn_server(listener, gw.router());
     Ok(Running {
         url,
         tasks: vec![server],
         gateway: Some(gw),
         ledger: None,
+        serving,
     })
 }
 

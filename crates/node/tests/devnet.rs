@@ -253,7 +253,7 @@ async fn devnet_answers_are_verified_settled_and_provable() {
 
     // No healthy inference node: 503.
     for name in ["inference-0", "inference-1"] {
-        net.role(name).expect("role").stop();
+        net.role(name).expect("role").shutdown().await;
     }
     let r = chat(&http, &net.url, &net.api_key, "anyone?", 4, false)
         .await
