@@ -20,7 +20,7 @@ use verinfer_ledger::evm::anvil::{dev_signer, Anvil};
 use verinfer_ledger::evm::chain::{fund_gas, Chain, U256};
 use verinfer_ledger::evm::{evm_signer, Address, B256};
 use verinfer_ledger::Ledger;
-use verinfer_node::testing::chat;
+use verinfer_node::testing::{chat, get_json};
 use verinfer_types::SecretKey;
 
 fn key(p: &Path) -> SecretKey {
@@ -211,14 +211,10 @@ fn node_processes_with_the_evm_backend_settle_chats_on_chain() {
     rt.block_on(async {
         let t = Instant::now();
         loop {
-            let s: verinfer_node::wire::SummaryView = http
-                .get(format!("{ledger_url}/v1/ledger/summary"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let s: verinfer_node::wire::SummaryView =
+                get_json(&http, &format!("{ledger_url}/v1/ledger/summary"))
+                    .await
+                    .unwrap();
             if s.withdrawing == ASKED {
                 assert!(s.conserved(), "{s:?}");
                 break;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::{free_port, init_devnet, member_config, node, wait_ready, write};
-use verinfer_node::testing::{bundle, chat};
+use verinfer_node::testing::{bundle, chat, get_json};
 use verinfer_verify::receipt::{check_receipt, Status, Trust};
 
 #[test]
@@ -123,14 +123,10 @@ fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {
                 .expect("receipt verifies");
             assert_eq!(report.status, Status::Verified);
         }
-        let s: verinfer_node::wire::SummaryView = http
-            .get(format!("{url}/v1/ledger/summary"))
-            .send()
-            .await
-            .expect("summary")
-            .json()
-            .await
-            .expect("json");
+        let s: verinfer_node::wire::SummaryView =
+            get_json(&http, &format!("{url}/v1/ledger/summary"))
+                .await
+                .expect("summary");
         assert!(s.conserved(), "supply conserved: {s:?}");
         assert_eq!(s.escrow, 0, "no reservation left behind");
     });

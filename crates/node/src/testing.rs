@@ -1,6 +1,7 @@
 //! Test helpers shared by the node's and the CLI's end-to-end tests
 //! (feature `test-util`): an API client that speaks the gateway's chat
-//! API (streaming or not) and fetches receipts once a checkpoint covers them.
+//! API (streaming or not), fetches receipts once a checkpoint covers them,
+//! and reads JSON endpoints.
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -58,6 +59,14 @@ pub async fn chat(
         }),
     )
     .await
+}
+
+/// GETs `url` and parses its JSON body.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<T> {
+    Ok(http.get(url).send().await?.json().await?)
 }
 
 /// POSTs a body to `/v1/chat/completions` and reads the answer, parsing a

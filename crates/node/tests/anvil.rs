@@ -9,7 +9,7 @@ use verinfer_inference::respond::Fault;
 use verinfer_ledger::evm::chain::Chain;
 use verinfer_ledger::evm::{evm_signer, Address, B256};
 use verinfer_node::devnet::{self, DevnetOptions, Settlement};
-use verinfer_node::testing::chat;
+use verinfer_node::testing::{chat, get_json};
 
 fn key(dir: &Path, name: &str) -> verinfer_types::SecretKey {
     verinfer_node::config::load_key(&dir.join(format!("{name}.key"))).expect("key")
@@ -164,28 +164,19 @@ async fn devnet_settles_and_slashes_on_anvil_through_a_chain_restart() {
 
     // The ledger role lists the transactions for the explorer.
     let ledger_url = &net.role("ledger").expect("ledger").url;
-    let status: serde_json::Value = http
-        .get(format!("{ledger_url}/ledger/evm"))
-        .send()
+    let status: serde_json::Value = get_json(&http, &format!("{ledger_url}/ledger/evm"))
         .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+        .expect("status");
     assert_eq!(status["backend"], "evm");
     assert_eq!(status["settled_size"], size);
     let txs = status["transactions"].as_array().expect("transactions");
     assert!(txs.iter().any(|t| t["kind"] == "checkpoint"));
     assert!(txs.iter().any(|t| t["kind"] == "slash"));
     // The explorer shows them (through the gateway).
-    let explorer: serde_json::Value = http
-        .get(format!("{}/v1/explorer/settlement", net.url))
-        .send()
-        .await
-        .expect("explorer")
-        .json()
-        .await
-        .expect("json");
+    let explorer: serde_json::Value =
+        get_json(&http, &format!("{}/v1/explorer/settlement", net.url))
+            .await
+            .expect("explorer");
     assert_eq!(explorer["chain"]["settled_size"], size);
     assert_eq!(
         explorer["chain"]["contract"],

@@ -11,7 +11,7 @@ use std::time::Duration;
 use verinfer_inference::respond::Fault;
 use verinfer_node::config::{create_key, ApiKeyEntry, ApiKeysFile};
 use verinfer_node::devnet::{self, Devnet, DevnetOptions};
-use verinfer_node::testing::{bundle, chat, post, Reply};
+use verinfer_node::testing::{bundle, chat, get_json, post, Reply};
 use verinfer_types::records::Receipt;
 use verinfer_types::Record;
 use verinfer_verify::receipt::{check_receipt, ReceiptBundle, Status, Trust};
@@ -97,14 +97,9 @@ async fn devnet_answers_are_verified_settled_and_provable() {
     assert!(check_receipt(&parsed, &trust).is_err());
 
     // Another key sees the leaf and the proof, not the text.
-    let public: ReceiptBundle = http
-        .get(format!("{}/v1/receipts/{}", net.url, b.id))
-        .send()
+    let public: ReceiptBundle = get_json(&http, &format!("{}/v1/receipts/{}", net.url, b.id))
         .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+        .expect("public receipt");
     assert!(public.receipt.is_none());
     assert_eq!(
         check_receipt(&public, &trust)
@@ -346,13 +341,7 @@ fn devnet_key(dir: &Path, name: &str) -> verinfer_types::PublicKey {
 }
 
 async fn get(http: &reqwest::Client, url: &str) -> serde_json::Value {
-    http.get(url)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json")
+    get_json(http, url).await.expect("json")
 }
 
 /// The verified calls in the explorer's per-minute chart.

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use verinfer_node::testing::get_json;
 
 /// A child process killed when dropped.
 pub struct Proc {
@@ -112,14 +113,9 @@ pub fn member_config(d: &Path, name: &str, ledger_url: &str, model: &Path) -> Pa
 pub async fn wait_ready(http: &reqwest::Client, url: &str, inference: u64, verifiers: u64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let v: serde_json::Value = http
-            .get(format!("{url}/v1/models"))
-            .send()
+        let v: serde_json::Value = get_json(http, &format!("{url}/v1/models"))
             .await
-            .expect("models")
-            .json()
-            .await
-            .expect("json");
+            .expect("models");
         let m = &v["data"][0]["verinfer"];
         if m["inference_nodes"] == inference && m["verifiers"] == verifiers {
             return;
