@@ -251,13 +251,24 @@ async fn handle(
     chat: bool,
 ) -> Response {
     Counters::inc(&gw.counters.requests);
-    match start(&gw, &headers, body, chat).await {
+    // A rejected body (too large, or broken off) was not read to its end, so
+    // the server closes the connection after answering; saying so keeps a
+    // client from sending its next request into the closed connection
+    // (regression: a broken pipe on the request after a 413).
+    let unread = body.is_err();
+    let mut response = match start(&gw, &headers, body, chat).await {
         Ok(r) => r,
         Err(e) => {
             Counters::inc(&gw.counters.errors);
             e.into_response()
         }
+    };
+    if unread {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    response
 }
 
 /// Authenticates, parses and starts serving; errors found before the first
@@ -764,4 +775,49 @@ async fn info(State(gw): State<Arc<Gateway>>) -> Json<NodeInfo> {
         engine: String::new(),
         context_len: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the gateway answered an oversized body with a 413 and then
+    /// closed the connection without saying so; the client's next request on
+    /// it failed with a broken pipe.
+    #[tokio::test]
+    async fn an_oversized_body_is_refused_with_connection_close() {
+        let config = GatewayConfig {
+            api_keys: vec![("vi-test".into(), SecretKey::generate())],
+            max_body_bytes: 1 << 10,
+            ..Default::default()
+        };
+        // No ledger: the body is refused before the gateway needs one.
+        let gw = Gateway::start(SecretKey::generate(), "http://127.0.0.1:9", config).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, gw.router()).await });
+        let http = reqwest::Client::new();
+        let send = |body: String| {
+            http.post(format!("{url}/v1/chat/completions"))
+                .bearer_auth("vi-test")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+        };
+
+        let big = send(format!("{{\"model\": \"{}\"}}", "x".repeat(1 << 20)))
+            .await
+            .expect("oversized request");
+        assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            big.headers().get(header::CONNECTION).map(|v| v.as_bytes()),
+            Some(&b"close"[..])
+        );
+        // The next request goes out on a fresh connection and is answered.
+        let next = send("{}".into()).await.expect("request after a 413");
+        assert_eq!(next.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(next.headers().get(header::CONNECTION), None);
+    }
 }
