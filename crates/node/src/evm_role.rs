@@ -1,4 +1,4 @@
-//! The EVM settlement backend over the network (issue 8): the ledger role's
+//! The EVM settlement backend over the network: the ledger role's
 //! settler asks the registered verifiers to sign each settlement and slash,
 //! and the verifiers check before they sign.
 //!

@@ -1,5 +1,5 @@
 //! End-to-end: the devnet in this process on free ports, driven through the
-//! API by a real HTTP client. Guards the whole flow of DESIGN.md (reserve,
+//! API by a real HTTP client. Guards the whole flow of docs/design.md (reserve,
 //! infer, verify, settle, receipt, cosigned checkpoint), the API's error
 //! statuses, cheaters being caught and slashed, concurrency with
 //! conservation of supply, and restarts keeping history.

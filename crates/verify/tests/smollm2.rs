@@ -150,7 +150,7 @@ fn every_fault_kind_is_rejected_with_the_right_reason() {
     }
 }
 
-/// Issue 4's zero-false-rejection run: 200 honest requests (greedy and
+/// The zero-false-rejection run: 200 honest requests (greedy and
 /// sampled, nodes and verifiers on 1, 2 and 4 threads) are all accepted.
 /// 12 tokens each, to bound its cost in the normal suite.
 #[test]

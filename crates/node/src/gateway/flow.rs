@@ -1,4 +1,4 @@
-//! One request through the network (DESIGN.md, "Flow of one chat request"):
+//! One request through the network (docs/design.md, "Flow of one chat request"):
 //! reserve the maximum fee, infer on a healthy node (retrying on another when
 //! one fails), draw verifiers by randomness fixed after the Result, gather a
 //! certificate or settle a dispute (slashing who was wrong and serving the
@@ -538,7 +538,7 @@ impl Gateway {
         }
     }
 
-    /// Randomness for the committee, fixed after the Result (DESIGN.md):
+    /// Randomness for the committee, fixed after the Result (docs/design.md):
     /// the ledger appends a commitment to the Result hash and answers with
     /// the signed checkpoint that first includes it; the seed hashes that
     /// note with the Result hash. The node signed its Result before the note
