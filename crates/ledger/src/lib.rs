@@ -14,6 +14,6 @@ pub mod state;
 pub mod testkit;
 pub mod tx;
 
-pub use service::{FeeTotals, Ledger, LedgerError, SlashRecord};
+pub use service::{system_clock, Clock, FeeTotals, Ledger, LedgerError, Replayed, SlashRecord};
 pub use state::{apply, fees, State, Summary, TxError};
-pub use tx::{Transaction, TxBody};
+pub use tx::{Transaction, TxBody, WalEntry};

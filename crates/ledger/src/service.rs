@@ -1,13 +1,16 @@
 //! The embedded ledger: one data directory, crash-safe.
 //!
 //! - `wal/`: a write-ahead log (a `verinfer-log` log) whose first entry is
-//!   the genesis and every later entry an applied transaction, in order;
+//!   the genesis and every later entry an applied transaction, in order,
+//!   stamped with the ledger's time it applied at ([`WalEntry`]);
 //! - `receipts/`: the transparency log of receipt leaves.
 //!
 //! A transaction is checked and applied to the in-memory state under a lock,
 //! queued on the WAL under the same lock (so WAL order is apply order), and
 //! acknowledged once the WAL has synced it; concurrent submitters share
-//! syncs. Receipt leaves are appended only after their transaction is
+//! syncs. The ledger's time is its clock read under the lock, never below
+//! the previous stamp; replay applies the recorded stamps, so the rebuilt
+//! state is the same whenever it is rebuilt. Receipt leaves are appended only after their transaction is
 //! durable, in WAL order, so the receipts log never holds a leaf the ledger
 //! could forget. On open the state is rebuilt by replaying the WAL, and any
 //! leaves of durable settlements missing from the receipts log (a crash
@@ -15,7 +18,7 @@
 
 use crate::state::{apply_checked, check_signatures, Effects, State, TxError};
 use crate::tx::TxBody;
-use crate::tx::{Genesis, Transaction};
+use crate::tx::{Genesis, Transaction, WalEntry, WalEntryTag};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -48,11 +51,25 @@ pub enum LedgerError {
     Failed(String),
 }
 
+/// A clock: Unix time in ms.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    })
+}
+
 /// What an acknowledged transaction did.
 #[derive(Clone, Debug)]
 pub struct Applied {
     /// Ledger height after it.
     pub height: u64,
+    /// The ledger's time it applied at.
+    pub time_ms: u64,
     /// Its effects (leaves appended, proposal created).
     pub effects: Effects,
 }
@@ -63,9 +80,27 @@ struct Publish {
     failed: Option<String>,
 }
 
+/// One transaction applied while the WAL is replayed, for replay consumers
+/// ([`Ledger::open_with`]).
+pub struct Replayed<'a> {
+    /// Its WAL index.
+    pub wal_index: u64,
+    /// Ledger height after it.
+    pub height: u64,
+    /// The ledger's time it applied at.
+    pub time_ms: u64,
+    /// The transaction.
+    pub tx: &'a Transaction,
+    /// What it did.
+    pub effects: &'a Effects,
+    /// The state after it.
+    pub state: &'a State,
+}
+
 /// The embedded ledger.
 pub struct Ledger {
     wal: Log,
+    clock: Clock,
     receipts: Arc<Log>,
     state: Mutex<State>,
     publish: Mutex<Publish>,
@@ -192,6 +227,15 @@ impl Ledger {
 
     /// Opens the ledger in `dir`, replaying its WAL.
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(dir, |_| {})
+    }
+
+    /// Opens the ledger in `dir`, replaying its WAL and calling `on_replay`
+    /// with each applied transaction, in order.
+    pub fn open_with(
+        dir: &Path,
+        mut on_replay: impl FnMut(Replayed<'_>),
+    ) -> Result<Ledger, LedgerError> {
         let wal = Log::open(&dir.join("wal"))?;
         let receipts = Log::open(&dir.join("receipts"))?;
         if wal.size() == 0 {
@@ -205,10 +249,23 @@ impl Ledger {
         let mut missing: Vec<Leaf> = Vec::new();
         let mut index = ReceiptIndex::default();
         for i in 1..wal.size() {
-            let tx = Transaction::from_canonical(&wal.entry(i)?)?;
+            let WalEntry { time_ms, tx, .. } = WalEntry::decode(&wal.entry(i)?, state.time_ms)?;
+            if time_ms < state.time_ms {
+                return Err(LedgerError::Corrupt(format!(
+                    "WAL entry {i} is stamped before the entry preceding it"
+                )));
+            }
             // Signatures were checked before the transaction was logged.
-            let effects = apply_checked(&mut state, &tx)
+            let effects = apply_checked(&mut state, &tx, time_ms)
                 .map_err(|e| LedgerError::Corrupt(format!("WAL entry {i} does not apply: {e}")))?;
+            on_replay(Replayed {
+                wal_index: i,
+                height: state.height,
+                time_ms,
+                tx: &tx,
+                effects: &effects,
+                state: &state,
+            });
             index.add(
                 effects.first_leaf,
                 i,
@@ -254,6 +311,7 @@ impl Ledger {
         let next = wal.size();
         Ok(Ledger {
             wal,
+            clock: system_clock(),
             receipts: Arc::new(receipts),
             state: Mutex::new(state),
             publish: Mutex::new(Publish { next, failed: None }),
@@ -262,31 +320,46 @@ impl Ledger {
         })
     }
 
+    /// Replaces the clock that stamps transactions (tests move time by hand).
+    pub fn with_clock(mut self, clock: Clock) -> Ledger {
+        self.clock = clock;
+        self
+    }
+
     /// Checks, applies and durably records `tx`; returns once it is durable
     /// and its receipt leaves (if any) are in the receipts log.
     pub fn submit(&self, tx: &Transaction) -> Result<Applied, LedgerError> {
         check_signatures(tx)?;
-        let bytes = tx.to_canonical()?;
-        if bytes.len() > WAL_MAX_ENTRY {
+        // The stamp is not known before the lock: leave room for the
+        // entry's other fields (under 96 bytes with the largest stamp).
+        let size = tx.to_canonical()?.len() + 96;
+        if size > WAL_MAX_ENTRY {
             return Err(TxError::Rule(format!(
-                "transaction of {} bytes is larger than {WAL_MAX_ENTRY}; settle in smaller batches",
-                bytes.len()
+                "transaction of {size} bytes is larger than {WAL_MAX_ENTRY}; settle in smaller batches"
             ))
             .into());
         }
         let (index, applied) = {
             let mut state = lock(&self.state);
             self.check_failed()?;
+            let time_ms = state.time_ms.max((self.clock)());
+            let bytes = WalEntry {
+                tag: WalEntryTag,
+                time_ms,
+                tx: tx.clone(),
+            }
+            .to_canonical()?;
             // apply_checked changes nothing on error. Once it succeeded, the
             // WAL must take the entry, or the ledger stops (and a reopen
             // replays only what the WAL holds).
-            let effects = apply_checked(&mut state, tx)?;
+            let effects = apply_checked(&mut state, tx, time_ms)?;
             let index = self.wal.submit(vec![bytes]).map_err(|e| self.fail(e))?;
             lock(&self.index).slashed(index, state.height, &effects);
             (
                 index,
                 Applied {
                     height: state.height,
+                    time_ms,
                     effects,
                 },
             )
@@ -403,7 +476,13 @@ impl Ledger {
 
     /// The transaction at WAL index `index` (0 is the genesis, not a transaction).
     pub fn transaction(&self, index: u64) -> Result<Transaction, LedgerError> {
-        Ok(Transaction::from_canonical(&self.wal.entry(index)?)?)
+        Ok(self.wal_entry(index)?.tx)
+    }
+
+    /// The WAL entry at `index` (0 is the genesis, not a transaction); an
+    /// entry from before the ledger kept time reads with stamp 0.
+    pub fn wal_entry(&self, index: u64) -> Result<WalEntry, LedgerError> {
+        Ok(WalEntry::decode(&self.wal.entry(index)?, 0)?)
     }
 
     /// The full receipts at leaves `[from, to)`, reading each settlement
@@ -427,7 +506,7 @@ impl Ledger {
         let mut cached: Option<(u64, Vec<Receipt>)> = None;
         for (wal_index, pos) in locations {
             if cached.as_ref().map(|c| c.0) != Some(wal_index) {
-                let tx = Transaction::from_canonical(&self.wal.entry(wal_index)?)?;
+                let tx = self.transaction(wal_index)?;
                 let TxBody::Settle { receipts } = tx.body else {
                     return Err(LedgerError::Corrupt(format!(
                         "WAL entry {wal_index} is not a settlement"
@@ -452,7 +531,7 @@ impl Ledger {
         let Some((wal_index, pos)) = lock(&self.index).location.get(index as usize).copied() else {
             return Ok(None);
         };
-        let tx = Transaction::from_canonical(&self.wal.entry(wal_index)?)?;
+        let tx = self.transaction(wal_index)?;
         match tx.body {
             TxBody::Settle { mut receipts } if (pos as usize) < receipts.len() => {
                 Ok(Some(receipts.swap_remove(pos as usize)))

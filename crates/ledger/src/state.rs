@@ -147,6 +147,9 @@ pub struct Proposal {
 pub struct State {
     /// Transactions applied.
     pub height: u64,
+    /// The ledger's time: Unix ms of the last applied transaction (0 at
+    /// genesis); it never decreases.
+    pub time_ms: u64,
     /// The treasury account.
     pub treasury: PublicKey,
     /// All tokens in existence.
@@ -233,6 +236,7 @@ impl State {
         );
         Ok(State {
             height: 0,
+            time_ms: 0,
             treasury: g.treasury,
             total_supply: g.supply.0,
             accounts,
@@ -439,15 +443,16 @@ pub fn check_signatures(tx: &Transaction) -> Result<(), TxError> {
     Ok(())
 }
 
-/// Checks signatures, then applies. See [`apply_checked`].
-pub fn apply(state: &mut State, tx: &Transaction) -> Result<Effects, TxError> {
+/// Checks signatures, then applies at `now_ms`. See [`apply_checked`].
+pub fn apply(state: &mut State, tx: &Transaction, now_ms: u64) -> Result<Effects, TxError> {
     check_signatures(tx)?;
-    apply_checked(state, tx)
+    apply_checked(state, tx, now_ms)
 }
 
-/// Applies a transaction whose signatures [`check_signatures`] accepted.
-/// On error the state is unchanged.
-pub fn apply_checked(state: &mut State, tx: &Transaction) -> Result<Effects, TxError> {
+/// Applies a transaction whose signatures [`check_signatures`] accepted, at
+/// the ledger time `max(state.time_ms, now_ms)` (time never runs backwards).
+/// On error the state is unchanged, its time included.
+pub fn apply_checked(state: &mut State, tx: &Transaction, now_ms: u64) -> Result<Effects, TxError> {
     let expected = state.nonce(&tx.signer);
     if tx.nonce != expected {
         return Err(TxError::Nonce {
@@ -455,7 +460,15 @@ pub fn apply_checked(state: &mut State, tx: &Transaction) -> Result<Effects, TxE
             got: tx.nonce,
         });
     }
-    let effects = apply_body(state, &tx.signer, &tx.body)?;
+    let before = state.time_ms;
+    state.time_ms = before.max(now_ms);
+    let effects = match apply_body(state, &tx.signer, &tx.body) {
+        Ok(effects) => effects,
+        Err(e) => {
+            state.time_ms = before;
+            return Err(e);
+        }
+    };
     // Only reached on success: the body applied in full.
     state.accounts.entry(tx.signer).or_default().nonce += 1;
     state.height += 1;

@@ -318,6 +318,10 @@ verinfer_types::type_tag!(
     /// Tag of [`Genesis`].
     GenesisTag = "verinfer.genesis.v1"
 );
+verinfer_types::type_tag!(
+    /// Tag of [`WalEntry`].
+    WalEntryTag = "verinfer.wal-entry.v1"
+);
 
 /// A signed ledger transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -390,4 +394,41 @@ pub struct Genesis {
 
 impl Record for Genesis {
     const TYPE: &'static str = GenesisTag::TYPE;
+}
+
+/// A transaction as the write-ahead log holds it: stamped with the ledger's
+/// time when it was applied, so a replay applies it at the same time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalEntry {
+    /// `verinfer.wal-entry.v1`.
+    #[serde(rename = "type")]
+    pub tag: WalEntryTag,
+    /// The ledger's time (Unix ms, never decreasing) the transaction applied at.
+    pub time_ms: u64,
+    /// The transaction.
+    pub tx: Transaction,
+}
+
+impl Record for WalEntry {
+    const TYPE: &'static str = WalEntryTag::TYPE;
+}
+
+impl WalEntry {
+    /// Decodes a WAL entry after the genesis. Entries written before the
+    /// ledger kept time are bare transactions: they apply at `previous`, the
+    /// stamp of the entry before them (0 at genesis).
+    pub fn decode(bytes: &[u8], previous: u64) -> Result<WalEntry, verinfer_types::RecordError> {
+        // Canonical keys are sorted: a stamped entry starts with `time_ms`,
+        // a bare transaction with `body`.
+        if bytes.starts_with(br#"{"time_ms":"#) {
+            WalEntry::from_canonical(bytes)
+        } else {
+            Ok(WalEntry {
+                tag: WalEntryTag,
+                time_ms: previous,
+                tx: Transaction::from_canonical(bytes)?,
+            })
+        }
+    }
 }

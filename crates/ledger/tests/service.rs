@@ -17,13 +17,18 @@ use verinfer_types::records::Amount;
 use verinfer_types::{Record, SecretKey};
 
 fn new_ledger(dir: &Path, w: &mut World) -> Ledger {
+    new_ledger_with_clock(dir, w, verinfer_ledger::system_clock())
+}
+
+fn new_ledger_with_clock(dir: &Path, w: &mut World, clock: verinfer_ledger::Clock) -> Ledger {
     let l = Ledger::init(
         dir,
         &w.genesis(),
         "example.org/receipts",
         &SecretKey::from_seed(&[9; 32]),
     )
-    .unwrap();
+    .unwrap()
+    .with_clock(clock);
     for tx in w.setup() {
         l.submit(&tx).unwrap();
     }
@@ -267,4 +272,112 @@ fn crash_safety_under_sigkill() {
         "the writer barely ran"
     );
     assert!(!leaves.is_empty());
+}
+
+/// A clock the test moves by hand.
+fn manual_clock(start: u64) -> (Arc<std::sync::atomic::AtomicU64>, verinfer_ledger::Clock) {
+    let now = Arc::new(std::sync::atomic::AtomicU64::new(start));
+    let read = now.clone();
+    (
+        now,
+        Arc::new(move || read.load(std::sync::atomic::Ordering::SeqCst)),
+    )
+}
+
+#[test]
+fn transactions_carry_a_time_that_never_decreases_and_replays() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = World::new();
+    let (now, clock) = manual_clock(5_000);
+    let l = new_ledger_with_clock(dir.path(), &mut w, clock);
+    let user = w.users[0].clone();
+    let to = w.users[1].public();
+    let mut stamps = Vec::new();
+    // The clock steps back at the third transfer: the stamp holds.
+    for t in [10_000, 20_000, 15_000, 30_000] {
+        now.store(t, SeqCst);
+        let a = l
+            .submit(&w.tx(
+                &user,
+                TxBody::Transfer {
+                    to,
+                    amount: Amount(TOKEN),
+                },
+            ))
+            .unwrap();
+        stamps.push((a.height, a.time_ms));
+    }
+    let heights: Vec<u64> = stamps.iter().map(|s| s.0).collect();
+    assert_eq!(
+        stamps.iter().map(|s| s.1).collect::<Vec<_>>(),
+        vec![10_000, 20_000, 20_000, 30_000]
+    );
+    let state = l.with_state(|s| s.clone());
+    assert_eq!(state.time_ms, 30_000);
+    let last = state.height;
+    drop(l);
+
+    // Replay applies the recorded stamps, whatever the clock says now.
+    let mut replayed = Vec::new();
+    let l = Ledger::open_with(dir.path(), |r| {
+        if heights.contains(&r.height) {
+            assert!(matches!(r.tx.body, TxBody::Transfer { .. }));
+            assert_eq!(r.state.time_ms, r.time_ms);
+            replayed.push((r.height, r.time_ms));
+        }
+    })
+    .unwrap();
+    assert_eq!(replayed, stamps);
+    assert_eq!(l.with_state(|s| s.clone()), state);
+    assert_eq!(l.wal_entry(last).unwrap().time_ms, 30_000);
+}
+
+#[test]
+fn entries_without_a_stamp_replay_at_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = World::new();
+    let (_, clock) = manual_clock(7_000);
+    let l = new_ledger_with_clock(dir.path(), &mut w, clock);
+    let state = l.with_state(|s| s.clone());
+    assert_eq!(state.time_ms, 7_000);
+    drop(l);
+    // Append a transaction as the WAL held them before stamps: bare.
+    let user = w.users[0].clone();
+    let bare = w.tx(
+        &user,
+        TxBody::Transfer {
+            to: w.users[1].public(),
+            amount: Amount(TOKEN),
+        },
+    );
+    let wal = verinfer_log::Log::open(&dir.path().join("wal")).unwrap();
+    wal.append(bare.to_canonical().unwrap()).unwrap();
+    drop(wal);
+    let mut seen = Vec::new();
+    let l = Ledger::open_with(dir.path(), |r| seen.push((r.tx.clone(), r.time_ms))).unwrap();
+    assert_eq!(seen.last().unwrap(), &(bare, 7_000));
+    assert_eq!(l.with_state(|s| s.time_ms), 7_000);
+    assert_eq!(l.with_state(|s| s.height), state.height + 1);
+
+    // A ledger written entirely before stamps replays at 0.
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = World::new();
+    drop(
+        Ledger::init(
+            dir.path(),
+            &w.genesis(),
+            "example.org/receipts",
+            &SecretKey::from_seed(&[9; 32]),
+        )
+        .unwrap(),
+    );
+    let wal = verinfer_log::Log::open(&dir.path().join("wal")).unwrap();
+    for tx in w.setup() {
+        wal.append(tx.to_canonical().unwrap()).unwrap();
+    }
+    drop(wal);
+    let l = Ledger::open(dir.path()).unwrap();
+    assert_eq!(l.with_state(|s| s.time_ms), 0);
+    assert!(l.with_state(|s| s.height) > 0);
 }

@@ -4,11 +4,17 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use proptest::prelude::*;
-use verinfer_ledger::state::{apply, split, ProposalStatus, State, TxError};
+use verinfer_ledger::state::{self, split, Effects, ProposalStatus, State, TxError};
 use verinfer_ledger::testkit::{World, TOKEN};
 use verinfer_ledger::tx::*;
 use verinfer_types::records::{Amount, Decision};
 use verinfer_types::{Hash, Record};
+
+/// Applies at the state's own time: the clock stands still unless a test
+/// moves it with [`state::apply`].
+fn apply(s: &mut State, tx: &Transaction) -> Result<Effects, TxError> {
+    state::apply(s, tx, s.time_ms)
+}
 
 fn setup() -> (World, State) {
     let mut w = World::new();
