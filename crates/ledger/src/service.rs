@@ -2,7 +2,10 @@
 //!
 //! - `wal/`: a write-ahead log (a `verinfer-log` log) whose first entry is
 //!   the genesis and every later entry an applied transaction, in order;
-//! - `receipts/`: the transparency log of receipt leaves.
+//! - `receipts/`: the transparency log of receipt leaves;
+//! - `lock`: the owner's pid, exclusively locked while the ledger is open, so
+//!   that one process at a time writes the directory (a second opener, such
+//!   as a CLI command against a running node, gets "data directory in use").
 //!
 //! A transaction is checked and applied to the in-memory state under a lock,
 //! queued on the WAL under the same lock (so WAL order is apply order), and
@@ -19,7 +22,7 @@ use crate::tx::{Genesis, Transaction};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use verinfer_log::{Log, LogError};
+use verinfer_log::{DirLock, DirLockError, Log, LogError};
 use verinfer_types::records::{Leaf, Receipt};
 use verinfer_types::{Hash, PublicKey, Record, RecordError, SecretKey};
 
@@ -37,6 +40,9 @@ pub enum LedgerError {
     /// A log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Another process (or handle) has the ledger open.
+    #[error(transparent)]
+    Lock(#[from] DirLockError),
     /// A record failed to encode or decode.
     #[error(transparent)]
     Record(#[from] RecordError),
@@ -71,6 +77,8 @@ pub struct Ledger {
     publish: Mutex<Publish>,
     published: Condvar,
     index: Mutex<ReceiptIndex>,
+    /// Held while the ledger is open: one writer per directory.
+    _lock: DirLock,
 }
 
 /// Where each receipt is: its leaf hash (the receipt id) maps to its leaf
@@ -172,6 +180,11 @@ impl Ledger {
         log_key: &SecretKey,
     ) -> Result<Ledger, LedgerError> {
         State::genesis(genesis)?;
+        std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock = DirLock::acquire(dir)?;
         if dir.join("wal").exists() {
             return Err(LedgerError::Corrupt(format!(
                 "{} already holds a ledger",
@@ -187,11 +200,23 @@ impl Ledger {
         )?;
         wal.append(genesis.to_canonical()?)?;
         drop(wal);
-        Ledger::open(dir)
+        Ledger::open_locked(dir, lock)
     }
 
-    /// Opens the ledger in `dir`, replaying its WAL.
+    /// Opens the ledger in `dir`, replaying its WAL. Fails with
+    /// [`LedgerError::Lock`] while another handle has it open.
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
+        if !dir.join("wal").exists() {
+            return Err(LogError::Setup(format!(
+                "no ledger in {} (run `verinfer ledger init` first)",
+                dir.display()
+            ))
+            .into());
+        }
+        Ledger::open_locked(dir, DirLock::acquire(dir)?)
+    }
+
+    fn open_locked(dir: &Path, lock: DirLock) -> Result<Ledger, LedgerError> {
         let wal = Log::open(&dir.join("wal"))?;
         let receipts = Log::open(&dir.join("receipts"))?;
         if wal.size() == 0 {
@@ -259,6 +284,7 @@ impl Ledger {
             publish: Mutex::new(Publish { next, failed: None }),
             published: Condvar::new(),
             index: Mutex::new(index),
+            _lock: lock,
         })
     }
 
