@@ -294,3 +294,47 @@ fn genesis_transfers_stake_vote_and_slash() {
         supply
     );
 }
+
+/// A transaction written by the CLI into a ledger that a running node owns
+/// would be overwritten by the node's next one: the CLI is refused instead.
+#[test]
+fn commands_against_an_open_ledger_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let d = dir.to_str().unwrap();
+    let w = World::new();
+    let treasury = key_file(tmp.path(), "treasury.key", &w.treasury);
+    ok(&[
+        "ledger",
+        "init",
+        "--dir",
+        d,
+        "--treasury-key",
+        &treasury,
+        "--supply",
+        &(1_000 * TOKEN).to_string(),
+    ]);
+    let transfer = [
+        "ledger",
+        "transfer",
+        "--dir",
+        d,
+        "--key",
+        &treasury,
+        "--to",
+        &w.nodes[0].public().to_hex(),
+        "--amount",
+        "5",
+    ];
+    let live = verinfer_ledger::Ledger::open(&dir).unwrap();
+    let height = live.with_state(|s| s.height);
+    let out = run(&transfer);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let in_use = format!("data directory in use (pid {})", std::process::id());
+    assert!(err.contains(&in_use), "{err}");
+    assert_eq!(live.with_state(|s| s.height), height);
+    drop(live);
+    ok(&transfer);
+    assert_eq!(account(d, &w.nodes[0]).balance, 5);
+}

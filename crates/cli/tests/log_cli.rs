@@ -248,7 +248,12 @@ fn serve_checkpoint_tiles_and_proofs() {
     assert_eq!(tile.len(), 44 * 32);
     assert_eq!(&tile[..32], &leaf_hash(b"entry 256").0);
     assert_eq!(http_get(&addr, "/log/tile/0/001").0, 404);
-    assert_eq!(http_get(&addr, "/log/tile/0/1").0, 404);
+    // Malformed paths are the client's error; see tiles.rs for the table.
+    assert_eq!(http_get(&addr, "/log/tile/0/1").0, 400);
+    assert_eq!(
+        http_get(&addr, "/log/tile/0/x072/x057/x594/x037/x927/936").0,
+        400
+    );
     let (status, bundle) = http_get(&addr, "/log/tile/entries/000");
     assert_eq!(status, 200);
     assert_eq!(&bundle[..9], b"\x00\x07entry 0");
@@ -284,6 +289,16 @@ fn serve_checkpoint_tiles_and_proofs() {
         http_get(&addr, "/log/proof/inclusion?index=x&size=1").0,
         400
     );
+
+    // The server owns the directory: a second writer is refused, not raced.
+    let out = verinfer(&["log", "append", "--dir", d], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let in_use = format!("data directory in use (pid {})", server.0.id());
+    assert!(err.contains(&in_use), "{err}");
+    let (_, body) = http_get(&addr, "/log/checkpoint");
+    let cp = SignedCheckpoint::open(std::str::from_utf8(&body).unwrap(), &vk).unwrap();
+    assert_eq!(cp.checkpoint.size, 300);
 }
 
 /// Kills the server when the test ends, pass or fail.

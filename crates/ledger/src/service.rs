@@ -3,7 +3,10 @@
 //! - `wal/`: a write-ahead log (a `verinfer-log` log) whose first entry is
 //!   the genesis and every later entry an applied transaction, in order,
 //!   stamped with the ledger's time it applied at ([`WalEntry`]);
-//! - `receipts/`: the transparency log of receipt leaves.
+//! - `receipts/`: the transparency log of receipt leaves;
+//! - `lock`: the owner's pid, exclusively locked while the ledger is open, so
+//!   that one process at a time writes the directory (a second opener, such
+//!   as a CLI command against a running node, gets "data directory in use").
 //!
 //! A transaction is checked and applied to the in-memory state under a lock,
 //! queued on the WAL under the same lock (so WAL order is apply order), and
@@ -22,7 +25,7 @@ use crate::tx::{Genesis, Transaction, WalEntry, WalEntryTag};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use verinfer_log::{Log, LogError};
+use verinfer_log::{DirLock, DirLockError, Log, LogError};
 use verinfer_types::records::{Leaf, Receipt};
 use verinfer_types::{Hash, PublicKey, Record, RecordError, SecretKey};
 
@@ -40,6 +43,9 @@ pub enum LedgerError {
     /// A log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Another process (or handle) has the ledger open.
+    #[error(transparent)]
+    Lock(#[from] DirLockError),
     /// A record failed to encode or decode.
     #[error(transparent)]
     Record(#[from] RecordError),
@@ -106,6 +112,8 @@ pub struct Ledger {
     publish: Mutex<Publish>,
     published: Condvar,
     index: Mutex<ReceiptIndex>,
+    /// Held while the ledger is open: one writer per directory.
+    _lock: DirLock,
 }
 
 /// Where each receipt is: its leaf hash (the receipt id) maps to its leaf
@@ -207,6 +215,11 @@ impl Ledger {
         log_key: &SecretKey,
     ) -> Result<Ledger, LedgerError> {
         State::genesis(genesis)?;
+        std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock = DirLock::acquire(dir)?;
         if dir.join("wal").exists() {
             return Err(LedgerError::Corrupt(format!(
                 "{} already holds a ledger",
@@ -222,18 +235,35 @@ impl Ledger {
         )?;
         wal.append(genesis.to_canonical()?)?;
         drop(wal);
-        Ledger::open(dir)
+        Ledger::open_locked(dir, lock, |_| {})
     }
 
-    /// Opens the ledger in `dir`, replaying its WAL.
+    /// Opens the ledger in `dir`, replaying its WAL. Fails with
+    /// [`LedgerError::Lock`] while another handle has it open.
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
         Ledger::open_with(dir, |_| {})
     }
 
     /// Opens the ledger in `dir`, replaying its WAL and calling `on_replay`
-    /// with each applied transaction, in order.
+    /// with each applied transaction, in order. Fails with
+    /// [`LedgerError::Lock`] while another handle has it open.
     pub fn open_with(
         dir: &Path,
+        on_replay: impl FnMut(Replayed<'_>),
+    ) -> Result<Ledger, LedgerError> {
+        if !dir.join("wal").exists() {
+            return Err(LogError::Setup(format!(
+                "no ledger in {} (run `verinfer ledger init` first)",
+                dir.display()
+            ))
+            .into());
+        }
+        Ledger::open_locked(dir, DirLock::acquire(dir)?, on_replay)
+    }
+
+    fn open_locked(
+        dir: &Path,
+        lock: DirLock,
         mut on_replay: impl FnMut(Replayed<'_>),
     ) -> Result<Ledger, LedgerError> {
         let wal = Log::open(&dir.join("wal"))?;
@@ -317,6 +347,7 @@ impl Ledger {
             publish: Mutex::new(Publish { next, failed: None }),
             published: Condvar::new(),
             index: Mutex::new(index),
+            _lock: lock,
         })
     }
 

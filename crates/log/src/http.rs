@@ -86,7 +86,7 @@ async fn checkpoint(State(log): State<Arc<Log>>) -> Result<Response, ApiError> {
 
 async fn tile(State(log): State<Arc<Log>>, Path(path): Path<String>) -> Result<Response, ApiError> {
     let tile = Tile::parse(&format!("tile/{path}"))
-        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let bytes = tokio::task::spawn_blocking(move || log.tile(&tile))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??

@@ -9,9 +9,11 @@
 //!   what is consistent with the last cosigned checkpoint);
 //! - [`tiles`]: C2SP `tlog-tiles` paths, hash tiles and entry bundles;
 //! - [`store`]: the durable log (group commit, crash recovery);
+//! - [`dirlock`]: one writer per data directory (an exclusive lock file);
 //! - [`http`]: the log served over HTTP (checkpoint, tiles, JSON proofs).
 
 pub mod checkpoint;
+pub mod dirlock;
 pub mod http;
 pub mod merkle;
 pub mod store;
@@ -21,4 +23,5 @@ pub mod tiles;
 pub mod witness;
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint};
+pub use dirlock::{DirLock, DirLockError};
 pub use store::{write_atomic, Log, LogError};

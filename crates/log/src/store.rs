@@ -6,8 +6,13 @@
 //! - `config.json`: the origin and format version;
 //! - `log.key`: the log's Ed25519 signing key (mode 0600);
 //! - `entries`: the entries, each framed as
-//!   `len: u32 LE | index: u64 LE | crc32(len | index | data): u32 LE | data`;
-//! - `checkpoint`: the latest signed checkpoint note, replaced atomically.
+//!   `len: u32 LE | index: u64 LE | crc32(len | index | data): u32 LE | data`,
+//!   each group commit opened by a batch marker, a frame of the same layout
+//!   with index `u64::MAX` whose data is `first index | count | bytes` (u64
+//!   LE each: the entries of the batch and the length of their frames);
+//! - `checkpoint`: the latest signed checkpoint note, replaced atomically;
+//! - `lock`: the pid of the process that has the log open, which holds an
+//!   exclusive lock on it (see [`crate::dirlock`]).
 //!
 //! The entries file is the single source of truth; the Merkle tree (64 bytes
 //! per entry) and the entry offsets (8 bytes per entry) are rebuilt in memory
@@ -15,13 +20,20 @@
 //! written and `fdatasync`ed; appenders that arrive while a sync is running
 //! queue up and share the next one (group commit).
 //!
-//! Recovery: frames are read in order and checked (length, index, CRC). The
-//! first bad frame ends the log only if no valid frame follows it, that is if
-//! it is a torn tail left by a crash; the tail is then cut off. A bad frame
-//! followed by valid ones is damage, not a crash, and opening fails. So does a
-//! stored checkpoint that the recovered entries do not reproduce.
+//! Recovery: frames are read in order and checked (length, index, CRC, and
+//! each batch against its marker). A batch is written only after the one
+//! before it is synced, so only the last batch can have been interrupted, and
+//! its frames may have reached the disk in any order. A damaged or incomplete
+//! batch is therefore cut off whole if nothing written after it survives (no
+//! later marker, and no later entry frame beyond its end): it was never
+//! acknowledged. Damage followed by a later batch is damage to acknowledged
+//! data, and opening fails. So does a stored checkpoint that the recovered
+//! entries do not reproduce. Format 1 logs (frames without markers) open
+//! under the old rule for their existing frames (a bad frame is a torn tail
+//! only if no valid frame follows) and get markers from then on.
 
 use crate::checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
+use crate::dirlock::{DirLock, DirLockError};
 use crate::merkle::{leaf_hash, ProofError, Tree};
 use crate::tiles::{hash_tile, push_bundle_entry, Tile, TileKind};
 use std::fs::{self, File, OpenOptions};
@@ -39,7 +51,13 @@ pub const MAX_ENTRY_SIZE: usize = u16::MAX as usize;
 pub const MAX_WAL_ENTRY_SIZE: usize = 64 << 20;
 
 const HEADER: usize = 16;
-const FORMAT: u32 = 1;
+/// Format 2 opens each group commit with a batch marker; format 1 logs are
+/// upgraded on open (their frames stay as they are, before `legacy_end`).
+const FORMAT: u32 = 2;
+/// Index field of a batch marker frame; no entry gets this index.
+const MARKER: u64 = u64::MAX;
+/// Data of a batch marker: first index, entry count, bytes of entry frames.
+const MARKER_DATA: usize = 24;
 
 /// Errors of the log.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +73,9 @@ pub enum LogError {
     /// The directory has no log, or already has one.
     #[error("{0}")]
     Setup(String),
+    /// Another process (or another handle in this one) has the log open.
+    #[error(transparent)]
+    Lock(#[from] DirLockError),
     /// The files are damaged in a way that is not a torn tail.
     #[error("log is damaged: {0}")]
     Corrupt(String),
@@ -93,6 +114,13 @@ struct Config {
     format: u32,
     #[serde(default = "default_max_entry")]
     max_entry_size: usize,
+    /// Bytes of the entries file written before batch markers (format 1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    legacy_end: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn default_max_entry() -> usize {
@@ -131,6 +159,8 @@ pub struct Log {
     committed: Condvar,
     state: RwLock<Durable>,
     checkpoint: Mutex<Option<SignedCheckpoint>>,
+    /// Held while the log is open: one writer per directory.
+    _lock: DirLock,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -173,6 +203,7 @@ impl Log {
                 dir.display()
             )));
         }
+        let lock = DirLock::acquire(dir)?;
         let key_path = dir.join("log.key");
         let mut f = OpenOptions::new()
             .write(true)
@@ -191,30 +222,34 @@ impl Log {
             origin: origin.to_string(),
             format: FORMAT,
             max_entry_size,
+            legacy_end: 0,
         })
         .map_err(|e| LogError::Setup(e.to_string()))?;
         // The config is written last: its presence marks a complete init.
         write_atomic(dir, "config.json", &config)?;
-        let log = Log::open(dir)?;
+        let log = Log::open_locked(dir, lock)?;
         log.checkpoint()?;
         Ok(log)
     }
 
-    /// Opens the log in `dir`, recovering from a torn tail.
+    /// Opens the log in `dir`, recovering from a torn tail. Fails with
+    /// [`LogError::Lock`] while another handle has it open.
     pub fn open(dir: &Path) -> Result<Log, LogError> {
+        if !dir.join("config.json").exists() {
+            return Err(no_log(dir));
+        }
+        Self::open_locked(dir, DirLock::acquire(dir)?)
+    }
+
+    fn open_locked(dir: &Path, lock: DirLock) -> Result<Log, LogError> {
         let config_path = dir.join("config.json");
-        let config: Config = match fs::read(&config_path) {
+        let mut config: Config = match fs::read(&config_path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map_err(|e| LogError::Corrupt(format!("{}: {e}", config_path.display())))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(LogError::Setup(format!(
-                    "no log in {} (run `verinfer log init` first)",
-                    dir.display()
-                )))
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(no_log(dir)),
             Err(e) => return Err(io_err(&config_path)(e)),
         };
-        if config.format != FORMAT || config.max_entry_size > MAX_WAL_ENTRY_SIZE {
+        if !(1..=FORMAT).contains(&config.format) || config.max_entry_size > MAX_WAL_ENTRY_SIZE {
             return Err(LogError::Setup(format!(
                 "unsupported log format {}",
                 config.format
@@ -233,7 +268,21 @@ impl Log {
             .write(true)
             .open(&entries_path)
             .map_err(io_err(&entries_path))?;
-        let durable = recover(&entries, &entries_path, config.max_entry_size)?;
+        // A format 1 file is all legacy frames, under the old rule.
+        let legacy_end = if config.format == 1 {
+            u64::MAX
+        } else {
+            config.legacy_end
+        };
+        let durable = recover(&entries, &entries_path, config.max_entry_size, legacy_end)?;
+        if config.format == 1 {
+            // Batches appended from now on carry markers.
+            config.format = FORMAT;
+            config.legacy_end = durable.end;
+            let bytes =
+                serde_json::to_vec_pretty(&config).map_err(|e| LogError::Setup(e.to_string()))?;
+            write_atomic(dir, "config.json", &bytes)?;
+        }
         let size = durable.tree.size();
 
         let checkpoint = match fs::read_to_string(dir.join("checkpoint")) {
@@ -269,6 +318,7 @@ impl Log {
             committed: Condvar::new(),
             state: RwLock::new(durable),
             checkpoint: Mutex::new(checkpoint),
+            _lock: lock,
         })
     }
 
@@ -363,8 +413,14 @@ impl Log {
     /// Writes and syncs one batch, then publishes it to readers.
     fn write_batch(&self, base: u64, batch: &[Vec<u8>]) -> Result<(), LogError> {
         let start = self.read().end;
-        let total: usize = batch.iter().map(|e| HEADER + e.len()).sum();
-        let mut buf = Vec::with_capacity(total);
+        let bytes: usize = batch.iter().map(|e| HEADER + e.len()).sum();
+        let mut buf = Vec::with_capacity(HEADER + MARKER_DATA + bytes);
+        let marker = Marker {
+            base,
+            count: batch.len() as u64,
+            bytes: bytes as u64,
+        };
+        encode_frame(&mut buf, MARKER, &marker.encode());
         let mut offsets = Vec::with_capacity(batch.len());
         let mut hashes = Vec::with_capacity(batch.len());
         for (i, e) in batch.iter().enumerate() {
@@ -478,12 +534,12 @@ impl Log {
         match tile.kind {
             TileKind::Hashes(_) => Ok(hash_tile(&self.read().tree, tile)),
             TileKind::Entries => {
-                if !tile.exists_at(self.size()) {
+                let Some((start, end)) = tile.node_range().filter(|_| tile.exists_at(self.size()))
+                else {
                     return Ok(None);
-                }
-                let start = tile.index * 256;
+                };
                 let mut bundle = Vec::new();
-                for i in start..start + u64::from(tile.width) {
+                for i in start..end {
                     let e = self.entry(i)?;
                     if e.len() > MAX_ENTRY_SIZE {
                         return Err(LogError::EntryTooLarge(e.len(), MAX_ENTRY_SIZE));
@@ -518,6 +574,13 @@ impl Log {
     }
 }
 
+fn no_log(dir: &Path) -> LogError {
+    LogError::Setup(format!(
+        "no log in {} (run `verinfer log init` first)",
+        dir.display()
+    ))
+}
+
 fn frame_crc(header12: &[u8], data: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(header12);
@@ -534,86 +597,219 @@ fn encode_frame(buf: &mut Vec<u8>, index: u64, data: &[u8]) {
     buf.extend_from_slice(data);
 }
 
-/// Parses a frame at the start of `buf` expecting `index`; returns its total
-/// length, or None if it is not a complete valid frame.
-fn parse_frame(buf: &[u8], index: u64, max: usize) -> Option<(usize, &[u8])> {
-    if buf.len() < HEADER {
-        return None;
-    }
-    let len = u32::from_le_bytes(buf[0..4].try_into().ok()?) as usize;
-    let idx = u64::from_le_bytes(buf[4..12].try_into().ok()?);
-    let crc = u32::from_le_bytes(buf[12..16].try_into().ok()?);
-    if idx != index || len > max || buf.len() < HEADER + len {
-        return None;
-    }
-    let data = &buf[HEADER..HEADER + len];
-    (frame_crc(&buf[..12], data) == crc).then_some((HEADER + len, data))
+/// A batch marker: the group commit it opens holds entries
+/// `base..base + count` in the `bytes` bytes after the marker frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Marker {
+    base: u64,
+    count: u64,
+    bytes: u64,
 }
 
-/// Reads the entries file, rebuilding the tree; cuts off a torn tail.
-fn recover(file: &File, path: &Path, max: usize) -> Result<Durable, LogError> {
+impl Marker {
+    fn encode(&self) -> [u8; MARKER_DATA] {
+        let mut d = [0u8; MARKER_DATA];
+        d[..8].copy_from_slice(&self.base.to_le_bytes());
+        d[8..16].copy_from_slice(&self.count.to_le_bytes());
+        d[16..].copy_from_slice(&self.bytes.to_le_bytes());
+        d
+    }
+
+    fn decode(d: &[u8]) -> Option<Marker> {
+        if d.len() != MARKER_DATA {
+            return None;
+        }
+        let word = |i: usize| u64::from_le_bytes(d[i..i + 8].try_into().unwrap_or_default());
+        Some(Marker {
+            base: word(0),
+            count: word(8),
+            bytes: word(16),
+        })
+    }
+}
+
+/// A frame read back: an entry or a batch marker.
+enum Frame<'a> {
+    Entry(&'a [u8]),
+    Marker(Marker),
+}
+
+/// Parses a complete valid frame at the start of `buf`: an entry that must
+/// have `index`, or a batch marker. Returns its total length.
+fn parse_any(buf: &[u8], index: u64, max: usize) -> Option<(usize, Frame<'_>)> {
+    let header = buf.get(..HEADER)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().ok()?) as usize;
+    let idx = u64::from_le_bytes(header[4..12].try_into().ok()?);
+    let crc = u32::from_le_bytes(header[12..16].try_into().ok()?);
+    let limit = if idx == MARKER { MARKER_DATA } else { max };
+    if (idx != index && idx != MARKER) || len > limit {
+        return None;
+    }
+    let data = buf.get(HEADER..HEADER + len)?;
+    if frame_crc(&header[..12], data) != crc {
+        return None;
+    }
+    let frame = if idx == MARKER {
+        Frame::Marker(Marker::decode(data)?)
+    } else {
+        Frame::Entry(data)
+    };
+    Some((HEADER + len, frame))
+}
+
+/// Parses an entry frame at the start of `buf` expecting `index`; returns its
+/// total length, or None if it is not a complete valid entry frame.
+#[cfg(test)]
+fn parse_frame(buf: &[u8], index: u64, max: usize) -> Option<(usize, &[u8])> {
+    match parse_any(buf, index, max)? {
+        (n, Frame::Entry(d)) => Some((n, d)),
+        (_, Frame::Marker(_)) => None,
+    }
+}
+
+/// Where the sequential read of the entries file stopped on a bad frame.
+#[derive(Clone, Copy)]
+enum Damage {
+    /// At byte `at`, in the frames written before batch markers existed.
+    Legacy { at: u64 },
+    /// Inside the batch whose marker is at byte `start`.
+    InBatch { start: u64, marker: Marker },
+    /// At byte `at`, where the next batch's marker should be.
+    Boundary { at: u64 },
+}
+
+/// Reads the entries file, rebuilding the tree. Frames before `legacy_end`
+/// predate batch markers. Cuts off the last batch if it is incomplete or
+/// damaged and nothing written after it survives (it was never
+/// acknowledged); any other damage is an error.
+fn recover(file: &File, path: &Path, max: usize, legacy_end: u64) -> Result<Durable, LogError> {
     let len = file.metadata().map_err(io_err(path))?.len();
     let mut reader = io::BufReader::with_capacity(1 << 20, file);
     let mut tree = Tree::new();
     let mut offsets = Vec::new();
     let mut pos = 0u64;
     let mut frame = Vec::new();
-    while pos < len {
-        let avail = (len - pos).min((HEADER + max) as u64) as usize;
+    // The batch being read: marker position, marker, end, and its entries
+    // (offset, leaf hash), kept aside until the whole batch checks out.
+    let mut batch: Option<(u64, Marker, u64)> = None;
+    let mut pending: Vec<(u64, Hash)> = Vec::new();
+    let damage = loop {
+        if let Some((start, marker, end)) = batch {
+            if pos >= end || pos == len {
+                if pos != end || pending.len() as u64 != marker.count {
+                    break Some(Damage::InBatch { start, marker });
+                }
+                for (offset, hash) in pending.drain(..) {
+                    offsets.push(offset);
+                    tree.push(hash);
+                }
+                batch = None;
+            }
+        }
+        if pos == len {
+            break None;
+        }
+        let bad = match batch {
+            _ if pos < legacy_end => Damage::Legacy { at: pos },
+            Some((start, marker, _)) => Damage::InBatch { start, marker },
+            None => Damage::Boundary { at: pos },
+        };
+        let avail = (len - pos).min((HEADER + max.max(MARKER_DATA)) as u64) as usize;
         frame.resize(HEADER, 0);
         if avail < HEADER || reader.read_exact(&mut frame).is_err() {
-            break;
+            break Some(bad);
         }
         let data_len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-        if data_len > max || HEADER + data_len > avail {
-            break;
+        if HEADER + data_len > avail {
+            break Some(bad);
         }
         frame.resize(HEADER + data_len, 0);
         if reader.read_exact(&mut frame[HEADER..]).is_err() {
-            break;
+            break Some(bad);
         }
-        match parse_frame(&frame, offsets.len() as u64, max) {
-            Some((n, data)) => {
-                tree.push(leaf_hash(data));
+        let next = (offsets.len() + pending.len()) as u64;
+        match parse_any(&frame, next, max) {
+            Some((n, Frame::Entry(data))) if pos < legacy_end => {
                 offsets.push(pos);
+                tree.push(leaf_hash(data));
                 pos += n as u64;
             }
-            None => break,
+            Some((n, Frame::Entry(data))) if batch.is_some() => {
+                pending.push((pos, leaf_hash(data)));
+                pos += n as u64;
+            }
+            // A batch opens at a boundary, at the entry it says.
+            Some((n, Frame::Marker(m)))
+                if pos >= legacy_end && batch.is_none() && m.base == next && m.count > 0 =>
+            {
+                let start = pos;
+                pos += n as u64;
+                batch = Some((start, m, pos.saturating_add(m.bytes)));
+            }
+            _ => break Some(bad),
         }
-    }
-    if pos < len {
-        let next = offsets.len() as u64;
-        let mut rest = vec![0u8; (len - pos) as usize];
-        file.read_exact_at(&mut rest, pos).map_err(io_err(path))?;
-        // Any valid frame for a later index after the bad one means the file
-        // was damaged in the middle, not torn at the end.
-        let later_frame = (1..rest.len().saturating_sub(HEADER - 1)).find(|&p| {
-            let idx = u64::from_le_bytes(rest[p + 4..p + 12].try_into().unwrap_or([0xff; 8]));
-            idx >= next
-                && idx - next < rest.len() as u64
-                && parse_frame(&rest[p..], idx, max).is_some()
+    };
+    let Some(damage) = damage else {
+        return Ok(Durable {
+            tree,
+            offsets,
+            end: pos,
         });
-        if let Some(at) = later_frame {
-            return Err(LogError::Corrupt(format!(
-                "{}: entry {next} at byte {pos} is damaged but valid entries follow at byte {}",
-                path.display(),
-                pos + at as u64
-            )));
+    };
+
+    // Batches are written one after another, each only once the one before
+    // is synced. So a valid frame written after the damaged batch proves the
+    // damage hit synced, acknowledged data; otherwise the damaged batch was
+    // the last one, never acknowledged, and is cut off whole.
+    let next = offsets.len() as u64;
+    let (cut, later_from) = match damage {
+        Damage::Legacy { at } | Damage::Boundary { at } => (at, at + 1),
+        Damage::InBatch { start, marker } => (
+            start,
+            // Frames of the damaged batch itself lie before its end.
+            (start + (HEADER + MARKER_DATA) as u64).saturating_add(marker.bytes),
+        ),
+    };
+    let mut rest = vec![0u8; len.saturating_sub(cut + 1) as usize];
+    file.read_exact_at(&mut rest, cut + 1)
+        .map_err(io_err(path))?;
+    let later = (0..rest.len().saturating_sub(HEADER - 1)).find(|&p| {
+        let at = cut + 1 + p as u64;
+        let idx = u64::from_le_bytes(rest[p + 4..p + 12].try_into().unwrap_or([0; 8]));
+        let plausible = |i: u64| i >= next && i - next < rest.len() as u64;
+        // Cheap checks first: a CRC at every byte would be quadratic.
+        if at < later_from {
+            false
+        } else if idx == MARKER {
+            matches!(parse_any(&rest[p..], idx, max), Some((_, Frame::Marker(m))) if plausible(m.base))
+        } else {
+            // The last batch's marker may be lost while some of its frames
+            // reached the disk: at a boundary only a marker proves damage.
+            !matches!(damage, Damage::Boundary { .. })
+                && plausible(idx)
+                && parse_any(&rest[p..], idx, max).is_some()
         }
-        tracing::warn!(
-            path = %path.display(),
-            torn_bytes = len - pos,
-            entries = next,
-            "cutting off a torn tail left by an interrupted append"
-        );
-        file.set_len(pos)
-            .and_then(|_| file.sync_all())
-            .map_err(io_err(path))?;
+    });
+    if let Some(p) = later {
+        return Err(LogError::Corrupt(format!(
+            "{}: entry {next} at byte {cut} is damaged but data written after it follows at byte {}",
+            path.display(),
+            cut + 1 + p as u64
+        )));
     }
+    tracing::warn!(
+        path = %path.display(),
+        cut_bytes = len - cut,
+        entries = next,
+        "cutting off an unacknowledged batch left by an interrupted append"
+    );
+    file.set_len(cut)
+        .and_then(|_| file.sync_all())
+        .map_err(io_err(path))?;
     Ok(Durable {
         tree,
         offsets,
-        end: pos,
+        end: cut,
     })
 }
 

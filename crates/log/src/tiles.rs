@@ -118,30 +118,39 @@ impl Tile {
         if groups.len() > 1 && groups[0] == "x000" {
             return Err(err());
         }
-        Ok(Tile { kind, index, width })
+        let tile = Tile { kind, index, width };
+        // A tile no tree of u64 size can hold is out of range, not missing:
+        // its arithmetic would overflow.
+        tile.leaf_end().ok_or_else(err)?;
+        Ok(tile)
+    }
+
+    /// Tree level of the hashes this tile holds (0 for entry bundles).
+    fn tree_level(&self) -> u32 {
+        match self.kind {
+            TileKind::Hashes(l) => u32::from(l) * TILE_HEIGHT,
+            TileKind::Entries => 0,
+        }
     }
 
     /// Index range of the entries (level 0) or tree nodes this tile covers
-    /// at its own tree level.
-    fn node_range(&self) -> (u64, u64) {
-        let start = self.index * TILE_WIDTH;
-        (start, start + u64::from(self.width))
+    /// at its own tree level; None if it overflows.
+    pub fn node_range(&self) -> Option<(u64, u64)> {
+        let start = self.index.checked_mul(TILE_WIDTH)?;
+        Some((start, start.checked_add(u64::from(self.width))?))
+    }
+
+    /// Number of leaves a tree needs for this tile to be complete, or None
+    /// if that is beyond any u64 tree size.
+    fn leaf_end(&self) -> Option<u64> {
+        let (_, end) = self.node_range()?;
+        end.checked_mul(1u64.checked_shl(self.tree_level())?)
     }
 
     /// Whether the tile exists in a tree of `size` leaves: every hash in it
     /// must be a complete subtree.
     pub fn exists_at(&self, size: u64) -> bool {
-        let level = match self.kind {
-            TileKind::Hashes(l) => u32::from(l) * TILE_HEIGHT,
-            TileKind::Entries => 0,
-        };
-        if level >= 64 {
-            return false;
-        }
-        let (_, end) = self.node_range();
-        end.checked_mul(1u64 << level)
-            .map(|leaves| leaves <= size)
-            .unwrap_or(false)
+        self.leaf_end().is_some_and(|leaves| leaves <= size)
     }
 
     /// The tiles a client needs for a tree of `size` leaves: the full hash
@@ -188,7 +197,7 @@ pub fn hash_tile(tree: &Tree, tile: &Tile) -> Option<Vec<u8>> {
     if !tile.exists_at(tree.size()) {
         return None;
     }
-    let (start, end) = tile.node_range();
+    let (start, end) = tile.node_range()?;
     let mut out = Vec::with_capacity(32 * (end - start) as usize);
     for k in start..end {
         out.extend_from_slice(&tree.stored(usize::from(level) * TILE_HEIGHT as usize, k)?.0);
@@ -245,19 +254,73 @@ mod tests {
         let e = Tile::parse("/tile/entries/005").unwrap();
         assert_eq!(e.kind, TileKind::Entries);
         assert_eq!(e.width, 256);
+    }
+
+    /// Malformed paths and indices whose arithmetic overflows are refused at
+    /// parse time (a 400), never wrapped around to an existing tile.
+    #[test]
+    fn malformed_and_out_of_range_paths_are_refused() {
         for bad in [
-            "tile/0/1",
-            "tile/0/001.p/0",
-            "tile/0/001.p/256",
-            "tile/0/001.p/07",
+            // 2^56: index * 256 wraps to 0, which served tile 0.
+            "tile/0/x072/x057/x594/x037/x927/936",
+            "tile/entries/x072/x057/x594/x037/x927/936",
+            "tile/0/x072/x057/x594/x037/x927/936.p/1",
+            // Beyond u64 while parsing.
+            "tile/0/x018/x446/x744/x073/x709/x551/616",
+            "tile/0/x999/x999/x999/x999/x999/x999/x999/999",
+            // Full tiles that need a tree of 2^64 leaves or more.
+            "tile/0/x072/x057/x594/x037/x927/935",
+            "tile/6/255",
+            "tile/1/x281/x474/x976/x710/656",
+            // No u64 tree has a full level-7 tile or any level 8 node.
+            "tile/7/000",
+            "tile/8/000.p/1",
+            "tile/63/000",
             "tile/64/000",
+            "tile/255/000",
+            "tile/256/000",
+            "tile/-1/000",
             "tile/01/000",
+            "tile//000",
+            "tile/0/1",
+            "tile/0/0001",
+            "tile/0/00a",
+            "tile/0/+01",
+            "tile/0/ 01",
+            "tile/0/",
+            "tile/0",
+            "tile/0/x001",
             "tile/0/x000/001",
             "tile/0/001/002",
-            "tile/0/x001",
+            "tile/0/y001/002",
+            "tile/0/x01/002",
+            "tile/0/001.p/0",
+            "tile/0/001.p/256",
+            "tile/0/001.p/65536",
+            "tile/0/001.p/07",
+            "tile/0/001.p/",
+            "tile/0/001.p/1/",
+            "tile/0/001.p/+1",
+            "tile/0/001.p/1.p/1",
+            "tile/0/001.p",
+            "tile/0/001.q/1",
+            "tile/entries/001.p/0",
+            "tile/entry/001",
             "tiles/0/000",
+            "",
         ] {
-            assert!(Tile::parse(bad).is_err(), "{bad}");
+            assert!(Tile::parse(bad).is_err(), "{bad:?}");
+        }
+        // The largest tiles that still fit are accepted and round-trip.
+        for good in [
+            "tile/0/x072/x057/x594/x037/x927/935.p/255",
+            "tile/6/254",
+            "tile/7/000.p/255",
+            "tile/entries/x072/x057/x594/x037/x927/935.p/3",
+        ] {
+            let t = Tile::parse(good).unwrap();
+            assert_eq!(t.path(), good);
+            assert!(!t.exists_at(1 << 40));
         }
     }
 

@@ -3,11 +3,14 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 use verinfer_log::merkle::{leaf_hash, verify_consistency, verify_inclusion};
-use verinfer_log::tiles::{parse_bundle, Tile};
-use verinfer_log::{Log, LogError, SignedCheckpoint};
+use verinfer_log::tiles::{parse_bundle, Tile, TileKind};
+use verinfer_log::{DirLockError, Log, LogError, SignedCheckpoint};
 use verinfer_types::SecretKey;
 
 fn entry(i: u64) -> Vec<u8> {
@@ -119,15 +122,136 @@ fn damage_in_the_middle_is_an_error() {
     drop(log);
     let path = dir.path().join("entries");
     let mut bytes = std::fs::read(&path).unwrap();
-    // Flip a byte inside entry 5's data.
-    let frame = 16 + entry(0).len();
-    bytes[5 * frame + 20] ^= 1;
+    // Flip a byte inside entry 5's data (each append is a batch: a 40-byte
+    // marker, then the entry's frame).
+    let batch = 40 + 16 + entry(0).len();
+    bytes[5 * batch + 40 + 20] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
     match Log::open(dir.path()) {
         Err(LogError::Corrupt(msg)) => assert!(msg.contains("entry 5"), "{msg}"),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("opened a damaged log"),
     }
+}
+
+/// A log of 10 acknowledged entries, then a batch of entries 10..15 (and
+/// with `later`, one more batch after it). Returns the directory, the
+/// entries file, and where the batch of 10..15 starts and ends.
+fn with_batch(later: bool) -> (tempfile::TempDir, std::path::PathBuf, usize, usize) {
+    let (dir, log) = filled(10);
+    let path = dir.path().join("entries");
+    let start = std::fs::metadata(&path).unwrap().len() as usize;
+    log.append_batch((10..15).map(entry).collect()).unwrap();
+    let end = std::fs::metadata(&path).unwrap().len() as usize;
+    if later {
+        log.append(entry(15)).unwrap();
+    }
+    drop(log);
+    (dir, path, start, end)
+}
+
+fn scribble(path: &Path, range: std::ops::Range<usize>) {
+    let mut bytes = std::fs::read(path).unwrap();
+    for b in &mut bytes[range] {
+        *b = 0xa5;
+    }
+    std::fs::write(path, &bytes).unwrap();
+}
+
+/// The last batch reached the disk out of order before a crash: its start
+/// (marker and first entries) is garbage, its later frames are valid. It
+/// was never acknowledged, so it is cut off and the acknowledged prefix kept.
+#[test]
+fn unacknowledged_batch_written_out_of_order_is_cut() {
+    let frame = 16 + entry(10).len();
+    for garbage in [
+        // The marker and the first frame and a half never made it.
+        0..40 + frame + frame / 2,
+        // The marker made it, the second frame did not.
+        40 + frame..40 + 2 * frame,
+        // Only the last frame is missing.
+        40 + 4 * frame..40 + 5 * frame,
+    ] {
+        let (dir, path, start, end) = with_batch(false);
+        scribble(&path, start + garbage.start..start + garbage.end);
+        let log = Log::open(dir.path())
+            .unwrap_or_else(|e| panic!("garbage at {garbage:?} of the last batch: {e}"));
+        assert_eq!(log.size(), 10, "{garbage:?}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, start);
+        for i in 0..10 {
+            assert_eq!(log.entry(i).unwrap(), entry(i));
+        }
+        assert_eq!(log.append(entry(10)).unwrap(), 10);
+        drop(log);
+        assert_eq!(Log::open(dir.path()).unwrap().size(), 11);
+        assert!(end > start);
+    }
+}
+
+/// The same garbage in a batch that a later batch follows is damage to
+/// acknowledged entries: opening fails and the file is left as it is.
+#[test]
+fn garbage_inside_the_acknowledged_prefix_is_an_error() {
+    let frame = 16 + entry(10).len();
+    for garbage in [0..40 + frame + frame / 2, 40 + frame..40 + 2 * frame, 0..8] {
+        let (dir, path, start, _) = with_batch(true);
+        scribble(&path, start + garbage.start..start + garbage.end);
+        let len = std::fs::metadata(&path).unwrap().len();
+        match Log::open(dir.path()) {
+            Err(LogError::Corrupt(msg)) => assert!(msg.contains("entry 10"), "{msg}"),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("garbage at {garbage:?} of an acknowledged batch was cut"),
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+    }
+}
+
+/// Logs written before batch markers (format 1: entry frames only) open,
+/// keep their entries, recover a torn tail, and get markers from then on.
+#[test]
+fn format_1_logs_stay_readable() {
+    let (dir, log) = filled(0);
+    drop(log);
+    let legacy_frame = |i: u64, data: &[u8]| {
+        let mut f = Vec::new();
+        f.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        f.extend_from_slice(&i.to_le_bytes());
+        let mut h = crc32fast::Hasher::new();
+        h.update(&f);
+        h.update(data);
+        f.extend_from_slice(&h.finalize().to_le_bytes());
+        f.extend_from_slice(data);
+        f
+    };
+    let mut bytes: Vec<u8> = (0..5).flat_map(|i| legacy_frame(i, &entry(i))).collect();
+    let good = bytes.len();
+    bytes.extend_from_slice(&legacy_frame(5, &entry(5))[..20]); // torn
+    let path = dir.path().join("entries");
+    std::fs::write(&path, &bytes).unwrap();
+    let config = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("\"format\": 2", "\"format\": 1")).unwrap();
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.size(), 5);
+    assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, good);
+    assert_eq!(log.entry(4).unwrap(), entry(4));
+    assert_eq!(log.append_batch(vec![entry(5), entry(6)]).unwrap(), 5);
+    drop(log);
+    let upgraded = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        upgraded.contains(&format!("\"legacy_end\": {good}")),
+        "{upgraded}"
+    );
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.size(), 7);
+    assert_eq!(log.entry(6).unwrap(), entry(6));
+    drop(log);
+
+    // Damage among the old frames is damage to acknowledged entries.
+    scribble(&path, 40..44);
+    assert!(matches!(Log::open(dir.path()), Err(LogError::Corrupt(_))));
 }
 
 #[test]
@@ -185,6 +309,7 @@ fn bad_requests_are_errors_not_panics() {
         Log::open(&dir.path().join("missing")),
         Err(LogError::Setup(_))
     ));
+    drop(log);
     std::fs::write(dir.path().join("config.json"), b"{not json").unwrap();
     assert!(matches!(Log::open(dir.path()), Err(LogError::Corrupt(_))));
     assert!(Log::init(&dir.path().join("x"), "bad origin").is_err());
@@ -218,6 +343,15 @@ fn tiles_and_bundles_match_entries() {
         .tile(&Tile::parse("tile/0/002").unwrap())
         .unwrap()
         .is_none());
+    // An index whose range overflows u64 is no tile at all, not tile 0.
+    for kind in [TileKind::Hashes(0), TileKind::Hashes(1), TileKind::Entries] {
+        let huge = Tile {
+            kind,
+            index: 1 << 56,
+            width: 256,
+        };
+        assert!(log.tile(&huge).unwrap().is_none(), "{kind:?}");
+    }
 
     let out = tempfile::tempdir().unwrap();
     let n = log.export_tiles(out.path()).unwrap();
@@ -225,4 +359,61 @@ fn tiles_and_bundles_match_entries() {
     assert_eq!(n, 7);
     assert!(out.path().join("tile/1/000.p/2").exists());
     assert!(out.path().join("checkpoint").exists());
+}
+
+const LOCK_CHILD_ENV: &str = "VERINFER_LOCK_CHILD";
+
+/// Not a test on its own: run by `one_writer_per_directory_and_sigkill_frees_it`
+/// with the variable set, opens the log, says so and waits to be killed.
+#[test]
+fn lock_child() {
+    let Ok(dir) = std::env::var(LOCK_CHILD_ENV) else {
+        return;
+    };
+    let _log = Log::open(Path::new(&dir)).expect("child opens log");
+    println!("opened");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn assert_in_use(dir: &Path, owner: u32) {
+    match Log::open(dir) {
+        Err(LogError::Lock(DirLockError::InUse { pid, .. })) => assert_eq!(pid, Some(owner)),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a second writer opened the log"),
+    }
+}
+
+#[test]
+fn one_writer_per_directory_and_sigkill_frees_it() {
+    let (dir, log) = filled(3);
+    // A second handle in the same process is refused too.
+    assert_in_use(dir.path(), std::process::id());
+    assert!(Log::open(dir.path())
+        .err()
+        .unwrap()
+        .to_string()
+        .starts_with(&format!(
+            "data directory in use (pid {})",
+            std::process::id()
+        )));
+    drop(log);
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "lock_child", "--nocapture", "--test-threads=1"])
+        .env(LOCK_CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.ends_with("opened"))),
+        "the child did not open the log"
+    );
+    assert_in_use(dir.path(), child.id());
+    child.kill().unwrap(); // SIGKILL: no destructor runs in the child
+    child.wait().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.size(), 3);
+    assert_eq!(log.append(entry(3)).unwrap(), 3);
 }
