@@ -106,6 +106,13 @@ contract Verinfer {
         uint128 priceOut;
     }
 
+    /// @dev A node's bonded stake from the `epoch`-th proposal's creation on
+    /// (`epoch` = proposalCount when the stake changed).
+    struct StakePoint {
+        uint64 epoch;
+        uint128 stake;
+    }
+
     struct Proposal {
         uint8 param;
         uint40 deadline; // voting ends (exclusive)
@@ -166,6 +173,8 @@ contract Verinfer {
     error AlreadyExecuted();
     error ProposalExpired();
     error NotPassed();
+    error OutOfBounds(uint8 param, uint256 value, uint256 min, uint256 max);
+    error StakeLocked(uint64 until);
 
     // ------------------------------------------------------------------
     // Events
@@ -216,6 +225,11 @@ contract Verinfer {
     mapping(bytes32 => bool) public slashed;
     mapping(uint256 => Proposal) public proposals;
     mapping(uint256 => mapping(address => bool)) public voted;
+    /// @dev Each node's bonded stake over proposal epochs: the snapshots votes are weighed by.
+    mapping(address => StakePoint[]) internal stakeHistory;
+    /// @notice Until when a node's bonded stake cannot be unbonded: the end of
+    /// the latest vote it took part in.
+    mapping(address => uint64) public voteLockedUntil;
 
     constructor(IERC20 token_, Params memory params_, InitialModel[] memory models_) {
         if (address(token_).code.length == 0) revert InvalidParam();
@@ -250,7 +264,7 @@ contract Verinfer {
         if (amount < minStake) revert StakeBelowMinimum(amount, minStake);
         totalStaked = _add128(totalStaked, amount);
         nd.role = role;
-        nd.stake = uint128(amount);
+        _setStake(msg.sender, nd, amount);
         nd.nodeKey = nodeKey;
         nd.endpoint = endpoint;
         nodeByKey[nodeKey] = msg.sender;
@@ -272,7 +286,7 @@ contract Verinfer {
         if (amount == 0) revert ZeroAmount();
         totalStaked = _add128(totalStaked, amount);
         uint128 s = nd.stake + uint128(amount); // cannot wrap: bounded by totalStaked
-        nd.stake = s;
+        _setStake(msg.sender, nd, s);
         _pull(msg.sender, amount);
         emit Staked(msg.sender, amount, s);
     }
@@ -280,18 +294,21 @@ contract Verinfer {
     /// @notice Move `amount` of bonded stake to unbonding; it can be withdrawn
     /// `unbondDelay` seconds later and stays slashable until then. What stays
     /// bonded must be zero or at least the minimum. A new unbond adds to the
-    /// amount already unbonding and restarts its delay.
+    /// amount already unbonding and restarts its delay. Stake that voted
+    /// stays bonded until that vote ends, so it cannot vote again elsewhere.
     function unbond(uint256 amount) external {
         Node storage nd = nodes[msg.sender];
         if (nd.role == 0) revert NotRegistered(msg.sender);
         if (amount == 0) revert ZeroAmount();
+        uint64 locked = voteLockedUntil[msg.sender];
+        if (block.timestamp < locked) revert StakeLocked(locked);
         uint256 bonded = nd.stake;
         if (amount > bonded) revert InsufficientStake(bonded, amount);
         uint256 left = bonded - amount;
         uint256 minStake = params.minStake;
         if (left != 0 && left < minStake) revert StakeBelowMinimum(left, minStake);
         uint64 unlockAt = uint64(block.timestamp) + params.unbondDelay;
-        nd.stake = uint128(left);
+        _setStake(msg.sender, nd, left);
         nd.unbonding += uint128(amount);
         nd.unbondAt = unlockAt;
         totalStaked -= uint128(amount);
@@ -343,7 +360,7 @@ contract Verinfer {
         if (amount == 0) revert NothingToSlash();
         uint256 fromStake = amount <= bonded ? amount : bonded;
         uint256 fromUnbonding = amount - fromStake;
-        nd.stake = uint128(bonded - fromStake);
+        _setStake(accused, nd, bonded - fromStake);
         nd.unbonding = uint128(unbondingAmt - fromUnbonding);
         totalStaked -= uint128(fromStake);
         totalUnbonding -= uint128(fromUnbonding);
@@ -510,17 +527,20 @@ contract Verinfer {
     }
 
     /// @notice Vote once per proposal, weighted by msg.sender's bonded stake
-    /// now (at vote time). Stake leaves an address only through unbonding,
-    /// whose delay is never shorter than the voting period, so a token cannot
-    /// vote twice on one proposal from two addresses.
+    /// at the proposal's creation, or its stake now if a slash lowered it
+    /// since: stake added later (moved from another address) adds nothing.
+    /// The voter's stake stays bonded until the vote ends.
     function vote(uint256 id, bool support) external {
         Proposal storage pr = proposals[id];
         if (pr.deadline == 0) revert UnknownProposal();
         if (block.timestamp >= pr.deadline) revert VotingClosed();
         if (voted[id][msg.sender]) revert AlreadyVoted();
-        uint128 weight = nodes[msg.sender].stake;
+        uint128 weight = stakeAt(msg.sender, id);
+        uint128 current = nodes[msg.sender].stake;
+        if (current < weight) weight = current;
         if (weight == 0) revert NotStaker();
         voted[id][msg.sender] = true;
+        if (voteLockedUntil[msg.sender] < pr.deadline) voteLockedUntil[msg.sender] = pr.deadline;
         if (support) pr.yes += weight;
         else pr.no += weight;
         emit Voted(id, msg.sender, support, weight);
@@ -601,12 +621,63 @@ contract Verinfer {
         return value;
     }
 
+    /// @notice The bounds of each governed number, the same as the embedded
+    /// ledger's (docs/design.md, "Governance"): no vote can set a value
+    /// outside them. The fee split is bounded by its sum, the treasury by
+    /// being non-zero; the majority a proposal needs is not a parameter.
+    function paramBounds(uint8 param) public pure returns (uint256 min, uint256 max) {
+        if (param == P_MIN_STAKE) return (1 ether, 1e9 ether); // a node risks something; registration stays possible
+        if (param == P_QUORUM) return (1, 32); // a certificate needs a verifier; a quorum stays reachable
+        if (param == P_SLASH_QUORUM) return (1, 32); // a fault needs a witness; a slash stays reachable
+        if (param == P_SLASH_BPS) return (100, BPS); // cheating always costs; at most the whole stake
+        if (param == P_SLASH_REWARD_BPS) return (0, BPS); // a share of what is slashed
+        if (param == P_UNBOND_DELAY) return (1 hours, 90 days); // time to prove a fault; stake can leave
+        if (param == P_WITHDRAW_DELAY) return (1 hours, 30 days); // time to settle what is owed; funds can leave
+        if (param == P_VOTING_PERIOD) return (1 hours, 30 days); // stakers can react; a vote ends
+        revert InvalidParam();
+    }
+
+    function _bounded(uint8 param, uint256 value) private pure {
+        (uint256 min, uint256 max) = paramBounds(param);
+        if (value < min || value > max) revert OutOfBounds(param, value, min, max);
+    }
+
     function _checkParams(Params memory p) internal pure {
+        _bounded(P_MIN_STAKE, p.minStake);
+        _bounded(P_QUORUM, p.quorum);
+        _bounded(P_SLASH_QUORUM, p.slashQuorum);
+        _bounded(P_SLASH_BPS, p.slashBps);
+        _bounded(P_SLASH_REWARD_BPS, p.slashRewardBps);
+        _bounded(P_UNBOND_DELAY, p.unbondDelay);
+        _bounded(P_WITHDRAW_DELAY, p.withdrawDelay);
+        _bounded(P_VOTING_PERIOD, p.votingPeriod);
         if (
-            p.minStake == 0 || p.quorum == 0 || p.slashQuorum == 0 || p.slashBps > BPS || p.slashRewardBps > BPS
-                || uint256(p.feeInferenceBps) + p.feeVerifierBps + p.feeTreasuryBps != BPS || p.votingPeriod == 0
-                || p.unbondDelay < p.votingPeriod || p.treasury == address(0)
+            uint256(p.feeInferenceBps) + p.feeVerifierBps + p.feeTreasuryBps != BPS || p.unbondDelay < p.votingPeriod
+                || p.treasury == address(0)
         ) revert InvalidParam();
+    }
+
+    /// @notice `node`'s bonded stake when proposal `id` was created.
+    function stakeAt(address node, uint256 id) public view returns (uint128) {
+        StakePoint[] storage h = stakeHistory[node];
+        // The last point with epoch < id: set before proposal `id` existed.
+        uint256 lo = 0;
+        uint256 hi = h.length;
+        while (lo < hi) {
+            uint256 mid = (lo + hi) / 2;
+            if (h[mid].epoch < id) lo = mid + 1;
+            else hi = mid;
+        }
+        return lo == 0 ? 0 : h[lo - 1].stake;
+    }
+
+    /// @dev Sets a node's bonded stake and records it for later snapshots.
+    function _setStake(address who, Node storage nd, uint256 amount) private {
+        nd.stake = uint128(amount);
+        StakePoint[] storage h = stakeHistory[who];
+        uint64 epoch = proposalCount;
+        if (h.length != 0 && h[h.length - 1].epoch == epoch) h[h.length - 1].stake = uint128(amount);
+        else h.push(StakePoint(epoch, uint128(amount)));
     }
 
     // ------------------------------------------------------------------

@@ -28,31 +28,49 @@ contract DeployTest is Fixture {
 
     function test_revert_InvalidParam_constructor_params() public {
         Verinfer.Params memory p;
-        Verinfer.Params[9] memory bad;
-        for (uint256 i; i < 9; ++i) {
+        Verinfer.Params[3] memory bad;
+        for (uint256 i; i < 3; ++i) {
             bad[i] = defaultParams();
         }
-        bad[0].minStake = 0;
-        bad[1].quorum = 0;
-        bad[2].slashQuorum = 0;
-        bad[3].slashBps = 10_001;
-        bad[4].slashRewardBps = 10_001;
-        bad[5].feeTreasuryBps = 0; // split no longer sums to 10000
-        bad[6].votingPeriod = 0;
-        bad[7].unbondDelay = bad[7].votingPeriod - 1;
-        bad[8].treasury = address(0);
-        for (uint256 i; i < 9; ++i) {
+        bad[0].feeTreasuryBps = 0; // split no longer sums to 10000
+        bad[1].unbondDelay = bad[1].votingPeriod - 1;
+        bad[2].treasury = address(0);
+        for (uint256 i; i < 3; ++i) {
             p = bad[i];
             vm.expectRevert(Verinfer.InvalidParam.selector);
             deployWith(p);
         }
     }
 
-    function test_revert_InvalidParam_zero_model_id() public {
+    function test_revert_OutOfBounds_constructor_params() public {
         Verinfer.Params memory p = defaultParams();
-        Verinfer.InitialModel[] memory m = new Verinfer.InitialModel[](1);
-        vm.expectRevert(Verinfer.InvalidParam.selector);
-        new Verinfer(IERC20(address(token)), p, m);
+        p.minStake = 0;
+        expectOutOfBounds(p, 0, 0, 1 ether, 1e9 ether);
+        p = defaultParams();
+        p.quorum = 0;
+        expectOutOfBounds(p, 1, 0, 1, 32);
+        p = defaultParams();
+        p.slashQuorum = 33;
+        expectOutOfBounds(p, 2, 33, 1, 32);
+        p = defaultParams();
+        p.slashBps = 10_001;
+        expectOutOfBounds(p, 3, 10_001, 100, 10_000);
+        p = defaultParams();
+        p.slashRewardBps = 10_001;
+        expectOutOfBounds(p, 4, 10_001, 0, 10_000);
+        p = defaultParams();
+        p.votingPeriod = 0;
+        expectOutOfBounds(p, 8, 0, 1 hours, 30 days);
+        p = defaultParams();
+        p.unbondDelay = type(uint32).max;
+        expectOutOfBounds(p, 6, type(uint32).max, 1 hours, 90 days);
+    }
+
+    function expectOutOfBounds(Verinfer.Params memory p, uint8 param, uint256 value, uint256 min, uint256 max)
+        internal
+    {
+        vm.expectRevert(abi.encodeWithSelector(Verinfer.OutOfBounds.selector, param, value, min, max));
+        deployWith(p);
     }
 
     function mockSetup(uint8 mode) internal returns (MockToken t, Verinfer w) {

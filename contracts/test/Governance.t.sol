@@ -137,34 +137,56 @@ contract GovernanceTest is Fixture {
         assertEq(priceOut, 2e12, "out");
     }
 
-    function test_weight_is_stake_at_vote_time() public {
+    function test_weight_is_stake_at_creation() public {
         uint256 id = propose(v.P_QUORUM(), 0, 2);
         fund(vaddrs[0], 300 ether);
         vm.prank(vaddrs[0]);
-        v.stake(300 ether); // staked after creation: counts for the vote...
+        v.stake(300 ether); // staked after creation: adds no weight
         voteBy(vaddrs[0], id, true);
         (,,,, uint128 total, uint128 yes,,,) = v.proposals(id);
-        assertEq(yes, 400 ether, "weight at vote time");
-        assertEq(total, 500 ether, "...but the threshold is the stake at creation");
+        assertEq(yes, 100 ether, "weight at creation");
+        assertEq(total, 500 ether, "threshold is the stake at creation");
+        assertEq(v.stakeAt(vaddrs[0], id), 100 ether, "snapshot");
+        assertEq(v.stakeAt(vaddrs[0], id + 1), 400 ether, "a later proposal sees the new stake");
         vm.warp(block.timestamp + VOTING_PERIOD);
+        vm.expectRevert(Verinfer.NotPassed.selector);
         v.execute(id);
-        assertEq(currentParams().quorum, 2, "passed alone");
     }
 
-    /// A voter cannot move its stake to a second address within the vote:
-    /// unbonded stake stays locked for at least the voting period.
-    function test_stake_cannot_vote_twice_through_unbonding() public {
+    /// A slash after the snapshot lowers the weight: min(snapshot, now).
+    function test_slash_after_creation_lowers_weight() public {
+        uint256 id = propose(v.P_QUORUM(), 0, 2);
+        v.slash(node, keccak256("r"), keccak256("reason"), slashSigs(firstKeys(3), node, keccak256("r"), keccak256("reason")));
+        (uint256 left,) = stakeOf(node);
+        assertEq(left, MIN_STAKE / 2, "half slashed");
+        voteBy(node, id, true);
+        (,,,,, uint128 yes,,,) = v.proposals(id);
+        assertEq(yes, MIN_STAKE / 2, "weight is what is left");
+    }
+
+    /// Stake that voted cannot move to a second address and vote again: it
+    /// stays bonded until the vote ends, and stake bonded after the proposal
+    /// has no weight in it.
+    function test_stake_cannot_vote_twice() public {
         uint256 id = propose(v.P_QUORUM(), 0, 2);
         voteBy(vaddrs[0], id, true);
+        (, uint40 deadline,,,,,,,) = v.proposals(id);
+        assertEq(v.voteLockedUntil(vaddrs[0]), deadline, "locked until the vote ends");
+        vm.prank(vaddrs[0]);
+        vm.expectRevert(abi.encodeWithSelector(Verinfer.StakeLocked.selector, uint64(deadline)));
+        v.unbond(MIN_STAKE);
+        // Fresh stake on another address counts nothing in this vote.
+        address second = address(0x5EC0);
+        registerNode(second, 1, 400 ether);
+        vm.prank(second);
+        vm.expectRevert(Verinfer.NotStaker.selector);
+        v.vote(id, true);
+        // Once the vote ended, the stake can leave.
+        vm.warp(deadline);
         vm.prank(vaddrs[0]);
         v.unbond(MIN_STAKE);
-        (, uint40 deadline,,,,,,,) = v.proposals(id);
-        vm.warp(deadline - 1);
-        vm.prank(vaddrs[0]);
-        vm.expectRevert(
-            abi.encodeWithSelector(Verinfer.StillLocked.selector, uint64(deadline - VOTING_PERIOD + UNBOND_DELAY))
-        );
-        v.withdrawUnbonded();
+        (, uint256 unbonding) = stakeOf(vaddrs[0]);
+        assertEq(unbonding, MIN_STAKE, "unbonding after the vote");
     }
 
     function test_anyone_executes() public {
@@ -276,17 +298,18 @@ contract GovernanceTest is Fixture {
     }
 
     function test_revert_NotPassed_more_no_than_yes() public {
+        address whale = address(0x3A1E);
+        registerNode(whale, 1, 400 ether); // total 900, half = 450
         uint256 id = propose(1, 0, 2);
         voteBy(vaddrs[0], id, true);
         voteBy(vaddrs[1], id, true);
-        voteBy(vaddrs[2], id, true); // 300 yes > 250
-        // 400 staked after creation votes no: yes no longer beats no.
-        address whale = address(0x3A1E);
-        registerNode(whale, 1, 400 ether);
-        voteBy(whale, id, false);
+        voteBy(vaddrs[2], id, true);
+        voteBy(vaddrs[3], id, true);
+        voteBy(node, id, true); // 500 yes
+        voteBy(whale, id, false); // 400 no
         vm.warp(block.timestamp + VOTING_PERIOD);
-        vm.expectRevert(Verinfer.NotPassed.selector);
-        v.execute(id);
+        v.execute(id); // yes beats half and the no votes
+        assertEq(currentParams().quorum, 2, "passed");
     }
 
     function test_revert_InvalidParam_unknown_param() public {
@@ -312,17 +335,34 @@ contract GovernanceTest is Fixture {
     }
 
     function test_revert_InvalidParam_out_of_range() public {
-        expectProposeRevert(v.P_MIN_STAKE(), 0, 0);
-        expectProposeRevert(v.P_QUORUM(), 0, 0);
-        expectProposeRevert(v.P_SLASH_QUORUM(), 0, 0);
-        expectProposeRevert(v.P_SLASH_BPS(), 0, 10_001);
-        expectProposeRevert(v.P_SLASH_REWARD_BPS(), 0, 10_001);
         expectProposeRevert(v.P_FEE_SPLIT(), 0, (7000 << 32) | (2000 << 16) | 999);
         expectProposeRevert(v.P_FEE_SPLIT(), 0, (7000 << 32) | (2000 << 16) | 1001);
         expectProposeRevert(v.P_UNBOND_DELAY(), 0, VOTING_PERIOD - 1); // shorter than a vote
-        expectProposeRevert(v.P_VOTING_PERIOD(), 0, 0);
         expectProposeRevert(v.P_VOTING_PERIOD(), 0, UNBOND_DELAY + 1); // longer than unbonding
         expectProposeRevert(v.P_TREASURY(), 0, 0);
+    }
+
+    function expectOutOfBounds(uint8 param, uint256 value) internal {
+        (uint256 min, uint256 max) = v.paramBounds(param);
+        vm.prank(vaddrs[0]);
+        vm.expectRevert(abi.encodeWithSelector(Verinfer.OutOfBounds.selector, param, value, min, max));
+        v.propose(param, 0, value);
+    }
+
+    /// Every governed number has bounds no vote can cross.
+    function test_revert_OutOfBounds() public {
+        expectOutOfBounds(v.P_MIN_STAKE(), 0);
+        expectOutOfBounds(v.P_MIN_STAKE(), 1e9 ether + 1);
+        expectOutOfBounds(v.P_QUORUM(), 0);
+        expectOutOfBounds(v.P_QUORUM(), 33);
+        expectOutOfBounds(v.P_SLASH_QUORUM(), 0);
+        expectOutOfBounds(v.P_SLASH_BPS(), 0);
+        expectOutOfBounds(v.P_SLASH_BPS(), 10_001);
+        expectOutOfBounds(v.P_SLASH_REWARD_BPS(), 10_001);
+        expectOutOfBounds(v.P_UNBOND_DELAY(), type(uint32).max);
+        expectOutOfBounds(v.P_WITHDRAW_DELAY(), 0);
+        expectOutOfBounds(v.P_VOTING_PERIOD(), 0);
+        expectOutOfBounds(v.P_VOTING_PERIOD(), 31 days);
     }
 
     function test_revert_InvalidParam_models() public {
