@@ -40,6 +40,10 @@ pub enum LedgerError {
     /// A record failed to encode or decode.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// The data directory was written under an older protocol version whose
+    /// records this version refuses.
+    #[error("the ledger cannot be opened: {0}")]
+    Outdated(String),
     /// The data directory is inconsistent.
     #[error("ledger is damaged: {0}")]
     Corrupt(String),
@@ -162,6 +166,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The error for WAL entry `i` that does not decode: a clear refusal when it
+/// holds a record version this protocol no longer accepts.
+fn outdated(i: u64, bytes: &[u8], e: RecordError) -> LedgerError {
+    const V1_VERDICT: &[u8] = b"\"verinfer.verdict.v1\"";
+    if bytes.windows(V1_VERDICT.len()).any(|w| w == V1_VERDICT) {
+        return LedgerError::Outdated(format!(
+            "WAL entry {i} holds verinfer.verdict.v1 records, which are refused since \
+             verdicts bind the request they checked (verinfer.verdict.v2); this data \
+             directory was written by an older version: start a new ledger"
+        ));
+    }
+    e.into()
+}
+
 impl Ledger {
     /// Creates a ledger in `dir` from `genesis`, with a receipts log named
     /// `receipts_origin` signed by `log_key`.
@@ -205,7 +223,8 @@ impl Ledger {
         let mut missing: Vec<Leaf> = Vec::new();
         let mut index = ReceiptIndex::default();
         for i in 1..wal.size() {
-            let tx = Transaction::from_canonical(&wal.entry(i)?)?;
+            let bytes = wal.entry(i)?;
+            let tx = Transaction::from_canonical(&bytes).map_err(|e| outdated(i, &bytes, e))?;
             // Signatures were checked before the transaction was logged.
             let effects = apply_checked(&mut state, &tx)
                 .map_err(|e| LedgerError::Corrupt(format!("WAL entry {i} does not apply: {e}")))?;
