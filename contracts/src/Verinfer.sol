@@ -152,6 +152,7 @@ contract Verinfer {
     error NotVerifier(address signer);
     // slashing
     error AccusedInCommittee();
+    error CommitteeNotMajority(uint256 signatures, uint256 verifiers);
     error AlreadySlashed();
     error NothingToSlash();
     // escrow
@@ -216,6 +217,9 @@ contract Verinfer {
     uint128 public totalEscrow;
     uint128 public totalStaked;
     uint128 public totalUnbonding;
+    /// @notice Addresses ever registered as verifiers (registration is
+    /// permanent): a slash needs signatures from a strict majority of them.
+    uint64 public verifierCount;
 
     mapping(address => Node) public nodes;
     mapping(bytes32 => address) public nodeByKey;
@@ -264,6 +268,7 @@ contract Verinfer {
         if (amount < minStake) revert StakeBelowMinimum(amount, minStake);
         totalStaked = _add128(totalStaked, amount);
         nd.role = role;
+        if (role == ROLE_VERIFIER) ++verifierCount;
         _setStake(msg.sender, nd, amount);
         nd.nodeKey = nodeKey;
         nd.endpoint = endpoint;
@@ -330,7 +335,9 @@ contract Verinfer {
 
     /// @notice Slash `accused` on the evidence of a quorum (`slashQuorum`) of
     /// active verifiers, none of them the accused, who signed the EIP-712
-    /// `Slash(accused, resultHash, reasonHash)`. Takes `slashBps` of the
+    /// `Slash(accused, resultHash, reasonHash)` and are a strict majority of
+    /// the registered verifiers (`verifierCount`): no minority of verifiers
+    /// can slash. Takes `slashBps` of the
     /// accused's bonded plus unbonding stake (bonded first); `slashRewardBps`
     /// of it is shared equally by the signers, the rest (and the rounding
     /// remainder) goes to the treasury account. A (resultHash, accused) pair
@@ -344,6 +351,7 @@ contract Verinfer {
         Params storage p = params;
         uint256 each = n == 0 ? 0 : amount * p.slashRewardBps / BPS / n;
         _checkQuorum(slashDigest(accused, resultHash, reasonHash), sigs, p.slashQuorum, p.minStake, accused, each);
+        if (n * 2 <= verifierCount) revert CommitteeNotMajority(n, verifierCount);
         uint256 reward = each * n;
         totalEscrow += uint128(amount);
         accounts[p.treasury].balance += uint128(amount - reward);

@@ -127,6 +127,20 @@ contract SlashTest is Fixture {
         expectSlashRevert(abi.encodeWithSelector(Verinfer.QuorumNotMet.selector, 2, 3), node, RESULT, sigs);
     }
 
+    function test_revert_CommitteeNotMajority() public {
+        // A slash quorum of 2 is met, but 2 of the 4 registered verifiers are
+        // no majority: a minority committee cannot slash.
+        Verinfer.Params memory p = currentParams();
+        p.slashQuorum = 2;
+        storeParams(p);
+        assertEq(v.verifierCount(), 4, "four verifiers registered");
+        bytes memory sigs = slashSigs(firstKeys(2), node, RESULT, REASON);
+        expectSlashRevert(abi.encodeWithSelector(Verinfer.CommitteeNotMajority.selector, 2, 4), node, RESULT, sigs);
+        // Three of four is a majority.
+        v.slash(node, RESULT, REASON, slashSigs(firstKeys(3), node, RESULT, REASON));
+        assertConserved();
+    }
+
     function test_revert_BadSignatureLength_slash() public {
         bytes memory sigs = abi.encodePacked(slashSigs(firstKeys(3), node, RESULT, REASON), bytes2(0));
         expectSlashRevert(abi.encodeWithSelector(Verinfer.BadSignatureLength.selector), node, RESULT, sigs);

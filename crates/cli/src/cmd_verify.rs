@@ -50,8 +50,10 @@ pub struct VerifyArgs {
     /// receipt's own list.
     #[arg(long = "witness", value_name = "VKEY")]
     pub witnesses: Vec<String>,
-    /// Cosignatures a checkpoint needs; default: the receipt's own.
-    #[arg(long, value_name = "N")]
+    /// Cosignatures a checkpoint needs; default: a strict majority of the
+    /// pinned witnesses (with --witness), else the receipt's own. Nothing in
+    /// the receipt lowers it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub witness_quorum: Option<u32>,
     /// Save the fetched bundle to FILE.
     #[arg(long, value_name = "FILE")]
@@ -100,24 +102,33 @@ impl Pins {
     }
 
     /// The keys to check `bundle` with: pinned ones, the bundle's for the
-    /// rest. A bundle key that does not parse fails the check.
+    /// rest. With pinned witnesses the quorum is never the bundle's: the
+    /// pinned one, else a strict majority of the pinned witnesses. A bundle
+    /// key that does not parse fails the check.
     pub fn trust(&self, bundle: &ReceiptBundle) -> Result<Trust, ReceiptError> {
-        Ok(Trust {
-            log_key: match &self.log_key {
-                Some(k) => k.clone(),
-                None => parse_log_key(&bundle.log_key)?,
-            },
-            witnesses: if self.witnesses.is_empty() {
-                bundle
-                    .witnesses
-                    .iter()
-                    .map(|w| parse_witness_key(w))
-                    .collect::<Result<_, _>>()?
-            } else {
-                self.witnesses.clone()
-            },
-            witness_quorum: self.witness_quorum.unwrap_or(bundle.witness_quorum) as usize,
-        })
+        let log_key = match &self.log_key {
+            Some(k) => k.clone(),
+            None => parse_log_key(&bundle.log_key)?,
+        };
+        let quorum = self.witness_quorum.map(|q| q as usize);
+        if !self.witnesses.is_empty() {
+            return Ok(Trust::pinned(log_key, self.witnesses.clone(), quorum));
+        }
+        let mut trust = Trust::from_bundle(bundle)?;
+        trust.log_key = log_key;
+        if let Some(q) = quorum {
+            trust.witness_quorum = q;
+        }
+        Ok(trust)
+    }
+
+    /// Where the cosignature quorum came from, for the report.
+    pub fn quorum_origin(&self) -> &'static str {
+        match (self.witness_quorum.is_some(), self.witnesses.is_empty()) {
+            (true, _) => "pinned",
+            (false, false) => "a majority of the pinned witnesses",
+            (false, true) => "taken from the receipt",
+        }
     }
 }
 
@@ -287,7 +298,7 @@ fn json_report(outcome: &Result<Report, String>, pins: &Pins) -> serde_json::Val
     let pinned = serde_json::json!({
         "log_key": pins.log_key.is_some(),
         "witnesses": !pins.witnesses.is_empty(),
-        "witness_quorum": pins.witness_quorum.is_some(),
+        "witness_quorum": pins.witness_quorum.is_some() || !pins.witnesses.is_empty(),
     });
     match outcome {
         Ok(r) => serde_json::json!({ "ok": true, "report": r, "pinned": pinned }),
@@ -438,7 +449,7 @@ pub fn print_report(r: &Report, pins: &Pins) {
         c.cosignatures,
         c.witness_quorum,
         origin(!pins.witnesses.is_empty()),
-        origin(pins.witness_quorum.is_some())
+        pins.quorum_origin()
     );
     println!("status: {}", r.status);
     if r.status == Status::Provisional {

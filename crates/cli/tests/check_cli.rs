@@ -70,7 +70,7 @@ fn check_accepts_honest_answers_and_rejects_every_fault() {
     let out = check(d, &honest);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(verdict["type"], "verinfer.verdict.v1");
+    assert_eq!(verdict["type"], "verinfer.verdict.v2");
     assert_eq!(verdict["decision"], "accept");
     assert!(d.join("verifier.key").exists());
 

@@ -249,6 +249,7 @@ fn genesis_transfers_stake_vote_and_slash() {
     let req = w.request(&w.users[0], 1, 1);
     let result = w.result(&req, 0);
     let evidence = Evidence::Node {
+        request: req,
         committee: (0..3)
             .map(|v| w.verdict(&result, v, Decision::Reject))
             .collect(),

@@ -119,6 +119,54 @@ fn pinned_keys_are_used() {
 }
 
 #[test]
+fn pinned_witnesses_pin_the_quorum() {
+    // A receipt edited to need no cosignature, with every one removed.
+    let dir = tempfile::tempdir().unwrap();
+    let b = signed_bundle();
+    let mut edited = b.clone();
+    edited.witness_quorum = 0;
+    edited.checkpoint = Some(
+        b.checkpoint
+            .clone()
+            .unwrap()
+            .split_inclusive('\n')
+            .filter(|l| !l.starts_with("\u{2014} witness.verinfer/"))
+            .collect(),
+    );
+    let file = write_bundle(
+        dir.path(),
+        "edited.json",
+        &serde_json::to_string(&edited).unwrap(),
+    );
+    let pinned = |extra: &[&str]| {
+        let mut args = vec!["verify", "--log-key", &b.log_key];
+        for w in &b.witnesses {
+            args.extend(["--witness", w.as_str()]);
+        }
+        args.extend(extra);
+        args.push(&file);
+        verinfer(&args, None)
+    };
+    // Default: a majority of the three pinned witnesses.
+    let out = pinned(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("0 trusted witness cosignature(s) on the checkpoint; 2 needed"),
+        "{}",
+        text(&out.stderr)
+    );
+    // An explicit quorum is the caller's; 0 is not a quorum.
+    let out = pinned(&["--witness-quorum", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = pinned(&["--witness-quorum", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    // Unpinned, the receipt's own (edited) keys are used, and the output says so.
+    let out = verinfer(&["verify", &file], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("quorum taken from the receipt"));
+}
+
+#[test]
 fn unreadable_receipts_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.json");

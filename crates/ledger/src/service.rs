@@ -49,6 +49,10 @@ pub enum LedgerError {
     /// A record failed to encode or decode.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// The data directory was written under an older protocol version whose
+    /// records this version refuses.
+    #[error("the ledger cannot be opened: {0}")]
+    Outdated(String),
     /// The data directory is inconsistent.
     #[error("ledger is damaged: {0}")]
     Corrupt(String),
@@ -205,6 +209,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The error for WAL entry `i` that does not decode: a clear refusal when it
+/// holds a record version this protocol no longer accepts.
+fn outdated(i: u64, bytes: &[u8], e: RecordError) -> LedgerError {
+    const V1_VERDICT: &[u8] = b"\"verinfer.verdict.v1\"";
+    if bytes.windows(V1_VERDICT.len()).any(|w| w == V1_VERDICT) {
+        return LedgerError::Outdated(format!(
+            "WAL entry {i} holds verinfer.verdict.v1 records, which are refused since \
+             verdicts bind the request they checked (verinfer.verdict.v2); this data \
+             directory was written by an older version: start a new ledger"
+        ));
+    }
+    e.into()
+}
+
 impl Ledger {
     /// Creates a ledger in `dir` from `genesis`, with a receipts log named
     /// `receipts_origin` signed by `log_key`.
@@ -279,7 +297,9 @@ impl Ledger {
         let mut missing: Vec<Leaf> = Vec::new();
         let mut index = ReceiptIndex::default();
         for i in 1..wal.size() {
-            let WalEntry { time_ms, tx, .. } = WalEntry::decode(&wal.entry(i)?, state.time_ms)?;
+            let bytes = wal.entry(i)?;
+            let WalEntry { time_ms, tx, .. } =
+                WalEntry::decode(&bytes, state.time_ms).map_err(|e| outdated(i, &bytes, e))?;
             if time_ms < state.time_ms {
                 return Err(LedgerError::Corrupt(format!(
                     "WAL entry {i} is stamped before the entry preceding it"

@@ -505,6 +505,7 @@ pub fn check_signatures(tx: &Transaction) -> Result<(), TxError> {
         TxBody::Slash { evidence } => {
             let (result, extra, committee) = evidence.parts();
             let bad = |e: RecordError| TxError::Evidence(e.to_string());
+            evidence.request().verify_signature().map_err(bad)?;
             result.verify_signature().map_err(bad)?;
             for v in committee.iter().chain(extra) {
                 v.verify_signature().map_err(bad)?;
@@ -967,6 +968,7 @@ fn settlement(state: &State, r: &Receipt) -> Result<Payout, TxError> {
     let verifiers = certified_by(
         state,
         &r.certificate.verdicts,
+        &request,
         &result_hash,
         &r.certificate.result,
     )?;
@@ -1004,10 +1006,12 @@ fn settlement(state: &State, r: &Receipt) -> Result<Payout, TxError> {
     })
 }
 
-/// The distinct registered verifiers whose accepting verdicts certify `result`.
+/// The distinct registered verifiers whose accepting verdicts certify
+/// `result` as the answer to `request`.
 fn certified_by(
     state: &State,
     verdicts: &[Verdict],
+    request: &Hash,
     result: &Hash,
     certificate_result: &Hash,
 ) -> Result<Vec<PublicKey>, TxError> {
@@ -1018,6 +1022,9 @@ fn certified_by(
     for v in verdicts {
         if v.result != *result {
             return Err(rule("a verdict is for another result"));
+        }
+        if v.request != *request {
+            return Err(rule("a verdict checked the result against another request"));
         }
         if v.decision != Decision::Accept {
             return Err(rule("a verdict rejects the result"));
@@ -1032,34 +1039,15 @@ fn certified_by(
     Ok(seen.into_iter().collect())
 }
 
-/// Applies a proven fault; returns the accused and the amount slashed.
+/// Applies a proven fault ([`crate::slashing::committee`]); returns the
+/// accused and the amount slashed.
 fn slash(state: &mut State, evidence: &Evidence) -> Result<(PublicKey, u128), TxError> {
     let bad = |m: &str| TxError::Evidence(m.to_string());
-    let (result, verdict, committee) = evidence.parts();
-    if let Some(v) = verdict {
-        if v.decision != Decision::Accept || v.result != result.hash()? {
-            return Err(bad("the accused verdict does not accept this result"));
-        }
-    }
+    let registered = crate::slashing::registered_verifiers(state);
+    let members = crate::slashing::committee(evidence, &registered, state.params.dispute_quorum)
+        .map_err(|e| TxError::Evidence(e.to_string()))?;
     let accused = evidence.accused();
-    let result_hash = result.hash()?;
-    let mut members = BTreeSet::new();
-    for v in committee {
-        if v.result != result_hash || v.decision != Decision::Reject {
-            return Err(bad("committee verdicts must reject this result"));
-        }
-        if !registered(state, &v.verifier, Role::Verifier) || v.verifier == accused {
-            return Err(bad(
-                "committee members must be registered verifiers other than the accused",
-            ));
-        }
-        members.insert(v.verifier);
-    }
-    if (members.len() as u64) < u64::from(state.params.dispute_quorum) {
-        return Err(bad(
-            "fewer distinct committee verdicts than the dispute quorum",
-        ));
-    }
+    let result_hash = evidence.parts().0.hash()?;
     if state.slashed.contains(&(result_hash, accused)) {
         return Err(bad("this fault was already slashed"));
     }
@@ -1120,20 +1108,6 @@ fn after_secs(now_ms: u64, secs: u64) -> Result<u64, TxError> {
         .ok_or(TxError::Overflow)
 }
 
-/// Reason codes of a verdict that blame the inference node (the prefix of
-/// the verdict's reason, before `:`).
-pub const NODE_FAULTS: [&str; 9] = [
-    "token_mismatch",
-    "bad_token",
-    "past_max_tokens",
-    "past_eos",
-    "past_stop",
-    "finish_reason",
-    "text_mismatch",
-    "usage",
-    "wrong_model",
-];
-
 /// Opens a dispute against the node that signed `result` on one rejecting
 /// verdict: its withdrawals freeze for `dispute_window_secs`, so it cannot
 /// take its stake out before a committee's slash lands.
@@ -1143,12 +1117,7 @@ fn dispute(state: &mut State, result: &InferenceResult, verdict: &Verdict) -> Re
     if verdict.result != hash || verdict.decision != Decision::Reject {
         return Err(bad("the verdict does not reject this result"));
     }
-    let code = verdict
-        .reason
-        .as_deref()
-        .map(|r| r.split(':').next().unwrap_or(r).trim())
-        .unwrap_or_default();
-    if !NODE_FAULTS.contains(&code) {
+    if !verdict.proves_node_fault() {
         return Err(bad("the verdict's reason is not a node fault"));
     }
     if !registered(state, &verdict.verifier, Role::Verifier) || verdict.verifier == result.node {

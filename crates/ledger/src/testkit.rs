@@ -146,11 +146,16 @@ impl World {
         r
     }
 
-    /// A verdict on `res` by verifier `v`.
+    /// A verdict on `res` (checked against the request it answers) by
+    /// verifier `v`; a rejection names a node fault.
     pub fn verdict(&self, res: &InferenceResult, v: usize, decision: Decision) -> Verdict {
         let mut verdict = fixtures::verdict(res, 0);
         verdict.verifier = self.verifiers[v].public();
         verdict.decision = decision;
+        if decision == Decision::Reject {
+            verdict.reason = Some("token_mismatch: position 0".into());
+            verdict.failed_position = Some(0);
+        }
         verdict.sign(&self.verifiers[v]).expect("verifier signs");
         verdict
     }

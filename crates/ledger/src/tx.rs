@@ -2,7 +2,7 @@
 //! slashing evidence. All use the canonical encoding of `verinfer-types`.
 
 use serde::{Deserialize, Serialize};
-use verinfer_types::records::{Amount, InferenceResult, Receipt, Verdict};
+use verinfer_types::records::{Amount, InferenceResult, Receipt, Request, Verdict};
 use verinfer_types::{Hash, PublicKey, Record, Signature, SignedRecord};
 
 /// Role of a registered node.
@@ -290,14 +290,18 @@ pub enum Change {
     },
 }
 
-/// Proof that a node or a verifier cheated: a signed Result and a dispute
-/// committee's rejecting verdicts on it (and, against a verifier, its own
-/// accepting verdict on the same Result).
+/// Proof that a node or a verifier cheated: the signed Request, the signed
+/// Result that answers it, and a dispute committee's rejecting verdicts on
+/// that pair (and, against a verifier, its own accepting verdict on the same
+/// pair). [`crate::slashing::committee`] is the rule that decides whether it
+/// proves a fault.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "accused", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Evidence {
     /// The inference node that signed `result`.
     Node {
+        /// The Request the Result answers.
+        request: Request,
         /// The Result the committee rejected.
         result: InferenceResult,
         /// The committee's rejecting verdicts.
@@ -305,6 +309,8 @@ pub enum Evidence {
     },
     /// A verifier that accepted a Result the committee rejected.
     Verifier {
+        /// The Request the Result answers.
+        request: Request,
         /// The Result.
         result: InferenceResult,
         /// The accused verifier's accepting verdict.
@@ -319,12 +325,22 @@ impl Evidence {
     /// the committee's verdicts.
     pub fn parts(&self) -> (&InferenceResult, Option<&Verdict>, &[Verdict]) {
         match self {
-            Evidence::Node { result, committee } => (result, None, committee),
+            Evidence::Node {
+                result, committee, ..
+            } => (result, None, committee),
             Evidence::Verifier {
                 result,
                 verdict,
                 committee,
+                ..
             } => (result, Some(verdict), committee),
+        }
+    }
+
+    /// The Request the Result answers.
+    pub fn request(&self) -> &Request {
+        match self {
+            Evidence::Node { request, .. } | Evidence::Verifier { request, .. } => request,
         }
     }
 

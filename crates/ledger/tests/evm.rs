@@ -50,7 +50,8 @@ impl Cosigners for LocalVerifiers {
     }
     fn slash<'a>(&'a self, req: &'a SlashRequest) -> BoxFuture<'a, Vec<EvmSignature>> {
         Box::pin(async move {
-            let s = check_slash(req).unwrap();
+            let registered = self.keys.iter().map(SecretKey::public).collect();
+            let s = check_slash(req, &registered, 2).unwrap();
             let digest = alloy::sol_types::SolStruct::eip712_signing_hash(
                 &s,
                 &domain(req.chain_id, req.contract),
@@ -318,7 +319,7 @@ async fn checkpoints_and_slashes_settle_on_anvil() {
     let user = w.users[0].clone();
     let req = w.request(&user, 99, 2);
     let result = w.result(&req, 1);
-    let committee = (0..2)
+    let committee = (0..3)
         .map(|v| w.verdict(&result, v, Decision::Reject))
         .collect();
     let slasher = w.verifiers[0].clone();
@@ -326,7 +327,11 @@ async fn checkpoints_and_slashes_settle_on_anvil() {
         .submit(&w.tx(
             &slasher,
             TxBody::Slash {
-                evidence: Box::new(Evidence::Node { result, committee }),
+                evidence: Box::new(Evidence::Node {
+                    request: req,
+                    result,
+                    committee,
+                }),
             },
         ))
         .unwrap();

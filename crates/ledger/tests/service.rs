@@ -90,6 +90,48 @@ fn reopen_rebuilds_state_and_receipts() {
 }
 
 #[test]
+fn a_ledger_holding_v1_verdicts_does_not_open() {
+    // A settlement written before verdicts bound their request
+    // (verinfer.verdict.v1) is refused with the reason, not read as v2.
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = World::new();
+    let l = new_ledger(dir.path(), &mut w);
+    let user = w.users[0].clone();
+    let req = w.request(&user, 1, 1);
+    l.submit(&w.tx(
+        &user,
+        TxBody::Reserve {
+            request: req.hash().unwrap(),
+            amount: w.max_fee(),
+        },
+    ))
+    .unwrap();
+    let receipt = l.with_state(|s| w.receipt(s, &req, 1));
+    let settle = w.tx(
+        &w.users[1].clone(),
+        TxBody::Settle {
+            receipts: vec![receipt],
+        },
+    );
+    drop(l);
+    let v2 = String::from_utf8(settle.to_canonical().unwrap()).unwrap();
+    let v1 = v2.replace("verinfer.verdict.v2", "verinfer.verdict.v1");
+    verinfer_log::Log::open(&dir.path().join("wal"))
+        .unwrap()
+        .append(v1.into_bytes())
+        .unwrap();
+    let Err(err) = Ledger::open(dir.path()) else {
+        panic!("a ledger with v1 verdicts opened");
+    };
+    assert!(matches!(err, LedgerError::Outdated(_)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("verinfer.verdict.v1") && msg.contains("start a new ledger"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn lost_receipt_leaves_are_restored_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = World::new();

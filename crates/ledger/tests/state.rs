@@ -241,6 +241,7 @@ fn slashing_needs_a_committee_and_pays_it() {
 
     // One rejecting verdict is below the dispute quorum of 2.
     let weak = Evidence::Node {
+        request: req.clone(),
         result: result.clone(),
         committee: vec![w.verdict(&result, 0, Decision::Reject)],
     };
@@ -262,6 +263,7 @@ fn slashing_needs_a_committee_and_pays_it() {
 
     // Accepting verdicts prove nothing.
     let accepting = Evidence::Node {
+        request: req.clone(),
         result: result.clone(),
         committee: vec![
             w.verdict(&result, 0, Decision::Accept),
@@ -280,13 +282,36 @@ fn slashing_needs_a_committee_and_pays_it() {
     .is_err());
     w.unuse_nonce(&relayer.public());
 
-    let committee = vec![
-        w.verdict(&result, 0, Decision::Reject),
-        w.verdict(&result, 1, Decision::Reject),
-    ];
+    // Two of the four registered verifiers meet the dispute quorum but are
+    // no majority of the registry.
+    let minority = Evidence::Node {
+        request: req.clone(),
+        result: result.clone(),
+        committee: (0..2)
+            .map(|v| w.verdict(&result, v, Decision::Reject))
+            .collect(),
+    };
+    assert!(matches!(
+        apply(
+            &mut s,
+            &w.tx(
+                &relayer,
+                TxBody::Slash {
+                    evidence: Box::new(minority)
+                }
+            )
+        ),
+        Err(TxError::Evidence(_))
+    ));
+    w.unuse_nonce(&relayer.public());
+
+    let committee: Vec<_> = (0..3)
+        .map(|v| w.verdict(&result, v, Decision::Reject))
+        .collect();
     let v0 = w.verifiers[0].public();
     let v0_before = s.balance(&v0);
     let proof = Evidence::Node {
+        request: req.clone(),
         result: result.clone(),
         committee: committee.clone(),
     };
@@ -302,7 +327,7 @@ fn slashing_needs_a_committee_and_pays_it() {
     .unwrap();
     let slashed = stake / 2;
     assert_eq!(s.stake(&node), stake - slashed);
-    assert_eq!(s.balance(&v0) - v0_before, slashed / 5 / 2);
+    assert_eq!(s.balance(&v0) - v0_before, slashed / 5 / 3);
     // Below the minimum stake now: deregistered.
     assert!(!s.nodes.contains_key(&node));
     s.check_invariants().unwrap();
@@ -329,6 +354,7 @@ fn slashing_needs_a_committee_and_pays_it() {
             &relayer,
             TxBody::Slash {
                 evidence: Box::new(Evidence::Verifier {
+                    request: req,
                     result,
                     verdict: Box::new(liar),
                     committee,
@@ -1334,9 +1360,10 @@ proptest! {
                 Op::Release(x, r) => { let h = req(r).hash().unwrap(); w.tx(&a(x), TxBody::Release { request: h }) }
                 Op::Settle(r, k) => { let rc = w.receipt(&s, &req(r), k); w.tx(&relayer, TxBody::Settle { receipts: vec![rc] }) }
                 Op::Slash(n, k) => {
-                    let result = w.result(&req(0), n);
+                    let request = req(0);
+                    let result = w.result(&request, n);
                     let committee = (0..k).map(|v| w.verdict(&result, v, Decision::Reject)).collect();
-                    w.tx(&relayer, TxBody::Slash { evidence: Box::new(Evidence::Node { result, committee }) })
+                    w.tx(&relayer, TxBody::Slash { evidence: Box::new(Evidence::Node { request, result, committee }) })
                 }
                 Op::Propose(x, q) => w.tx(&a(x), TxBody::Propose { change: Change::Set { name: Param::Quorum, value: Amount(u128::from(q)) } }),
                 Op::Heartbeat(x) => w.tx(&a(x), TxBody::Heartbeat),

@@ -8,7 +8,8 @@
 //!   history), checks every receipt's inclusion and the netting
 //!   ([`check_settlement`]), and answers its EIP-712 signature;
 //! - `POST /verifier/evm/slash` (authenticated; body a [`SlashRequest`]): the
-//!   same for slash evidence ([`check_slash`]);
+//!   same for slash evidence ([`check_slash`], against the registry the
+//!   verifier reads from its ledger);
 //! - `POST /ledger/evm/link`: an account's signed EVM address;
 //! - `GET /ledger/evm`: the contract, the settled checkpoint and the
 //!   transactions mined so far.
@@ -151,7 +152,24 @@ pub async fn sign_slash(
     if req.accused.account == node.key().public() {
         return Err(refused("a verifier does not sign its own slash"));
     }
-    let s = check_slash(&req).map_err(refused)?;
+    // Who is registered is the ledger's word, not the caller's.
+    let ledger = node
+        .ledger()
+        .ok_or_else(|| refused("this verifier knows no ledger to read the registry from"))?;
+    let unavailable = |e: crate::client::ClientError| {
+        HttpError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read the registry from the ledger: {e}"),
+        )
+    };
+    let (nodes, params) =
+        futures_util::try_join!(ledger.nodes(), ledger.params()).map_err(unavailable)?;
+    let registered = nodes
+        .iter()
+        .filter(|n| n.role == Role::Verifier)
+        .map(|n| n.key)
+        .collect();
+    let s = check_slash(&req, &registered, params.params.dispute_quorum).map_err(refused)?;
     let digest = slash_digest(&s, &domain(req.chain_id, req.contract));
     sign_digest(node.evm(), &digest)
         .map(Json)

@@ -198,7 +198,9 @@ pub async fn settlement(State(node): State<Arc<LedgerNode>>) -> Result<Json<Valu
                 continue;
             };
             let (kind, result, committee) = match evidence.as_ref() {
-                Evidence::Node { result, committee } => ("node", result, committee),
+                Evidence::Node {
+                    result, committee, ..
+                } => ("node", result, committee),
                 Evidence::Verifier {
                     result, committee, ..
                 } => ("verifier", result, committee),

@@ -12,8 +12,12 @@
 //! Verifiers are the log's witnesses: while the log grows, the role signs a
 //! checkpoint and asks every registered verifier to cosign it with the C2SP
 //! tlog-witness `add-checkpoint` call (old size, consistency proof,
-//! checkpoint). A checkpoint with `witness_quorum` cosignatures is final: it
-//! is stored durably and served.
+//! checkpoint). Each reply is checked on its own ([`own_cosignature`]): only
+//! a line under that witness's own name that verifies is kept, anything else
+//! is dropped and counted (`GET /metrics`:
+//! `verinfer_cosignatures_refused_total`), so no witness can stop another's
+//! cosignature from counting. A checkpoint with `witness_quorum` valid
+//! cosignatures is final: it is stored durably and served.
 
 use crate::auth::now_ms;
 use crate::chronicle::Chronicle;
@@ -30,6 +34,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use verinfer_ledger::state::TxError;
@@ -37,7 +42,7 @@ use verinfer_ledger::tx::{Role, Transaction, TxBody};
 use verinfer_ledger::{Ledger, LedgerError};
 use verinfer_log::checkpoint::Checkpoint;
 use verinfer_log::witness::verify_cosignature;
-use verinfer_types::note::{Note, VerifierKey, ALG_COSIGNATURE_V1};
+use verinfer_types::note::{Note, NoteSignature, VerifierKey, ALG_COSIGNATURE_V1};
 use verinfer_types::{Hash, PublicKey};
 use verinfer_verify::receipt::{witness_name, ReceiptBundle};
 
@@ -75,6 +80,9 @@ pub struct LedgerNode {
     gate: crate::auth::Gate,
     /// Settles on a chain when the EVM backend is configured.
     settler: std::sync::OnceLock<Arc<verinfer_ledger::evm::settler::Settler>>,
+    /// Witness replies dropped: malformed, or without a valid cosignature
+    /// under the witness's own name.
+    cosignatures_refused: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -124,6 +132,7 @@ impl LedgerNode {
             reporters,
             gate: crate::auth::Gate::new(),
             settler: std::sync::OnceLock::new(),
+            cosignatures_refused: AtomicU64::new(0),
             dir,
         }))
     }
@@ -187,6 +196,7 @@ impl LedgerNode {
             .route("/node/info", get(info))
             .route("/log/checkpoint", get(checkpoint))
             .route("/ledger/report", post(report))
+            .route("/metrics", get(metrics))
             .route("/ledger/commit", post(commit))
             .route("/ledger/explorer/records", get(crate::explorer::records))
             .route(
@@ -357,13 +367,15 @@ impl LedgerNode {
                     continue;
                 }
             };
-            let Ok(vk) = VerifierKey::new(&witness_name(&key), ALG_COSIGNATURE_V1, key) else {
-                continue;
-            };
-            let candidate = Note::parse(&format!("{note}{lines}"))?;
-            if verify_cosignature(&candidate, &vk).is_ok() {
-                note = candidate;
-                count += 1;
+            match own_cosignature(&signed.note, &key, &lines) {
+                Ok(sig) => {
+                    note.signatures.push(sig);
+                    count += 1;
+                }
+                Err(why) => {
+                    self.cosignatures_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(witness = %key, why, "witness reply dropped");
+                }
             }
         }
         if count < self.witness_quorum {
@@ -436,6 +448,45 @@ impl LedgerNode {
         }
         anyhow::bail!("witness {key} did not agree on the old size")
     }
+}
+
+/// The one cosignature a witness's `add-checkpoint` reply contributes to
+/// `note`: a line under the witness's own key name that verifies on it.
+/// Parsed and checked on its own, so a malformed reply or a line forged
+/// under another witness's name only costs that reply; `Err` says why the
+/// reply gives nothing.
+pub fn own_cosignature(
+    note: &Note,
+    witness: &PublicKey,
+    reply: &str,
+) -> Result<NoteSignature, String> {
+    let vk = VerifierKey::new(&witness_name(witness), ALG_COSIGNATURE_V1, *witness)
+        .map_err(|e| format!("witness key: {e}"))?;
+    let mut base = note.clone();
+    base.signatures.clear();
+    let parsed =
+        Note::parse(&format!("{base}{reply}")).map_err(|e| format!("malformed reply: {e}"))?;
+    parsed
+        .signatures
+        .into_iter()
+        .filter(|s| s.name == vk.name && s.key_id == vk.id())
+        .find(|s| {
+            let mut one = base.clone();
+            one.signatures = vec![s.clone()];
+            verify_cosignature(&one, &vk).is_ok()
+        })
+        .ok_or_else(|| "no valid cosignature under the witness's own name".to_string())
+}
+
+/// `GET /metrics`: the ledger role's counters, Prometheus text format.
+async fn metrics(State(node): State<Arc<LedgerNode>>) -> Response {
+    let body = format!(
+        "# HELP verinfer_cosignatures_refused_total Witness replies dropped (malformed, or no valid cosignature under the witness's own name).\n\
+         # TYPE verinfer_cosignatures_refused_total counter\n\
+         verinfer_cosignatures_refused_total {}\n",
+        node.cosignatures_refused.load(Ordering::Relaxed)
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 fn refused(e: &TxError) -> TxRefused {
@@ -654,4 +705,96 @@ async fn checkpoint(State(node): State<Arc<LedgerNode>>) -> Result<Response, Htt
         f.note,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use verinfer_log::witness::add_cosignature;
+    use verinfer_types::SecretKey;
+
+    fn key(seed: u8) -> SecretKey {
+        SecretKey::from_seed(&[seed; 32])
+    }
+
+    fn checkpoint() -> Note {
+        Checkpoint {
+            origin: "test.verinfer/log".into(),
+            size: 3,
+            root: Hash::of(b"root"),
+            extensions: Vec::new(),
+        }
+        .sign(&key(1))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .note
+    }
+
+    /// The signature lines `witness` would send for `note`.
+    fn reply(note: &Note, witness: &SecretKey) -> String {
+        let mut n = Note::new(&note.text).unwrap_or_else(|e| panic!("{e}"));
+        add_cosignature(&mut n, &witness_name(&witness.public()), witness, 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        n.to_string()[n.text.len() + 1..].to_string()
+    }
+
+    #[test]
+    fn an_honest_reply_gives_its_cosignature() {
+        let note = checkpoint();
+        let w = key(2);
+        let sig = own_cosignature(&note, &w.public(), &reply(&note, &w))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut n = note.clone();
+        n.signatures.push(sig);
+        let vk = VerifierKey::new(&witness_name(&w.public()), ALG_COSIGNATURE_V1, w.public())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(verify_cosignature(&n, &vk).is_ok());
+    }
+
+    #[test]
+    fn malformed_and_foreign_replies_give_nothing() {
+        let note = checkpoint();
+        let (w, other) = (key(2), key(3));
+        for bad in [
+            "",
+            "garbage\n",
+            "\u{2014} x\n",
+            &reply(&checkpoint(), &other),
+        ] {
+            assert!(own_cosignature(&note, &w.public(), bad).is_err(), "{bad:?}");
+        }
+        // Another witness's valid line is not this witness's cosignature.
+        assert!(own_cosignature(&note, &w.public(), &reply(&note, &other)).is_err());
+    }
+
+    #[test]
+    fn a_line_forged_under_another_name_does_not_void_it() {
+        // Witness `bad` sends its own valid line and one forged under `w`'s
+        // name; `w`'s own reply must still count, and the forged line is
+        // never taken.
+        let note = checkpoint();
+        let (w, bad) = (key(2), key(3));
+        let name = witness_name(&w.public());
+        let id = VerifierKey::new(&name, ALG_COSIGNATURE_V1, w.public())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .id();
+        let mut raw = id.to_be_bytes().to_vec();
+        raw.extend_from_slice(&[7u8; 72]);
+        let forged = format!("\u{2014} {name} {}\n", B64.encode(raw));
+        let bad_reply = format!("{}{forged}", reply(&note, &bad));
+        let mut n = note.clone();
+        n.signatures.push(
+            own_cosignature(&note, &bad.public(), &bad_reply).unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert!(own_cosignature(&note, &w.public(), &forged).is_err());
+        n.signatures.push(
+            own_cosignature(&note, &w.public(), &reply(&note, &w))
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let vk = |k: &SecretKey| {
+            VerifierKey::new(&witness_name(&k.public()), ALG_COSIGNATURE_V1, k.public())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert!(verify_cosignature(&n, &vk(&w)).is_ok());
+        assert!(verify_cosignature(&n, &vk(&bad)).is_ok());
+    }
 }

@@ -299,6 +299,7 @@ pub async fn verifier(
         bail!("this build's engine has no margin rule");
     }
     let node = VerifierNode::new(engine, model_id, m.key.clone(), log_key, dir)?;
+    node.set_ledger(LedgerClient::new(&m.ledger_url, m.key.clone()));
     let (url, tasks, serving) = join_and_beat(&m, Role::Verifier, node.router()).await?;
     Ok(Running {
         url,

@@ -48,6 +48,9 @@ pub struct VerifierNode {
     log_key: VerifierKey,
     /// The EVM key of this node's key (signs settlements and slashes).
     evm: verinfer_ledger::evm::keys::PrivateKeySigner,
+    /// The ledger this verifier is registered with: the registry a slash's
+    /// committee is checked against is read from it, never from the request.
+    ledger: std::sync::OnceLock<crate::client::LedgerClient>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -89,7 +92,17 @@ impl VerifierNode {
             gate: Gate::new(),
             log_key,
             evm,
+            ledger: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Sets the ledger this verifier is registered with (once).
+    pub fn set_ledger(&self, ledger: crate::client::LedgerClient) {
+        let _ = self.ledger.set(ledger);
+    }
+
+    pub(crate) fn ledger(&self) -> Option<&crate::client::LedgerClient> {
+        self.ledger.get()
     }
 
     /// The routes.

@@ -70,6 +70,7 @@ pub fn verdict(res: &InferenceResult, seed: u8) -> Verdict {
     let k = key(seed);
     let mut v = Verdict {
         tag: VerdictTag,
+        request: res.request,
         result: res.hash().expect("fixture encodes"),
         decision: Decision::Accept,
         reason: None,

@@ -143,8 +143,9 @@ crate::type_tag!(/// Tag of [`Request`].
     RequestTag = "verinfer.request.v1");
 crate::type_tag!(/// Tag of [`InferenceResult`].
     ResultTag = "verinfer.result.v1");
-crate::type_tag!(/// Tag of [`Verdict`].
-    VerdictTag = "verinfer.verdict.v1");
+crate::type_tag!(/// Tag of [`Verdict`]. Version 2 binds the request as well as
+    /// the result; `verinfer.verdict.v1` records are refused.
+    VerdictTag = "verinfer.verdict.v2");
 crate::type_tag!(/// Tag of [`Certificate`].
     CertificateTag = "verinfer.certificate.v1");
 crate::type_tag!(/// Tag of [`Receipt`].
@@ -416,13 +417,18 @@ pub enum Decision {
     Reject,
 }
 
-/// A verifier's signed decision on one [`InferenceResult`].
+/// A verifier's signed decision on one [`InferenceResult`] checked against
+/// one [`Request`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Verdict {
-    /// `verinfer.verdict.v1`.
+    /// `verinfer.verdict.v2`.
     #[serde(rename = "type")]
     pub tag: VerdictTag,
+    /// Hash of the request the result was checked against. A rejection only
+    /// means something about the pair: without it, an honest result checked
+    /// against another request would read as the node's fault.
+    pub request: Hash,
     /// Hash of the result checked.
     pub result: Hash,
     /// Accept or reject.
@@ -441,6 +447,46 @@ pub struct Verdict {
     pub verifier: PublicKey,
     /// Signature by `verifier`.
     pub signature: Signature,
+}
+
+/// Rejection reason codes that are the inference node's fault: a result
+/// rejected for one of them is provable cheating, and only verdicts with
+/// these codes count toward a slash. The other codes (`bad_signature`,
+/// `bad_request`, `wrong_request`, `wrong_engine`, `schema`) describe a
+/// request, a pairing or a setup the node is not answerable for.
+pub const NODE_FAULT_CODES: &[&str] = &[
+    "token_mismatch",
+    "bad_token",
+    "past_max_tokens",
+    "past_eos",
+    "past_stop",
+    "finish_reason",
+    "text_mismatch",
+    "usage",
+    "wrong_model",
+];
+
+/// The reason code of a verdict's `reason` string (`"token_mismatch: ..."`
+/// gives `"token_mismatch"`).
+pub fn reason_code(reason: &str) -> &str {
+    reason.split(':').next().unwrap_or(reason).trim()
+}
+
+/// Whether `code` is on [`NODE_FAULT_CODES`].
+pub fn is_node_fault(code: &str) -> bool {
+    NODE_FAULT_CODES.contains(&code)
+}
+
+impl Verdict {
+    /// Whether this verdict rejects its result for a node fault (a reason
+    /// whose code is on [`NODE_FAULT_CODES`]).
+    pub fn proves_node_fault(&self) -> bool {
+        self.decision == Decision::Reject
+            && self
+                .reason
+                .as_deref()
+                .is_some_and(|r| is_node_fault(reason_code(r)))
+    }
 }
 
 /// A quorum of verdicts on one result.

@@ -99,6 +99,8 @@ pub enum CheckError {
 /// The outcome of one check, before signing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
+    /// Hash of the request the result was checked against.
+    pub request: Hash,
     /// Hash of the result checked.
     pub result: Hash,
     /// `None` on accept.
@@ -110,10 +112,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The verdict, signed by `verifier`.
+    /// The verdict, signed by `verifier`: it names both the request and the
+    /// result, so a rejection cannot be moved to another pairing.
     pub fn to_verdict(&self, verifier: &SecretKey) -> Result<Verdict, RecordError> {
         let mut v = Verdict {
             tag: VerdictTag,
+            request: self.request,
             result: self.result,
             decision: if self.rejection.is_some() {
                 Decision::Reject
@@ -207,6 +211,7 @@ impl<E: Recompute> Checker<E> {
         let version = self.engine.engine_version().to_string();
         let margin =
             MarginRule::for_engine(&version).ok_or(CheckError::UnknownEngine(version.clone()))?;
+        let request_hash = request.hash()?;
         let result_hash = result.hash()?;
         let (rejection, checked_positions) = match self.run(request, result, &version, margin) {
             Ok(n) => (None, n),
@@ -220,6 +225,7 @@ impl<E: Recompute> Checker<E> {
             Err(Err(e)) => return Err(e),
         };
         Ok(Outcome {
+            request: request_hash,
             result: result_hash,
             rejection,
             checked_positions,

@@ -133,21 +133,28 @@ pub enum VerdictError {
     /// It is about another result.
     #[error("verdict by {0}: about another result")]
     WrongResult(Box<PublicKey>),
+    /// It checked the result against another request.
+    #[error("verdict by {0}: about another request")]
+    WrongRequest(Box<PublicKey>),
     /// Its verifier is not in the committee.
     #[error("verdict by {0}: not a committee member")]
     NotMember(Box<PublicKey>),
 }
 
-/// Checks that a verdict is signed, about `result`, and by a member of
-/// `committee`.
+/// Checks that a verdict is signed, about `result` checked against
+/// `request`, and by a member of `committee`.
 pub fn validate_verdict(
     verdict: &Verdict,
+    request: &Hash,
     result: &Hash,
     committee: &[PublicKey],
 ) -> Result<(), VerdictError> {
     let who = Box::new(verdict.verifier);
     if verdict.result != *result {
         return Err(VerdictError::WrongResult(who));
+    }
+    if verdict.request != *request {
+        return Err(VerdictError::WrongRequest(who));
     }
     if !committee.contains(&who) {
         return Err(VerdictError::NotMember(who));
@@ -185,15 +192,17 @@ pub enum CertificateError {
     Record(#[from] RecordError),
 }
 
-/// Gathers a certificate on `result` from the verdicts received from its
-/// committee.
+/// Gathers a certificate on `result`, checked against `request`, from the
+/// verdicts received from its committee.
 ///
-/// Verdicts that cannot count (bad signature, other result, non-member) are
+/// Verdicts that cannot count (bad signature, other result or request,
+/// non-member) are
 /// ignored, as is a member's second verdict. Any valid rejection from a
 /// member means no certificate ([`CertificateError::Rejected`]). Otherwise
 /// the valid accepting verdicts, ordered by verifier key, make the
 /// certificate if there are at least `quorum` of them.
 pub fn assemble_certificate(
+    request: &Hash,
     result: &Hash,
     committee: &[PublicKey],
     quorum: usize,
@@ -201,7 +210,7 @@ pub fn assemble_certificate(
 ) -> Result<Certificate, CertificateError> {
     let mut by_member: BTreeMap<PublicKey, &Verdict> = BTreeMap::new();
     for v in verdicts {
-        if validate_verdict(v, result, committee).is_ok() {
+        if validate_verdict(v, request, result, committee).is_ok() {
             by_member.entry(v.verifier).or_insert(v);
         }
     }
@@ -226,10 +235,12 @@ pub fn assemble_certificate(
     })
 }
 
-/// Checks a certificate on `result`: every verdict valid, accepting, from a
-/// distinct member, ordered by verifier key, and at least `quorum` of them.
+/// Checks a certificate on `result` checked against `request`: every
+/// verdict valid, accepting, from a distinct member, ordered by verifier key,
+/// and at least `quorum` of them.
 pub fn verify_certificate(
     certificate: &Certificate,
+    request: &Hash,
     result: &Hash,
     committee: &[PublicKey],
     quorum: usize,
@@ -238,7 +249,7 @@ pub fn verify_certificate(
         return Err(CertificateError::NotAcceptance);
     }
     for v in &certificate.verdicts {
-        validate_verdict(v, result, committee)?;
+        validate_verdict(v, request, result, committee)?;
         if v.decision != Decision::Accept {
             return Err(CertificateError::NotAcceptance);
         }
@@ -324,7 +335,8 @@ pub enum DisputeError {
 /// that signed both ways counts for neither side and is named wrong). The
 /// node is wrong when the majority rejects; every verifier whose valid
 /// verdict (earlier or in the escalation) differs from the majority is wrong.
-/// Verdicts that do not verify or are about another result are ignored.
+/// Verdicts that do not verify or are about another result or request are
+/// ignored.
 pub fn resolve_dispute(
     result: &InferenceResult,
     earlier: &[Verdict],
@@ -335,7 +347,11 @@ pub fn resolve_dispute(
         return Err(DisputeError::UnsignedResult);
     }
     let hash = result.hash()?;
-    let valid = |v: &&Verdict| v.result == hash && v.verify_signature().is_ok();
+    // Only verdicts on the pair the result answers count: a verdict that
+    // checked it against another request says nothing about the node.
+    let valid = |v: &&Verdict| {
+        v.result == hash && v.request == result.request && v.verify_signature().is_ok()
+    };
 
     // Each escalation member's verdicts, to find its vote and equivocation.
     let mut votes: BTreeMap<PublicKey, Vec<&Verdict>> = BTreeMap::new();

@@ -69,7 +69,31 @@ pub struct Trust {
     pub witness_quorum: usize,
 }
 
+/// The cosignatures a checkpoint needs when the caller pins `witnesses`
+/// without a quorum: a strict majority of the distinct pinned keys.
+pub fn default_witness_quorum(witnesses: &[VerifierKey]) -> usize {
+    let distinct: BTreeSet<&PublicKey> = witnesses.iter().map(|w| &w.key).collect();
+    distinct.len() / 2 + 1
+}
+
 impl Trust {
+    /// Keys the caller pins. The quorum is the caller's (default: a strict
+    /// majority of the pinned witnesses, [`default_witness_quorum`]) and
+    /// nothing in a receipt lowers it: a receipt edited to say
+    /// `witness_quorum: 0` still needs that many cosignatures.
+    pub fn pinned(
+        log_key: VerifierKey,
+        witnesses: Vec<VerifierKey>,
+        witness_quorum: Option<usize>,
+    ) -> Trust {
+        let witness_quorum = witness_quorum.unwrap_or_else(|| default_witness_quorum(&witnesses));
+        Trust {
+            log_key,
+            witnesses,
+            witness_quorum,
+        }
+    }
+
     /// The keys the bundle itself names. Such a check proves the receipt is
     /// consistent, not that the keys are the network's: pin them for that.
     pub fn from_bundle(bundle: &ReceiptBundle) -> Result<Trust, ReceiptError> {
@@ -197,6 +221,12 @@ pub enum ReceiptError {
     /// A verdict is about another result.
     #[error("the verdict by verifier {verifier} is about another result")]
     VerdictWrongResult {
+        /// Verifier key, hex.
+        verifier: String,
+    },
+    /// A verdict checked the result against another request.
+    #[error("the verdict by verifier {verifier} checked the result against another request")]
+    VerdictWrongRequest {
         /// Verifier key, hex.
         verifier: String,
     },
@@ -448,6 +478,9 @@ fn check_disclosed(r: &Receipt, leaf: &Leaf, trust: &Trust) -> Result<Disclosed,
         }
         if v.result != result {
             return Err(ReceiptError::VerdictWrongResult { verifier });
+        }
+        if v.request != request {
+            return Err(ReceiptError::VerdictWrongRequest { verifier });
         }
         if !seen.insert(v.verifier) {
             return Err(ReceiptError::DuplicateVerifier { verifier });

@@ -189,6 +189,12 @@ impl Rejection {
         }
     }
 
+    /// Whether the inference node is answerable for this rejection (its code
+    /// is on [`NODE_FAULT_CODES`]).
+    pub fn is_node_fault(&self) -> bool {
+        is_node_fault(self.code())
+    }
+
     /// The output position the rejection points at, if it is token-level.
     pub fn position(&self) -> Option<u32> {
         match self {
@@ -202,11 +208,7 @@ impl Rejection {
     }
 }
 
-/// The reason code of a verdict's `reason` string (`"token_mismatch: ..."`
-/// gives `"token_mismatch"`).
-pub fn reason_code(reason: &str) -> &str {
-    reason.split(':').next().unwrap_or(reason).trim()
-}
+pub use verinfer_types::records::{is_node_fault, reason_code, NODE_FAULT_CODES};
 
 /// The tokenizer facts the rules need. Implemented for the engine's
 /// [`verinfer_inference::Tokenizer`].

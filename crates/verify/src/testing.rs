@@ -185,6 +185,7 @@ pub fn test_receipt(
         .map(|k| {
             let mut v = Verdict {
                 tag: VerdictTag,
+                request: result.request,
                 result: result_hash,
                 decision,
                 reason: (decision == Decision::Reject).then(|| "token_mismatch: test".into()),

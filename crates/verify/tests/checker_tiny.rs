@@ -10,7 +10,7 @@ use verinfer_inference::{Engine, EngineOptions};
 use verinfer_types::fixtures::key;
 use verinfer_types::records::{
     Decision, Decoding, FinishReason, InferenceResult, Input, Message, Nonce, Policy, Request,
-    RequestTag,
+    RequestTag, Verdict,
 };
 use verinfer_types::{Hash, Record, SecretKey, SignedRecord};
 use verinfer_verify::checker::{CheckError, Checker, Recompute};
@@ -431,4 +431,32 @@ fn verdict_carries_cost_and_positions() {
     assert_eq!(v.cost_micros, outcome.cost_micros);
     assert_eq!(v.reason, None);
     assert_eq!(v.failed_position, None);
+    // verdict.v2 binds the pair: the request checked and the result.
+    assert_eq!(v.request, req.hash().unwrap());
+    assert_eq!(v.result, res.hash().unwrap());
+}
+
+#[test]
+fn verdict_v2_binds_the_request_checked() {
+    let m = models();
+    let mut node = engine(&m.path, 2);
+    let mut c = checker(&m, 2);
+    let req = request(m.id, prompt("the world"), greedy(8), 1);
+    let res = answer(&mut node, &req);
+    // An honest result sent with another request: the rejection names that
+    // other request, and its code is not the node's fault.
+    let other = request(m.id, prompt("the sea"), greedy(8), 2);
+    let v = c.verdict(&other, &res).unwrap();
+    assert_eq!(v.decision, Decision::Reject);
+    assert_eq!(v.request, other.hash().unwrap());
+    assert_ne!(v.request, res.request);
+    assert!(!v.proves_node_fault(), "{:?}", v.reason);
+    // Moving the verdict onto the result's own request breaks its signature.
+    let mut moved = v.clone();
+    moved.request = res.request;
+    assert!(moved.verify_signature().is_err());
+    let text = serde_json::to_string(&v).unwrap();
+    assert!(text.contains("\"type\":\"verinfer.verdict.v2\""));
+    let old = text.replace("verinfer.verdict.v2", "verinfer.verdict.v1");
+    assert!(serde_json::from_str::<Verdict>(&old).is_err());
 }

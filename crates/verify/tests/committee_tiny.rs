@@ -38,6 +38,7 @@ impl Verifier {
         match self {
             Verifier::Honest(c) => c.verdict(req, res).unwrap(),
             Verifier::Always(k, d) => Outcome {
+                request: req.hash().unwrap(),
                 result: res.hash().unwrap(),
                 rejection: (*d == Decision::Reject).then(|| Rejection::TokenMismatch {
                     position: 0,
@@ -149,8 +150,8 @@ fn honest_committee_certifies_and_drawn_members_are_candidates() {
         .map(|k| honest.iter().position(|h| h == k).unwrap())
         .collect();
     let vs = verdicts(&mut net, &idx, &req, &res);
-    let cert = assemble_certificate(&h, &drawn, 3, &vs).unwrap();
-    verify_certificate(&cert, &h, &drawn, 3).unwrap();
+    let cert = assemble_certificate(&res.request, &h, &drawn, 3, &vs).unwrap();
+    verify_certificate(&cert, &res.request, &h, &drawn, 3).unwrap();
 }
 
 #[test]
@@ -162,7 +163,7 @@ fn always_reject_verifier_is_outvoted_and_named() {
     // First round: two honest and the always-reject verifier.
     let first = [0, 1, 7];
     let vs = verdicts(&mut net, &first, &req, &res);
-    let err = assemble_certificate(&h, &keys(&net, &first), 3, &vs).unwrap_err();
+    let err = assemble_certificate(&res.request, &h, &keys(&net, &first), 3, &vs).unwrap_err();
     assert!(matches!(err, CertificateError::Rejected(ref r) if r.len() == 1));
     // Escalation: five verifiers including the always-reject one.
     let second = [2, 3, 4, 5, 7];
@@ -191,7 +192,7 @@ fn cheating_node_and_always_accept_verifier_are_named() {
     assert_eq!(honest.decision, Decision::Reject);
     assert_eq!(honest.failed_position, Some(5));
     assert!(matches!(
-        assemble_certificate(&h, &keys(&net, &first), 2, &vs),
+        assemble_certificate(&res.request, &h, &keys(&net, &first), 2, &vs),
         Err(CertificateError::Rejected(_))
     ));
     let second = [1, 2, 3, 4, 6];

@@ -10,7 +10,7 @@ use verinfer_log::merkle::leaf_hash;
 use verinfer_log::witness::add_cosignature;
 use verinfer_log::Log;
 use verinfer_types::records::{Amount, Decision, VerificationMode};
-use verinfer_types::{Record, SecretKey};
+use verinfer_types::{Record, SecretKey, SignedRecord};
 use verinfer_verify::receipt::{
     check_receipt, witness_name, ReceiptBundle, ReceiptError, Report, Status, Trust,
 };
@@ -389,6 +389,27 @@ fn records_committed_with_bad_signatures_fail() {
 }
 
 #[test]
+fn verdict_on_another_request_fails() {
+    // A verdict (v2) names the request it checked; one signed for another
+    // request does not certify this receipt even if the result is the same.
+    let ws = witnesses();
+    let mut r = test_receipt(
+        VerificationMode::Quorum { k: 2 },
+        &ws[..2],
+        Decision::Accept,
+    );
+    let v = &mut r.certificate.verdicts[0];
+    v.request = verinfer_types::Hash::of(b"another request");
+    let signer = ws.iter().find(|k| k.public() == v.verifier).unwrap();
+    v.sign(signer).unwrap();
+    let b = bundle_for(&r, &ws, &ws, 2);
+    assert!(matches!(
+        check(&b).unwrap_err(),
+        ReceiptError::VerdictWrongRequest { .. }
+    ));
+}
+
+#[test]
 fn wrong_pinned_log_key_fails() {
     let b = signed_bundle();
     let mut trust = Trust::from_bundle(&b).unwrap();
@@ -419,6 +440,39 @@ fn pinned_witnesses_decide_what_counts() {
     assert_eq!(
         check_receipt(&b, &trust).unwrap_err(),
         ReceiptError::TooFewCosignatures { have: 2, need: 3 }
+    );
+}
+
+#[test]
+fn pinned_quorum_is_not_lowered_by_the_receipt() {
+    let mut b = signed_bundle();
+    b.witness_quorum = 0;
+    let note = b.checkpoint.clone().unwrap();
+    b.checkpoint = Some(
+        note.split_inclusive('\n')
+            .filter(|l| !l.starts_with("\u{2014} witness.verinfer/"))
+            .collect(),
+    );
+    let pinned: Vec<_> = witnesses().iter().map(bundle_witness_key).collect();
+    // Default: a strict majority of the distinct pinned witnesses.
+    let trust = Trust::pinned(bundle_log_key(), pinned.clone(), None);
+    assert_eq!(trust.witness_quorum, 2);
+    assert_eq!(
+        check_receipt(&b, &trust).unwrap_err(),
+        ReceiptError::TooFewCosignatures { have: 0, need: 2 }
+    );
+    // One key listed twice is one witness.
+    let mut twice = pinned.clone();
+    twice.push(pinned[0].clone());
+    assert_eq!(
+        Trust::pinned(bundle_log_key(), twice, None).witness_quorum,
+        2
+    );
+    // The caller's explicit quorum holds too.
+    let trust = Trust::pinned(bundle_log_key(), pinned, Some(3));
+    assert_eq!(
+        check_receipt(&b, &trust).unwrap_err(),
+        ReceiptError::TooFewCosignatures { have: 0, need: 3 }
     );
 }
 

@@ -2,7 +2,7 @@
 //! words and EIP-712 digests, and the checks a verifier runs before it signs
 //! a settlement or a slash. No I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::sol;
@@ -275,46 +275,41 @@ pub fn check_settlement(
 }
 
 /// Fewest distinct rejecting committee members a verifier asks of slash
-/// evidence before it signs.
-pub const MIN_SLASH_COMMITTEE: usize = 2;
+/// evidence before it signs, whatever dispute quorum the request names.
+pub const MIN_SLASH_COMMITTEE: u32 = 2;
 
-/// The verifier's check of a slash request: every signature in the evidence
-/// holds, the accused signed the result (a node) or accepted it (a
-/// verifier), and at least [`MIN_SLASH_COMMITTEE`] other verifiers rejected
-/// it. Returns the struct to sign.
-pub fn check_slash(req: &SlashRequest) -> Result<Slash, EvmError> {
+/// The verifier's check of a slash request against the ledger's registry
+/// (`registered` verifiers and `dispute_quorum`, which the verifier reads
+/// itself: nothing in the request says who is registered): every signature
+/// in the evidence holds, and the evidence proves a fault by the ledger's
+/// rule ([`crate::slashing::committee`]: the Result answers the Request, the
+/// accused signed the Result (a node) or accepted the pair (a verifier), and
+/// the committee's node-fault rejections come from distinct registered
+/// verifiers other than the accused, at least the dispute quorum (and
+/// [`MIN_SLASH_COMMITTEE`]) of them and a strict majority of the registered
+/// ones). Returns the struct to sign.
+pub fn check_slash(
+    req: &SlashRequest,
+    registered: &BTreeSet<PublicKey>,
+    dispute_quorum: u32,
+) -> Result<Slash, EvmError> {
     req.accused.verify()?;
     let (result, extra, committee) = req.evidence.parts();
-    let accused = req.evidence.accused();
-    if let Some(v) = extra {
-        if v.decision != Decision::Accept || v.result != result.hash()? {
-            return Err(invalid("the accused verdict does not accept this result"));
-        }
-    }
-    if accused != req.accused.account {
+    if req.evidence.accused() != req.accused.account {
         return Err(invalid("the link is not the accused's"));
     }
+    req.evidence.request().verify_signature()?;
     result.verify_signature()?;
-    let result_hash = result.hash()?;
-    let mut members = std::collections::BTreeSet::new();
     for v in committee.iter().chain(extra) {
         v.verify_signature()?;
     }
-    for v in committee {
-        if v.result != result_hash || v.decision != Decision::Reject || v.verifier == accused {
-            return Err(invalid(
-                "committee verdicts must be other verifiers rejecting this result",
-            ));
-        }
-        members.insert(v.verifier);
-    }
-    if members.len() < MIN_SLASH_COMMITTEE {
-        return Err(invalid(format!(
-            "{} distinct rejecting verifiers, {MIN_SLASH_COMMITTEE} needed",
-            members.len()
-        )));
-    }
-    slash_struct(req.accused.address, &result_hash, &req.evidence)
+    crate::slashing::committee(
+        &req.evidence,
+        registered,
+        dispute_quorum.max(MIN_SLASH_COMMITTEE),
+    )
+    .map_err(|e| invalid(e.to_string()))?;
+    slash_struct(req.accused.address, &result.hash()?, &req.evidence)
 }
 
 /// The signed struct of a slash: the accused's address, the result hash and

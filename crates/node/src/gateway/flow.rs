@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use verinfer_ledger::tx::{Evidence, ModelEntry, Role, TxBody};
+use verinfer_types::records::reason_code;
 use verinfer_types::records::{
     Amount, Certificate, CertificateTag, Decision, InferenceResult, Input, Receipt, ReceiptTag,
     Request, RequestTag, Salt, Verdict, VerificationMode,
@@ -96,7 +97,15 @@ pub fn max_fee(model: &ModelEntry, prompt_bound: u64, max_tokens: u32) -> Option
 enum Checked {
     Certified(Certificate),
     Unchecked,
+    /// A committee majority rejected the result for a node fault (the node
+    /// was slashed).
     Cheated(String),
+    /// A committee majority rejected the result for a reason the node is not
+    /// answerable for (its code is not a node fault): nobody is slashed.
+    NotAnswerable {
+        reason: String,
+        code: String,
+    },
 }
 
 impl Gateway {
@@ -193,6 +202,22 @@ impl Gateway {
                 }
             };
             match self.check(model, request, &result).await? {
+                Checked::NotAnswerable { reason, code } => {
+                    Counters::inc(&self.counters.rejected);
+                    self.report(1, Vec::new());
+                    if code == "wrong_engine" {
+                        // The node runs another engine than the verifiers:
+                        // its answer cannot be checked here, so try another.
+                        tracing::warn!(node = %node.view.key, reason, "result not checkable; trying another node");
+                        self.directory.mark_down(node.view.key, DOWN_FOR);
+                        last_error = Some(ApiError::unavailable(reason));
+                        continue;
+                    }
+                    // The request itself cannot be answered as asked.
+                    return Err(ApiError::bad_request(format!(
+                        "the verifiers cannot hold any node to this request: {reason}"
+                    )));
+                }
                 Checked::Cheated(reason) => {
                     Counters::inc(&self.counters.rejected);
                     self.report(1, Vec::new());
@@ -280,7 +305,7 @@ impl Gateway {
                         self.forward(&text, sent, events).await;
                     }
                     InferenceEvent::Result(r) => {
-                        return self.accept_result(node, *r, sent, events).await
+                        return self.accept_result(node, request, *r, sent, events).await
                     }
                     InferenceEvent::Error(e) => {
                         return Err(match e.status {
@@ -318,12 +343,14 @@ impl Gateway {
     }
 
     /// What the gateway checks itself before paying verifiers: the Result is
-    /// signed by the node that was asked. Whether it answers this request is
-    /// the verifiers' call, so that a node replaying another answer is
-    /// rejected by a committee and slashed, not merely skipped.
+    /// signed by the node that was asked and answers the Request sent, with
+    /// the model asked. A Result that does not is the node's failure to
+    /// answer (skip it, try another), never a dispute: a committee's
+    /// `wrong_request` rejection proves nothing the ledger can slash.
     async fn accept_result(
         &self,
         node: &Member,
+        request: &Request,
         result: InferenceResult,
         sent: &mut String,
         events: &mpsc::Sender<Event>,
@@ -331,6 +358,15 @@ impl Gateway {
         if result.node != node.view.key || result.verify_signature().is_err() {
             return Err(Failure::Unavailable(
                 "the node's result is not signed by the node".into(),
+            ));
+        }
+        let request_hash = request
+            .hash()
+            .map_err(|e| Failure::Refused(ApiError::internal(e)))?;
+        if result.request != request_hash || result.model != request.model {
+            return Err(Failure::Unavailable(
+                "the node's result does not answer the request sent (other request or model)"
+                    .into(),
             ));
         }
         // Text streamed must be the Result's text.
@@ -381,14 +417,17 @@ impl Gateway {
                 .filter_map(by_key)
                 .collect();
             next += want;
-            for (m, v) in self.ask(&batch, request, result, &hash).await {
+            for (m, v) in self
+                .ask(&batch, request, result, &result.request, &hash)
+                .await
+            {
                 if let Some(v) = v {
                     committee.push(m);
                     verdicts.push(v);
                 }
             }
         }
-        match assemble_certificate(&hash, &committee, k, &verdicts) {
+        match assemble_certificate(&result.request, &hash, &committee, k, &verdicts) {
             Ok(c) => Ok(Checked::Certified(c)),
             Err(CertificateError::Rejected(_)) => {
                 self.dispute(request, result, &hash, &live, committee, verdicts, k)
@@ -398,12 +437,14 @@ impl Gateway {
         }
     }
 
-    /// Asks each of `members` for a verdict, concurrently.
+    /// Asks each of `members` for a verdict on `result` (hash `hash`)
+    /// checked against `request` (hash `request_hash`), concurrently.
     async fn ask(
         &self,
         members: &[Member],
         request: &Request,
         result: &InferenceResult,
+        request_hash: &Hash,
         hash: &Hash,
     ) -> Vec<(PublicKey, Option<Verdict>)> {
         let body = serde_json::to_vec(&CheckRequest {
@@ -429,9 +470,12 @@ impl Gateway {
                         None
                     }
                 };
-                // Only a verdict signed by the member on this result counts.
+                // Only a verdict signed by the member on this pair counts.
                 let v = v.filter(|v| {
-                    v.verifier == m.view.key && v.result == *hash && v.verify_signature().is_ok()
+                    v.verifier == m.view.key
+                        && v.result == *hash
+                        && v.request == *request_hash
+                        && v.verify_signature().is_ok()
                 });
                 if v.is_some() {
                     Counters::inc(&self.counters.verdicts);
@@ -463,7 +507,10 @@ impl Gateway {
         self.open_dispute(result, &earlier).await;
         let mut escalation = earlier.clone();
         let mut committee = first;
-        for (m, v) in self.ask(&rest, request, result, hash).await {
+        for (m, v) in self
+            .ask(&rest, request, result, &result.request, hash)
+            .await
+        {
             if let Some(v) = v {
                 committee.push(m);
                 escalation.push(v);
@@ -479,10 +526,26 @@ impl Gateway {
                     .first()
                     .and_then(|v| v.reason.clone())
                     .unwrap_or_else(|| "rejected".into());
+                // Only rejections for a node fault prove anything: a request
+                // no node can meet (schema, bad_request) or a setup mismatch
+                // (wrong_engine) slashes nobody.
+                let faults: Vec<Verdict> = outcome
+                    .evidence
+                    .majority
+                    .iter()
+                    .filter(|v| v.proves_node_fault())
+                    .cloned()
+                    .collect();
+                if faults.len() * 2 <= committee.len() {
+                    let code = reason_code(&reason).to_string();
+                    tracing::info!(result = %hash, reason, "rejected for a reason the node is not answerable for; nobody slashed");
+                    return Ok(Checked::NotAnswerable { reason, code });
+                }
                 self.slash(
                     &outcome.wrong,
+                    request,
                     result,
-                    &outcome.evidence.majority,
+                    &faults,
                     &outcome.evidence.losing,
                 )
                 .await;
@@ -495,11 +558,17 @@ impl Gateway {
                     // outvoted and reported, not slashed.
                     tracing::warn!(offender = ?w, result = %hash, "verifier outvoted: it rejected an honest result");
                 }
-                assemble_certificate(hash, &committee, k, &outcome.evidence.majority)
-                    .map(Checked::Certified)
-                    .map_err(|e| {
-                        ApiError::unavailable(format!("no certificate after the dispute: {e}"))
-                    })
+                assemble_certificate(
+                    &result.request,
+                    hash,
+                    &committee,
+                    k,
+                    &outcome.evidence.majority,
+                )
+                .map(Checked::Certified)
+                .map_err(|e| {
+                    ApiError::unavailable(format!("no certificate after the dispute: {e}"))
+                })
             }
         }
     }
@@ -507,13 +576,7 @@ impl Gateway {
     /// Freezes the node's withdrawals while the committee re-checks, on the
     /// first rejection that blames the node (the ledger checks the code).
     async fn open_dispute(&self, result: &InferenceResult, verdicts: &[Verdict]) {
-        let Some(verdict) = verdicts.iter().find(|v| {
-            v.decision == Decision::Reject
-                && v.reason.as_deref().is_some_and(|r| {
-                    verinfer_ledger::state::NODE_FAULTS
-                        .contains(&verinfer_verify::rules::reason_code(r))
-                })
-        }) else {
+        let Some(verdict) = verdicts.iter().find(|v| v.proves_node_fault()) else {
             return;
         };
         let body = TxBody::Dispute {
@@ -525,9 +588,12 @@ impl Gateway {
         }
     }
 
+    /// Submits evidence against each of `wrong`: the signed Request and
+    /// Result and the committee's node-fault rejections (`majority`).
     async fn slash(
         &self,
         wrong: &[Offender],
+        request: &Request,
         result: &InferenceResult,
         majority: &[Verdict],
         losing: &[Verdict],
@@ -535,6 +601,7 @@ impl Gateway {
         for w in wrong {
             let evidence = match w {
                 Offender::Node(_) => Evidence::Node {
+                    request: request.clone(),
                     result: result.clone(),
                     committee: majority.to_vec(),
                 },
@@ -543,6 +610,7 @@ impl Gateway {
                     .find(|l| l.verifier == *v && l.decision == Decision::Accept)
                 {
                     Some(verdict) => Evidence::Verifier {
+                        request: request.clone(),
                         result: result.clone(),
                         verdict: Box::new(verdict.clone()),
                         committee: majority.to_vec(),

@@ -302,23 +302,20 @@ fn policy(obj: &Map<String, Value>) -> Result<Option<Policy>, ApiError> {
     if let Some(rf) = obj.get("response_format").filter(|v| !v.is_null()) {
         match rf.get("type").and_then(Value::as_str) {
             Some("text") => {}
-            Some("json_schema") => {
-                let schema = rf
-                    .get("json_schema")
-                    .and_then(|j| j.get("schema"))
-                    .cloned()
-                    .ok_or_else(|| {
-                        ApiError::field(
-                            "response_format.json_schema.schema",
-                            "a JSON schema is required",
-                        )
-                    })?;
-                policy.get_or_insert_with(Policy::default).json_schema = Some(schema);
+            // The engine has no constrained decoding yet: nothing makes the
+            // output meet a schema, so a verifier's `schema` rejection would
+            // be the request's doing. Refused before any node runs.
+            Some("json_schema" | "json_object") => {
+                return Err(ApiError::field(
+                    "response_format",
+                    "`response_format` with a JSON schema is not supported: the engines have \
+                     no constrained decoding, so no node can be held to a schema; use `text`",
+                ))
             }
             _ => {
                 return Err(ApiError::field(
                     "response_format",
-                    "`response_format.type` must be `text` or `json_schema`",
+                    "`response_format.type` must be `text`",
                 ))
             }
         }

@@ -84,38 +84,54 @@ fn certificate_from_a_quorum_of_accepts() {
     let mut other = res.clone();
     other.output_text.push('x');
     vs.push(verdict(&other, &ks[2], Decision::Reject));
+    // A rejection of this result checked against another request.
+    let mut elsewhere = fixtures::verdict(&res, 3);
+    elsewhere.request = Hash::of(b"another request");
+    elsewhere.verifier = ks[0].public();
+    elsewhere.decision = Decision::Reject;
+    elsewhere.reason = Some("wrong_request: elsewhere".into());
+    elsewhere.sign(&ks[0]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        validate_verdict(&elsewhere, &res.request, &h, &committee),
+        Err(VerdictError::WrongRequest(Box::new(ks[0].public())))
+    );
+    vs.insert(0, elsewhere);
 
-    let cert = assemble_certificate(&h, &committee, 3, &vs).unwrap_or_else(|e| panic!("{e}"));
+    let cert = assemble_certificate(&res.request, &h, &committee, 3, &vs)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cert.verdicts.len(), 3);
     assert!(cert
         .verdicts
         .windows(2)
         .all(|w| w[0].verifier < w[1].verifier));
-    assert_eq!(verify_certificate(&cert, &h, &committee, 3), Ok(()));
+    assert_eq!(
+        verify_certificate(&cert, &res.request, &h, &committee, 3),
+        Ok(())
+    );
     assert!(matches!(
-        verify_certificate(&cert, &h, &committee, 4),
+        verify_certificate(&cert, &res.request, &h, &committee, 4),
         Err(CertificateError::NoQuorum { have: 3, need: 4 })
     ));
-    assert!(verify_certificate(&cert, &h, &committee[..2], 2).is_err());
+    assert!(verify_certificate(&cert, &res.request, &h, &committee[..2], 2).is_err());
     let mut unordered = cert.clone();
     unordered.verdicts.swap(0, 1);
     assert_eq!(
-        verify_certificate(&unordered, &h, &committee, 3),
+        verify_certificate(&unordered, &res.request, &h, &committee, 3),
         Err(CertificateError::Order)
     );
 
     assert!(matches!(
-        assemble_certificate(&h, &committee, 3, &vs[..2]),
+        assemble_certificate(&res.request, &h, &committee, 3, &vs[..2]),
         Err(CertificateError::NoQuorum { have: 2, need: 3 })
     ));
     let mut with_reject = vs[..2].to_vec();
     with_reject.push(verdict(&res, &ks[2], Decision::Reject));
     assert!(matches!(
-        assemble_certificate(&h, &committee, 3, &with_reject),
+        assemble_certificate(&res.request, &h, &committee, 3, &with_reject),
         Err(CertificateError::Rejected(r)) if r.len() == 1
     ));
     assert!(matches!(
-        assemble_certificate(&h, &committee, 0, &[]),
+        assemble_certificate(&res.request, &h, &committee, 0, &[]),
         Err(CertificateError::NoQuorum { have: 0, need: 1 })
     ));
 }

@@ -99,6 +99,73 @@ fn codes_and_positions_are_stable() {
 }
 
 #[test]
+fn node_faults_are_the_protocol_list() {
+    let h = Hash::default();
+    let faults = [
+        Rejection::TokenMismatch {
+            position: 0,
+            claimed: 1,
+            expected: 2,
+        },
+        Rejection::BadToken {
+            position: 0,
+            token: 9,
+        },
+        Rejection::PastMaxTokens {
+            tokens: 5,
+            limit: 4,
+        },
+        Rejection::PastEos {
+            eos_at: 0,
+            position: 1,
+        },
+        Rejection::PastStop {
+            stop_at: 0,
+            position: 1,
+        },
+        Rejection::FinishReason {
+            claimed: FinishReason::Eos,
+            detail: String::new(),
+        },
+        Rejection::TextMismatch { byte: 0 },
+        Rejection::Usage {
+            claimed_prompt: 1,
+            claimed_completion: 1,
+            prompt: 2,
+            completion: 1,
+        },
+        Rejection::WrongModel {
+            claimed: h,
+            expected: h,
+        },
+    ];
+    let not = [
+        Rejection::BadSignature { record: "result" },
+        Rejection::BadRequest {
+            detail: String::new(),
+        },
+        Rejection::WrongRequest {
+            claimed: h,
+            actual: h,
+        },
+        Rejection::WrongEngine {
+            claimed: String::new(),
+            expected: String::new(),
+        },
+        Rejection::Schema {
+            detail: String::new(),
+        },
+    ];
+    assert!(faults.iter().all(Rejection::is_node_fault));
+    assert!(!not.iter().any(Rejection::is_node_fault));
+    let mut listed: Vec<_> = faults.iter().map(Rejection::code).collect();
+    listed.sort_unstable();
+    let mut protocol = NODE_FAULT_CODES.to_vec();
+    protocol.sort_unstable();
+    assert_eq!(listed, protocol);
+}
+
+#[test]
 fn eos_only_as_the_last_token() {
     let d = decoding(10, &[]);
     assert_eq!(code(term(&d, &[1, 2, EOS], FinishReason::Eos)), "ok");

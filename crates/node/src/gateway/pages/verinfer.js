@@ -140,7 +140,7 @@ export async function ed25519Verify(pub, msg, sig) {
 export const TYPES = {
   request: "verinfer.request.v1",
   result: "verinfer.result.v1",
-  verdict: "verinfer.verdict.v1",
+  verdict: "verinfer.verdict.v2",
   certificate: "verinfer.certificate.v1",
   receipt: "verinfer.receipt.v1",
   leaf: "verinfer.leaf.v1",
@@ -430,11 +430,13 @@ export async function checkReceipt(bundle, trust = trustFromBundle(bundle)) {
     const counted = [];
     await run("verdicts", titles.verdicts, async () => {
       const res = resultHash || hex(await recordHash(r.result));
+      const req = requestHash || hex(await recordHash(r.request));
       const seen = new Set();
       for (const v of r.certificate.verdicts) {
         if (!(await verifyRecord(v, TYPES.verdict, "verifier"))) fail(`the verdict by verifier ${v.verifier} has a signature that does not verify`);
         if (v.decision !== "accept") fail(`verifier ${v.verifier} rejected the answer: ${v.reason || "no reason given"}`);
         if (v.result !== res) fail(`the verdict by verifier ${v.verifier} is about another answer`);
+        if (v.request !== req) fail(`the verdict by verifier ${v.verifier} checked the answer against another request`);
         if (seen.has(v.verifier)) fail(`verifier ${v.verifier} has more than one verdict in the certificate`);
         seen.add(v.verifier);
         const w = witnesses.find((w) => hex(w.key) === v.verifier);
@@ -564,21 +566,25 @@ export function explain(report, bundle) {
 }
 
 /**
- * Checks the evidence of a slash (the ledger's `Evidence`): the accused
- * node's signed answer, the committee's signed verdicts rejecting that very
- * answer and, against a verifier, its own signed verdict accepting it.
+ * Checks the evidence of a slash (the ledger's `Evidence`): the signed
+ * request, the accused node's signed answer to it, the committee's signed
+ * verdicts rejecting that very pair and, against a verifier, its own signed
+ * verdict accepting it.
  * Returns {ok, detail}. It does not re-decide the dispute (committee size
  * and draw are the ledger's rules); it shows the signed records hold.
  */
 export async function checkEvidence(ev) {
   try {
     const r = ev.result;
+    if (!(await verifyRecord(ev.request, TYPES.request, "signer"))) throw new Error("the request's signature does not verify");
     if (!(await verifyRecord(r, TYPES.result, "node"))) throw new Error("the answer's signature by its node does not verify");
+    const q = hex(await recordHash(ev.request));
+    if (r.request !== q) throw new Error("the answer is for another request than the evidence's");
     const h = hex(await recordHash(r));
     const seen = new Set();
     for (const v of ev.committee || []) {
       if (!(await verifyRecord(v, TYPES.verdict, "verifier"))) throw new Error(`the verdict by ${v.verifier.slice(0, 16)}… does not verify`);
-      if (v.result !== h) throw new Error(`the verdict by ${v.verifier.slice(0, 16)}… is about another answer`);
+      if (v.result !== h || v.request !== q) throw new Error(`the verdict by ${v.verifier.slice(0, 16)}… is about another request or answer`);
       if (v.decision !== "reject") throw new Error(`the verdict by ${v.verifier.slice(0, 16)}… does not reject`);
       seen.add(v.verifier);
     }
@@ -588,7 +594,7 @@ export async function checkEvidence(ev) {
     if (ev.accused === "verifier") {
       const v = ev.verdict;
       if (!(await verifyRecord(v, TYPES.verdict, "verifier"))) throw new Error("the accused verifier's verdict does not verify");
-      if (v.result !== h || v.decision !== "accept") throw new Error("the accused verifier's verdict does not accept this answer");
+      if (v.result !== h || v.request !== q || v.decision !== "accept") throw new Error("the accused verifier's verdict does not accept this answer to this request");
       detail += `; verifier ${v.verifier.slice(0, 16)}… signed a verdict accepting it`;
     }
     return { ok: true, detail: detail + "." };
