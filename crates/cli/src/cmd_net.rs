@@ -6,6 +6,8 @@ use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use verinfer_inference::respond::Fault;
 use verinfer_node::config::NodeConfig;
 use verinfer_node::devnet::{self, DevnetOptions};
@@ -64,15 +66,51 @@ pub struct NodeArgs {
     ledger_url: Option<String>,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// How long a stop waits for requests in flight, and then for work left
+/// on the runtime's threads (an inference half done), before it exits.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs `main` on a runtime; once it returns, waits at most [`STOP_GRACE`]
+/// for blocking work still running, so a stop takes bounded time.
+fn run<F: std::future::Future<Output = anyhow::Result<()>>>(main: F) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("starting the async runtime")
+        .context("starting the async runtime")?;
+    let r = rt.block_on(main);
+    rt.shutdown_timeout(STOP_GRACE);
+    r
 }
 
-/// Runs the devnet until Ctrl-C.
+/// The signals that stop a devnet or a node cleanly: SIGINT (Ctrl-C) and
+/// SIGTERM (systemd, container runtimes, `kill`). Listening starts when this
+/// is called, so a signal during startup is not lost to the default action
+/// (which would exit at once and skip the stop).
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    fn listen() -> anyhow::Result<Self> {
+        let on = |kind| signal(kind).context("listening for stop signals");
+        Ok(StopSignals {
+            interrupt: on(SignalKind::interrupt())?,
+            terminate: on(SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for one; returns its name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// Runs the devnet until SIGINT or SIGTERM, then stops every role and anvil.
 pub fn devnet(args: DevnetArgs, config: &Config) -> anyhow::Result<()> {
     let data_dir = match args.data_dir.or_else(|| config.data_dir.clone()) {
         Some(d) => d,
@@ -102,8 +140,17 @@ pub fn devnet(args: DevnetArgs, config: &Config) -> anyhow::Result<()> {
         println!("api-key: {api_key}");
         return Ok(());
     }
-    runtime()?.block_on(async move {
-        let net = devnet::run(opts).await?;
+    run(async move {
+        let mut stop = StopSignals::listen()?;
+        let net = tokio::select! {
+            net = devnet::run(opts) => net?,
+            // Whatever had started is stopped as it is dropped (anvil
+            // included), or dies with this process.
+            s = stop.recv() => {
+                eprintln!("{s} during startup: stopping");
+                return Ok(());
+            }
+        };
         println!("api-key: {}", net.api_key);
         if let Some(c) = &net.chain {
             eprintln!(
@@ -119,14 +166,15 @@ pub fn devnet(args: DevnetArgs, config: &Config) -> anyhow::Result<()> {
             );
         }
         println!("verinfer devnet ready at {}", net.url);
-        tokio::signal::ctrl_c().await.ok();
-        eprintln!("stopping");
-        net.stop();
+        let s = stop.recv().await;
+        eprintln!("{s}: stopping");
+        net.shutdown(STOP_GRACE).await;
+        eprintln!("stopped");
         anyhow::Ok(())
     })
 }
 
-/// Runs one role until Ctrl-C.
+/// Runs one role until SIGINT or SIGTERM, then stops it.
 pub fn node(args: NodeArgs, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let path = config_path.context("give the node's configuration with --config FILE")?;
     let mut c = NodeConfig::load(&path)?;
@@ -141,11 +189,26 @@ pub fn node(args: NodeArgs, config_path: Option<PathBuf>) -> anyhow::Result<()> 
         .or(c.role.clone())
         .context("give the role with --role or `role =` in the config")?
         .parse()?;
-    runtime()?.block_on(async move {
-        let running = start::from_config(role, &c).await?;
+    run(async move {
+        let mut stop = StopSignals::listen()?;
+        let running = tokio::select! {
+            r = start::from_config(role, &c) => r?,
+            s = stop.recv() => {
+                eprintln!("{s} during startup: stopping");
+                return Ok(());
+            }
+        };
         println!("verinfer node {role:?} ready at {}", running.url);
-        tokio::signal::ctrl_c().await.ok();
-        running.stop();
+        let s = stop.recv().await;
+        eprintln!("{s}: stopping");
+        if tokio::time::timeout(STOP_GRACE, running.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in flight at shutdown: dropped");
+            running.stop();
+        }
+        eprintln!("stopped");
         anyhow::Ok(())
     })
 }

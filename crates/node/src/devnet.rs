@@ -132,13 +132,41 @@ pub struct Devnet {
 }
 
 impl Devnet {
-    /// Stops every role, and the chain.
+    /// Stops every role, and the chain (anvil writes its state file and
+    /// exits; its supervisor does not start it again).
     pub fn stop(&self) {
         for (_, r) in self.roles.iter().rev() {
             r.stop();
         }
         if let Some(c) = &self.chain {
             c.anvil.lock().unwrap_or_else(|e| e.into_inner()).stop();
+        }
+    }
+
+    /// Stops as [`Devnet::stop`] does, but role by role, gateway first, each
+    /// finishing its requests in flight and closing its port (all within
+    /// `limit`, after which the rest stop at once); then anvil, which those
+    /// requests may still settle on, is stopped and waited for.
+    pub async fn shutdown(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        for (name, r) in self.roles.iter().rev() {
+            if tokio::time::timeout_at(deadline, r.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!(role = %name, "requests still in flight at shutdown: dropped");
+                r.stop();
+            }
+        }
+        if let Some(c) = &self.chain {
+            let anvil = c.anvil.clone();
+            let stopped = tokio::task::spawn_blocking(move || {
+                anvil.lock().unwrap_or_else(|e| e.into_inner()).stop();
+            })
+            .await;
+            if let Err(e) = stopped {
+                tracing::warn!(error = %e, "stopping anvil");
+            }
         }
     }
 
@@ -533,7 +561,8 @@ async fn start_chain(opts: &DevnetOptions, ledger: &Ledger) -> anyhow::Result<De
     })
 }
 
-/// Restarts anvil on its state file whenever it exits.
+/// Restarts anvil on its state file whenever it exits on its own; ends once
+/// anvil was stopped (a shutdown is not a crash).
 fn supervise(anvil: Arc<std::sync::Mutex<Anvil>>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -541,16 +570,16 @@ fn supervise(anvil: Arc<std::sync::Mutex<Anvil>>) -> tokio::task::JoinHandle<()>
             let a = anvil.clone();
             let r = tokio::task::spawn_blocking(move || {
                 let mut a = a.lock().unwrap_or_else(|e| e.into_inner());
-                if a.exited() {
-                    tracing::warn!("anvil exited: restarting it on its state file");
-                    a.restart().map(|()| true)
-                } else {
-                    Ok(false)
-                }
+                (!a.stopped()).then(|| a.revive())
             })
             .await;
-            if let Ok(Err(e)) = r {
-                tracing::warn!(error = %e, "cannot restart anvil");
+            match r {
+                Ok(None) => return,
+                Ok(Some(Ok(true))) => {
+                    tracing::warn!("anvil exited: restarted it on its state file")
+                }
+                Ok(Some(Err(e))) => tracing::warn!(error = %e, "cannot restart anvil"),
+                Ok(Some(Ok(false))) | Err(_) => {}
             }
         }
     })

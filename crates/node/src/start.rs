@@ -73,24 +73,35 @@ impl Running {
     /// Stops every task of the role (the ledger role writes its open
     /// bookkeeping first).
     pub fn stop(&self) {
+        self.abort();
+        self.flush();
+    }
+
+    /// Stops the role as [`Running::stop`] does, but waits until its server
+    /// has closed its port and every connection (requests in flight finish
+    /// first) before the ledger role writes its bookkeeping: after this,
+    /// nothing answers at `url` (regression: a request sent just after
+    /// `stop` was still answered on a pooled connection). Bound it with a
+    /// timeout, and call [`Running::stop`] when it runs out.
+    pub async fn shutdown(&self) {
+        self.abort();
+        let mut serving = self.serving.clone();
+        while serving.changed().await.is_ok() {}
+        self.flush();
+    }
+
+    fn abort(&self) {
         for t in &self.tasks {
             t.abort();
         }
+    }
+
+    fn flush(&self) {
         if let Some(l) = &self.ledger {
             if let Err(e) = l.flush() {
                 tracing::warn!(error = %e, "cannot write the chronicle at shutdown");
             }
         }
-    }
-
-    /// Stops the role as [`Running::stop`] does, then waits until its server
-    /// has closed its port and every connection (requests in flight finish
-    /// first): after this, nothing answers at `url` (regression: a request
-    /// sent just after `stop` was still answered on a pooled connection).
-    pub async fn shutdown(&self) {
-        self.stop();
-        let mut serving = self.serving.clone();
-        while serving.changed().await.is_ok() {}
     }
 }
 

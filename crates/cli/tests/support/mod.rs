@@ -28,34 +28,38 @@ pub fn bin() -> Command {
 
 /// Starts `verinfer node` with `config` and waits for its `ready at URL` line.
 pub fn node(role: &str, config: &Path) -> (Proc, String) {
-    let mut child = bin()
-        .args(["node", "--role", role, "--config"])
-        .arg(config)
+    let mut cmd = bin();
+    cmd.args(["node", "--role", role, "--config"]).arg(config);
+    spawn_ready(cmd, &config.display().to_string())
+}
+
+/// Starts `cmd` (a `verinfer` command that prints `ready at URL` once it
+/// serves) and waits (up to 3 min) for that line; `name` names it in
+/// failures.
+pub fn spawn_ready(mut cmd: Command, name: &str) -> (Proc, String) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("spawn verinfer node");
+        .expect("spawn verinfer");
     let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        match lines.next() {
-            Some(Ok(l)) => {
-                if let Some(url) = l.split(" ready at ").nth(1) {
-                    break url.trim().to_string();
-                }
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keeps draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = l.split(" ready at ").nth(1) {
+                let _ = tx.send(url.trim().to_string());
             }
-            _ => panic!("{role} ({}) exited before it was ready", config.display()),
         }
+    });
+    let p = Proc {
+        name: name.to_string(),
+        child,
     };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (
-        Proc {
-            name: config.display().to_string(),
-            child,
-        },
-        url,
-    )
+    match rx.recv_timeout(std::time::Duration::from_secs(180)) {
+        Ok(url) => (p, url),
+        Err(e) => panic!("{name} not ready: {e}"),
+    }
 }
 
 pub fn free_port() -> u16 {

@@ -1,10 +1,20 @@
 //! A local chain for the devnet and the tests: anvil, from the npm package
 //! `@foundry-rs/anvil` that `contracts/test.sh` (and the README's setup)
 //! installs under `contracts/node_modules`. Nothing is downloaded here.
+//!
+//! anvil lives no longer than the process that started it: a stop
+//! ([`Anvil::stop`], or dropping it) ends it with SIGTERM, so it writes its
+//! state file, and if this process dies without stopping it (SIGKILL, a
+//! crash) the kernel sends anvil SIGTERM all the same (`PR_SET_PDEATHSIG`,
+//! see [`spawn_tied`]). An anvil left running would hold its port and its
+//! state file, and the next start on the same directory would meet a chain
+//! it did not start.
 
+use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use alloy::signers::local::PrivateKeySigner;
@@ -49,6 +59,65 @@ pub struct Anvil {
     child: Child,
     port: u16,
     state: PathBuf,
+    /// Set by [`Anvil::stop`]: [`Anvil::revive`] leaves a stopped anvil
+    /// stopped, so a supervisor cannot start it again during a shutdown.
+    stopped: bool,
+}
+
+/// A command to spawn, and where to send the child.
+type SpawnJob = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// Spawns `cmd` so that it dies with this process: the child asks the kernel
+/// for SIGTERM when its parent dies (`PR_SET_PDEATHSIG`) before it execs.
+/// The kernel sends that signal when the *thread* that forked the child
+/// exits, so every child is forked by one thread that lives as long as the
+/// process (not by a pooled thread, which exits when idle).
+fn spawn_tied(cmd: Command) -> io::Result<Child> {
+    static SPAWNER: OnceLock<io::Result<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("child-spawner".into())
+            // Never returns: the sender lives in this static forever.
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(spawn_dying_with_parent(&mut cmd));
+                }
+            })
+            .map(|_| tx)
+    });
+    let spawner = spawner
+        .as_ref()
+        .map_err(|e| io::Error::new(e.kind(), format!("starting the spawner thread: {e}")))?;
+    let (reply, child) = mpsc::channel();
+    spawner
+        .send((cmd, reply))
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+    child
+        .recv()
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?
+}
+
+fn spawn_dying_with_parent(cmd: &mut Command) -> io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    #[allow(unsafe_code)]
+    // SAFETY: the hook runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed: prctl and getppid are plain
+    // system calls, and nothing is allocated (the error is a raw errno).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent died before the prctl: the signal will never come.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
 }
 
 fn free_port() -> Result<u16, EvmError> {
@@ -67,6 +136,7 @@ impl Anvil {
             child,
             port,
             state: state.to_path_buf(),
+            stopped: false,
         };
         a.wait_ready()?;
         Ok(a)
@@ -74,16 +144,15 @@ impl Anvil {
 
     fn spawn(state: &Path, port: u16) -> Result<Child, EvmError> {
         let bin = binary()?;
-        Command::new(&bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .arg("--state")
             .arg(state)
             .args(["--state-interval", "1", "--silent"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| EvmError::Chain(format!("cannot start {}: {e}", bin.display())))
+            .stderr(Stdio::null());
+        spawn_tied(cmd).map_err(|e| EvmError::Chain(format!("cannot start {}: {e}", bin.display())))
     }
 
     fn wait_ready(&self) -> Result<(), EvmError> {
@@ -115,15 +184,33 @@ impl Anvil {
         !matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Starts it again on the same port and state file (after it died).
+    /// Starts it again on the same port and state file (after it died or
+    /// was stopped).
     pub fn restart(&mut self) -> Result<(), EvmError> {
         self.stop();
         self.child = Self::spawn(&self.state, self.port)?;
+        self.stopped = false;
         self.wait_ready()
     }
 
-    /// Stops it cleanly (SIGTERM, so it writes its state), or kills it.
+    /// Restarts it if it exited on its own; leaves it alone when it runs or
+    /// was stopped. Returns whether it restarted it.
+    pub fn revive(&mut self) -> Result<bool, EvmError> {
+        if self.stopped || !self.exited() {
+            return Ok(false);
+        }
+        self.restart().map(|()| true)
+    }
+
+    /// Whether [`Anvil::stop`] stopped it (and nothing restarted it since).
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Stops it cleanly (SIGTERM, so it writes its state), or kills it after
+    /// 5 s; waits for it either way, so its port and state file are free.
     pub fn stop(&mut self) {
+        self.stopped = true;
         if self.exited() {
             return;
         }
