@@ -103,6 +103,7 @@ fn a_ledger_holding_v1_verdicts_does_not_open() {
         TxBody::Reserve {
             request: req.hash().unwrap(),
             amount: w.max_fee(),
+            ttl_secs: RESERVE_TTL_SECS,
         },
     ))
     .unwrap();
