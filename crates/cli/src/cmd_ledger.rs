@@ -9,7 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use verinfer_ledger::tx::{
-    Change, Evidence, FeeSplit, Genesis, GenesisTag, ModelEntry, Params, Role,
+    Change, Evidence, FeeSplit, Genesis, GenesisTag, ModelEntry, Param, Params, Role,
 };
 use verinfer_ledger::{Ledger, Transaction, TxBody};
 use verinfer_types::records::Amount;
@@ -85,11 +85,13 @@ pub enum LedgerCommand {
     Propose {
         #[command(flatten)]
         tx: TxArgs,
-        /// fee_split, quorum, dispute_quorum, min_stake, unbonding_delay,
-        /// slash, admit_model, remove_model or mint.
+        /// fee_split, admit_model, remove_model, mint, or a governed number:
+        /// quorum, dispute_quorum, min_stake, unbonding_delay_secs, slash_bps,
+        /// slash_reward_bps, dispute_window_secs, voting_period_secs,
+        /// reserve_ttl_max_secs, tx_fee.
         #[arg(long)]
         param: String,
-        /// fee_split: NODE,VERIFIERS,TREASURY (bps); slash: SLASH,REWARD (bps);
+        /// fee_split: NODE,VERIFIERS,TREASURY (bps);
         /// admit_model: ID,NAME,PRICE_IN,PRICE_OUT; mint: PUBKEY,AMOUNT;
         /// others: one integer or model id.
         #[arg(long)]
@@ -211,25 +213,6 @@ fn parse_change(param: &str, value: &str) -> anyhow::Result<Change> {
                 },
             }
         }
-        "quorum" => Change::Quorum {
-            value: small(value)?,
-        },
-        "dispute_quorum" => Change::DisputeQuorum {
-            value: small(value)?,
-        },
-        "min_stake" => Change::MinStake {
-            value: amount(int(value)?),
-        },
-        "unbonding_delay" => Change::UnbondingDelay {
-            value: value.parse().context("unbonding_delay is an integer")?,
-        },
-        "slash" => {
-            want(2)?;
-            Change::Slash {
-                slash_bps: small(parts[0])?,
-                reward_bps: small(parts[1])?,
-            }
-        }
         "admit_model" => {
             want(4)?;
             Change::AdmitModel {
@@ -251,7 +234,13 @@ fn parse_change(param: &str, value: &str) -> anyhow::Result<Change> {
                 amount: amount(int(parts[1])?),
             }
         }
-        other => bail!("unknown parameter {other:?}"),
+        other => match serde_json::from_value::<Param>(serde_json::Value::from(other)) {
+            Ok(name) => Change::Set {
+                name,
+                value: amount(int(value)?),
+            },
+            Err(_) => bail!("unknown parameter {other:?}"),
+        },
     })
 }
 

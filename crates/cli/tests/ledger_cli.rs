@@ -146,7 +146,9 @@ fn genesis_transfers_stake_vote_and_slash() {
         ]);
     }
     let acct = account(d, &w.nodes[0]);
-    assert_eq!(acct.balance, 3_500 * TOKEN);
+    // Staking and registering each paid the transaction fee.
+    let fee = verinfer_ledger::tx::Params::default().tx_fee.0;
+    assert_eq!(acct.balance, 3_500 * TOKEN - 2 * fee);
     assert_eq!(acct.stake, 1_500 * TOKEN);
     assert_eq!(acct.nonce, 2);
 

@@ -79,6 +79,7 @@ fn one_run() -> (f64, f64) {
                             TxBody::Reserve {
                                 request: req.hash().unwrap(),
                                 amount: w.max_fee(),
+                                ttl_secs: verinfer_ledger::testkit::RESERVE_TTL_SECS,
                             },
                         )
                         .unwrap();

@@ -432,6 +432,27 @@ impl Ledger {
         LedgerError::Failed(msg)
     }
 
+    /// Releases every reservation whose deadline has passed to its payer,
+    /// each with a `Release` signed by `key`; returns how many. A
+    /// reservation settled or released meanwhile is skipped.
+    pub fn release_expired(&self, key: &SecretKey) -> Result<usize, LedgerError> {
+        let now = (self.clock)();
+        let expired = self.with_state(|s| s.expired(s.time_ms.max(now)));
+        let mut released = 0;
+        for request in expired {
+            let nonce = self.with_state(|s| s.nonce(&key.public()));
+            let tx = Transaction::signed(key, nonce, TxBody::Release { request })?;
+            match self.submit(&tx) {
+                Ok(_) => released += 1,
+                Err(LedgerError::Rejected(e)) => {
+                    tracing::debug!(%request, error = %e, "expired reservation not released");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(released)
+    }
+
     /// Runs `f` on the current state.
     pub fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&lock(&self.state))

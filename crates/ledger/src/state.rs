@@ -7,6 +7,10 @@
 //! changes only by mint and burn (slashing moves stake, it does not destroy
 //! it). [`State::check_invariants`] states that precisely.
 //!
+//! Time: every rule that waits (unbonding, disputes, votes, reservations)
+//! reads the ledger's time `State::time_ms`, never the height, which any
+//! account can advance with transactions of its own.
+//!
 //! Fee rounding: for a fee `F`, the node gets `floor(F * node_bps / 10^4)`,
 //! each of the `n` verifiers `floor(floor(F * verifiers_bps / 10^4) / n)`, and
 //! the treasury the rest, so every unit of `F` lands somewhere. Slashing
@@ -89,6 +93,9 @@ pub struct Escrow {
     pub payer: PublicKey,
     /// Amount reserved (the maximum fee).
     pub amount: u128,
+    /// Ledger time (Unix ms) from which it can no longer be settled and
+    /// anyone may release it to its payer.
+    pub deadline_ms: u64,
 }
 
 /// Stake on its way out.
@@ -96,8 +103,8 @@ pub struct Escrow {
 pub struct Unbond {
     /// Amount.
     pub amount: u128,
-    /// Height from which it can be withdrawn.
-    pub release: u64,
+    /// Ledger time (Unix ms) from which it can be withdrawn.
+    pub release_ms: u64,
 }
 
 /// A registered node.
@@ -140,6 +147,20 @@ pub struct Proposal {
     pub voters: BTreeSet<PublicKey>,
     /// Status.
     pub status: ProposalStatus,
+    /// Ledger time (Unix ms) at which voting ends: still open then, it
+    /// expired and enacts nothing.
+    pub deadline_ms: u64,
+    /// Bonded stakes when it was proposed: a vote weighs at most this.
+    pub snapshot: BTreeMap<PublicKey, u128>,
+    /// Their total: more than half of it passes the proposal.
+    pub snapshot_total: u128,
+}
+
+impl Proposal {
+    /// Whether it still takes votes at ledger time `now_ms`.
+    pub fn is_open(&self, now_ms: u64) -> bool {
+        self.status == ProposalStatus::Open && now_ms < self.deadline_ms
+    }
 }
 
 /// The whole ledger state.
@@ -178,6 +199,11 @@ pub struct State {
     pub bridged: BTreeSet<Hash>,
     /// Withdrawals asked on chain and not yet paid, by account.
     pub withdrawing: BTreeMap<PublicKey, Withdrawal>,
+    /// Nodes under an open dispute: ledger time (Unix ms) until which they
+    /// cannot withdraw.
+    pub frozen: BTreeMap<PublicKey, u64>,
+    /// Results already disputed (each opens one dispute).
+    pub disputed: BTreeSet<Hash>,
 }
 
 /// A withdrawal asked on chain, not yet paid.
@@ -251,6 +277,8 @@ impl State {
             leaves: 0,
             bridged: BTreeSet::new(),
             withdrawing: BTreeMap::new(),
+            frozen: BTreeMap::new(),
+            disputed: BTreeSet::new(),
         })
     }
 
@@ -262,6 +290,30 @@ impl State {
     /// Stake of `key`.
     pub fn stake(&self, key: &PublicKey) -> u128 {
         self.stakes.get(key).copied().unwrap_or(0)
+    }
+
+    /// Unbonding stake of `key`.
+    pub fn unbonding_of(&self, key: &PublicKey) -> u128 {
+        self.unbonding
+            .get(key)
+            .map_or(0, |l| l.iter().map(|u| u.amount).sum())
+    }
+
+    /// Whether `key` voted on a proposal still open: its stake stays bonded.
+    pub fn vote_locked(&self, key: &PublicKey) -> bool {
+        self.proposals
+            .values()
+            .any(|p| p.is_open(self.time_ms) && p.voters.contains(key))
+    }
+
+    /// Reservations whose deadline has passed at `now_ms`: anyone may
+    /// release them to their payers.
+    pub fn expired(&self, now_ms: u64) -> Vec<Hash> {
+        self.escrow
+            .iter()
+            .filter(|(_, e)| e.deadline_ms <= now_ms)
+            .map(|(h, _)| *h)
+            .collect()
     }
 
     /// Next nonce of `key`.
@@ -361,18 +413,38 @@ pub fn split(fee: u128, s: &FeeSplit, verifiers: usize) -> Result<(u128, u128, u
     Ok((node, per, treasury))
 }
 
-fn check_params(p: &Params) -> Result<(), TxError> {
+/// Checks parameters against [`BOUNDS`] and the rules that tie them.
+pub fn check_params(p: &Params) -> Result<(), TxError> {
+    let mut p = p.clone();
+    for b in &BOUNDS {
+        let v = p.field(b.param).get();
+        if v < b.min || v > b.max {
+            return Err(rule(format!(
+                "{} = {v} is outside [{}, {}]: {}",
+                param_name(b.param),
+                b.min,
+                b.max,
+                b.reason
+            )));
+        }
+    }
     let f = &p.fee_split;
     if u64::from(f.node_bps) + u64::from(f.verifiers_bps) + u64::from(f.treasury_bps) != 10_000 {
         return Err(rule("fee split must sum to 10000 basis points"));
     }
-    if p.slash_bps > 10_000 || p.slash_reward_bps > 10_000 {
-        return Err(rule("slash shares are at most 10000 basis points"));
-    }
-    if p.dispute_quorum == 0 {
-        return Err(rule("dispute quorum must be at least 1"));
+    if p.unbonding_delay_secs < p.voting_period_secs {
+        return Err(rule(
+            "the unbonding delay must not be shorter than the voting period",
+        ));
     }
     Ok(())
+}
+
+fn param_name(p: Param) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{p:?}"))
 }
 
 /// Checks every signature a transaction carries: its own, and those of the
@@ -438,6 +510,11 @@ pub fn check_signatures(tx: &Transaction) -> Result<(), TxError> {
                 v.verify_signature().map_err(bad)?;
             }
         }
+        TxBody::Dispute { result, verdict } => {
+            let bad = |e: RecordError| TxError::Evidence(e.to_string());
+            result.verify_signature().map_err(bad)?;
+            verdict.verify_signature().map_err(bad)?;
+        }
         _ => {}
     }
     Ok(())
@@ -462,7 +539,26 @@ pub fn apply_checked(state: &mut State, tx: &Transaction, now_ms: u64) -> Result
     }
     let before = state.time_ms;
     state.time_ms = before.max(now_ms);
-    let effects = match apply_body(state, &tx.signer, &tx.body) {
+    // The fee is taken first, so the body sees what is left; undone exactly
+    // (plain balance moves) if the body is refused.
+    let fee = if pays_fee(&tx.body) {
+        state.params.tx_fee.0
+    } else {
+        0
+    };
+    let treasury = state.treasury;
+    let result = match move_balance(state, &tx.signer, &treasury, fee, "balance for the fee") {
+        Ok(()) => {
+            let r = apply_body(state, &tx.signer, &tx.body);
+            if r.is_err() {
+                // Cannot fail: it moves back what was just moved.
+                let _ = move_balance(state, &treasury, &tx.signer, fee, "fee");
+            }
+            r
+        }
+        Err(e) => Err(e),
+    };
+    let effects = match result {
         Ok(effects) => effects,
         Err(e) => {
             state.time_ms = before;
@@ -473,6 +569,44 @@ pub fn apply_checked(state: &mut State, tx: &Transaction, now_ms: u64) -> Result
     state.accounts.entry(tx.signer).or_default().nonce += 1;
     state.height += 1;
     Ok(effects)
+}
+
+/// Whether a transaction pays the flat `tx_fee`. The settlement path
+/// (reserve, release, settle) is paid for by the fees it settles; slashes
+/// and disputes carry verifiers' signatures on a node's Result and apply once
+/// per Result; the bridge is the treasury's own. Everything else pays.
+pub fn pays_fee(body: &TxBody) -> bool {
+    !matches!(
+        body,
+        TxBody::Reserve { .. }
+            | TxBody::Release { .. }
+            | TxBody::Settle { .. }
+            | TxBody::Slash { .. }
+            | TxBody::Dispute { .. }
+            | TxBody::Bridge { .. }
+    )
+}
+
+/// Moves `amount` of plain balance (no withdrawal holds), all or nothing.
+fn move_balance(
+    state: &mut State,
+    from: &PublicKey,
+    to: &PublicKey,
+    amount: u128,
+    what: &'static str,
+) -> Result<(), TxError> {
+    if amount == 0 || from == to {
+        return Ok(());
+    }
+    need(what, state.balance(from), amount)?;
+    state
+        .balance(to)
+        .checked_add(amount)
+        .ok_or(TxError::Overflow)?;
+    debit(state, from, amount);
+    let acc = state.accounts.entry(*to).or_default();
+    acc.balance += amount;
+    Ok(())
 }
 
 fn need(what: &'static str, have: u128, amount: u128) -> Result<(), TxError> {
@@ -588,22 +722,29 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
                     "a registered node cannot go below the minimum stake; deregister first",
                 ));
             }
+            if state.vote_locked(signer) {
+                return Err(rule("stake that voted stays bonded until the vote closes"));
+            }
+            let release_ms = after_secs(state.time_ms, state.params.unbonding_delay_secs)?;
             set_stake(state, signer, stake - amount);
-            let release = state
-                .height
-                .checked_add(state.params.unbonding_delay)
-                .ok_or(TxError::Overflow)?;
             state
                 .unbonding
                 .entry(*signer)
                 .or_default()
-                .push(Unbond { amount, release });
+                .push(Unbond { amount, release_ms });
         }
         TxBody::Withdraw => {
-            let height = state.height;
+            let now = state.time_ms;
+            if let Some(&until) = state.frozen.get(signer) {
+                if now < until {
+                    return Err(rule(format!(
+                        "a dispute against this node is open: withdrawals are frozen until {until} ms"
+                    )));
+                }
+            }
             let list = state.unbonding.get(signer).cloned().unwrap_or_default();
             let (ready, waiting): (Vec<_>, Vec<_>) =
-                list.into_iter().partition(|u| u.release <= height);
+                list.into_iter().partition(|u| u.release_ms <= now);
             if ready.is_empty() {
                 return Err(rule("no unbonding stake has matured"));
             }
@@ -655,25 +796,41 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
                 .ok_or_else(|| rule("not registered"))?
                 .last_heartbeat = h;
         }
-        TxBody::Reserve { request, amount } => {
+        TxBody::Reserve {
+            request,
+            amount,
+            ttl_secs,
+        } => {
             let amount = positive(amount)?;
+            let max = state.params.reserve_ttl_max_secs;
+            if *ttl_secs == 0 || *ttl_secs > max {
+                return Err(rule(format!(
+                    "ttl_secs must be 1 to {max} (reserve_ttl_max_secs)"
+                )));
+            }
             if state.escrow.contains_key(request) {
                 return Err(rule("request already has a reservation"));
             }
             need("balance", state.balance(signer), amount)?;
+            let deadline_ms = after_secs(state.time_ms, *ttl_secs)?;
             debit(state, signer, amount);
             state.escrow.insert(
                 *request,
                 Escrow {
                     payer: *signer,
                     amount,
+                    deadline_ms,
                 },
             );
         }
         TxBody::Release { request } => {
             match state.escrow.get(request) {
-                Some(e) if e.payer == *signer => {}
-                Some(_) => return Err(rule("only the payer can release a reservation")),
+                Some(e) if e.payer == *signer || state.time_ms >= e.deadline_ms => {}
+                Some(_) => {
+                    return Err(rule(
+                        "only the payer can release a reservation before its deadline",
+                    ))
+                }
                 None => return Err(rule("no reservation for this request")),
             }
             if let Some(e) = state.escrow.remove(request) {
@@ -709,11 +866,13 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
             state.leaves += effects.leaves.len() as u64;
         }
         TxBody::Slash { evidence } => effects.slashed = Some(slash(state, evidence)?),
+        TxBody::Dispute { result, verdict } => dispute(state, result, verdict)?,
         TxBody::Propose { change } => {
             if state.stake(signer) == 0 {
                 return Err(rule("only stakers can propose"));
             }
-            check_change(state, change)?;
+            enacted(state, change)?;
+            let deadline_ms = after_secs(state.time_ms, state.params.voting_period_secs)?;
             let id = state.proposals.len() as u64;
             state.proposals.insert(
                 id,
@@ -724,6 +883,9 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
                     no: 0,
                     voters: BTreeSet::new(),
                     status: ProposalStatus::Open,
+                    deadline_ms,
+                    snapshot: state.stakes.clone(),
+                    snapshot_total: state.stakes.values().sum(),
                 },
             );
             effects.proposal = Some(id);
@@ -783,6 +945,11 @@ fn settlement(state: &State, r: &Receipt) -> Result<Payout, TxError> {
         .ok_or_else(|| rule("no reservation for this request (unpaid or already settled)"))?;
     if escrow.payer != r.request.requester {
         return Err(rule("reservation payer is not the requester"));
+    }
+    if state.time_ms >= escrow.deadline_ms {
+        return Err(rule(
+            "the reservation expired (its deadline passed); release it",
+        ));
     }
     let result_hash = Hash::of(&result_bytes);
     if r.result.request != request {
@@ -896,9 +1063,12 @@ fn slash(state: &mut State, evidence: &Evidence) -> Result<(PublicKey, u128), Tx
     if state.slashed.contains(&(result_hash, accused)) {
         return Err(bad("this fault was already slashed"));
     }
+    // Bonded and unbonding stake both answer for a fault (as on chain):
+    // `slash_bps` of their sum, bonded first.
     let stake = state.stake(&accused);
     let amount = stake
-        .checked_mul(u128::from(state.params.slash_bps))
+        .checked_add(state.unbonding_of(&accused))
+        .and_then(|all| all.checked_mul(u128::from(state.params.slash_bps)))
         .ok_or(TxError::Overflow)?
         / BPS;
     if amount == 0 {
@@ -911,8 +1081,11 @@ fn slash(state: &mut State, evidence: &Evidence) -> Result<(PublicKey, u128), Tx
     let per = pool / members.len() as u128;
     let to_treasury = amount - per * members.len() as u128;
     // All checks passed: mutate.
-    set_stake(state, &accused, stake - amount);
-    if state.nodes.contains_key(&accused) && stake - amount < state.params.min_stake.0 {
+    let from_stake = amount.min(stake);
+    set_stake(state, &accused, stake - from_stake);
+    take_unbonding(state, &accused, amount - from_stake);
+    state.frozen.remove(&accused);
+    if state.nodes.contains_key(&accused) && stake - from_stake < state.params.min_stake.0 {
         state.nodes.remove(&accused);
     }
     for m in &members {
@@ -924,18 +1097,93 @@ fn slash(state: &mut State, evidence: &Evidence) -> Result<(PublicKey, u128), Tx
     Ok((accused, amount))
 }
 
-fn check_change(state: &State, change: &Change) -> Result<(), TxError> {
+/// Takes `amount` from `key`'s unbonding entries, oldest first.
+fn take_unbonding(state: &mut State, key: &PublicKey, amount: u128) {
+    let mut left = amount;
+    if let Some(list) = state.unbonding.get_mut(key) {
+        for u in list.iter_mut() {
+            let take = left.min(u.amount);
+            u.amount -= take;
+            left -= take;
+        }
+        list.retain(|u| u.amount > 0);
+        if list.is_empty() {
+            state.unbonding.remove(key);
+        }
+    }
+}
+
+/// `now_ms` plus `secs` seconds.
+fn after_secs(now_ms: u64, secs: u64) -> Result<u64, TxError> {
+    secs.checked_mul(1000)
+        .and_then(|ms| now_ms.checked_add(ms))
+        .ok_or(TxError::Overflow)
+}
+
+/// Reason codes of a verdict that blame the inference node (the prefix of
+/// the verdict's reason, before `:`).
+pub const NODE_FAULTS: [&str; 9] = [
+    "token_mismatch",
+    "bad_token",
+    "past_max_tokens",
+    "past_eos",
+    "past_stop",
+    "finish_reason",
+    "text_mismatch",
+    "usage",
+    "wrong_model",
+];
+
+/// Opens a dispute against the node that signed `result` on one rejecting
+/// verdict: its withdrawals freeze for `dispute_window_secs`, so it cannot
+/// take its stake out before a committee's slash lands.
+fn dispute(state: &mut State, result: &InferenceResult, verdict: &Verdict) -> Result<(), TxError> {
+    let bad = |m: &str| TxError::Evidence(m.to_string());
+    let hash = result.hash()?;
+    if verdict.result != hash || verdict.decision != Decision::Reject {
+        return Err(bad("the verdict does not reject this result"));
+    }
+    let code = verdict
+        .reason
+        .as_deref()
+        .map(|r| r.split(':').next().unwrap_or(r).trim())
+        .unwrap_or_default();
+    if !NODE_FAULTS.contains(&code) {
+        return Err(bad("the verdict's reason is not a node fault"));
+    }
+    if !registered(state, &verdict.verifier, Role::Verifier) || verdict.verifier == result.node {
+        return Err(bad(
+            "the verdict is not from a registered verifier other than the node",
+        ));
+    }
+    let node = result.node;
+    if state.stake(&node) == 0 && state.unbonding_of(&node) == 0 {
+        return Err(bad("the node has no stake to hold"));
+    }
+    if state.disputed.contains(&hash) {
+        return Err(bad("this result is already disputed"));
+    }
+    let until = after_secs(state.time_ms, state.params.dispute_window_secs)?;
+    let frozen = state.frozen.entry(node).or_default();
+    *frozen = (*frozen).max(until);
+    state.disputed.insert(hash);
+    Ok(())
+}
+
+/// The parameters `change` leads to, checked against [`BOUNDS`] (and the
+/// model or mint it names): what both a proposal and its enactment check.
+fn enacted(state: &State, change: &Change) -> Result<Params, TxError> {
     let mut p = state.params.clone();
     match change {
         Change::FeeSplit { split } => p.fee_split = *split,
-        Change::Slash {
-            slash_bps,
-            reward_bps,
-        } => {
-            p.slash_bps = *slash_bps;
-            p.slash_reward_bps = *reward_bps;
+        Change::Set { name, value } => {
+            if !p.field(*name).set(value.0) {
+                return Err(rule(format!(
+                    "{} = {value} does not fit",
+                    param_name(*name)
+                )));
+            }
         }
-        Change::DisputeQuorum { value } => p.dispute_quorum = *value,
         Change::Mint { amount, .. } => {
             positive(amount)?;
             state
@@ -953,26 +1201,14 @@ fn check_change(state: &State, change: &Change) -> Result<(), TxError> {
                 return Err(rule("model name must not be empty"));
             }
         }
-        Change::Quorum { .. } | Change::MinStake { .. } | Change::UnbondingDelay { .. } => {}
     }
-    check_params(&p)
+    check_params(&p)?;
+    Ok(p)
 }
 
 fn enact(state: &mut State, change: &Change) -> Result<(), TxError> {
-    let p = &mut state.params;
+    state.params = enacted(state, change)?;
     match change {
-        Change::FeeSplit { split } => p.fee_split = *split,
-        Change::Quorum { value } => p.quorum = *value,
-        Change::DisputeQuorum { value } => p.dispute_quorum = *value,
-        Change::MinStake { value } => p.min_stake = *value,
-        Change::UnbondingDelay { value } => p.unbonding_delay = *value,
-        Change::Slash {
-            slash_bps,
-            reward_bps,
-        } => {
-            p.slash_bps = *slash_bps;
-            p.slash_reward_bps = *reward_bps;
-        }
         Change::AdmitModel { model } => {
             state.models.insert(model.id, model.clone());
         }
@@ -986,26 +1222,39 @@ fn enact(state: &mut State, change: &Change) -> Result<(), TxError> {
                 .ok_or(TxError::Overflow)?;
             credit(state, to, amount.0)?;
         }
+        Change::FeeSplit { .. } | Change::Set { .. } => {}
     }
     Ok(())
 }
 
+/// A vote weighs the voter's stake at the proposal's snapshot, or less if a
+/// slash took some since: stake moved to another key after the snapshot has
+/// no weight, so each token votes once. More than half of the snapshot's
+/// total passes; half or more against rejects.
 fn vote(state: &mut State, signer: &PublicKey, id: u64, yes: bool) -> Result<(), TxError> {
-    let weight = state.stake(signer);
-    if weight == 0 {
-        return Err(rule("only stakers can vote"));
-    }
-    let total: u128 = state.stakes.values().sum();
+    let now = state.time_ms;
     let p = state
         .proposals
         .get(&id)
         .ok_or_else(|| rule(format!("no proposal {id}")))?;
-    if p.status != ProposalStatus::Open {
+    if !p.is_open(now) {
         return Err(rule(format!("proposal {id} is closed")));
     }
     if p.voters.contains(signer) {
         return Err(rule("already voted"));
     }
+    let weight = p
+        .snapshot
+        .get(signer)
+        .copied()
+        .unwrap_or(0)
+        .min(state.stake(signer));
+    if weight == 0 {
+        return Err(rule(
+            "only stake bonded when the proposal was made can vote",
+        ));
+    }
+    let total = p.snapshot_total;
     let (mut yes_w, mut no_w) = (p.yes, p.no);
     if yes {
         yes_w += weight;
@@ -1021,9 +1270,8 @@ fn vote(state: &mut State, signer: &PublicKey, id: u64, yes: bool) -> Result<(),
     };
     let change = p.change.clone();
     if status == ProposalStatus::Passed {
-        // Re-validate against current parameters, then enact; an error here
+        // Checked again against the current parameters; an error here
         // leaves everything (including the vote) unrecorded.
-        check_change(state, &change)?;
         let mut next = state.clone();
         enact(&mut next, &change)?;
         *state = next;

@@ -12,6 +12,9 @@ use verinfer_types::{Hash, PublicKey, Record, SecretKey, SignedRecord};
 /// One token in base units.
 pub const TOKEN: u128 = 1_000_000_000_000_000_000;
 
+/// How long test reservations last.
+pub const RESERVE_TTL_SECS: u64 = 600;
+
 /// Keys and nonces of the test world.
 pub struct World {
     /// Treasury key.
@@ -59,7 +62,8 @@ impl World {
             supply: Amount(1_000_000 * TOKEN),
             params: Params {
                 dispute_quorum: 2,
-                unbonding_delay: 3,
+                unbonding_delay_secs: 86_400,
+                voting_period_secs: 3_600,
                 ..Params::default()
             },
             models: vec![self.model.clone()],
@@ -147,6 +151,17 @@ impl World {
         let mut verdict = fixtures::verdict(res, 0);
         verdict.verifier = self.verifiers[v].public();
         verdict.decision = decision;
+        verdict.sign(&self.verifiers[v]).expect("verifier signs");
+        verdict
+    }
+
+    /// A rejecting verdict on `res` by verifier `v`, for `reason` (a
+    /// reason code and detail, as verifiers write it).
+    pub fn rejection(&self, res: &InferenceResult, v: usize, reason: &str) -> Verdict {
+        let mut verdict = fixtures::verdict(res, 0);
+        verdict.verifier = self.verifiers[v].public();
+        verdict.decision = Decision::Reject;
+        verdict.reason = Some(reason.into());
         verdict.sign(&self.verifiers[v]).expect("verifier signs");
         verdict
     }

@@ -39,12 +39,22 @@ pub struct Params {
     pub dispute_quorum: u32,
     /// Least stake to register a node.
     pub min_stake: Amount,
-    /// Ledger heights between unstaking and withdrawal.
-    pub unbonding_delay: u64,
-    /// Share of a proven cheater's stake that is slashed, in basis points.
+    /// Seconds of ledger time between unstaking and withdrawal.
+    pub unbonding_delay_secs: u64,
+    /// Share of a proven cheater's stake (bonded and unbonding) that is
+    /// slashed, in basis points.
     pub slash_bps: u32,
     /// Share of a slashed amount paid to the committee that proved the fault.
     pub slash_reward_bps: u32,
+    /// How long an open dispute freezes the accused's withdrawals, seconds.
+    pub dispute_window_secs: u64,
+    /// How long a proposal takes votes, seconds.
+    pub voting_period_secs: u64,
+    /// Longest time a reservation may ask before it expires, seconds.
+    pub reserve_ttl_max_secs: u64,
+    /// Flat fee, to the treasury, of every transaction outside the
+    /// settlement path (see `state::pays_fee`).
+    pub tx_fee: Amount,
 }
 
 impl Default for Params {
@@ -58,9 +68,175 @@ impl Default for Params {
             quorum: 1,
             dispute_quorum: 3,
             min_stake: Amount(1_000_000_000_000_000_000_000), // 1,000 tokens
-            unbonding_delay: 100,
+            unbonding_delay_secs: 7 * DAY,
             slash_bps: 5000,
             slash_reward_bps: 2000,
+            dispute_window_secs: DAY,
+            voting_period_secs: DAY,
+            reserve_ttl_max_secs: HOUR,
+            tx_fee: Amount(1_000_000_000_000_000), // 0.001 token
+        }
+    }
+}
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+const TOKEN: u128 = 1_000_000_000_000_000_000;
+
+/// A governed number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Param {
+    /// [`Params::quorum`].
+    Quorum,
+    /// [`Params::dispute_quorum`].
+    DisputeQuorum,
+    /// [`Params::min_stake`].
+    MinStake,
+    /// [`Params::unbonding_delay_secs`].
+    UnbondingDelaySecs,
+    /// [`Params::slash_bps`].
+    SlashBps,
+    /// [`Params::slash_reward_bps`].
+    SlashRewardBps,
+    /// [`Params::dispute_window_secs`].
+    DisputeWindowSecs,
+    /// [`Params::voting_period_secs`].
+    VotingPeriodSecs,
+    /// [`Params::reserve_ttl_max_secs`].
+    ReserveTtlMaxSecs,
+    /// [`Params::tx_fee`].
+    TxFee,
+}
+
+/// The range a governed number must stay in, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    /// Which number.
+    pub param: Param,
+    /// Least value.
+    pub min: u128,
+    /// Greatest value.
+    pub max: u128,
+    /// Why the range is what it is.
+    pub reason: &'static str,
+}
+
+/// The bounds of every governed number: genesis and every change are
+/// checked against this one table (the fee split is bounded by its sum).
+/// The majority that passes a proposal is not a parameter, so no proposal
+/// can lower it. The contract's `paramBounds` holds the same ranges.
+pub const BOUNDS: [Bound; 10] = [
+    Bound {
+        param: Param::Quorum,
+        min: 1,
+        max: 32,
+        reason: "a certificate needs a verifier, and a quorum must stay reachable",
+    },
+    Bound {
+        param: Param::DisputeQuorum,
+        min: 1,
+        max: 32,
+        reason: "a fault needs a witness, and a slash must stay reachable",
+    },
+    Bound {
+        param: Param::MinStake,
+        min: TOKEN,
+        max: 1_000_000_000 * TOKEN,
+        reason: "a node must risk something, and registering must stay possible",
+    },
+    Bound {
+        param: Param::UnbondingDelaySecs,
+        min: HOUR as u128,
+        max: 90 * DAY as u128,
+        reason:
+            "a fault needs time to be proven before stake leaves, and stake must be able to leave",
+    },
+    Bound {
+        param: Param::SlashBps,
+        min: 100,
+        max: 10_000,
+        reason: "cheating must always cost, at most the whole stake",
+    },
+    Bound {
+        param: Param::SlashRewardBps,
+        min: 0,
+        max: 10_000,
+        reason: "a share of what is slashed",
+    },
+    Bound {
+        param: Param::DisputeWindowSecs,
+        min: 60,
+        max: 30 * DAY as u128,
+        reason: "a dispute committee needs time to answer, and a freeze must end",
+    },
+    Bound {
+        param: Param::VotingPeriodSecs,
+        min: HOUR as u128,
+        max: 30 * DAY as u128,
+        reason: "stakers need time to vote, and a vote must end",
+    },
+    Bound {
+        param: Param::ReserveTtlMaxSecs,
+        min: 60,
+        max: DAY as u128,
+        reason: "inference and verification need time, and escrow must come back",
+    },
+    Bound {
+        param: Param::TxFee,
+        min: 1_000_000_000_000,
+        max: 1_000 * TOKEN,
+        reason: "writing to the ledger must cost something, and stay affordable",
+    },
+];
+
+/// A governed number in [`Params`], to read or write.
+pub enum Field<'a> {
+    /// A `u32` field.
+    U32(&'a mut u32),
+    /// A `u64` field.
+    U64(&'a mut u64),
+    /// An amount.
+    Amount(&'a mut Amount),
+}
+
+impl Field<'_> {
+    /// Its value.
+    pub fn get(&self) -> u128 {
+        match self {
+            Field::U32(v) => u128::from(**v),
+            Field::U64(v) => u128::from(**v),
+            Field::Amount(v) => v.0,
+        }
+    }
+
+    /// Sets it; false when `value` does not fit the field.
+    pub fn set(self, value: u128) -> bool {
+        match self {
+            Field::U32(v) => u32::try_from(value).map(|x| *v = x).is_ok(),
+            Field::U64(v) => u64::try_from(value).map(|x| *v = x).is_ok(),
+            Field::Amount(v) => {
+                *v = Amount(value);
+                true
+            }
+        }
+    }
+}
+
+impl Params {
+    /// The field that holds `param`.
+    pub fn field(&mut self, param: Param) -> Field<'_> {
+        match param {
+            Param::Quorum => Field::U32(&mut self.quorum),
+            Param::DisputeQuorum => Field::U32(&mut self.dispute_quorum),
+            Param::MinStake => Field::Amount(&mut self.min_stake),
+            Param::UnbondingDelaySecs => Field::U64(&mut self.unbonding_delay_secs),
+            Param::SlashBps => Field::U32(&mut self.slash_bps),
+            Param::SlashRewardBps => Field::U32(&mut self.slash_reward_bps),
+            Param::DisputeWindowSecs => Field::U64(&mut self.dispute_window_secs),
+            Param::VotingPeriodSecs => Field::U64(&mut self.voting_period_secs),
+            Param::ReserveTtlMaxSecs => Field::U64(&mut self.reserve_ttl_max_secs),
+            Param::TxFee => Field::Amount(&mut self.tx_fee),
         }
     }
 }
@@ -88,32 +264,12 @@ pub enum Change {
         /// New split.
         split: FeeSplit,
     },
-    /// Set the minimum certificate quorum.
-    Quorum {
-        /// New value.
-        value: u32,
-    },
-    /// Set the dispute quorum.
-    DisputeQuorum {
-        /// New value.
-        value: u32,
-    },
-    /// Set the minimum stake.
-    MinStake {
+    /// Set a governed number, within its [`BOUNDS`].
+    Set {
+        /// Which.
+        name: Param,
         /// New value.
         value: Amount,
-    },
-    /// Set the unbonding delay.
-    UnbondingDelay {
-        /// New value.
-        value: u64,
-    },
-    /// Set the slash share and the committee's reward share.
-    Slash {
-        /// Share of stake slashed.
-        slash_bps: u32,
-        /// Share of the slashed amount paid to the committee.
-        reward_bps: u32,
     },
     /// Admit a model or change its prices.
     AdmitModel {
@@ -216,14 +372,18 @@ pub enum TxBody {
     Deregister,
     /// Report liveness.
     Heartbeat,
-    /// Reserve the maximum fee of a request in escrow.
+    /// Reserve the maximum fee of a request in escrow, until `ttl_secs`
+    /// of ledger time have passed (at most `reserve_ttl_max_secs`).
     Reserve {
         /// Hash of the Request.
         request: Hash,
         /// Amount reserved.
         amount: Amount,
+        /// Seconds the reservation lasts; settling after that is refused.
+        ttl_secs: u64,
     },
-    /// Return a reservation to its payer (the result was rejected or never came).
+    /// Return a reservation to its payer (the result was rejected or never
+    /// came). The payer may release at any time; anyone, once it expired.
     Release {
         /// Hash of the Request.
         request: Hash,
@@ -237,6 +397,15 @@ pub enum TxBody {
     Slash {
         /// The proof.
         evidence: Box<Evidence>,
+    },
+    /// Open a dispute against the inference node that signed `result`: a
+    /// registered verifier rejected it for a node fault. Freezes the node's
+    /// withdrawals for `dispute_window_secs` or until a slash lands.
+    Dispute {
+        /// The node's signed Result.
+        result: Box<InferenceResult>,
+        /// The verifier's signed rejecting verdict on it.
+        verdict: Box<Verdict>,
     },
     /// Propose a parameter change.
     Propose {
@@ -315,8 +484,8 @@ verinfer_types::type_tag!(
     TxTag = "verinfer.tx.v1"
 );
 verinfer_types::type_tag!(
-    /// Tag of [`Genesis`].
-    GenesisTag = "verinfer.genesis.v1"
+    /// Tag of [`Genesis`] (v2: parameters in ledger time, bounds, fees).
+    GenesisTag = "verinfer.genesis.v2"
 );
 verinfer_types::type_tag!(
     /// Tag of [`WalEntry`].
@@ -379,7 +548,7 @@ impl Transaction {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Genesis {
-    /// `verinfer.genesis.v1`.
+    /// `verinfer.genesis.v2`.
     #[serde(rename = "type")]
     pub tag: GenesisTag,
     /// The treasury account.

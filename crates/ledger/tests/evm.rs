@@ -79,6 +79,7 @@ fn settle_receipts(l: &Ledger, w: &mut World, first_seed: u64, n: u64) {
             TxBody::Reserve {
                 request: req.hash().unwrap(),
                 amount: w.max_fee(),
+                ttl_secs: verinfer_ledger::testkit::RESERVE_TTL_SECS,
             },
         ))
         .unwrap();

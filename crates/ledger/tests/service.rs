@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use verinfer_ledger::testkit::{World, TOKEN};
+use verinfer_ledger::testkit::{World, RESERVE_TTL_SECS, TOKEN};
 use verinfer_ledger::tx::TxBody;
 use verinfer_ledger::{Ledger, LedgerError, TxError};
 use verinfer_log::merkle::leaf_hash;
@@ -47,6 +47,7 @@ fn reopen_rebuilds_state_and_receipts() {
         TxBody::Reserve {
             request: req.hash().unwrap(),
             amount: w.max_fee(),
+            ttl_secs: RESERVE_TTL_SECS,
         },
     ))
     .unwrap();
@@ -103,6 +104,7 @@ fn lost_receipt_leaves_are_restored_on_open() {
             TxBody::Reserve {
                 request: req.hash().unwrap(),
                 amount: w.max_fee(),
+                ttl_secs: RESERVE_TTL_SECS,
             },
         ))
         .unwrap();
@@ -169,6 +171,7 @@ fn ledger_crash_child() {
                         TxBody::Reserve {
                             request: req.hash().unwrap(),
                             amount: w.max_fee(),
+                            ttl_secs: RESERVE_TTL_SECS,
                         }
                     };
                     let tx = verinfer_ledger::Transaction::signed(&user, nonce, body).unwrap();
@@ -380,4 +383,46 @@ fn entries_without_a_stamp_replay_at_the_previous_one() {
     let l = Ledger::open(dir.path()).unwrap();
     assert_eq!(l.with_state(|s| s.time_ms), 0);
     assert!(l.with_state(|s| s.height) > 0);
+}
+
+/// A crash between reserving and releasing used to lock the escrow for
+/// good: now the reservations expire, and a sweep after reopening returns
+/// them to their payers.
+#[test]
+fn expired_reservations_are_released_after_a_crash() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = World::new();
+    let start = 1_000_000;
+    let (now, clock) = manual_clock(start);
+    let l = new_ledger_with_clock(dir.path(), &mut w, clock.clone());
+    let user = w.users[0].clone();
+    let (supply, before) = l.with_state(|s| (s.total_supply, s.balance(&user.public())));
+    for i in 0..3 {
+        let req = w.request(&user, 100 + i, 1);
+        l.submit(&w.tx(
+            &user,
+            TxBody::Reserve {
+                request: req.hash().unwrap(),
+                amount: w.max_fee(),
+                ttl_secs: RESERVE_TTL_SECS,
+            },
+        ))
+        .unwrap();
+    }
+    assert_eq!(l.with_state(|s| s.summary().escrow), 3 * w.max_fee().0);
+    drop(l); // the crash: nothing released
+
+    let l = Ledger::open(dir.path()).unwrap().with_clock(clock);
+    let sweeper = SecretKey::from_seed(&[42; 32]);
+    assert_eq!(l.release_expired(&sweeper).unwrap(), 0, "not expired yet");
+    now.store(start + RESERVE_TTL_SECS * 1000, SeqCst);
+    assert_eq!(l.release_expired(&sweeper).unwrap(), 3);
+    l.with_state(|s| {
+        assert_eq!(s.summary().escrow, 0);
+        assert_eq!(s.balance(&user.public()), before);
+        assert_eq!(s.total_supply, supply);
+        s.check_invariants().unwrap();
+    });
+    assert_eq!(l.release_expired(&sweeper).unwrap(), 0);
 }

@@ -5,10 +5,10 @@
 
 use proptest::prelude::*;
 use verinfer_ledger::state::{self, split, Effects, ProposalStatus, State, TxError};
-use verinfer_ledger::testkit::{World, TOKEN};
+use verinfer_ledger::testkit::{World, RESERVE_TTL_SECS, TOKEN};
 use verinfer_ledger::tx::*;
-use verinfer_types::records::{Amount, Decision};
-use verinfer_types::{Hash, Record};
+use verinfer_types::records::{Amount, Decision, InferenceResult, Verdict};
+use verinfer_types::{Hash, Record, SecretKey, SignedRecord};
 
 /// Applies at the state's own time: the clock stands still unless a test
 /// moves it with [`state::apply`].
@@ -40,6 +40,7 @@ fn reserve_settle_pays_everyone_and_refunds_the_rest() {
             TxBody::Reserve {
                 request: req.hash().unwrap(),
                 amount: max,
+                ttl_secs: RESERVE_TTL_SECS,
             },
         ),
     )
@@ -106,6 +107,7 @@ fn bad_receipts_are_refused() {
             TxBody::Reserve {
                 request: req.hash().unwrap(),
                 amount: max,
+                ttl_secs: RESERVE_TTL_SECS,
             },
         ),
     )
@@ -171,6 +173,7 @@ fn batched_signature_check_names_the_forged_receipt() {
             TxBody::Reserve {
                 request: req.hash().unwrap(),
                 amount: w.max_fee(),
+                ttl_secs: RESERVE_TTL_SECS,
             },
         );
         apply(&mut s, &tx).unwrap();
@@ -214,6 +217,7 @@ fn rejected_result_costs_nothing() {
             TxBody::Reserve {
                 request: h,
                 amount: w.max_fee(),
+                ttl_secs: RESERVE_TTL_SECS,
             },
         ),
     )
@@ -510,6 +514,7 @@ fn bridged_chain_escrow_moves_are_applied_once_and_hold_withdrawals() {
         TxBody::Reserve {
             request: req.hash().unwrap(),
             amount: Amount(2 * TOKEN),
+            ttl_secs: RESERVE_TTL_SECS,
         },
     );
     assert!(
@@ -583,12 +588,20 @@ fn unbonding_waits_for_the_delay() {
     )
     .is_err());
     w.unuse_nonce(&node.public());
+    // Transactions do not hurry it; only ledger time does.
     for _ in 0..3 {
         apply(&mut s, &w.tx(&node, TxBody::Heartbeat)).unwrap();
     }
+    assert!(apply(&mut s, &w.tx(&user, TxBody::Withdraw)).is_err());
+    w.unuse_nonce(&user.public());
+    let matured = s.unbonding[&user.public()][0].release_ms;
+    assert_eq!(matured, s.params.unbonding_delay_secs * 1000);
     let before = s.balance(&user.public());
-    apply(&mut s, &w.tx(&user, TxBody::Withdraw)).unwrap();
-    assert_eq!(s.balance(&user.public()), before + 4 * TOKEN);
+    state::apply(&mut s, &w.tx(&user, TxBody::Withdraw), matured).unwrap();
+    assert_eq!(
+        s.balance(&user.public()),
+        before + 4 * TOKEN - s.params.tx_fee.0
+    );
     assert_eq!(s.summary().unbonding, 0);
 }
 
@@ -620,6 +633,595 @@ fn replayed_and_forged_transactions_are_refused() {
     assert_eq!(s.total_supply, 1_000_000 * TOKEN - TOKEN);
 }
 
+const SEC: u64 = 1000;
+
+/// Applies `body` by `key` at `now_ms`, or undoes the nonce and returns the
+/// refusal (the state then unchanged).
+fn at(
+    w: &mut World,
+    s: &mut State,
+    key: &SecretKey,
+    body: TxBody,
+    now_ms: u64,
+) -> Result<Effects, TxError> {
+    let tx = w.tx(key, body);
+    let before = s.clone();
+    let r = state::apply(s, &tx, now_ms);
+    if r.is_err() {
+        assert_eq!(*s, before, "a refused transaction changed the state");
+        w.unuse_nonce(&key.public());
+    }
+    s.check_invariants().unwrap();
+    r
+}
+
+fn by(w: &mut World, s: &mut State, key: &SecretKey, body: TxBody) -> Result<Effects, TxError> {
+    let now = s.time_ms;
+    at(w, s, key, body, now)
+}
+
+fn fee(s: &State) -> u128 {
+    s.params.tx_fee.0
+}
+
+/// Node 1 leaves: deregisters and unstakes everything.
+fn leave(w: &mut World, s: &mut State) -> (SecretKey, u128) {
+    let node = w.nodes[1].clone();
+    let stake = s.stake(&node.public());
+    by(w, s, &node, TxBody::Deregister).unwrap();
+    by(
+        w,
+        s,
+        &node,
+        TxBody::Unstake {
+            amount: Amount(stake),
+        },
+    )
+    .unwrap();
+    (node, stake)
+}
+
+fn node_fault(w: &World, n: usize, seed: u64) -> (InferenceResult, Vec<Verdict>) {
+    let req = w.request(&w.users[0], seed, 1);
+    let result = w.result(&req, n);
+    let committee = (0..2)
+        .map(|v| w.verdict(&result, v, Decision::Reject))
+        .collect();
+    (result, committee)
+}
+
+/// Attack: unstake, send many transfers to oneself (which used to advance
+/// the height the delay was counted in), withdraw before the slash lands.
+/// The delay is ledger time now, and a slash takes unbonding stake too.
+#[test]
+fn self_transfers_do_not_hurry_unbonding_and_the_slash_takes_unbonding_stake() {
+    let (mut w, mut s) = setup();
+    let (node, stake) = leave(&mut w, &mut s);
+    let me = node.public();
+    for _ in 0..100 {
+        by(
+            &mut w,
+            &mut s,
+            &node,
+            TxBody::Transfer {
+                to: me,
+                amount: Amount(1),
+            },
+        )
+        .unwrap();
+    }
+    assert!(
+        by(&mut w, &mut s, &node, TxBody::Withdraw).is_err(),
+        "withdrew before the delay"
+    );
+    assert_eq!(s.stake(&me), 0);
+    assert_eq!(s.unbonding_of(&me), stake);
+    let (result, committee) = node_fault(&w, 1, 50);
+    let relayer = w.users[2].clone();
+    let slash = TxBody::Slash {
+        evidence: Box::new(Evidence::Node { result, committee }),
+    };
+    let e = by(&mut w, &mut s, &relayer, slash).unwrap();
+    assert_eq!(e.slashed, Some((me, stake / 2)));
+    assert_eq!(s.unbonding_of(&me), stake - stake / 2);
+    // Only ledger time releases what is left.
+    let later = s.time_ms + s.params.unbonding_delay_secs * SEC;
+    let before = s.balance(&me);
+    at(&mut w, &mut s, &node, TxBody::Withdraw, later).unwrap();
+    assert_eq!(s.balance(&me), before + stake - stake / 2 - fee(&s));
+}
+
+/// Same order and rounding as the contract's `_takeStake`: `slash_bps` of
+/// bonded plus unbonding, bonded first, then unbonding entries oldest first;
+/// each of `n` committee members gets floor(floor(amount * reward / 10^4) / n).
+#[test]
+fn slash_takes_bonded_first_then_oldest_unbonding() {
+    let (mut w, mut s) = setup();
+    let node = w.nodes[1].clone();
+    let me = node.public();
+    by(&mut w, &mut s, &node, TxBody::Deregister).unwrap();
+    by(
+        &mut w,
+        &mut s,
+        &node,
+        TxBody::Unstake {
+            amount: Amount(300 * TOKEN),
+        },
+    )
+    .unwrap();
+    let t = s.time_ms + 5 * SEC;
+    at(
+        &mut w,
+        &mut s,
+        &node,
+        TxBody::Unstake {
+            amount: Amount(900 * TOKEN + 7),
+        },
+        t,
+    )
+    .unwrap();
+    let bonded = s.stake(&me);
+    assert_eq!(bonded, 300 * TOKEN - 7);
+    let v = w.verifiers[0].public();
+    let v_before = s.balance(&v);
+    let (result, committee) = node_fault(&w, 1, 51);
+    let relayer = w.users[2].clone();
+    let slash = TxBody::Slash {
+        evidence: Box::new(Evidence::Node { result, committee }),
+    };
+    by(&mut w, &mut s, &relayer, slash).unwrap();
+    let amount = (1_500 * TOKEN) * u128::from(s.params.slash_bps) / 10_000;
+    assert_eq!(s.stake(&me), 0, "bonded first");
+    let list = &s.unbonding[&me];
+    assert_eq!(list.len(), 1, "the oldest entry went first");
+    assert_eq!(list[0].amount, 1_500 * TOKEN - amount);
+    let per = amount * u128::from(s.params.slash_reward_bps) / 10_000 / 2;
+    assert_eq!(s.balance(&v) - v_before, per);
+}
+
+/// One rejecting verdict for a node fault freezes the node's withdrawals
+/// until the dispute window passes or a slash lands.
+#[test]
+fn a_dispute_freezes_withdrawals_until_its_window_or_a_slash() {
+    let (mut w, mut s) = setup();
+    let (node, stake) = leave(&mut w, &mut s);
+    let me = node.public();
+    let relayer = w.users[2].clone();
+    let req = w.request(&w.users[0], 52, 1);
+    let result = w.result(&req, 1);
+    let dispute = |verdict: Verdict| TxBody::Dispute {
+        result: Box::new(result.clone()),
+        verdict: Box::new(verdict),
+    };
+    // Not a node fault, not a rejection, or not a registered verifier: refused.
+    let schema = w.rejection(&result, 0, "schema: not JSON");
+    assert!(by(&mut w, &mut s, &relayer, dispute(schema)).is_err());
+    let accept = w.verdict(&result, 0, Decision::Accept);
+    assert!(by(&mut w, &mut s, &relayer, dispute(accept)).is_err());
+    let mut outsider = w.rejection(&result, 0, "token_mismatch: position 3");
+    outsider.verifier = w.users[1].public();
+    outsider.sign(&w.users[1]).unwrap();
+    assert!(by(&mut w, &mut s, &relayer, dispute(outsider)).is_err());
+
+    let verdict = w.rejection(&result, 0, "token_mismatch: position 3");
+    let opened = s.time_ms + s.params.unbonding_delay_secs * SEC;
+    at(&mut w, &mut s, &relayer, dispute(verdict.clone()), opened).unwrap();
+    assert!(
+        by(&mut w, &mut s, &relayer, dispute(verdict)).is_err(),
+        "disputed twice"
+    );
+    // Matured, but frozen.
+    assert!(by(&mut w, &mut s, &node, TxBody::Withdraw).is_err());
+    let window = s.params.dispute_window_secs * SEC;
+    assert!(at(&mut w, &mut s, &node, TxBody::Withdraw, opened + window - 1).is_err());
+    // The slash lands: the freeze lifts, what is left can go.
+    let committee = (0..2)
+        .map(|v| w.verdict(&result, v, Decision::Reject))
+        .collect();
+    let slash = TxBody::Slash {
+        evidence: Box::new(Evidence::Node {
+            result: result.clone(),
+            committee,
+        }),
+    };
+    by(&mut w, &mut s, &relayer, slash).unwrap();
+    let before = s.balance(&me);
+    by(&mut w, &mut s, &node, TxBody::Withdraw).unwrap();
+    assert_eq!(s.balance(&me), before + stake - stake / 2 - fee(&s));
+
+    // Without a slash, the window ends the freeze.
+    let (mut w, mut s) = setup();
+    let (node, _) = leave(&mut w, &mut s);
+    let (result, _) = node_fault(&w, 1, 53);
+    let verdict = w.rejection(&result, 1, "text_mismatch: differs");
+    let body = TxBody::Dispute {
+        result: Box::new(result),
+        verdict: Box::new(verdict),
+    };
+    by(&mut w, &mut s, &relayer, body).unwrap();
+    let until = s.time_ms
+        + s.params
+            .dispute_window_secs
+            .max(s.params.unbonding_delay_secs)
+            * SEC;
+    assert!(at(&mut w, &mut s, &node, TxBody::Withdraw, until - 1).is_err());
+    at(&mut w, &mut s, &node, TxBody::Withdraw, until).unwrap();
+}
+
+fn propose(w: &mut World, s: &mut State, key: &SecretKey, change: Change) -> u64 {
+    by(w, s, key, TxBody::Propose { change })
+        .unwrap()
+        .proposal
+        .unwrap()
+}
+
+fn set(name: Param, value: u128) -> Change {
+    Change::Set {
+        name,
+        value: Amount(value),
+    }
+}
+
+/// Attack: vote, move the stake to another key, vote again. The voter's
+/// stake stays bonded until the vote closes, and stake bonded after the
+/// proposal weighs nothing in it.
+#[test]
+fn each_token_votes_once() {
+    let (mut w, mut s) = setup();
+    let v = w.verifiers.clone();
+    let id = propose(&mut w, &mut s, &v[0], set(Param::Quorum, 2));
+    by(
+        &mut w,
+        &mut s,
+        &v[0],
+        TxBody::Vote {
+            proposal: id,
+            yes: true,
+        },
+    )
+    .unwrap();
+    by(&mut w, &mut s, &v[0], TxBody::Deregister).unwrap();
+    let e = by(
+        &mut w,
+        &mut s,
+        &v[0],
+        TxBody::Unstake {
+            amount: Amount(1_500 * TOKEN),
+        },
+    );
+    assert!(matches!(e, Err(TxError::Rule(r)) if r.contains("voted")));
+    // Fresh stake on another key (what an unbonded voter would move there).
+    let other = w.users[1].clone();
+    by(
+        &mut w,
+        &mut s,
+        &other,
+        TxBody::Stake {
+            amount: Amount(3_000 * TOKEN),
+        },
+    )
+    .unwrap();
+    assert!(by(
+        &mut w,
+        &mut s,
+        &other,
+        TxBody::Vote {
+            proposal: id,
+            yes: true
+        }
+    )
+    .is_err());
+    assert_eq!(s.proposals[&id].yes, 1_500 * TOKEN);
+    assert_eq!(s.proposals[&id].snapshot_total, 6 * 1_500 * TOKEN);
+    // A later stake does not count toward the threshold either: three
+    // more of the six snapshot stakers pass it.
+    for k in &v[1..3] {
+        by(
+            &mut w,
+            &mut s,
+            k,
+            TxBody::Vote {
+                proposal: id,
+                yes: true,
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(s.proposals[&id].status, ProposalStatus::Open);
+    by(
+        &mut w,
+        &mut s,
+        &v[3],
+        TxBody::Vote {
+            proposal: id,
+            yes: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.proposals[&id].status, ProposalStatus::Passed);
+    assert_eq!(s.params.quorum, 2);
+    // Closed: the voter's stake may leave.
+    by(
+        &mut w,
+        &mut s,
+        &v[0],
+        TxBody::Unstake {
+            amount: Amount(1_500 * TOKEN),
+        },
+    )
+    .unwrap();
+}
+
+/// A slash after the snapshot lowers the weight: min(snapshot, now).
+#[test]
+fn a_slash_after_the_snapshot_lowers_the_weight() {
+    let (mut w, mut s) = setup();
+    let v0 = w.verifiers[0].clone();
+    let id = propose(&mut w, &mut s, &v0, set(Param::Quorum, 2));
+    let (result, committee) = node_fault(&w, 1, 54);
+    let relayer = w.users[2].clone();
+    let slash = TxBody::Slash {
+        evidence: Box::new(Evidence::Node { result, committee }),
+    };
+    by(&mut w, &mut s, &relayer, slash).unwrap();
+    let node = w.nodes[1].clone();
+    by(
+        &mut w,
+        &mut s,
+        &node,
+        TxBody::Vote {
+            proposal: id,
+            yes: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.proposals[&id].no, 750 * TOKEN);
+}
+
+/// An open proposal expires after the voting period: nothing is enacted,
+/// no vote counts, and the voters' stake is free again.
+#[test]
+fn proposals_expire_after_the_voting_period() {
+    let (mut w, mut s) = setup();
+    let v = w.verifiers.clone();
+    let id = propose(&mut w, &mut s, &v[0], set(Param::Quorum, 2));
+    by(
+        &mut w,
+        &mut s,
+        &v[0],
+        TxBody::Vote {
+            proposal: id,
+            yes: true,
+        },
+    )
+    .unwrap();
+    by(&mut w, &mut s, &v[0], TxBody::Deregister).unwrap();
+    let end = s.proposals[&id].deadline_ms;
+    assert_eq!(end, s.time_ms + s.params.voting_period_secs * SEC);
+    assert!(at(
+        &mut w,
+        &mut s,
+        &v[1],
+        TxBody::Vote {
+            proposal: id,
+            yes: true
+        },
+        end
+    )
+    .is_err());
+    at(
+        &mut w,
+        &mut s,
+        &v[0],
+        TxBody::Unstake {
+            amount: Amount(TOKEN),
+        },
+        end,
+    )
+    .unwrap();
+    for k in &v[1..4] {
+        assert!(by(
+            &mut w,
+            &mut s,
+            k,
+            TxBody::Vote {
+                proposal: id,
+                yes: true
+            }
+        )
+        .is_err());
+    }
+    assert_eq!(s.params.quorum, 1);
+}
+
+/// Every governed number has bounds, from one table; a change outside them
+/// is refused with the table's reason, at genesis too.
+#[test]
+fn out_of_bound_changes_are_refused() {
+    let (mut w, mut s) = setup();
+    let v0 = w.verifiers[0].clone();
+    for b in BOUNDS {
+        let mut bad = vec![b.max.saturating_add(1)];
+        if b.min > 0 {
+            bad.push(b.min - 1);
+        }
+        for value in bad {
+            match by(
+                &mut w,
+                &mut s,
+                &v0,
+                TxBody::Propose {
+                    change: set(b.param, value),
+                },
+            ) {
+                Err(TxError::Rule(r)) => assert!(
+                    r.contains(b.reason) || r.contains("does not fit"),
+                    "{:?} = {value}: {r}",
+                    b.param
+                ),
+                other => panic!("{:?} = {value} accepted: {other:?}", b.param),
+            }
+        }
+        let mut g = w.genesis();
+        let fits = g.params.field(b.param).set(b.max.saturating_add(1));
+        assert!(
+            !fits || State::genesis(&g).is_err(),
+            "{:?} out of bounds at genesis",
+            b.param
+        );
+    }
+    // The attack values: no quorum, no minimum stake, an unbonding delay
+    // that overflows every later unstake.
+    for change in [
+        set(Param::Quorum, 0),
+        set(Param::MinStake, 0),
+        set(Param::UnbondingDelaySecs, u128::from(u64::MAX)),
+        set(Param::TxFee, 0),
+    ] {
+        assert!(by(&mut w, &mut s, &v0, TxBody::Propose { change }).is_err());
+    }
+    // Within bounds but against a rule that ties two numbers.
+    let long = set(
+        Param::VotingPeriodSecs,
+        u128::from(s.params.unbonding_delay_secs) + 1,
+    );
+    assert!(by(&mut w, &mut s, &v0, TxBody::Propose { change: long }).is_err());
+    let ok = propose(&mut w, &mut s, &v0, set(Param::DisputeWindowSecs, 7_200));
+    assert_eq!(ok, 0);
+}
+
+/// Writes outside the settlement path pay a flat fee to the treasury; an
+/// account that cannot pay cannot write. Reserve and release stay free.
+#[test]
+fn writes_pay_the_fee_and_the_settlement_path_is_free() {
+    let (mut w, mut s) = setup();
+    let f = fee(&s);
+    assert!(f > 0, "the default fee is not zero");
+    let user = w.users[0].clone();
+    let to = w.users[1].public();
+    let treasury = w.treasury.public();
+    let (u0, u1, t0) = (
+        s.balance(&user.public()),
+        s.balance(&to),
+        s.balance(&treasury),
+    );
+    by(
+        &mut w,
+        &mut s,
+        &user,
+        TxBody::Transfer {
+            to,
+            amount: Amount(TOKEN),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.balance(&user.public()), u0 - TOKEN - f);
+    assert_eq!(s.balance(&to), u1 + TOKEN);
+    assert_eq!(s.balance(&treasury), t0 + f);
+    // The whole balance cannot move: the fee comes first.
+    let all = s.balance(&user.public());
+    assert!(by(
+        &mut w,
+        &mut s,
+        &user,
+        TxBody::Transfer {
+            to,
+            amount: Amount(all)
+        }
+    )
+    .is_err());
+    // Heartbeats pay too; a node without a balance cannot write.
+    let node = w.nodes[0].clone();
+    let n0 = s.balance(&node.public());
+    by(&mut w, &mut s, &node, TxBody::Heartbeat).unwrap();
+    assert_eq!(s.balance(&node.public()), n0 - f);
+    let rest = s.balance(&node.public()) - f;
+    by(
+        &mut w,
+        &mut s,
+        &node,
+        TxBody::Burn {
+            amount: Amount(rest),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.balance(&node.public()), 0);
+    let h = s.height;
+    for _ in 0..3 {
+        assert!(matches!(
+            by(&mut w, &mut s, &node, TxBody::Heartbeat),
+            Err(TxError::Insufficient { .. })
+        ));
+    }
+    assert_eq!(s.height, h, "no free writes");
+    // Reserve and release cost nothing.
+    let b = s.balance(&user.public());
+    let request = Hash::of(b"free");
+    by(
+        &mut w,
+        &mut s,
+        &user,
+        TxBody::Reserve {
+            request,
+            amount: Amount(TOKEN),
+            ttl_secs: 60,
+        },
+    )
+    .unwrap();
+    by(&mut w, &mut s, &user, TxBody::Release { request }).unwrap();
+    assert_eq!(s.balance(&user.public()), b);
+}
+
+/// A reservation carries a deadline: settling after it is refused, and then
+/// anyone may release it to its payer.
+#[test]
+fn reservations_expire() {
+    let (mut w, mut s) = setup();
+    let user = w.users[0].clone();
+    let other = w.users[1].clone();
+    let req = w.request(&user, 55, 1);
+    let request = req.hash().unwrap();
+    let max = s.params.reserve_ttl_max_secs;
+    let reserve = |ttl_secs| TxBody::Reserve {
+        request,
+        amount: w.max_fee(),
+        ttl_secs,
+    };
+    let (too_long, none) = (reserve(max + 1), reserve(0));
+    let ok = reserve(120);
+    assert!(by(&mut w, &mut s, &user, too_long).is_err());
+    assert!(by(&mut w, &mut s, &user, none).is_err());
+    let b = s.balance(&user.public());
+    by(&mut w, &mut s, &user, ok).unwrap();
+    let deadline = s.escrow[&request].deadline_ms;
+    assert_eq!(deadline, s.time_ms + 120 * SEC);
+    assert!(at(
+        &mut w,
+        &mut s,
+        &other,
+        TxBody::Release { request },
+        deadline - 1
+    )
+    .is_err());
+    let receipt = w.receipt(&s, &req, 1);
+    let relayer = w.users[2].clone();
+    let settle = TxBody::Settle {
+        receipts: vec![receipt],
+    };
+    assert!(at(&mut w, &mut s, &relayer, settle, deadline).is_err());
+    assert_eq!(s.expired(deadline), vec![request]);
+    at(
+        &mut w,
+        &mut s,
+        &other,
+        TxBody::Release { request },
+        deadline,
+    )
+    .unwrap();
+    assert_eq!(s.balance(&user.public()), b);
+    assert_eq!(s.summary().escrow, 0);
+}
+
 proptest! {
     /// Fee splits never create or lose a unit.
     #[test]
@@ -645,6 +1247,9 @@ enum Op {
     Slash(usize, usize),
     Propose(usize, u32),
     Vote(usize, u64, bool),
+    Heartbeat(usize),
+    /// (request seed and node, verifier, reason code)
+    Dispute(usize, usize, usize),
     Burn(usize, u128),
     BadSignature(usize),
     WrongNonce(usize),
@@ -659,6 +1264,18 @@ fn amount() -> impl Strategy<Value = u128> {
         Just(1_000 * TOKEN),
         Just(5_000 * TOKEN),
         Just(u128::MAX)
+    ]
+}
+
+/// How far the clock moves before a transaction: not at all, a little, or
+/// past the reservation, voting, dispute and unbonding periods.
+fn step() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0u64),
+        Just(1_000),
+        Just(700_000),
+        Just(3_600_000),
+        Just(86_400_000)
     ]
 }
 
@@ -677,6 +1294,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0usize..2, 0usize..4).prop_map(|(n, k)| Op::Slash(n, k)),
         (who.clone(), 0u32..3).prop_map(|(a, q)| Op::Propose(a, q)),
         (who.clone(), 0u64..3, any::<bool>()).prop_map(|(a, p, y)| Op::Vote(a, p, y)),
+        who.clone().prop_map(Op::Heartbeat),
+        (0usize..4, 0usize..4, 0usize..2).prop_map(|(n, v, c)| Op::Dispute(n, v, c)),
         (who.clone(), amount()).prop_map(|(a, x)| Op::Burn(a, x)),
         (
             0u8..4,
@@ -697,11 +1316,11 @@ proptest! {
     /// Long random sequences, valid and invalid: after every step the
     /// conservation law holds, and a refused transaction changes nothing.
     #[test]
-    fn invariants_hold_under_random_transactions(ops in proptest::collection::vec(op(), 1..120)) {
+    fn invariants_hold_under_random_transactions(ops in proptest::collection::vec((op(), step()), 1..120)) {
         let (mut w, mut s) = setup();
         let actors: Vec<_> = w.users.iter().chain(&w.nodes).chain(&w.verifiers).cloned().collect();
         let relayer = w.treasury.clone();
-        for op in ops {
+        for (op, step) in ops {
             let a = |i: usize| actors[i % actors.len()].clone();
             let req = |r: u64| w.request(&w.users[0], r, 1);
             let tx = match op {
@@ -711,7 +1330,7 @@ proptest! {
                 Op::Withdraw(x) => w.tx(&a(x), TxBody::Withdraw),
                 Op::Register(x, v) => w.tx(&a(x), TxBody::Register { role: if v { Role::Verifier } else { Role::Inference }, endpoint: "http://x".into() }),
                 Op::Deregister(x) => w.tx(&a(x), TxBody::Deregister),
-                Op::Reserve(x, r, n) => { let h = req(r).hash().unwrap(); w.tx(&a(x), TxBody::Reserve { request: h, amount: Amount(n) }) }
+                Op::Reserve(x, r, n) => { let h = req(r).hash().unwrap(); w.tx(&a(x), TxBody::Reserve { request: h, amount: Amount(n), ttl_secs: RESERVE_TTL_SECS }) }
                 Op::Release(x, r) => { let h = req(r).hash().unwrap(); w.tx(&a(x), TxBody::Release { request: h }) }
                 Op::Settle(r, k) => { let rc = w.receipt(&s, &req(r), k); w.tx(&relayer, TxBody::Settle { receipts: vec![rc] }) }
                 Op::Slash(n, k) => {
@@ -719,7 +1338,13 @@ proptest! {
                     let committee = (0..k).map(|v| w.verdict(&result, v, Decision::Reject)).collect();
                     w.tx(&relayer, TxBody::Slash { evidence: Box::new(Evidence::Node { result, committee }) })
                 }
-                Op::Propose(x, q) => w.tx(&a(x), TxBody::Propose { change: Change::Quorum { value: q } }),
+                Op::Propose(x, q) => w.tx(&a(x), TxBody::Propose { change: Change::Set { name: Param::Quorum, value: Amount(u128::from(q)) } }),
+                Op::Heartbeat(x) => w.tx(&a(x), TxBody::Heartbeat),
+                Op::Dispute(n, v, code) => {
+                    let result = w.result(&req(n as u64), n % 2);
+                    let verdict = w.rejection(&result, v, ["token_mismatch: 1", "schema: x"][code % 2]);
+                    w.tx(&relayer, TxBody::Dispute { result: Box::new(result), verdict: Box::new(verdict) })
+                }
                 Op::Vote(x, p, y) => w.tx(&a(x), TxBody::Vote { proposal: p, yes: y }),
                 Op::Burn(x, n) => w.tx(&a(x), TxBody::Burn { amount: Amount(n) }),
                 Op::BadSignature(x) => { let mut t = w.tx(&a(x), TxBody::Burn { amount: Amount(1) }); t.signature.0[0] ^= 1; t }
@@ -737,7 +1362,8 @@ proptest! {
                 }
             };
             let before = s.clone();
-            match apply(&mut s, &tx) {
+            let now = s.time_ms.saturating_add(step);
+            match state::apply(&mut s, &tx, now) {
                 Ok(_) => prop_assert_eq!(s.height, before.height + 1),
                 Err(_) => {
                     prop_assert_eq!(&s, &before);

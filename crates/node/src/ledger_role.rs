@@ -280,6 +280,24 @@ impl LedgerNode {
         }))
     }
 
+    /// Releases expired reservations to their payers at once (after a crash
+    /// they are what is left of requests in flight) and then every
+    /// `interval`, signed with `key`; runs until the task is dropped.
+    pub async fn sweep_loop(self: Arc<Self>, key: verinfer_types::SecretKey, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (ledger, k) = (self.ledger.clone(), key.clone());
+            match tokio::task::spawn_blocking(move || ledger.release_expired(&k)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(count = n, "released expired reservations"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot release expired reservations"),
+                Err(e) => tracing::warn!(error = %e, "expired reservations task failed"),
+            }
+        }
+    }
+
     /// Signs a checkpoint when the log grew and gathers cosignatures until
     /// one is final; runs until the task is dropped.
     pub async fn cosign_loop(self: Arc<Self>, interval: Duration) {

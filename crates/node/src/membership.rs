@@ -19,11 +19,13 @@ pub async fn join(
     // Where value settles on a chain, this node is paid (and slashed) at its
     // EVM address.
     ledger.link(&verinfer_ledger::evm::Link::new(key)?).await?;
-    let min = ledger.params().await?.params.min_stake.0;
+    let params = ledger.params().await?.params;
+    let min = params.min_stake.0;
     let acct = ledger.account(&me).await?;
     if acct.stake < min {
         let need = min - acct.stake;
-        if acct.balance < need {
+        // Staking and registering each pay the transaction fee.
+        if acct.balance < need.saturating_add(params.tx_fee.0.saturating_mul(2)) {
             anyhow::bail!(
                 "node {me} has {} staked and {} spendable but the minimum stake is {min}: \
                  fund it first (verinfer ledger transfer --to {me} ...)",

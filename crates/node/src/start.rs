@@ -26,6 +26,8 @@ use verinfer_verify::rules::MarginRule;
 
 /// Default heartbeat period.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How often the ledger role releases expired reservations.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The four roles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,14 +169,15 @@ pub async fn ledger(
     checkpoint_interval: Duration,
     reporters: Vec<verinfer_types::PublicKey>,
 ) -> anyhow::Result<Running> {
-    let node = LedgerNode::new(ledger, dir, key, witness_quorum, reporters)?;
+    let node = LedgerNode::new(ledger, dir, key.clone(), witness_quorum, reporters)?;
     let (listener, url) = http::bind(listen).await?;
     let (server, serving) = spawn_server(listener, node.router());
     let n = node.clone();
     let cosign = tokio::spawn(async move { n.cosign_loop(checkpoint_interval).await });
+    let sweep = tokio::spawn(node.clone().sweep_loop(key, SWEEP_INTERVAL));
     Ok(Running {
         url,
-        tasks: vec![server, cosign],
+        tasks: vec![server, cosign, sweep],
         gateway: None,
         ledger: Some(node),
         serving,

@@ -243,6 +243,7 @@ pub async fn explorer_fixture(n: usize) -> anyhow::Result<ExplorerFixture> {
                             let body = TxBody::Reserve {
                                 request: req.hash()?,
                                 amount: w.max_fee(),
+                                ttl_secs: verinfer_ledger::testkit::RESERVE_TTL_SECS,
                             };
                             ledger.submit(&Transaction::signed(payer, i as u64, body)?)?;
                             out.push(req);

@@ -961,8 +961,9 @@ pub async fn fund_gas(
     Ok(())
 }
 
-/// The contract's parameters for a ledger's: the same quorum, slashing and
-/// fee split; `slash_quorum` signatures to slash; delays in seconds.
+/// The contract's parameters for a ledger's: the same quorum, slashing, fee
+/// split, unbonding delay and voting period; `slash_quorum` signatures to
+/// slash; escrow withdrawals after a day.
 pub fn contract_params(
     p: &crate::tx::Params,
     slash_quorum: u16,
@@ -981,9 +982,13 @@ pub fn contract_params(
         feeInferenceBps: small(p.fee_split.node_bps, "fee split")?,
         feeVerifierBps: small(p.fee_split.verifiers_bps, "fee split")?,
         feeTreasuryBps: small(p.fee_split.treasury_bps, "fee split")?,
-        unbondDelay: 7 * 86_400,
+        unbondDelay: u32::try_from(p.unbonding_delay_secs).map_err(|_| {
+            EvmError::Invalid("unbonding_delay_secs does not fit the contract".into())
+        })?,
         withdrawDelay: 86_400,
-        votingPeriod: 86_400,
+        votingPeriod: u32::try_from(p.voting_period_secs).map_err(|_| {
+            EvmError::Invalid("voting_period_secs does not fit the contract".into())
+        })?,
         treasury,
     })
 }

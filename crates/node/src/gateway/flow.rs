@@ -31,6 +31,10 @@ const DOWN_FOR: Duration = Duration::from_secs(15);
 const INFERENCE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest wait for one verdict.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a reservation lasts (capped by the ledger's
+/// `reserve_ttl_max_secs`): the inference with its retries, the checks and
+/// a dispute, and the settlement batch after them.
+const RESERVE_TTL_SECS: u64 = 3600;
 /// Template tokens allowed per message when bounding the prompt (role, markers).
 const PER_MESSAGE: u64 = 8;
 /// Template tokens allowed per prompt (a default system prompt, the
@@ -132,6 +136,9 @@ impl Gateway {
                 TxBody::Reserve {
                     request,
                     amount: Amount(fee),
+                    ttl_secs: self.directory.params().map_or(RESERVE_TTL_SECS, |p| {
+                        p.params.reserve_ttl_max_secs.min(RESERVE_TTL_SECS)
+                    }),
                 },
             )
             .await;
@@ -453,6 +460,7 @@ impl Gateway {
             .filter(|m| !first.contains(&m.view.key))
             .cloned()
             .collect();
+        self.open_dispute(result, &earlier).await;
         let mut escalation = earlier.clone();
         let mut committee = first;
         for (m, v) in self.ask(&rest, request, result, hash).await {
@@ -493,6 +501,27 @@ impl Gateway {
                         ApiError::unavailable(format!("no certificate after the dispute: {e}"))
                     })
             }
+        }
+    }
+
+    /// Freezes the node's withdrawals while the committee re-checks, on the
+    /// first rejection that blames the node (the ledger checks the code).
+    async fn open_dispute(&self, result: &InferenceResult, verdicts: &[Verdict]) {
+        let Some(verdict) = verdicts.iter().find(|v| {
+            v.decision == Decision::Reject
+                && v.reason.as_deref().is_some_and(|r| {
+                    verinfer_ledger::state::NODE_FAULTS
+                        .contains(&verinfer_verify::rules::reason_code(r))
+                })
+        }) else {
+            return;
+        };
+        let body = TxBody::Dispute {
+            result: Box::new(result.clone()),
+            verdict: Box::new(verdict.clone()),
+        };
+        if let Err(e) = self.settler.signer().submit(body).await {
+            tracing::warn!(node = %result.node, error = %e, "dispute refused");
         }
     }
 
