@@ -171,17 +171,6 @@ impl World {
         verdict
     }
 
-    /// A rejecting verdict on `res` by verifier `v`, for `reason` (a
-    /// reason code and detail, as verifiers write it).
-    pub fn rejection(&self, res: &InferenceResult, v: usize, reason: &str) -> Verdict {
-        let mut verdict = fixtures::verdict(res, 0);
-        verdict.verifier = self.verifiers[v].public();
-        verdict.decision = Decision::Reject;
-        verdict.reason = Some(reason.into());
-        verdict.sign(&self.verifiers[v]).expect("verifier signs");
-        verdict
-    }
-
     /// A receipt for `req` answered by node 0 and certified by the first `k`
     /// verifiers, with the fees `state` computes.
     pub fn receipt(&self, state: &State, req: &Request, k: usize) -> Receipt {
