@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use verinfer_ledger::state::{self, split, Effects, ProposalStatus, State, TxError};
 use verinfer_ledger::testkit::{World, RESERVE_TTL_SECS, TOKEN};
 use verinfer_ledger::tx::*;
-use verinfer_types::records::{Amount, Decision, InferenceResult, Verdict};
+use verinfer_types::records::{Amount, Decision, InferenceResult, Request, Verdict};
 use verinfer_types::{Hash, Record, SecretKey, SignedRecord};
 
 /// Applies at the state's own time: the clock stands still unless a test
@@ -707,13 +707,13 @@ fn leave(w: &mut World, s: &mut State) -> (SecretKey, u128) {
     (node, stake)
 }
 
-fn node_fault(w: &World, n: usize, seed: u64) -> (InferenceResult, Vec<Verdict>) {
-    let req = w.request(&w.users[0], seed, 1);
-    let result = w.result(&req, n);
+fn node_fault(w: &World, n: usize, seed: u64) -> (Request, InferenceResult, Vec<Verdict>) {
+    let request = w.request(&w.users[0], seed, 1);
+    let result = w.result(&request, n);
     let committee = (0..2)
         .map(|v| w.verdict(&result, v, Decision::Reject))
         .collect();
-    (result, committee)
+    (request, result, committee)
 }
 
 /// Attack: unstake, send many transfers to oneself (which used to advance
@@ -742,10 +742,14 @@ fn self_transfers_do_not_hurry_unbonding_and_the_slash_takes_unbonding_stake() {
     );
     assert_eq!(s.stake(&me), 0);
     assert_eq!(s.unbonding_of(&me), stake);
-    let (result, committee) = node_fault(&w, 1, 50);
+    let (request, result, committee) = node_fault(&w, 1, 50);
     let relayer = w.users[2].clone();
     let slash = TxBody::Slash {
-        evidence: Box::new(Evidence::Node { result, committee }),
+        evidence: Box::new(Evidence::Node {
+            request,
+            result,
+            committee,
+        }),
     };
     let e = by(&mut w, &mut s, &relayer, slash).unwrap();
     assert_eq!(e.slashed, Some((me, stake / 2)));
@@ -790,10 +794,14 @@ fn slash_takes_bonded_first_then_oldest_unbonding() {
     assert_eq!(bonded, 300 * TOKEN - 7);
     let v = w.verifiers[0].public();
     let v_before = s.balance(&v);
-    let (result, committee) = node_fault(&w, 1, 51);
+    let (request, result, committee) = node_fault(&w, 1, 51);
     let relayer = w.users[2].clone();
     let slash = TxBody::Slash {
-        evidence: Box::new(Evidence::Node { result, committee }),
+        evidence: Box::new(Evidence::Node {
+            request,
+            result,
+            committee,
+        }),
     };
     by(&mut w, &mut s, &relayer, slash).unwrap();
     let amount = (1_500 * TOKEN) * u128::from(s.params.slash_bps) / 10_000;
@@ -846,6 +854,7 @@ fn a_dispute_freezes_withdrawals_until_its_window_or_a_slash() {
         .collect();
     let slash = TxBody::Slash {
         evidence: Box::new(Evidence::Node {
+            request: req.clone(),
             result: result.clone(),
             committee,
         }),
@@ -984,10 +993,14 @@ fn a_slash_after_the_snapshot_lowers_the_weight() {
     let (mut w, mut s) = setup();
     let v0 = w.verifiers[0].clone();
     let id = propose(&mut w, &mut s, &v0, set(Param::Quorum, 2));
-    let (result, committee) = node_fault(&w, 1, 54);
+    let (request, result, committee) = node_fault(&w, 1, 54);
     let relayer = w.users[2].clone();
     let slash = TxBody::Slash {
-        evidence: Box::new(Evidence::Node { result, committee }),
+        evidence: Box::new(Evidence::Node {
+            request,
+            result,
+            committee,
+        }),
     };
     by(&mut w, &mut s, &relayer, slash).unwrap();
     let node = w.nodes[1].clone();
