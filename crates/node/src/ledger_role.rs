@@ -367,15 +367,21 @@ impl LedgerNode {
                     continue;
                 }
             };
-            match own_cosignature(&signed.note, &key, &lines) {
-                Ok(sig) => {
-                    note.signatures.push(sig);
-                    count += 1;
-                }
+            let (sig, dropped) = match own_cosignature(&signed.note, &key, &lines) {
+                Ok(r) => (r.cosignature, r.dropped),
                 Err(why) => {
-                    self.cosignatures_refused.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(witness = %key, why, "witness reply dropped");
+                    (None, 1)
                 }
+            };
+            if dropped > 0 {
+                tracing::warn!(witness = %key, dropped, "witness reply lines dropped");
+                self.cosignatures_refused
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
+            }
+            if let Some(sig) = sig {
+                note.signatures.push(sig);
+                count += 1;
             }
         }
         if count < self.witness_quorum {
@@ -450,23 +456,33 @@ impl LedgerNode {
     }
 }
 
+/// What one witness's `add-checkpoint` reply contributes.
+#[derive(Debug)]
+pub struct WitnessReply {
+    /// Its valid cosignature under its own key name, if any.
+    pub cosignature: Option<NoteSignature>,
+    /// Signature lines dropped: under another name, or not verifying.
+    pub dropped: usize,
+}
+
 /// The one cosignature a witness's `add-checkpoint` reply contributes to
 /// `note`: a line under the witness's own key name that verifies on it.
 /// Parsed and checked on its own, so a malformed reply or a line forged
-/// under another witness's name only costs that reply; `Err` says why the
-/// reply gives nothing.
+/// under another witness's name only costs that reply; `Err` says why a
+/// reply is malformed.
 pub fn own_cosignature(
     note: &Note,
     witness: &PublicKey,
     reply: &str,
-) -> Result<NoteSignature, String> {
+) -> Result<WitnessReply, String> {
     let vk = VerifierKey::new(&witness_name(witness), ALG_COSIGNATURE_V1, *witness)
         .map_err(|e| format!("witness key: {e}"))?;
     let mut base = note.clone();
     base.signatures.clear();
     let parsed =
         Note::parse(&format!("{base}{reply}")).map_err(|e| format!("malformed reply: {e}"))?;
-    parsed
+    let lines = parsed.signatures.len();
+    let cosignature = parsed
         .signatures
         .into_iter()
         .filter(|s| s.name == vk.name && s.key_id == vk.id())
@@ -474,14 +490,17 @@ pub fn own_cosignature(
             let mut one = base.clone();
             one.signatures = vec![s.clone()];
             verify_cosignature(&one, &vk).is_ok()
-        })
-        .ok_or_else(|| "no valid cosignature under the witness's own name".to_string())
+        });
+    Ok(WitnessReply {
+        dropped: lines - usize::from(cosignature.is_some()),
+        cosignature,
+    })
 }
 
 /// `GET /metrics`: the ledger role's counters, Prometheus text format.
 async fn metrics(State(node): State<Arc<LedgerNode>>) -> Response {
     let body = format!(
-        "# HELP verinfer_cosignatures_refused_total Witness replies dropped (malformed, or no valid cosignature under the witness's own name).\n\
+        "# HELP verinfer_cosignatures_refused_total Witness replies or signature lines dropped (malformed, under another name, or not verifying).\n\
          # TYPE verinfer_cosignatures_refused_total counter\n\
          verinfer_cosignatures_refused_total {}\n",
         node.cosignatures_refused.load(Ordering::Relaxed)
@@ -741,10 +760,11 @@ mod tests {
     fn an_honest_reply_gives_its_cosignature() {
         let note = checkpoint();
         let w = key(2);
-        let sig = own_cosignature(&note, &w.public(), &reply(&note, &w))
+        let r = own_cosignature(&note, &w.public(), &reply(&note, &w))
             .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.dropped, 0);
         let mut n = note.clone();
-        n.signatures.push(sig);
+        n.signatures.extend(r.cosignature);
         let vk = VerifierKey::new(&witness_name(&w.public()), ALG_COSIGNATURE_V1, w.public())
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(verify_cosignature(&n, &vk).is_ok());
@@ -754,16 +774,14 @@ mod tests {
     fn malformed_and_foreign_replies_give_nothing() {
         let note = checkpoint();
         let (w, other) = (key(2), key(3));
-        for bad in [
-            "",
-            "garbage\n",
-            "\u{2014} x\n",
-            &reply(&checkpoint(), &other),
-        ] {
+        for bad in ["", "garbage\n", "\u{2014} x\n"] {
             assert!(own_cosignature(&note, &w.public(), bad).is_err(), "{bad:?}");
         }
         // Another witness's valid line is not this witness's cosignature.
-        assert!(own_cosignature(&note, &w.public(), &reply(&note, &other)).is_err());
+        let r = own_cosignature(&note, &w.public(), &reply(&note, &other))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.cosignature.is_none());
+        assert_eq!(r.dropped, 1);
     }
 
     #[test]
@@ -781,15 +799,18 @@ mod tests {
         raw.extend_from_slice(&[7u8; 72]);
         let forged = format!("\u{2014} {name} {}\n", B64.encode(raw));
         let bad_reply = format!("{}{forged}", reply(&note, &bad));
+        let ok = |k: &SecretKey, text: &str| {
+            own_cosignature(&note, &k.public(), text).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let from_bad = ok(&bad, &bad_reply);
+        assert_eq!(
+            from_bad.dropped, 1,
+            "the forged line is dropped and counted"
+        );
+        assert!(ok(&w, &forged).cosignature.is_none());
         let mut n = note.clone();
-        n.signatures.push(
-            own_cosignature(&note, &bad.public(), &bad_reply).unwrap_or_else(|e| panic!("{e}")),
-        );
-        assert!(own_cosignature(&note, &w.public(), &forged).is_err());
-        n.signatures.push(
-            own_cosignature(&note, &w.public(), &reply(&note, &w))
-                .unwrap_or_else(|e| panic!("{e}")),
-        );
+        n.signatures.extend(from_bad.cosignature);
+        n.signatures.extend(ok(&w, &reply(&note, &w)).cosignature);
         let vk = |k: &SecretKey| {
             VerifierKey::new(&witness_name(&k.public()), ALG_COSIGNATURE_V1, k.public())
                 .unwrap_or_else(|e| panic!("{e}"))

@@ -14,10 +14,9 @@ use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use verinfer_ledger::tx::{Evidence, ModelEntry, Role, TxBody};
-use verinfer_types::records::reason_code;
 use verinfer_types::records::{
-    Amount, Certificate, CertificateTag, Decision, InferenceResult, Input, Receipt, ReceiptTag,
-    Request, RequestTag, Salt, Verdict, VerificationMode,
+    reason_code, Amount, Certificate, CertificateTag, Decision, InferenceResult, Input, Receipt,
+    ReceiptTag, Request, RequestTag, Salt, Verdict, VerificationMode,
 };
 use verinfer_types::{Hash, PublicKey, Record, Signature, SignedRecord};
 use verinfer_verify::committee::{
@@ -417,10 +416,7 @@ impl Gateway {
                 .filter_map(by_key)
                 .collect();
             next += want;
-            for (m, v) in self
-                .ask(&batch, request, result, &result.request, &hash)
-                .await
-            {
+            for (m, v) in self.ask(&batch, request, result, &hash).await {
                 if let Some(v) = v {
                     committee.push(m);
                     verdicts.push(v);
@@ -438,13 +434,12 @@ impl Gateway {
     }
 
     /// Asks each of `members` for a verdict on `result` (hash `hash`)
-    /// checked against `request` (hash `request_hash`), concurrently.
+    /// checked against `request` (which it answers), concurrently.
     async fn ask(
         &self,
         members: &[Member],
         request: &Request,
         result: &InferenceResult,
-        request_hash: &Hash,
         hash: &Hash,
     ) -> Vec<(PublicKey, Option<Verdict>)> {
         let body = serde_json::to_vec(&CheckRequest {
@@ -474,7 +469,7 @@ impl Gateway {
                 let v = v.filter(|v| {
                     v.verifier == m.view.key
                         && v.result == *hash
-                        && v.request == *request_hash
+                        && v.request == result.request
                         && v.verify_signature().is_ok()
                 });
                 if v.is_some() {
@@ -507,10 +502,7 @@ impl Gateway {
         self.open_dispute(result, &earlier).await;
         let mut escalation = earlier.clone();
         let mut committee = first;
-        for (m, v) in self
-            .ask(&rest, request, result, &result.request, hash)
-            .await
-        {
+        for (m, v) in self.ask(&rest, request, result, hash).await {
             if let Some(v) = v {
                 committee.push(m);
                 escalation.push(v);

@@ -95,7 +95,7 @@ fn certificate_from_a_quorum_of_accepts() {
         validate_verdict(&elsewhere, &res.request, &h, &committee),
         Err(VerdictError::WrongRequest(Box::new(ks[0].public())))
     );
-    vs.insert(0, elsewhere);
+    vs.push(elsewhere);
 
     let cert = assemble_certificate(&res.request, &h, &committee, 3, &vs)
         .unwrap_or_else(|e| panic!("{e}"));
