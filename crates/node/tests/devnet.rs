@@ -324,7 +324,6 @@ async fn cheating_node_is_rejected_slashed_and_bypassed() {
         6,
         "six calls, six verified"
     );
-    assert_eq!(node_field(&network, &cheater, "rejections_1h"), c.rejected);
     net.ledger
         .with_state(|s| s.check_invariants())
         .expect("supply conserved");
