@@ -12,8 +12,8 @@ use std::cell::RefCell;
 use std::future::Future;
 use verinfer_types::{Hash, PublicKey};
 
-/// Tries to send a report (spaced from 0.2 s to 10 s: about 30 s in all, to
-/// outlast a ledger restart).
+/// Tries to send a report (waits from 0.2 s doubling to 10 s between them,
+/// over 20 s in all: enough to outlast a ledger restart).
 pub(super) const ATTEMPTS: u32 = 8;
 
 tokio::task_local! {
