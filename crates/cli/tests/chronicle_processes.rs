@@ -188,14 +188,13 @@ async fn check_calls(http: &reqwest::Client, url: &str, acked: &[Acked]) {
     assert!(chart(&network, "provisional").is_empty());
 }
 
-/// The liveness the ledger at `ledger_url` serves: each node's last
-/// heartbeat, and the active verifiers and inference nodes of each minute
-/// closed before `before`.
-async fn liveness(
-    http: &reqwest::Client,
-    ledger_url: &str,
-    before: u64,
-) -> (BTreeMap<String, u64>, BTreeMap<u64, (u64, u64)>) {
+/// Each node's last heartbeat, and the active verifiers and inference nodes
+/// of each minute.
+type Liveness = (BTreeMap<String, u64>, BTreeMap<u64, (u64, u64)>);
+
+/// The liveness the ledger at `ledger_url` serves, of the minutes closed
+/// before `before`.
+async fn liveness(http: &reqwest::Client, ledger_url: &str, before: u64) -> Liveness {
     let n: Value = get_json(http, &format!("{ledger_url}/ledger/explorer/network"))
         .await
         .expect("network");
@@ -239,12 +238,12 @@ fn the_calls_chart_counts_every_acknowledged_call_across_sigterm_and_sigkill() {
     rt.block_on(async {
         let http = reqwest::Client::new();
         let mut acked: Vec<Acked> = Vec::new();
-        let mut before: Option<(u64, BTreeMap<String, u64>, BTreeMap<u64, (u64, u64)>)> = None;
+        let mut before: Option<(u64, Liveness)> = None;
         let stops = [Some(Stop::Term), Some(Stop::Kill), Some(Stop::Term), None];
         for (round, how) in stops.into_iter().enumerate() {
             let (ledger, ledger_url) = net.ledger();
             // Before any other node is back: what was charted is still there.
-            if let Some((at, seen, active)) = before.take() {
+            if let Some((at, (seen, active))) = before.take() {
                 let (seen_now, active_now) = liveness(&http, &ledger_url, at).await;
                 for (k, t) in &seen {
                     assert!(
@@ -300,8 +299,7 @@ fn the_calls_chart_counts_every_acknowledged_call_across_sigterm_and_sigkill() {
             // Heartbeats of at least one whole minute after the calls.
             tokio::time::sleep(Duration::from_millis(MINUTE_MS + 500)).await;
             let at = now_ms();
-            let (seen, active) = liveness(&http, &ledger_url, at).await;
-            before = Some((at, seen, active));
+            before = Some((at, liveness(&http, &ledger_url, at).await));
             match how {
                 Some(how) => stop(&mut procs, how),
                 None => drop(procs),
