@@ -158,6 +158,7 @@ pub fn load_engine(model: &str, threads: usize) -> anyhow::Result<(Engine, Hash)
 }
 
 /// Starts the ledger role on an existing ledger directory.
+#[allow(clippy::too_many_arguments)] // each is one setting of the role
 pub async fn ledger(
     ledger: Arc<Ledger>,
     dir: PathBuf,
