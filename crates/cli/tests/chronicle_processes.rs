@@ -289,7 +289,7 @@ fn the_calls_chart_counts_every_acknowledged_call_across_sigterm_and_sigkill() {
                     r.text
                 );
                 acked.push(Acked {
-                    id: r.receipt().expect("receipt id"),
+                    id: r.receipt().expect("receipt id").to_string(),
                     sent,
                     answered,
                 });
