@@ -109,6 +109,9 @@ pub struct LedgerSection {
     /// tasks feed the explorer's charts.
     #[serde(default)]
     pub reporters: Vec<String>,
+    /// Tests only: the width in ms of the explorer's minute (default
+    /// 60000), so that a test sees many minutes in a few seconds.
+    pub minute_ms: Option<u64>,
     /// `embedded` (default) or `evm`: value settles on an EVM chain.
     pub backend: Option<String>,
     /// EVM: the chain's JSON-RPC URL (http or https).

@@ -323,6 +323,7 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         witness_quorum,
         Duration::from_millis(500),
         vec![key("gateway")?.public()],
+        crate::chronicle::MINUTE_MS,
     )
     .await?;
     if let Some(c) = &chain {

@@ -19,8 +19,6 @@ use verinfer_types::records::{Fees, Leaf};
 use verinfer_types::{Hash, PublicKey, Record};
 
 const MAX_LIMIT: usize = 200;
-const MINUTE_MS: u64 = 60_000;
-const HOUR_MS: u64 = 60 * MINUTE_MS;
 
 /// Paging query.
 #[derive(Deserialize)]
@@ -65,7 +63,7 @@ fn record(node: &LedgerNode, index: u64) -> Result<RecordView, HttpError> {
     Ok(RecordView {
         index,
         id: log.leaf_hash(index).map_err(HttpError::internal)?,
-        time_ms: node.chronicle.time_of_leaf(index),
+        time_ms: node.chronicle.with(|t| t.time_of_leaf(index)),
         model: leaf.model,
         node: leaf.node,
         requester: leaf.requester,
@@ -207,7 +205,7 @@ pub async fn settlement(State(node): State<Arc<LedgerNode>>) -> Result<Json<Valu
             };
             slashes.push(json!({
                 "height": s.height,
-                "time_ms": n.chronicle.time_of_slash(s.height),
+                "time_ms": n.chronicle.with(|t| t.time_of_slash(s.height)),
                 "accused": s.accused,
                 "kind": kind,
                 "result": result.hash().map_err(HttpError::internal)?,
@@ -241,6 +239,9 @@ struct Point {
     verified: u64,
     rejected: u64,
     provisional: u64,
+    /// Results rejected, over all inference nodes (a call retried after a
+    /// rejection is one call but may be several of these).
+    node_rejections: u64,
     active_verifiers: u64,
     active_inference: u64,
 }
@@ -263,6 +264,7 @@ fn series(minutes: &[Minute], from: u64, now: u64, step: u64) -> Vec<Point> {
             p.verified += m.verified;
             p.rejected += m.rejected;
             p.provisional += m.provisional;
+            p.node_rejections += m.node_rejections.values().sum::<u64>();
             s.0.extend(m.verifiers.iter().copied());
             s.1.extend(m.inference.iter().copied());
         }
@@ -275,35 +277,38 @@ fn series(minutes: &[Minute], from: u64, now: u64, step: u64) -> Vec<Point> {
 }
 
 /// `GET /ledger/explorer/network`: liveness of each node and the growth of
-/// calls, per minute over the last day and per hour over the last 30 days.
+/// calls, per minute over the last day and per hour over the last 30 days
+/// (minutes are [`crate::chronicle::MINUTE_MS`] wide but in tests).
 pub async fn network(State(node): State<Arc<LedgerNode>>) -> Json<Value> {
     let now = now_ms();
-    let minutes = node
-        .chronicle
-        .minutes_since(now.saturating_sub(30 * 24 * HOUR_MS));
-    let hour_ago = now.saturating_sub(HOUR_MS);
+    let (minute, minutes, seen) = node.chronicle.with(|t| {
+        let minute = t.minute_ms();
+        let from = now.saturating_sub(30 * 24 * 60 * minute);
+        (minute, t.minutes_since(from), t.last_seen().clone())
+    });
+    let hour = 60 * minute;
+    let hour_ago = now.saturating_sub(hour);
     let mut last_hour = Minute::default();
     for m in minutes.iter().filter(|m| m.t >= hour_ago) {
-        for (k, v) in &m.verdicts {
-            *last_hour.verdicts.entry(*k).or_default() += v;
-        }
-        for (k, v) in &m.missed {
-            *last_hour.missed.entry(*k).or_default() += v;
-        }
-        for (k, v) in &m.answers {
-            *last_hour.answers.entry(*k).or_default() += v;
-        }
+        let add = |to: &mut std::collections::BTreeMap<PublicKey, u64>,
+                   from: &std::collections::BTreeMap<PublicKey, u64>| {
+            for (k, v) in from {
+                *to.entry(*k).or_default() += v;
+            }
+        };
+        add(&mut last_hour.verdicts, &m.verdicts);
+        add(&mut last_hour.missed, &m.missed);
+        add(&mut last_hour.answers, &m.answers);
+        add(&mut last_hour.node_rejections, &m.node_rejections);
     }
-    let seen = node
-        .last_seen
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
     let nodes: Vec<Value> = node.ledger.with_state(|s| {
         s.nodes
             .iter()
             .map(|(k, n)| {
                 let last = seen.get(k).copied().unwrap_or(0);
+                let count = |m: &std::collections::BTreeMap<PublicKey, u64>| {
+                    m.get(k).copied().unwrap_or(0)
+                };
                 json!({
                     "key": k,
                     "role": match n.role { Role::Inference => "inference", Role::Verifier => "verifier" },
@@ -312,17 +317,19 @@ pub async fn network(State(node): State<Arc<LedgerNode>>) -> Json<Value> {
                     "live": now.saturating_sub(last) < 10_000,
                     "last_seen_ms": last,
                     "last_heartbeat_height": n.last_heartbeat,
-                    "verdicts_1h": last_hour.verdicts.get(k).copied().unwrap_or(0),
-                    "missed_1h": last_hour.missed.get(k).copied().unwrap_or(0),
-                    "answers_1h": last_hour.answers.get(k).copied().unwrap_or(0),
+                    "verdicts_1h": count(&last_hour.verdicts),
+                    "missed_1h": count(&last_hour.missed),
+                    "answers_1h": count(&last_hour.answers),
+                    "rejections_1h": count(&last_hour.node_rejections),
                 })
             })
             .collect()
     });
     Json(json!({
         "now_ms": now,
+        "minute_ms": minute,
         "nodes": nodes,
-        "minutes": series(&minutes, now.saturating_sub(24 * HOUR_MS - MINUTE_MS), now, MINUTE_MS),
-        "hours": series(&minutes, now.saturating_sub(30 * 24 * HOUR_MS - HOUR_MS), now, HOUR_MS),
+        "minutes": series(&minutes, now.saturating_sub(24 * hour - minute), now, minute),
+        "hours": series(&minutes, now.saturating_sub(30 * 24 * hour - hour), now, hour),
     }))
 }

@@ -62,12 +62,12 @@ pub struct LedgerNode {
     dir: PathBuf,
     key: PublicKey,
     witness_quorum: u32,
-    pub(crate) last_seen: Mutex<HashMap<PublicKey, u64>>,
     cosigned: RwLock<Option<Final>>,
     /// Each witness's last cosigned size, as far as we know.
     witness_sizes: Mutex<HashMap<PublicKey, u64>>,
     peer: Peer,
-    /// Activity over time, for the explorer.
+    /// Activity over time, for the explorer (rebuilt from the WAL and the
+    /// gateways' reports on open).
     pub(crate) chronicle: Chronicle,
     /// Every final checkpoint, for the explorer (`{"time_ms", "note"}` entries).
     pub(crate) checkpoints: verinfer_log::Log,
@@ -91,13 +91,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl LedgerNode {
     /// The role around an open ledger in `dir`, with node key `key` (used to
-    /// authenticate its calls to witnesses).
+    /// authenticate its calls to witnesses); the explorer's minutes are
+    /// `minute_ms` wide ([`crate::chronicle::MINUTE_MS`] but in tests).
     pub fn new(
         ledger: Arc<Ledger>,
         dir: PathBuf,
         key: verinfer_types::SecretKey,
         witness_quorum: u32,
         reporters: Vec<PublicKey>,
+        minute_ms: u64,
     ) -> anyhow::Result<Arc<Self>> {
         let open_or_init = |name: &str, origin: &str| -> anyhow::Result<verinfer_log::Log> {
             let d = dir.join(name);
@@ -118,15 +120,16 @@ impl LedgerNode {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e.into()),
         };
+        let chronicle = Chronicle::open(&dir, minute_ms)?;
+        chronicle.replay(&ledger)?;
         Ok(Arc::new(LedgerNode {
             ledger,
             key: key.public(),
             witness_quorum,
-            last_seen: Mutex::new(HashMap::new()),
             cosigned: RwLock::new(cosigned),
             witness_sizes: Mutex::new(HashMap::new()),
             peer: Peer::new(key),
-            chronicle: Chronicle::open(&dir)?,
+            chronicle,
             checkpoints,
             commitments,
             reporters,
@@ -137,10 +140,10 @@ impl LedgerNode {
         }))
     }
 
-    /// Writes the explorer's bookkeeping, the open minute included (at
-    /// shutdown).
+    /// Kept for stop paths: there is nothing to write, the explorer's
+    /// counts are rebuilt from durable logs.
     pub fn flush(&self) -> anyhow::Result<()> {
-        self.chronicle.flush(now_ms(), true)
+        Ok(())
     }
 
     /// The ledger directory.
@@ -219,7 +222,7 @@ impl LedgerNode {
 
     /// The registered nodes with their liveness.
     pub fn node_views(&self) -> Vec<NodeView> {
-        let seen = lock(&self.last_seen).clone();
+        let seen = self.chronicle.with(|t| t.last_seen().clone());
         self.ledger.with_state(|s| {
             s.nodes
                 .iter()
@@ -313,18 +316,8 @@ impl LedgerNode {
     pub async fn cosign_loop(self: Arc<Self>, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut flushed = now_ms();
         loop {
             tick.tick().await;
-            if now_ms().saturating_sub(flushed) >= 5_000 {
-                flushed = now_ms();
-                let n = self.clone();
-                match tokio::task::spawn_blocking(move || n.chronicle.flush(flushed, false)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the chronicle"),
-                    Err(e) => tracing::warn!(error = %e, "chronicle task failed"),
-                }
-            }
             if let Err(e) = self.cosign_once().await {
                 tracing::warn!(error = %e, "checkpoint not cosigned this round");
             }
@@ -547,58 +540,37 @@ async fn submit(State(node): State<Arc<LedgerNode>>, body: Bytes) -> Response {
         }
     }
     let n = node.clone();
-    let live = matches!(tx.body, TxBody::Heartbeat | TxBody::Register { .. });
-    let signer = tx.signer;
-    let answers: Vec<(PublicKey, Vec<PublicKey>)> = match &tx.body {
-        TxBody::Settle { receipts } => receipts
-            .iter()
-            .map(|r| {
-                (
-                    r.result.node,
-                    r.certificate.verdicts.iter().map(|v| v.verifier).collect(),
-                )
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let r = match blocking(move || n.ledger.submit(&tx)).await {
+    // Counted in the blocking task, which runs to its end even when the
+    // client leaves: an acknowledged transaction is always counted.
+    let r = match blocking(move || {
+        let r = n.ledger.submit(&tx);
+        if let Ok(applied) = &r {
+            n.chronicle
+                .transaction(applied.time_ms, applied.height, &tx, &applied.effects);
+        }
+        r
+    })
+    .await
+    {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
     match r {
-        Ok(applied) => {
-            let now = now_ms();
-            if live {
-                lock(&node.last_seen).insert(signer, now);
-                let role = node
-                    .ledger
-                    .with_state(|s| s.nodes.get(&signer).map(|n| n.role));
-                if let Some(role) = role {
-                    node.chronicle.seen(signer, role, now);
-                }
-            }
-            if !answers.is_empty() {
-                node.chronicle
-                    .settled(applied.effects.first_leaf, &answers, now);
-            }
-            if applied.effects.slashed.is_some() {
-                node.chronicle.slash(applied.height, now);
-            }
-            Json(TxApplied {
-                height: applied.height,
-                first_leaf: applied.effects.first_leaf,
-                leaves: applied.effects.leaves.len() as u64,
-                proposal: applied.effects.proposal,
-            })
-            .into_response()
-        }
+        Ok(applied) => Json(TxApplied {
+            height: applied.height,
+            first_leaf: applied.effects.first_leaf,
+            leaves: applied.effects.leaves.len() as u64,
+            proposal: applied.effects.proposal,
+        })
+        .into_response(),
         Err(LedgerError::Rejected(e)) => (StatusCode::CONFLICT, Json(refused(&e))).into_response(),
         Err(e) => HttpError::internal(e).into_response(),
     }
 }
 
-/// `POST /ledger/report`: a gateway's count of rejected results and the
-/// verifiers that missed a task (authenticated; only configured reporters).
+/// `POST /ledger/report`: a gateway's report of one call (rejected answer,
+/// node-level rejections, missed verifier tasks; authenticated, only
+/// configured reporters). Answered once the report is durable.
 async fn report(
     State(node): State<Arc<LedgerNode>>,
     method: axum::http::Method,
@@ -615,7 +587,25 @@ async fn report(
     }
     let r: crate::wire::Report = serde_json::from_slice(&body)
         .map_err(|e| HttpError::bad_request(format!("report: {e}")))?;
-    node.chronicle.report(r.rejected, &r.missed, now_ms());
+    if r.node_rejections.len() > crate::wire::Report::MAX_NODE_REJECTIONS {
+        return Err(HttpError::bad_request(format!(
+            "report: node_rejections has {} entries, at most {}",
+            r.node_rejections.len(),
+            crate::wire::Report::MAX_NODE_REJECTIONS
+        )));
+    }
+    if r.missed.len() > crate::wire::Report::MAX_MISSED {
+        return Err(HttpError::bad_request(format!(
+            "report: missed has {} entries, at most {}",
+            r.missed.len(),
+            crate::wire::Report::MAX_MISSED
+        )));
+    }
+    // Acknowledged once durable: the gateway retries until then.
+    let n = node.clone();
+    blocking(move || n.chronicle.report(&r, now_ms()))
+        .await?
+        .map_err(HttpError::internal)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

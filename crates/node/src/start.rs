@@ -171,6 +171,7 @@ pub fn load_engine(model: &str, threads: usize) -> anyhow::Result<(Engine, Hash)
 }
 
 /// Starts the ledger role on an existing ledger directory.
+#[allow(clippy::too_many_arguments)] // each is one setting of the role
 pub async fn ledger(
     ledger: Arc<Ledger>,
     dir: PathBuf,
@@ -179,8 +180,16 @@ pub async fn ledger(
     witness_quorum: u32,
     checkpoint_interval: Duration,
     reporters: Vec<verinfer_types::PublicKey>,
+    minute_ms: u64,
 ) -> anyhow::Result<Running> {
-    let node = LedgerNode::new(ledger, dir, key.clone(), witness_quorum, reporters)?;
+    let node = LedgerNode::new(
+        ledger,
+        dir,
+        key.clone(),
+        witness_quorum,
+        reporters,
+        minute_ms,
+    )?;
     let (listener, url) = http::bind(listen).await?;
     let (server, serving) = spawn_server(listener, node.router());
     let n = node.clone();
@@ -441,6 +450,10 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                             .map_err(|_| anyhow::anyhow!("reporter {k:?} is not a public key"))
                     })
                     .collect::<anyhow::Result<_>>()?,
+                c.ledger
+                    .minute_ms
+                    .unwrap_or(crate::chronicle::MINUTE_MS)
+                    .max(1),
             )
             .await?;
             if let Some((rpc, contract, sender, fees, bridge)) = evm {

@@ -194,8 +194,7 @@ impl Drop for ExplorerFixture {
     }
 }
 
-/// Builds the [`ExplorerFixture`]: `n` receipts settled in batches of 256,
-/// their times spread over the last day in the chronicle.
+/// Builds the [`ExplorerFixture`]: `n` receipts settled in batches of 256.
 pub async fn explorer_fixture(n: usize) -> anyhow::Result<ExplorerFixture> {
     use std::sync::Arc;
     use verinfer_ledger::testkit::World;
@@ -206,7 +205,7 @@ pub async fn explorer_fixture(n: usize) -> anyhow::Result<ExplorerFixture> {
 
     let dir = tempfile::tempdir()?;
     let ledger_dir = dir.path().join("ledger");
-    let (ledger, receipts) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let ledger = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let mut w = World::new();
         let ledger = Arc::new(Ledger::init(
             &ledger_dir,
@@ -276,7 +275,7 @@ pub async fn explorer_fixture(n: usize) -> anyhow::Result<ExplorerFixture> {
                 },
             )?)?;
         }
-        Ok((ledger, receipts))
+        Ok(ledger)
     })
     .await??;
     let ledger_role = crate::start::ledger(
@@ -289,25 +288,9 @@ pub async fn explorer_fixture(n: usize) -> anyhow::Result<ExplorerFixture> {
         0,
         std::time::Duration::from_millis(500),
         Vec::new(),
+        crate::chronicle::MINUTE_MS,
     )
     .await?;
-    if let Some(node) = &ledger_role.ledger {
-        let now = crate::auth::now_ms();
-        let day = 24 * 3_600_000u64;
-        for (k, chunk) in receipts.chunks(256).enumerate() {
-            let t = now - day + (k as u64 * 256 * day) / n.max(1) as u64;
-            let answers: Vec<_> = chunk
-                .iter()
-                .map(|r| {
-                    (
-                        r.result.node,
-                        r.certificate.verdicts.iter().map(|v| v.verifier).collect(),
-                    )
-                })
-                .collect();
-            node.chronicle.settled((k * 256) as u64, &answers, t);
-        }
-    }
     let gateway = crate::start::gateway(
         SecretKey::generate(),
         &ledger_role.url,

@@ -208,16 +208,35 @@ pub mod u128_string {
     }
 }
 
-/// `POST /ledger/report`: what a gateway saw that the ledger's transactions
-/// do not show.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// `POST /ledger/report`: what a gateway saw of one API call that the
+/// ledger's transactions do not show. Sent once per call that had any of it;
+/// the ledger counts a call once, however often it is reported.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Report {
-    /// Results the verifiers rejected.
+    /// The call: the hash of its Request.
+    pub call: Hash,
+    /// The call was answered with a rejected result.
     #[serde(default)]
-    pub rejected: u64,
-    /// Verifiers drawn for a check that gave no verdict.
+    pub rejected: bool,
+    /// Inference nodes whose Result for this call the verifiers rejected, in
+    /// the order tried.
+    #[serde(default)]
+    pub node_rejections: Vec<PublicKey>,
+    /// Verifiers drawn for a check of this call that gave no verdict.
     #[serde(default)]
     pub missed: Vec<PublicKey>,
+}
+
+impl Report {
+    /// Most node rejections one report may carry.
+    pub const MAX_NODE_REJECTIONS: usize = 16;
+    /// Most missed tasks one report may carry.
+    pub const MAX_MISSED: usize = 256;
+
+    /// Whether there is anything to tell.
+    pub fn is_empty(&self) -> bool {
+        !self.rejected && self.node_rejections.is_empty() && self.missed.is_empty()
+    }
 }
 
 /// `POST /ledger/commit`.

@@ -298,8 +298,10 @@ async fn cheating_node_is_rejected_slashed_and_bypassed() {
     // The requester paid only for the verified answers.
     let after = net.ledger.with_state(|s| s.balance(&demo));
     assert_eq!(balance - after, fees);
-    // The explorer shows the slashes with their evidence, and the rejections
-    // in the calls chart (reported by the gateway in the background).
+    // The explorer shows the slashes with their evidence; the calls chart
+    // counts each call once (all were served verified after their retries)
+    // and the rejections apart, per node (reported by the gateway in the
+    // background).
     let settlement: serde_json::Value =
         get(&http, &format!("{}/v1/explorer/settlement", net.url)).await;
     let slashes = settlement["slashes"].as_array().expect("slashes");
@@ -307,25 +309,63 @@ async fn cheating_node_is_rejected_slashed_and_bypassed() {
     assert!(slashes.iter().all(|s| s["accused"] == json!(cheater)
         && s["kind"] == "node"
         && s["committee"].as_array().is_some_and(|c| c.len() == 3)));
-    let mut rejected = 0;
-    for _ in 0..50 {
-        let network: serde_json::Value =
-            get(&http, &format!("{}/v1/explorer/network", net.url)).await;
-        rejected = network["minutes"]
-            .as_array()
-            .expect("minutes")
-            .iter()
-            .map(|m| m["rejected"].as_u64().unwrap_or(0))
-            .sum::<u64>();
-        if rejected == c.rejected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(rejected, c.rejected);
+    let network = charted_once(&http, &net.url, |n| {
+        chart_sum(n, "node_rejections") == c.rejected
+    })
+    .await;
+    assert_eq!(chart_sum(&network, "node_rejections"), c.rejected);
+    assert_eq!(
+        chart_sum(&network, "rejected"),
+        0,
+        "no call was answered rejected"
+    );
+    assert_eq!(
+        chart_sum(&network, "verified"),
+        6,
+        "six calls, six verified"
+    );
     net.ledger
         .with_state(|s| s.check_invariants())
         .expect("supply conserved");
+    net.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_rejected_on_two_nodes_is_one_rejected_call_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = options(dir.path());
+    opts.faulty_inference = 2;
+    opts.fault = Fault::EditToken(1);
+    let net = devnet::run(opts.clone()).await.expect("devnet");
+    let http = reqwest::Client::new();
+    let r = chat(&http, &net.url, &net.api_key, "Name a colour.", 6, false)
+        .await
+        .expect("chat");
+    assert_eq!(r.verification(), "rejected", "{}", r.text);
+    let cheaters = [
+        devnet_key(dir.path(), "inference-0"),
+        devnet_key(dir.path(), "inference-1"),
+    ];
+    let counts = |n: &serde_json::Value| {
+        (
+            chart_sum(n, "rejected"),
+            chart_sum(n, "node_rejections"),
+            chart_sum(n, "verified") + chart_sum(n, "provisional"),
+            cheaters.map(|k| node_field(n, &k, "rejections_1h")),
+        )
+    };
+    // One API call, rejected on both nodes in turn: one rejected call, a
+    // rejection on each node.
+    let want = (1, 2, 0, [1, 1]);
+    let network = charted_once(&http, &net.url, |n| counts(n) == want).await;
+    assert_eq!(counts(&network), want);
+    // The report was durable before the ledger took it: a restart keeps it.
+    net.stop();
+    drop(net);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let net = devnet::run(opts).await.expect("restart");
+    let network = get(&http, &format!("{}/v1/explorer/network", net.url)).await;
+    assert_eq!(counts(&network), want);
     net.stop();
 }
 
@@ -342,6 +382,45 @@ fn devnet_key(dir: &Path, name: &str) -> verinfer_types::PublicKey {
 
 async fn get(http: &reqwest::Client, url: &str) -> serde_json::Value {
     get_json(http, url).await.expect("json")
+}
+
+/// Sum of `field` over the per-minute chart of `network`.
+fn chart_sum(network: &serde_json::Value, field: &str) -> u64 {
+    network["minutes"]
+        .as_array()
+        .expect("minutes")
+        .iter()
+        .map(|m| m[field].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// `field` of node `key` in `network`.
+fn node_field(network: &serde_json::Value, key: &verinfer_types::PublicKey, field: &str) -> u64 {
+    network["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["key"] == json!(key))
+        .and_then(|n| n[field].as_u64())
+        .unwrap_or(0)
+}
+
+/// `/v1/explorer/network` once `done` holds of it (reports arrive in the
+/// background), or after 10 s.
+async fn charted_once(
+    http: &reqwest::Client,
+    url: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut network = serde_json::Value::Null;
+    for _ in 0..100 {
+        network = get(http, &format!("{url}/v1/explorer/network")).await;
+        if done(&network) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    network
 }
 
 /// The verified calls in the explorer's per-minute chart.

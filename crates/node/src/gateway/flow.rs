@@ -169,7 +169,25 @@ impl Gateway {
             .map(|_| ())
     }
 
+    /// Serves the call on the nodes in turn; then reports to the ledger, once
+    /// for the whole call, what its transactions will not show.
     async fn infer_and_check(
+        &self,
+        model: &ModelEntry,
+        request: &Request,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<Answer, ApiError> {
+        let id = request.hash().map_err(ApiError::internal)?;
+        let (outcome, mut report) =
+            super::report::tracked(id, self.attempts(model, request, events)).await;
+        report.rejected = matches!(&outcome, Ok(a) if a.status == Status::Rejected);
+        if !report.is_empty() {
+            self.report(report);
+        }
+        outcome
+    }
+
+    async fn attempts(
         &self,
         model: &ModelEntry,
         request: &Request,
@@ -219,7 +237,7 @@ impl Gateway {
                 }
                 Checked::Cheated(reason) => {
                     Counters::inc(&self.counters.rejected);
-                    self.report(1, Vec::new());
+                    super::report::node_rejected(result.node);
                     if !sent.is_empty() {
                         let _ = events
                             .send(Event::Retract {
@@ -461,7 +479,7 @@ impl Gateway {
                     Err(e) => {
                         tracing::warn!(verifier = %m.view.key, error = %e, "verifier failed");
                         self.directory.mark_down(m.view.key, DOWN_FOR);
-                        self.report(0, vec![m.view.key]);
+                        super::report::missed(m.view.key);
                         None
                     }
                 };

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openai;
 pub mod pages;
+mod report;
 pub mod settle;
 
 use crate::client::{LedgerClient, Peer};
@@ -141,21 +142,44 @@ impl Gateway {
         self.counters.snapshot()
     }
 
-    /// Tells the ledger what only the gateway sees (results rejected,
-    /// verifiers that missed a task), for the explorer's charts. Best effort,
-    /// in the background.
-    fn report(&self, rejected: u64, missed: Vec<verinfer_types::PublicKey>) {
-        let body = match serde_json::to_vec(&crate::wire::Report { rejected, missed }) {
+    /// Tells the ledger what only the gateway saw of one call (a rejected
+    /// answer, results rejected per node, verifiers that missed a task), for
+    /// the explorer's charts. In the background, retried until the ledger
+    /// acknowledges it (it counts a call once, so a retry is harmless).
+    fn report(&self, report: crate::wire::Report) {
+        let body = match serde_json::to_vec(&report) {
             Ok(b) => b,
             Err(_) => return,
         };
         let (peer, base) = (self.peer.clone(), self.ledger.base.clone());
         tokio::spawn(async move {
-            if let Err(e) = peer
-                .post(&base, "/ledger/report", body, Duration::from_secs(5))
-                .await
-            {
-                tracing::debug!(error = %e, "report not taken");
+            let mut wait = Duration::from_millis(200);
+            for attempt in 1..=report::ATTEMPTS {
+                match peer
+                    .post(
+                        &base,
+                        "/ledger/report",
+                        body.clone(),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                {
+                    Ok(_) => return,
+                    // Refused (403, 400): a retry gets the same answer.
+                    Err(crate::client::ClientError::Status { status, body, .. })
+                        if status < 500 =>
+                    {
+                        tracing::warn!(status, body, "call report refused");
+                        return;
+                    }
+                    Err(e) if attempt == report::ATTEMPTS => {
+                        tracing::warn!(error = %e, call = %report.call, "call report not taken");
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(10));
+                    }
+                }
             }
         });
     }

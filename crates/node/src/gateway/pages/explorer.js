@@ -94,9 +94,9 @@ async function overview() {
   card("Inference nodes", live("inference"));
   card("Calls in the last hour", async () => {
     const m = (await net).minutes.slice(-60);
-    const v = m.reduce((a, p) => a + p.verified, 0);
+    const v = m.reduce((a, p) => a + p.verified + (p.provisional || 0), 0);
     const r = m.reduce((a, p) => a + p.rejected, 0);
-    return [String(v + r), `${v} verified, ${r} rejected`];
+    return [String(v + r), `${v} answered, ${r} rejected`];
   });
   card("Fees paid", async () => {
     const f = (await getJSON("/v1/explorer/settlement")).fees_paid;
@@ -357,7 +357,7 @@ function drawLive(box, n) {
     "div",
     { id: "liveness" },
     el("p", { class: "big" }, `${count(verifiers)} verifiers and ${count(inference)} inference nodes live`),
-    el("p", { class: "hint" }, "Live: a heartbeat signed by the node reached the ledger recently. Verdicts, answers and missed tasks (drawn for a task but no answer) count the last hour."),
+    el("p", { class: "hint" }, "Live: a heartbeat signed by the node reached the ledger recently. Verdicts, answers, rejected results and missed tasks (drawn for a task but no answer) count the last hour."),
     table(
       "Verifiers",
       ["Key", "Status", "Last heartbeat", "#Verdicts (1 h)", "#Missed (1 h)", "#Stake (tokens)", "Endpoint"],
@@ -365,8 +365,8 @@ function drawLive(box, n) {
     ),
     table(
       "Inference nodes",
-      ["Key", "Status", "Last heartbeat", "#Answers (1 h)", "#Missed (1 h)", "#Stake (tokens)", "Endpoint"],
-      inference.map((x) => [short(x.key, 16), liveCell(x), beat(x), String(x.answers_1h), String(x.missed_1h), amount(x.stake), x.endpoint])
+      ["Key", "Status", "Last heartbeat", "#Answers (1 h)", "#Rejected (1 h)", "#Stake (tokens)", "Endpoint"],
+      inference.map((x) => [short(x.key, 16), liveCell(x), beat(x), String(x.answers_1h), String(x.rejections_1h || 0), amount(x.stake), x.endpoint])
     )
   );
   box.replaceChildren(box.firstChild, content);
@@ -444,10 +444,12 @@ function callsChart(id, label, pts, unit) {
   const [verified, provisional, rejected] = [sum("verified"), sum("provisional"), sum("rejected")];
   const total = verified + provisional + rejected;
   const peak = Math.max(0, ...pts.map((p) => p.verified + (p.provisional || 0) + p.rejected));
-  const summary = `${total} calls: ${verified} verified, ${provisional ? `${provisional} provisional, ` : ""}${rejected} rejected; at most ${peak} in one ${unit}.`;
+  // A call retried after a rejection is one call; the rejections on nodes are told apart.
+  const onNodes = sum("node_rejections");
+  const summary = `${total} calls: ${verified} verified, ${provisional ? `${provisional} provisional, ` : ""}${rejected} rejected; at most ${peak} in one ${unit}.${onNodes ? ` ${onNodes} results rejected on inference nodes.` : ""}`;
   return el(
     "figure",
-    { class: "chart card", id, "data-total": String(total), "data-points": String(pts.length) },
+    { class: "chart card", id, "data-total": String(total), "data-node-rejections": String(onNodes), "data-points": String(pts.length) },
     el("figcaption", {}, el("strong", {}, label)),
     chart(pts, [{ key: "verified", cls: "verified", bar: true }, { key: "provisional", cls: "provisional", bar: true }, { key: "rejected", cls: "rejected", bar: true }], `${label}. ${summary}`),
     el(
