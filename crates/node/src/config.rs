@@ -15,7 +15,7 @@
 //! # log_key = "origin+id+base64"       # verifier: pin the log key (default: ask the ledger)
 //!
 //! [gateway]
-//! api_keys = "api-keys.toml"           # [[keys]] api_key = "...", account = "account.key"
+//! api_keys = "api-keys.toml"           # [[keys]] api_key_sha256 = "HEX", account = "account.key"
 //! quorum = 2
 //! rate_per_minute = 600
 //! burst = 100
@@ -41,9 +41,9 @@
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use verinfer_types::SecretKey;
+use verinfer_types::{Hash, SecretKey};
 
 /// A node's configuration file.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -141,7 +141,8 @@ pub struct LedgerSection {
     pub confirmations: Option<u64>,
 }
 
-/// The API keys file.
+/// The API keys file (mode 0600). It holds the SHA-256 of each API key, not
+/// the key: whoever reads it cannot spend from the accounts.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeysFile {
@@ -154,10 +155,63 @@ pub struct ApiKeysFile {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyEntry {
-    /// The bearer token.
-    pub api_key: String,
+    /// SHA-256 of the bearer token (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_sha256: Option<Hash>,
+    /// The bearer token in plain text, as files written before hashing hold
+    /// it: still accepted (hashed when read); the devnet rewrites its file
+    /// hashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
     /// The account's key file.
     pub account: PathBuf,
+}
+
+impl ApiKeyEntry {
+    /// The entry of `api_key` for the account in `account`; keeps only the
+    /// key's hash.
+    pub fn new(api_key: &str, account: impl Into<PathBuf>) -> Self {
+        ApiKeyEntry {
+            api_key_sha256: Some(api_key_hash(api_key)),
+            api_key: None,
+            account: account.into(),
+        }
+    }
+
+    /// The key's hash; an error when the entry has neither field.
+    pub fn hash(&self) -> anyhow::Result<Hash> {
+        match (&self.api_key_sha256, &self.api_key) {
+            (Some(h), _) => Ok(*h),
+            (None, Some(k)) => Ok(api_key_hash(k)),
+            (None, None) => bail!(
+                "the API key of account {} has no `api_key_sha256`",
+                self.account.display()
+            ),
+        }
+    }
+}
+
+/// What the gateway stores and compares for an API key: its SHA-256. (API
+/// keys are long random strings, so a plain hash is enough; no password
+/// stretching is needed.)
+pub fn api_key_hash(api_key: &str) -> Hash {
+    Hash::of(api_key.trim().as_bytes())
+}
+
+/// Writes `bytes` to `path` readable by its owner only (mode 0600, also
+/// when the file existed with wider permissions).
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .and_then(|_| f.write_all(bytes))
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 impl NodeConfig {
@@ -195,8 +249,8 @@ impl NodeConfig {
     }
 }
 
-/// Reads the API keys file and the account keys it names.
-pub fn load_api_keys(path: &Path) -> anyhow::Result<Vec<(String, SecretKey)>> {
+/// Reads the API keys file: each key's hash and the account key it names.
+pub fn load_api_keys(path: &Path) -> anyhow::Result<Vec<(Hash, SecretKey)>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading API keys {}", path.display()))?;
     let file: ApiKeysFile =
@@ -205,12 +259,11 @@ pub fn load_api_keys(path: &Path) -> anyhow::Result<Vec<(String, SecretKey)>> {
     file.keys
         .into_iter()
         .map(|e| {
-            let p = if e.account.is_relative() {
-                base.join(&e.account)
-            } else {
-                e.account
-            };
-            Ok((e.api_key, load_key(&p)?))
+            let p = base.join(&e.account);
+            if e.api_key.is_some() && e.api_key_sha256.is_none() {
+                tracing::warn!(file = %path.display(), account = %p.display(), "an API key is stored in plain text: store `api_key_sha256` instead");
+            }
+            Ok((e.hash()?, load_key(&p)?))
         })
         .collect()
 }

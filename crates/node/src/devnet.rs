@@ -18,10 +18,11 @@
 //! nodes works, and keeps all history. The roles talk over HTTP on
 //! 127.0.0.1 exactly as separate processes do.
 
-use crate::config::load_or_create_key;
+use crate::config::{api_key_hash, load_or_create_key, write_private, ApiKeyEntry};
 use crate::gateway::GatewayConfig;
 use crate::start::{self, Member, Running};
 use anyhow::Context;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -239,30 +240,51 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
         Ledger::open(&ledger_dir)
             .with_context(|| format!("opening the ledger in {}", ledger_dir.display()))?
     };
-    // The demo account and its API key.
+    // The demo account and its API key: the key in plain text only in the
+    // `api-key` file (0600) for the newcomer, its hash in the gateway's file.
     let gw_dir = d.join("gateway");
     let demo = load_or_create_key(&gw_dir.join("demo.key"))?;
     let api_key_path = d.join("api-key");
     let api_key = match std::fs::read_to_string(&api_key_path) {
-        Ok(k) => k.trim().to_string(),
+        Ok(k) => {
+            // Devnets from before kept it world-readable.
+            std::fs::set_permissions(&api_key_path, std::fs::Permissions::from_mode(0o600))?;
+            k.trim().to_string()
+        }
         Err(_) => {
             let k = format!("vi-{}", hex::encode(rand::random::<[u8; 24]>()));
-            std::fs::write(&api_key_path, format!("{k}\n"))?;
+            write_private(&api_key_path, format!("{k}\n").as_bytes())?;
             k
         }
     };
-    // Keep keys added by hand; make sure the demo key is there.
+    // Keep keys added by hand; make sure the demo key is there, and that
+    // no key is stored in plain text.
     let keys_path = gw_dir.join("api-keys.toml");
     let mut keys_file: crate::config::ApiKeysFile = match std::fs::read_to_string(&keys_path) {
         Ok(t) => toml::from_str(&t).with_context(|| format!("parsing {}", keys_path.display()))?,
         Err(_) => Default::default(),
     };
-    if !keys_file.keys.iter().any(|k| k.api_key == api_key) {
-        keys_file.keys.push(crate::config::ApiKeyEntry {
-            api_key: api_key.clone(),
-            account: PathBuf::from("demo.key"),
-        });
-        std::fs::write(&keys_path, toml::to_string(&keys_file)?)?;
+    let mut changed = !keys_path.exists();
+    for k in &mut keys_file.keys {
+        if k.api_key.is_some() {
+            k.api_key_sha256 = Some(k.hash()?);
+            k.api_key = None;
+            changed = true;
+        }
+    }
+    let demo_hash = api_key_hash(&api_key);
+    if !keys_file
+        .keys
+        .iter()
+        .any(|k| k.api_key_sha256 == Some(demo_hash))
+    {
+        keys_file
+            .keys
+            .push(ApiKeyEntry::new(&api_key, PathBuf::from("demo.key")));
+        changed = true;
+    }
+    if changed {
+        write_private(&keys_path, toml::to_string(&keys_file)?.as_bytes())?;
     }
     if ledger.with_state(|s| s.balance(&demo.public())) == 0
         && ledger.with_state(|s| s.nonce(&demo.public())) == 0

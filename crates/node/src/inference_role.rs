@@ -43,6 +43,7 @@ pub struct InferenceNode {
     key: SecretKey,
     gate: Gate,
     context_len: usize,
+    vocab_size: usize,
 }
 
 impl InferenceNode {
@@ -52,6 +53,7 @@ impl InferenceNode {
     /// in one batch (each answer is what it would be alone).
     pub fn new(engine: Engine, model_id: Hash, key: SecretKey, fault: Option<Fault>) -> Arc<Self> {
         let context_len = engine.model().max_seq_len();
+        let vocab_size = engine.model().config.vocab;
         let (jobs, rx) = std::sync::mpsc::channel();
         let worker = Worker {
             engine,
@@ -69,6 +71,7 @@ impl InferenceNode {
             key,
             gate: Gate::new(),
             context_len,
+            vocab_size,
         })
     }
 
@@ -223,5 +226,6 @@ async fn info(State(node): State<Arc<InferenceNode>>) -> Json<NodeInfo> {
         models: vec![node.model_id],
         engine: ENGINE_VERSION.into(),
         context_len: u32::try_from(node.context_len).unwrap_or(u32::MAX),
+        vocab_size: u32::try_from(node.vocab_size).unwrap_or(u32::MAX),
     })
 }

@@ -4,8 +4,9 @@
 //!   the reason when refused; nothing changes then);
 //! - `GET /ledger/account/{key}`, `/ledger/nodes`, `/ledger/params`,
 //!   `/v1/ledger/summary`: state reads;
-//! - `GET /ledger/receipts/{id}`: a receipt with its inclusion proof and the
-//!   latest final checkpoint ([`ReceiptBundle`]);
+//! - `GET /ledger/receipts/{id}`: a receipt's leaf with its inclusion proof
+//!   and the latest final checkpoint ([`ReceiptBundle`]); the receipt's text
+//!   only to a read signed by its requester;
 //! - `/log/...`: the receipts log as C2SP tlog-tiles; `/log/checkpoint` is the
 //!   latest *cosigned* checkpoint.
 //!
@@ -681,22 +682,39 @@ async fn info(State(node): State<Arc<LedgerNode>>) -> Json<NodeInfo> {
         models: Vec::new(),
         engine: String::new(),
         context_len: 0,
+        vocab_size: 0,
     })
 }
 
+/// `GET /ledger/receipts/{id}`: the leaf and its proofs to anyone; the
+/// receipt itself (prompt and answer) only when the read is signed
+/// (authenticated envelope, empty body) by the leaf's requester.
 async fn receipt(
     State(node): State<Arc<LedgerNode>>,
     Path(id): Path<String>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<ReceiptBundle>, HttpError> {
     let id: Hash = id
         .parse()
         .map_err(|_| HttpError::bad_request("receipt id must be 64 hex digits"))?;
+    let reader = if headers.contains_key(crate::auth::KEY) {
+        Some(crate::http::authenticate(
+            &node.gate, &method, &uri, &headers, b"",
+        )?)
+    } else {
+        None
+    };
     let n = node.clone();
-    blocking(move || n.bundle(&id))
+    let mut bundle = blocking(move || n.bundle(&id))
         .await?
         .map_err(HttpError::internal)?
-        .map(Json)
-        .ok_or_else(|| HttpError::not_found(format!("no receipt {id}")))
+        .ok_or_else(|| HttpError::not_found(format!("no receipt {id}")))?;
+    if reader != Some(bundle.leaf.requester) {
+        bundle.receipt = None;
+    }
+    Ok(Json(bundle))
 }
 
 async fn checkpoint(State(node): State<Arc<LedgerNode>>) -> Result<Response, HttpError> {

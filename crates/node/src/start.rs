@@ -125,7 +125,10 @@ fn spawn_server(
             // Err once the sender is dropped, with the aborted handle's task.
             while stopped.changed().await.is_ok() {}
         };
-        if let Err(e) = axum::serve(listener, router)
+        // With each connection's peer address (the gateway serves its demo
+        // key to loopback clients only).
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        if let Err(e) = axum::serve(listener, service)
             .with_graceful_shutdown(shutdown)
             .await
         {

@@ -304,3 +304,34 @@ pub async fn explorer_fixture(n: usize) -> anyhow::Result<ExplorerFixture> {
         _dir: dir,
     })
 }
+
+/// Sends `request_line` (e.g. `GET /log/%2e%2e/x HTTP/1.1`) to `url`'s host
+/// exactly as written, over a raw TCP socket (no client normalises the
+/// path), and returns the response's status and body.
+pub async fn raw_request(url: &str, request_line: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let host = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("not an http URL: {url}"))?
+        .trim_end_matches('/')
+        .to_string();
+    let line = request_line.to_string();
+    let text = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let mut s = std::net::TcpStream::connect(&host)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.write_all(format!("{line}\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    })
+    .await??;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no status line in {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    Ok((status, body))
+}

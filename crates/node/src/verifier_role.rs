@@ -222,5 +222,6 @@ async fn info(State(node): State<Arc<VerifierNode>>) -> Json<NodeInfo> {
         models: vec![node.model_id],
         engine: ENGINE_VERSION.into(),
         context_len: node.context_len,
+        vocab_size: 0,
     })
 }

@@ -23,6 +23,10 @@ pub struct NodeInfo {
     /// Context window of the model, in tokens.
     #[serde(default)]
     pub context_len: u32,
+    /// Vocabulary size of the model (token ids are below it); 0 when the
+    /// node serves no model or does not say.
+    #[serde(default)]
+    pub vocab_size: u32,
 }
 
 /// One line of the newline-delimited JSON stream an inference node answers

@@ -45,10 +45,7 @@ fn add_poor_key(dir: &Path) -> String {
     let path = gw.join("api-keys.toml");
     let mut f: ApiKeysFile =
         toml::from_str(&std::fs::read_to_string(&path).expect("keys")).expect("toml");
-    f.keys.push(ApiKeyEntry {
-        api_key: "vi-poor".into(),
-        account: "poor.key".into(),
-    });
+    f.keys.push(ApiKeyEntry::new("vi-poor", "poor.key"));
     std::fs::write(&path, toml::to_string(&f).expect("toml")).expect("write");
     "vi-poor".into()
 }

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use verinfer_ledger::tx::Role;
 use verinfer_types::{Hash, PublicKey};
 
+/// Longest wait for a node's description.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A registered node and what it serves.
 #[derive(Clone, Debug)]
 pub struct Member {
@@ -74,36 +77,58 @@ impl Directory {
     }
 
     /// Reads the registry and parameters again, asking new endpoints what
-    /// they serve.
+    /// they serve. The registry is published before the endpoints are
+    /// asked, and they are asked all at once, each for at most
+    /// [`PROBE_TIMEOUT`]: an endpoint that never answers delays neither the
+    /// others nor the heartbeats the liveness of everyone is judged on.
     pub async fn refresh(&self, peer: &Peer) -> anyhow::Result<()> {
         let views = self.ledger.nodes().await?;
         let params = self.ledger.params().await?;
-        let mut members = Vec::with_capacity(views.len());
-        for view in views {
-            let id = (view.key, view.endpoint.clone());
-            let cached = lock(&self.infos).get(&id).cloned();
-            let info = match cached {
-                Some(i) => Some(i),
-                None => match peer
-                    .get_json::<NodeInfo>(&view.endpoint, "/node/info")
-                    .await
-                {
-                    Ok(i) if i.key == view.key => {
-                        lock(&self.infos).insert(id, i.clone());
-                        Some(i)
-                    }
-                    Ok(_) => {
-                        tracing::warn!(node = %view.key, endpoint = view.endpoint, "endpoint answers with another key");
-                        None
-                    }
-                    Err(_) => None,
-                },
-            };
-            members.push(Member { view, info });
-        }
-        *self.members.write().unwrap_or_else(|e| e.into_inner()) = members;
         *self.params.write().unwrap_or_else(|e| e.into_inner()) = Some(params);
+        self.publish(&views);
+        let unknown: Vec<&NodeView> = {
+            let infos = lock(&self.infos);
+            views
+                .iter()
+                .filter(|v| !infos.contains_key(&(v.key, v.endpoint.clone())))
+                .collect()
+        };
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let probes = unknown.into_iter().map(|view| async move {
+            let info = tokio::time::timeout(
+                PROBE_TIMEOUT,
+                peer.get_json::<NodeInfo>(&view.endpoint, "/node/info"),
+            )
+            .await;
+            match info {
+                Ok(Ok(i)) if i.key == view.key => {
+                    lock(&self.infos).insert((view.key, view.endpoint.clone()), i);
+                }
+                Ok(Ok(_)) => {
+                    tracing::warn!(node = %view.key, endpoint = view.endpoint, "endpoint answers with another key");
+                }
+                Ok(Err(e)) => tracing::debug!(node = %view.key, error = %e, "node info unavailable"),
+                Err(_) => tracing::debug!(node = %view.key, "node info timed out"),
+            }
+        });
+        futures_util::future::join_all(probes).await;
+        self.publish(&views);
         Ok(())
+    }
+
+    /// Publishes `views` with what each endpoint said it serves.
+    fn publish(&self, views: &[NodeView]) {
+        let infos = lock(&self.infos);
+        let members = views
+            .iter()
+            .map(|view| Member {
+                info: infos.get(&(view.key, view.endpoint.clone())).cloned(),
+                view: view.clone(),
+            })
+            .collect();
+        *self.members.write().unwrap_or_else(|e| e.into_inner()) = members;
     }
 
     /// Refreshes every `every`; runs until the task is dropped.

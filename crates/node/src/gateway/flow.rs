@@ -35,6 +35,10 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
 /// `reserve_ttl_max_secs`): the inference with its retries, the checks and
 /// a dispute, and the settlement batch after them.
 const RESERVE_TTL_SECS: u64 = 3600;
+/// Checks of one Result before it is given up for lack of verifiers.
+const CHECK_ATTEMPTS: u32 = 3;
+/// Pause between those checks (the directory reads the registry every second).
+const CHECK_PAUSE: Duration = Duration::from_secs(2);
 /// Template tokens allowed per message when bounding the prompt (role, markers).
 const PER_MESSAGE: u64 = 8;
 /// Template tokens allowed per prompt (a default system prompt, the
@@ -211,6 +215,11 @@ impl Gateway {
             let result = match answer {
                 Ok(r) => r,
                 Err(Failure::Refused(e)) => return Err(e),
+                Err(Failure::Declined(msg)) => {
+                    tracing::info!(node = %node.view.key, error = msg, "inference node declined; trying another");
+                    last_error = Some(ApiError::unavailable(msg));
+                    continue;
+                }
                 Err(Failure::Unavailable(msg)) => {
                     tracing::warn!(node = %node.view.key, error = msg, "inference node failed; trying another");
                     self.directory.mark_down(node.view.key, DOWN_FOR);
@@ -218,10 +227,8 @@ impl Gateway {
                     continue;
                 }
             };
-            match self.check(model, request, &result).await? {
+            match self.check_retrying(model, request, &result).await? {
                 Checked::NotAnswerable { reason, code } => {
-                    Counters::inc(&self.counters.rejected);
-                    self.report(1, Vec::new());
                     if code == "wrong_engine" {
                         // The node runs another engine than the verifiers:
                         // its answer cannot be checked here, so try another.
@@ -280,6 +287,33 @@ impl Gateway {
         }
     }
 
+    /// [`Self::check`], again while no certificate could be had for lack of
+    /// verifiers (they may be back, or others live, a moment later): the
+    /// text may already be with the client, and an answer that cannot be
+    /// certified is not paid for (docs/threat-model.md).
+    async fn check_retrying(
+        &self,
+        model: &ModelEntry,
+        request: &Request,
+        result: &InferenceResult,
+    ) -> Result<Checked, ApiError> {
+        let mut attempt = 1;
+        loop {
+            match self.check(model, request, result).await {
+                Err(e) if e.status == 503 && attempt < CHECK_ATTEMPTS => {
+                    tracing::warn!(
+                        error = e.message,
+                        attempt,
+                        "no certificate yet; checking again"
+                    );
+                    attempt += 1;
+                    tokio::time::sleep(CHECK_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Runs the request on `node`, forwarding text beyond what was already
     /// `sent` to the client (a retry on a deterministic engine repeats it).
     async fn infer(
@@ -301,8 +335,13 @@ impl Gateway {
             )
             .await
             .map_err(|e| match e {
+                ClientError::Status {
+                    status: status @ (400 | 413 | 422),
+                    body,
+                    ..
+                } => Failure::Refused(refusal(status, body)),
                 ClientError::Status { status, body, .. } if status < 500 => {
-                    Failure::Unavailable(format!("node refused the request ({status}): {body}"))
+                    Failure::Declined(format!("node declined the request ({status}): {body}"))
                 }
                 e => Failure::Unavailable(e.to_string()),
             })?;
@@ -326,10 +365,8 @@ impl Gateway {
                     }
                     InferenceEvent::Error(e) => {
                         return Err(match e.status {
-                            413 => {
-                                Failure::Refused(ApiError::too_large(Some("messages"), e.message))
-                            }
-                            400 => Failure::Refused(ApiError::bad_request(e.message)),
+                            400 | 413 | 422 => Failure::Refused(refusal(e.status, e.message)),
+                            s if s < 500 => Failure::Declined(e.message),
                             _ => Failure::Unavailable(e.message),
                         })
                     }
@@ -762,9 +799,25 @@ pub fn new_request(
     }
 }
 
+/// How one inference node's attempt failed. Only a node that failed
+/// (transport errors, 5xx, broken streams) is marked down: a node that said
+/// the input is bad answered correctly, and must not be taken offline by
+/// whoever sends bad input.
 enum Failure {
-    /// The request itself is at fault (400, 413): no retry.
+    /// The request itself is at fault (400, 413, 422): back to the client,
+    /// no retry.
     Refused(ApiError),
-    /// The node failed: try another.
+    /// The node would not take it now (another 4xx): try another.
+    Declined(String),
+    /// The node failed: mark it down and try another.
     Unavailable(String),
+}
+
+/// A node's refusal of the input, as the client's error.
+fn refusal(status: u16, message: String) -> ApiError {
+    if status == 413 {
+        ApiError::too_large(Some("messages"), message)
+    } else {
+        ApiError::bad_request(message)
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod directory;
 pub mod flow;
+pub mod guard;
 pub mod limits;
 pub mod metrics;
 pub mod openai;
@@ -19,8 +20,8 @@ use crate::client::{LedgerClient, Peer};
 use crate::http::HttpError;
 use crate::wire::{NodeInfo, SummaryView};
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::rejection::{BytesRejection, ExtensionRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -33,9 +34,10 @@ use metrics::Counters;
 use openai::{ApiError, Status, VerinferInfo};
 use serde_json::{json, Value};
 use settle::Settler;
-use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use verinfer_ledger::tx::{ModelEntry, Role};
@@ -54,8 +56,9 @@ pub struct Account {
 /// Gateway settings.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
-    /// API keys and the account keys they map to.
-    pub api_keys: Vec<(String, SecretKey)>,
+    /// The SHA-256 of each API key and the account key it maps to (the
+    /// gateway never holds the API keys themselves).
+    pub api_keys: Vec<(Hash, SecretKey)>,
     /// Verification mode of requests that do not ask for one.
     pub default_verification: VerificationMode,
     /// Requests per minute per API key.
@@ -67,7 +70,8 @@ pub struct GatewayConfig {
     /// A node is live while its last heartbeat is younger than this.
     pub liveness: Duration,
     /// The devnet's demo API key, served to the chat page at `/v1/devnet`
-    /// so that a newcomer chats without typing it (devnet only).
+    /// so that a newcomer chats without typing it (devnet only; to loopback
+    /// clients only).
     pub demo_api_key: Option<String>,
 }
 
@@ -92,7 +96,8 @@ pub struct Gateway {
     directory: Directory,
     settler: Settler,
     counters: Counters,
-    accounts: HashMap<String, Arc<Account>>,
+    /// By the SHA-256 of their API key.
+    accounts: Vec<(Hash, Arc<Account>)>,
     limiter: limits::RateLimiter,
     config: GatewayConfig,
 }
@@ -105,9 +110,9 @@ impl Gateway {
         let accounts = config
             .api_keys
             .iter()
-            .map(|(api, k)| {
+            .map(|(hash, k)| {
                 (
-                    api.clone(),
+                    *hash,
                     Arc::new(Account {
                         key: k.clone(),
                         turn: tokio::sync::Mutex::new(()),
@@ -210,8 +215,8 @@ impl Gateway {
             .route("/v1/network", get(network))
             .route("/v1/ledger/summary", get(summary))
             .route("/metrics", get(metrics_text))
-            .route("/log/{*path}", get(log_proxy))
-            .route("/v1/explorer/{*path}", get(explorer_proxy))
+            .route("/log/{*path}", get(proxy))
+            .route("/v1/explorer/{*path}", get(proxy))
             .route("/node/info", get(info))
             .route("/v1/devnet", get(devnet_info))
             .route("/", get(pages::chat))
@@ -223,6 +228,9 @@ impl Gateway {
             .with_state(self.clone())
     }
 
+    /// The account of the request's API key, and the key's hash (hex, what
+    /// the rate limiter counts by). Every stored hash is compared, in
+    /// constant time, so the timing tells nothing about any of them.
     fn account(&self, headers: &HeaderMap) -> Result<(String, Arc<Account>), ApiError> {
         let token = headers
             .get(header::AUTHORIZATION)
@@ -232,10 +240,43 @@ impl Gateway {
             .ok_or_else(|| {
                 ApiError::unauthorized("missing API key: send `Authorization: Bearer KEY`")
             })?;
-        self.accounts
-            .get(token)
-            .map(|a| (token.to_string(), a.clone()))
+        let hash = crate::config::api_key_hash(token);
+        let mut found = None;
+        for (h, a) in &self.accounts {
+            if bool::from(h.as_bytes()[..].ct_eq(&hash.as_bytes()[..])) {
+                found = Some(a.clone());
+            }
+        }
+        found
+            .map(|a| (hash.to_hex(), a))
             .ok_or_else(|| ApiError::unauthorized("invalid API key"))
+    }
+
+    /// What the live nodes of `model` announce; 503 when no inference node
+    /// serves it.
+    fn capacity(&self, model: &ModelEntry) -> Result<guard::Capacity, ApiError> {
+        let nodes = self.directory.live(Role::Inference, &model.id);
+        if nodes.is_empty() {
+            return Err(ApiError::unavailable(
+                "no live inference node serves this model right now",
+            ));
+        }
+        // The nodes of one model id run the same file; the smallest figure
+        // any announces is the safe one.
+        let least = |f: fn(&NodeInfo) -> u32| {
+            nodes
+                .iter()
+                .filter_map(|m| m.info.as_ref().map(f))
+                .filter(|n| *n > 0)
+                .min()
+                .unwrap_or(0)
+        };
+        Ok(guard::Capacity {
+            vocab_size: least(|i| i.vocab_size),
+            context_len: least(|i| i.context_len),
+            verifiers: self.directory.live(Role::Verifier, &model.id).len(),
+            quorum: self.directory.params().map_or(0, |p| p.params.quorum),
+        })
     }
 
     fn model(&self, name: &str) -> Result<ModelEntry, ApiError> {
@@ -328,14 +369,14 @@ async fn start(
         verification: gw.config.default_verification.clone(),
         json_schema: None,
     });
-    if let VerificationMode::Quorum { k } = policy.verification {
-        if k > 64 {
-            return Err(ApiError::field(
-                "verification",
-                "quorum k must be at most 64",
-            ));
-        }
-    }
+    // Everything that could refuse the request, before money is reserved,
+    // a node runs or text streams.
+    guard::precheck(
+        &parsed.input,
+        &parsed.decoding,
+        &policy,
+        &gw.capacity(&model)?,
+    )?;
     let request = flow::new_request(
         account.key.public(),
         model.id,
@@ -573,20 +614,34 @@ async fn receipt(
     let id: Hash = id
         .parse()
         .map_err(|_| ApiError::field("id", "a receipt id is 64 hex digits"))?;
-    let mut bundle: ReceiptBundle = gw
+    // The ledger discloses the text only to a read signed by the requester's
+    // key: the gateway signs with the account key it holds for a valid API
+    // key, and reads anonymously (leaf and proofs) for anyone else.
+    let path = format!("/ledger/receipts/{id}");
+    let mut read = gw
         .peer
-        .get_json(&gw.ledger.base, &format!("/ledger/receipts/{id}"))
-        .await
-        .map_err(|e| match e {
-            crate::client::ClientError::Status { status: 404, .. } => {
-                ApiError::not_found(format!("no receipt {id} (yet)"))
-            }
-            e => ApiError::unavailable(e.to_string()),
-        })?;
-    // The text is disclosed to the account that paid for it; everyone else
-    // sees the leaf (commitments) and its proof.
-    let owner = gw.account(&headers).ok().map(|(_, a)| a.key.public());
-    if owner != Some(bundle.leaf.requester) {
+        .http()
+        .get(format!("{}{path}", gw.ledger.base))
+        .timeout(Duration::from_secs(10));
+    let owner = gw.account(&headers).ok().map(|(_, a)| a.key.clone());
+    if let Some(key) = &owner {
+        read = read.headers(crate::auth::sign(key, "GET", &path, b""));
+    }
+    let unavailable = |e: reqwest::Error| ApiError::unavailable(e.to_string());
+    let resp = read.send().await.map_err(unavailable)?;
+    match resp.status().as_u16() {
+        200 => {}
+        404 => return Err(ApiError::not_found(format!("no receipt {id} (yet)"))),
+        s => {
+            return Err(ApiError::unavailable(format!(
+                "the ledger answered HTTP {s}: {}",
+                resp.text().await.unwrap_or_default()
+            )))
+        }
+    }
+    let mut bundle: ReceiptBundle = resp.json().await.map_err(unavailable)?;
+    // Checked here too: the text is for the account that paid for it.
+    if owner.map(|k| k.public()) != Some(bundle.leaf.requester) {
         bundle.receipt = None;
     }
     Ok(Json(bundle))
@@ -743,17 +798,17 @@ async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
-/// `/log/...`: the ledger's log, passed through as it is.
-async fn log_proxy(State(gw): State<Arc<Gateway>>, uri: Uri) -> Result<Response, HttpError> {
-    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    pass_through(&gw, path).await
-}
-
-/// `/v1/explorer/...`: the ledger role's explorer API, passed through.
-async fn explorer_proxy(State(gw): State<Arc<Gateway>>, uri: Uri) -> Result<Response, HttpError> {
-    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let inner = format!("/ledger{}", path.trim_start_matches("/v1"));
-    pass_through(&gw, &inner).await
+/// `/log/...` and `/v1/explorer/...`: the ledger's log and explorer API,
+/// for the allowed paths only ([`guard::proxy_target`]), checked on the raw
+/// request target before anything is forwarded.
+async fn proxy(State(gw): State<Arc<Gateway>>, uri: Uri) -> Response {
+    match guard::proxy_target(uri.path(), uri.query()) {
+        Ok(Some(target)) => pass_through(&gw, &target)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        Ok(None) => ApiError::not_found("no such endpoint").into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// GETs `path` from the ledger role and answers with its status, type and body.
@@ -784,11 +839,22 @@ async fn pass_through(gw: &Gateway, path: &str) -> Result<Response, HttpError> {
     Ok((status, headers, bytes).into_response())
 }
 
-async fn devnet_info(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
-    match &gw.config.demo_api_key {
-        Some(k) => Ok(Json(json!({ "api_key": k }))),
-        None => Err(ApiError::not_found("this gateway has no demo key")),
+/// `/v1/devnet`: the demo key, to the chat page of someone at this machine
+/// only (whoever reaches the gateway from elsewhere gets a 403).
+async fn devnet_info(
+    State(gw): State<Arc<Gateway>>,
+    peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(k) = &gw.config.demo_api_key else {
+        return Err(ApiError::not_found("this gateway has no demo key"));
+    };
+    // Unknown when the server was not started with connection info: refused.
+    if !peer.is_ok_and(|ConnectInfo(a)| a.ip().is_loopback()) {
+        return Err(ApiError::forbidden(
+            "the demo key is served to clients on this machine only",
+        ));
     }
+    Ok(Json(json!({ "api_key": k })))
 }
 
 async fn info(State(gw): State<Arc<Gateway>>) -> Json<NodeInfo> {
@@ -798,12 +864,41 @@ async fn info(State(gw): State<Arc<Gateway>>) -> Json<NodeInfo> {
         models: Vec::new(),
         engine: String::new(),
         context_len: 0,
+        vocab_size: 0,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::extract::connect_info::MockConnectInfo;
+
+    /// Attack: `/v1/devnet` handed the demo key (the demo account's
+    /// balance) to any client that reached the gateway.
+    #[tokio::test]
+    async fn the_demo_key_goes_to_loopback_clients_only() {
+        let config = GatewayConfig {
+            demo_api_key: Some("vi-demo".into()),
+            ..Default::default()
+        };
+        let gw = Gateway::start(SecretKey::generate(), "http://127.0.0.1:9", config).await;
+        for (from, want) in [([127, 0, 0, 1], 200), ([192, 0, 2, 7], 403)] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let url = format!("http://{}", listener.local_addr().expect("addr"));
+            let app = gw
+                .router()
+                .layer(MockConnectInfo(SocketAddr::from((from, 4000))));
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let r = reqwest::get(format!("{url}/v1/devnet"))
+                .await
+                .expect("request");
+            assert_eq!(r.status().as_u16(), want, "from {from:?}");
+            let body = r.text().await.expect("body");
+            assert_eq!(body.contains("vi-demo"), want == 200, "{body}");
+        }
+    }
 
     /// Regression: the gateway answered an oversized body with a 413 and then
     /// closed the connection without saying so; the client's next request on
@@ -811,7 +906,10 @@ mod tests {
     #[tokio::test]
     async fn an_oversized_body_is_refused_with_connection_close() {
         let config = GatewayConfig {
-            api_keys: vec![("vi-test".into(), SecretKey::generate())],
+            api_keys: vec![(
+                crate::config::api_key_hash("vi-test"),
+                SecretKey::generate(),
+            )],
             max_body_bytes: 1 << 10,
             ..Default::default()
         };

@@ -56,6 +56,10 @@ impl ApiError {
             message,
         )
     }
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
     /// 404 for a model.
     pub fn unknown_model(model: &str) -> Self {
         let mut e = Self::new(
