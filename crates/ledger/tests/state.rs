@@ -867,7 +867,7 @@ fn a_dispute_freezes_withdrawals_until_its_window_or_a_slash() {
     // Without a slash, the window ends the freeze.
     let (mut w, mut s) = setup();
     let (node, _) = leave(&mut w, &mut s);
-    let (result, _) = node_fault(&w, 1, 53);
+    let (_, result, _) = node_fault(&w, 1, 53);
     let verdict = w.rejection(&result, 1, "text_mismatch: differs");
     let body = TxBody::Dispute {
         result: Box::new(result),
