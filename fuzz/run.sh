@@ -34,7 +34,7 @@ fi
 cargo fuzz build "${flags[@]}"
 mkdir -p logs
 for t in "${targets[@]}"; do
-    mkdir -p "corpus/$t"
+    mkdir -p "corpus/$t" "seeds/$t"
     log="logs/$t.log"
     if ! cargo fuzz run "${flags[@]}" "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
