@@ -304,6 +304,23 @@ impl Gguf {
         Self::parse(mmap)
     }
 
+    /// Parses a GGUF file held in memory (copied into an anonymous map), for
+    /// bytes that did not come from a file, and for fuzzing the parser.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        if bytes.is_empty() {
+            return Err(LlmError::Truncated(
+                "file ends inside header at byte 0".into(),
+            ));
+        }
+        let io = |source| LlmError::Io {
+            path: "<memory>".into(),
+            source,
+        };
+        let mut map = memmap2::MmapMut::map_anon(bytes.len()).map_err(io)?;
+        map.copy_from_slice(bytes);
+        Self::parse(map.make_read_only().map_err(io)?)
+    }
+
     fn parse(mmap: Mmap) -> Result<Self> {
         let (version, metadata, tensors) = {
             let mut c = Cursor {
