@@ -297,8 +297,18 @@ struct Class {
 /// Every class the tests pin. A machine joins each one it can reach (its
 /// instruction sets include the class's) by forcing it: the FMA class on
 /// AVX2 + FMA machines and AVX-512 Xeons alike, the portable class on any
-/// x86_64 machine. Recorded on an AMD EPYC (AVX2, FMA, F16C).
-const CLASSES: [Class; 2] = [
+/// x86_64 machine. The FMA and portable classes were recorded on an AMD
+/// EPYC (AVX2, FMA, F16C) and give the same digests forced on a Xeon.
+const CLASSES: [Class; 3] = [
+    // AVX-512 with VNNI, measured on an Intel Xeon (native there).
+    Class {
+        knob: "-avx512fp16,-avxvnni,-amx-int8,-amx-bf16",
+        isa: "x86_64,avx,avx2,fma,f16c,avx512f,avx512vnni",
+        digests: [
+            "6ca5590e74627632026d97a4ffa2125e39bdd0fb6161270d459019bb38e62cdb",
+            "23b49f43382976a3c10ee7d04043612c1d51bd05bdc9a42a5df35219a6f139f0",
+        ],
+    },
     Class {
         knob: FMA_X86_64_TRACT_CPU_ISA,
         isa: "x86_64,avx,avx2,fma,f16c",
