@@ -3,6 +3,9 @@
 # checked-in ABI/bytecode (artifacts/verinfer.json) matches a fresh solc-js
 # compile, then run the forge tests offline. Exits non-zero on any failure.
 #
+# It also checks that test/MerkleVectors.t.sol is what its generator writes
+# from ../shared/vectors.
+#
 # Toolchain (pinned in package.json / package-lock.json): solc-js 0.8.37,
 # @foundry-rs/forge and @foundry-rs/anvil 1.7.1, whose native binaries come
 # inside the npm packages. forge compiles through tools/solc, a shim over
@@ -39,6 +42,9 @@ echo "${forge_version%%$'\n'*}"
 
 echo "== contracts: node build.js --check"
 node build.js --check || fail "artifacts/verinfer.json does not match the sources: run 'node build.js' in contracts/"
+
+echo "== contracts: node tools/gen-merkle-vectors.js --check"
+node tools/gen-merkle-vectors.js --check || fail "test/MerkleVectors.t.sol is not what tools/gen-merkle-vectors.js generates"
 
 echo "== contracts: forge test"
 "$forge" test --offline -vv || fail "forge test failed"

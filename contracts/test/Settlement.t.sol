@@ -146,7 +146,9 @@ contract SettlementTest is Fixture {
         bytes32[] memory t,
         bytes memory sigs
     ) internal {
-        if (err.length == 0) vm.expectRevert();
+        // A bare selector names the error whatever its arguments (a signer
+        // recovered from a signature over other content is not predictable).
+        if (err.length == 4) vm.expectPartialRevert(bytes4(err));
         else vm.expectRevert(err);
         v.settle(oldSize, newSize, newRoot, proof, t, sigs);
     }
@@ -311,13 +313,13 @@ contract SettlementTest is Fixture {
     function test_revert_signature_over_other_content() public {
         // Signed for root(5), submitted with root(6): recovers other addresses.
         bytes memory sigs = checkpointSigs(firstKeys(3), 0, 5, v.EMPTY_ROOT(), rootAt(5), none);
-        expectSettleRevert("", 0, 5, rootAt(6), none, none, sigs);
+        expectSettleRevert(sel(Verinfer.NotVerifier.selector), 0, 5, rootAt(6), none, none, sigs);
     }
 
     function test_revert_signature_for_other_chain() public {
         bytes memory sigs = checkpointSigs(firstKeys(3), 0, 5, v.EMPTY_ROOT(), rootAt(5), none);
         vm.chainId(999);
-        expectSettleRevert("", 0, 5, rootAt(5), none, none, sigs);
+        expectSettleRevert(sel(Verinfer.NotVerifier.selector), 0, 5, rootAt(5), none, none, sigs);
     }
 
     function signed(bytes32[] memory t) internal view returns (bytes memory) {
@@ -387,6 +389,6 @@ contract SettlementTest is Fixture {
         bytes32[] memory t = t2(alice, -1 ether, node, 1 ether);
         bytes memory sigs = signed(t);
         bytes32[] memory t2x = t2(bob, -1 ether, node, 1 ether);
-        expectSettleRevert("", 0, 5, rootAt(5), none, t2x, sigs);
+        expectSettleRevert(sel(Verinfer.NotVerifier.selector), 0, 5, rootAt(5), none, t2x, sigs);
     }
 }

@@ -10,7 +10,9 @@ contract SlashTest is Fixture {
     bytes32 constant REASON = keccak256("token 17 is not the arg-max");
 
     function expectSlashRevert(bytes memory err, address accused, bytes32 result, bytes memory sigs) internal {
-        if (err.length == 0) vm.expectRevert();
+        // A bare selector names the error whatever its arguments (a signer
+        // recovered from a signature over other content is not predictable).
+        if (err.length == 4) vm.expectPartialRevert(bytes4(err));
         else vm.expectRevert(err);
         v.slash(accused, result, REASON, sigs);
     }
@@ -154,6 +156,6 @@ contract SlashTest is Fixture {
 
     function test_revert_evidence_for_another_result() public {
         bytes memory sigs = slashSigs(firstKeys(3), node, RESULT, REASON);
-        expectSlashRevert("", node, keccak256("other result"), sigs);
+        expectSlashRevert(abi.encodePacked(Verinfer.NotVerifier.selector), node, keccak256("other result"), sigs);
     }
 }

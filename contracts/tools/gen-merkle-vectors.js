@@ -3,7 +3,10 @@
 // (shared/vectors/rfc6962/consistency, Apache-2.0, see its README) into the
 // forge test test/MerkleVectors.t.sol, one test function per vector.
 //
-//   node tools/gen-merkle-vectors.js [path/to/rfc6962]   (default: ../../shared/vectors/rfc6962)
+//   node tools/gen-merkle-vectors.js [--check] [path/to/rfc6962]   (default: ../../shared/vectors/rfc6962)
+//
+// With --check it writes nothing and exits 1 when the checked-in test differs
+// from what it would write (CI runs it so, in test.sh).
 //
 // Solidity takes hashes as bytes32: a vector hash that is not 32 bytes (the
 // "wrong root" values of 9 or 12 bytes, the empty "garbage" proof entries)
@@ -13,7 +16,9 @@
 const fs = require("fs");
 const path = require("path");
 
-const base = path.resolve(process.argv[2] || path.join(__dirname, "..", "..", "..", "shared", "vectors", "rfc6962"));
+const args = process.argv.slice(2);
+const check = args.includes("--check");
+const base = path.resolve(args.find((a) => a !== "--check") || path.join(__dirname, "..", "..", "..", "shared", "vectors", "rfc6962"));
 const dir = path.join(base, "consistency");
 
 function walk(d) {
@@ -85,5 +90,15 @@ ${body.trimEnd()}
 }
 `;
 const target = path.join(__dirname, "..", "test", "MerkleVectors.t.sol");
+if (check) {
+  const rel = path.relative(process.cwd(), target);
+  const have = fs.existsSync(target) ? fs.readFileSync(target, "utf8") : "";
+  if (have !== out) {
+    process.stderr.write(`${rel} differs from what tools/gen-merkle-vectors.js writes: run it and commit the result\n`);
+    process.exit(1);
+  }
+  process.stderr.write(`${rel} is what the generator writes (${files.length} vectors)\n`);
+  process.exit(0);
+}
 fs.writeFileSync(target, out);
 process.stderr.write(`wrote ${path.relative(process.cwd(), target)} (${files.length} vectors)\n`);

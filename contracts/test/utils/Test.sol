@@ -7,9 +7,11 @@ interface Vm {
     function prank(address sender) external;
     function startPrank(address sender) external;
     function stopPrank() external;
-    function expectRevert() external;
+    // No bare expectRevert(): a test that expects a revert names the error.
     function expectRevert(bytes4 selector) external;
     function expectRevert(bytes calldata revertData) external;
+    /// Expects a revert with this selector, whatever the error's arguments.
+    function expectPartialRevert(bytes4 selector) external;
     function warp(uint256 timestamp) external;
     function store(address target, bytes32 slot, bytes32 value) external;
     function load(address target, bytes32 slot) external view returns (bytes32);

@@ -11,14 +11,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::{free_port, init_devnet, member_config, node, wait_ready, write};
-use verinfer_node::testing::{bundle, chat, get_json};
-use verinfer_verify::receipt::{check_receipt, Status, Trust};
+use verinfer_node::testing::{bundle, chat, get_json, pinned_trust};
+use verinfer_verify::receipt::{check_receipt, Status};
 
 #[test]
 fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let (api_key, model) = init_devnet(d);
+    // The keys a client pins, read before any node starts: the log key the
+    // ledger was created with, the three verifiers' keys, quorum 2 (below).
+    let log_key = verinfer_ledger::Ledger::open(&d.join("ledger"))
+        .expect("the initialised ledger")
+        .receipts()
+        .verifier_key()
+        .clone();
+    let trust = pinned_trust(log_key, d, 3, 2).expect("the devnet's keys");
 
     let ledger_url = format!("http://127.0.0.1:{}", free_port());
     let ledger_cfg = write(
@@ -90,7 +98,13 @@ fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {
                 })
             })
             .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while acked.load(Ordering::SeqCst) < 6 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of 6 answers acknowledged after 120 s",
+                acked.load(Ordering::SeqCst)
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for p in procs
@@ -119,8 +133,8 @@ fn separate_processes_survive_killed_nodes_and_lose_nothing_acknowledged() {
             let b = bundle(&http, &url, &api_key, &id, Duration::from_secs(30))
                 .await
                 .expect("receipt");
-            let report = check_receipt(&b, &Trust::from_bundle(&b).expect("trust"))
-                .expect("receipt verifies");
+            let report =
+                check_receipt(&b, &trust).expect("receipt verifies against the pinned keys");
             assert_eq!(report.status, Status::Verified);
         }
         let s: verinfer_node::wire::SummaryView =

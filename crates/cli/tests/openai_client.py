@@ -6,8 +6,10 @@ URL is the gateway root (http://127.0.0.1:PORT); the client gets URL + "/v1".
 Every answer must carry the `verinfer` extra object with status "verified";
 the script prints each receipt id on its own line as `receipt: ID` so the
 caller (crates/cli/tests/openai_client.rs) can check them with
-`verinfer verify`. Exit 0 when every check holds; a failed assertion or an
-exception from the client is a non-zero exit with a traceback.
+`verinfer verify`. Exit 0, with `ok` as the last line, when every check
+holds; a failed check or an exception from the client is a non-zero exit
+with a traceback. Checks are explicit (`check`), never `assert`, which
+`python -O` / PYTHONOPTIMIZE would strip.
 """
 
 import os
@@ -21,19 +23,29 @@ MODEL = "smollm2-135m"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
+class CheckFailed(Exception):
+    """A check of the gateway's answers that does not hold."""
+
+
+def check(cond, what):
+    """Raises CheckFailed with `what` unless `cond` holds."""
+    if not cond:
+        raise CheckFailed(what)
+
+
 def verinfer_of(obj, what):
     """The `verinfer` extra field of a pydantic model returned by the client."""
     extra = obj.model_extra or {}
-    assert "verinfer" in extra, f"{what}: no `verinfer` in model_extra: {obj!r}"
+    check("verinfer" in extra, f"{what}: no `verinfer` in model_extra: {obj!r}")
     v = extra["verinfer"]
     # The same object must be reachable through to_dict() too.
-    assert obj.to_dict().get("verinfer") == v, f"{what}: to_dict() lacks verinfer"
-    assert isinstance(v, dict), f"{what}: verinfer is not an object: {v!r}"
-    assert v.get("status") == "verified", f"{what}: status {v.get('status')!r}"
+    check(obj.to_dict().get("verinfer") == v, f"{what}: to_dict() lacks verinfer")
+    check(isinstance(v, dict), f"{what}: verinfer is not an object: {v!r}")
+    check(v.get("status") == "verified", f"{what}: status {v.get('status')!r}")
     rid = v.get("receipt_id")
-    assert isinstance(rid, str) and HEX64.match(rid), f"{what}: receipt_id {rid!r}"
+    check(isinstance(rid, str) and HEX64.match(rid), f"{what}: receipt_id {rid!r}")
     for key in ("log_index", "model_id", "receipt_url", "node", "verifiers"):
-        assert key in v, f"{what}: verinfer lacks {key}: {v!r}"
+        check(key in v, f"{what}: verinfer lacks {key}: {v!r}")
     return v
 
 
@@ -41,16 +53,16 @@ RECEIPTS = []
 
 
 def receipt(rid):
-    assert rid not in RECEIPTS, f"receipt {rid} returned twice"
+    check(rid not in RECEIPTS, f"receipt {rid} returned twice")
     RECEIPTS.append(rid)
     print(f"receipt: {rid}", flush=True)
 
 
 def check_usage(usage, what):
-    assert usage is not None, f"{what}: no usage"
-    assert usage.prompt_tokens > 0, f"{what}: prompt_tokens {usage.prompt_tokens}"
-    assert usage.completion_tokens > 0, f"{what}: completion_tokens"
-    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    check(usage is not None, f"{what}: no usage")
+    check(usage.prompt_tokens > 0, f"{what}: prompt_tokens {usage.prompt_tokens}")
+    check(usage.completion_tokens > 0, f"{what}: completion_tokens")
+    check(usage.total_tokens == usage.prompt_tokens + usage.completion_tokens, 'usage.total_tokens == usage.prompt_tokens + usage.completion_tokens')
 
 
 def main():
@@ -63,21 +75,21 @@ def main():
 
     # Models.
     ids = [m.id for m in client.models.list()]
-    assert MODEL in ids, f"models: {ids}"
+    check(MODEL in ids, f"models: {ids}")
     print(f"models: {ids}", flush=True)
 
     # A non-streamed chat completion.
     resp = client.chat.completions.create(
         model=MODEL, messages=messages, max_tokens=16
     )
-    assert resp.object == "chat.completion", resp.object
-    assert resp.model == MODEL, resp.model
+    check(resp.object == "chat.completion", resp.object)
+    check(resp.model == MODEL, resp.model)
     choice = resp.choices[0]
-    assert choice.message.role == "assistant", choice.message.role
-    assert choice.message.content, f"empty content: {resp!r}"
-    assert choice.finish_reason in ("stop", "length"), choice.finish_reason
+    check(choice.message.role == "assistant", choice.message.role)
+    check(choice.message.content, f"empty content: {resp!r}")
+    check(choice.finish_reason in ("stop", "length"), choice.finish_reason)
     check_usage(resp.usage, "chat")
-    assert resp.usage.completion_tokens <= 16, resp.usage
+    check(resp.usage.completion_tokens <= 16, resp.usage)
     v = verinfer_of(resp, "chat")
     print(f"chat: {choice.message.content!r} ({choice.finish_reason})", flush=True)
     receipt(v["receipt_id"])
@@ -89,8 +101,8 @@ def main():
     header = raw.headers.get("x-verinfer-receipt")
     parsed = raw.parse()
     v = verinfer_of(parsed, "raw chat")
-    assert header == v["receipt_id"], f"header {header!r} != body {v['receipt_id']!r}"
-    assert parsed.choices[0].message.content, "raw chat: empty content"
+    check(header == v["receipt_id"], f"header {header!r} != body {v['receipt_id']!r}")
+    check(parsed.choices[0].message.content, "raw chat: empty content")
     receipt(v["receipt_id"])
 
     # A streamed chat completion, with the usage chunk asked for.
@@ -104,7 +116,7 @@ def main():
     text, finish, final, usage, chunks = "", None, None, None, 0
     for chunk in stream:
         chunks += 1
-        assert chunk.object == "chat.completion.chunk", chunk.object
+        check(chunk.object == "chat.completion.chunk", chunk.object)
         if chunk.usage is not None:
             usage = chunk.usage
         for c in chunk.choices:
@@ -113,8 +125,8 @@ def main():
             if c.finish_reason is not None:
                 finish = c.finish_reason
                 final = chunk
-    assert text, "stream: no content"
-    assert finish in ("stop", "length"), f"stream: finish_reason {finish!r}"
+    check(text, "stream: no content")
+    check(finish in ("stop", "length"), f"stream: finish_reason {finish!r}")
     check_usage(usage, "stream")
     v = verinfer_of(final, "stream final chunk")
     print(f"stream: {text!r} ({finish}, {chunks} chunks)", flush=True)
@@ -124,9 +136,9 @@ def main():
     comp = client.completions.create(
         model=MODEL, prompt="The capital of France is", max_tokens=8
     )
-    assert comp.object == "text_completion", comp.object
-    assert comp.choices[0].text, f"completion: empty text: {comp!r}"
-    assert comp.choices[0].finish_reason in ("stop", "length")
+    check(comp.object == "text_completion", comp.object)
+    check(comp.choices[0].text, f"completion: empty text: {comp!r}")
+    check(comp.choices[0].finish_reason in ("stop", "length"), 'comp.choices[0].finish_reason in ("stop", "length")')
     check_usage(comp.usage, "completion")
     v = verinfer_of(comp, "completion")
     print(f"completion: {comp.choices[0].text!r}", flush=True)
@@ -136,28 +148,28 @@ def main():
     bad = OpenAI(base_url=base, api_key="vi-not-a-key", timeout=60.0, max_retries=0)
     try:
         bad.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
-        raise AssertionError("bad key: no error")
+        raise CheckFailed("bad key: no error")
     except openai.AuthenticationError as e:
-        assert e.status_code == 401, e.status_code
-        assert e.code == "invalid_api_key", e.code
+        check(e.status_code == 401, e.status_code)
+        check(e.code == "invalid_api_key", e.code)
         print(f"bad key: {e.status_code} {e.message}", flush=True)
 
     try:
         client.chat.completions.create(
             model="no-such-model", messages=messages, max_tokens=4
         )
-        raise AssertionError("unknown model: no error")
+        raise CheckFailed("unknown model: no error")
     except openai.NotFoundError as e:
-        assert e.status_code == 404, e.status_code
-        assert e.code == "model_not_found", e.code
+        check(e.status_code == 404, e.status_code)
+        check(e.code == "model_not_found", e.code)
         print(f"unknown model: {e.status_code} {e.message}", flush=True)
 
     try:
         client.chat.completions.create(model=MODEL, messages=messages, max_tokens=0)
-        raise AssertionError("max_tokens=0: no error")
+        raise CheckFailed("max_tokens=0: no error")
     except openai.BadRequestError as e:
-        assert e.status_code == 400, e.status_code
-        assert e.param == "max_tokens", e.param
+        check(e.status_code == 400, e.status_code)
+        check(e.param == "max_tokens", e.param)
         print(f"max_tokens=0: {e.status_code} {e.message}", flush=True)
 
     print("ok", flush=True)

@@ -298,6 +298,12 @@ fn official_openai_python_client_works_unchanged() {
             report(&what, &out),
             devnet.stderr_tail()
         );
+        // The script ends with `ok` only when it ran every check to the end.
+        assert_eq!(
+            text(&out.stdout).lines().last(),
+            Some("ok"),
+            "{what}: the last line is not `ok`"
+        );
         let ids: Vec<String> = text(&out.stdout)
             .lines()
             .filter_map(|l| l.strip_prefix("receipt: "))

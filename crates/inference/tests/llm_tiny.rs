@@ -289,7 +289,12 @@ fn missing_truncated_and_corrupt_files_are_errors() {
     while cut < bytes.len() {
         let p = write_tmp(&dir, "cut.gguf", &bytes[..cut]);
         let r = Engine::load(&p, EngineOptions::default());
-        assert!(r.is_err(), "truncated at {cut} of {} loaded", bytes.len());
+        assert!(
+            matches!(r, Err(LlmError::Truncated(_) | LlmError::Format(_))),
+            "truncated at {cut} of {}: {:?}",
+            bytes.len(),
+            r.err()
+        );
         cut += 1 + cut / 3;
     }
     let mut bad = bytes.clone();
@@ -299,12 +304,29 @@ fn missing_truncated_and_corrupt_files_are_errors() {
         Engine::load(&p, EngineOptions::default()),
         Err(LlmError::Format(_))
     ));
-    // Corrupt length fields: flip bytes in the header area; never a panic.
+    // Corrupt length fields: flip bytes in the header area. Each loads (a
+    // flipped byte inside a value can still make a valid model) or is
+    // refused as a malformed model, never a panic nor an I/O error.
     for i in 8..200.min(bytes.len()) {
         let mut c = bytes.clone();
         c[i] ^= 0xff;
         let p = write_tmp(&dir, "flip.gguf", &c);
-        let _ = Engine::load(&p, EngineOptions::default());
+        match Engine::load(&p, EngineOptions::default()) {
+            Ok(_) => {}
+            Err(e) => assert!(
+                matches!(
+                    e,
+                    LlmError::Format(_)
+                        | LlmError::Truncated(_)
+                        | LlmError::Missing(_)
+                        | LlmError::UnsupportedArchitecture(_)
+                        | LlmError::UnsupportedTensorType { .. }
+                        | LlmError::Tokenizer(_)
+                        | LlmError::Template(_)
+                ),
+                "byte {i} flipped: {e:?}"
+            ),
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use std::sync::OnceLock;
 
 use verinfer_inference::onnx::{
     engine_info, fetch_test_model, output_digest, DType, Dim, OnnxError, OnnxModel, RomanizerModel,
-    Tensor, PORTABLE_X86_64_TRACT_CPU_ISA, ROMANIZER_DECODER, ROMANIZER_ENCODER,
+    Tensor, FMA_X86_64_TRACT_CPU_ISA, PORTABLE_X86_64_TRACT_CPU_ISA, ROMANIZER_DECODER,
+    ROMANIZER_ENCODER,
 };
 
 struct Romanizer {
@@ -284,72 +285,91 @@ fn greedy_transliteration_matches_onnx_runtime() {
     }
 }
 
-/// Digests of the encoder outputs and of the first decoder step for "محمد",
-/// recorded on x86_64 with instruction sets `x86_64,avx,avx2,fma,f16c`.
-const GOLDEN_DIGESTS_FMA: [&str; 2] = [
-    "bbef6f9342b3c78241afe572f88d1287c480560e2e603eb82e87f384a1f99bc7",
-    "b7f8b4e7b7b1438f9a79d822698bb235d5a5c470296b7ca25fd84e17fdf3d1f4",
-];
-const ISA_FMA: &str = "x86_64,avx,avx2,fma,f16c";
-
-/// The same digests in the portable class (plain x86_64, SSE2 kernels; also
-/// what `x86_64,avx` gives on the recording machine).
-const GOLDEN_DIGESTS_SSE2: [&str; 2] = [
-    "ac5d5337aecdfd2d82e87344a27517dfb1339fb27d7ce7114d899e5b978f0282",
-    "93caa8dcf6d803ba8dc4775678a6eaa24f06e0a4a07f31766df9f2d996981bef",
-];
-
-#[test]
-fn outputs_are_bit_identical_to_the_recorded_digests() {
-    let r = romanizer();
-    let (_, _, digests) = r.greedy(GOLDEN[0].src);
-    let info = engine_info();
-    println!("isa {} digests {:?}", info.isa, &digests[..2]);
-    match info.isa.as_str() {
-        ISA_FMA => assert_eq!(digests[..2], GOLDEN_DIGESTS_FMA),
-        "x86_64" => assert_eq!(digests[..2], GOLDEN_DIGESTS_SSE2),
-        // Bits may legitimately differ with other instruction sets (module
-        // docs); the portable-class test below checks exact bits on any
-        // x86_64 machine, and the ONNX Runtime test checks values.
-        other => println!("note: no golden digests recorded for isa {other}"),
-    }
+/// A determinism class pinned by its golden digests: the `TRACT_CPU_ISA`
+/// value that forces it, the instruction sets tract then reports, and the
+/// digests of the encoder outputs and of the first decoder step for "محمد".
+struct Class {
+    knob: &'static str,
+    isa: &'static str,
+    digests: [&'static str; 2],
 }
+
+/// Every class the tests pin. A machine joins each one it can reach (its
+/// instruction sets include the class's) by forcing it: the FMA class on
+/// AVX2 + FMA machines and AVX-512 Xeons alike, the portable class on any
+/// x86_64 machine. The FMA and portable classes were recorded on an AMD
+/// EPYC (AVX2, FMA, F16C) and give the same digests forced on a Xeon.
+const CLASSES: [Class; 3] = [
+    // AVX-512 with VNNI, measured on an Intel Xeon (native there).
+    Class {
+        knob: "-avx512fp16,-avxvnni,-amx-int8,-amx-bf16",
+        isa: "x86_64,avx,avx2,fma,f16c,avx512f,avx512vnni",
+        digests: [
+            "6ca5590e74627632026d97a4ffa2125e39bdd0fb6161270d459019bb38e62cdb",
+            "23b49f43382976a3c10ee7d04043612c1d51bd05bdc9a42a5df35219a6f139f0",
+        ],
+    },
+    Class {
+        knob: FMA_X86_64_TRACT_CPU_ISA,
+        isa: "x86_64,avx,avx2,fma,f16c",
+        digests: [
+            "bbef6f9342b3c78241afe572f88d1287c480560e2e603eb82e87f384a1f99bc7",
+            "b7f8b4e7b7b1438f9a79d822698bb235d5a5c470296b7ca25fd84e17fdf3d1f4",
+        ],
+    },
+    // Plain x86_64, SSE2 kernels (also what `x86_64,avx` gives).
+    Class {
+        knob: PORTABLE_X86_64_TRACT_CPU_ISA,
+        isa: "x86_64",
+        digests: [
+            "ac5d5337aecdfd2d82e87344a27517dfb1339fb27d7ce7114d899e5b978f0282",
+            "93caa8dcf6d803ba8dc4775678a6eaa24f06e0a4a07f31766df9f2d996981bef",
+        ],
+    },
+];
 
 const CHILD_OUT: &str = "VERINFER_ONNX_TEST_CHILD_OUT";
 
-/// Runs this test again in a child process with every x86_64 extension
-/// removed (`PORTABLE_X86_64_TRACT_CPU_ISA`): its digests must equal the
-/// recorded portable ones, on whatever x86_64 machine runs the tests, and its
-/// values must agree with this process's within a tolerance.
+/// Not a test on its own: the process `outputs_are_bit_identical_to_the_recorded_digests`
+/// runs in a forced class; writes its engine info and outputs to a file.
 #[test]
-fn portable_x86_64_class_is_bit_identical_everywhere() {
-    let r = romanizer();
-    let (ids, lp0, digests) = r.greedy(GOLDEN[0].src);
-    if let Some(out) = std::env::var_os(CHILD_OUT) {
-        let record = serde_json::json!({
-            "isa": engine_info().isa,
-            "ids": ids,
-            "digests": digests,
-            "lp0": Tensor::from_f32(&[lp0.len() as u64], &lp0).expect("lp0"),
-        });
-        std::fs::write(out, record.to_string()).expect("write child output");
-        return;
-    }
-    if !cfg!(target_arch = "x86_64") {
-        println!("note: not an x86_64 machine; the portable x86_64 class does not apply");
-        return;
-    }
+#[ignore = "child process of outputs_are_bit_identical_to_the_recorded_digests, which runs it"]
+fn decode_in_a_forced_class() {
+    let out = std::env::var_os(CHILD_OUT)
+        .expect("run by the golden-digest test, with its output path set");
+    let (ids, lp0, digests) = romanizer().greedy(GOLDEN[0].src);
+    let record = serde_json::json!({
+        "isa": engine_info().isa,
+        "ids": ids,
+        "digests": digests,
+        "lp0": Tensor::from_f32(&[lp0.len() as u64], &lp0).expect("lp0"),
+    });
+    std::fs::write(out, record.to_string()).expect("write child output");
+}
+
+/// What one process decoding "محمد" saw.
+struct Decoded {
+    isa: String,
+    ids: Vec<i64>,
+    lp0: Vec<f32>,
+    digests: Vec<String>,
+}
+
+/// Decodes "محمد" in a child process started with `TRACT_CPU_ISA=knob`
+/// (tract reads it once per process, before the first kernel is chosen).
+fn decode_forced(knob: &str) -> Decoded {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("child.json");
     let exe = std::env::current_exe().expect("test binary path");
     let child = std::process::Command::new(exe)
         .args([
             "--exact",
-            "portable_x86_64_class_is_bit_identical_everywhere",
+            "decode_in_a_forced_class",
+            "--ignored",
             "--test-threads=1",
         ])
         .env(CHILD_OUT, &out)
-        .env("TRACT_CPU_ISA", PORTABLE_X86_64_TRACT_CPU_ISA)
+        .env("TRACT_CPU_ISA", knob)
         .output()
         .expect("spawn child test process");
     assert!(
@@ -359,23 +379,72 @@ fn portable_x86_64_class_is_bit_identical_everywhere() {
         String::from_utf8_lossy(&child.stdout),
         String::from_utf8_lossy(&child.stderr)
     );
-    let child: serde_json::Value =
+    let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&out).expect("read child output")).expect("json");
-    assert_eq!(child["isa"], "x86_64");
-    let child_digests: Vec<String> =
-        serde_json::from_value(child["digests"].clone()).expect("digests");
-    assert_eq!(child_digests[..2], GOLDEN_DIGESTS_SSE2);
-    let child_ids: Vec<i64> = serde_json::from_value(child["ids"].clone()).expect("ids");
-    assert_eq!(child_ids, ids);
-    let child_lp0: Tensor = serde_json::from_value(child["lp0"].clone()).expect("lp0 tensor");
-    let child_lp0 = child_lp0.to_f32_vec().expect("f32");
-    let max_diff = lp0
-        .iter()
-        .zip(&child_lp0)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    println!("max |logprob difference| between this class and the portable one: {max_diff:e}");
-    assert!(max_diff < 1e-5, "{max_diff}");
+    let lp0: Tensor = serde_json::from_value(v["lp0"].clone()).expect("lp0 tensor");
+    Decoded {
+        isa: v["isa"].as_str().expect("isa").to_string(),
+        ids: serde_json::from_value(v["ids"].clone()).expect("ids"),
+        lp0: lp0.to_f32_vec().expect("f32"),
+        digests: serde_json::from_value(v["digests"].clone()).expect("digests"),
+    }
+}
+
+/// Whether a machine with instruction sets `have` can join class `isa`.
+fn reaches(have: &str, isa: &str) -> bool {
+    isa.split(',').all(|f| have.split(',').any(|h| h == f))
+}
+
+/// Outputs are bit-identical to the recorded digests in every pinned class
+/// this machine can reach (each forced in a child process), and in this
+/// process's own class when it is a pinned one. A machine that reaches no
+/// pinned class fails with the digests to record for its class.
+#[test]
+fn outputs_are_bit_identical_to_the_recorded_digests() {
+    let (ids, lp0, digests) = romanizer().greedy(GOLDEN[0].src);
+    let native = engine_info().isa;
+    println!("native isa {native} digests {:?}", &digests[..2]);
+    let mut reached = 0;
+    for class in &CLASSES {
+        if native == class.isa {
+            assert_eq!(digests[..2], class.digests, "native class {}", class.isa);
+        }
+        if !reaches(&native, class.isa) {
+            continue;
+        }
+        reached += 1;
+        let forced = decode_forced(class.knob);
+        assert_eq!(
+            forced.isa, class.isa,
+            "TRACT_CPU_ISA={} on a machine with {native}",
+            class.knob
+        );
+        assert_eq!(
+            forced.digests[..2],
+            class.digests,
+            "class {} forced with TRACT_CPU_ISA={}",
+            class.isa,
+            class.knob
+        );
+        // Other bits, same answer, values within a tolerance.
+        assert_eq!(forced.ids, ids, "class {}", class.isa);
+        let max_diff = lp0
+            .iter()
+            .zip(&forced.lp0)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        println!(
+            "class {}: max |logprob difference| from {native}: {max_diff:e}",
+            class.isa
+        );
+        assert!(max_diff < 1e-5, "class {}: {max_diff}", class.isa);
+    }
+    assert!(
+        reached > 0,
+        "no pinned class is reachable from isa {native}: record this class in CLASSES \
+         (isa {native:?}, digests {:?}) after checking its outputs against ONNX Runtime",
+        &digests[..2]
+    );
 }
 
 #[test]

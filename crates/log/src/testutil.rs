@@ -9,12 +9,20 @@ use std::time::Duration;
 /// process with `env` set, kills it with SIGKILL after `after`, and returns
 /// the complete lines it printed (a line cut by the kill is dropped).
 ///
-/// The child test must return at once unless its environment variable is
-/// set, and print one line per acknowledged operation.
+/// The child test is marked `#[ignore = "..."]`, so a normal run does not
+/// count it as a test (it is run here with `--ignored`); it must refuse to
+/// run without its environment variable, and print one line per
+/// acknowledged operation.
 pub fn run_and_kill(child_test: &str, env: &[(&str, String)], after: Duration) -> Vec<String> {
     let exe = std::env::current_exe().expect("test binary path");
     let mut child = Command::new(exe)
-        .args(["--exact", child_test, "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            child_test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

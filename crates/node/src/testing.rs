@@ -1,12 +1,13 @@
 //! Test helpers shared by the node's and the CLI's end-to-end tests
 //! (feature `test-util`): an API client that speaks the gateway's chat
 //! API (streaming or not), fetches receipts once a checkpoint covers them,
-//! and reads JSON endpoints.
+//! and reads JSON endpoints; and the keys a client pins for a devnet.
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use verinfer_types::note::{VerifierKey, ALG_COSIGNATURE_V1};
 use verinfer_types::Hash;
-use verinfer_verify::receipt::ReceiptBundle;
+use verinfer_verify::receipt::{witness_name, ReceiptBundle, Trust};
 
 /// One answer as a client sees it.
 #[derive(Debug, Clone)]
@@ -174,6 +175,36 @@ pub async fn bundle(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The keys a client pins for the devnet in `dir`, taken from what the
+/// network published when it started and never from a receipt: the receipts
+/// log's `log_key` (read from the ledger), the cosignature key of each of its
+/// `verifiers` (`verifier-{i}/node.key`) and the `witness_quorum` it was
+/// started with. A receipt checked against these proves the network's log
+/// and witnesses vouch for it, not only that it is consistent.
+pub fn pinned_trust(
+    log_key: VerifierKey,
+    dir: &std::path::Path,
+    verifiers: usize,
+    witness_quorum: usize,
+) -> anyhow::Result<Trust> {
+    let witnesses = (0..verifiers)
+        .map(|i| {
+            let key = crate::config::load_key(&dir.join(format!("verifier-{i}")).join("node.key"))?
+                .public();
+            Ok(VerifierKey::new(
+                &witness_name(&key),
+                ALG_COSIGNATURE_V1,
+                key,
+            )?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Trust {
+        log_key,
+        witnesses,
+        witness_quorum,
+    })
 }
 
 /// A ledger role and a gateway over a ledger holding `n` settled receipts

@@ -33,6 +33,8 @@ struct Shared {
     rt: tokio::runtime::Runtime,
     net: Devnet,
     http: reqwest::Client,
+    /// The keys the devnet published at start (3 verifiers, quorum 2).
+    trust: Trust,
 }
 
 fn shared() -> &'static Shared {
@@ -45,16 +47,19 @@ fn shared() -> &'static Shared {
             .enable_all()
             .build()
             .expect("runtime");
-        let mut o = DevnetOptions::new(dir);
+        let mut o = DevnetOptions::new(dir.clone());
         o.listen = "127.0.0.1:0".into();
         o.heartbeat = Duration::from_millis(500);
         let started = Instant::now();
         let net = rt.block_on(devnet::run(o)).expect("devnet");
         eprintln!("devnet up in {:?} at {}", started.elapsed(), net.url);
+        let log_key = net.ledger.receipts().verifier_key().clone();
+        let trust = testing::pinned_trust(log_key, &dir, 3, 2).expect("the devnet's keys");
         Shared {
             rt,
             net,
             http: reqwest::Client::new(),
+            trust,
         }
     })
 }
@@ -295,8 +300,8 @@ fn chat_streams_an_answer_that_turns_verified_and_is_checked_in_the_browser() {
     // What the page shows agrees with the Rust checker on the same receipt.
     let id = answer["receipt"].as_str().expect("receipt id").to_string();
     let bundle = owner_bundle(sh, &id);
-    let report = check_receipt(&bundle, &Trust::from_bundle(&bundle).expect("trust"))
-        .expect("the Rust checker accepts it too");
+    let report = check_receipt(&bundle, &sh.trust)
+        .expect("the Rust checker accepts it too, against the pinned keys");
     assert_eq!(report.status, Status::Verified);
     let shown = js(
         &s,

@@ -11,12 +11,15 @@ use std::time::Duration;
 use verinfer_inference::respond::Fault;
 use verinfer_node::config::{create_key, ApiKeyEntry, ApiKeysFile};
 use verinfer_node::devnet::{self, Devnet, DevnetOptions};
-use verinfer_node::testing::{bundle, chat, get_json, post, Reply};
+use verinfer_node::testing::{bundle, chat, get_json, pinned_trust, post, Reply};
 use verinfer_types::records::Receipt;
 use verinfer_types::Record;
 use verinfer_verify::receipt::{check_receipt, ReceiptBundle, Status, Trust};
 
 const WAIT: Duration = Duration::from_secs(30);
+/// The devnet's defaults: 3 verifiers, 2 cosignatures make a checkpoint final.
+const VERIFIERS: usize = 3;
+const WITNESS_QUORUM: usize = 2;
 
 fn options(dir: &Path) -> DevnetOptions {
     let mut o = DevnetOptions::new(dir.to_path_buf());
@@ -25,15 +28,27 @@ fn options(dir: &Path) -> DevnetOptions {
     o
 }
 
-async fn verified(http: &reqwest::Client, net: &Devnet, r: &Reply) -> ReceiptBundle {
+/// The keys the devnet in `dir` published at start (see `pinned_trust`).
+fn trust(net: &Devnet, dir: &Path) -> Trust {
+    let t = pinned_trust(
+        net.ledger.receipts().verifier_key().clone(),
+        dir,
+        VERIFIERS,
+        WITNESS_QUORUM,
+    )
+    .expect("the devnet's keys");
+    assert_eq!(t.witnesses.len(), VERIFIERS);
+    t
+}
+
+async fn verified(http: &reqwest::Client, net: &Devnet, trust: &Trust, r: &Reply) -> ReceiptBundle {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.verification(), "verified", "{:?}", r.verinfer);
     let id = r.receipt().expect("receipt id");
     let b = bundle(http, &net.url, &net.api_key, &id, WAIT)
         .await
         .expect("receipt");
-    let report =
-        check_receipt(&b, &Trust::from_bundle(&b).expect("trust")).expect("receipt verifies");
+    let report = check_receipt(&b, trust).expect("receipt verifies against the pinned keys");
     assert_eq!(report.status, Status::Verified);
     b
 }
@@ -59,6 +74,7 @@ async fn devnet_answers_are_verified_settled_and_provable() {
     let poor = add_poor_key(dir.path());
     let net = devnet::run(opts.clone()).await.expect("devnet");
     let http = reqwest::Client::new();
+    let trust = trust(&net, dir.path());
 
     // Non-streamed and streamed answers: verified, settled, provable.
     let plain = chat(&http, &net.url, &net.api_key, "What is 2+2?", 12, false)
@@ -68,7 +84,7 @@ async fn devnet_answers_are_verified_settled_and_provable() {
         plain.header_receipt.as_deref(),
         plain.receipt().map(|h| h.to_hex()).as_deref()
     );
-    let b = verified(&http, &net, &plain).await;
+    let b = verified(&http, &net, &trust, &plain).await;
     let streamed = chat(&http, &net.url, &net.api_key, "What is 2+2?", 12, true)
         .await
         .expect("chat");
@@ -76,10 +92,9 @@ async fn devnet_answers_are_verified_settled_and_provable() {
         streamed.text, plain.text,
         "greedy answers are deterministic"
     );
-    verified(&http, &net, &streamed).await;
+    verified(&http, &net, &trust, &streamed).await;
 
     // One byte changed anywhere the receipt commits to fails the check.
-    let trust = Trust::from_bundle(&b).expect("trust");
     let mut tampered = b.clone();
     let r: &mut Receipt = tampered.receipt.as_mut().expect("owner sees the text");
     r.result.output_text.push('!');
@@ -241,7 +256,8 @@ async fn devnet_answers_are_verified_settled_and_provable() {
     let fresh = chat(&http, &net.url, &net.api_key, "And now?", 4, false)
         .await
         .expect("chat");
-    verified(&http, &net, &fresh).await;
+    // Still the keys pinned at the first start.
+    verified(&http, &net, &trust, &fresh).await;
 
     // No healthy inference node: 503.
     for name in ["inference-0", "inference-1"] {
@@ -262,6 +278,7 @@ async fn cheating_node_is_rejected_slashed_and_bypassed() {
     opts.fault = Fault::EditToken(1);
     let net = devnet::run(opts).await.expect("devnet");
     let http = reqwest::Client::new();
+    let trust = trust(&net, dir.path());
     let cheater = devnet_key(dir.path(), "inference-0");
     let demo = devnet_key(dir.path(), "gateway/demo");
     let balance = net.ledger.with_state(|s| s.balance(&demo));
@@ -278,7 +295,7 @@ async fn cheating_node_is_rejected_slashed_and_bypassed() {
         )
         .await
         .expect("chat");
-        let b = verified(&http, &net, &r).await;
+        let b = verified(&http, &net, &trust, &r).await;
         assert_ne!(b.leaf.node, cheater, "answers come from the honest node");
         fees += b.leaf.fees.total.0;
     }

@@ -68,21 +68,27 @@
 //! and the sets without FMA (AVX only, or SSE2 only) give different bits
 //! (same greedy transliterations; log-probabilities within 1e-6), AVX-only
 //! and SSE2-only agree bit for bit, and tract's per-vendor kernel cost models
-//! (`TRACT_X86_KIND=intel|amd|other`) do not change the bits. AVX-512 and
-//! aarch64 were not measured: treat them as classes of their own. Graphs
+//! (`TRACT_X86_KIND=intel|amd|other`) do not change the bits. On an Intel
+//! Xeon the AVX-512 + VNNI set gives bits of its own, and the FMA and SSE2
+//! classes forced there give the EPYC's bits exactly. aarch64 was not
+//! measured: treat it as a class of its own. Graphs
 //! whose outputs are computed by integer or boolean operations only are exact
 //! everywhere.
 //!
 //! For a verifier: compare [`output_digest`]s exactly when the engine info
 //! matches the node's. A machine can join a lower class for a whole process
 //! with tract's `TRACT_CPU_ISA` knob, which edits the detected set before any
-//! kernel is chosen; [`PORTABLE_X86_64_TRACT_CPU_ISA`] removes every x86_64
-//! extension and leaves plain x86_64 (SSE2), which every x86_64 CPU runs, so
-//! nodes and verifiers that agree on it should get identical bits on any
-//! x86_64 machine (the tests check the golden digests of that class, in a
-//! child process, on whatever x86_64 machine runs them). It costs speed (no
-//! AVX or FMA kernels): the real-model tests ran about 1.3x slower in it.
-//! Otherwise compare decoded values with a tolerance.
+//! kernel is chosen: tract 0.23.9 picks every kernel this engine's models use
+//! (matrix products, `tanh`, `sigmoid`, `exp`, `ln`, `max`) from that set
+//! alone, never from a CPU probe of its own, so two machines forced to the
+//! same set run the same kernels and get the same bits.
+//! [`PORTABLE_X86_64_TRACT_CPU_ISA`] removes every x86_64 extension and
+//! leaves plain x86_64 (SSE2), which every x86_64 CPU runs; it costs speed
+//! (no AVX or FMA kernels): the real-model tests ran about 1.3x slower in it.
+//! [`FMA_X86_64_TRACT_CPU_ISA`] removes what lies above FMA, so AVX2 machines
+//! and AVX-512 Xeons share the FMA class. The tests pin the golden digests of
+//! both classes, each forced in a child process, on whatever x86_64 machine
+//! runs them. Otherwise compare decoded values with a tolerance.
 
 mod fetch;
 mod tensor;
@@ -121,6 +127,15 @@ pub const TRACT_VERSION: &str = "0.23.9";
 /// environment before the first model is loaded.
 pub const PORTABLE_X86_64_TRACT_CPU_ISA: &str =
     "-avx,-avx2,-fma,-f16c,-avx512f,-avx512vnni,-avx512fp16,-avxvnni,-amx-int8,-amx-bf16";
+
+/// A `TRACT_CPU_ISA` value that removes every x86_64 extension above FMA
+/// (the AVX-512 family, AVX-VNNI, AMX): on any CPU with AVX2, FMA and F16C,
+/// AVX-512 Xeons included, tract then reports `x86_64,avx,avx2,fma,f16c` and
+/// dispatches the same kernels, so this class gives the same bits on all of
+/// them (see the module docs). It must be in the environment before the
+/// first model is loaded.
+pub const FMA_X86_64_TRACT_CPU_ISA: &str =
+    "-avx512f,-avx512vnni,-avx512fp16,-avxvnni,-amx-int8,-amx-bf16";
 
 /// Version of this engine's record formats (tensor encoding, digest).
 pub const ENGINE_FORMAT_VERSION: u32 = 1;
