@@ -193,6 +193,7 @@ impl Chronicle {
             match role {
                 Role::Verifier => m.verifiers.insert(key),
                 Role::Inference => m.inference.insert(key),
+                Role::Gateway => false,
             };
         });
     }
