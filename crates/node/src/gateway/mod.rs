@@ -149,10 +149,10 @@ impl Gateway {
             Ok(b) => b,
             Err(_) => return,
         };
-        let (peer, base) = (self.peer.clone(), self.ledger.base.clone());
+        let ledger = self.ledger.clone();
         tokio::spawn(async move {
-            if let Err(e) = peer
-                .post(&base, "/ledger/report", body, Duration::from_secs(5))
+            if let Err(e) = ledger
+                .post("/ledger/report", body, Duration::from_secs(5))
                 .await
             {
                 tracing::debug!(error = %e, "report not taken");
