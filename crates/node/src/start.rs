@@ -283,10 +283,9 @@ impl Member {
 async fn join_and_beat(
     m: &Member,
     role: Role,
-    listener: tokio::net::TcpListener,
-    bound: String,
     router: axum::Router,
 ) -> anyhow::Result<(String, Vec<JoinHandle<()>>, Serving)> {
+    let (listener, bound) = http::bind(&m.listen).await?;
     let url = m.public_url.clone().unwrap_or(bound);
     let (server, serving) = spawn_server(listener, router);
     let ledger = m.ledger();
@@ -325,9 +324,13 @@ pub async fn inference(
         registry,
         queue,
     );
-    let (listener, bound) = http::bind(&m.listen).await?;
-    let (url, mut tasks, serving) =
-        join_and_beat(&m, Role::Inference, listener, bound, node.router()).await?;
+    let (url, mut tasks, serving) = match join_and_beat(&m, Role::Inference, node.router()).await {
+        Ok(started) => started,
+        Err(e) => {
+            refresh.abort();
+            return Err(e);
+        }
+    };
     tasks.push(refresh);
     Ok(Running {
         url,
@@ -361,9 +364,13 @@ pub async fn verifier(
         registry,
         queue,
     )?;
-    let (listener, bound) = http::bind(&m.listen).await?;
-    let (url, mut tasks, serving) =
-        join_and_beat(&m, Role::Verifier, listener, bound, node.router()).await?;
+    let (url, mut tasks, serving) = match join_and_beat(&m, Role::Verifier, node.router()).await {
+        Ok(started) => started,
+        Err(e) => {
+            refresh.abort();
+            return Err(e);
+        }
+    };
     tasks.push(refresh);
     Ok(Running {
         url,
@@ -398,10 +405,8 @@ pub async fn gateway(
 /// verifiers register (stake, endpoint, heartbeats): they serve only
 /// registered gateways.
 pub async fn registered_gateway(m: Member, config: GatewayConfig) -> anyhow::Result<Running> {
-    let (listener, bound) = http::bind(&m.listen).await?;
     let gw = Gateway::start(m.key.clone(), &m.ledger_url, config).await;
-    let (url, tasks, serving) =
-        join_and_beat(&m, Role::Gateway, listener, bound, gw.router()).await?;
+    let (url, tasks, serving) = join_and_beat(&m, Role::Gateway, gw.router()).await?;
     Ok(Running {
         url,
         tasks,
