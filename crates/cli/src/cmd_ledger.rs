@@ -153,6 +153,8 @@ pub enum RoleArg {
     Inference,
     /// Verifier.
     Verifier,
+    /// Gateway.
+    Gateway,
 }
 
 fn open(dir: &Path) -> anyhow::Result<Ledger> {
@@ -292,6 +294,7 @@ pub fn run(cmd: LedgerCommand) -> anyhow::Result<()> {
             let role = match role {
                 RoleArg::Inference => Role::Inference,
                 RoleArg::Verifier => Role::Verifier,
+                RoleArg::Gateway => Role::Gateway,
             };
             submit(&tx, TxBody::Register { role, endpoint })?
         }

@@ -324,7 +324,7 @@ impl Engine {
             prompt: prompt.to_vec(),
             params: params.clone(),
         };
-        let mut out = self.run_batch(&[req], vec![Some(on_token)])?;
+        let mut out = self.run_batch(&[req], vec![Some(on_token)], &mut |_| false)?;
         out.pop()
             .ok_or_else(|| LlmError::InvalidRequest("empty batch".into()))
     }
@@ -333,7 +333,7 @@ impl Engine {
     /// weight passes). Each result is identical to generating it alone.
     pub fn generate_batch(&mut self, reqs: &[BatchRequest]) -> Result<Vec<Generation>> {
         let cbs = reqs.iter().map(|_| None).collect();
-        self.run_batch(reqs, cbs)
+        self.run_batch(reqs, cbs, &mut |_| false)
     }
 
     /// Like [`Engine::generate_batch`], with one callback per request that
@@ -343,6 +343,19 @@ impl Engine {
         reqs: &[BatchRequest],
         callbacks: Vec<TokenCallback<'_>>,
     ) -> Result<Vec<Generation>> {
+        self.generate_batch_until(reqs, callbacks, &mut |_| false)
+    }
+
+    /// Like [`Engine::generate_batch_streaming`], asking `stop(i)` before
+    /// each decode step whether request `i` is still wanted: one that is not
+    /// stops there (its generation is cut short, ending `length`), and the
+    /// others go on. The serving node uses it for clients that left.
+    pub fn generate_batch_until(
+        &mut self,
+        reqs: &[BatchRequest],
+        callbacks: Vec<TokenCallback<'_>>,
+        stop: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Vec<Generation>> {
         if callbacks.len() != reqs.len() {
             return Err(LlmError::InvalidRequest(format!(
                 "{} callbacks for {} requests",
@@ -350,7 +363,7 @@ impl Engine {
                 reqs.len()
             )));
         }
-        self.run_batch(reqs, callbacks.into_iter().map(Some).collect())
+        self.run_batch(reqs, callbacks.into_iter().map(Some).collect(), stop)
     }
 
     fn check_prompt(&self, prompt: &[u32]) -> Result<usize> {
@@ -405,6 +418,7 @@ impl Engine {
         &mut self,
         reqs: &[BatchRequest],
         mut callbacks: Vec<Option<TokenCallback<'_>>>,
+        stop: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Vec<Generation>> {
         let mut max_len = 0;
         for r in reqs {
@@ -440,6 +454,11 @@ impl Engine {
             self.accept(s, l)?;
         }
         loop {
+            for (i, s) in seqs.iter_mut().enumerate() {
+                if s.finish.is_none() && stop(i) {
+                    s.finish = Some(FinishReason::Length);
+                }
+            }
             let active: Vec<usize> = (0..seqs.len())
                 .filter(|&i| seqs[i].finish.is_none())
                 .collect();

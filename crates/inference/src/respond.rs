@@ -47,6 +47,12 @@ pub enum RespondError {
     /// The engine failed (prompt too long for the context, template error...).
     #[error(transparent)]
     Engine(#[from] LlmError),
+    /// The node failed while answering (not the request's fault).
+    #[error("the engine failed: {0}")]
+    Failed(String),
+    /// The request was withdrawn (its client left) before it was answered.
+    #[error("cancelled: the client left")]
+    Cancelled,
     /// The fault cannot be applied to this request or answer.
     #[error("cannot apply fault {fault}: {reason}")]
     Fault {
@@ -55,6 +61,37 @@ pub enum RespondError {
         /// Why.
         reason: String,
     },
+}
+
+/// What kind of failure a [`RespondError`] is, for the status a node
+/// answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request is wrong (bad field, unknown token, wrong model): 400.
+    BadRequest,
+    /// The prompt does not fit the model's context: 413.
+    TooLarge,
+    /// The node failed or gave up: 503, and another node may answer.
+    Unavailable,
+}
+
+impl RespondError {
+    /// Whether the request or the node is at fault. The engine's refusals
+    /// of input are the request's; only a failure of the node itself (or a
+    /// cancelled job) is `Unavailable`.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            RespondError::WrongModel { .. } | RespondError::Record(_) => ErrorClass::BadRequest,
+            RespondError::Engine(LlmError::ContextOverflow { .. }) => ErrorClass::TooLarge,
+            RespondError::Engine(
+                LlmError::InvalidRequest(_) | LlmError::Template(_) | LlmError::Tokenizer(_),
+            ) => ErrorClass::BadRequest,
+            RespondError::Engine(_)
+            | RespondError::Failed(_)
+            | RespondError::Cancelled
+            | RespondError::Fault { .. } => ErrorClass::Unavailable,
+        }
+    }
 }
 
 /// The prompt tokens of a request input: the chat template for messages,
@@ -180,8 +217,8 @@ pub fn respond(
 /// share the weight passes, and each Result is the one [`respond`] gives for
 /// its request alone (the engine's batch determinism). `callbacks[i]` sees
 /// the tokens of `requests[i]`. A request that cannot be answered (wrong
-/// model, bad signature, prompt too long) gets its own error and does not
-/// hold up the others.
+/// model, bad signature, token id outside the vocabulary, prompt too long)
+/// gets its own error and does not hold up the others.
 pub fn respond_batch(
     engine: &mut Engine,
     model_id: Hash,
@@ -189,24 +226,27 @@ pub fn respond_batch(
     key: &SecretKey,
     callbacks: Vec<engine::TokenCallback<'_>>,
 ) -> Vec<Result<InferenceResult, RespondError>> {
+    respond_batch_until(engine, model_id, requests, key, callbacks, &mut |_| false)
+}
+
+/// [`respond_batch`], asking `cancelled(i)` before each decode step whether
+/// request `i` is still wanted (its client may have left): a cancelled
+/// request stops at the next token and gets [`RespondError::Cancelled`].
+pub fn respond_batch_until(
+    engine: &mut Engine,
+    model_id: Hash,
+    requests: &[Request],
+    key: &SecretKey,
+    callbacks: Vec<engine::TokenCallback<'_>>,
+    cancelled: &mut dyn FnMut(usize) -> bool,
+) -> Vec<Result<InferenceResult, RespondError>> {
     let mut out: Vec<Option<Result<InferenceResult, RespondError>>> =
         requests.iter().map(|_| None).collect();
     let (mut batch, mut cbs, mut which) = (Vec::new(), Vec::new(), Vec::new());
-    let context = engine.model().max_seq_len();
     for (i, (request, cb)) in requests.iter().zip(callbacks).enumerate() {
         let prompt = admit(model_id, request)
             .and_then(|()| Ok(prompt_tokens(engine, &request.input)?))
-            .and_then(|p| {
-                if p.is_empty() || p.len() >= context {
-                    Err(LlmError::ContextOverflow {
-                        prompt: p.len(),
-                        context,
-                    }
-                    .into())
-                } else {
-                    Ok(p)
-                }
-            });
+            .and_then(|p| fits(engine, p));
         match prompt {
             Ok(prompt) => {
                 batch.push(engine::BatchRequest {
@@ -220,23 +260,54 @@ pub fn respond_batch(
         }
     }
     if !batch.is_empty() {
-        match engine.generate_batch_streaming(&batch, cbs) {
+        // Every member was checked as the engine checks: what fails now is
+        // the node, for all of them.
+        match engine.generate_batch_until(&batch, cbs, &mut |k| cancelled(which[k])) {
             Ok(gens) => {
                 for (g, &i) in gens.into_iter().zip(&which) {
-                    out[i] = Some(signed_generation(&requests[i], g, key));
+                    out[i] = Some(if cancelled(i) {
+                        Err(RespondError::Cancelled)
+                    } else {
+                        signed_generation(&requests[i], g, key)
+                    });
                 }
             }
             Err(e) => {
                 let msg = e.to_string();
                 for &i in &which {
-                    out[i] = Some(Err(LlmError::InvalidRequest(msg.clone()).into()));
+                    out[i] = Some(Err(RespondError::Failed(msg.clone())));
                 }
             }
         }
     }
     out.into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(LlmError::InvalidRequest("not answered".into()).into())))
+        .map(|r| r.unwrap_or_else(|| Err(RespondError::Failed("not answered".into()))))
         .collect()
+}
+
+/// `prompt` if the engine can run it: not empty, every token id within the
+/// vocabulary, and room in the context for at least one token (generation
+/// stops at the context's end, so a larger `max_tokens` is not an error).
+fn fits(engine: &Engine, prompt: Vec<u32>) -> Result<Vec<u32>, RespondError> {
+    let context = engine.model().max_seq_len();
+    let vocab = engine.model().config.vocab;
+    if prompt.is_empty() {
+        return Err(LlmError::InvalidRequest("empty prompt".into()).into());
+    }
+    if let Some(t) = prompt.iter().find(|&&t| t as usize >= vocab) {
+        return Err(LlmError::InvalidRequest(format!(
+            "token id {t} out of range (vocabulary {vocab})"
+        ))
+        .into());
+    }
+    if prompt.len() >= context {
+        return Err(LlmError::ContextOverflow {
+            prompt: prompt.len(),
+            context,
+        }
+        .into());
+    }
+    Ok(prompt)
 }
 
 /// A way of answering dishonestly, with a properly signed Result.
@@ -596,6 +667,110 @@ fn wrong_seed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{tiny_model, TinySpec};
+    use verinfer_types::fixtures;
+
+    fn tiny() -> (tempfile::TempDir, Engine, Hash) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tiny.gguf");
+        let bytes = tiny_model(&TinySpec::default());
+        std::fs::write(&path, &bytes).expect("write");
+        let engine = Engine::load(&path, EngineOptions::default()).expect("load");
+        (dir, engine, Hash::of(&bytes))
+    }
+
+    fn tokens_request(model: Hash, tokens: Vec<u32>, max_tokens: u32) -> Request {
+        let mut r = fixtures::request(model);
+        r.input = Input::Tokens(tokens);
+        r.decoding = Decoding {
+            temperature_milli: 0,
+            max_tokens,
+            ..Decoding::default()
+        };
+        r.sign(&fixtures::key(1)).expect("sign");
+        r
+    }
+
+    /// Runs `requests` as one batch, `cancelled` asked as the engine goes.
+    fn batch(
+        engine: &mut Engine,
+        id: Hash,
+        requests: &[Request],
+        cancelled: &mut dyn FnMut(usize) -> bool,
+    ) -> Vec<Result<InferenceResult, RespondError>> {
+        let mut sinks: Vec<Box<dyn FnMut(u32, &str)>> = requests
+            .iter()
+            .map(|_| Box::new(|_: u32, _: &str| {}) as Box<dyn FnMut(u32, &str)>)
+            .collect();
+        let callbacks = sinks
+            .iter_mut()
+            .map(|b| b.as_mut() as engine::TokenCallback<'_>)
+            .collect();
+        respond_batch_until(
+            engine,
+            id,
+            requests,
+            &fixtures::key(9),
+            callbacks,
+            cancelled,
+        )
+    }
+
+    #[test]
+    fn one_bad_member_fails_alone_as_a_bad_request() {
+        let (_dir, mut engine, id) = tiny();
+        let vocab = engine.model().config.vocab as u32;
+        let context = engine.model().max_seq_len();
+        let good = tokens_request(id, vec![1, 40, 41, 42], 6);
+        let requests = vec![
+            good.clone(),
+            tokens_request(id, vec![1, vocab + 5], 6),
+            tokens_request(id, vec![1; context], 6),
+            tokens_request(id, vec![1, 40], 6),
+        ];
+        let results = batch(&mut engine, id, &requests, &mut |_| false);
+        let class = |i: usize| results[i].as_ref().map_err(RespondError::class).err();
+        assert_eq!(class(1), Some(ErrorClass::BadRequest), "{:?}", results[1]);
+        assert_eq!(class(2), Some(ErrorClass::TooLarge), "{:?}", results[2]);
+        let alone = respond(&mut engine, id, &good, &fixtures::key(9), &mut |_, _| {});
+        assert_eq!(results[0].as_ref().ok(), alone.as_ref().ok());
+        assert!(results[3].is_ok(), "{:?}", results[3]);
+        // The engine alone refuses the same input as a bad request, not as
+        // a failure of the node.
+        let e = respond(
+            &mut engine,
+            id,
+            &requests[1],
+            &fixtures::key(9),
+            &mut |_, _| {},
+        );
+        assert_eq!(e.err().map(|e| e.class()), Some(ErrorClass::BadRequest));
+    }
+
+    #[test]
+    fn a_cancelled_member_stops_and_the_others_finish() {
+        let (_dir, mut engine, id) = tiny();
+        let requests = vec![
+            tokens_request(id, vec![1, 40, 41, 42], 40),
+            tokens_request(id, vec![1, 43, 44], 40),
+        ];
+        let mut asked = 0;
+        let results = batch(&mut engine, id, &requests, &mut |i| {
+            if i == 1 {
+                asked += 1;
+            }
+            i == 1 && asked > 2
+        });
+        assert!(matches!(results[1], Err(RespondError::Cancelled)));
+        let alone = respond(
+            &mut engine,
+            id,
+            &requests[0],
+            &fixtures::key(9),
+            &mut |_, _| {},
+        );
+        assert_eq!(results[0].as_ref().ok(), alone.as_ref().ok());
+    }
 
     #[test]
     fn faults_round_trip_and_bad_ones_are_refused() {

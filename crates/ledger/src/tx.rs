@@ -13,6 +13,10 @@ pub enum Role {
     Inference,
     /// Checks Results and signs Verdicts; witnesses checkpoints.
     Verifier,
+    /// Takes requests from clients, reserves their fees and sends the work
+    /// to inference nodes and verifiers (which serve only registered
+    /// gateways).
+    Gateway,
 }
 
 /// Fee split in basis points (parts of 10,000); the three sum to 10,000.

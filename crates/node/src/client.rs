@@ -1,11 +1,14 @@
 //! HTTP clients of the roles: signed messages to peers, and the ledger's API.
 
 use crate::auth;
-use crate::wire::{AccountView, NodeView, ParamsView, SummaryView, TxApplied, TxRefused};
+use crate::wire::{
+    AccountView, EscrowView, NodeInfo, NodeView, ParamsView, SummaryView, TxApplied, TxRefused,
+};
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use std::time::Duration;
 use verinfer_ledger::tx::{Transaction, TxBody};
-use verinfer_types::{PublicKey, Record, SecretKey};
+use verinfer_types::{Hash, PublicKey, Record, SecretKey};
 
 /// Why a call to another node failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,17 +83,18 @@ impl Peer {
         &self.http
     }
 
-    /// POSTs `body` (JSON) to `base` + `path`, signed; returns the response
-    /// once its status is a success.
+    /// POSTs `body` (JSON) to `base` + `path`, signed for the node whose
+    /// key is `to`; returns the response once its status is a success.
     pub async fn post(
         &self,
+        to: &PublicKey,
         base: &str,
         path: &str,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
-        let headers = auth::sign(&self.key, "POST", path, &body);
+        let headers = auth::sign(&self.key, to, "POST", path, &body);
         let resp = send(
             &url,
             self.http
@@ -172,6 +176,8 @@ pub struct LedgerClient {
     /// Base URL of the ledger node.
     pub base: String,
     peer: Peer,
+    /// The ledger node's key, asked once (`/node/info`).
+    node_key: Arc<tokio::sync::OnceCell<PublicKey>>,
 }
 
 impl LedgerClient {
@@ -180,7 +186,32 @@ impl LedgerClient {
         LedgerClient {
             base: base.trim_end_matches('/').to_string(),
             peer: Peer::new(key),
+            node_key: Arc::default(),
         }
+    }
+
+    /// The ledger node's key: signed messages are addressed to it, and the
+    /// ledger's calls to other roles are signed with it. Whoever runs at the
+    /// configured ledger URL is trusted with the ledger anyway.
+    pub async fn node_key(&self) -> Result<PublicKey, ClientError> {
+        self.node_key
+            .get_or_try_init(|| async {
+                let info: NodeInfo = self.peer.get_json(&self.base, "/node/info").await?;
+                Ok(info.key)
+            })
+            .await
+            .copied()
+    }
+
+    /// POSTs `body` to the ledger's `path`, signed for the ledger node.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ClientError> {
+        let to = self.node_key().await?;
+        self.peer.post(&to, &self.base, path, body, timeout).await
     }
 
     /// Submits a signed transaction; returns once it is durable.
@@ -191,8 +222,7 @@ impl LedgerClient {
         })?;
         let url = format!("{}/ledger/tx", self.base);
         let resp = self
-            .peer
-            .post(&self.base, "/ledger/tx", body, Duration::from_secs(60))
+            .post("/ledger/tx", body, Duration::from_secs(60))
             .await?;
         json(url, resp).await
     }
@@ -228,17 +258,25 @@ impl LedgerClient {
     pub async fn link(&self, link: &verinfer_ledger::evm::Link) -> Result<bool, ClientError> {
         let body = serde_json::to_vec(link).unwrap_or_default();
         match self
-            .peer
-            .post(
-                &self.base,
-                "/ledger/evm/link",
-                body,
-                Duration::from_secs(10),
-            )
+            .post("/ledger/evm/link", body, Duration::from_secs(10))
             .await
         {
             Ok(_) => Ok(true),
             Err(ClientError::Status { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The reservation (escrow) of the request whose hash is `request`;
+    /// `None` when there is none (never reserved, released or settled).
+    pub async fn escrow(&self, request: &Hash) -> Result<Option<EscrowView>, ClientError> {
+        match self
+            .peer
+            .get_json(&self.base, &format!("/ledger/escrow/{request}"))
+            .await
+        {
+            Ok(e) => Ok(Some(e)),
+            Err(ClientError::Status { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }

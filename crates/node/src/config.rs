@@ -13,6 +13,8 @@
 //! heartbeat_ms = 2000
 //! # fault = "edit-token:1"             # inference: cheat this way (demos and tests)
 //! # log_key = "origin+id+base64"       # verifier: pin the log key (default: ask the ledger)
+//! # workers = 2                        # verifier: checks at once (one engine each)
+//! # queue = 32                         # inference (waiting or running; default 32), verifier (waiting; default 16)
 //!
 //! [gateway]
 //! api_keys = "api-keys.toml"           # [[keys]] api_key_sha256 = "HEX", account = "account.key"
@@ -25,7 +27,7 @@
 //! [ledger]
 //! witness_quorum = 2
 //! checkpoint_interval_ms = 500
-//! reporters = ["GATEWAY_PUBLIC_KEY_HEX"]
+//! reporters = ["GATEWAY_PUBLIC_KEY_HEX"] # of the registered gateways, those whose reports count (default: all)
 //! # backend = "evm"                    # settle on an EVM chain (default: embedded)
 //! # rpc_url = "http://127.0.0.1:8545"   # or https://
 //! # rpc_ca_file = "ca.pem"             # https: also trust this CA (default: system roots)
@@ -71,6 +73,10 @@ pub struct NodeConfig {
     pub fault: Option<String>,
     /// Verifier: the log's verifier key.
     pub log_key: Option<String>,
+    /// Verifier: checkers working at once, each with its own engine.
+    pub workers: Option<usize>,
+    /// Inference, verifier: requests waiting at most (beyond: 429).
+    pub queue: Option<usize>,
     /// Gateway settings.
     #[serde(default)]
     pub gateway: GatewaySection,

@@ -6,10 +6,11 @@
 //! ledger/            the ledger (wal/, receipts/ with the log key), node.key,
 //!                    cosigned-checkpoint
 //! treasury.key       the genesis treasury, which funds the nodes and the demo account
-//! gateway/           node.key, api-keys.toml, demo.key (the demo account)
+//! gateway/           node.key, api-keys.toml, demo.key (the demo account),
+//!                    auth-nonces
 //! api-key            the demo account's API key
-//! inference-N/       node.key
-//! verifier-N/        node.key, witness-checkpoint
+//! inference-N/       node.key, auth-nonces (signed messages seen lately)
+//! verifier-N/        node.key, witness-checkpoint, auth-nonces
 //! ```
 //!
 //! The first start creates the ledger (genesis: the supply in the treasury,
@@ -67,6 +68,8 @@ pub struct DevnetOptions {
     pub fault: Fault,
     /// Engine threads per node.
     pub threads: usize,
+    /// Checkers (engines) per verifier.
+    pub verifier_workers: usize,
     /// Heartbeat period.
     pub heartbeat: Duration,
     /// Origin of a new receipts log.
@@ -111,6 +114,7 @@ impl DevnetOptions {
             faulty_inference: 0,
             fault: Fault::EditToken(1),
             threads: 1,
+            verifier_workers: crate::verifier_role::DEFAULT_WORKERS,
             heartbeat: start::HEARTBEAT,
             log_origin: LOG_ORIGIN.into(),
             settlement: Settlement::Embedded,
@@ -298,11 +302,13 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
             },
         )?;
     }
-    // Node keys: each gets twice the minimum stake when it holds less.
+    // Node keys (the gateway's too: it registers with a stake like the
+    // others): each gets twice the minimum stake when it holds less.
     let min = ledger.with_state(|s| s.params.min_stake.0);
     let names = (0..opts.inference)
         .map(|i| format!("inference-{i}"))
-        .chain((0..opts.verifiers).map(|i| format!("verifier-{i}")));
+        .chain((0..opts.verifiers).map(|i| format!("verifier-{i}")))
+        .chain(["gateway".to_string()]);
     for name in names {
         let key = load_or_create_key(&d.join(&name).join("node.key"))?;
         let held = ledger.with_state(|s| s.balance(&key.public()) + s.stake(&key.public()));
@@ -318,7 +324,6 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
         }
     }
     load_or_create_key(&d.join("ledger").join("node.key"))?;
-    load_or_create_key(&gw_dir.join("node.key"))?;
     Ok((Arc::new(ledger), api_key))
 }
 
@@ -387,13 +392,14 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
             listen: "127.0.0.1:0".into(),
             public_url: None,
             heartbeat: opts.heartbeat,
+            dir: d.join(name),
         })
     };
-    let load = |threads: usize| {
-        let p = path.clone();
+    let load = |count: usize| {
+        let (p, threads) = (path.clone(), opts.threads);
         async move {
             tokio::task::spawn_blocking(move || {
-                start::load_engine(&p.display().to_string(), threads)
+                start::load_engines(&p.display().to_string(), threads, count)
             })
             .await?
         }
@@ -401,23 +407,37 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
     let result: anyhow::Result<()> = async {
         for i in 0..opts.verifiers {
             let name = format!("verifier-{i}");
-            let (engine, id) = load(opts.threads).await?;
-            let r =
-                start::verifier(member(&name)?, engine, id, log_key.clone(), d.join(&name)).await?;
+            let (engines, id) = load(opts.verifier_workers.max(1)).await?;
+            let r = start::verifier(
+                member(&name)?,
+                engines,
+                id,
+                log_key.clone(),
+                crate::verifier_role::DEFAULT_QUEUE,
+            )
+            .await?;
             roles.push((name, r));
         }
         for i in 0..opts.inference {
             let name = format!("inference-{i}");
-            let (engine, id) = load(opts.threads).await?;
+            let (mut engines, id) = load(1).await?;
+            let engine = engines.pop().context("no engine")?;
             let fault = (i < opts.faulty_inference).then(|| opts.fault.clone());
-            let r = start::inference(member(&name)?, engine, id, fault).await?;
+            let r = start::inference(
+                member(&name)?,
+                engine,
+                id,
+                fault,
+                crate::inference_role::DEFAULT_QUEUE,
+            )
+            .await?;
             roles.push((name, r));
         }
         let api_keys = crate::config::load_api_keys(&d.join("gateway").join("api-keys.toml"))?;
-        let g = start::gateway(
-            key("gateway")?,
-            &ledger_url,
-            &opts.listen,
+        let mut gw = member("gateway")?;
+        gw.listen = opts.listen.clone();
+        let g = start::registered_gateway(
+            gw,
             GatewayConfig {
                 api_keys,
                 default_verification: VerificationMode::Quorum { k: opts.quorum },

@@ -2,14 +2,14 @@
 //! settler asks the registered verifiers to sign each settlement and slash,
 //! and the verifiers check before they sign.
 //!
-//! - `POST /verifier/evm/settlement` (authenticated; body a
+//! - `POST /verifier/evm/settlement` (authenticated, from the ledger's key; body a
 //!   [`SettlementRequest`]): the verifier opens the checkpoint note with the
 //!   log's key, requires its own cosignature on it (it vouched for that
 //!   history), checks every receipt's inclusion and the netting
 //!   ([`check_settlement`]), and answers its EIP-712 signature;
-//! - `POST /verifier/evm/slash` (authenticated; body a [`SlashRequest`]): the
-//!   same for slash evidence ([`check_slash`], against the registry the
-//!   verifier reads from its ledger);
+//! - `POST /verifier/evm/slash` (authenticated, from the ledger's key; body a
+//!   [`SlashRequest`]): the same for slash evidence ([`check_slash`], against
+//!   the registry the verifier reads from its ledger);
 //! - `POST /ledger/evm/link`: an account's signed EVM address;
 //! - `GET /ledger/evm`: the contract, the settled checkpoint and the
 //!   transactions mined so far.
@@ -33,11 +33,11 @@ use verinfer_ledger::Ledger;
 use verinfer_log::witness::verify_cosignature;
 use verinfer_log::SignedCheckpoint;
 use verinfer_types::note::{Note, VerifierKey, ALG_COSIGNATURE_V1};
-use verinfer_types::SecretKey;
+use verinfer_types::{PublicKey, SecretKey};
 use verinfer_verify::receipt::witness_name;
 
 use crate::client::Peer;
-use crate::http::{authenticate, HttpError};
+use crate::http::HttpError;
 use crate::ledger_role::LedgerNode;
 use crate::verifier_role::VerifierNode;
 
@@ -57,17 +57,20 @@ impl HttpCosigners {
     }
 
     async fn ask(&self, path: &str, body: Vec<u8>) -> Vec<EvmSignature> {
-        let endpoints: Vec<String> = self.ledger.with_state(|s| {
+        let verifiers: Vec<(PublicKey, String)> = self.ledger.with_state(|s| {
             s.nodes
-                .values()
-                .filter(|n| n.role == Role::Verifier)
-                .map(|n| n.endpoint.clone())
+                .iter()
+                .filter(|(_, n)| n.role == Role::Verifier)
+                .map(|(k, n)| (*k, n.endpoint.clone()))
                 .collect()
         });
-        let calls = endpoints.iter().map(|e| {
+        let calls = verifiers.iter().map(|(k, e)| {
             let body = body.clone();
             async move {
-                let r = self.peer.post(e, path, body, Duration::from_secs(30)).await;
+                let r = self
+                    .peer
+                    .post(k, e, path, body, Duration::from_secs(30))
+                    .await;
                 match r {
                     Ok(resp) => resp.json::<EvmSignature>().await.ok(),
                     Err(err) => {
@@ -116,7 +119,7 @@ pub async fn sign_settlement(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<EvmSignature>, HttpError> {
-    authenticate(node.gate(), &method, &uri, &headers, &body)?;
+    node.ledger_only(&method, &uri, &headers, &body).await?;
     let req: SettlementRequest = serde_json::from_slice(&body)
         .map_err(|e| HttpError::bad_request(format!("settlement: {e}")))?;
     let n = node.clone();
@@ -146,7 +149,7 @@ pub async fn sign_slash(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<EvmSignature>, HttpError> {
-    authenticate(node.gate(), &method, &uri, &headers, &body)?;
+    node.ledger_only(&method, &uri, &headers, &body).await?;
     let req: SlashRequest =
         serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(format!("slash: {e}")))?;
     if req.accused.account == node.key().public() {

@@ -311,7 +311,7 @@ pub async fn network(State(node): State<Arc<LedgerNode>>) -> Json<Value> {
                 };
                 json!({
                     "key": k,
-                    "role": match n.role { Role::Inference => "inference", Role::Verifier => "verifier" },
+                    "role": match n.role { Role::Inference => "inference", Role::Verifier => "verifier", Role::Gateway => "gateway" },
                     "endpoint": n.endpoint,
                     "stake": s.stake(k).to_string(),
                     "live": now.saturating_sub(last) < 10_000,

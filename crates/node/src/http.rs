@@ -1,12 +1,16 @@
 //! What every role's HTTP server shares: binding, JSON errors, the
-//! authentication gate as a request check.
+//! authentication gate and the caller's authorization as a request check.
 
 use crate::auth::Gate;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio::net::TcpListener;
+use verinfer_types::PublicKey;
 
 /// A JSON error `{"error": message}` with a status.
 #[derive(Debug)]
@@ -25,24 +29,100 @@ impl HttpError {
     pub fn not_found(msg: impl Into<String>) -> Self {
         HttpError(StatusCode::NOT_FOUND, msg.into())
     }
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    /// 403 with `msg`: an authentic caller this role does not serve.
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        HttpError(StatusCode::FORBIDDEN, msg.into())
+    }
+    /// 429 with `msg` (answered with `Retry-After`): the work queue is full.
+    pub fn busy(msg: impl Into<String>) -> Self {
+        HttpError(StatusCode::TOO_MANY_REQUESTS, msg.into())
     }
 }
 
-/// Checks that a request is an authentic, fresh signed message.
-pub fn authenticate(
+/// Seconds a caller refused with 429 waits before it tries again.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({ "error": self.1 }));
+        if self.0 == StatusCode::TOO_MANY_REQUESTS {
+            let retry = [(
+                axum::http::header::RETRY_AFTER,
+                RETRY_AFTER_SECS.to_string(),
+            )];
+            return (self.0, retry, body).into_response();
+        }
+        (self.0, body).into_response()
+    }
+}
+
+/// Checks that a request is an authentic, fresh signed message addressed to
+/// this node from a sender `allowed` accepts (401 for a bad envelope, or
+/// `allowed`'s refusal, typically 403). The nonce is remembered only once
+/// the sender is allowed, so outsiders cannot fill the replay cache.
+pub async fn authorize<F, Fut>(
     gate: &Gate,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<verinfer_types::PublicKey, HttpError> {
-    gate.check(method, uri, headers, body)
-        .map_err(|e| HttpError(StatusCode::UNAUTHORIZED, e.to_string()))
+    allowed: F,
+) -> Result<PublicKey, HttpError>
+where
+    F: FnOnce(PublicKey) -> Fut,
+    Fut: Future<Output = Result<(), HttpError>>,
+{
+    let unauthorized =
+        |e: crate::auth::AuthError| HttpError(StatusCode::UNAUTHORIZED, e.to_string());
+    let m = gate
+        .verify(method, uri, headers, body)
+        .map_err(unauthorized)?;
+    allowed(m.key).await?;
+    gate.admit(&m).map_err(unauthorized)
+}
+
+/// A bound on the work a role takes at once (waiting and running): a
+/// caller beyond it is refused with 429 and `Retry-After` rather than
+/// queued without end.
+pub struct Queue {
+    held: Arc<AtomicUsize>,
+    limit: usize,
+    what: &'static str,
+}
+
+/// A place in a [`Queue`], given back when dropped.
+pub struct Ticket(Arc<AtomicUsize>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Queue {
+    /// A queue of at most `limit` jobs; `what` names it in refusals.
+    pub fn new(limit: usize, what: &'static str) -> Self {
+        Queue {
+            held: Arc::default(),
+            limit,
+            what,
+        }
+    }
+
+    /// A place, or 429 when all `limit` are taken.
+    pub fn enter(&self) -> Result<Ticket, HttpError> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .map(|_| Ticket(self.held.clone()))
+            .map_err(|n| {
+                HttpError::busy(format!(
+                    "{} is full ({n} jobs): try again in {RETRY_AFTER_SECS} s or elsewhere",
+                    self.what
+                ))
+            })
+    }
 }
 
 /// Binds `addr` (port 0 picks a free one) and returns the listener and its
@@ -62,4 +142,24 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(HttpError::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_answers_429_with_retry_after() {
+        let q = Queue::new(2, "the test queue");
+        let (a, _b) = (q.enter().unwrap(), q.enter().unwrap());
+        let refused = q.enter().err().expect("third place refused");
+        let resp = refused.into_response();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            resp.headers().get(axum::http::header::RETRY_AFTER).unwrap(),
+            &RETRY_AFTER_SECS.to_string()
+        );
+        drop(a);
+        assert!(q.enter().is_ok(), "a place given back is taken again");
+    }
 }

@@ -7,9 +7,16 @@
 //! with a [`Fault`] cheats in that way on every request, with properly
 //! signed Results: the devnet's `--faulty-inference` uses it to show the
 //! network catching cheaters.
+//!
+//! The node works only for registered gateways (403 for anyone else) and
+//! only on a Request the ledger holds a reservation for, so its compute is
+//! always paid for. Requests wait in a bounded queue (429 with `Retry-After`
+//! when it is full); a request whose client left is dropped if still
+//! waiting and stopped at its next token if running.
 
 use crate::auth::Gate;
-use crate::http::{authenticate, HttpError};
+use crate::http::{authorize, HttpError, Queue, Ticket};
+use crate::membership::Registry;
 use crate::wire::{InferenceEvent, NodeError, NodeInfo};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -18,40 +25,64 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use verinfer_inference::engine::TokenCallback;
-use verinfer_inference::respond::{self, Fault, RespondError};
+use verinfer_inference::respond::{self, ErrorClass, Fault, RespondError};
 use verinfer_inference::{Engine, ENGINE_VERSION};
 use verinfer_types::records::Request;
-use verinfer_types::{Hash, SecretKey};
+use verinfer_types::{Hash, Record, SecretKey};
 
 /// Most requests decoded together.
 const MAX_BATCH: usize = 8;
+/// Requests waiting for the engine at most, by default.
+pub const DEFAULT_QUEUE: usize = 32;
 
-/// A request waiting for the engine, with where its events go.
+/// A request waiting for the engine, with where its events go and its
+/// place in the queue (given back when the job is done).
 struct Job {
     request: Request,
     events: mpsc::Sender<InferenceEvent>,
+    _place: Ticket,
+}
+
+impl Job {
+    /// Whether the client left (the response stream was dropped).
+    fn abandoned(&self) -> bool {
+        self.events.is_closed()
+    }
 }
 
 /// The inference role's state.
 pub struct InferenceNode {
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: Sender<Job>,
+    queue: Queue,
     model_id: Hash,
     key: SecretKey,
     gate: Gate,
+    registry: Arc<Registry>,
     context_len: usize,
     vocab_size: usize,
 }
 
 impl InferenceNode {
     /// A node running `engine` (model file id `model_id`), signing with
-    /// `key`, honest unless `fault` is given. The engine runs on a thread of
-    /// its own: an honest node decodes the requests waiting at the same time
-    /// in one batch (each answer is what it would be alone).
-    pub fn new(engine: Engine, model_id: Hash, key: SecretKey, fault: Option<Fault>) -> Arc<Self> {
+    /// `key`, honest unless `fault` is given, admitting signed messages with
+    /// `gate`, serving the gateways of `registry`, with at most `queue`
+    /// requests waiting or running. The engine runs on a thread of its own:
+    /// an honest node decodes the requests waiting at the same time in one
+    /// batch (each answer is what it would be alone).
+    pub fn new(
+        engine: Engine,
+        model_id: Hash,
+        key: SecretKey,
+        fault: Option<Fault>,
+        gate: Gate,
+        registry: Arc<Registry>,
+        queue: usize,
+    ) -> Arc<Self> {
         let context_len = engine.model().max_seq_len();
         let vocab_size = engine.model().config.vocab;
         let (jobs, rx) = std::sync::mpsc::channel();
@@ -67,9 +98,11 @@ impl InferenceNode {
             .ok();
         Arc::new(InferenceNode {
             jobs,
+            queue: Queue::new(queue, "this inference node's queue"),
             model_id,
             key,
-            gate: Gate::new(),
+            gate,
+            registry,
             context_len,
             vocab_size,
         })
@@ -100,10 +133,10 @@ fn send(events: &mpsc::Sender<InferenceEvent>, ev: InferenceEvent) {
 }
 
 fn error_event(e: RespondError) -> InferenceEvent {
-    let status = match &e {
-        RespondError::WrongModel { .. } | RespondError::Record(_) => 400,
-        RespondError::Engine(verinfer_inference::LlmError::ContextOverflow { .. }) => 413,
-        _ => 503,
+    let status = match e.class() {
+        ErrorClass::BadRequest => 400,
+        ErrorClass::TooLarge => 413,
+        ErrorClass::Unavailable => 503,
     };
     InferenceEvent::Error(NodeError {
         status,
@@ -112,7 +145,7 @@ fn error_event(e: RespondError) -> InferenceEvent {
 }
 
 impl Worker {
-    fn run(mut self, jobs: std::sync::mpsc::Receiver<Job>) {
+    fn run(mut self, jobs: Receiver<Job>) {
         while let Ok(first) = jobs.recv() {
             let mut batch = vec![first];
             // An honest node takes everything already waiting; a cheating
@@ -123,9 +156,15 @@ impl Worker {
                     Err(_) => break,
                 }
             }
+            // Nobody waits for these any more: never start them.
+            batch.retain(|j| !j.abandoned());
+            if batch.is_empty() {
+                continue;
+            }
             match &self.fault {
                 Some(fault) => {
-                    for job in batch {
+                    // One at a time: a client may leave while others are answered.
+                    for job in batch.into_iter().filter(|j| !j.abandoned()) {
                         let r = respond::respond_with_fault(
                             &mut self.engine,
                             self.model_id,
@@ -165,12 +204,13 @@ impl Worker {
             .iter_mut()
             .map(|b| b.as_mut() as TokenCallback<'_>)
             .collect();
-        let results = respond::respond_batch(
+        let results = respond::respond_batch_until(
             &mut self.engine,
             self.model_id,
             &requests,
             &self.key,
             callbacks,
+            &mut |i| batch[i].abandoned(),
         );
         for (job, r) in batch.iter().zip(results) {
             match r {
@@ -188,7 +228,11 @@ async fn respond_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    authenticate(&node.gate, &method, &uri, &headers, &body)?;
+    let registry = node.registry.clone();
+    authorize(&node.gate, &method, &uri, &headers, &body, |k| async move {
+        registry.require_gateway(k).await
+    })
+    .await?;
     let request: Request = serde_json::from_slice(&body)
         .map_err(|e| HttpError::bad_request(format!("request: {e}")))?;
     if request.model != node.model_id {
@@ -200,11 +244,19 @@ async fn respond_handler(
             ),
         ));
     }
+    let hash = request
+        .hash()
+        .map_err(|e| HttpError::bad_request(format!("request: {e}")))?;
+    node.registry
+        .require_reservation(&hash, &request.requester)
+        .await?;
+    let place = node.queue.enter()?;
     let (tx, rx) = mpsc::channel(256);
     node.jobs
         .send(Job {
             request,
             events: tx,
+            _place: place,
         })
         .map_err(|_| HttpError(StatusCode::SERVICE_UNAVAILABLE, "the engine stopped".into()))?;
     let lines = ReceiverStream::new(rx).map(|ev| {

@@ -24,9 +24,11 @@ use crate::auth::now_ms;
 use crate::chronicle::Chronicle;
 use crate::client::Peer;
 use crate::http::{blocking, HttpError};
-use crate::wire::{AccountView, NodeInfo, NodeView, ParamsView, SummaryView, TxApplied, TxRefused};
+use crate::wire::{
+    AccountView, EscrowView, NodeInfo, NodeView, ParamsView, SummaryView, TxApplied, TxRefused,
+};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -49,6 +51,12 @@ use verinfer_verify::receipt::{witness_name, ReceiptBundle};
 
 /// File (in the ledger directory) holding the latest final checkpoint.
 const COSIGNED_FILE: &str = "cosigned-checkpoint";
+/// Largest transaction body. axum's default of 2 MB refused a gateway's
+/// settlement of 256 long answers whole; the gateway's settler keeps its
+/// batches below this by encoded size (a Request's input is bounded by the
+/// gateway's body limit, not by this), so only a receipt larger than this
+/// alone is refused, alone.
+pub const MAX_TX_BYTES: usize = 32 << 20;
 
 /// A checkpoint note with enough cosignatures, and its size.
 #[derive(Clone, Debug)]
@@ -123,6 +131,7 @@ impl LedgerNode {
         };
         let chronicle = Chronicle::open(&dir, minute_ms)?;
         chronicle.replay(&ledger)?;
+        let gate = crate::auth::Gate::open(key.public(), &dir)?;
         Ok(Arc::new(LedgerNode {
             ledger,
             key: key.public(),
@@ -134,7 +143,7 @@ impl LedgerNode {
             checkpoints,
             commitments,
             reporters,
-            gate: crate::auth::Gate::new(),
+            gate,
             settler: std::sync::OnceLock::new(),
             cosignatures_refused: AtomicU64::new(0),
             dir,
@@ -191,7 +200,11 @@ impl LedgerNode {
     /// The routes.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/ledger/tx", post(submit))
+            .route(
+                "/ledger/tx",
+                post(submit).layer(DefaultBodyLimit::max(MAX_TX_BYTES)),
+            )
+            .route("/ledger/escrow/{request}", get(escrow))
             .route("/ledger/account/{key}", get(account))
             .route("/ledger/nodes", get(nodes))
             .route("/ledger/params", get(params))
@@ -238,6 +251,20 @@ impl LedgerNode {
                 })
                 .collect()
         })
+    }
+
+    /// Ok for a registered gateway; 403 for anyone else.
+    fn require_gateway(&self, key: &PublicKey) -> Result<(), HttpError> {
+        let ok = self
+            .ledger
+            .with_state(|s| s.nodes.get(key).is_some_and(|n| n.role == Role::Gateway));
+        if ok {
+            Ok(())
+        } else {
+            Err(HttpError::forbidden(format!(
+                "{key} is not a gateway registered in this ledger"
+            )))
+        }
     }
 
     fn witnesses(&self) -> Vec<(PublicKey, String)> {
@@ -424,6 +451,7 @@ impl LedgerNode {
             let r = self
                 .peer
                 .post(
+                    key,
                     endpoint,
                     "/witness/add-checkpoint",
                     body.into_bytes(),
@@ -570,8 +598,9 @@ async fn submit(State(node): State<Arc<LedgerNode>>, body: Bytes) -> Response {
 }
 
 /// `POST /ledger/report`: a gateway's report of one call (rejected answer,
-/// node-level rejections, missed verifier tasks; authenticated, only
-/// configured reporters). Answered once the report is durable.
+/// node-level rejections, missed verifier tasks). Authenticated: only
+/// registered gateways, and of those only the configured reporters when some
+/// are configured. Answered once the report is durable.
 async fn report(
     State(node): State<Arc<LedgerNode>>,
     method: axum::http::Method,
@@ -579,13 +608,15 @@ async fn report(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, HttpError> {
-    let from = crate::http::authenticate(&node.gate, &method, &uri, &headers, &body)?;
-    if !node.reporters.contains(&from) {
-        return Err(HttpError(
-            StatusCode::FORBIDDEN,
-            "not a reporter of this ledger".into(),
-        ));
-    }
+    let me = &*node;
+    crate::http::authorize(&node.gate, &method, &uri, &headers, &body, |k| async move {
+        me.require_gateway(&k)?;
+        if !me.reporters.is_empty() && !me.reporters.contains(&k) {
+            return Err(HttpError::forbidden("not a reporter of this ledger"));
+        }
+        Ok(())
+    })
+    .await?;
     let r: crate::wire::Report = serde_json::from_slice(&body)
         .map_err(|e| HttpError::bad_request(format!("report: {e}")))?;
     if r.node_rejections.len() > crate::wire::Report::MAX_NODE_REJECTIONS {
@@ -610,7 +641,8 @@ async fn report(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /ledger/commit` (authenticated; body: a Result hash as JSON
+/// `POST /ledger/commit` (authenticated, from a registered gateway: the log
+/// grows only for requests someone staked for; body: a Result hash as JSON
 /// `{"result": HEX}`): appends the commitment durably and answers with the
 /// signed checkpoint that first includes it (`{"index", "checkpoint"}`).
 /// Nobody but this log's key can compute that note before it is signed, so
@@ -622,7 +654,11 @@ async fn commit(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    crate::http::authenticate(&node.gate, &method, &uri, &headers, &body)?;
+    let me = &*node;
+    crate::http::authorize(&node.gate, &method, &uri, &headers, &body, |k| async move {
+        me.require_gateway(&k)
+    })
+    .await?;
     let c: crate::wire::Commit = serde_json::from_slice(&body)
         .map_err(|e| HttpError::bad_request(format!("commit: {e}")))?;
     let n = node.clone();
@@ -637,6 +673,26 @@ async fn commit(
     Ok(Json(
         serde_json::json!({ "index": index, "checkpoint": note }),
     ))
+}
+
+/// `GET /ledger/escrow/{request}`: the reservation of a request (404 when
+/// there is none), which an inference node reads before it works.
+async fn escrow(
+    State(node): State<Arc<LedgerNode>>,
+    Path(request): Path<String>,
+) -> Result<Json<EscrowView>, HttpError> {
+    let request: Hash = request
+        .parse()
+        .map_err(|_| HttpError::bad_request("request must be 64 hex digits"))?;
+    node.ledger
+        .with_state(|s| {
+            s.escrow.get(&request).map(|e| EscrowView {
+                payer: e.payer,
+                amount: e.amount,
+            })
+        })
+        .map(Json)
+        .ok_or_else(|| HttpError::not_found(format!("no reservation for request {request}")))
 }
 
 async fn account(

@@ -11,10 +11,13 @@
 //! - [`gateway`]: the OpenAI-compatible API, routing, verifier draws,
 //!   disputes, settlement, receipts, metrics.
 //!
-//! Inference nodes and verifiers join by staking and registering their
-//! endpoint in the ledger ([`membership`]) and stay live by heartbeats.
+//! Gateways, inference nodes and verifiers join by staking and registering
+//! their endpoint in the ledger ([`membership`]) and stay live by
+//! heartbeats; inference nodes and verifiers take work only from registered
+//! gateways, and the ledger's duties only from the ledger's key.
 //! Messages between nodes are authenticated ([`auth`]): signed by the
-//! sender's node key, with a timestamp and a nonce against replay.
+//! sender's node key for the receiver's key, with a timestamp and a nonce
+//! against replay (remembered across restarts).
 //! With the EVM backend, the ledger role settles every final checkpoint and
 //! slash on a chain, signed by the verifiers ([`evm_role`]).
 //! [`devnet`] lays out a data directory and runs every role in one process;

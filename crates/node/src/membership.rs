@@ -1,11 +1,15 @@
-//! How inference nodes and verifiers join the network: stake, register their
-//! endpoint in the ledger, then send heartbeats.
+//! How gateways, inference nodes and verifiers join the network (stake,
+//! register their endpoint in the ledger, then send heartbeats), and how a
+//! role learns from the ledger whom it serves ([`Registry`]).
 
 use crate::client::{ClientError, LedgerClient};
-use std::time::Duration;
+use crate::http::HttpError;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use verinfer_ledger::tx::{Role, TxBody};
 use verinfer_types::records::Amount;
-use verinfer_types::SecretKey;
+use verinfer_types::{Hash, PublicKey, SecretKey};
 
 /// Stakes up to the minimum and registers `endpoint` for `role` (replacing an
 /// older registration of this key with another endpoint or role).
@@ -95,6 +99,166 @@ pub async fn heartbeats(
                 }
             }
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// How often a role reads the registry again.
+pub const REGISTRY_REFRESH: Duration = Duration::from_secs(2);
+/// An unknown caller makes a role read the registry again at most this often
+/// (a gateway registered a moment ago is served at once; a stranger cannot
+/// make the role hammer the ledger).
+const MISS_REFRESH: Duration = Duration::from_millis(500);
+/// How long a reservation seen in the ledger is taken as live.
+const ESCROW_CACHE: Duration = Duration::from_secs(5);
+/// Reservations remembered at most (the cache is emptied when full).
+const ESCROW_CACHE_MAX: usize = 10_000;
+
+/// What an inference node or a verifier knows of the ledger: its node key
+/// (the only sender of the ledger's duties) and the registered gateways (the
+/// only senders of work), read again every [`REGISTRY_REFRESH`]; and the
+/// live reservations, read on demand and kept briefly.
+pub struct Registry {
+    ledger: LedgerClient,
+    ledger_key: PublicKey,
+    gateways: RwLock<HashSet<PublicKey>>,
+    refreshed: tokio::sync::Mutex<Instant>,
+    escrows: Mutex<HashMap<Hash, (PublicKey, Instant)>>,
+}
+
+impl Registry {
+    /// Asks `ledger` for its key and its registry.
+    pub async fn connect(ledger: LedgerClient) -> Result<Arc<Self>, ClientError> {
+        let ledger_key = ledger.node_key().await?;
+        let r = Arc::new(Registry {
+            ledger,
+            ledger_key,
+            gateways: RwLock::default(),
+            refreshed: tokio::sync::Mutex::new(Instant::now()),
+            escrows: Mutex::default(),
+        });
+        r.refresh().await?;
+        Ok(r)
+    }
+
+    /// The ledger node's key.
+    pub fn ledger_key(&self) -> &PublicKey {
+        &self.ledger_key
+    }
+
+    /// Reads the registered gateways again.
+    pub async fn refresh(&self) -> Result<(), ClientError> {
+        let mut refreshed = self.refreshed.lock().await;
+        self.read().await?;
+        *refreshed = Instant::now();
+        Ok(())
+    }
+
+    async fn read(&self) -> Result<(), ClientError> {
+        let gateways = self
+            .ledger
+            .nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.role == Role::Gateway)
+            .map(|n| n.key)
+            .collect();
+        *self.gateways.write().unwrap_or_else(|e| e.into_inner()) = gateways;
+        Ok(())
+    }
+
+    /// Refreshes every [`REGISTRY_REFRESH`]; runs until the task is dropped.
+    pub async fn refresh_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(REGISTRY_REFRESH).await;
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "cannot read the registry");
+            }
+        }
+    }
+
+    fn known_gateway(&self, key: &PublicKey) -> bool {
+        self.gateways
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+    }
+
+    /// Ok for a registered gateway; 403 for anyone else.
+    pub async fn require_gateway(&self, key: PublicKey) -> Result<(), HttpError> {
+        if self.known_gateway(&key) {
+            return Ok(());
+        }
+        {
+            let mut refreshed = self.refreshed.lock().await;
+            if refreshed.elapsed() >= MISS_REFRESH {
+                *refreshed = Instant::now();
+                if let Err(e) = self.read().await {
+                    tracing::warn!(error = %e, "cannot read the registry");
+                }
+            }
+        }
+        if self.known_gateway(&key) {
+            Ok(())
+        } else {
+            Err(HttpError::forbidden(format!(
+                "{key} is not a gateway registered in the ledger: this node takes work only from registered gateways"
+            )))
+        }
+    }
+
+    /// Ok for the ledger's node key; 403 for anyone else.
+    pub async fn require_ledger(&self, key: PublicKey) -> Result<(), HttpError> {
+        if key == self.ledger_key {
+            Ok(())
+        } else {
+            Err(HttpError::forbidden(format!(
+                "{key} is not this network's ledger: only the ledger asks for this"
+            )))
+        }
+    }
+
+    /// Ok when the ledger holds a reservation for `request` paid by `payer`;
+    /// 403 when it holds none, 503 when the ledger cannot be asked.
+    pub async fn require_reservation(
+        &self,
+        request: &Hash,
+        payer: &PublicKey,
+    ) -> Result<(), HttpError> {
+        let cached = {
+            let mut escrows = self.escrows.lock().unwrap_or_else(|e| e.into_inner());
+            escrows.retain(|_, (_, at)| at.elapsed() < ESCROW_CACHE);
+            escrows.get(request).map(|(p, _)| *p)
+        };
+        let found = match cached {
+            Some(p) => Some(p),
+            None => self
+                .ledger
+                .escrow(request)
+                .await
+                .map_err(|e| {
+                    HttpError(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        format!("cannot read the reservation from the ledger: {e}"),
+                    )
+                })?
+                .map(|e| e.payer),
+        };
+        match found {
+            Some(p) if p == *payer => {
+                let mut escrows = self.escrows.lock().unwrap_or_else(|e| e.into_inner());
+                if escrows.len() >= ESCROW_CACHE_MAX {
+                    escrows.clear();
+                }
+                escrows.entry(*request).or_insert((p, Instant::now()));
+                Ok(())
+            }
+            Some(_) => Err(HttpError::forbidden(format!(
+                "the reservation of request {request} is not paid by its requester"
+            ))),
+            None => Err(HttpError::forbidden(format!(
+                "request {request} has no live reservation in the ledger: this node answers only paid requests"
+            ))),
         }
     }
 }

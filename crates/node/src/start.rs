@@ -2,11 +2,13 @@
 //! `verinfer node` starts one role from its [`NodeConfig`]; the devnet
 //! starts them all in one process through the same functions.
 
+use crate::auth::Gate;
 use crate::client::LedgerClient;
 use crate::config::{load_api_keys, load_or_create_key, NodeConfig};
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::inference_role::InferenceNode;
 use crate::ledger_role::LedgerNode;
+use crate::membership::Registry;
 use crate::verifier_role::VerifierNode;
 use crate::{http, membership};
 use anyhow::{bail, Context};
@@ -173,6 +175,23 @@ pub fn load_engine(model: &str, threads: usize) -> anyhow::Result<(Engine, Hash)
     Ok((engine, id))
 }
 
+/// Loads `count` engines for `model`, each with `threads` (a verifier's
+/// checkers).
+pub fn load_engines(
+    model: &str,
+    threads: usize,
+    count: usize,
+) -> anyhow::Result<(Vec<Engine>, Hash)> {
+    let mut engines = Vec::with_capacity(count);
+    let mut id = None;
+    for _ in 0..count {
+        let (e, h) = load_engine(model, threads)?;
+        engines.push(e);
+        id = Some(h);
+    }
+    Ok((engines, id.context("no engine to load")?))
+}
+
 /// Starts the ledger role on an existing ledger directory.
 #[allow(clippy::too_many_arguments)] // each is one setting of the role
 pub async fn ledger(
@@ -254,7 +273,7 @@ pub async fn settle_on_chain(
     Ok(settler)
 }
 
-/// What an inference node or verifier needs to join.
+/// What a gateway, an inference node or a verifier needs to join.
 pub struct Member {
     /// Node key.
     pub key: SecretKey,
@@ -266,6 +285,25 @@ pub struct Member {
     pub public_url: Option<String>,
     /// Heartbeat period.
     pub heartbeat: Duration,
+    /// Data directory (the nonces of signed messages; a verifier's witness
+    /// state).
+    pub dir: PathBuf,
+}
+
+impl Member {
+    /// The ledger's client with this node's key.
+    fn ledger(&self) -> LedgerClient {
+        LedgerClient::new(&self.ledger_url, self.key.clone())
+    }
+
+    /// The ledger's registry, read again in the background by the returned task.
+    async fn registry(&self) -> anyhow::Result<(Arc<Registry>, JoinHandle<()>)> {
+        let registry = Registry::connect(self.ledger()).await.with_context(|| {
+            format!("reading the registry of the ledger at {}", self.ledger_url)
+        })?;
+        let refresh = tokio::spawn(registry.clone().refresh_loop());
+        Ok((registry, refresh))
+    }
 }
 
 async fn join_and_beat(
@@ -276,7 +314,7 @@ async fn join_and_beat(
     let (listener, bound) = http::bind(&m.listen).await?;
     let url = m.public_url.clone().unwrap_or(bound);
     let (server, serving) = spawn_server(listener, router);
-    let ledger = LedgerClient::new(&m.ledger_url, m.key.clone());
+    let ledger = m.ledger();
     if let Err(e) = membership::join(&ledger, &m.key, role, &url).await {
         server.abort();
         return Err(e);
@@ -291,15 +329,35 @@ async fn join_and_beat(
     Ok((url, vec![server, beats], serving))
 }
 
-/// Starts an inference node running `engine` (model id `model_id`).
+/// Starts an inference node running `engine` (model id `model_id`), with
+/// at most `queue` requests waiting or running.
 pub async fn inference(
     m: Member,
     engine: Engine,
     model_id: Hash,
     fault: Option<Fault>,
+    queue: usize,
 ) -> anyhow::Result<Running> {
-    let node = InferenceNode::new(engine, model_id, m.key.clone(), fault);
-    let (url, tasks, serving) = join_and_beat(&m, Role::Inference, node.router()).await?;
+    let (registry, refresh) = m.registry().await?;
+    let gate = Gate::open(m.key.public(), &m.dir)
+        .with_context(|| format!("opening the nonce file in {}", m.dir.display()))?;
+    let node = InferenceNode::new(
+        engine,
+        model_id,
+        m.key.clone(),
+        fault,
+        gate,
+        registry,
+        queue,
+    );
+    let (url, mut tasks, serving) = match join_and_beat(&m, Role::Inference, node.router()).await {
+        Ok(started) => started,
+        Err(e) => {
+            refresh.abort();
+            return Err(e);
+        }
+    };
+    tasks.push(refresh);
     Ok(Running {
         url,
         tasks,
@@ -309,21 +367,38 @@ pub async fn inference(
     })
 }
 
-/// Starts a verifier checking `model_id` on `engine`, witnessing the log
-/// whose key is `log_key`, keeping its state in `dir`.
+/// Starts a verifier checking `model_id` on `engines` (one checker each,
+/// at most `queue` more checks waiting), witnessing the log whose key is
+/// `log_key`, keeping its state in the member's directory.
 pub async fn verifier(
     m: Member,
-    engine: Engine,
+    engines: Vec<Engine>,
     model_id: Hash,
     log_key: VerifierKey,
-    dir: PathBuf,
+    queue: usize,
 ) -> anyhow::Result<Running> {
     if MarginRule::for_engine(verinfer_inference::ENGINE_VERSION).is_none() {
         bail!("this build's engine has no margin rule");
     }
-    let node = VerifierNode::new(engine, model_id, m.key.clone(), log_key, dir)?;
+    let (registry, refresh) = m.registry().await?;
+    let node = VerifierNode::new(
+        engines,
+        model_id,
+        m.key.clone(),
+        log_key,
+        m.dir.clone(),
+        registry,
+        queue,
+    )?;
     node.set_ledger(LedgerClient::new(&m.ledger_url, m.key.clone()));
-    let (url, tasks, serving) = join_and_beat(&m, Role::Verifier, node.router()).await?;
+    let (url, mut tasks, serving) = match join_and_beat(&m, Role::Verifier, node.router()).await {
+        Ok(started) => started,
+        Err(e) => {
+            refresh.abort();
+            return Err(e);
+        }
+    };
+    tasks.push(refresh);
     Ok(Running {
         url,
         tasks,
@@ -333,7 +408,8 @@ pub async fn verifier(
     })
 }
 
-/// Starts the gateway.
+/// Starts a gateway that is not registered in the ledger (inference nodes
+/// and verifiers do not serve it: it can only read, as the explorer does).
 pub async fn gateway(
     key: SecretKey,
     ledger_url: &str,
@@ -346,6 +422,21 @@ pub async fn gateway(
     Ok(Running {
         url,
         tasks: vec![server],
+        gateway: Some(gw),
+        ledger: None,
+        serving,
+    })
+}
+
+/// Starts a gateway and registers it in the ledger as inference nodes and
+/// verifiers register (stake, endpoint, heartbeats): they serve only
+/// registered gateways.
+pub async fn registered_gateway(m: Member, config: GatewayConfig) -> anyhow::Result<Running> {
+    let gw = Gateway::start(m.key.clone(), &m.ledger_url, config).await;
+    let (url, tasks, serving) = join_and_beat(&m, Role::Gateway, gw.router()).await?;
+    Ok(Running {
+        url,
+        tasks,
         gateway: Some(gw),
         ledger: None,
         serving,
@@ -370,6 +461,7 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
         listen: listen.clone(),
         public_url: c.public_url.clone(),
         heartbeat,
+        dir: data_dir.clone(),
     };
     let model = c
         .model
@@ -497,7 +589,7 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                     .await
                     .with_context(|| format!("publishing the EVM link of {}", account.public()))?;
             }
-            gateway(key, &ledger_url()?, &listen, config).await
+            registered_gateway(member(ledger_url()?), config).await
         }
         RoleKind::Inference => {
             let fault = c
@@ -508,7 +600,8 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                 .map_err(|e| anyhow::anyhow!("fault: {e}"))?;
             let (engine, id) =
                 tokio::task::spawn_blocking(move || load_engine(&model, threads)).await??;
-            inference(member(ledger_url()?), engine, id, fault).await
+            let queue = c.queue.unwrap_or(crate::inference_role::DEFAULT_QUEUE);
+            inference(member(ledger_url()?), engine, id, fault, queue).await
         }
         RoleKind::Verifier => {
             let url = ledger_url()?;
@@ -521,9 +614,15 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                     .log_key
                     .parse()?,
             };
-            let (engine, id) =
-                tokio::task::spawn_blocking(move || load_engine(&model, threads)).await??;
-            verifier(member(url), engine, id, log_key, data_dir).await
+            let workers = c
+                .workers
+                .unwrap_or(crate::verifier_role::DEFAULT_WORKERS)
+                .max(1);
+            let (engines, id) =
+                tokio::task::spawn_blocking(move || load_engines(&model, threads, workers))
+                    .await??;
+            let queue = c.queue.unwrap_or(crate::verifier_role::DEFAULT_QUEUE);
+            verifier(member(url), engines, id, log_key, queue).await
         }
     }
 }

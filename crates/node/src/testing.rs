@@ -1,8 +1,11 @@
 //! Test helpers shared by the node's and the CLI's end-to-end tests
 //! (feature `test-util`): an API client that speaks the gateway's chat
 //! API (streaming or not), fetches receipts once a checkpoint covers them,
-//! and reads JSON endpoints; and the keys a client pins for a devnet.
+//! and reads JSON endpoints; the keys a client pins for a devnet; signed
+//! messages sent straight to a role, and a gateway of one's own registered in
+//! a devnet's ledger (for attack tests).
 
+use anyhow::Context;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use verinfer_types::note::{VerifierKey, ALG_COSIGNATURE_V1};
@@ -146,6 +149,55 @@ pub async fn post(
     }
     anyhow::ensure!(done, "stream ended without [DONE]");
     Ok(reply)
+}
+
+/// POSTs `body` to `base` + `path` signed by `key` for the node whose key
+/// is `to`, as any holder of a key can; returns the status and the body.
+pub async fn signed_post(
+    http: &reqwest::Client,
+    key: &verinfer_types::SecretKey,
+    to: &verinfer_types::PublicKey,
+    base: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(u16, String)> {
+    let headers = crate::auth::sign(key, to, "POST", path, &body);
+    let resp = http
+        .post(format!("{base}{path}"))
+        .headers(headers)
+        .body(body)
+        .send()
+        .await?;
+    Ok((resp.status().as_u16(), resp.text().await?))
+}
+
+/// Gives `key` twice the minimum stake from the treasury of the devnet in
+/// `dir` and registers it as a gateway at `endpoint` through the ledger's
+/// public API: what anyone who bought tokens can do.
+pub async fn register_gateway(
+    net: &crate::devnet::Devnet,
+    dir: &std::path::Path,
+    key: &verinfer_types::SecretKey,
+    endpoint: &str,
+) -> anyhow::Result<()> {
+    use verinfer_ledger::tx::{Role, TxBody};
+    let treasury = crate::config::load_key(&dir.join("treasury.key"))?;
+    let min = net.ledger.with_state(|s| s.params.min_stake.0);
+    let ledger = crate::client::LedgerClient::new(
+        &net.role("ledger").context("ledger")?.url,
+        treasury.clone(),
+    );
+    ledger
+        .submit_as(
+            &treasury,
+            TxBody::Transfer {
+                to: key.public(),
+                amount: verinfer_types::records::Amount(2 * min),
+            },
+        )
+        .await?;
+    let ledger = crate::client::LedgerClient::new(&ledger.base, key.clone());
+    crate::membership::join(&ledger, key, Role::Gateway, endpoint).await
 }
 
 /// Fetches receipt `id` until a cosigned checkpoint covers it.

@@ -1,10 +1,15 @@
 //! The verifier role: checks Results and signs Verdicts, and witnesses the
 //! receipts log.
 //!
-//! - `POST /verifier/check` (authenticated; body `{"request", "result"}`):
-//!   the signed [`Verdict`](verinfer_types::records::Verdict) of one check
-//!   (the rules and one teacher-forced scoring pass);
-//! - `POST /witness/add-checkpoint`: the C2SP tlog-witness call. The body is
+//! - `POST /verifier/check` (authenticated, from a registered gateway; body
+//!   `{"request", "result"}`): the signed
+//!   [`Verdict`](verinfer_types::records::Verdict) of one check (the rules
+//!   and one teacher-forced scoring pass). A pool of checkers, each with an
+//!   engine of its own, checks as many results at once; a bounded number
+//!   more wait (429 with `Retry-After` beyond), and a check whose caller
+//!   left before a checker was free is never started;
+//! - `POST /witness/add-checkpoint` (authenticated, from the ledger's key
+//!   only): the C2SP tlog-witness call. The body is
 //!   `old SIZE`, the consistency proof (base64 lines), a blank line and the
 //!   checkpoint note; the answer is this witness's cosignature line, 409 with
 //!   its own size when `old` is not the size it last cosigned, 422 when the
@@ -13,7 +18,8 @@
 //!   cosigns a fork or a rollback of what it already vouched for.
 
 use crate::auth::{now_ms, Gate};
-use crate::http::{authenticate, blocking, HttpError};
+use crate::http::{authorize, blocking, HttpError, Queue};
+use crate::membership::Registry;
 use crate::wire::{CheckRequest, NodeInfo};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -29,22 +35,76 @@ use verinfer_inference::{Engine, ENGINE_VERSION};
 use verinfer_log::witness::Witness;
 use verinfer_log::SignedCheckpoint;
 use verinfer_types::note::VerifierKey;
+use verinfer_types::records::Verdict;
 use verinfer_types::{Hash, SecretKey};
 use verinfer_verify::receipt::witness_name;
 use verinfer_verify::{CheckError, Checker};
 
 /// File (in the verifier's directory) holding the last cosigned checkpoint.
 const WITNESS_FILE: &str = "witness-checkpoint";
+/// Checkers (engines) of a verifier, by default.
+pub const DEFAULT_WORKERS: usize = 2;
+/// Checks waiting for a free checker at most, by default.
+pub const DEFAULT_QUEUE: usize = 16;
+
+/// Checkers that work at the same time, each on its own engine.
+struct Checkers {
+    idle: Mutex<Vec<Checker<Engine>>>,
+    /// One permit per idle checker.
+    free: Arc<tokio::sync::Semaphore>,
+    /// Checks waiting or running.
+    queue: Queue,
+}
+
+impl Checkers {
+    fn new(checkers: Vec<Checker<Engine>>, queue: usize) -> Self {
+        Checkers {
+            free: Arc::new(tokio::sync::Semaphore::new(checkers.len())),
+            queue: Queue::new(checkers.len() + queue, "this verifier's check queue"),
+            idle: Mutex::new(checkers),
+        }
+    }
+
+    /// Checks `req` on the next free checker (429 when too many wait).
+    async fn verdict(self: &Arc<Self>, req: CheckRequest) -> Result<Verdict, HttpError> {
+        let _place = self.queue.enter()?;
+        // A caller that leaves while waiting drops this future: never started.
+        let permit = self
+            .free
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(HttpError::internal)?;
+        let pool = self.clone();
+        // The checker goes back to the pool from the blocking task itself,
+        // even when the caller left meanwhile.
+        let verdict = blocking(move || {
+            let mut checker = lock(&pool.idle).pop()?;
+            let v = checker.verdict(&req.request, &req.result);
+            lock(&pool.idle).push(checker);
+            drop(permit);
+            Some(v)
+        })
+        .await?
+        .ok_or_else(|| HttpError::internal("no idle checker"))?;
+        match verdict {
+            Ok(v) => Ok(v),
+            Err(e @ CheckError::ModelNotServed { .. }) => Err(HttpError::not_found(e.to_string())),
+            Err(e) => Err(HttpError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        }
+    }
+}
 
 /// The verifier role's state.
 pub struct VerifierNode {
-    checker: Mutex<Checker<Engine>>,
+    checkers: Arc<Checkers>,
     witness: Mutex<Witness>,
     dir: PathBuf,
     key: SecretKey,
     model_id: Hash,
     context_len: u32,
     gate: Gate,
+    registry: Arc<Registry>,
     log_key: VerifierKey,
     /// The EVM key of this node's key (signs settlements and slashes).
     evm: verinfer_ledger::evm::keys::PrivateKeySigner,
@@ -58,17 +118,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl VerifierNode {
-    /// A verifier checking model `model_id` on `engine`, signing with `key`,
+    /// A verifier checking model `model_id` on `engines` (one checker
+    /// each, with at most `queue` more checks waiting), signing with `key`,
     /// witnessing the log whose key is `log_key`, keeping its witness state
-    /// in `dir`.
+    /// and nonces in `dir`, serving the gateways and the ledger of
+    /// `registry`.
     pub fn new(
-        engine: Engine,
+        engines: Vec<Engine>,
         model_id: Hash,
         key: SecretKey,
         log_key: VerifierKey,
         dir: PathBuf,
+        registry: Arc<Registry>,
+        queue: usize,
     ) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&dir)?;
+        let context_len = engines
+            .first()
+            .map(|e| u32::try_from(e.model().max_seq_len()).unwrap_or(u32::MAX))
+            .ok_or_else(|| anyhow::anyhow!("a verifier needs at least one engine"))?;
         let last = match std::fs::read_to_string(dir.join(WITNESS_FILE)) {
             Ok(text) => Some(SignedCheckpoint::open(&text, &log_key)?.checkpoint),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -81,15 +149,19 @@ impl VerifierNode {
             last,
         )?;
         let evm = verinfer_ledger::evm::evm_signer(&key)?;
-        let context_len = u32::try_from(engine.model().max_seq_len()).unwrap_or(u32::MAX);
+        let checkers = engines
+            .into_iter()
+            .map(|e| Checker::new(e, model_id, key.clone()))
+            .collect();
         Ok(Arc::new(VerifierNode {
-            checker: Mutex::new(Checker::new(engine, model_id, key.clone())),
+            checkers: Arc::new(Checkers::new(checkers, queue)),
             witness: Mutex::new(witness),
+            gate: Gate::open(key.public(), &dir)?,
             dir,
             key,
             model_id,
             context_len,
-            gate: Gate::new(),
+            registry,
             log_key,
             evm,
             ledger: std::sync::OnceLock::new(),
@@ -119,9 +191,21 @@ impl VerifierNode {
             .with_state(self.clone())
     }
 
-    /// Handles one `add-checkpoint` body (blocking: it fsyncs).
-    pub(crate) fn gate(&self) -> &Gate {
-        &self.gate
+    /// Checks that a message is authentic and from the ledger's key (the
+    /// ledger's duties: witnessing, signing settlements and slashes).
+    pub(crate) async fn ledger_only(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), HttpError> {
+        let r = &self.registry;
+        authorize(&self.gate, method, uri, headers, body, |k| async move {
+            r.require_ledger(k).await
+        })
+        .await
+        .map(drop)
     }
 
     pub(crate) fn log_key(&self) -> &VerifierKey {
@@ -136,6 +220,7 @@ impl VerifierNode {
         &self.evm
     }
 
+    /// Handles one `add-checkpoint` body (blocking: it fsyncs).
     fn witness(&self, body: &str) -> Result<String, HttpError> {
         let bad = |m: &str| HttpError(StatusCode::BAD_REQUEST, m.to_string());
         let (head, note_text) = body
@@ -186,22 +271,26 @@ async fn check(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    authenticate(&node.gate, &method, &uri, &headers, &body)?;
+    let registry = node.registry.clone();
+    authorize(&node.gate, &method, &uri, &headers, &body, |k| async move {
+        registry.require_gateway(k).await
+    })
+    .await?;
     let req: CheckRequest =
         serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(format!("check: {e}")))?;
-    let n = node.clone();
-    let verdict = blocking(move || lock(&n.checker).verdict(&req.request, &req.result)).await?;
-    match verdict {
-        Ok(v) => Ok(Json(v).into_response()),
-        Err(e @ CheckError::ModelNotServed { .. }) => Err(HttpError::not_found(e.to_string())),
-        Err(e) => Err(HttpError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
-    }
+    Ok(Json(node.checkers.verdict(req).await?).into_response())
 }
 
 async fn add_checkpoint(
     State(node): State<Arc<VerifierNode>>,
-    body: String,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, HttpError> {
+    node.ledger_only(&method, &uri, &headers, &body).await?;
+    let body = String::from_utf8(body.to_vec())
+        .map_err(|_| HttpError::bad_request("add-checkpoint: the body is not UTF-8"))?;
     let n = node.clone();
     match blocking(move || n.witness(&body)).await? {
         Ok(lines) => Ok(([("content-type", "text/plain; charset=utf-8")], lines).into_response()),

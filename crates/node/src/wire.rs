@@ -99,6 +99,16 @@ pub struct AccountView {
     pub stake: u128,
 }
 
+/// `GET /ledger/escrow/{request}`: the reservation of a request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EscrowView {
+    /// Who pays (the request's requester).
+    pub payer: PublicKey,
+    /// Amount reserved (base units).
+    #[serde(with = "u128_string")]
+    pub amount: u128,
+}
+
 /// One registered node in `GET /ledger/nodes`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeView {

@@ -328,6 +328,7 @@ impl Gateway {
         let resp = self
             .peer
             .post(
+                &node.view.key,
                 &node.view.endpoint,
                 "/inference/respond",
                 body,
@@ -507,7 +508,13 @@ impl Gateway {
             async move {
                 let r = self
                     .peer
-                    .post(&m.view.endpoint, "/verifier/check", body, CHECK_TIMEOUT)
+                    .post(
+                        &m.view.key,
+                        &m.view.endpoint,
+                        "/verifier/check",
+                        body,
+                        CHECK_TIMEOUT,
+                    )
                     .await;
                 let v = match r {
                     Ok(resp) => crate::client::json::<Verdict>(m.view.endpoint.clone(), resp)
@@ -693,13 +700,8 @@ impl Gateway {
             .map_err(ApiError::internal)?;
         let url = format!("{}/ledger/commit", self.ledger.base);
         let resp = self
-            .peer
-            .post(
-                &self.ledger.base,
-                "/ledger/commit",
-                body,
-                Duration::from_secs(10),
-            )
+            .ledger
+            .post("/ledger/commit", body, Duration::from_secs(10))
             .await
             .map_err(|e| {
                 ApiError::unavailable(format!("the ledger did not take the commitment: {e}"))

@@ -156,17 +156,12 @@ impl Gateway {
             Ok(b) => b,
             Err(_) => return,
         };
-        let (peer, base) = (self.peer.clone(), self.ledger.base.clone());
+        let ledger = self.ledger.clone();
         tokio::spawn(async move {
             let mut wait = Duration::from_millis(200);
             for attempt in 1..=report::ATTEMPTS {
-                match peer
-                    .post(
-                        &base,
-                        "/ledger/report",
-                        body.clone(),
-                        Duration::from_secs(5),
-                    )
+                match ledger
+                    .post("/ledger/report", body.clone(), Duration::from_secs(5))
                     .await
                 {
                     Ok(_) => return,

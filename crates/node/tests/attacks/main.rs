@@ -3,3 +3,4 @@
 
 mod gateway;
 mod protocol;
+mod roles;
