@@ -137,7 +137,7 @@ fn verified_chat(rt: &tokio::runtime::Runtime, url: &str, api_key: &str, i: u64)
             api_key,
             &format!("Name a colour, number {i}."),
             6,
-            i % 2 == 0,
+            i.is_multiple_of(2),
         ))
         .unwrap();
     assert_eq!(
