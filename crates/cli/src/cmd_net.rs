@@ -201,13 +201,9 @@ pub fn node(args: NodeArgs, config_path: Option<PathBuf>) -> anyhow::Result<()> 
         println!("verinfer node {role:?} ready at {}", running.url);
         let s = stop.recv().await;
         eprintln!("{s}: stopping");
-        if tokio::time::timeout(STOP_GRACE, running.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("requests still in flight at shutdown: dropped");
-            running.stop();
-        }
+        running
+            .shutdown_by(tokio::time::Instant::now() + STOP_GRACE)
+            .await;
         eprintln!("stopped");
         anyhow::Ok(())
     })

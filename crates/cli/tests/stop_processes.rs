@@ -137,7 +137,7 @@ fn verified_chat(rt: &tokio::runtime::Runtime, url: &str, api_key: &str, i: u64)
             api_key,
             &format!("Name a colour, number {i}."),
             6,
-            i % 2 == 0,
+            i.is_multiple_of(2),
         ))
         .unwrap();
     assert_eq!(
@@ -186,18 +186,25 @@ fn one_anvil(d: &Path) -> (u32, String) {
     (pid, format!("http://127.0.0.1:{port}"))
 }
 
-/// Runs the devnet, stopped each way in turn; returns the chats settled.
-fn devnet_rounds(d: &Path, rt: &tokio::runtime::Runtime) -> u64 {
+#[test]
+fn a_stopped_devnet_leaves_no_anvil_and_restarts_on_its_chain() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rt = tokio::runtime::Runtime::new().unwrap();
     let port = free_port();
     let mut chats = 0;
-    for sig in SIGNALS {
+    // Each way of stopping, then a start after the last (SIGKILL).
+    for sig in SIGNALS.into_iter().chain(["TERM"]) {
         let (mut p, url) = devnet(d, port);
         let api_key = std::fs::read_to_string(d.join("api-key")).unwrap();
         let (anvil, rpc) = one_anvil(d);
         assert!(children(p.child.id()).contains(&anvil));
-        verified_chat(rt, &url, api_key.trim(), chats);
+        // The chain kept what it settled before the stop, and settles more.
+        settled(&rt, &rpc, d, chats);
+        verified_chat(&rt, &url, api_key.trim(), chats);
         chats += 1;
-        settled(rt, &rpc, d, chats);
+        settled(&rt, &rpc, d, chats);
         stop(&mut p, sig);
         assert!(
             !alive(anvil),
@@ -207,24 +214,6 @@ fn devnet_rounds(d: &Path, rt: &tokio::runtime::Runtime) -> u64 {
             anvils_on(&state_file(d)).is_empty()
         });
     }
-    chats
-}
-
-#[test]
-fn a_stopped_devnet_leaves_no_anvil_and_restarts_on_its_chain() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let chats = devnet_rounds(d, &rt);
-    // A start after the SIGKILL: the chain kept everything settled before.
-    let (mut p, url) = devnet(d, free_port());
-    let api_key = std::fs::read_to_string(d.join("api-key")).unwrap();
-    let (_, rpc) = one_anvil(d);
-    settled(&rt, &rpc, d, chats);
-    verified_chat(&rt, &url, api_key.trim(), chats);
-    settled(&rt, &rpc, d, chats + 1);
-    stop(&mut p, "TERM");
 }
 
 #[test]
@@ -286,9 +275,10 @@ fn stopped_node_processes_restart_on_the_same_directory_and_chain() {
         let (gw, url) = node("gateway", &gateway_cfg);
         procs.push(gw);
         rt.block_on(support::wait_ready(&reqwest::Client::new(), &url, 1, 2));
+        // The history settled before the stop is still there, and grows.
+        settled(&rt, &rpc, d, chats);
         verified_chat(&rt, &url, api_key.trim(), chats);
         chats += 1;
-        // The history settled before the stop is still there, and grows.
         settled(&rt, &rpc, d, chats);
         for p in procs.iter_mut().rev() {
             stop(p, sig);

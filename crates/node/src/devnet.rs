@@ -154,14 +154,8 @@ impl Devnet {
     /// requests may still settle on, is stopped and waited for.
     pub async fn shutdown(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
-        for (name, r) in self.roles.iter().rev() {
-            if tokio::time::timeout_at(deadline, r.shutdown())
-                .await
-                .is_err()
-            {
-                tracing::warn!(role = %name, "requests still in flight at shutdown: dropped");
-                r.stop();
-            }
+        for (_, r) in self.roles.iter().rev() {
+            r.shutdown_by(deadline).await;
         }
         if let Some(c) = &self.chain {
             let anvil = c.anvil.clone();

@@ -83,13 +83,24 @@ impl Running {
     /// has closed its port and every connection (requests in flight finish
     /// first) before the ledger role writes its bookkeeping: after this,
     /// nothing answers at `url` (regression: a request sent just after
-    /// `stop` was still answered on a pooled connection). Bound it with a
-    /// timeout, and call [`Running::stop`] when it runs out.
+    /// `stop` was still answered on a pooled connection).
     pub async fn shutdown(&self) {
         self.abort();
         let mut serving = self.serving.clone();
         while serving.changed().await.is_ok() {}
         self.flush();
+    }
+
+    /// [`Running::shutdown`] until `deadline`; then the role stops at once,
+    /// dropping the requests still in flight (a stop takes bounded time).
+    pub async fn shutdown_by(&self, deadline: tokio::time::Instant) {
+        if tokio::time::timeout_at(deadline, self.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(url = %self.url, "requests still in flight at shutdown: dropped");
+            self.stop();
+        }
     }
 
     fn abort(&self) {

@@ -71,7 +71,10 @@ type SpawnJob = (Command, mpsc::Sender<io::Result<Child>>);
 /// for SIGTERM when its parent dies (`PR_SET_PDEATHSIG`) before it execs.
 /// The kernel sends that signal when the *thread* that forked the child
 /// exits, so every child is forked by one thread that lives as long as the
-/// process (not by a pooled thread, which exits when idle).
+/// process (not by a pooled thread, which exits when idle). The child gets
+/// its own process group, so a Ctrl-C in the terminal reaches only this
+/// process, which stops the child itself (a child ending on its own at the
+/// same time would be seen as a crash and restarted).
 fn spawn_tied(cmd: Command) -> io::Result<Child> {
     static SPAWNER: OnceLock<io::Result<mpsc::Sender<SpawnJob>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
@@ -104,7 +107,7 @@ fn spawn_dying_with_parent(cmd: &mut Command) -> io::Result<Child> {
     #[allow(unsafe_code)]
     // SAFETY: the hook runs in the forked child before exec, where only
     // async-signal-safe calls are allowed: prctl and getppid are plain
-    // system calls, and nothing is allocated (the error is a raw errno).
+    // system calls, and nothing is allocated (errors are raw errnos).
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
@@ -117,7 +120,7 @@ fn spawn_dying_with_parent(cmd: &mut Command) -> io::Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn()
+    cmd.process_group(0).spawn()
 }
 
 fn free_port() -> Result<u16, EvmError> {
