@@ -698,9 +698,10 @@ mod tests {
         requests: &[Request],
         cancelled: &mut dyn FnMut(usize) -> bool,
     ) -> Vec<Result<InferenceResult, RespondError>> {
-        let mut sinks: Vec<Box<dyn FnMut(u32, &str)>> = requests
+        type Sink = Box<dyn FnMut(u32, &str)>;
+        let mut sinks: Vec<Sink> = requests
             .iter()
-            .map(|_| Box::new(|_: u32, _: &str| {}) as Box<dyn FnMut(u32, &str)>)
+            .map(|_| Box::new(|_: u32, _: &str| {}) as Sink)
             .collect();
         let callbacks = sinks
             .iter_mut()

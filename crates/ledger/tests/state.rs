@@ -723,7 +723,7 @@ fn leave(w: &mut World, s: &mut State) -> (SecretKey, u128) {
 fn node_fault(w: &World, n: usize, seed: u64) -> (Request, InferenceResult, Vec<Verdict>) {
     let request = w.request(&w.users[0], seed, 1);
     let result = w.result(&request, n);
-    let committee = (0..2)
+    let committee = (0..3)
         .map(|v| w.verdict(&result, v, Decision::Reject))
         .collect();
     (request, result, committee)
@@ -862,7 +862,7 @@ fn a_dispute_freezes_withdrawals_until_its_window_or_a_slash() {
     let window = s.params.dispute_window_secs * SEC;
     assert!(at(&mut w, &mut s, &node, TxBody::Withdraw, opened + window - 1).is_err());
     // The slash lands: the freeze lifts, what is left can go.
-    let committee = (0..2)
+    let committee = (0..3)
         .map(|v| w.verdict(&result, v, Decision::Reject))
         .collect();
     let slash = TxBody::Slash {

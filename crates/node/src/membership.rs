@@ -190,13 +190,16 @@ impl Registry {
             return Ok(());
         }
         {
+            // A gateway that registered just after the last read must not be
+            // refused: wait out the spacing rather than skip the read (the
+            // spacing only bounds how often unknown senders make us read).
             let mut refreshed = self.refreshed.lock().await;
-            if refreshed.elapsed() >= MISS_REFRESH {
-                *refreshed = Instant::now();
-                if let Err(e) = self.read().await {
-                    tracing::warn!(error = %e, "cannot read the registry");
-                }
+            let wait = MISS_REFRESH.saturating_sub(refreshed.elapsed());
+            tokio::time::sleep(wait).await;
+            if let Err(e) = self.read().await {
+                tracing::warn!(error = %e, "cannot read the registry");
             }
+            *refreshed = Instant::now();
         }
         if self.known_gateway(&key) {
             Ok(())

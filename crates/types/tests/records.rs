@@ -293,19 +293,19 @@ fn golden_hashes() {
         ),
         (
             "verdict",
-            "21759dade09042c3d8b80e3fd4ca8b197ed60ccd30c87cb34deeb830c080cc68",
+            "3988063754296b918694f2b002a816eddda6aa1356c3d24f80390fdc91af8f32",
         ),
         (
             "certificate",
-            "73a0ff6309bc85662303d69a5007b282eaf4f3e62d3c8e456793a31cdd158638",
+            "458ad5328c4ede714f7907c4462ddb389731b01eedd54bae209ca79b3f1969cc",
         ),
         (
             "receipt",
-            "fbd3624277a90ec6fa0651402ab4b8bf591fd875cf3174c1713ef6155713e319",
+            "66d013951f15e30bf43cb3e3f24edca52dc8097daf68f218b758003e19b84f06",
         ),
         (
             "leaf",
-            "29f903b6e09a58f6d16030303d46e22909ff4fc7203a5b665f350efca6124e27",
+            "14f4a565b0e101d5f50c0c97644ca07067dba858af9f7b48a7a58bd49ce645b3",
         ),
     ];
     for ((name, h), (wname, w)) in got.iter().zip(want) {

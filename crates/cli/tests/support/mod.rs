@@ -121,7 +121,15 @@ pub async fn wait_ready(http: &reqwest::Client, url: &str, inference: u64, verif
             .await
             .expect("models");
         let m = &v["data"][0]["verinfer"];
-        if m["inference_nodes"] == inference && m["verifiers"] == verifiers {
+        // Inference nodes and verifiers take work only from a registered
+        // gateway: ready once the gateway's own registration is in the ledger.
+        let n: serde_json::Value = get_json(http, &format!("{url}/v1/network"))
+            .await
+            .expect("network");
+        let registered = n["nodes"]
+            .as_array()
+            .is_some_and(|nodes| nodes.iter().any(|x| x["key"] == n["gateway"]));
+        if registered && m["inference_nodes"] == inference && m["verifiers"] == verifiers {
             return;
         }
         assert!(

@@ -620,7 +620,12 @@ async fn receipt(
         .timeout(Duration::from_secs(10));
     let owner = gw.account(&headers).ok().map(|(_, a)| a.key.clone());
     if let Some(key) = &owner {
-        read = read.headers(crate::auth::sign(key, "GET", &path, b""));
+        let ledger = gw
+            .ledger
+            .node_key()
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        read = read.headers(crate::auth::sign(key, &ledger, "GET", &path, b""));
     }
     let unavailable = |e: reqwest::Error| ApiError::unavailable(e.to_string());
     let resp = read.send().await.map_err(unavailable)?;

@@ -191,6 +191,7 @@ mod tests {
             let body = TxBody::Reserve {
                 request: r.hash().expect("hash"),
                 amount: w.max_fee(),
+                ttl_secs: verinfer_ledger::testkit::RESERVE_TTL_SECS,
             };
             ledger.submit(&w.tx(&payer, body)).expect("reserve");
         }
@@ -203,6 +204,7 @@ mod tests {
             0,
             Duration::from_secs(3600),
             Vec::new(),
+            60_000,
         )
         .await
         .expect("ledger role");

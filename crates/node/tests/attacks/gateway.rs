@@ -130,9 +130,20 @@ async fn receipt_text_is_private_to_its_requester() {
         .await
         .expect("anonymous read");
     assert!(anonymous.receipt.is_none(), "the ledger served the text");
+    let ledger_key =
+        get_json::<verinfer_node::wire::NodeInfo>(&http, &format!("{ledger}/node/info"))
+            .await
+            .expect("ledger info")
+            .key;
     let read_as = |key: &SecretKey| {
         http.get(format!("{ledger}{path}"))
-            .headers(verinfer_node::auth::sign(key, "GET", &path, b""))
+            .headers(verinfer_node::auth::sign(
+                key,
+                &ledger_key,
+                "GET",
+                &path,
+                b"",
+            ))
             .send()
     };
     let other: ReceiptBundle = read_as(&SecretKey::generate())
@@ -152,7 +163,7 @@ async fn receipt_text_is_private_to_its_requester() {
     let text = own.receipt.expect("the requester reads its text").request;
     assert!(format!("{:?}", text.input).contains("lighthouse"));
     // A forged envelope is refused, not read anonymously.
-    let mut forged = verinfer_node::auth::sign(&demo, "GET", "/elsewhere", b"");
+    let mut forged = verinfer_node::auth::sign(&demo, &ledger_key, "GET", "/elsewhere", b"");
     forged.remove(verinfer_node::auth::NONCE);
     let r = http
         .get(format!("{ledger}{path}"))

@@ -17,7 +17,7 @@ use verinfer_ledger::Transaction;
 use verinfer_log::witness::add_cosignature;
 use verinfer_node::client::{ClientError, LedgerClient, Peer};
 use verinfer_node::devnet::{self, Devnet, DevnetOptions};
-use verinfer_node::testing::{bundle, chat, get_json, post};
+use verinfer_node::testing::{bundle, chat, get_json, post, register_gateway};
 use verinfer_node::wire::{CheckRequest, NodeView};
 use verinfer_types::note::{Note, NoteSignature, VerifierKey, ALG_COSIGNATURE_V1};
 use verinfer_types::records::{reason_code, Amount, Decision, Nonce, Receipt, Verdict, VerdictTag};
@@ -155,12 +155,18 @@ async fn unmeetable_schema_slashes_nobody() {
 /// with no balance, they must slash nobody.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rejections_for_another_request_slash_nobody() {
-    let (_dir, net) = start(1).await;
+    let (dir, net) = start(1).await;
     let http = reqwest::Client::new();
     let (b, receipt) = honest_receipt(&http, &net, "What is 2+2?").await;
-    let before = untouched(&net);
 
+    // Verifiers answer registered gateways only: the attacker registers one
+    // of its own (the minimum stake) to collect verdicts at all.
     let outsider = SecretKey::generate();
+    register_gateway(&net, dir.path(), &outsider, "http://127.0.0.1:9")
+        .await
+        .expect("register a gateway");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = untouched(&net);
     let mut other = receipt.request.clone();
     other.nonce = Nonce::random();
     other.requester = outsider.public();
@@ -178,7 +184,7 @@ async fn rejections_for_another_request_slash_nobody() {
     let mut rejections = Vec::new();
     for v in verifiers(&http, &net).await {
         let resp = peer
-            .post(&v.endpoint, "/verifier/check", body.clone(), WAIT)
+            .post(&v.key, &v.endpoint, "/verifier/check", body.clone(), WAIT)
             .await
             .expect("verdict");
         let verdict: Verdict = resp.json().await.expect("verdict json");
@@ -267,9 +273,17 @@ async fn minority_or_outsider_committee_cannot_slash() {
     let peer = Peer::new(outsider.clone());
     for v in verifiers(&http, &net).await {
         match peer
-            .post(&v.endpoint, "/verifier/evm/slash", body.clone(), WAIT)
+            .post(
+                &v.key,
+                &v.endpoint,
+                "/verifier/evm/slash",
+                body.clone(),
+                WAIT,
+            )
             .await
         {
+            // Only the ledger's key may ask for slash signatures.
+            Err(ClientError::Status { status: 403, .. }) => {}
             Err(ClientError::Status {
                 status: 422, body, ..
             }) => {

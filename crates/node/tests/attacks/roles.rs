@@ -258,6 +258,7 @@ async fn a_replay_right_after_a_restart_is_refused() {
             0,
             Duration::from_millis(500),
             Vec::new(),
+            60_000,
         )
     };
     let http = reqwest::Client::new();
