@@ -822,7 +822,7 @@ fn slash_takes_bonded_first_then_oldest_unbonding() {
     let list = &s.unbonding[&me];
     assert_eq!(list.len(), 1, "the oldest entry went first");
     assert_eq!(list[0].amount, 1_500 * TOKEN - amount);
-    let per = amount * u128::from(s.params.slash_reward_bps) / 10_000 / 2;
+    let per = amount * u128::from(s.params.slash_reward_bps) / 10_000 / 3;
     assert_eq!(s.balance(&v) - v_before, per);
 }
 
@@ -1322,12 +1322,14 @@ fn amount() -> impl Strategy<Value = u128> {
 /// How far the clock moves before a transaction: not at all, a little, or
 /// past the reservation, voting, dispute and unbonding periods.
 fn step() -> impl Strategy<Value = u64> {
+    // Mostly still or a second on: long jumps expire reservations and close
+    // votes, so with even weights hardly a settlement or a vote is accepted.
     prop_oneof![
-        Just(0u64),
-        Just(1_000),
-        Just(700_000),
-        Just(3_600_000),
-        Just(86_400_000)
+        8 => Just(0u64),
+        4 => Just(1_000),
+        1 => Just(700_000),
+        1 => Just(3_600_000),
+        1 => Just(86_400_000)
     ]
 }
 
@@ -1408,7 +1410,7 @@ const ACCEPTED_FLOOR: usize = 5;
 fn invariants_hold_under_random_transactions() {
     // Per kind: (generated, accepted).
     let seen: RefCell<BTreeMap<String, (usize, usize)>> = RefCell::default();
-    proptest!(ProptestConfig { cases: 64, ..ProptestConfig::default() }, |(ops in proptest::collection::vec((op(), step()), 1..120))| {
+    proptest!(ProptestConfig { cases: 128, ..ProptestConfig::default() }, |(ops in proptest::collection::vec((op(), step()), 1..120))| {
         let (mut w, mut s) = setup();
         let actors: Vec<_> = w.users.iter().chain(&w.nodes).chain(&w.verifiers).cloned().collect();
         let relayer = w.treasury.clone();
