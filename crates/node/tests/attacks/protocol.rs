@@ -207,15 +207,10 @@ async fn rejections_for_another_request_slash_nobody() {
             result: receipt.result.clone(),
             committee: rejections.clone(),
         };
-        let tx = Transaction::signed(
-            &outsider,
-            0,
-            TxBody::Slash {
-                evidence: Box::new(evidence),
-            },
-        )
-        .expect("tx");
-        match ledger.submit(&tx).await {
+        let slash = TxBody::Slash {
+            evidence: Box::new(evidence),
+        };
+        match ledger.submit_as(&outsider, slash).await {
             Err(ClientError::Refused(r)) => assert!(r.error.contains("evidence"), "{r:?}"),
             other => panic!("slash evidence was not refused: {other:?}"),
         }

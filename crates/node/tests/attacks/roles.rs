@@ -283,7 +283,19 @@ async fn a_replay_right_after_a_restart_is_refused() {
     assert_eq!(send(first.url.clone()).await.0, 200);
     assert_eq!(send(first.url.clone()).await.0, 401, "replay refused");
     first.shutdown().await;
-    let restarted = start().await.expect("ledger role again");
+    // The role owns its directory until its last handle is gone.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let restarted = loop {
+        match start().await {
+            Ok(r) => break r,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("in use"), "{e:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("ledger role again: {e:#}"),
+        }
+    };
     let (status, text) = send(restarted.url.clone()).await;
     assert_eq!(status, 401, "replay after a restart: {text}");
     assert!(text.contains("replayed"), "{text}");
