@@ -4,7 +4,7 @@
 # compile, then run the forge tests offline. Exits non-zero on any failure.
 #
 # It also checks that test/MerkleVectors.t.sol is what its generator writes
-# from ../shared/vectors.
+# from testdata/rfc6962.
 #
 # Toolchain (pinned in package.json / package-lock.json): solc-js 0.8.37,
 # @foundry-rs/forge and @foundry-rs/anvil 1.7.1, whose native binaries come

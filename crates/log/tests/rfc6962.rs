@@ -3,7 +3,7 @@
 //! `verinfer_log::merkle` to compute what it expects, so a bug shared by the
 //! tree and its reference cannot cancel out. The RFC's test tree (the 8
 //! leaves transparency-dev/merkle uses) is pinned as literals, and
-//! cross-checked against the roots in `../shared/vectors/rfc6962`.
+//! cross-checked against the roots in `testdata/rfc6962`.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -198,7 +198,7 @@ fn rfc_test_tree_leaves_and_roots_are_pinned() {
 /// happy paths) are what the reference computes.
 #[test]
 fn reference_agrees_with_the_vectors() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/rfc6962");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/rfc6962");
     let d = test_tree();
     let json = |kind: &str, case: u32| -> serde_json::Value {
         let p = dir
@@ -207,7 +207,7 @@ fn reference_agrees_with_the_vectors() {
             .join("happy-path.json");
         serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| {
             panic!(
-                "{}: {e} (shared/ must sit beside the checkout)",
+                "{}: {e}",
                 p.display()
             )
         }))

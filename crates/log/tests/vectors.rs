@@ -1,5 +1,5 @@
 //! The RFC 6962 proof vectors of transparency-dev/merkle, from
-//! `../shared/vectors/rfc6962` (see its README for the edge rules).
+//! `testdata/rfc6962` (see `testdata/README.md` for the edge rules).
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use verinfer_log::merkle::{verify_consistency_raw, verify_inclusion_raw};
 
 fn vectors_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/rfc6962")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/rfc6962")
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let entries = std::fs::read_dir(dir).unwrap_or_else(|e| {
         panic!(
-            "{}: {e} (shared/ must sit beside the checkout)",
+            "{}: {e}",
             dir.display()
         )
     });

@@ -305,7 +305,7 @@ impl fmt::Display for Note {
 mod tests {
     use super::*;
 
-    /// The example of `../shared/vectors/README.md` (from the C2SP signed-note spec).
+    /// The example of the C2SP signed-note specification.
     const EXAMPLE_KEY: &str =
         "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k";
     const EXAMPLE_NOTE: &str = "This is an example message.\n\n\u{2014} example.com/foo Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=\n";
