@@ -27,14 +27,18 @@
 //!   result, verification-mode plans, certificate assembly and checking, and
 //!   dispute outcomes with their signed evidence.
 //! - [`receipt`]: a receipt checked with no trust in any node: its commitments,
-//!   signatures and certificate, and its inclusion in a cosigned checkpoint.
+//!   signatures and certificate, and its inclusion in a cosigned checkpoint
+//!   (the `verinfer-receipt` crate, which apps can use alone).
 
 pub mod checker;
 pub mod committee;
-pub mod receipt;
 pub mod rules;
 #[doc(hidden)]
 pub mod testing;
+
+/// Receipt checking lives in the light `verinfer-receipt` crate (no engine,
+/// no I/O); re-exported so the verification layer has one face.
+pub use verinfer_receipt as receipt;
 
 pub use checker::{CheckError, Checker, Outcome, Recompute};
 pub use rules::{MarginRule, Rejection};

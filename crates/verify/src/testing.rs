@@ -18,9 +18,9 @@ use verinfer_inference::testing::Rng;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use verinfer_log::checkpoint::Checkpoint;
-use verinfer_log::merkle::{leaf_hash, Tree};
-use verinfer_log::witness::{add_cosignature, witness_key};
+use verinfer_tlog::checkpoint::Checkpoint;
+use verinfer_tlog::merkle::{leaf_hash, Tree};
+use verinfer_tlog::witness::{add_cosignature, witness_key};
 use verinfer_types::note::{VerifierKey, ALG_ED25519};
 use verinfer_types::records::{
     Amount, Certificate, CertificateTag, Decision, Decoding, Fees, FinishReason, InferenceResult,

@@ -1,6 +1,6 @@
 //! The Merkle tree checked against a reference written from RFC 6962 §2.1
 //! alone: this file hashes with `sha2` directly and calls nothing of
-//! `verinfer_log::merkle` to compute what it expects, so a bug shared by the
+//! `verinfer_tlog::merkle` to compute what it expects, so a bug shared by the
 //! tree and its reference cannot cancel out. The RFC's test tree (the 8
 //! leaves transparency-dev/merkle uses) is pinned as literals, and
 //! cross-checked against the roots in `testdata/rfc6962`.
@@ -12,7 +12,7 @@ use base64::Engine as _;
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use verinfer_log::merkle::{leaf_hash, verify_consistency, verify_inclusion, Tree};
+use verinfer_tlog::merkle::{leaf_hash, verify_consistency, verify_inclusion, Tree};
 use verinfer_types::Hash;
 
 /// RFC 6962 §2.1, word for word: the reference the tree is checked against.
@@ -205,12 +205,9 @@ fn reference_agrees_with_the_vectors() {
             .join(kind)
             .join(case.to_string())
             .join("happy-path.json");
-        serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}",
-                p.display()
-            )
-        }))
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
         .unwrap()
     };
     let b64 = |v: &serde_json::Value| -> [u8; 32] {

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use verinfer_log::merkle::{verify_consistency_raw, verify_inclusion_raw};
+use verinfer_tlog::merkle::{verify_consistency_raw, verify_inclusion_raw};
 
 fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/rfc6962")
@@ -15,12 +15,7 @@ fn vectors_dir() -> PathBuf {
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}",
-            dir.display()
-        )
-    });
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     for e in entries {
         let p = e.unwrap().path();
         if p.is_dir() {
