@@ -23,18 +23,18 @@ MUTANTS = [
     {
         "name": "merkle-leaf-prefix",
         "what": "RFC 6962 leaf prefix 0x00 -> 0x01 (leaves hash like nodes)",
-        "file": "crates/log/src/merkle.rs",
+        "file": "crates/tlog/src/merkle.rs",
         "old": "    let mut h = Sha256::new();\n    h.update([0u8]);\n    h.update(entry);",
         "new": "    let mut h = Sha256::new();\n    h.update([1u8]);\n    h.update(entry);",
-        "tests": [["-p", "verinfer-log", "--lib", "--test", "rfc6962", "--test", "vectors"]],
+        "tests": [["-p", "verinfer-tlog", "--lib", "--test", "rfc6962", "--test", "vectors"]],
     },
     {
         "name": "inclusion-off-by-one",
         "what": "inclusion proof: leaf m = k taken as left of the split (`m < k` -> `m <= k`)",
-        "file": "crates/log/src/merkle.rs",
+        "file": "crates/tlog/src/merkle.rs",
         "old": "            if m < k {\n                proof.push(self.range_hash(start + k, n - k));",
         "new": "            if m <= k {\n                proof.push(self.range_hash(start + k, n - k));",
-        "tests": [["-p", "verinfer-log", "--lib", "--test", "rfc6962", "--test", "vectors"]],
+        "tests": [["-p", "verinfer-tlog", "--lib", "--test", "rfc6962", "--test", "vectors"]],
     },
     {
         "name": "fee-split-loses-a-unit",
@@ -55,7 +55,7 @@ MUTANTS = [
     {
         "name": "witness-quorum-of-one",
         "what": "receipt check: one cosignature makes a checkpoint final",
-        "file": "crates/verify/src/receipt.rs",
+        "file": "crates/receipt/src/lib.rs",
         "old": "    if cosigners.len() < trust.witness_quorum {",
         "new": "    if cosigners.len() < 1 {",
         "tests": [["-p", "verinfer-verify", "--test", "receipt"]],
