@@ -1,7 +1,7 @@
 //! verinfer inference layer: a deterministic CPU engine for GGUF language
-//! models (this module tree) and an ONNX engine ([`onnx`]), both behind one
-//! interface ([`interface::ModelEngine`]: model id, engine version, run,
-//! recompute) so the verification layer can treat them alike.
+//! models (this module tree), which the network serves and verifies, and an
+//! ONNX engine ([`onnx`]) with the same model-id scheme and bit-exact digests,
+//! not yet served by the network.
 //!
 //! # What it is for
 //!
@@ -66,7 +66,6 @@ pub mod chat;
 pub mod engine;
 pub mod error;
 pub mod gguf;
-pub mod interface;
 pub mod math;
 mod mmap;
 pub mod model;
