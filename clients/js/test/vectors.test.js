@@ -61,6 +61,7 @@ test("C2SP signed-note example", async () => {
 test("RFC 8785 canonical JSON", () => {
   assert.equal(v.canonical({ b: 1, a: [true, null, "x"], "\u00e9": "\u20ac\n", "\ud83d\ude00": 0, "\u0080": -5 }), '{"a":[true,null,"x"],"b":1,"\u0080":-5,"\u00e9":"\u20ac\\n","\ud83d\ude00":0}');
   assert.equal(v.canonical({ s: "\u0007\"\\/" }), '{"s":"\\u0007\\"\\\\/"}');
+  assert.equal(v.canonical({ "\ufb01": 1, "\ud83d\ude00": 2 }), "{\"\ud83d\ude00\":2,\"\ufb01\":1}");
   assert.equal(v.canonical({ a: 1, signature: "x" }, "signature"), '{"a":1}');
   assert.throws(() => v.canonical({ f: 1.5 }), /integer/);
   assert.throws(() => v.canonical({ n: 2 ** 53 }), /integer/);
