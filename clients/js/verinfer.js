@@ -638,7 +638,9 @@ export function explain(report, bundle) {
   out.push(
     report.trust.pinned.logKey && report.trust.pinned.witnesses
       ? "The log's key and the witnesses' keys were the ones you pinned."
-      : "The log's key and the witnesses' keys were taken from the receipt itself: this proves the receipt is consistent, not that these keys are the network's. Compare them with keys you trust (or pin them on the check page) to rule out a forged network."
+      : report.trust.pinned.logKey || report.trust.pinned.witnesses
+        ? `${report.trust.pinned.logKey ? "The log's key you pinned was used; the witnesses' keys were" : "The witnesses' keys you pinned were used; the log's key was"} taken from the receipt itself. Pin both to rule out a forged network.`
+        : "The log's key and the witnesses' keys were taken from the receipt itself: this proves the receipt is consistent, not that these keys are the network's. Compare them with keys you trust (or pin them on the check page) to rule out a forged network."
   );
   return out;
 }
