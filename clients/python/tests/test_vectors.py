@@ -11,7 +11,7 @@ import pytest
 
 from verinfer import CanonicalError, Note, NoteError, ProofError, VerifierKey, canonical, verify_consistency, verify_inclusion
 from verinfer.merkle import leaf_hash, sha256
-from verinfer.note import ALG_COSIGNATURE_V1, ALG_ED25519
+from verinfer.note import ALG_COSIGNATURE_V1, ALG_ED25519, key_id
 
 VECTORS = Path(os.environ.get("VERINFER_VECTORS") or Path(__file__).resolve().parents[4] / "shared" / "vectors")
 
@@ -70,6 +70,11 @@ def test_signed_note_example():
         VerifierKey.parse(VKEY.replace("530d903a", "530d903b"), ALG_ED25519)
     with pytest.raises(NoteError, match="cosignature"):
         VerifierKey.parse(VKEY, ALG_COSIGNATURE_V1)
+    # Base64 may hold '+': only the first two separate the fields.
+    key = bytes([0xFB] * 32)
+    text = f"k+{key_id('k', ALG_ED25519, key):08x}+{base64.b64encode(bytes([ALG_ED25519]) + key).decode()}"
+    assert "+" in text.split("+", 2)[2]
+    assert VerifierKey.parse(text, ALG_ED25519).key == key
 
 
 def test_canonical_json():

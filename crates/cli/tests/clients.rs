@@ -31,7 +31,8 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 /// The venv's packages: the openai client's pinned set (as in
-/// openai_client.rs), cryptography and pytest.
+/// openai_client.rs), cryptography, pytest, and wheel for building
+/// `clients/python` with the venv's setuptools.
 const REQUIREMENTS: &[&str] = &[
     "openai==1.109.1",
     "annotated-types==0.8.0",
@@ -57,6 +58,7 @@ const REQUIREMENTS: &[&str] = &[
     "packaging==26.4",
     "pluggy==1.7.0",
     "Pygments==2.21.0",
+    "wheel==0.48.0",
 ];
 
 const MARKER: &str = "verinfer-requirements.txt";
@@ -108,7 +110,8 @@ fn python() -> &'static Path {
         let dir = root.join("clients-venv");
         let python = dir.join("bin/python");
         let want = REQUIREMENTS.join("\n");
-        let ready = |d: &Path| std::fs::read_to_string(d.join(MARKER)).ok().as_deref() == Some(&want);
+        let ready =
+            |d: &Path| std::fs::read_to_string(d.join(MARKER)).ok().as_deref() == Some(&want);
         let lock = File::create(root.join("clients-venv.lock")).unwrap();
         lock.lock().unwrap();
         if !ready(&dir) {
@@ -299,7 +302,12 @@ for f in open(sys.argv[2]).read().split("\n"):
             .arg(list),
     );
     let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
-    assert_eq!(lines.len(), cases.len(), "{}", report("python checker", &out));
+    assert_eq!(
+        lines.len(),
+        cases.len(),
+        "{}",
+        report("python checker", &out)
+    );
     lines
 }
 
@@ -338,7 +346,10 @@ fn pin_args(pins: &Value) -> Vec<String> {
     if pins.is_null() {
         return Vec::new();
     }
-    let mut args = vec!["--log-key".to_string(), pins["logKey"].as_str().unwrap().into()];
+    let mut args = vec![
+        "--log-key".to_string(),
+        pins["logKey"].as_str().unwrap().into(),
+    ];
     for w in pins["witnesses"].as_array().unwrap() {
         args.extend(["--witness".to_string(), w.as_str().unwrap().into()]);
     }
@@ -381,7 +392,11 @@ fn three_verifiers_agree_on_devnet_receipts() {
     let js_ids = receipts("js app (VerifiedClient)", &out);
     assert_eq!(js_ids.len(), 2, "{}", report("js app", &out));
     ids.extend(js_ids);
-    eprintln!("{} checked answers after {:.1?}", ids.len(), started.elapsed());
+    eprintln!(
+        "{} checked answers after {:.1?}",
+        ids.len(),
+        started.elapsed()
+    );
 
     // Their bundles, as `verinfer verify --url` fetches (and checks) them;
     // the first also without the text.
@@ -392,7 +407,15 @@ fn three_verifiers_agree_on_devnet_receipts() {
         run(
             "verinfer verify --url",
             support::bin()
-                .args(["verify", "--url", &net.url, id, "--api-key", &net.api_key, "--out"])
+                .args([
+                    "verify",
+                    "--url",
+                    &net.url,
+                    id,
+                    "--api-key",
+                    &net.api_key,
+                    "--out",
+                ])
                 .arg(&file),
         );
         bundles.push((format!("receipt {i}"), file));
@@ -409,7 +432,10 @@ fn three_verifiers_agree_on_devnet_receipts() {
     // Trust on first use: the keys of the first bundle, pinned for all.
     let first: Value = serde_json::from_slice(&std::fs::read(&bundles[0].1).unwrap()).unwrap();
     assert_eq!(first["log_key"], log_key.as_str());
-    assert!(first["receipt"].is_object(), "the owner's bundle holds the receipt");
+    assert!(
+        first["receipt"].is_object(),
+        "the owner's bundle holds the receipt"
+    );
     let pins = json!({
         "logKey": first["log_key"],
         "witnesses": first["witnesses"],
@@ -461,9 +487,17 @@ fn three_verifiers_agree_on_devnet_receipts() {
                 .output()
                 .unwrap();
             let rust = out.status.success();
-            let mode = if pins.is_null() { "receipt's keys" } else { "pinned keys" };
+            let mode = if pins.is_null() {
+                "receipt's keys"
+            } else {
+                "pinned keys"
+            };
             for (lang, o) in [("python", &py[i]), ("js", &js[i])] {
-                assert!(!o.starts_with("crash"), "{lang} crashed on {} ({mode}): {o}", case.name);
+                assert!(
+                    !o.starts_with("crash"),
+                    "{lang} crashed on {} ({mode}): {o}",
+                    case.name
+                );
                 if (o == "ok") != rust {
                     disagreements.push(format!(
                         "{} ({mode}): rust {}, {lang} {o}",
@@ -473,12 +507,24 @@ fn three_verifiers_agree_on_devnet_receipts() {
                 }
             }
             if !pins.is_null() && rust != case.pinned_pass {
-                wrong.push(format!("{}: rust {}", case.name, if rust { "passes" } else { "fails" }));
+                wrong.push(format!(
+                    "{}: rust {}",
+                    case.name,
+                    if rust { "passes" } else { "fails" }
+                ));
             }
         }
     }
-    assert!(disagreements.is_empty(), "the verifiers disagree:\n{}", disagreements.join("\n"));
-    assert!(wrong.is_empty(), "unexpected outcomes with pinned keys:\n{}", wrong.join("\n"));
+    assert!(
+        disagreements.is_empty(),
+        "the verifiers disagree:\n{}",
+        disagreements.join("\n")
+    );
+    assert!(
+        wrong.is_empty(),
+        "unexpected outcomes with pinned keys:\n{}",
+        wrong.join("\n")
+    );
 
     // The command lines, as a user runs them.
     let (fresh, tampered) = (&cases[0], cases.iter().find(|c| !c.pinned_pass).unwrap());
@@ -490,7 +536,12 @@ fn three_verifiers_agree_on_devnet_receipts() {
             .args(&pin)
             .output()
             .unwrap();
-        assert_eq!(py.status.code(), Some(code), "{}", report("python -m verinfer verify", &py));
+        assert_eq!(
+            py.status.code(),
+            Some(code),
+            "{}",
+            report("python -m verinfer verify", &py)
+        );
         let js = Command::new("node")
             .arg(repo.join("clients/js/cli.js"))
             .arg("verify")
@@ -498,15 +549,38 @@ fn three_verifiers_agree_on_devnet_receipts() {
             .args(&pin)
             .output()
             .unwrap();
-        assert_eq!(js.status.code(), Some(code), "{}", report("node cli.js verify", &js));
+        assert_eq!(
+            js.status.code(),
+            Some(code),
+            "{}",
+            report("node cli.js verify", &js)
+        );
     }
     let id = ids.last().unwrap();
     let mut py = Command::new(python);
-    py.args(["-m", "verinfer", "verify", "--url", &net.url, id, "--api-key", &net.api_key]);
-    println!("{}", text(&run("python -m verinfer verify --url", &mut py).stdout));
+    py.args([
+        "-m",
+        "verinfer",
+        "verify",
+        "--url",
+        &net.url,
+        id,
+        "--api-key",
+        &net.api_key,
+    ]);
+    println!(
+        "{}",
+        text(&run("python -m verinfer verify --url", &mut py).stdout)
+    );
     let mut js = Command::new("node");
-    js.arg(repo.join("clients/js/cli.js"))
-        .args(["verify", "--url", &net.url, id, "--api-key", &net.api_key]);
+    js.arg(repo.join("clients/js/cli.js")).args([
+        "verify",
+        "--url",
+        &net.url,
+        id,
+        "--api-key",
+        &net.api_key,
+    ]);
     println!("{}", text(&run("node cli.js verify --url", &mut js).stdout));
 
     eprintln!(

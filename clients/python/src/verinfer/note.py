@@ -81,7 +81,8 @@ class VerifierKey:
     def parse(cls, text: str, alg: int) -> "VerifierKey":
         """Parses `name+keyid+base64` and checks its key id and that its type is `alg`."""
         t = text.strip()
-        parts = t.split("+")
+        # The name holds no '+'; the base64 may.
+        parts = t.split("+", 2)
         if len(parts) != 3:
             raise NoteError("a verifier key is name+keyid+base64")
         name, id_text, material_text = parts
