@@ -423,13 +423,13 @@ export async function checkReceipt(bundle, trust = {}) {
   };
 
   // Keys.
-  let keys = null;
+  let resolved = null;
   let logKey = null;
   let witnesses = [];
   await run("keys", "The log's key and the witnesses' keys are well-formed", async () => {
-    keys = await resolveTrust(trust, bundle);
-    ({ logKey, witnesses } = keys);
-    return keys.describe;
+    resolved = await resolveTrust(trust, bundle);
+    ({ logKey, witnesses } = resolved);
+    return resolved.describe;
   });
 
   // The id is the leaf hash.
@@ -584,10 +584,10 @@ export async function checkReceipt(bundle, trust = {}) {
         }
       }
       facts.cosigners = names;
-      if (names.length < keys.quorum) {
-        fail(`${names.length} trusted witness cosignature(s) on the checkpoint; ${keys.quorum} needed` + (problems.length ? ` (${problems.join("; ")})` : ""));
+      if (names.length < resolved.quorum) {
+        fail(`${names.length} trusted witness cosignature(s) on the checkpoint; ${resolved.quorum} needed` + (problems.length ? ` (${problems.join("; ")})` : ""));
       }
-      return `${names.length} of ${witnesses.length} witnesses (quorum ${keys.quorum}): ${names.join(", ")}`;
+      return `${names.length} of ${witnesses.length} witnesses (quorum ${resolved.quorum}): ${names.join(", ")}`;
     });
   }
 
@@ -603,10 +603,10 @@ export async function checkReceipt(bundle, trust = {}) {
     checks,
     facts,
     trust: {
-      pinned: keys ? keys.pinned : { logKey: false, witnesses: false, witnessQuorum: false },
+      pinned: resolved ? resolved.pinned : { logKey: false, witnesses: false, witnessQuorum: false },
       logKey: logKey && logKey.text,
       witnesses: witnesses.map((w) => w.text),
-      witnessQuorum: keys && keys.quorum,
+      witnessQuorum: resolved && resolved.quorum,
     },
   };
 }

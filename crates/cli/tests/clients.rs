@@ -9,10 +9,11 @@
 //!   `VerifiedClient`; their receipts are fetched (with the text, and one
 //!   without), and every receipt and every copy with one field changed goes
 //!   through the Rust `verinfer verify`, the Python checker and the JS
-//!   checker, with pinned keys and with the receipt's own. The three must
-//!   agree on every one; with pinned keys fresh receipts pass and every
-//!   changed field fails, except the keys the receipt names, which pinned
-//!   keys override.
+//!   checker, with pinned keys, with a pinned quorum no checkpoint meets,
+//!   and with the receipt's own keys. The three must agree on every one;
+//!   with pinned keys fresh receipts pass and every changed field fails,
+//!   except the keys the receipt names, which pinned keys override; with
+//!   the unreachable quorum every one fails.
 //!
 //! Python runs in a venv under the target directory with every package
 //! pinned (built once, under a file lock); `clients/python` is installed
@@ -271,7 +272,8 @@ struct Case {
     pinned_pass: bool,
 }
 
-/// Outcomes (true: passes) of the Python checker on every case.
+/// The Python checker's outcome on every case: `ok`, `fail CHECK` or
+/// `crash ...` (an exception other than a failed check).
 fn python_outcomes(cases: &[Case], pins: &Value, list: &Path) -> Vec<String> {
     let script = r#"
 import json, sys
@@ -311,7 +313,7 @@ for f in open(sys.argv[2]).read().split("\n"):
     lines
 }
 
-/// Outcomes of the JS checker on every case.
+/// The JS checker's outcome on every case, as [`python_outcomes`].
 fn js_outcomes(cases: &[Case], pins: &Value, list: &Path) -> Vec<String> {
     let script = r#"
 import { readFileSync } from "node:fs";
@@ -339,6 +341,35 @@ for (const f of readFileSync(list, "utf8").split("\n").filter(Boolean)) {
     let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
     assert_eq!(lines.len(), cases.len(), "{}", report("js checker", &out));
     lines
+}
+
+/// `verinfer verify FILE` on every case, four at a time.
+fn rust_outcomes(cases: &[Case], args: &[String]) -> Vec<Output> {
+    let chunk = cases.len().div_ceil(4);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = cases
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|case| {
+                            support::bin()
+                                .arg("verify")
+                                .arg(&case.file)
+                                .args(args)
+                                .stdin(Stdio::null())
+                                .output()
+                                .unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    })
 }
 
 /// The pins as `verinfer verify` options.
@@ -474,24 +505,22 @@ fn three_verifiers_agree_on_devnet_receipts() {
 
     let mut disagreements = Vec::new();
     let mut wrong = Vec::new();
-    for pins in [pins.clone(), Value::Null] {
+    // Pinned keys; pinned keys with a quorum no checkpoint meets (every
+    // receipt fails); the receipt's own keys.
+    let witnesses = pins["witnesses"].as_array().unwrap().len();
+    let mut unreachable = pins.clone();
+    unreachable["witnessQuorum"] = json!(witnesses + 1);
+    let modes = [
+        ("pinned keys", pins.clone(), Some(true)),
+        ("a quorum above the witnesses", unreachable, Some(false)),
+        ("the receipt's keys", Value::Null, None),
+    ];
+    for (mode, pins, expect) in modes {
         let py = python_outcomes(&cases, &pins, &list);
         let js = js_outcomes(&cases, &pins, &list);
-        let args = pin_args(&pins);
+        let rust = rust_outcomes(&cases, &pin_args(&pins));
         for (i, case) in cases.iter().enumerate() {
-            let out = support::bin()
-                .arg("verify")
-                .arg(&case.file)
-                .args(&args)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            let rust = out.status.success();
-            let mode = if pins.is_null() {
-                "receipt's keys"
-            } else {
-                "pinned keys"
-            };
+            let (rust, stderr) = (rust[i].status.success(), &rust[i].stderr);
             for (lang, o) in [("python", &py[i]), ("js", &js[i])] {
                 assert!(
                     !o.starts_with("crash"),
@@ -502,13 +531,14 @@ fn three_verifiers_agree_on_devnet_receipts() {
                     disagreements.push(format!(
                         "{} ({mode}): rust {}, {lang} {o}",
                         case.name,
-                        if rust { "ok".into() } else { text(&out.stderr) }
+                        if rust { "ok".into() } else { text(stderr) }
                     ));
                 }
             }
-            if !pins.is_null() && rust != case.pinned_pass {
+            let Some(expect) = expect else { continue };
+            if rust != (expect && case.pinned_pass) {
                 wrong.push(format!(
-                    "{}: rust {}",
+                    "{} ({mode}): rust {}",
                     case.name,
                     if rust { "passes" } else { "fails" }
                 ));
@@ -522,7 +552,7 @@ fn three_verifiers_agree_on_devnet_receipts() {
     );
     assert!(
         wrong.is_empty(),
-        "unexpected outcomes with pinned keys:\n{}",
+        "unexpected outcomes:\n{}",
         wrong.join("\n")
     );
 
@@ -584,7 +614,7 @@ fn three_verifiers_agree_on_devnet_receipts() {
     println!("{}", text(&run("node cli.js verify --url", &mut js).stdout));
 
     eprintln!(
-        "{} receipts, {} cases, 2 trust modes: rust, python and js agree; {:.1?} in all",
+        "{} receipts, {} cases, 3 trust modes: rust, python and js agree; {:.1?} in all",
         bundles.len(),
         cases.len(),
         started.elapsed()
