@@ -88,3 +88,21 @@ test("nothing in the receipt lowers the quorum", async () => {
   delete lowered.receipt;
   await fails(lowered, v.pinTrust({ logKey: b.log_key, witnesses: [b.witnesses[0], b.witnesses[0]], witnessQuorum: 2 }), "cosignatures");
 });
+
+test("an answer must be the text signed for the messages sent", async (t) => {
+  const b = bundle();
+  t.mock.method(globalThis, "fetch", async () => ({ ok: true, json: async () => bundle() }));
+  const client = new v.VerifiedClient({ baseURL: "http://gateway", apiKey: "key", trust: pinned(b) });
+  const info = { receipt_id: b.id, status: "verified", model_id: b.leaf.model };
+  const body = { messages: b.receipt.request.input.messages.map(({ role, content }) => ({ role, content })) };
+  const text = b.receipt.result.output_text;
+  assert.equal((await client.check(body, info, text)).status, "verified");
+  for (const [i, x, s] of [
+    [info, text + " (edited)", body],
+    [info, text, { messages: [{ role: "user", content: "another question" }] }],
+    [{ ...info, model_id: "00".repeat(32) }, text, body],
+    [{ ...info, status: "rejected", reason: "token_mismatch" }, text, body],
+  ]) {
+    await assert.rejects(client.check(s, i, x), v.VerificationError);
+  }
+});

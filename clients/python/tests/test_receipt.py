@@ -99,3 +99,25 @@ def test_nothing_in_the_receipt_lowers_the_quorum(bundle):
     del leaf_only["receipt"]
     doubled = Trust(log_key=b["log_key"], witnesses=b["witnesses"][:1] * 2, witness_quorum=2)
     fails(leaf_only, doubled, "cosignatures")
+
+
+def test_an_answer_must_be_the_text_signed_for_the_messages_sent(bundle, monkeypatch):
+    pytest.importorskip("openai")
+    from verinfer import openai_client
+
+    monkeypatch.setattr(openai_client, "fetch_receipt", lambda *a, **kw: copy.deepcopy(bundle))
+    checker = openai_client._Checker("http://gateway/v1", "key", pinned(bundle), wait_final=False, wait=0.0)
+    r = bundle["receipt"]
+    info = {"receipt_id": bundle["id"], "status": "verified", "model_id": bundle["leaf"]["model"]}
+    sent = {"messages": [{"role": m["role"], "content": m["content"]} for m in r["request"]["input"]["messages"]]}
+    text = r["result"]["output_text"]
+    assert checker.check(info, text, sent).status == "verified"
+    for info_, text_, sent_ in [
+        (info, text + " (edited)", sent),
+        (info, text, {"messages": [{"role": "user", "content": "another question"}]}),
+        (dict(info, model_id="00" * 32), text, sent),
+        (dict(info, status="rejected", reason="token_mismatch"), text, sent),
+    ]:
+        with pytest.raises(ReceiptError) as e:
+            checker.check(info_, text_, sent_)
+        assert e.value.check == "answer", str(e.value)
