@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print(report: Report) -> None:
-    origin = lambda pinned: "pinned" if pinned else "taken from the receipt"  # noqa: E731
+    def origin(pinned: bool) -> str:
+        return "pinned" if pinned else "taken from the receipt"
+
     t = report.trust
     print(f"receipt {report.id} (log index {report.index})")
     print("  ok  id is the hash of the log leaf")

@@ -56,14 +56,10 @@ class PendingError(ReceiptError):
     """Everything else holds, but no cosigned checkpoint covers the receipt yet."""
 
 
-def _fail(check: str, message: str) -> "ReceiptError":
-    return ReceiptError(check, message)
-
-
 def unhex(value: Any, length: int, what: str, check: str) -> bytes:
     """Bytes of lowercase hex `value` of `length` bytes."""
     if not isinstance(value, str) or len(value) != 2 * length or not _HEX.fullmatch(value):
-        raise _fail(check, f"{what} is not {length} bytes of lowercase hex")
+        raise ReceiptError(check, f"{what} is not {length} bytes of lowercase hex")
     return bytes.fromhex(value)
 
 
@@ -79,9 +75,9 @@ def record_signature_ok(record: Mapping[str, Any], kind: str, signer: str) -> bo
     if not isinstance(record, Mapping) or record.get("type") != TYPES[kind]:
         return False
     try:
-        key = bytes.fromhex(record[signer])
-        sig = bytes.fromhex(record["signature"])
-    except (KeyError, TypeError, ValueError):
+        key = unhex(record.get(signer), 32, "the signer", kind)
+        sig = unhex(record.get("signature"), 64, "the signature", kind)
+    except ReceiptError:
         return False
     msg = SIGNATURE_DOMAIN + TYPES[kind].encode() + b"\n" + canonical_bytes(record, skip="signature")
     return ed25519_verify(key, msg, sig)
@@ -120,18 +116,18 @@ class Trust:
         try:
             log_key = VerifierKey.parse(self.log_key or str(bundle.get("log_key") or ""), ALG_ED25519)
         except NoteError as e:
-            raise _fail("keys", f"log key: {e}") from None
+            raise ReceiptError("keys", f"log key: {e}") from None
         witnesses = []
         for w in self.witnesses if pinned_witnesses else bundle.get("witnesses") or []:
             try:
                 witnesses.append(VerifierKey.parse(str(w), ALG_COSIGNATURE_V1))
             except NoteError as e:
-                raise _fail("keys", f"witness key {w}: {e}") from None
+                raise ReceiptError("keys", f"witness key {w}: {e}") from None
         quorum = self.witness_quorum
         if quorum is None:
             quorum = len({w.key for w in witnesses}) // 2 + 1 if pinned_witnesses else bundle.get("witness_quorum")
         if not isinstance(quorum, int) or isinstance(quorum, bool) or quorum < 0:
-            raise _fail("keys", "the witness quorum is not a number")
+            raise ReceiptError("keys", "the witness quorum is not a number")
         return ResolvedTrust(log_key, witnesses, quorum, self.log_key is not None, pinned_witnesses)
 
 
@@ -175,7 +171,7 @@ class Report:
 
 def _check_disclosed(r: Any, leaf: Mapping[str, Any], trust: ResolvedTrust) -> tuple:
     if not isinstance(r, Mapping) or r.get("type") != TYPES["receipt"]:
-        raise _fail("commitments", "the receipt's type is not " + TYPES["receipt"])
+        raise ReceiptError("commitments", "the receipt's type is not " + TYPES["receipt"])
     try:
         request, result, certificate = r["request"], r["result"], r["certificate"]
         salt = unhex(r.get("salt"), 32, "the salt", "commitments")
@@ -191,52 +187,52 @@ def _check_disclosed(r: Any, leaf: Mapping[str, Any], trust: ResolvedTrust) -> t
             ("requester", request.get("requester"), leaf.get("requester")),
         ]
     except (KeyError, TypeError, AttributeError, CanonicalError) as e:
-        raise _fail("commitments", f"the receipt is malformed: {e}") from None
+        raise ReceiptError("commitments", f"the receipt is malformed: {e}") from None
     for what, mine, theirs in opened:
         if mine != theirs:
-            raise _fail("commitments", f"the receipt does not match its log leaf: the {what} differs")
+            raise ReceiptError("commitments", f"the receipt does not match its log leaf: the {what} differs")
     request_hash = sha256(req_bytes).hex()
     result_hash = sha256(res_bytes).hex()
 
     if not record_signature_ok(request, "request", "signer"):
-        raise _fail("request", "the request's signature does not verify")
+        raise ReceiptError("request", "the request's signature does not verify")
     if not record_signature_ok(result, "result", "node"):
-        raise _fail("result", "the result's signature by its inference node does not verify")
+        raise ReceiptError("result", "the result's signature by its inference node does not verify")
     if result.get("request") != request_hash:
-        raise _fail("binding", f"the result answers request {result.get('request')}, not this request ({request_hash})")
+        raise ReceiptError("binding", f"the result answers request {result.get('request')}, not this request ({request_hash})")
     if result.get("model") != request.get("model"):
-        raise _fail("binding", f"the result was produced by model {result.get('model')}, but the request asks for {request.get('model')}")
+        raise ReceiptError("binding", f"the result was produced by model {result.get('model')}, but the request asks for {request.get('model')}")
     if not isinstance(certificate, Mapping) or certificate.get("type") != TYPES["certificate"]:
-        raise _fail("certificate", "the certificate's type is not " + TYPES["certificate"])
+        raise ReceiptError("certificate", "the certificate's type is not " + TYPES["certificate"])
     if certificate.get("result") != result_hash:
-        raise _fail("certificate", f"the certificate is about result {certificate.get('result')}, not this result ({result_hash})")
+        raise ReceiptError("certificate", f"the certificate is about result {certificate.get('result')}, not this result ({result_hash})")
 
     seen = set()
     verifiers = []
     verdicts = certificate.get("verdicts")
     if not isinstance(verdicts, list):
-        raise _fail("verdicts", "the certificate's verdicts are not a list")
+        raise ReceiptError("verdicts", "the certificate's verdicts are not a list")
     for v in verdicts:
         who = v.get("verifier") if isinstance(v, Mapping) else None
         if not record_signature_ok(v, "verdict", "verifier"):
-            raise _fail("verdicts", f"the verdict by verifier {who} has a signature that does not verify")
+            raise ReceiptError("verdicts", f"the verdict by verifier {who} has a signature that does not verify")
         if v.get("decision") != "accept":
-            raise _fail("verdicts", f"verifier {who} rejected the result: {v.get('reason') or 'no reason given'}")
+            raise ReceiptError("verdicts", f"verifier {who} rejected the result: {v.get('reason') or 'no reason given'}")
         if v.get("result") != result_hash:
-            raise _fail("verdicts", f"the verdict by verifier {who} is about another result")
+            raise ReceiptError("verdicts", f"the verdict by verifier {who} is about another result")
         if v.get("request") != request_hash:
-            raise _fail("verdicts", f"the verdict by verifier {who} checked the result against another request")
+            raise ReceiptError("verdicts", f"the verdict by verifier {who} checked the result against another request")
         if who in seen:
-            raise _fail("verdicts", f"verifier {who} has more than one verdict in the certificate")
+            raise ReceiptError("verdicts", f"verifier {who} has more than one verdict in the certificate")
         seen.add(who)
         w = next((w for w in trust.witnesses if w.key.hex() == who), None)
         if w is None:
-            raise _fail("verdicts", f"the verdict by {who} is not from a trusted verifier (not one of the witness keys)")
+            raise ReceiptError("verdicts", f"the verdict by {who} is not from a trusted verifier (not one of the witness keys)")
         verifiers.append(w.name)
     policy = request.get("policy")
     need = required_verdicts(policy.get("verification") if isinstance(policy, Mapping) else None)
     if len(verifiers) < need:
-        raise _fail("quorum", f"the certificate has {len(verifiers)} accepting verdict(s); the request's policy needs {need}")
+        raise ReceiptError("quorum", f"the certificate has {len(verifiers)} accepting verdict(s); the request's policy needs {need}")
     return verifiers, need
 
 
@@ -253,12 +249,10 @@ def _check_inclusion(bundle: Mapping[str, Any], trust: ResolvedTrust) -> tuple:
             raise NoteError(f"the checkpoint is for origin {cp.origin!r}, expected {trust.log_key.name!r}")
         note.verify(trust.log_key)
     except NoteError as e:
-        raise _fail("log", f"the checkpoint is not a checkpoint signed by the trusted log key: {e}") from None
-    index = bundle.get("index")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise _fail("inclusion", "the log index is not a number")
+        raise ReceiptError("log", f"the checkpoint is not a checkpoint signed by the trusted log key: {e}") from None
+    index = bundle["index"]
     if index >= cp.size:
-        raise _fail("inclusion", f"the checkpoint (size {cp.size}) does not cover log index {index}")
+        raise ReceiptError("inclusion", f"the checkpoint (size {cp.size}) does not cover log index {index}")
     proof = []
     for position, h in enumerate(bundle.get("inclusion_proof") or []):
         try:
@@ -266,13 +260,13 @@ def _check_inclusion(bundle: Mapping[str, Any], trust: ResolvedTrust) -> tuple:
         except NoteError:
             b = b""
         if len(b) != 32:
-            raise _fail("inclusion", f"inclusion proof element {position} is not base64 of 32 bytes")
+            raise ReceiptError("inclusion", f"inclusion proof element {position} is not base64 of 32 bytes")
         proof.append(b)
     leaf = unhex(bundle.get("id"), 32, "the receipt id", "id")
     try:
         verify_inclusion(index, cp.size, leaf, proof, cp.root)
     except ProofError as e:
-        raise _fail("inclusion", f"the leaf is not at index {index} of the checkpoint's tree: {e}") from None
+        raise ReceiptError("inclusion", f"the leaf is not at index {index} of the checkpoint's tree: {e}") from None
 
     # Count signers, not names: one key listed twice is one witness.
     signers = set()
@@ -287,7 +281,7 @@ def _check_inclusion(bundle: Mapping[str, Any], trust: ResolvedTrust) -> tuple:
         signers.add(w.key)
         cosigners.append(w.name)
     if len(cosigners) < trust.witness_quorum:
-        raise _fail(
+        raise ReceiptError(
             "cosignatures",
             f"{len(cosigners)} trusted witness cosignature(s) on the checkpoint; {trust.witness_quorum} needed",
         )
@@ -303,17 +297,21 @@ def verify_receipt(bundle: Mapping[str, Any], trust: Optional[Trust] = None, *, 
     otherwise that raises :class:`PendingError`.
     """
     if not isinstance(bundle, Mapping):
-        raise _fail("id", "not a receipt bundle (not a JSON object)")
+        raise ReceiptError("id", "not a receipt bundle (not a JSON object)")
     resolved = (trust or Trust()).resolve(bundle)
     leaf = bundle.get("leaf")
     if not isinstance(leaf, Mapping) or leaf.get("type") != TYPES["leaf"]:
-        raise _fail("id", "the bundle's leaf is not a " + TYPES["leaf"])
+        raise ReceiptError("id", "the bundle's leaf is not a " + TYPES["leaf"])
     try:
         computed = leaf_hash(canonical_bytes(leaf)).hex()
     except CanonicalError as e:
-        raise _fail("id", f"the leaf cannot be encoded canonically: {e}") from None
+        raise ReceiptError("id", f"the leaf cannot be encoded canonically: {e}") from None
     if computed != bundle.get("id"):
-        raise _fail("id", f"receipt id {bundle.get('id')} is not the leaf hash of its log leaf ({computed})")
+        raise ReceiptError("id", f"receipt id {bundle.get('id')} is not the leaf hash of its log leaf ({computed})")
+
+    index = bundle.get("index")
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ReceiptError("inclusion", "the log index is not a number")
 
     receipt = bundle.get("receipt")
     verifiers: List[str] = []
@@ -330,7 +328,7 @@ def verify_receipt(bundle: Mapping[str, Any], trust: Optional[Trust] = None, *, 
     status = "leaf-only" if receipt is None else "verified" if need > 0 else "provisional"
     return Report(
         id=computed,
-        index=bundle["index"] if final else bundle.get("index", -1),
+        index=index,
         status=status,
         final=final,
         model=leaf.get("model", ""),
