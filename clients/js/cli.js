@@ -2,17 +2,18 @@
 // cli.js: `verinfer verify` in JavaScript (Node 20 or later).
 //
 //   node cli.js verify [FILE|-] [--url URL ID] [--api-key KEY] [--wait SECS]
-//                      [--log-key VKEY] [--witness VKEY]... [--witness-quorum N] [--json]
+//                      [--log-key VKEY] [--witness VKEY]... [--witness-quorum N]
+//                      [--out FILE] [--json]
 //
 // Checks a receipt bundle from a file (`-`: stdin) or from a gateway, with
 // the keys pinned here or else those the receipt names. Exit status as the
 // Rust `verinfer verify`: 0 when every check holds, 1 when one fails, 2 when
 // the receipt could not be checked (usage, unreadable file, HTTP failure).
 
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { checkReceipt, fetchReceipt, pinTrust } from "./verinfer.js";
 
-const USAGE = "usage: cli.js verify [FILE|-] [--url URL ID] [--api-key KEY] [--wait SECS] [--log-key VKEY] [--witness VKEY]... [--witness-quorum N] [--json]";
+const USAGE = "usage: cli.js verify [FILE|-] [--url URL ID] [--api-key KEY] [--wait SECS] [--log-key VKEY] [--witness VKEY]... [--witness-quorum N] [--out FILE] [--json]";
 
 function parse(argv) {
   if (argv[0] !== "verify") throw new Error(USAGE);
@@ -28,6 +29,7 @@ function parse(argv) {
     else if (a === "--api-key") o.apiKey = value();
     else if (a === "--wait") o.wait = Number(value());
     else if (a === "--log-key") o.logKey = value();
+    else if (a === "--out") o.out = value();
     else if (a === "--witness") o.witnesses.push(value());
     else if (a === "--witness-quorum") {
       o.witnessQuorum = Number(value());
@@ -54,6 +56,7 @@ async function main() {
       bundle = JSON.parse(readFileSync(file === "-" ? 0 : file, "utf8"));
       if (!bundle || typeof bundle !== "object" || Array.isArray(bundle)) throw new Error(`${file} is not a receipt bundle`);
     }
+    if (o.out) writeFileSync(o.out, JSON.stringify(bundle, null, 2) + "\n");
   } catch (e) {
     console.error(`error: ${e.message}`);
     return 2;

@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--log-key", metavar="VKEY", help="pin the log's verifier key")
     v.add_argument("--witness", action="append", default=[], metavar="VKEY", help="pin a witness key (repeatable)")
     v.add_argument("--witness-quorum", type=int, metavar="N", help="cosignatures a checkpoint needs")
+    v.add_argument("--out", metavar="FILE", help="save the fetched bundle to FILE")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
 
@@ -70,6 +71,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             name = args.receipt or "-"
             with (open(name, encoding="utf-8") if name != "-" else sys.stdin) as f:
                 bundle = json.load(f)
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as f:
+                f.write(json.dumps(bundle, indent=2, ensure_ascii=False) + "\n")
     except ReceiptError as e:
         print(f"error: the receipt does not verify: {e}", file=sys.stderr)
         return 1
