@@ -394,6 +394,47 @@ async function resolveTrust(pins, bundle) {
   };
 }
 
+// A bundle's members and what each must be; the first six are required.
+const BUNDLE = {
+  id: "string",
+  index: "integer",
+  leaf: "object",
+  log_key: "string",
+  witnesses: "strings",
+  witness_quorum: "integer",
+  receipt: "object?",
+  checkpoint: "string?",
+  inclusion_proof: "strings",
+};
+
+/**
+ * Throws unless `bundle` has the members of a receipt bundle, each of its
+ * kind, and no other: a bundle is refused as a whole when malformed, even
+ * in a member pinned keys make unused.
+ */
+function checkBundleShape(bundle) {
+  const isObject = (x) => x !== null && typeof x === "object" && !Array.isArray(x);
+  const kinds = {
+    string: (x) => typeof x === "string",
+    integer: (x) => Number.isSafeInteger(x) && x >= 0,
+    object: isObject,
+    strings: (x) => Array.isArray(x) && x.every((s) => typeof s === "string"),
+    "object?": (x) => x === null || isObject(x),
+    "string?": (x) => x === null || typeof x === "string",
+  };
+  for (const name of Object.keys(bundle)) {
+    if (!(name in BUNDLE)) throw new Error(`the bundle is malformed: unknown member ${JSON.stringify(name)}`);
+  }
+  Object.entries(BUNDLE).forEach(([name, kind], i) => {
+    if (!(name in bundle)) {
+      if (i < 6) throw new Error(`the bundle is malformed: no ${JSON.stringify(name)}`);
+    } else if (!kinds[kind](bundle[name])) {
+      throw new Error(`the bundle is malformed: ${JSON.stringify(name)} is not of its kind`);
+    }
+  });
+  if (bundle.witness_quorum >= 2 ** 32) throw new Error("the bundle is malformed: a number is out of range");
+}
+
 /**
  * Checks a ReceiptBundle (what `GET /v1/receipts/{id}` serves) against the
  * keys pinned in `trust` (see `pinTrust`; default: none, so the keys the
@@ -435,6 +476,7 @@ export async function checkReceipt(bundle, trust = {}) {
   // The id is the leaf hash.
   const leaf = bundle.leaf || {};
   await run("id", "The receipt id is the hash of its log leaf", async () => {
+    checkBundleShape(bundle);
     if (leaf.type !== TYPES.leaf) fail(`the leaf's type is ${JSON.stringify(leaf.type)}`);
     const computed = hex(await leafHash(utf8.encode(canonical(leaf))));
     if (computed !== bundle.id) fail(`the leaf hashes to ${computed}, not to the id ${bundle.id}`);
@@ -461,6 +503,10 @@ export async function checkReceipt(bundle, trust = {}) {
     let resultHash = null;
     await run("commitments", titles.commitments, async () => {
       if (r.type !== TYPES.receipt) fail(`the receipt's type is ${JSON.stringify(r.type)}`);
+      // The receipt itself is not hashed, only its parts: hold it to its members.
+      if (canonical(Object.keys(r).sort()) !== canonical(["certificate", "fees", "request", "result", "salt", "type"])) {
+        fail(`the receipt's members are not those of ${TYPES.receipt}`);
+      }
       const salt = unhex(r.salt, 32);
       const reqBytes = utf8.encode(canonical(r.request));
       const resBytes = utf8.encode(canonical(r.result));

@@ -47,6 +47,9 @@ test("a changed field fails", async () => {
   const changes = [
     [(b) => (b.receipt.result.output_text += "!"), "commitments"],
     [(b) => (b.receipt.request.decoding.max_tokens = 1), "commitments"],
+    [(b) => (b.receipt.note = "not part of the record"), "commitments"],
+    [(b) => (b.extra = 1), "id"],
+    [(b) => (b.witness_quorum = "2"), "id"],
     [(b) => (b.leaf.fees.total = "1"), "id"],
     [(b) => (b.index += 1), "checkpoint"],
     [(b) => b.inclusion_proof.push(v.b64(new Uint8Array(32))), "inclusion"],

@@ -121,3 +121,12 @@ def test_an_answer_must_be_the_text_signed_for_the_messages_sent(bundle, monkeyp
         with pytest.raises(ReceiptError) as e:
             checker.check(info_, text_, sent_)
         assert e.value.check == "answer", str(e.value)
+
+
+def test_a_receipt_with_an_unknown_member_fails(bundle):
+    # The receipt object itself is not hashed; only its parts are.
+    bundle["receipt"]["note"] = "not part of the record"
+    fails(bundle, pinned(bundle), "commitments")
+    del bundle["receipt"]["note"]
+    bundle["extra"] = 1
+    fails(bundle, pinned(bundle), "id")

@@ -7,13 +7,14 @@
 //!   through `VerifiedOpenAI` (the official openai client, wrapped; streamed
 //!   and not, and waiting for a cosigned checkpoint) and through the JS
 //!   `VerifiedClient`; their receipts are fetched (with the text, and one
-//!   without), and every receipt and every copy with one field changed goes
-//!   through the Rust `verinfer verify`, the Python checker and the JS
-//!   checker, with pinned keys, with a pinned quorum no checkpoint meets,
-//!   and with the receipt's own keys. The three must agree on every one;
-//!   with pinned keys fresh receipts pass and every changed field fails,
-//!   except the keys the receipt names, which pinned keys override; with
-//!   the unreachable quorum every one fails.
+//!   without), and every receipt and every copy with one field changed (in
+//!   value; for two of them also in kind, and with an unknown member in
+//!   each object) goes through the Rust `verinfer verify`, the Python
+//!   checker and the JS checker, with pinned keys, with a pinned quorum no
+//!   checkpoint meets, and with the receipt's own keys. The three must agree
+//!   on every one; with pinned keys fresh receipts pass and every change
+//!   fails, except a new value for the keys the receipt names, which pinned
+//!   keys override; with the unreachable quorum every one fails.
 //!
 //! Python runs in a venv under the target directory with every package
 //! pinned (built once, under a file lock); `clients/python` is installed
@@ -244,18 +245,60 @@ fn changed(v: &Value) -> Option<Value> {
     }
 }
 
-/// JSON pointers of every scalar in `v`.
-fn scalars(v: &Value, at: String, out: &mut Vec<String>) {
+/// JSON pointers of every scalar and of every object in `v`.
+fn members(v: &Value, at: String, scalars: &mut Vec<String>, objects: &mut Vec<String>) {
     match v {
-        Value::Object(m) => m
-            .iter()
-            .for_each(|(k, x)| scalars(x, format!("{at}/{k}"), out)),
+        Value::Object(m) => {
+            objects.push(at.clone());
+            m.iter()
+                .for_each(|(k, x)| members(x, format!("{at}/{k}"), scalars, objects));
+        }
         Value::Array(a) => a
             .iter()
             .enumerate()
-            .for_each(|(i, x)| scalars(x, format!("{at}/{i}"), out)),
-        _ => out.push(at),
+            .for_each(|(i, x)| members(x, format!("{at}/{i}"), scalars, objects)),
+        _ => scalars.push(at),
     }
+}
+
+/// Copies of `bundle` with one change each, what was changed, and whether
+/// pinned keys must still accept it: every scalar changed in value; when
+/// `thorough`, also every scalar changed in kind (a string for a number, a
+/// number for a string) and an unknown member added to every object.
+fn variants(bundle: &Value, thorough: bool) -> Vec<(String, Value, bool)> {
+    let (mut scalars, mut objects) = (Vec::new(), Vec::new());
+    members(bundle, String::new(), &mut scalars, &mut objects);
+    let mut out = Vec::new();
+    for p in &scalars {
+        let old = bundle.pointer(p).unwrap();
+        let mut edits: Vec<(&str, Value)> =
+            changed(old).map(|v| ("changed", v)).into_iter().collect();
+        if thorough {
+            let retyped = match old {
+                Value::String(_) => json!(7),
+                Value::Null => continue,
+                _ => json!("7"),
+            };
+            edits.push(("of another kind", retyped));
+        }
+        for (how, value) in edits {
+            let mut t = bundle.clone();
+            *t.pointer_mut(p).unwrap() = value;
+            out.push((
+                format!("{p} {how}"),
+                t,
+                how == "changed" && overridden_by_pins(p),
+            ));
+        }
+    }
+    if thorough {
+        for p in &objects {
+            let mut t = bundle.clone();
+            t.pointer_mut(p).unwrap()["unexpected"] = json!(1);
+            out.push((format!("an unknown member in {p:?}"), t, false));
+        }
+    }
+    out
 }
 
 /// The fields a check with pinned keys does not read: the keys the receipt
@@ -475,27 +518,23 @@ fn three_verifiers_agree_on_devnet_receipts() {
 
     // Every bundle, and every bundle with one scalar changed.
     let mut cases = Vec::new();
-    for (name, file) in &bundles {
+    // Changes of kind and unknown members only in the first and in the
+    // one without its text: the others have the same shape.
+    for (i, (name, file)) in bundles.iter().enumerate() {
         let bundle: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
         cases.push(Case {
             name: name.clone(),
             file: file.clone(),
             pinned_pass: true,
         });
-        let mut pointers = Vec::new();
-        scalars(&bundle, String::new(), &mut pointers);
-        for p in pointers {
-            let Some(value) = changed(bundle.pointer(&p).unwrap()) else {
-                continue;
-            };
-            let mut t = bundle.clone();
-            *t.pointer_mut(&p).unwrap() = value;
+        let thorough = i == 0 || i == bundles.len() - 1;
+        for (what, t, pinned_pass) in variants(&bundle, thorough) {
             let file = dir.path().join(format!("case-{}.json", cases.len()));
             std::fs::write(&file, serde_json::to_vec_pretty(&t).unwrap()).unwrap();
             cases.push(Case {
-                name: format!("{name} with {p} changed"),
+                name: format!("{name}, {what}"),
                 file,
-                pinned_pass: overridden_by_pins(&p),
+                pinned_pass,
             });
         }
     }

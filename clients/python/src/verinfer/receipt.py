@@ -38,6 +38,7 @@ TYPES = {
     "leaf": "verinfer.leaf.v1",
 }
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
+_RECEIPT_MEMBERS = {"type", "request", "result", "certificate", "fees", "salt"}
 
 
 class ReceiptError(Exception):
@@ -172,6 +173,9 @@ class Report:
 def _check_disclosed(r: Any, leaf: Mapping[str, Any], trust: ResolvedTrust) -> tuple:
     if not isinstance(r, Mapping) or r.get("type") != TYPES["receipt"]:
         raise ReceiptError("commitments", "the receipt's type is not " + TYPES["receipt"])
+    # The receipt itself is not hashed, only its parts: hold it to its members.
+    if set(r) != _RECEIPT_MEMBERS:
+        raise ReceiptError("commitments", "the receipt's members are not those of " + TYPES["receipt"])
     try:
         request, result, certificate = r["request"], r["result"], r["certificate"]
         salt = unhex(r.get("salt"), 32, "the salt", "commitments")
@@ -288,6 +292,43 @@ def _check_inclusion(bundle: Mapping[str, Any], trust: ResolvedTrust) -> tuple:
     return cp, cosigners
 
 
+# A bundle's members and what each must be; the first six are required.
+_BUNDLE = {
+    "id": str,
+    "index": int,
+    "leaf": Mapping,
+    "log_key": str,
+    "witnesses": list,
+    "witness_quorum": int,
+    "receipt": (Mapping, type(None)),
+    "checkpoint": (str, type(None)),
+    "inclusion_proof": list,
+}
+
+
+def check_bundle_shape(bundle: Any) -> None:
+    """Checks that `bundle` has the members of a receipt bundle, each of its
+    kind, and no other: a bundle is refused as a whole when malformed, even
+    in a member pinned keys make unused."""
+    if not isinstance(bundle, Mapping):
+        raise ReceiptError("id", "not a receipt bundle (not a JSON object)")
+    for name in bundle:
+        if name not in _BUNDLE:
+            raise ReceiptError("id", f"the bundle is malformed: unknown member {name!r}")
+    for i, (name, kind) in enumerate(_BUNDLE.items()):
+        if name not in bundle:
+            if i < 6:
+                raise ReceiptError("id", f"the bundle is malformed: no {name!r}")
+            continue
+        value = bundle[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ReceiptError("id", f"the bundle is malformed: {name!r} is not of its kind")
+    if not 0 <= bundle["index"] < 2**64 or not 0 <= bundle["witness_quorum"] < 2**32:
+        raise ReceiptError("id", "the bundle is malformed: a number is out of range")
+    if not all(isinstance(x, str) for x in bundle["witnesses"] + bundle.get("inclusion_proof", [])):
+        raise ReceiptError("id", "the bundle is malformed: keys and proof hashes are strings")
+
+
 def verify_receipt(bundle: Mapping[str, Any], trust: Optional[Trust] = None, *, allow_pending: bool = False) -> Report:
     """Checks a receipt bundle against the keys pinned in `trust` (default:
     none pinned, the bundle's own keys are used) and returns a
@@ -296,8 +337,7 @@ def verify_receipt(bundle: Mapping[str, Any], trust: Optional[Trust] = None, *, 
     yet passes when everything else holds (`report.final` is then False);
     otherwise that raises :class:`PendingError`.
     """
-    if not isinstance(bundle, Mapping):
-        raise ReceiptError("id", "not a receipt bundle (not a JSON object)")
+    check_bundle_shape(bundle)
     resolved = (trust or Trust()).resolve(bundle)
     leaf = bundle.get("leaf")
     if not isinstance(leaf, Mapping) or leaf.get("type") != TYPES["leaf"]:
@@ -309,10 +349,7 @@ def verify_receipt(bundle: Mapping[str, Any], trust: Optional[Trust] = None, *, 
     if computed != bundle.get("id"):
         raise ReceiptError("id", f"receipt id {bundle.get('id')} is not the leaf hash of its log leaf ({computed})")
 
-    index = bundle.get("index")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise ReceiptError("inclusion", "the log index is not a number")
-
+    index = bundle["index"]
     receipt = bundle.get("receipt")
     verifiers: List[str] = []
     need = 0
