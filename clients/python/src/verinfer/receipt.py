@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .canonical import CanonicalError, canonical_bytes
 from .merkle import ProofError, leaf_hash, sha256, verify_inclusion
@@ -170,7 +170,7 @@ class Report:
     trust: ResolvedTrust
 
 
-def _check_disclosed(r: Any, leaf: Mapping[str, Any], trust: ResolvedTrust) -> tuple:
+def _check_disclosed(r: Any, leaf: Mapping[str, Any], trust: ResolvedTrust) -> Tuple[List[str], int]:
     if not isinstance(r, Mapping) or r.get("type") != TYPES["receipt"]:
         raise ReceiptError("commitments", "the receipt's type is not " + TYPES["receipt"])
     # The receipt itself is not hashed, only its parts: hold it to its members.
@@ -240,7 +240,7 @@ def _check_disclosed(r: Any, leaf: Mapping[str, Any], trust: ResolvedTrust) -> t
     return verifiers, need
 
 
-def _check_inclusion(bundle: Mapping[str, Any], trust: ResolvedTrust) -> tuple:
+def _check_inclusion(bundle: Mapping[str, Any], trust: ResolvedTrust) -> Tuple[Checkpoint, List[str]]:
     text = bundle.get("checkpoint")
     if not text:
         raise PendingError("checkpoint", "no cosigned checkpoint covers this receipt yet")
@@ -293,7 +293,7 @@ def _check_inclusion(bundle: Mapping[str, Any], trust: ResolvedTrust) -> tuple:
 
 
 # A bundle's members and what each must be; the first six are required.
-_BUNDLE = {
+_BUNDLE: Dict[str, Any] = {
     "id": str,
     "index": int,
     "leaf": Mapping,
