@@ -2,7 +2,8 @@
 //! the Rust checker and a running devnet.
 //!
 //! - `client_unit_tests_pass`: pytest and `node --test` on the shared RFC 6962
-//!   vectors, the C2SP signed-note example and RFC 8785 canonical JSON.
+//!   vectors, the C2SP signed-note example, RFC 8785 canonical JSON and a
+//!   devnet receipt (`clients/testdata`); `mypy --strict` on the package.
 //! - `three_verifiers_agree_on_devnet_receipts`: apps get checked answers
 //!   through `VerifiedOpenAI` (the official openai client, wrapped; streamed
 //!   and not, and waiting for a cosigned checkpoint) and through the JS
@@ -33,7 +34,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 /// The venv's packages: the openai client's pinned set (as in
-/// openai_client.rs), cryptography, pytest, and wheel for building
+/// openai_client.rs), cryptography, pytest, mypy, and wheel for building
 /// `clients/python` with the venv's setuptools.
 const REQUIREMENTS: &[&str] = &[
     "openai==1.109.1",
@@ -61,6 +62,10 @@ const REQUIREMENTS: &[&str] = &[
     "pluggy==1.7.0",
     "Pygments==2.21.0",
     "wheel==0.48.0",
+    "mypy==2.4.1",
+    "mypy_extensions==1.2.0",
+    "pathspec==1.1.1",
+    "librt==0.17.0",
 ];
 
 const MARKER: &str = "verinfer-requirements.txt";
@@ -158,6 +163,15 @@ fn client_unit_tests_pass() {
         Command::new(python())
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
             .arg(repo.join("clients/python/tests")),
+    );
+    println!("{}", text(&out.stdout));
+    // The package ships `py.typed`: its annotations must hold.
+    let out = run(
+        "mypy --strict clients/python/src/verinfer",
+        Command::new(python())
+            .args(["-m", "mypy", "--strict", "--cache-dir"])
+            .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("clients-mypy-cache"))
+            .arg(repo.join("clients/python/src/verinfer")),
     );
     println!("{}", text(&out.stdout));
     let out = run(
