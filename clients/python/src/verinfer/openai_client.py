@@ -157,9 +157,10 @@ class VerifiedOpenAI:
     `api_key` the account's key (needed to see the receipt's text). `trust`
     pins the log's and the witnesses' keys (:class:`Trust`; default: the
     receipt's own). `wait_final` waits up to `wait` seconds for a cosigned
-    checkpoint and requires it. Other keyword arguments go to `openai.OpenAI`;
-    every attribute but `chat.completions` and `completions` is the wrapped
-    client's.
+    checkpoint and requires it. Other keyword arguments go to `openai.OpenAI`.
+    Only `chat.completions.create` and `completions.create` are checked;
+    everything else (`models`, `with_raw_response`, ...) is the wrapped
+    client's own, unchecked.
     """
 
     def __init__(
