@@ -2,7 +2,7 @@
 // Every view renders its shell at once and fills in data as it arrives from
 // the gateway's public JSON API (/v1/explorer/..., /v1/receipts/...).
 
-import { checkReceipt, checkEvidence } from "./verinfer.js";
+import { checkReceipt, checkEvidence, pinTrust } from "./verinfer.js";
 import { el, short, amount, ago, when, facts, table, receiptView } from "./receipt.js";
 
 const view = document.getElementById("view");
@@ -529,15 +529,13 @@ async function check() {
     } catch (err) {
       return show(failed(`Not a receipt: ${err.message}`));
     }
-    const pinned = logKey.value.trim() || wits.value.trim();
-    const trust = pinned
-      ? {
-          logKey: logKey.value.trim() || bundle.log_key,
-          witnesses: wits.value.trim() ? wits.value.trim().split(/\s*\n\s*/) : bundle.witnesses,
-          witnessQuorum: quorum.value === "" ? bundle.witness_quorum : Number(quorum.value),
-          pinned: true,
-        }
-      : undefined;
+    // Left empty, a field is taken from the receipt; pinned witnesses with
+    // no quorum need a majority of them, whatever the receipt says.
+    const trust = pinTrust({
+      logKey: logKey.value.trim() || null,
+      witnesses: wits.value.trim() ? wits.value.trim().split(/\s*\n\s*/) : [],
+      witnessQuorum: quorum.value === "" ? null : Number(quorum.value),
+    });
     out.replaceChildren(el("p", { class: "muted" }, "Checking…"));
     try {
       const report = await checkReceipt(bundle, trust);

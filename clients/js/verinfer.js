@@ -1,20 +1,22 @@
-// verinfer.js: checks a verinfer receipt in the browser, trusting no node.
+// verinfer.js: checks verinfer receipts and gets checked answers, trusting
+// no node. One ES module with no dependencies: it runs in browsers (the
+// gateway serves this very file to its chat page and explorer) and in Node 20
+// or later, using only Web Crypto (SHA-256 and Ed25519) and `fetch`.
 //
-// It mirrors `check_receipt` in crates/verify/src/receipt.rs, using only the
-// browser's Web Crypto (SHA-256 and Ed25519): the receipt id is the hash of
-// its log leaf; a disclosed receipt opens the leaf's salted commitments, its
-// request, result and verdicts are signed, and its certificate meets the
-// request's policy with verdicts of trusted verifiers; the leaf is included
-// in a checkpoint signed by the log and cosigned by a quorum of witnesses.
-// Unlike the Rust checker it does not stop at the first failure: the report
-// lists every check, so a page can show what holds and what does not.
+// What a receipt is and how it is checked is docs/design.md: the receipt id
+// is the RFC 6962 leaf hash of its log leaf; a disclosed receipt opens the
+// leaf's salted commitments, its request, result and verdicts are signed,
+// and its certificate meets the request's policy with verdicts of trusted
+// verifiers; the leaf is included in a checkpoint signed by the log and
+// cosigned by a quorum of witnesses. The report lists every check rather
+// than stopping at the first failure, so a page can show what holds and what
+// does not; `verifyReceipt` throws when any fails.
 //
-// Formats: canonical JSON is RFC 8785 restricted to safe integers
-// (crates/types/src/canonical.rs); record signatures cover
-// "verinfer-signature-v1\n" + TYPE + "\n" + canonical(record minus
-// "signature") (records.rs); notes, key ids and cosignatures follow C2SP
-// signed-note, tlog-checkpoint and tlog-cosignature (note.rs, witness.rs);
-// inclusion proofs follow RFC 6962 (merkle.rs).
+// Formats: canonical JSON is RFC 8785 restricted to safe integers; record
+// signatures cover "verinfer-signature-v1\n" + TYPE + "\n" +
+// canonical(record minus "signature"); notes, key ids and cosignatures follow
+// C2SP signed-note, tlog-checkpoint and tlog-cosignature; proofs follow
+// RFC 6962 / RFC 9162.
 
 const utf8 = new TextEncoder();
 
@@ -285,6 +287,7 @@ export async function verifyInclusion(index, size, leaf, proof, root) {
   let f = BigInt(index);
   let s = BigInt(size);
   if (f >= s) return `index ${f} is not below size ${s}`;
+  if (leaf.length !== 32) return "the leaf hash is not 32 bytes";
   s -= 1n;
   let r = leaf;
   for (const p of proof) {
@@ -305,29 +308,142 @@ export async function verifyInclusion(index, size, leaf, proof, root) {
   return equal(r, root) ? null : "the proof does not lead to the checkpoint's root";
 }
 
+/**
+ * Checks a consistency proof from a tree of `size1` leaves with root `root1`
+ * to one of `size2` leaves with root `root2` (RFC 9162 2.1.4.2); returns
+ * null or why not. A proof from the empty tree proves nothing and fails.
+ */
+export async function verifyConsistency(size1, size2, proof, root1, root2) {
+  let f = BigInt(size1);
+  let s = BigInt(size2);
+  if (f === 0n) return "a proof from the empty tree proves nothing";
+  if (f > s) return `size ${f} is larger than size ${s}`;
+  if (f === s) {
+    if (proof.length) return "equal sizes need an empty proof";
+    return equal(root1, root2) ? null : "equal sizes but different roots";
+  }
+  if (!proof.length) return "the proof is empty";
+  // When size1 is a power of two, its root is the first node of the path.
+  const path = (f & (f - 1n)) === 0n ? [root1, ...proof] : proof;
+  f -= 1n;
+  s -= 1n;
+  while ((f & 1n) === 1n) {
+    f >>= 1n;
+    s >>= 1n;
+  }
+  let fr = path[0];
+  let sr = path[0];
+  for (const c of path.slice(1)) {
+    if (s === 0n) return "the proof is too long";
+    if ((f & 1n) === 1n || f === s) {
+      fr = await nodeHash(c, fr);
+      sr = await nodeHash(c, sr);
+      while ((f & 1n) === 0n && f !== 0n) {
+        f >>= 1n;
+        s >>= 1n;
+      }
+    } else {
+      sr = await nodeHash(sr, c);
+    }
+    f >>= 1n;
+    s >>= 1n;
+  }
+  if (s !== 0n) return "the proof is too short";
+  if (!equal(fr, root1)) return "the proof does not lead to the first root";
+  return equal(sr, root2) ? null : "the proof does not lead to the second root";
+}
+
 // ---- The receipt check ---------------------------------------------------
 
 /**
- * The keys a check relies on, taken from the bundle itself. Such a check
- * proves the receipt is consistent, not that the keys are the network's.
+ * Keys the caller pins: the log's key (C2SP vkey, type 0x01), the witnesses'
+ * keys (type 0x04; they are also the verifiers whose verdicts count) and the
+ * cosignatures a checkpoint needs (default: a strict majority of the
+ * distinct pinned witnesses). Whatever is left out is taken from the
+ * receipt, and the report says so. Nothing in a receipt lowers a pinned
+ * quorum, nor the default one of pinned witnesses.
  */
-export function trustFromBundle(bundle) {
+export function pinTrust({ logKey = null, witnesses = [], witnessQuorum = null } = {}) {
+  return { logKey, witnesses: [...witnesses], witnessQuorum };
+}
+
+/** The keys a check uses: the pinned ones, the bundle's for the rest. */
+async function resolveTrust(pins, bundle) {
+  const pinnedWitnesses = (pins.witnesses || []).length > 0;
+  const logKey = await parseVerifierKey(pins.logKey || bundle.log_key || "", ALG_ED25519).catch((e) => {
+    throw new Error(`log key: ${e.message}`);
+  });
+  const witnesses = [];
+  for (const w of pinnedWitnesses ? pins.witnesses : bundle.witnesses || []) {
+    witnesses.push(
+      await parseVerifierKey(w, ALG_COSIGNATURE_V1).catch((e) => {
+        throw new Error(`witness key ${w}: ${e.message}`);
+      })
+    );
+  }
+  let quorum = pins.witnessQuorum ?? null;
+  if (quorum === null) quorum = pinnedWitnesses ? Math.floor(new Set(witnesses.map((w) => hex(w.key))).size / 2) + 1 : bundle.witness_quorum;
+  if (!Number.isSafeInteger(quorum) || quorum < 0) throw new Error("the witness quorum is not a number");
+  const origin = (p) => (p ? "pinned" : "taken from the receipt");
   return {
-    logKey: bundle.log_key,
-    witnesses: bundle.witnesses || [],
-    witnessQuorum: bundle.witness_quorum,
-    pinned: false,
+    logKey,
+    witnesses,
+    quorum,
+    pinned: { logKey: !!pins.logKey, witnesses: pinnedWitnesses, witnessQuorum: pins.witnessQuorum != null || pinnedWitnesses },
+    describe: `log ${logKey.name} (${origin(!!pins.logKey)}), ${witnesses.length} witnesses (${origin(pinnedWitnesses)}), quorum ${quorum}`,
   };
 }
 
+// A bundle's members and what each must be; the first six are required.
+const BUNDLE = {
+  id: "string",
+  index: "integer",
+  leaf: "object",
+  log_key: "string",
+  witnesses: "strings",
+  witness_quorum: "integer",
+  receipt: "object?",
+  checkpoint: "string?",
+  inclusion_proof: "strings",
+};
+
 /**
- * Checks a ReceiptBundle (what `GET /v1/receipts/{id}` serves) against
- * `trust` ({logKey, witnesses, witnessQuorum, pinned}; default: the keys the
- * bundle names). Returns {ok, status, checks: [{id, title, ok, detail}],
- * facts}; `ok` of a check is true, false, or null when it could not apply
- * (e.g. no text disclosed).
+ * Throws unless `bundle` has the members of a receipt bundle, each of its
+ * kind, and no other: a bundle is refused as a whole when malformed, even
+ * in a member pinned keys make unused.
  */
-export async function checkReceipt(bundle, trust = trustFromBundle(bundle)) {
+function checkBundleShape(bundle) {
+  const isObject = (x) => x !== null && typeof x === "object" && !Array.isArray(x);
+  const kinds = {
+    string: (x) => typeof x === "string",
+    integer: (x) => Number.isSafeInteger(x) && x >= 0,
+    object: isObject,
+    strings: (x) => Array.isArray(x) && x.every((s) => typeof s === "string"),
+    "object?": (x) => x === null || isObject(x),
+    "string?": (x) => x === null || typeof x === "string",
+  };
+  for (const name of Object.keys(bundle)) {
+    if (!(name in BUNDLE)) throw new Error(`the bundle is malformed: unknown member ${JSON.stringify(name)}`);
+  }
+  Object.entries(BUNDLE).forEach(([name, kind], i) => {
+    if (!(name in bundle)) {
+      if (i < 6) throw new Error(`the bundle is malformed: no ${JSON.stringify(name)}`);
+    } else if (!kinds[kind](bundle[name])) {
+      throw new Error(`the bundle is malformed: ${JSON.stringify(name)} is not of its kind`);
+    }
+  });
+  if (bundle.witness_quorum >= 2 ** 32) throw new Error("the bundle is malformed: a number is out of range");
+}
+
+/**
+ * Checks a ReceiptBundle (what `GET /v1/receipts/{id}` serves) against the
+ * keys pinned in `trust` (see `pinTrust`; default: none, so the keys the
+ * bundle names are used). Returns {ok, status, pending, error, checks: [{id,
+ * title, ok, detail}], facts, trust}; `ok` of a check is true, false, or
+ * null when it could not apply (e.g. no text disclosed). `pending` is true
+ * when no cosigned checkpoint covers the receipt yet.
+ */
+export async function checkReceipt(bundle, trust = {}) {
   const checks = [];
   const facts = {};
   // Runs one check: `fn` returns a detail (string) on success or throws on
@@ -348,20 +464,19 @@ export async function checkReceipt(bundle, trust = trustFromBundle(bundle)) {
   };
 
   // Keys.
+  let resolved = null;
   let logKey = null;
   let witnesses = [];
   await run("keys", "The log's key and the witnesses' keys are well-formed", async () => {
-    logKey = await parseVerifierKey(trust.logKey || "", ALG_ED25519).catch((e) => fail(`log key: ${e.message}`));
-    for (const w of trust.witnesses) {
-      witnesses.push(await parseVerifierKey(w, ALG_COSIGNATURE_V1).catch((e) => fail(`witness key ${w}: ${e.message}`)));
-    }
-    if (!Number.isSafeInteger(trust.witnessQuorum) || trust.witnessQuorum < 0) fail("the witness quorum is not a number");
-    return `${trust.pinned ? "pinned" : "taken from the receipt"}: log ${logKey.name}, ${witnesses.length} witnesses, quorum ${trust.witnessQuorum}`;
+    resolved = await resolveTrust(trust, bundle);
+    ({ logKey, witnesses } = resolved);
+    return resolved.describe;
   });
 
   // The id is the leaf hash.
   const leaf = bundle.leaf || {};
   await run("id", "The receipt id is the hash of its log leaf", async () => {
+    checkBundleShape(bundle);
     if (leaf.type !== TYPES.leaf) fail(`the leaf's type is ${JSON.stringify(leaf.type)}`);
     const computed = hex(await leafHash(utf8.encode(canonical(leaf))));
     if (computed !== bundle.id) fail(`the leaf hashes to ${computed}, not to the id ${bundle.id}`);
@@ -388,6 +503,10 @@ export async function checkReceipt(bundle, trust = trustFromBundle(bundle)) {
     let resultHash = null;
     await run("commitments", titles.commitments, async () => {
       if (r.type !== TYPES.receipt) fail(`the receipt's type is ${JSON.stringify(r.type)}`);
+      // The receipt itself is not hashed, only its parts: hold it to its members.
+      if (canonical(Object.keys(r).sort()) !== canonical(["certificate", "fees", "request", "result", "salt", "type"])) {
+        fail(`the receipt's members are not those of ${TYPES.receipt}`);
+      }
       const salt = unhex(r.salt, 32);
       const reqBytes = utf8.encode(canonical(r.request));
       const resBytes = utf8.encode(canonical(r.result));
@@ -511,10 +630,10 @@ export async function checkReceipt(bundle, trust = trustFromBundle(bundle)) {
         }
       }
       facts.cosigners = names;
-      if (names.length < trust.witnessQuorum) {
-        fail(`${names.length} trusted witness cosignature(s) on the checkpoint; ${trust.witnessQuorum} needed` + (problems.length ? ` (${problems.join("; ")})` : ""));
+      if (names.length < resolved.quorum) {
+        fail(`${names.length} trusted witness cosignature(s) on the checkpoint; ${resolved.quorum} needed` + (problems.length ? ` (${problems.join("; ")})` : ""));
       }
-      return `${names.length} of ${witnesses.length} witnesses (quorum ${trust.witnessQuorum}): ${names.join(", ")}`;
+      return `${names.length} of ${witnesses.length} witnesses (quorum ${resolved.quorum}): ${names.join(", ")}`;
     });
   }
 
@@ -529,7 +648,12 @@ export async function checkReceipt(bundle, trust = trustFromBundle(bundle)) {
     error: failed ? failed.detail : null,
     checks,
     facts,
-    trust: { pinned: !!trust.pinned, logKey: logKey && logKey.text, witnesses: witnesses.map((w) => w.text) },
+    trust: {
+      pinned: resolved ? resolved.pinned : { logKey: false, witnesses: false, witnessQuorum: false },
+      logKey: logKey && logKey.text,
+      witnesses: witnesses.map((w) => w.text),
+      witnessQuorum: resolved && resolved.quorum,
+    },
   };
 }
 
@@ -555,12 +679,14 @@ export function explain(report, bundle) {
     );
   }
   out.push(
-    `The leaf is entry ${bundle.index} of the transparency log: the Merkle inclusion proof leads to the root of a tree of ${f.size} entries, signed by the log and cosigned by ${(f.cosigners || []).length} witnesses (${bundle.witness_quorum} needed). The log can no longer drop or change it without the witnesses signing two different histories.`
+    `The leaf is entry ${bundle.index} of the transparency log: the Merkle inclusion proof leads to the root of a tree of ${f.size} entries, signed by the log and cosigned by ${(f.cosigners || []).length} witnesses (${report.trust.witnessQuorum} needed). The log can no longer drop or change it without the witnesses signing two different histories.`
   );
   out.push(
-    report.trust.pinned
+    report.trust.pinned.logKey && report.trust.pinned.witnesses
       ? "The log's key and the witnesses' keys were the ones you pinned."
-      : "The log's key and the witnesses' keys were taken from the receipt itself: this proves the receipt is consistent, not that these keys are the network's. Compare them with keys you trust (or pin them on the check page) to rule out a forged network."
+      : report.trust.pinned.logKey || report.trust.pinned.witnesses
+        ? `${report.trust.pinned.logKey ? "The log's key you pinned was used; the witnesses' keys were" : "The witnesses' keys you pinned were used; the log's key was"} taken from the receipt itself. Pin both to rule out a forged network.`
+        : "The log's key and the witnesses' keys were taken from the receipt itself: this proves the receipt is consistent, not that these keys are the network's. Compare them with keys you trust (or pin them on the check page) to rule out a forged network."
   );
   return out;
 }
@@ -600,5 +726,173 @@ export async function checkEvidence(ev) {
     return { ok: true, detail: detail + "." };
   } catch (e) {
     return { ok: false, detail: e.message };
+  }
+}
+
+// ---- Checked answers -------------------------------------------------------
+
+/** A receipt or an answer that does not check; `report` holds every check when there is one. */
+export class VerificationError extends Error {
+  constructor(message, report = null) {
+    super(message);
+    this.name = "VerificationError";
+    this.report = report;
+  }
+}
+
+/**
+ * Checks `bundle` against the pinned keys in `trust` (see `pinTrust`) and
+ * returns the report, or throws a VerificationError naming the first check
+ * that fails. With `allowPending`, a receipt no cosigned checkpoint covers
+ * yet passes when everything else holds (its report says `pending`).
+ */
+export async function verifyReceipt(bundle, trust = {}, { allowPending = false } = {}) {
+  const report = await checkReceipt(bundle, trust);
+  const failed = report.checks.filter((c) => c.ok === false);
+  const onlyPending = report.pending && failed.length === 1 && failed[0].id === "checkpoint";
+  if (report.ok || (allowPending && onlyPending)) return report;
+  throw new VerificationError(`the receipt does not verify: ${report.error}`, report);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Fetches receipt `id` from the gateway at `url` (`GET {url}/v1/receipts/{id}`;
+ * with the owner's `apiKey` the text is disclosed), re-fetching every 500 ms
+ * for up to `waitMs` while no cosigned checkpoint covers it.
+ */
+export async function fetchReceipt(url, id, { apiKey = null, waitMs = 0 } = {}) {
+  if (!/^[0-9a-f]{64}$/.test(id)) throw new Error(`${JSON.stringify(id)} is not a receipt id (64 lowercase hex digits)`);
+  const endpoint = `${url.replace(/\/+$/, "")}/v1/receipts/${id}`;
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const r = await fetch(endpoint, { headers: apiKey ? { Authorization: `Bearer ${apiKey}` } : {} });
+    if (!r.ok) throw new Error(`fetching ${endpoint}: HTTP ${r.status}: ${(await r.text()).trim()}`);
+    const bundle = await r.json();
+    if (bundle.id !== id) throw new VerificationError(`asked for receipt ${id}, got receipt ${bundle.id}`);
+    if (bundle.checkpoint || Date.now() >= deadline) return bundle;
+    await sleep(500);
+  }
+}
+
+/**
+ * Chat completions from a verinfer gateway, each checked before it is
+ * returned: the answer's receipt is fetched and checked (`verifyReceipt`),
+ * and the text received must be the text the inference node signed for the
+ * messages sent. The answer (the gateway's OpenAI-format JSON) gets a
+ * `verinfer` member: {receipt, status, final, report}. A failed check
+ * throws a VerificationError.
+ *
+ * Options: `baseURL` (the gateway root, e.g. http://127.0.0.1:8080),
+ * `apiKey`, `trust` (pinned keys, `pinTrust`), `waitFinal` (wait for a
+ * cosigned checkpoint and require it; default false: a receipt no
+ * checkpoint covers yet passes with `final: false`), `waitMs` (how long to
+ * wait for it, default 60 s).
+ */
+export class VerifiedClient {
+  constructor({ baseURL, apiKey, trust = {}, waitFinal = false, waitMs = 60_000 }) {
+    this.baseURL = baseURL.replace(/\/+$/, "").replace(/\/v1$/, "");
+    this.apiKey = apiKey;
+    this.trust = trust;
+    this.waitFinal = waitFinal;
+    this.waitMs = waitMs;
+  }
+
+  async #post(body) {
+    const r = await fetch(`${this.baseURL}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${this.apiKey}` },
+      body: JSON.stringify(body),
+    });
+    if (!r.ok) {
+      const text = await r.text();
+      let message = text.trim() || `HTTP ${r.status}`;
+      try {
+        message = JSON.parse(text).error.message;
+      } catch {
+        /* not an OpenAI error body */
+      }
+      throw new Error(`chat completion: HTTP ${r.status}: ${message}`);
+    }
+    return r;
+  }
+
+  /** A non-streamed chat completion (`body` as OpenAI's), checked. */
+  async chat(body) {
+    const r = await this.#post({ ...body, stream: false });
+    const answer = await r.json();
+    const text = answer.choices && answer.choices[0] && answer.choices[0].message ? answer.choices[0].message.content : null;
+    answer.verinfer = await this.check(body, answer.verinfer, text);
+    return answer;
+  }
+
+  /**
+   * A streamed chat completion: yields the gateway's chunks as they come
+   * and checks the answer after the last one (throwing there when it does
+   * not check); the checked `verinfer` is then on the last chunk.
+   */
+  async *stream(body) {
+    const r = await this.#post({ ...body, stream: true });
+    const reader = r.body.getReader();
+    const utf8in = new TextDecoder();
+    let buffer = "";
+    let text = "";
+    let info = null;
+    let last = null;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (value) buffer += utf8in.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const event = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        const data = event
+          .split("\n")
+          .filter((l) => l.startsWith("data:"))
+          .map((l) => l.slice(5).trim())
+          .join("\n");
+        if (!data || data === "[DONE]") continue;
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new Error(`chat completion stream: ${chunk.error.message || JSON.stringify(chunk.error)}`);
+        for (const c of chunk.choices || []) if (c.delta && c.delta.content) text += c.delta.content;
+        if (chunk.verinfer) {
+          info = chunk.verinfer;
+          last = chunk;
+          continue;
+        }
+        yield chunk;
+      }
+      if (done) break;
+    }
+    if (!last) throw new VerificationError("the stream ended without its verinfer receipt");
+    last.verinfer = await this.check(body, info, text);
+    yield last;
+  }
+
+  /**
+   * Checks one answer: `info` is its `verinfer` object, `text` the text
+   * received. Returns {receipt, status, final, report}.
+   */
+  async check(body, info, text) {
+    if (!info || info.status === "rejected") {
+      throw new VerificationError(`the answer was not verified: ${(info && info.reason) || "no verinfer receipt"}`);
+    }
+    const bundle = await fetchReceipt(this.baseURL, info.receipt_id, {
+      apiKey: this.apiKey,
+      waitMs: this.waitFinal ? this.waitMs : 0,
+    });
+    const report = await verifyReceipt(bundle, this.trust, { allowPending: !this.waitFinal });
+    const r = bundle.receipt;
+    if (!r) throw new VerificationError("the receipt's text was not disclosed: use the API key of the account that paid");
+    if (text !== r.result.output_text) throw new VerificationError("the text received is not the text the inference node signed", report);
+    if (info.model_id !== bundle.leaf.model) throw new VerificationError("the answer names another model than its receipt", report);
+    const sent = (body.messages || []).map((m) => [m.role, m.content]);
+    const signed = ((r.request.input && r.request.input.messages) || []).map((m) => [m.role, m.content]);
+    if (sent.every(([, c]) => typeof c === "string") && canonical(sent) !== canonical(signed)) {
+      throw new VerificationError("the receipt's request holds other messages than the ones sent", report);
+    }
+    // Before a checkpoint covers it, the status is what the certificate shows.
+    const status = report.status || (report.facts.verdictsRequired > 0 ? "verified" : "provisional");
+    return { receipt: bundle, status, final: !report.pending, report };
   }
 }
