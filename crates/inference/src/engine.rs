@@ -428,7 +428,7 @@ impl Engine {
         }
         self.model.ensure_rope(max_len + 1);
         let mut caches: Vec<KvCache> = Vec::new();
-        let mut seqs: Vec<SeqState> = Vec::new();
+        let mut seqs: Vec<SeqState<'_>> = Vec::new();
         for (r, cb) in reqs.iter().zip(callbacks.drain(..)) {
             let limit =
                 (r.prompt.len() + r.params.max_tokens as usize).min(self.model.max_seq_len());
@@ -504,7 +504,7 @@ impl Engine {
     }
 
     /// Choose the next token of `s` from `logits` and update its state.
-    fn accept(&self, s: &mut SeqState, logits: &[f32]) -> Result<()> {
+    fn accept(&self, s: &mut SeqState<'_>, logits: &[f32]) -> Result<()> {
         if s.params.max_tokens == 0 || s.prompt_len >= s.limit {
             s.finish = Some(FinishReason::Length);
             return Ok(());

@@ -80,27 +80,27 @@ fn session(d: &Driver, width: u32, height: u32) -> Session<'_> {
         .unwrap_or_else(|e| panic!("cannot open a Chromium session: {e:#}"))
 }
 
-fn js(s: &Session, script: &str) -> Value {
+fn js(s: &Session<'_>, script: &str) -> Value {
     s.execute(script, json!([]))
         .unwrap_or_else(|e| panic!("{script}: {e:#}"))
 }
 
-fn wait(s: &Session, what: &str, secs: u64, script: &str) -> Value {
+fn wait(s: &Session<'_>, what: &str, secs: u64, script: &str) -> Value {
     s.wait_for(what, Duration::from_secs(secs), script)
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-fn goto(s: &Session, url: &str) {
+fn goto(s: &Session<'_>, url: &str) {
     s.goto(url).unwrap_or_else(|e| panic!("{url}: {e:#}"));
 }
 
-fn click(s: &Session, css: &str) {
+fn click(s: &Session<'_>, css: &str) {
     let e = s.find(css).unwrap_or_else(|e| panic!("{css}: {e:#}"));
     s.click(&e).unwrap_or_else(|e| panic!("click {css}: {e:#}"));
 }
 
 /// Where to save the README's screenshots, if asked.
-fn screenshot(s: &Session, name: &str) {
+fn screenshot(s: &Session<'_>, name: &str) {
     if let Some(dir) = std::env::var_os("VERINFER_SCREENSHOTS") {
         let dir = PathBuf::from(dir);
         std::fs::create_dir_all(&dir).expect("screenshot dir");
@@ -111,7 +111,7 @@ fn screenshot(s: &Session, name: &str) {
 }
 
 /// The page's first contentful paint, in ms after navigation start.
-fn first_paint(s: &Session) -> f64 {
+fn first_paint(s: &Session<'_>) -> f64 {
     wait(
         s,
         "the first contentful paint",
@@ -125,7 +125,7 @@ fn first_paint(s: &Session) -> f64 {
 /// Types `text` into the chat box and sends it with the Send button; then
 /// waits for the answer's badge to leave "answering…" and returns the
 /// answer's list item state: `{chunks, badge, text, receipt}`.
-fn chat(s: &Session, text: &str) -> Value {
+fn chat(s: &Session<'_>, text: &str) -> Value {
     let prompt = s.find("#prompt").expect("message box");
     s.send_keys(&prompt, text).expect("type");
     click(s, "#send");
@@ -143,7 +143,7 @@ fn chat(s: &Session, text: &str) -> Value {
 
 /// Waits for the last answer's badge to reach a final state (checked or
 /// failed) and returns `[kind, text]`.
-fn final_badge(s: &Session) -> (String, String) {
+fn final_badge(s: &Session<'_>) -> (String, String) {
     let v = wait(
         s,
         "the receipt check",
@@ -159,7 +159,7 @@ fn final_badge(s: &Session) -> (String, String) {
 
 /// The in-browser check's result in the open receipt view: `(result, states)`
 /// with `states` the `[check id, state]` of every check listed.
-fn shown_checks(s: &Session, scope: &str) -> (String, Vec<(String, String)>) {
+fn shown_checks(s: &Session<'_>, scope: &str) -> (String, Vec<(String, String)>) {
     let v = wait(
         s,
         "the check result",
