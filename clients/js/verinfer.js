@@ -783,7 +783,7 @@ export async function fetchReceipt(url, id, { apiKey = null, waitMs = 0 } = {}) 
  * `verinfer` member: {receipt, status, final, report}. A failed check
  * throws a VerificationError.
  *
- * Options: `baseURL` (the gateway root, e.g. http://127.0.0.1:8080),
+ * Options: `baseURL` (the gateway's root URL: scheme, host and port),
  * `apiKey`, `trust` (pinned keys, `pinTrust`), `waitFinal` (wait for a
  * cosigned checkpoint and require it; default false: a receipt no
  * checkpoint covers yet passes with `final: false`), `waitMs` (how long to
