@@ -46,7 +46,7 @@ use verinfer_ledger::{Ledger, LedgerError};
 use verinfer_log::checkpoint::Checkpoint;
 use verinfer_log::witness::verify_cosignature;
 use verinfer_types::note::{Note, NoteSignature, VerifierKey, ALG_COSIGNATURE_V1};
-use verinfer_types::records::{Finality, VerificationMode};
+use verinfer_types::records::{Finality, Receipt, VerificationMode};
 use verinfer_types::{Hash, PublicKey, Record};
 use verinfer_verify::receipt::{witness_name, ReceiptBundle};
 
@@ -278,6 +278,19 @@ impl LedgerNode {
         })
     }
 
+    /// Where a settled optimistic answer stands (provisional, final or
+    /// overturned); None for the other modes. Final once paid out.
+    pub fn finality(&self, receipt: &Receipt) -> Result<Option<Finality>, LedgerError> {
+        Ok(match receipt.request.policy.verification {
+            VerificationMode::Optimistic { .. } => Some(
+                self.ledger
+                    .finality(&receipt.request.hash()?)
+                    .unwrap_or(Finality::Final),
+            ),
+            _ => None,
+        })
+    }
+
     /// The receipt `id` with its proof against the latest final checkpoint.
     pub fn bundle(&self, id: &Hash) -> Result<Option<ReceiptBundle>, LedgerError> {
         let Some(index) = self.ledger.receipt_index(id) else {
@@ -309,16 +322,8 @@ impl LedgerNode {
             .filter_map(|(k, _)| VerifierKey::new(&witness_name(k), ALG_COSIGNATURE_V1, *k).ok())
             .map(|vk| vk.to_string())
             .collect();
-        let finality = match receipt.request.policy.verification {
-            VerificationMode::Optimistic { .. } => Some(
-                self.ledger
-                    .finality(&receipt.request.hash()?)
-                    .unwrap_or(Finality::Final),
-            ),
-            _ => None,
-        };
         Ok(Some(ReceiptBundle {
-            finality,
+            finality: self.finality(&receipt)?,
             id: *id,
             index,
             leaf: receipt.leaf()?,
