@@ -94,6 +94,10 @@ pub struct Escrow {
     pub payer: PublicKey,
     /// Amount reserved (the maximum fee).
     pub amount: u128,
+    /// The write's deposit (`tx_fee` when reserved): back to the payer when
+    /// the request settles, to the treasury when it is released, so a
+    /// reservation that pays for nothing costs what any write costs.
+    pub deposit: u128,
     /// Ledger time (Unix ms) from which it can no longer be settled and
     /// anyone may release it to its payer.
     pub deadline_ms: u64,
@@ -360,7 +364,7 @@ impl State {
         Summary {
             total_supply: self.total_supply,
             balances: all - treasury,
-            escrow: self.escrow.values().map(|e| e.amount).sum(),
+            escrow: self.escrow.values().map(|e| e.amount + e.deposit).sum(),
             stakes: self.stakes.values().sum(),
             unbonding: self.unbonding.values().flatten().map(|u| u.amount).sum(),
             treasury,
@@ -633,12 +637,13 @@ pub fn apply_checked(state: &mut State, tx: &Transaction, now_ms: u64) -> Result
     Ok(effects)
 }
 
-/// Whether a transaction pays the flat `tx_fee`. The settlement path
-/// (reserve, release, settle, finalize) is paid for by the fees it settles;
-/// slashes, challenges and disputes carry verifiers' signatures on a node's
-/// Result and apply once per Result (evidence that proves nothing is
-/// refused and never written); the bridge is the treasury's own. Everything
-/// else pays.
+/// Whether a transaction pays the flat `tx_fee` up front. The settlement
+/// path (reserve, release, settle, finalize) is paid for by the fees it
+/// settles, and a reservation carries a deposit of `tx_fee` that only a
+/// settlement gives back; slashes and challenges carry a majority of
+/// verifiers' signatures on a node's Result and apply once per Result
+/// (evidence that proves nothing is refused and never written); the bridge
+/// is the treasury's own. Everything else, disputes included, pays.
 pub fn pays_fee(body: &TxBody) -> bool {
     !matches!(
         body,
@@ -648,7 +653,6 @@ pub fn pays_fee(body: &TxBody) -> bool {
             | TxBody::Finalize { .. }
             | TxBody::Slash { .. }
             | TxBody::Challenge { .. }
-            | TxBody::Dispute { .. }
             | TxBody::Bridge { .. }
     )
 }
@@ -877,15 +881,18 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
             if state.escrow.contains_key(request) {
                 return Err(rule("request already has a reservation"));
             }
-            need("balance", state.balance(signer), amount)?;
+            let deposit = state.params.tx_fee.0;
+            let total = amount.checked_add(deposit).ok_or(TxError::Overflow)?;
+            need("balance", state.balance(signer), total)?;
             let deadline_ms = after_secs(state.time_ms, *ttl_secs)?;
-            debit(state, signer, amount);
+            debit(state, signer, total);
             state.escrow.insert(
                 *request,
                 Escrow {
                     payer: *signer,
                     amount,
                     deadline_ms,
+                    deposit,
                 },
             );
         }
@@ -901,6 +908,8 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
             }
             if let Some(e) = state.escrow.remove(request) {
                 credit(state, &e.payer, e.amount)?;
+                let t = state.treasury;
+                credit(state, &t, e.deposit)?;
             }
         }
         TxBody::Settle { receipts } => {
@@ -920,7 +929,7 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
             }
             for p in payouts {
                 state.escrow.remove(&p.request);
-                credit(state, &p.payer, p.refund)?;
+                credit(state, &p.payer, p.refund + p.deposit)?;
                 match p.until_ms {
                     None => pay_out(state, &p.node, &p.verifiers, p.per_verifier, &p.fees)?,
                     Some(until_ms) => {
@@ -1023,6 +1032,7 @@ struct Payout {
     until_ms: Option<u64>,
     payer: PublicKey,
     refund: u128,
+    deposit: u128,
     node: PublicKey,
     verifiers: Vec<PublicKey>,
     per_verifier: u128,
@@ -1114,6 +1124,7 @@ fn settlement(state: &State, r: &Receipt) -> Result<Payout, TxError> {
         until_ms,
         payer: escrow.payer,
         refund: escrow.amount - fees.total.0,
+        deposit: escrow.deposit,
         node: r.result.node,
         verifiers,
         per_verifier,

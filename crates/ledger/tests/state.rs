@@ -47,7 +47,8 @@ fn reserve_settle_pays_everyone_and_refunds_the_rest() {
         ),
     )
     .unwrap();
-    assert_eq!(s.summary().escrow, max.0);
+    // The reservation and its deposit (returned when it settles).
+    assert_eq!(s.summary().escrow, max.0 + fee(&s));
 
     let receipt = w.receipt(&s, &req, 2);
     let fees = receipt.fees;
@@ -217,7 +218,7 @@ fn batched_signature_check_names_the_forged_receipt() {
 }
 
 #[test]
-fn rejected_result_costs_nothing() {
+fn rejected_result_costs_only_the_reservation_deposit() {
     let (mut w, mut s) = setup();
     let user = w.users[0].clone();
     let req = w.request(&user, 3, 1);
@@ -240,7 +241,7 @@ fn rejected_result_costs_nothing() {
     assert!(apply(&mut s, &w.tx(&other, TxBody::Release { request: h })).is_err());
     w.unuse_nonce(&other.public());
     apply(&mut s, &w.tx(&user, TxBody::Release { request: h })).unwrap();
-    assert_eq!(s.balance(&user.public()), before);
+    assert_eq!(s.balance(&user.public()), before - fee(&s));
 }
 
 #[test]
@@ -1455,22 +1456,49 @@ fn writes_pay_the_fee_and_the_settlement_path_is_free() {
         ));
     }
     assert_eq!(s.height, h, "no free writes");
-    // Reserve and release cost nothing.
+    // A reservation released, settling nothing, costs its deposit (a
+    // write's fee); cycling them is no free write. A settled one gets it
+    // back (`reserve_settle_pays_everyone_and_refunds_the_rest`).
     let b = s.balance(&user.public());
-    let request = Hash::of(b"free");
-    by(
-        &mut w,
-        &mut s,
-        &user,
-        TxBody::Reserve {
+    let t = s.balance(&treasury);
+    let h = s.height;
+    for i in 0..3u8 {
+        let request = Hash::of(&[i]);
+        let reserve = TxBody::Reserve {
             request,
             amount: Amount(TOKEN),
             ttl_secs: 60,
-        },
-    )
-    .unwrap();
-    by(&mut w, &mut s, &user, TxBody::Release { request }).unwrap();
-    assert_eq!(s.balance(&user.public()), b);
+        };
+        by(&mut w, &mut s, &user, reserve).unwrap();
+        assert_eq!(s.escrow[&request].deposit, f);
+        by(&mut w, &mut s, &user, TxBody::Release { request }).unwrap();
+    }
+    assert_eq!(s.balance(&user.public()), b - 3 * f);
+    assert_eq!(s.balance(&treasury), t + 3 * f);
+    assert_eq!(s.height, h + 6);
+    // Without the deposit, no reservation.
+    let poor = w.users[1].clone();
+    let all = s.balance(&poor.public());
+    let reserve = TxBody::Reserve {
+        request: Hash::of(b"all"),
+        amount: Amount(all),
+        ttl_secs: 60,
+    };
+    assert!(matches!(
+        by(&mut w, &mut s, &poor, reserve),
+        Err(TxError::Insufficient { .. })
+    ));
+    // Disputes pay the fee too.
+    let relayer = w.users[2].clone();
+    let r0 = s.balance(&relayer.public());
+    let (_, result, _) = node_fault(&w, 1, 60);
+    let verdict = w.rejection(&result, 0, "token_mismatch: position 1");
+    let dispute = TxBody::Dispute {
+        result: Box::new(result),
+        verdict: Box::new(verdict),
+    };
+    by(&mut w, &mut s, &relayer, dispute).unwrap();
+    assert_eq!(s.balance(&relayer.public()), r0 - f);
 }
 
 /// A reservation carries a deadline: settling after it is refused, and then
@@ -1519,7 +1547,7 @@ fn reservations_expire() {
         deadline,
     )
     .unwrap();
-    assert_eq!(s.balance(&user.public()), b);
+    assert_eq!(s.balance(&user.public()), b - fee(&s));
     assert_eq!(s.summary().escrow, 0);
 }
 
