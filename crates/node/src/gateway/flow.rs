@@ -127,7 +127,9 @@ impl Gateway {
             let max = self
                 .directory
                 .params()
-                .map_or(0, |p| p.params.dispute_window_secs);
+                .ok_or_else(|| ApiError::unavailable("the gateway has not read the ledger yet"))?
+                .params
+                .dispute_window_secs;
             if window_secs == 0 || window_secs > max {
                 return Err(ApiError::field(
                     "verification",

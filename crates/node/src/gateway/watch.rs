@@ -16,7 +16,7 @@ use crate::client::Peer;
 use crate::wire::CheckRequest;
 use std::time::Duration;
 use verinfer_ledger::tx::{Evidence, TxBody};
-use verinfer_types::records::{Decision, InferenceResult, Request, Verdict};
+use verinfer_types::records::{InferenceResult, Request, Verdict};
 use verinfer_types::{Hash, PublicKey, Record, SignedRecord};
 use verinfer_verify::committee::select;
 
@@ -41,23 +41,11 @@ pub struct Watch {
     pub seed: Hash,
 }
 
-/// What the watch concluded.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The drawn verifier accepted (or the escalation's majority did).
-    Upheld,
-    /// No verifier answered.
-    Unchecked,
-    /// A majority rejected for a node fault; the challenge was sent (Ok) or
-    /// refused (the ledger's reason).
-    Challenged(Result<(), String>),
-}
-
 impl Watch {
     /// Re-checks the answer; challenges it when a majority proves a fault.
-    pub async fn run(self) -> Outcome {
+    pub async fn run(self) {
         let Ok(hash) = self.result.hash() else {
-            return Outcome::Unchecked;
+            return;
         };
         let keys: Vec<PublicKey> = self.verifiers.iter().map(|m| m.view.key).collect();
         let ranking = select(&keys, keys.len(), &self.seed, 0);
@@ -72,10 +60,10 @@ impl Watch {
         }
         let Some(first) = first else {
             tracing::warn!(result = %hash, "no verifier re-checked an optimistic answer");
-            return Outcome::Unchecked;
+            return;
         };
-        if first.decision == Decision::Accept || !first.proves_node_fault() {
-            return Outcome::Upheld;
+        if !first.proves_node_fault() {
+            return;
         }
         // Escalate: every other live verifier checks the same pair.
         let rest: Vec<&Member> = self
@@ -93,7 +81,7 @@ impl Watch {
             .collect();
         if faults.len() * 2 <= verdicts.len() {
             tracing::warn!(result = %hash, faults = faults.len(), asked = verdicts.len(), "optimistic answer rejected by a minority; not challenged");
-            return Outcome::Upheld;
+            return;
         }
         let body = TxBody::Challenge {
             evidence: Box::new(Evidence::Node {
@@ -104,13 +92,9 @@ impl Watch {
         };
         match self.settler.signer().submit(body).await {
             Ok(_) => {
-                tracing::info!(node = %self.result.node, result = %hash, "optimistic answer challenged and overturned");
-                Outcome::Challenged(Ok(()))
+                tracing::info!(node = %self.result.node, result = %hash, "optimistic answer challenged and overturned")
             }
-            Err(e) => {
-                tracing::warn!(node = %self.result.node, error = %e, "challenge refused");
-                Outcome::Challenged(Err(e.to_string()))
-            }
+            Err(e) => tracing::warn!(node = %self.result.node, error = %e, "challenge refused"),
         }
     }
 
