@@ -8,8 +8,9 @@
 //!
 //! Keys are taken from the bundle unless pinned (`--log-key`, `--witness`,
 //! `--witness-quorum`); the output says which. The exit status follows
-//! `verinfer check`: 0 when every check holds, 1 when one fails, 2 when the
-//! receipt could not be checked (unreadable file, HTTP failure).
+//! `verinfer check`: 0 when every check holds, 1 when one fails (or the
+//! ledger reports an optimistic answer overturned), 2 when the receipt could
+//! not be checked (unreadable file, HTTP failure).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Deserialize;
 use verinfer_types::note::VerifierKey;
+use verinfer_types::records::Finality;
 use verinfer_types::Hash;
 use verinfer_verify::receipt::{
     check_receipt, parse_log_key, parse_witness_key, ReceiptBundle, ReceiptError, Report, Status,
@@ -185,6 +187,10 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
                 if let Some(line) = on_chain {
                     println!("{line}");
                 }
+            }
+            if report.finality == Some(Finality::Overturned) {
+                eprintln!("error: a challenge overturned this optimistic answer (the requester was refunded and the node slashed)");
+                return Ok(false);
             }
             Ok(true)
         }
@@ -454,6 +460,18 @@ pub fn print_report(r: &Report, pins: &Pins) {
     println!("status: {}", r.status);
     if r.status == Status::Provisional {
         println!("  (the request's policy asks for no verdict at settlement: nothing vouches for the output beyond its node yet)");
+    }
+    match r.finality {
+        Some(Finality::Provisional { until_ms }) => println!(
+            "optimistic: provisional, a challenge may overturn it until {until_ms} ms (as the ledger reports)"
+        ),
+        Some(Finality::Final) => {
+            println!("optimistic: final, its challenge window passed unchallenged (as the ledger reports)")
+        }
+        Some(Finality::Overturned) => println!(
+            "optimistic: overturned by a challenge inside its window (as the ledger reports)"
+        ),
+        None => {}
     }
 }
 

@@ -504,6 +504,33 @@ impl Ledger {
         Ok(released)
     }
 
+    /// Pays out the optimistic answers whose challenge window has closed
+    /// (`Finalize`, signed with `key`); returns how many.
+    pub fn finalize_matured(&self, key: &SecretKey) -> Result<usize, LedgerError> {
+        let now = (self.clock)();
+        let matured = self.with_state(|s| s.matured(s.time_ms.max(now)));
+        let mut finalized = 0;
+        for request in matured {
+            let nonce = self.with_state(|s| s.nonce(&key.public()));
+            let tx = Transaction::signed(key, nonce, TxBody::Finalize { request })?;
+            match self.submit(&tx) {
+                Ok(_) => finalized += 1,
+                Err(LedgerError::Rejected(e)) => {
+                    tracing::debug!(%request, error = %e, "matured answer not finalized");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(finalized)
+    }
+
+    /// Where the optimistic answer to `request` stands now (ledger time, or
+    /// the clock if later: no transaction can be applied earlier).
+    pub fn finality(&self, request: &Hash) -> Option<verinfer_types::records::Finality> {
+        let now = (self.clock)();
+        self.with_state(|s| s.finality(request, s.time_ms.max(now)))
+    }
+
     /// Runs `f` on the current state.
     pub fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&lock(&self.state))

@@ -21,7 +21,8 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use verinfer_types::keys::{verify_batch, KeyError};
 use verinfer_types::records::{
-    Amount, Decision, Fees, InferenceResult, Leaf, Receipt, Usage, Verdict, VerificationMode,
+    Amount, Decision, Fees, Finality, InferenceResult, Leaf, Receipt, Usage, Verdict,
+    VerificationMode,
 };
 use verinfer_types::{Hash, PublicKey, Record, RecordError, SignedRecord};
 
@@ -93,6 +94,10 @@ pub struct Escrow {
     pub payer: PublicKey,
     /// Amount reserved (the maximum fee).
     pub amount: u128,
+    /// The write's deposit (`tx_fee` when reserved): back to the payer when
+    /// the request settles, to the treasury when it is released, so a
+    /// reservation that pays for nothing costs what any write costs.
+    pub deposit: u128,
     /// Ledger time (Unix ms) from which it can no longer be settled and
     /// anyone may release it to its payer.
     pub deadline_ms: u64,
@@ -204,6 +209,32 @@ pub struct State {
     pub frozen: BTreeMap<PublicKey, u64>,
     /// Results already disputed (each opens one dispute).
     pub disputed: BTreeSet<Hash>,
+    /// Optimistic answers settled whose fees wait for their challenge
+    /// window, by request hash.
+    pub provisional: BTreeMap<Hash, Provisional>,
+    /// Optimistic answers a challenge overturned, by request hash.
+    pub overturned: BTreeSet<Hash>,
+}
+
+/// An optimistic answer settled inside its challenge window. Its fee stays
+/// in the ledger: paid out by [`TxBody::Finalize`] once the window passed,
+/// or back to the payer if a [`TxBody::Challenge`] overturns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Provisional {
+    /// Who paid.
+    pub payer: PublicKey,
+    /// The node that answered.
+    pub node: PublicKey,
+    /// Hash of the settled Result: a challenge must be about this one.
+    pub result: Hash,
+    /// The fee breakdown the receipt carries.
+    pub fees: Fees,
+    /// Verifiers in its certificate, if any, each owed `per_verifier`.
+    pub verifiers: Vec<PublicKey>,
+    /// Each verifier's share.
+    pub per_verifier: u128,
+    /// Ledger time (Unix ms) at which the window closes.
+    pub until_ms: u64,
 }
 
 /// A withdrawal asked on chain, not yet paid.
@@ -233,6 +264,9 @@ pub struct Summary {
     pub treasury: u128,
     /// Held for withdrawals asked on chain.
     pub withdrawing: u128,
+    /// Fees of optimistic answers waiting for their challenge window.
+    #[serde(default)]
+    pub provisional: u128,
 }
 
 /// What an applied transaction did.
@@ -279,6 +313,8 @@ impl State {
             withdrawing: BTreeMap::new(),
             frozen: BTreeMap::new(),
             disputed: BTreeSet::new(),
+            provisional: BTreeMap::new(),
+            overturned: BTreeSet::new(),
         })
     }
 
@@ -328,12 +364,40 @@ impl State {
         Summary {
             total_supply: self.total_supply,
             balances: all - treasury,
-            escrow: self.escrow.values().map(|e| e.amount).sum(),
+            escrow: self.escrow.values().map(|e| e.amount + e.deposit).sum(),
             stakes: self.stakes.values().sum(),
             unbonding: self.unbonding.values().flatten().map(|u| u.amount).sum(),
             treasury,
             withdrawing: self.withdrawing.values().map(|w| w.held).sum(),
+            provisional: self.provisional.values().map(|p| p.fees.total.0).sum(),
         }
+    }
+
+    /// Where the optimistic answer to `request` stands at ledger time
+    /// `now_ms`; None when no optimistic answer to it was settled.
+    pub fn finality(&self, request: &Hash, now_ms: u64) -> Option<Finality> {
+        if self.overturned.contains(request) {
+            return Some(Finality::Overturned);
+        }
+        self.provisional.get(request).map(|p| {
+            if now_ms < p.until_ms {
+                Finality::Provisional {
+                    until_ms: p.until_ms,
+                }
+            } else {
+                Finality::Final
+            }
+        })
+    }
+
+    /// Optimistic answers whose window has closed at `now_ms` and whose fees
+    /// anyone may pay out ([`TxBody::Finalize`]).
+    pub fn matured(&self, now_ms: u64) -> Vec<Hash> {
+        self.provisional
+            .iter()
+            .filter(|(_, p)| p.until_ms <= now_ms)
+            .map(|(h, _)| *h)
+            .collect()
     }
 
     /// The conservation law: the total supply is exactly what is held.
@@ -346,6 +410,7 @@ impl State {
             .and_then(|x| x.checked_add(s.unbonding))
             .and_then(|x| x.checked_add(s.treasury))
             .and_then(|x| x.checked_add(s.withdrawing))
+            .and_then(|x| x.checked_add(s.provisional))
             .ok_or("holdings overflow")?;
         if held != s.total_supply {
             return Err(format!("total supply {} but {held} held", s.total_supply));
@@ -502,7 +567,7 @@ pub fn check_signatures(tx: &Transaction) -> Result<(), TxError> {
                 })
             })?;
         }
-        TxBody::Slash { evidence } => {
+        TxBody::Slash { evidence } | TxBody::Challenge { evidence } => {
             let (result, extra, committee) = evidence.parts();
             let bad = |e: RecordError| TxError::Evidence(e.to_string());
             evidence.request().verify_signature().map_err(bad)?;
@@ -572,18 +637,22 @@ pub fn apply_checked(state: &mut State, tx: &Transaction, now_ms: u64) -> Result
     Ok(effects)
 }
 
-/// Whether a transaction pays the flat `tx_fee`. The settlement path
-/// (reserve, release, settle) is paid for by the fees it settles; slashes
-/// and disputes carry verifiers' signatures on a node's Result and apply once
-/// per Result; the bridge is the treasury's own. Everything else pays.
+/// Whether a transaction pays the flat `tx_fee` up front. The settlement
+/// path (reserve, release, settle, finalize) is paid for by the fees it
+/// settles, and a reservation carries a deposit of `tx_fee` that only a
+/// settlement gives back; slashes and challenges carry a majority of
+/// verifiers' signatures on a node's Result and apply once per Result
+/// (evidence that proves nothing is refused and never written); the bridge
+/// is the treasury's own. Everything else, disputes included, pays.
 pub fn pays_fee(body: &TxBody) -> bool {
     !matches!(
         body,
         TxBody::Reserve { .. }
             | TxBody::Release { .. }
             | TxBody::Settle { .. }
+            | TxBody::Finalize { .. }
             | TxBody::Slash { .. }
-            | TxBody::Dispute { .. }
+            | TxBody::Challenge { .. }
             | TxBody::Bridge { .. }
     )
 }
@@ -812,15 +881,18 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
             if state.escrow.contains_key(request) {
                 return Err(rule("request already has a reservation"));
             }
-            need("balance", state.balance(signer), amount)?;
+            let deposit = state.params.tx_fee.0;
+            let total = amount.checked_add(deposit).ok_or(TxError::Overflow)?;
+            need("balance", state.balance(signer), total)?;
             let deadline_ms = after_secs(state.time_ms, *ttl_secs)?;
-            debit(state, signer, amount);
+            debit(state, signer, total);
             state.escrow.insert(
                 *request,
                 Escrow {
                     payer: *signer,
                     amount,
                     deadline_ms,
+                    deposit,
                 },
             );
         }
@@ -836,6 +908,8 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
             }
             if let Some(e) = state.escrow.remove(request) {
                 credit(state, &e.payer, e.amount)?;
+                let t = state.treasury;
+                credit(state, &t, e.deposit)?;
             }
         }
         TxBody::Settle { receipts } => {
@@ -855,18 +929,49 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
             }
             for p in payouts {
                 state.escrow.remove(&p.request);
-                credit(state, &p.payer, p.refund)?;
-                credit(state, &p.node, p.fees.node.0)?;
-                for v in &p.verifiers {
-                    credit(state, v, p.per_verifier)?;
+                credit(state, &p.payer, p.refund + p.deposit)?;
+                match p.until_ms {
+                    None => pay_out(state, &p.node, &p.verifiers, p.per_verifier, &p.fees)?,
+                    Some(until_ms) => {
+                        // An optimistic answer: the fee waits for the window,
+                        // and the node's stake stays to answer a challenge.
+                        let frozen = state.frozen.entry(p.node).or_default();
+                        *frozen = (*frozen).max(until_ms);
+                        state.provisional.insert(
+                            p.request,
+                            Provisional {
+                                payer: p.payer,
+                                node: p.node,
+                                result: p.result,
+                                fees: p.fees,
+                                verifiers: p.verifiers,
+                                per_verifier: p.per_verifier,
+                                until_ms,
+                            },
+                        );
+                    }
                 }
-                let t = state.treasury;
-                credit(state, &t, p.fees.treasury.0)?;
                 effects.leaves.push(p.leaf);
             }
             state.leaves += effects.leaves.len() as u64;
         }
         TxBody::Slash { evidence } => effects.slashed = Some(slash(state, evidence)?),
+        TxBody::Challenge { evidence } => effects.slashed = challenge(state, evidence)?,
+        TxBody::Finalize { request } => {
+            let p = state
+                .provisional
+                .get(request)
+                .ok_or_else(|| rule("no provisional answer to this request"))?;
+            if state.time_ms < p.until_ms {
+                return Err(rule(format!(
+                    "the challenge window is open until {} ms",
+                    p.until_ms
+                )));
+            }
+            let p = p.clone();
+            pay_out(state, &p.node, &p.verifiers, p.per_verifier, &p.fees)?;
+            state.provisional.remove(request);
+        }
         TxBody::Dispute { result, verdict } => dispute(state, result, verdict)?,
         TxBody::Propose { change } => {
             if state.stake(signer) == 0 {
@@ -922,8 +1027,12 @@ fn set_stake(state: &mut State, key: &PublicKey, amount: u128) {
 
 struct Payout {
     request: Hash,
+    result: Hash,
+    /// When the answer is optimistic, the end of its challenge window.
+    until_ms: Option<u64>,
     payer: PublicKey,
     refund: u128,
+    deposit: u128,
     node: PublicKey,
     verifiers: Vec<PublicKey>,
     per_verifier: u128,
@@ -965,6 +1074,21 @@ fn settlement(state: &State, r: &Receipt) -> Result<Payout, TxError> {
     if r.result.usage.completion_tokens as usize != r.result.output_tokens.len() {
         return Err(rule("usage does not match the output tokens"));
     }
+    let until_ms = match r.request.policy.verification {
+        VerificationMode::Optimistic { window_secs } => {
+            let max = state.params.dispute_window_secs;
+            if window_secs == 0 || window_secs > max {
+                return Err(rule(format!(
+                    "the challenge window must be 1 to {max} s (dispute_window_secs)"
+                )));
+            }
+            if state.provisional.contains_key(&request) || state.overturned.contains(&request) {
+                return Err(rule("this request already has an optimistic answer"));
+            }
+            Some(after_secs(state.time_ms, window_secs)?)
+        }
+        _ => None,
+    };
     let verifiers = certified_by(
         state,
         &r.certificate.verdicts,
@@ -996,8 +1120,11 @@ fn settlement(state: &State, r: &Receipt) -> Result<Payout, TxError> {
     };
     Ok(Payout {
         request,
+        result: result_hash,
+        until_ms,
         payer: escrow.payer,
         refund: escrow.amount - fees.total.0,
+        deposit: escrow.deposit,
         node: r.result.node,
         verifiers,
         per_verifier,
@@ -1083,6 +1210,82 @@ fn slash(state: &mut State, evidence: &Evidence) -> Result<(PublicKey, u128), Tx
     credit(state, &t, to_treasury)?;
     state.slashed.insert((result_hash, accused));
     Ok((accused, amount))
+}
+
+/// Pays a settled fee: the node's share, each verifier's, the treasury's rest.
+fn pay_out(
+    state: &mut State,
+    node: &PublicKey,
+    verifiers: &[PublicKey],
+    per_verifier: u128,
+    fees: &Fees,
+) -> Result<(), TxError> {
+    credit(state, node, fees.node.0)?;
+    for v in verifiers {
+        credit(state, v, per_verifier)?;
+    }
+    let t = state.treasury;
+    credit(state, &t, fees.treasury.0)
+}
+
+/// Overturns an optimistic answer inside its window on evidence against the
+/// node that the slash rule accepts ([`crate::slashing::committee`]): the
+/// whole fee goes back to the payer and the node is slashed (unless this
+/// fault was slashed already, or nothing is left to take). Returns the slash.
+fn challenge(state: &mut State, evidence: &Evidence) -> Result<Option<(PublicKey, u128)>, TxError> {
+    let bad = |m: String| TxError::Evidence(m);
+    if !matches!(evidence, Evidence::Node { .. }) {
+        return Err(bad("a challenge accuses the node that answered".into()));
+    }
+    let request = evidence.request().hash()?;
+    let Some(p) = state.provisional.get(&request) else {
+        return Err(bad(if state.overturned.contains(&request) {
+            "this answer was already overturned".into()
+        } else {
+            "no provisional answer to this request (not optimistic, or already final)".into()
+        }));
+    };
+    if state.time_ms >= p.until_ms {
+        return Err(bad(format!(
+            "the challenge window closed at {} ms; the answer is final",
+            p.until_ms
+        )));
+    }
+    let (result, _, _) = evidence.parts();
+    if result.hash()? != p.result {
+        return Err(bad(
+            "the evidence is about another result than the one settled".into(),
+        ));
+    }
+    let registered = crate::slashing::registered_verifiers(state);
+    crate::slashing::committee(evidence, &registered, state.params.dispute_quorum)
+        .map_err(|e| bad(e.to_string()))?;
+    let node = p.node;
+    let already = state.slashed.contains(&(p.result, node));
+    let stake = state.stake(&node).saturating_add(state.unbonding_of(&node));
+    let slashed = if already || stake == 0 {
+        None
+    } else {
+        Some(slash(state, evidence)?)
+    };
+    // Checks passed (the slash, if any, applied in full): reverse the payment.
+    if let Some(p) = state.provisional.remove(&request) {
+        credit(state, &p.payer, p.fees.total.0)?;
+    }
+    state.overturned.insert(request);
+    // The slash lifted the node's freeze: its other answers still in their
+    // window keep holding what stake is left.
+    if let Some(until) = state
+        .provisional
+        .values()
+        .filter(|q| q.node == node)
+        .map(|q| q.until_ms)
+        .max()
+    {
+        let frozen = state.frozen.entry(node).or_default();
+        *frozen = (*frozen).max(until);
+    }
+    Ok(slashed)
 }
 
 /// Takes `amount` from `key`'s unbonding entries, oldest first.

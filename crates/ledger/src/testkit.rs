@@ -138,6 +138,15 @@ impl World {
         r
     }
 
+    /// A signed `optimistic(window_secs)` request by `user` with a fresh
+    /// nonce from `seed`.
+    pub fn optimistic_request(&self, user: &SecretKey, seed: u64, window_secs: u64) -> Request {
+        let mut r = self.request(user, seed, 1);
+        r.policy.verification = VerificationMode::Optimistic { window_secs };
+        r.sign(user).expect("user signs");
+        r
+    }
+
     /// A result for `req` by node `node`.
     pub fn result(&self, req: &Request, node: usize) -> InferenceResult {
         let mut r = fixtures::result(req);

@@ -427,6 +427,20 @@ pub enum TxBody {
         /// The verifier's signed rejecting verdict on it.
         verdict: Box<Verdict>,
     },
+    /// Challenge an optimistic answer inside its window: the evidence (as
+    /// for a slash against the node) proves the settled Result a fault.
+    /// Refunds the whole fee to the requester, withholds the node's share,
+    /// and slashes the node.
+    Challenge {
+        /// The proof against the node that answered.
+        evidence: Box<Evidence>,
+    },
+    /// Pay out an optimistic answer whose challenge window has passed
+    /// unchallenged. Anyone may send it; it applies once per answer.
+    Finalize {
+        /// Hash of the Request.
+        request: Hash,
+    },
     /// Propose a parameter change.
     Propose {
         /// The change.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use verinfer_ledger::state::{self, split, Effects, ProposalStatus, State, TxError};
 use verinfer_ledger::testkit::{World, RESERVE_TTL_SECS, TOKEN};
 use verinfer_ledger::tx::*;
-use verinfer_types::records::{Amount, Decision, InferenceResult, Request, Verdict};
+use verinfer_types::records::{Amount, Decision, Finality, InferenceResult, Request, Verdict};
 use verinfer_types::{Hash, Record, SecretKey, SignedRecord};
 
 /// Applies at the state's own time: the clock stands still unless a test
@@ -47,7 +47,8 @@ fn reserve_settle_pays_everyone_and_refunds_the_rest() {
         ),
     )
     .unwrap();
-    assert_eq!(s.summary().escrow, max.0);
+    // The reservation and its deposit (returned when it settles).
+    assert_eq!(s.summary().escrow, max.0 + fee(&s));
 
     let receipt = w.receipt(&s, &req, 2);
     let fees = receipt.fees;
@@ -217,7 +218,7 @@ fn batched_signature_check_names_the_forged_receipt() {
 }
 
 #[test]
-fn rejected_result_costs_nothing() {
+fn rejected_result_costs_only_the_reservation_deposit() {
     let (mut w, mut s) = setup();
     let user = w.users[0].clone();
     let req = w.request(&user, 3, 1);
@@ -240,7 +241,7 @@ fn rejected_result_costs_nothing() {
     assert!(apply(&mut s, &w.tx(&other, TxBody::Release { request: h })).is_err());
     w.unuse_nonce(&other.public());
     apply(&mut s, &w.tx(&user, TxBody::Release { request: h })).unwrap();
-    assert_eq!(s.balance(&user.public()), before);
+    assert_eq!(s.balance(&user.public()), before - fee(&s));
 }
 
 #[test]
@@ -896,6 +897,255 @@ fn a_dispute_freezes_withdrawals_until_its_window_or_a_slash() {
     at(&mut w, &mut s, &node, TxBody::Withdraw, until).unwrap();
 }
 
+/// An `optimistic(window_secs)` request by user 0, reserved and settled
+/// (answered by node 0): returns the request, its settled result and the
+/// user's balance before the reservation.
+fn optimistic_settled(
+    w: &mut World,
+    s: &mut State,
+    seed: u64,
+    window_secs: u64,
+) -> (Request, InferenceResult, u128) {
+    let user = w.users[0].clone();
+    let req = w.optimistic_request(&user, seed, window_secs);
+    let before = s.balance(&user.public());
+    let reserve = TxBody::Reserve {
+        request: req.hash().unwrap(),
+        amount: w.max_fee(),
+        ttl_secs: RESERVE_TTL_SECS,
+    };
+    by(w, s, &user, reserve).unwrap();
+    let receipt = w.receipt(s, &req, 0);
+    let relayer = w.users[2].clone();
+    by(
+        w,
+        s,
+        &relayer,
+        TxBody::Settle {
+            receipts: vec![receipt.clone()],
+        },
+    )
+    .unwrap();
+    (req, receipt.result, before)
+}
+
+fn challenge(request: &Request, result: &InferenceResult, committee: Vec<Verdict>) -> TxBody {
+    TxBody::Challenge {
+        evidence: Box::new(Evidence::Node {
+            request: request.clone(),
+            result: result.clone(),
+            committee,
+        }),
+    }
+}
+
+fn rejections(w: &World, result: &InferenceResult, members: &[usize]) -> Vec<Verdict> {
+    members
+        .iter()
+        .map(|&v| w.verdict(result, v, Decision::Reject))
+        .collect()
+}
+
+/// Attack: a node answers an `optimistic` request wrongly and collects the
+/// fee. A challenge inside the window with a committee's rejections refunds
+/// the whole fee, withholds the node's share and slashes the node.
+#[test]
+fn a_challenge_inside_the_window_overturns_refunds_and_slashes() {
+    let (mut w, mut s) = setup();
+    let node = w.nodes[0].public();
+    let node_balance = s.balance(&node);
+    let stake = s.stake(&node);
+    let (req, result, before) = optimistic_settled(&mut w, &mut s, 70, 600);
+    let h = req.hash().unwrap();
+    let user = w.users[0].public();
+    let fee_total = s.provisional[&h].fees.total.0;
+    assert!(fee_total > 0);
+    // Provisional: the excess came back, the fee waits, the node is unpaid.
+    assert_eq!(s.balance(&user), before - fee_total);
+    assert_eq!(s.balance(&node), node_balance);
+    assert_eq!(s.summary().provisional, fee_total);
+    let until = s.time_ms + 600 * SEC;
+    assert_eq!(
+        s.finality(&h, s.time_ms),
+        Some(Finality::Provisional { until_ms: until })
+    );
+    // Its stake stays while a challenge may come.
+    let n = w.nodes[0].clone();
+    by(&mut w, &mut s, &n, TxBody::Deregister).unwrap();
+    by(
+        &mut w,
+        &mut s,
+        &n,
+        TxBody::Unstake {
+            amount: Amount(stake),
+        },
+    )
+    .unwrap();
+    let matured = s.time_ms + s.params.unbonding_delay_secs * SEC;
+    assert!(until < matured);
+
+    // An outsider with the evidence challenges one second before the end.
+    let outsider = w.users[1].clone();
+    let body = challenge(&req, &result, rejections(&w, &result, &[0, 1, 2]));
+    let e = at(&mut w, &mut s, &outsider, body, until - SEC).unwrap();
+    assert_eq!(e.slashed, Some((node, stake / 2)));
+    assert_eq!(s.balance(&user), before, "the whole fee came back");
+    assert_eq!(s.finality(&h, s.time_ms), Some(Finality::Overturned));
+    assert_eq!(s.summary().provisional, 0);
+    // Once only; and nothing is left to pay out.
+    let again = challenge(&req, &result, rejections(&w, &result, &[0, 1, 2]));
+    let err = by(&mut w, &mut s, &outsider, again).unwrap_err();
+    assert!(err.to_string().contains("already overturned"), "{err}");
+    assert!(by(&mut w, &mut s, &outsider, TxBody::Finalize { request: h }).is_err());
+    // The node got nothing for the answer.
+    assert_eq!(s.balance(&node), node_balance - 2 * fee(&s));
+}
+
+/// An honest optimistic answer becomes final when its window passes: the
+/// fee is paid out then (not before), and a challenge after it is refused.
+#[test]
+fn an_unchallenged_answer_becomes_final_and_late_challenges_are_refused() {
+    let (mut w, mut s) = setup();
+    let node = w.nodes[0].public();
+    let node_balance = s.balance(&node);
+    let (req, result, _) = optimistic_settled(&mut w, &mut s, 71, 600);
+    let h = req.hash().unwrap();
+    let fees = s.provisional[&h].fees;
+    let until = s.provisional[&h].until_ms;
+    let anyone = w.users[1].clone();
+    let err = at(
+        &mut w,
+        &mut s,
+        &anyone,
+        TxBody::Finalize { request: h },
+        until - 1,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("window is open"), "{err}");
+    assert_eq!(s.finality(&h, until), Some(Finality::Final));
+    let late = challenge(&req, &result, rejections(&w, &result, &[0, 1, 2]));
+    let err = at(&mut w, &mut s, &anyone, late, until).unwrap_err();
+    assert!(err.to_string().contains("window closed"), "{err}");
+    at(
+        &mut w,
+        &mut s,
+        &anyone,
+        TxBody::Finalize { request: h },
+        until,
+    )
+    .unwrap();
+    assert_eq!(s.balance(&node), node_balance + fees.node.0);
+    assert_eq!(s.finality(&h, s.time_ms), None);
+    assert!(by(&mut w, &mut s, &anyone, TxBody::Finalize { request: h }).is_err());
+    let late = challenge(&req, &result, rejections(&w, &result, &[0, 1, 2]));
+    let err = by(&mut w, &mut s, &anyone, late).unwrap_err();
+    assert!(err.to_string().contains("already final"), "{err}");
+}
+
+/// A challenge cannot slash an honest node: evidence a committee majority
+/// did not sign for a node fault, about another result than the one
+/// settled, or against an answer that is not optimistic, is refused with
+/// its reason and changes nothing.
+#[test]
+fn challenges_with_bad_evidence_are_refused_and_slash_nobody() {
+    let (mut w, mut s) = setup();
+    let node = w.nodes[0].public();
+    let stake = s.stake(&node);
+    let (req, result, _) = optimistic_settled(&mut w, &mut s, 72, 600);
+    let outsider = w.users[1].clone();
+    let refused = |w: &mut World, s: &mut State, body: TxBody, why: &str| {
+        let err = by(w, s, &outsider, body).unwrap_err();
+        assert!(err.to_string().contains(why), "{err} (wanted {why})");
+    };
+    // A minority of the registered verifiers.
+    let minority = challenge(&req, &result, rejections(&w, &result, &[0, 1]));
+    refused(&mut w, &mut s, minority, "strict majority");
+    // Rejections for a reason that is not the node's fault.
+    let schema = (0..3)
+        .map(|v| w.rejection(&result, v, "schema: not an integer"))
+        .collect();
+    refused(
+        &mut w,
+        &mut s,
+        challenge(&req, &result, schema),
+        "node fault",
+    );
+    // Rejections of another answer the node never settled.
+    let mut other = result.clone();
+    other.output_text.push_str(" (edited)");
+    other.sign(&w.nodes[0]).unwrap();
+    let body = challenge(&req, &other, rejections(&w, &other, &[0, 1, 2]));
+    refused(&mut w, &mut s, body, "another result");
+    // Outsiders' keys as the committee.
+    let mut forged = rejections(&w, &result, &[0, 1]);
+    let mut v = forged[0].clone();
+    v.verifier = w.users[2].public();
+    v.sign(&w.users[2]).unwrap();
+    forged.push(v);
+    refused(
+        &mut w,
+        &mut s,
+        challenge(&req, &result, forged),
+        "not a registered verifier",
+    );
+    // A quorum answer is final at settlement: nothing to challenge.
+    let user = w.users[0].clone();
+    let q = w.request(&user, 73, 1);
+    let reserve = TxBody::Reserve {
+        request: q.hash().unwrap(),
+        amount: w.max_fee(),
+        ttl_secs: RESERVE_TTL_SECS,
+    };
+    by(&mut w, &mut s, &user, reserve).unwrap();
+    let receipt = w.receipt(&s, &q, 1);
+    let relayer = w.users[2].clone();
+    let settle = TxBody::Settle {
+        receipts: vec![receipt.clone()],
+    };
+    by(&mut w, &mut s, &relayer, settle).unwrap();
+    let body = challenge(
+        &q,
+        &receipt.result,
+        rejections(&w, &receipt.result, &[0, 1, 2]),
+    );
+    refused(&mut w, &mut s, body, "no provisional answer");
+    assert_eq!(s.stake(&node), stake, "the honest node keeps its stake");
+    assert!(s.slashed.is_empty());
+}
+
+/// A requester cannot hold a node's stake for long: the window is at most
+/// `dispute_window_secs`, and a request answered optimistically once cannot
+/// be settled optimistically again.
+#[test]
+fn optimistic_windows_are_bounded() {
+    let (mut w, mut s) = setup();
+    let user = w.users[0].clone();
+    let relayer = w.users[2].clone();
+    for (seed, window) in [(74, 0), (75, s.params.dispute_window_secs + 1)] {
+        let req = w.optimistic_request(&user, seed, window);
+        let reserve = TxBody::Reserve {
+            request: req.hash().unwrap(),
+            amount: w.max_fee(),
+            ttl_secs: RESERVE_TTL_SECS,
+        };
+        by(&mut w, &mut s, &user, reserve).unwrap();
+        let receipt = w.receipt(&s, &req, 0);
+        let err = by(
+            &mut w,
+            &mut s,
+            &relayer,
+            TxBody::Settle {
+                receipts: vec![receipt],
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("challenge window must be"),
+            "{err}"
+        );
+    }
+}
+
 fn propose(w: &mut World, s: &mut State, key: &SecretKey, change: Change) -> u64 {
     by(w, s, key, TxBody::Propose { change })
         .unwrap()
@@ -1206,22 +1456,49 @@ fn writes_pay_the_fee_and_the_settlement_path_is_free() {
         ));
     }
     assert_eq!(s.height, h, "no free writes");
-    // Reserve and release cost nothing.
+    // A reservation released, settling nothing, costs its deposit (a
+    // write's fee); cycling them is no free write. A settled one gets it
+    // back (`reserve_settle_pays_everyone_and_refunds_the_rest`).
     let b = s.balance(&user.public());
-    let request = Hash::of(b"free");
-    by(
-        &mut w,
-        &mut s,
-        &user,
-        TxBody::Reserve {
+    let t = s.balance(&treasury);
+    let h = s.height;
+    for i in 0..3u8 {
+        let request = Hash::of(&[i]);
+        let reserve = TxBody::Reserve {
             request,
             amount: Amount(TOKEN),
             ttl_secs: 60,
-        },
-    )
-    .unwrap();
-    by(&mut w, &mut s, &user, TxBody::Release { request }).unwrap();
-    assert_eq!(s.balance(&user.public()), b);
+        };
+        by(&mut w, &mut s, &user, reserve).unwrap();
+        assert_eq!(s.escrow[&request].deposit, f);
+        by(&mut w, &mut s, &user, TxBody::Release { request }).unwrap();
+    }
+    assert_eq!(s.balance(&user.public()), b - 3 * f);
+    assert_eq!(s.balance(&treasury), t + 3 * f);
+    assert_eq!(s.height, h + 6);
+    // Without the deposit, no reservation.
+    let poor = w.users[1].clone();
+    let all = s.balance(&poor.public());
+    let reserve = TxBody::Reserve {
+        request: Hash::of(b"all"),
+        amount: Amount(all),
+        ttl_secs: 60,
+    };
+    assert!(matches!(
+        by(&mut w, &mut s, &poor, reserve),
+        Err(TxError::Insufficient { .. })
+    ));
+    // Disputes pay the fee too.
+    let relayer = w.users[2].clone();
+    let r0 = s.balance(&relayer.public());
+    let (_, result, _) = node_fault(&w, 1, 60);
+    let verdict = w.rejection(&result, 0, "token_mismatch: position 1");
+    let dispute = TxBody::Dispute {
+        result: Box::new(result),
+        verdict: Box::new(verdict),
+    };
+    by(&mut w, &mut s, &relayer, dispute).unwrap();
+    assert_eq!(s.balance(&relayer.public()), r0 - f);
 }
 
 /// A reservation carries a deadline: settling after it is refused, and then
@@ -1270,7 +1547,7 @@ fn reservations_expire() {
         deadline,
     )
     .unwrap();
-    assert_eq!(s.balance(&user.public()), b);
+    assert_eq!(s.balance(&user.public()), b - fee(&s));
     assert_eq!(s.summary().escrow, 0);
 }
 
@@ -1485,6 +1762,93 @@ fn invariants_hold_under_random_transactions() {
     let starved: Vec<_> = seen
         .iter()
         .filter(|(k, &(_, ok))| !REFUSED.contains(&k.as_str()) && ok < ACCEPTED_FLOOR)
+        .collect();
+    assert!(
+        starved.is_empty(),
+        "kinds accepted fewer than {ACCEPTED_FLOOR} times across the run: {starved:?}"
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Life {
+    /// Reserve enough for optimistic request `r` (user 0).
+    Reserve(u64),
+    /// Settle it, answered by node 0.
+    Settle(u64),
+    /// Challenge it with `k` rejecting verifiers; `fault` false gives
+    /// rejections for a reason that is not the node's fault.
+    Challenge(u64, usize, bool),
+    /// Pay it out.
+    Finalize(u64),
+    /// Node 0 tries to take its stake out.
+    Unstake,
+    Withdraw,
+}
+
+/// The optimistic lifecycle (reserve, settle, challenge, finalize) with the
+/// answering node trying to leave, in random order and at random times:
+/// after every step the conservation law holds, a refused transaction
+/// changes nothing, a challenge succeeds only with a majority's node-fault
+/// rejections inside the window, and nobody is paid twice. Every kind must
+/// be accepted at least `ACCEPTED_FLOOR` times across the run.
+#[test]
+fn optimistic_answers_settle_once_whatever_the_order() {
+    let seen: RefCell<BTreeMap<String, (usize, usize)>> = RefCell::default();
+    let life = prop_oneof![
+        3 => (0u64..3).prop_map(Life::Reserve),
+        3 => (0u64..3).prop_map(Life::Settle),
+        3 => (0u64..3, 2usize..5, prop::bool::weighted(0.8)).prop_map(|(r, k, f)| Life::Challenge(r, k, f)),
+        2 => (0u64..3).prop_map(Life::Finalize),
+        1 => Just(Life::Unstake),
+        1 => Just(Life::Withdraw),
+    ];
+    let step =
+        prop_oneof![6 => Just(0u64), 3 => Just(60_000), 1 => Just(700_000), 1 => Just(86_400_000)];
+    proptest!(ProptestConfig { cases: 96, ..ProptestConfig::default() }, |(ops in proptest::collection::vec((life, step), 1..40))| {
+        let (mut w, mut s) = setup();
+        let user = w.users[0].clone();
+        let node = w.nodes[0].clone();
+        let relayer = w.users[2].clone();
+        // Windows of 10 minutes; reservations last as long.
+        let req = |w: &World, r: u64| w.optimistic_request(&w.users[0], 80 + r, 600);
+        for (op, step) in ops {
+            let k = format!("{op:?}").split('(').next().unwrap_or_default().to_string();
+            let (signer, body) = match op {
+                Life::Reserve(r) => (user.clone(), TxBody::Reserve { request: req(&w, r).hash().unwrap(), amount: w.max_fee(), ttl_secs: RESERVE_TTL_SECS }),
+                Life::Settle(r) => (relayer.clone(), TxBody::Settle { receipts: vec![w.receipt(&s, &req(&w, r), 0)] }),
+                Life::Challenge(r, k, fault) => {
+                    let request = req(&w, r);
+                    let result = w.result(&request, 0);
+                    let committee = (0..k).map(|v| if fault { w.verdict(&result, v, Decision::Reject) } else { w.rejection(&result, v, "schema: x") }).collect();
+                    (relayer.clone(), challenge(&request, &result, committee))
+                }
+                Life::Finalize(r) => (relayer.clone(), TxBody::Finalize { request: req(&w, r).hash().unwrap() }),
+                Life::Unstake => (node.clone(), TxBody::Unstake { amount: Amount(1) }),
+                Life::Withdraw => (node.clone(), TxBody::Withdraw),
+            };
+            let now = s.time_ms.saturating_add(step);
+            let before = s.clone();
+            let accepted = at(&mut w, &mut s, &signer, body, now).is_ok();
+            if accepted && k == "Challenge" {
+                // Only a majority of node-fault rejections, inside the window.
+                let r = match op { Life::Challenge(r, ..) => r, _ => unreachable!() };
+                let h = req(&w, r).hash().unwrap();
+                let p = &before.provisional[&h];
+                prop_assert!(now < p.until_ms);
+                prop_assert!(matches!(op, Life::Challenge(_, 3.., true)));
+                prop_assert_eq!(s.finality(&h, now), Some(Finality::Overturned));
+            }
+            let mut seen = seen.borrow_mut();
+            let count = seen.entry(k).or_default();
+            count.0 += 1;
+            count.1 += usize::from(accepted);
+        }
+    });
+    let seen = seen.into_inner();
+    println!("operations (generated, accepted) by kind: {seen:?}");
+    let starved: Vec<_> = seen
+        .iter()
+        .filter(|(_, &(_, ok))| ok < ACCEPTED_FLOOR)
         .collect();
     assert!(
         starved.is_empty(),

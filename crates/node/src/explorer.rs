@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use verinfer_ledger::tx::{Evidence, Role, TxBody};
-use verinfer_types::records::{Fees, Leaf};
+use verinfer_types::records::{Fees, Finality, Leaf};
 use verinfer_types::{Hash, PublicKey, Record};
 
 const MAX_LIMIT: usize = 200;
@@ -54,13 +54,21 @@ pub struct RecordView {
     pub requester: PublicKey,
     /// Fees.
     pub fees: Fees,
+    /// For an optimistic answer: provisional, final or overturned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finality: Option<Finality>,
 }
 
 fn record(node: &LedgerNode, index: u64) -> Result<RecordView, HttpError> {
     let log = node.ledger.receipts();
     let leaf = Leaf::from_canonical(&log.entry(index).map_err(HttpError::internal)?)
         .map_err(HttpError::internal)?;
+    let finality = match node.ledger.receipt(index).map_err(HttpError::internal)? {
+        Some(r) => node.finality(&r).map_err(HttpError::internal)?,
+        None => None,
+    };
     Ok(RecordView {
+        finality,
         index,
         id: log.leaf_hash(index).map_err(HttpError::internal)?,
         time_ms: node.chronicle.with(|t| t.time_of_leaf(index)),

@@ -46,7 +46,8 @@ use verinfer_ledger::{Ledger, LedgerError};
 use verinfer_log::checkpoint::Checkpoint;
 use verinfer_log::witness::verify_cosignature;
 use verinfer_types::note::{Note, NoteSignature, VerifierKey, ALG_COSIGNATURE_V1};
-use verinfer_types::{Hash, PublicKey};
+use verinfer_types::records::{Finality, Receipt, VerificationMode};
+use verinfer_types::{Hash, PublicKey, Record};
 use verinfer_verify::receipt::{witness_name, ReceiptBundle};
 
 /// File (in the ledger directory) holding the latest final checkpoint.
@@ -277,6 +278,19 @@ impl LedgerNode {
         })
     }
 
+    /// Where a settled optimistic answer stands (provisional, final or
+    /// overturned); None for the other modes. Final once paid out.
+    pub fn finality(&self, receipt: &Receipt) -> Result<Option<Finality>, LedgerError> {
+        Ok(match receipt.request.policy.verification {
+            VerificationMode::Optimistic { .. } => Some(
+                self.ledger
+                    .finality(&receipt.request.hash()?)
+                    .unwrap_or(Finality::Final),
+            ),
+            _ => None,
+        })
+    }
+
     /// The receipt `id` with its proof against the latest final checkpoint.
     pub fn bundle(&self, id: &Hash) -> Result<Option<ReceiptBundle>, LedgerError> {
         let Some(index) = self.ledger.receipt_index(id) else {
@@ -309,6 +323,7 @@ impl LedgerNode {
             .map(|vk| vk.to_string())
             .collect();
         Ok(Some(ReceiptBundle {
+            finality: self.finality(&receipt)?,
             id: *id,
             index,
             leaf: receipt.leaf()?,
@@ -322,8 +337,9 @@ impl LedgerNode {
     }
 
     /// Releases expired reservations to their payers at once (after a crash
-    /// they are what is left of requests in flight) and then every
-    /// `interval`, signed with `key`; runs until the task is dropped.
+    /// they are what is left of requests in flight) and pays out optimistic
+    /// answers whose challenge window closed, then every `interval`, signed
+    /// with `key`; runs until the task is dropped.
     pub async fn sweep_loop(self: Arc<Self>, key: verinfer_types::SecretKey, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -335,6 +351,13 @@ impl LedgerNode {
                 Ok(Ok(n)) => tracing::info!(count = n, "released expired reservations"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot release expired reservations"),
                 Err(e) => tracing::warn!(error = %e, "expired reservations task failed"),
+            }
+            let (ledger, k) = (self.ledger.clone(), key.clone());
+            match tokio::task::spawn_blocking(move || ledger.finalize_matured(&k)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(count = n, "finalized optimistic answers"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot finalize optimistic answers"),
+                Err(e) => tracing::warn!(error = %e, "finalize task failed"),
             }
         }
     }

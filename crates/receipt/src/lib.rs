@@ -20,7 +20,9 @@ use verinfer_tlog::checkpoint::{CheckpointError, SignedCheckpoint};
 use verinfer_tlog::merkle::{hash_from_slice, leaf_hash, verify_inclusion, ProofError};
 use verinfer_tlog::witness::verify_cosignature;
 use verinfer_types::note::{VerifierKey, ALG_COSIGNATURE_V1, ALG_ED25519};
-use verinfer_types::records::{Decision, Fees, FinishReason, Leaf, Receipt, VerificationMode};
+use verinfer_types::records::{
+    Decision, Fees, Finality, FinishReason, Leaf, Receipt, VerificationMode,
+};
 use verinfer_types::{Hash, PublicKey, Record, RecordError, SignedRecord};
 
 /// What `GET /v1/receipts/{id}` serves and `verinfer verify` checks.
@@ -48,6 +50,11 @@ pub struct ReceiptBundle {
     pub witnesses: Vec<String>,
     /// Cosignatures a checkpoint needs to be final.
     pub witness_quorum: u32,
+    /// For an `optimistic` answer, where it stands as the ledger says:
+    /// provisional inside its challenge window, final or overturned. The
+    /// log proves the receipt was settled, not this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finality: Option<Finality>,
 }
 
 /// The C2SP key name under which the verifier with Ed25519 key `key`
@@ -371,6 +378,9 @@ pub struct Report {
     pub disclosed: Option<Disclosed>,
     /// The checkpoint that includes the leaf.
     pub checkpoint: CheckpointReport,
+    /// For an `optimistic` answer: provisional, final or overturned, as the
+    /// bundle's ledger says (the log does not prove it).
+    pub finality: Option<Finality>,
 }
 
 /// Checks `bundle` against the keys in `trust`, in this order: the id is the
@@ -406,6 +416,7 @@ pub fn check_receipt(bundle: &ReceiptBundle, trust: &Trust) -> Result<Report, Re
         fees: bundle.leaf.fees,
         disclosed,
         checkpoint,
+        finality: bundle.finality,
     })
 }
 

@@ -313,6 +313,34 @@ pub enum VerificationMode {
     },
 }
 
+/// Where an `optimistic` answer stands: provisional during its challenge
+/// window, then final, or overturned by a challenge inside the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Finality {
+    /// Inside the window: a challenge may still overturn it.
+    Provisional {
+        /// Ledger time (Unix ms) at which the window closes.
+        until_ms: u64,
+    },
+    /// The window passed with no valid challenge.
+    Final,
+    /// A challenge proved the answer a fault: the requester was refunded
+    /// and the node slashed.
+    Overturned,
+}
+
+impl Finality {
+    /// `provisional`, `final` or `overturned`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Finality::Provisional { .. } => "provisional",
+            Finality::Final => "final",
+            Finality::Overturned => "overturned",
+        }
+    }
+}
+
 /// The request's policy: verification mode and output constraints.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

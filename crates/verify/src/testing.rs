@@ -273,6 +273,7 @@ pub fn bundle_for(
             .map(|k| bundle_witness_key(k).to_string())
             .collect(),
         witness_quorum,
+        finality: None,
     }
 }
 

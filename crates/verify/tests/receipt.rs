@@ -90,6 +90,7 @@ fn bundle_from_a_log_on_disk_verifies() {
             .map(|k| bundle_witness_key(k).to_string())
             .collect(),
         witness_quorum: 3,
+        finality: None,
     };
     let r = check(&b).unwrap();
     assert_eq!(r.status, Status::Verified);

@@ -99,7 +99,8 @@ pub fn max_fee(model: &ModelEntry, prompt_bound: u64, max_tokens: u32) -> Option
 
 enum Checked {
     Certified(Certificate),
-    Unchecked,
+    /// No verifier checks it now; the Result's committee seed.
+    Unchecked(Hash),
     /// A committee majority rejected the result for a node fault (the node
     /// was slashed).
     Cheated(String),
@@ -120,6 +121,22 @@ impl Gateway {
         mut request: Request,
         events: &mpsc::Sender<Event>,
     ) -> Result<Answer, ApiError> {
+        if let VerificationMode::Optimistic { window_secs } = request.policy.verification {
+            // The ledger settles windows of 1 to `dispute_window_secs`:
+            // refused here, before any node runs or anything is reserved.
+            let max = self
+                .directory
+                .params()
+                .ok_or_else(|| ApiError::unavailable("the gateway has not read the ledger yet"))?
+                .params
+                .dispute_window_secs;
+            if window_secs == 0 || window_secs > max {
+                return Err(ApiError::field(
+                    "verification",
+                    format!("an optimistic window must be 1 to {max} seconds"),
+                ));
+            }
+        }
         request.sign(&account.key).map_err(ApiError::internal)?;
         let request_hash = request.hash().map_err(ApiError::internal)?;
         let bound = prompt_bound(&request.input);
@@ -255,21 +272,33 @@ impl Gateway {
                     }
                     rejected = Some((result, reason));
                 }
-                checked => {
-                    let (certificate, status) = match checked {
-                        Checked::Certified(c) => (c, Status::Verified),
-                        _ => (
-                            Certificate {
-                                tag: CertificateTag,
-                                result: result.hash().map_err(ApiError::internal)?,
-                                verdicts: Vec::new(),
-                            },
-                            Status::Provisional,
-                        ),
-                    };
+                Checked::Certified(c) => {
                     return self
-                        .settle(model, request, result, certificate, status)
+                        .settle(model, request, result, c, Status::Verified)
                         .await;
+                }
+                Checked::Unchecked(seed) => {
+                    let certificate = Certificate {
+                        tag: CertificateTag,
+                        result: result.hash().map_err(ApiError::internal)?,
+                        verdicts: Vec::new(),
+                    };
+                    let answer = self
+                        .settle(
+                            model,
+                            request,
+                            result.clone(),
+                            certificate,
+                            Status::Provisional,
+                        )
+                        .await?;
+                    if matches!(
+                        request.policy.verification,
+                        VerificationMode::Optimistic { .. }
+                    ) {
+                        self.watch(model, request, result, seed);
+                    }
+                    return Ok(answer);
                 }
             }
         }
@@ -448,7 +477,7 @@ impl Gateway {
             _ => p.verifiers,
         };
         if k == 0 {
-            return Ok(Checked::Unchecked);
+            return Ok(Checked::Unchecked(seed));
         }
         let live = self.directory.live(Role::Verifier, &model.id);
         let keys: Vec<PublicKey> = live.iter().map(|m| m.view.key).collect();
@@ -687,6 +716,20 @@ impl Gateway {
                 Err(e) => tracing::warn!(offender = ?w, error = %e, "slash refused"),
             }
         }
+    }
+
+    /// Has a settled optimistic answer re-checked during its window, after
+    /// the client has it (see [`super::watch`]).
+    fn watch(&self, model: &ModelEntry, request: &Request, result: InferenceResult, seed: Hash) {
+        let watch = super::watch::Watch {
+            peer: self.peer.clone(),
+            settler: self.settler.clone(),
+            verifiers: self.directory.live(Role::Verifier, &model.id),
+            request: request.clone(),
+            result,
+            seed,
+        };
+        tokio::spawn(watch.run());
     }
 
     /// Randomness for the committee, fixed after the Result (docs/design.md):

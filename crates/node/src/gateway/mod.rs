@@ -15,6 +15,7 @@ pub mod openai;
 pub mod pages;
 mod report;
 pub mod settle;
+mod watch;
 
 use crate::client::{LedgerClient, Peer};
 use crate::http::HttpError;

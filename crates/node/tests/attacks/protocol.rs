@@ -20,8 +20,10 @@ use verinfer_node::devnet::{self, Devnet, DevnetOptions};
 use verinfer_node::testing::{bundle, chat, get_json, post, register_gateway};
 use verinfer_node::wire::{CheckRequest, NodeView};
 use verinfer_types::note::{Note, NoteSignature, VerifierKey, ALG_COSIGNATURE_V1};
-use verinfer_types::records::{reason_code, Amount, Decision, Nonce, Receipt, Verdict, VerdictTag};
-use verinfer_types::{PublicKey, Record, SecretKey, Signature, SignedRecord};
+use verinfer_types::records::{
+    reason_code, Amount, Decision, Finality, Nonce, Receipt, Verdict, VerdictTag,
+};
+use verinfer_types::{Hash, PublicKey, Record, SecretKey, Signature, SignedRecord};
 use verinfer_verify::receipt::{
     check_receipt, parse_log_key, parse_witness_key, witness_name, ReceiptBundle, ReceiptError,
     Status, Trust,
@@ -485,5 +487,232 @@ async fn edited_receipt_quorum_is_ignored() {
     check_receipt(&b, &trust).expect("honest receipt verifies");
     assert_eq!(untouched(&net), before);
     receipts_hold(&http, &net, &[b]).await;
+    net.stop();
+}
+
+/// An `optimistic(window_secs)` chat: the reply, and the receipt bundle (as
+/// its owner sees it).
+async fn optimistic_chat(
+    http: &reqwest::Client,
+    net: &Devnet,
+    prompt: &str,
+    window_secs: u64,
+) -> ReceiptBundle {
+    let r = post(
+        http,
+        &net.url,
+        &net.api_key,
+        json!({
+            "model": "smollm2-135m",
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 8,
+            "verification": {"mode": "optimistic", "window_secs": window_secs},
+        }),
+    )
+    .await
+    .expect("chat");
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Provisional at once: no verifier checked it yet.
+    assert_eq!(r.verification(), "provisional", "{:?}", r.verinfer);
+    let id = r.receipt().expect("receipt id");
+    bundle(http, &net.url, &net.api_key, &id, WAIT)
+        .await
+        .expect("receipt bundle")
+}
+
+/// All `key` holds: balance, stake and unbonding stake.
+fn holdings(s: &verinfer_ledger::State, key: &PublicKey) -> u128 {
+    s.balance(key) + s.stake(key) + s.unbonding_of(key)
+}
+
+/// Polls receipt `id` until the ledger states `want` as its finality.
+async fn finality_becomes(http: &reqwest::Client, net: &Devnet, id: &Hash, want: Finality) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let b = bundle(http, &net.url, &net.api_key, id, WAIT)
+            .await
+            .expect("receipt bundle");
+        if b.finality == Some(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "receipt {id} is {:?}, never {want:?}",
+            b.finality
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Attack 7: `optimistic(window)` answers were never checked, so a node
+/// could answer wrongly and keep the fee. Now the drawn verifier re-checks
+/// each one during its window; a cheat is challenged and overturned inside
+/// it (the requester refunded, the node slashed), and an honest answer
+/// becomes final when the window passes, its node unslashed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn optimistic_cheats_are_overturned_inside_the_window_and_honest_answers_become_final() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = DevnetOptions::new(dir.path().to_path_buf());
+    o.listen = "127.0.0.1:0".into();
+    o.heartbeat = Duration::from_millis(500);
+    o.inference = 2;
+    o.faulty_inference = 1;
+    o.verifiers = 3;
+    let net = devnet::run(o).await.expect("devnet");
+    let http = reqwest::Client::new();
+    let cheater = verinfer_node::config::load_key(&dir.path().join("inference-0").join("node.key"))
+        .expect("the faulty node's key")
+        .public();
+
+    // Calls until each node answered one (the cheater leaves once slashed).
+    let mut cheat = None;
+    let mut honest = None;
+    for i in 0..8 {
+        let stakes = net.ledger.with_state(|s| s.stakes.clone());
+        let held = net.ledger.with_state(|s| holdings(s, &cheater));
+        let b = optimistic_chat(&http, &net, &format!("Name a number above {i}."), 30).await;
+        // The ledger states its finality (a cheat may be overturned already).
+        assert!(
+            b.finality.is_some(),
+            "no finality for an optimistic receipt"
+        );
+        if b.leaf.node == cheater && cheat.is_none() {
+            cheat = Some((b, stakes, held));
+        } else if b.leaf.node != cheater && honest.is_none() {
+            honest = Some(b);
+        }
+        if cheat.is_some() && honest.is_some() {
+            break;
+        }
+    }
+    let (cheat, stakes_before, held_before) = cheat.expect("the faulty node answered a call");
+    let honest = honest.expect("an honest node answered a call");
+
+    // The cheat: challenged and overturned inside its 30 s window.
+    finality_becomes(&http, &net, &cheat.id, Finality::Overturned).await;
+    let receipt = cheat.receipt.clone().expect("disclosed to its owner");
+    let request = receipt.request.hash().expect("hash");
+    let result = receipt.result.hash().expect("hash");
+    net.ledger.with_state(|s| {
+        s.check_invariants().expect("supply conserved");
+        assert!(
+            s.slashed.contains(&(result, cheater)),
+            "the cheater was slashed"
+        );
+        // Slashed (the node may have staked again since, from its balance).
+        let slash = stakes_before[&cheater] * u128::from(s.params.slash_bps) / 10_000;
+        assert!(holdings(s, &cheater) + slash <= held_before);
+        assert!(
+            !s.provisional.contains_key(&request),
+            "nothing left to pay out"
+        );
+        assert!(s.overturned.contains(&request));
+    });
+
+    // The honest answer: final once its window passed, its node whole.
+    finality_becomes(&http, &net, &honest.id, Finality::Final).await;
+    net.ledger.with_state(|s| {
+        assert_eq!(s.stake(&honest.leaf.node), stakes_before[&honest.leaf.node]);
+        assert_eq!(s.slashed.len(), 1, "only the cheat was slashed");
+    });
+    net.stop();
+}
+
+/// Attack 7, the other way: a challenge used to slash an honest optimistic
+/// answer, with rejections of the Result against another Request, with
+/// outsiders' keys as the committee, or after the window. Each is refused
+/// with its reason; nothing moves and the answer becomes final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn challenges_of_an_honest_optimistic_answer_are_refused() {
+    let (dir, net) = start(1).await;
+    let http = reqwest::Client::new();
+    let b = optimistic_chat(&http, &net, "What is 3+3?", 20).await;
+    let receipt = b.receipt.clone().expect("disclosed to its owner");
+    let outsider = SecretKey::generate();
+    register_gateway(&net, dir.path(), &outsider, "http://127.0.0.1:9")
+        .await
+        .expect("register a gateway");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = untouched(&net);
+
+    // Rejections of the honest Result checked against another Request.
+    let mut other = receipt.request.clone();
+    other.nonce = Nonce::random();
+    other.requester = outsider.public();
+    other.signer = outsider.public();
+    other.sign(&outsider).expect("sign");
+    let peer = Peer::new(outsider.clone());
+    let body = serde_json::to_vec(&CheckRequest {
+        request: other.clone(),
+        result: receipt.result.clone(),
+    })
+    .expect("body");
+    let mut rejections = Vec::new();
+    for v in verifiers(&http, &net).await {
+        let resp = peer
+            .post(&v.key, &v.endpoint, "/verifier/check", body.clone(), WAIT)
+            .await
+            .expect("verdict");
+        rejections.push(resp.json::<Verdict>().await.expect("verdict json"));
+    }
+    // Outsiders' keys rejecting for a node fault.
+    let result_hash = receipt.result.hash().expect("hash");
+    let forged: Vec<Verdict> = (0..3)
+        .map(|_| {
+            let k = SecretKey::generate();
+            let mut v = Verdict {
+                tag: VerdictTag,
+                request: receipt.result.request,
+                result: result_hash,
+                decision: Decision::Reject,
+                reason: Some("token_mismatch: position 0".into()),
+                failed_position: Some(0),
+                checked_positions: 1,
+                cost_micros: 1,
+                verifier: k.public(),
+                signature: Signature::default(),
+            };
+            v.sign(&k).expect("sign");
+            v
+        })
+        .collect();
+    let ledger = LedgerClient::new(&ledger_url(&net), outsider.clone());
+    let challenge = |request, committee| TxBody::Challenge {
+        evidence: Box::new(Evidence::Node {
+            request,
+            result: receipt.result.clone(),
+            committee,
+        }),
+    };
+    let attempts = [
+        (
+            challenge(other, rejections.clone()),
+            "no provisional answer",
+        ),
+        (
+            challenge(receipt.request.clone(), rejections),
+            "another request or result",
+        ),
+        (
+            challenge(receipt.request.clone(), forged.clone()),
+            "not a registered verifier",
+        ),
+    ];
+    for (body, why) in attempts {
+        match ledger.submit_as(&outsider, body).await {
+            Err(ClientError::Refused(r)) => assert!(r.error.contains(why), "{r:?} (wanted {why})"),
+            other => panic!("challenge was not refused: {other:?}"),
+        }
+    }
+    // After the window: refused as final, whatever the evidence.
+    finality_becomes(&http, &net, &b.id, Finality::Final).await;
+    match ledger
+        .submit_as(&outsider, challenge(receipt.request.clone(), forged))
+        .await
+    {
+        Err(ClientError::Refused(r)) => assert!(r.error.contains("final"), "{r:?}"),
+        other => panic!("late challenge was not refused: {other:?}"),
+    }
+    assert_eq!(untouched(&net), before);
     net.stop();
 }
