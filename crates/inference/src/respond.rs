@@ -840,6 +840,7 @@ mod tests {
             "extend:5",
             "wrong-seed",
             "replay:out.json",
+            "off-mask:3",
         ] {
             let f: Fault = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
             assert_eq!(f.to_string(), s);
@@ -856,6 +857,7 @@ mod tests {
             "extend:0",
             "wrong-seed:3",
             "replay",
+            "off-mask",
         ] {
             assert!(s.parse::<Fault>().is_err(), "{s:?} parsed");
         }
