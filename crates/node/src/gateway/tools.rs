@@ -508,4 +508,39 @@ mod tests {
         let calls = tool_calls("chatcmpl-abc", &call);
         assert_eq!(calls[0]["id"], "call_abc");
     }
+
+    #[test]
+    fn a_conversation_with_calls_parses_into_the_request() {
+        use crate::gateway::openai;
+        use verinfer_types::records::Input;
+        let mut body = weather();
+        body["model"] = json!("m");
+        body["messages"] = json!([
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"},
+        ]);
+        body["tool_choice"] = json!("required");
+        let p = openai::parse(body.to_string().as_bytes(), true).unwrap();
+        let Input::Messages(m) = &p.input else {
+            panic!("messages")
+        };
+        let roles: Vec<&str> = m.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["system", "user", "assistant", "tool"]);
+        assert_eq!(
+            m[2].content,
+            r#"{"name":"get_weather","parameters":{"city":"Paris"}}"#
+        );
+        assert!(p.decoding.constraint.is_some());
+        // A required call and a response format cannot both hold.
+        body["response_format"] = json!({"type": "json_object"});
+        let e = openai::parse(body.to_string().as_bytes(), true).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tool_choice"));
+        // A tool message must say which call it answers.
+        body["response_format"] = Value::Null;
+        body["messages"][2] = json!({"role": "tool", "content": "Sunny"});
+        let e = openai::parse(body.to_string().as_bytes(), true).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[2].tool_call_id"));
+    }
 }
