@@ -10,7 +10,9 @@ use anyhow::{bail, Context};
 use clap::Args;
 use verinfer_inference::respond::{self, Fault};
 use verinfer_inference::{models, Engine, EngineOptions};
-use verinfer_types::records::{Decoding, Input, Message, Nonce, Policy, Request, RequestTag};
+use verinfer_types::records::{
+    Constraint, Decoding, Input, Message, Nonce, Policy, Request, RequestTag,
+};
 use verinfer_types::{Hash, Signature, SignedRecord};
 
 /// `verinfer infer [OPTIONS] PROMPT`
@@ -58,15 +60,38 @@ pub struct InferArgs {
     pub stats: bool,
     /// Answer dishonestly, with a properly signed Result (needs --json; for
     /// testing verifiers): swap-model:PATH, edit-token:POS, truncate:N,
-    /// extend:N, wrong-seed (sampled requests) or replay:FILE (an earlier
-    /// --json output).
+    /// extend:N, wrong-seed (sampled requests), replay:FILE (an earlier
+    /// --json output) or off-mask:POS (constrained requests).
     #[arg(long, value_name = "KIND")]
     pub fault: Option<Fault>,
+    /// Constrain the output to the JSON schema in this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "json_object")]
+    pub json_schema: Option<PathBuf>,
+    /// Constrain the output to a JSON object.
+    #[arg(long)]
+    pub json_object: bool,
     /// The prompt ("-" reads it from stdin).
     pub prompt: String,
 }
 
 const MAX_SEED: u64 = (1 << 53) - 1;
+
+/// The decoding constraint of `--json-schema` or `--json-object`.
+fn constraint(args: &InferArgs) -> anyhow::Result<Option<Constraint>> {
+    let c = match (&args.json_schema, args.json_object) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let schema = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            Constraint::JsonSchema(schema)
+        }
+        (None, true) => Constraint::JsonObject,
+        (None, false) => return Ok(None),
+    };
+    verinfer_inference::constraint::validate(&c).context("--json-schema")?;
+    Ok(Some(c))
+}
 
 /// `name` in the verinfer data directory (the parent of the models cache),
 /// where keys live by default.
@@ -133,6 +158,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         seed: args.seed,
         max_tokens: args.max_tokens,
         stop: args.stop.clone(),
+        constraint: constraint(&args)?,
     };
 
     let start = std::time::Instant::now();

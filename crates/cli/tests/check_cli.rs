@@ -92,8 +92,9 @@ fn check_accepts_honest_answers_and_rejects_every_fault() {
     let swap = format!("swap-model:{}", swapped.display());
     let replay = format!("replay:{honest}");
     let sampled = ["--temperature-milli", "800", "--seed", "5"];
-    let cases: [(&str, &[&str], &str, Option<&str>); 6] = [
+    let cases: [(&str, &[&str], &str, Option<&str>); 7] = [
         ("edit-token:3", &[], "token_mismatch", Some("3")),
+        ("off-mask:1", &["--json-object"], "outside_mask", Some("1")),
         ("truncate:4", &[], "finish_reason", None),
         ("extend:2", &[], extend_code, None),
         ("wrong-seed", &sampled, "token_mismatch", None),

@@ -1,5 +1,9 @@
 """Drive a verinfer gateway with the official OpenAI Python client, unchanged.
 
+Also: structured outputs (`chat.completions.parse` with a Pydantic model,
+and the same schema streamed) and a tool-call round trip (the call, the
+tool's result, the final answer), streamed and not.
+
 Usage: openai_client.py URL API_KEY   (or VERINFER_URL / VERINFER_API_KEY)
 
 URL is the gateway root (http://127.0.0.1:PORT); the client gets URL + "/v1".
@@ -12,12 +16,15 @@ with a traceback. Checks are explicit (`check`), never `assert`, which
 `python -O` / PYTHONOPTIMIZE would strip.
 """
 
+import json
 import os
 import re
 import sys
+from typing import Literal
 
 import openai
 from openai import OpenAI
+from pydantic import BaseModel, Field
 
 MODEL = "smollm2-135m"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -63,6 +70,137 @@ def check_usage(usage, what):
     check(usage.prompt_tokens > 0, f"{what}: prompt_tokens {usage.prompt_tokens}")
     check(usage.completion_tokens > 0, f"{what}: completion_tokens")
     check(usage.total_tokens == usage.prompt_tokens + usage.completion_tokens, 'usage.total_tokens == usage.prompt_tokens + usage.completion_tokens')
+
+
+class Capital(BaseModel):
+    """The structured answer `chat.completions.parse` asks for."""
+
+    city: Literal["Paris", "London", "Berlin", "Madrid"]
+    country: Literal["France", "England", "Germany", "Spain"]
+    population_millions: int = Field(ge=0, le=100)
+
+
+def structured(client):
+    """Structured outputs: `parse` with a Pydantic model, then the same
+    schema streamed; both answers validate and are verified."""
+    messages = [{"role": "user", "content": "What is the capital of France? Answer in JSON."}]
+    resp = client.chat.completions.parse(
+        model=MODEL, messages=messages, response_format=Capital, max_tokens=64
+    )
+    msg = resp.choices[0].message
+    check(resp.choices[0].finish_reason == "stop", resp.choices[0].finish_reason)
+    check(isinstance(msg.parsed, Capital), f"parse: {msg!r}")
+    receipt(verinfer_of(resp, "parse")["receipt_id"])
+    print(f"parse: {msg.parsed!r}", flush=True)
+
+    schema = Capital.model_json_schema()
+    schema["additionalProperties"] = False
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        max_tokens=64,
+        stream=True,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "Capital", "strict": True, "schema": schema},
+        },
+    )
+    text, finish, final = "", None, None
+    for chunk in stream:
+        for c in chunk.choices:
+            text += c.delta.content or ""
+            if c.finish_reason is not None:
+                finish, final = c.finish_reason, chunk
+    check(finish == "stop", f"parse stream: finish_reason {finish!r}")
+    parsed = Capital.model_validate_json(text)
+    receipt(verinfer_of(final, "parse stream")["receipt_id"])
+    print(f"parse stream: {parsed!r}", flush=True)
+
+    try:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=messages,
+            max_tokens=8,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "object", "not": {}}},
+            },
+        )
+        raise CheckFailed("unsupported keyword: no error")
+    except openai.BadRequestError as e:
+        check(e.param == "response_format.json_schema.schema", e.param)
+        check("`not`" in e.message, e.message)
+        print(f"unsupported keyword: {e.status_code} {e.message}", flush=True)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"enum": ["Paris", "London", "Berlin"]}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def tool_round_trip(client, stream):
+    """A tool call (required), the tool's result, the final answer; every
+    answer verified. Streamed, the call arrives as `delta.tool_calls`."""
+    what = "tools stream" if stream else "tools"
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    kw = dict(model=MODEL, tools=[WEATHER], max_tokens=48)
+    if stream:
+        calls, finish, final = {}, None, None
+        for chunk in client.chat.completions.create(
+            messages=messages, tool_choice="required", stream=True, **kw
+        ):
+            for c in chunk.choices:
+                for tc in c.delta.tool_calls or []:
+                    slot = calls.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
+                    slot["id"] = tc.id or slot["id"]
+                    slot["name"] += tc.function.name or ""
+                    slot["arguments"] += tc.function.arguments or ""
+                if c.finish_reason is not None:
+                    finish, final = c.finish_reason, chunk
+        check(finish == "tool_calls", f"{what}: finish_reason {finish!r}")
+        check(len(calls) == 1, f"{what}: calls {calls!r}")
+        call = calls[0]
+        call_id, name, args = call["id"], call["name"], call["arguments"]
+        v = verinfer_of(final, what)
+    else:
+        resp = client.chat.completions.create(messages=messages, tool_choice="required", **kw)
+        choice = resp.choices[0]
+        check(choice.finish_reason == "tool_calls", f"{what}: {choice.finish_reason!r}")
+        tc = choice.message.tool_calls
+        check(tc and len(tc) == 1, f"{what}: tool_calls {tc!r}")
+        call_id, name, args = tc[0].id, tc[0].function.name, tc[0].function.arguments
+        v = verinfer_of(resp, what)
+    check(name == "get_weather", f"{what}: name {name!r}")
+    check(call_id, f"{what}: no call id")
+    check(json.loads(args).get("city") in ("Paris", "London", "Berlin"), f"{what}: {args!r}")
+    receipt(v["receipt_id"])
+    print(f"{what}: call {name}({args})", flush=True)
+
+    messages += [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": "Sunny, 21 degrees."},
+    ]
+    final = client.chat.completions.create(messages=messages, tool_choice="none", **kw)
+    check(final.choices[0].message.content, f"{what}: empty final answer")
+    check(final.choices[0].finish_reason in ("stop", "length"), final.choices[0].finish_reason)
+    receipt(verinfer_of(final, f"{what} answer")["receipt_id"])
+    print(f"{what}: answer {final.choices[0].message.content!r}", flush=True)
 
 
 def main():
@@ -143,6 +281,10 @@ def main():
     v = verinfer_of(comp, "completion")
     print(f"completion: {comp.choices[0].text!r}", flush=True)
     receipt(v["receipt_id"])
+
+    structured(client)
+    tool_round_trip(client, stream=False)
+    tool_round_trip(client, stream=True)
 
     # Errors map to the client's exception types.
     bad = OpenAI(base_url=base, api_key="vi-not-a-key", timeout=60.0, max_retries=0)

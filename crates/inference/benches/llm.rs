@@ -3,7 +3,9 @@
 //! `cargo bench -p verinfer-inference --bench llm` (fetch the model first:
 //! `verinfer models fetch smollm2-135m`). Prints decode and prefill tokens/s
 //! for 1 and 2 threads, and the cost of `score` over 256 output tokens as a
-//! fraction of generating them. Generation and scoring alternate, `ROUNDS`
+//! fraction of generating them, and the time per token of JSON-schema
+//! constrained decoding against unconstrained (`constrained`). Generation
+//! and scoring alternate, `ROUNDS`
 //! times each, and the medians are reported (this host's memory bandwidth
 //! varies from minute to minute, which moves decode most). Not run in CI.
 
@@ -12,6 +14,7 @@ use std::time::Instant;
 use verinfer_inference::{
     models, ChatMessage, Engine, EngineOptions, GenerateParams, SamplingParams,
 };
+use verinfer_types::records::Constraint;
 
 /// Alternating runs of each measurement.
 const ROUNDS: usize = 7;
@@ -60,6 +63,7 @@ fn main() {
                 max_tokens: 1,
                 sampling: SamplingParams::greedy(),
                 stop: Vec::new(),
+                constraint: None,
             };
             let _ = e.generate(&long[..64], &params, &mut |_, _| {});
             let mut times = Vec::new();
@@ -88,6 +92,7 @@ fn main() {
                 seed: 1,
             },
             stop: Vec::new(),
+            constraint: None,
         };
         if want("decode") || want("score") {
             let (mut gens, mut decodes, mut scores) = (Vec::new(), Vec::new(), Vec::new());
@@ -134,5 +139,52 @@ fn main() {
                 );
             }
         }
+        if want("constrained") {
+            constrained(&mut e, &prompt, &params, threads);
+        }
     }
+}
+
+/// Time per decoded token with and without a JSON-schema constraint, on the
+/// same prompt and sampling (the mask computed and applied at every step).
+fn constrained(e: &mut Engine, prompt: &[u32], params: &GenerateParams, threads: usize) {
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"title": {"type": "string"}, "story": {"type": "string", "minLength": 2000}},
+        "required": ["title", "story"],
+        "additionalProperties": false,
+    });
+    let with = GenerateParams {
+        constraint: Some(Constraint::JsonSchema(schema)),
+        ..params.clone()
+    };
+    let per_token = |e: &mut Engine, p: &GenerateParams| -> (f64, usize) {
+        let mut stamps = Vec::new();
+        let g = e
+            .generate(prompt, p, &mut |_, _| stamps.push(Instant::now()))
+            .unwrap_or_else(|err| {
+                eprintln!("generate failed: {err}");
+                std::process::exit(1);
+            });
+        let n = g.tokens.len();
+        let span = (stamps[stamps.len() - 1] - stamps[0]).as_secs_f64();
+        (span / (n - 1) as f64, n)
+    };
+    let (mut free, mut masked, mut n) = (Vec::new(), Vec::new(), (0, 0));
+    for _ in 0..ROUNDS {
+        let (t, a) = per_token(e, params);
+        free.push(t);
+        let (t, b) = per_token(e, &with);
+        masked.push(t);
+        n = (a, b);
+    }
+    let (f, m) = (median(free), median(masked));
+    println!(
+        "constrained threads={threads}: {:.3} ms/token vs {:.3} ms/token unconstrained = {:+.1}% ({} and {} tokens, medians of {ROUNDS})",
+        m * 1e3,
+        f * 1e3,
+        100.0 * (m / f - 1.0),
+        n.1,
+        n.0
+    );
 }

@@ -6,14 +6,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::attention::KvCache;
 use crate::chat::{self, ChatMessage};
+use crate::constraint::{self, Grammars, Mask, Matcher};
 use crate::error::{LlmError, Result};
 use crate::model::{Entry, Model};
 use crate::pool::Pool;
 use crate::sampler::{self, SamplingParams};
 use crate::simd::KernelKind;
+use verinfer_types::records::Constraint;
 
 /// Engine version string; part of what a verifier must match.
-pub const ENGINE_VERSION: &str = concat!("verinfer-llm/", env!("CARGO_PKG_VERSION"), "/arith-v2");
+///
+/// The middle part names the crate version and, as build metadata, the
+/// `llguidance` version that computes constrained-decoding masks
+/// ([`crate::constraint::LLGUIDANCE_VERSION`]): both decide output bits.
+pub const ENGINE_VERSION: &str = concat!(
+    "verinfer-llm/",
+    env!("CARGO_PKG_VERSION"),
+    "+llguidance.1.9.1/arith-v2"
+);
 
 /// Tokens per forward pass during prefill (bounds memory for long prompts).
 const PREFILL_CHUNK: usize = 512;
@@ -38,6 +48,10 @@ pub struct GenerateParams {
     /// one. The text is cut before it; the tokens keep the token that
     /// completed it, and the finish reason is [`FinishReason::Stop`].
     pub stop: Vec<String>,
+    /// A grammar the output follows: each token is picked among those its
+    /// mask allows ([`crate::constraint`]).
+    #[serde(default)]
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for GenerateParams {
@@ -46,6 +60,7 @@ impl Default for GenerateParams {
             max_tokens: 128,
             sampling: SamplingParams::default(),
             stop: Vec::new(),
+            constraint: None,
         }
     }
 }
@@ -110,6 +125,10 @@ pub struct PositionScore {
     pub top: Vec<Candidate>,
     /// What the seeded sampler picks here.
     pub sampled: u32,
+    /// The claimed token is outside the constraint's mask here (the other
+    /// fields then describe the masked logits).
+    #[serde(default)]
+    pub outside_mask: bool,
 }
 
 /// Text released by the streaming decoder (held back while it could be the
@@ -232,6 +251,8 @@ pub struct Engine {
     model: Model,
     pool: Pool,
     kind: KernelKind,
+    /// The vocabulary prepared for constraint masks, on first use.
+    grammars: std::sync::OnceLock<Grammars>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -253,6 +274,7 @@ struct SeqState<'a> {
     next: u32,
     callback: Option<TokenCallback<'a>>,
     limit: usize,
+    matcher: Option<Matcher>,
 }
 
 impl Engine {
@@ -277,12 +299,22 @@ impl Engine {
             model,
             pool: Pool::new(threads),
             kind,
+            grammars: std::sync::OnceLock::new(),
         }
     }
 
     /// The model.
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// The model's vocabulary prepared for constraint masks (built once).
+    pub fn grammars(&self) -> Result<&Grammars> {
+        if let Some(g) = self.grammars.get() {
+            return Ok(g);
+        }
+        let g = Grammars::new(&self.model.tokenizer).map_err(constraint_error)?;
+        Ok(self.grammars.get_or_init(|| g))
     }
 
     /// Worker threads in use.
@@ -427,9 +459,16 @@ impl Engine {
             max_len = max_len.max(limit);
         }
         self.model.ensure_rope(max_len + 1);
+        let mut matchers = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            matchers.push(match &r.params.constraint {
+                Some(c) => Some(self.grammars()?.matcher(c).map_err(constraint_error)?),
+                None => None,
+            });
+        }
         let mut caches: Vec<KvCache> = Vec::new();
         let mut seqs: Vec<SeqState<'_>> = Vec::new();
-        for (r, cb) in reqs.iter().zip(callbacks.drain(..)) {
+        for ((r, cb), matcher) in reqs.iter().zip(callbacks.drain(..)).zip(matchers) {
             let limit =
                 (r.prompt.len() + r.params.max_tokens as usize).min(self.model.max_seq_len());
             caches.push(KvCache::new(&self.model.config, limit.max(r.prompt.len())));
@@ -442,6 +481,7 @@ impl Engine {
                 next: 0,
                 callback: cb,
                 limit,
+                matcher,
             });
         }
         let prompts: Vec<(usize, &[u32])> = reqs
@@ -510,7 +550,14 @@ impl Engine {
             return Ok(());
         }
         let pos = (s.prompt_len + s.tokens.len()) as u64;
-        let tok = sampler::sample(logits, &s.params.sampling, pos);
+        let tok = match s.matcher.as_mut() {
+            Some(m) => {
+                let tok = sampler::sample(&m.allowed().apply(logits), &s.params.sampling, pos);
+                m.advance(tok);
+                tok
+            }
+            None => sampler::sample(logits, &s.params.sampling, pos),
+        };
         s.tokens.push(tok);
         s.next = tok;
         let tk = &self.model.tokenizer;
@@ -546,6 +593,33 @@ impl Engine {
         sampling: &SamplingParams,
         top_n: usize,
     ) -> Result<Vec<PositionScore>> {
+        self.score_constrained(prompt, output, sampling, None, top_n)
+    }
+
+    /// [`Engine::score`] under `constraint`: each position's logits are
+    /// masked as generation masked them (by the claimed tokens before it).
+    /// Scores stop at the first claimed token outside its mask, which is
+    /// marked [`PositionScore::outside_mask`].
+    pub fn score_constrained(
+        &mut self,
+        prompt: &[u32],
+        output: &[u32],
+        sampling: &SamplingParams,
+        constraint: Option<&Constraint>,
+        top_n: usize,
+    ) -> Result<Vec<PositionScore>> {
+        let (masks, outside) = match constraint {
+            Some(c) => {
+                let (m, bad) =
+                    constraint::masks(self.grammars()?, c, output).map_err(constraint_error)?;
+                (Some(m), bad)
+            }
+            None => (None, None),
+        };
+        let output = match outside {
+            Some(i) => &output[..=i],
+            None => output,
+        };
         let ctx = self.check_prompt(prompt)?;
         if output.is_empty() {
             return Ok(Vec::new());
@@ -599,14 +673,9 @@ impl Engine {
                     for j in js {
                         let pos = base + want[j0 + j];
                         let l = &logits[j * vocab..(j + 1) * vocab];
-                        out.push(position_score(
-                            l,
-                            output[pos - first],
-                            top_n,
-                            k,
-                            sampling,
-                            pos,
-                        ));
+                        let at = pos - first;
+                        let mask = masks.as_ref().map(|m| &m[at]);
+                        out.push(position_score(l, output[at], mask, top_n, k, sampling, pos));
                     }
                 });
                 result.extend(outs.into_iter().flatten());
@@ -630,11 +699,20 @@ impl Engine {
 fn position_score(
     l: &[f32],
     claimed: u32,
+    mask: Option<&Mask>,
     top_n: usize,
     k: usize,
     sampling: &SamplingParams,
     pos: usize,
 ) -> PositionScore {
+    let masked;
+    let l = match mask {
+        Some(m) => {
+            masked = m.apply(l);
+            &masked[..]
+        }
+        None => l,
+    };
     // One pass finds the listed candidates and the sampler's: the first in
     // `top_n` order is also the arg-max.
     let cand = sampler::top_n(l, top_n.max(1).max(k));
@@ -659,5 +737,11 @@ fn position_score(
         } else {
             sampler::sample_among(l, &cand[..k], sampling, (pos + 1) as u64)
         },
+        outside_mask: mask.is_some_and(|m| !m.allows(claimed)),
     }
+}
+
+/// A constraint the engine cannot use is the request's fault.
+fn constraint_error(e: constraint::ConstraintError) -> LlmError {
+    LlmError::InvalidRequest(e.to_string())
 }

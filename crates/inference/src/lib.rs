@@ -63,6 +63,7 @@
 
 pub mod attention;
 pub mod chat;
+pub mod constraint;
 pub mod engine;
 pub mod error;
 pub mod gguf;

@@ -126,6 +126,7 @@ pub fn generate_params(decoding: &Decoding) -> GenerateParams {
             seed: decoding.seed,
         },
         stop: decoding.stop.clone(),
+        constraint: decoding.constraint.clone(),
     }
 }
 
@@ -246,7 +247,8 @@ pub fn respond_batch_until(
     for (i, (request, cb)) in requests.iter().zip(callbacks).enumerate() {
         let prompt = admit(model_id, request)
             .and_then(|()| Ok(prompt_tokens(engine, &request.input)?))
-            .and_then(|p| fits(engine, p));
+            .and_then(|p| fits(engine, p))
+            .and_then(|p| compiles(engine, request).map(|()| p));
         match prompt {
             Ok(prompt) => {
                 batch.push(engine::BatchRequest {
@@ -285,6 +287,18 @@ pub fn respond_batch_until(
         .collect()
 }
 
+/// Whether the request's constraint compiles on this vocabulary (checked
+/// before batching, so one bad schema does not fail its batch).
+fn compiles(engine: &Engine, request: &Request) -> Result<(), RespondError> {
+    if let Some(c) = &request.decoding.constraint {
+        engine
+            .grammars()?
+            .matcher(c)
+            .map_err(|e| LlmError::InvalidRequest(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// `prompt` if the engine can run it: not empty, every token id within the
 /// vocabulary, and room in the context for at least one token (generation
 /// stops at the context's end, so a larger `max_tokens` is not an error).
@@ -313,7 +327,7 @@ fn fits(engine: &Engine, prompt: Vec<u32>) -> Result<Vec<u32>, RespondError> {
 /// A way of answering dishonestly, with a properly signed Result.
 ///
 /// Written on the command line as `swap-model:PATH`, `edit-token:POS`,
-/// `truncate:N`, `extend:N`, `wrong-seed` or `replay:FILE`
+/// `truncate:N`, `extend:N`, `wrong-seed`, `replay:FILE` or `off-mask:POS`
 /// ([`FromStr`] and [`fmt::Display`] round-trip).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
@@ -346,11 +360,17 @@ pub enum Fault {
     /// earlier `verinfer infer --json` output stored in this file (a
     /// `{"request", "result"}` object). Caught as `wrong_request`.
     Replay(PathBuf),
+    /// Step outside the constraint's mask at this position: replace the
+    /// output token there with the next ordinary token (wrapping) that the
+    /// request's constraint does not allow there, text re-derived (a node
+    /// that skips the mask, or forces output the schema forbids). Caught as
+    /// `outside_mask` at that position. Refuses unconstrained requests.
+    OffMask(u32),
 }
 
 /// A fault string that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad fault {given:?}: {reason} (kinds: swap-model:PATH, edit-token:POS, truncate:N, extend:N, wrong-seed, replay:FILE)")]
+#[error("bad fault {given:?}: {reason} (kinds: swap-model:PATH, edit-token:POS, truncate:N, extend:N, wrong-seed, replay:FILE, off-mask:POS)")]
 pub struct FaultParseError {
     /// The string given.
     pub given: String,
@@ -395,6 +415,7 @@ impl FromStr for Fault {
             "wrong-seed" if arg.is_none() => Ok(Fault::WrongSeed),
             "wrong-seed" => Err(err("wrong-seed takes no argument")),
             "replay" => Ok(Fault::Replay(path("FILE")?)),
+            "off-mask" => Ok(Fault::OffMask(count("POS", 0)?)),
             _ => Err(err("unknown kind")),
         }
     }
@@ -409,6 +430,7 @@ impl fmt::Display for Fault {
             Fault::Extend(n) => write!(f, "extend:{n}"),
             Fault::WrongSeed => f.write_str("wrong-seed"),
             Fault::Replay(p) => write!(f, "replay:{}", p.display()),
+            Fault::OffMask(n) => write!(f, "off-mask:{n}"),
         }
     }
 }
@@ -482,6 +504,34 @@ pub fn falsify(
             }
             tokens.extend(more);
             finish = honest.finish_reason;
+        }
+        Fault::OffMask(pos) => {
+            let c = request
+                .decoding
+                .constraint
+                .as_ref()
+                .ok_or_else(|| cannot("the request has no constraint".into()))?;
+            let at = *pos as usize;
+            if at >= tokens.len() {
+                let n = tokens.len();
+                return Err(cannot(format!(
+                    "the output has {n} tokens, no position {pos}"
+                )));
+            }
+            let mut m = engine
+                .grammars()?
+                .matcher(c)
+                .map_err(|e| cannot(e.to_string()))?;
+            for &t in &tokens[..at] {
+                m.advance(t);
+            }
+            let mask = m.allowed();
+            let tok = &engine.model().tokenizer;
+            let vocab = to_u32(tok.vocab_size());
+            tokens[at] = (1..vocab)
+                .map(|d| tokens[at].wrapping_add(d) % vocab)
+                .find(|&t| !tok.is_end(t) && !tok.is_control(t) && !mask.allows(t))
+                .ok_or_else(|| cannot("every ordinary token is allowed there".into()))?;
         }
     }
     let text = output_text(&engine.model().tokenizer, &tokens, finish, stop)?;
@@ -723,16 +773,23 @@ mod tests {
         let vocab = engine.model().config.vocab as u32;
         let context = engine.model().max_seq_len();
         let good = tokens_request(id, vec![1, 40, 41, 42], 6);
+        let mut bad_schema = tokens_request(id, vec![1, 40], 6);
+        bad_schema.decoding.constraint = Some(verinfer_types::records::Constraint::JsonSchema(
+            serde_json::json!({"type": "object", "not": {}}),
+        ));
+        bad_schema.sign(&fixtures::key(1)).expect("sign");
         let requests = vec![
             good.clone(),
             tokens_request(id, vec![1, vocab + 5], 6),
             tokens_request(id, vec![1; context], 6),
             tokens_request(id, vec![1, 40], 6),
+            bad_schema,
         ];
         let results = batch(&mut engine, id, &requests, &mut |_| false);
         let class = |i: usize| results[i].as_ref().map_err(RespondError::class).err();
         assert_eq!(class(1), Some(ErrorClass::BadRequest), "{:?}", results[1]);
         assert_eq!(class(2), Some(ErrorClass::TooLarge), "{:?}", results[2]);
+        assert_eq!(class(4), Some(ErrorClass::BadRequest), "{:?}", results[4]);
         let alone = respond(&mut engine, id, &good, &fixtures::key(9), &mut |_, _| {});
         assert_eq!(results[0].as_ref().ok(), alone.as_ref().ok());
         assert!(results[3].is_ok(), "{:?}", results[3]);
@@ -783,6 +840,7 @@ mod tests {
             "extend:5",
             "wrong-seed",
             "replay:out.json",
+            "off-mask:3",
         ] {
             let f: Fault = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
             assert_eq!(f.to_string(), s);
@@ -799,6 +857,7 @@ mod tests {
             "extend:0",
             "wrong-seed:3",
             "replay",
+            "off-mask",
         ] {
             assert!(s.parse::<Fault>().is_err(), "{s:?} parsed");
         }

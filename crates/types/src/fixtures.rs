@@ -32,6 +32,7 @@ pub fn request(model: Hash) -> Request {
             seed: 42,
             max_tokens: 64,
             stop: vec!["\n\n".into()],
+            constraint: None,
         },
         policy: Policy::default(),
         requester: requester.public(),

@@ -275,6 +275,25 @@ pub struct Decoding {
     pub max_tokens: u32,
     /// Stop sequences: generation ends when the output text contains one.
     pub stop: Vec<String>,
+    /// A grammar the output must follow, enforced while decoding: at each
+    /// position only tokens that keep the output a valid prefix are allowed
+    /// (see [`Constraint`]). Absent in unconstrained requests, whose bytes
+    /// are then those of records made before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<Constraint>,
+}
+
+/// A grammar the output is constrained to while decoding (structured
+/// outputs). The allowed tokens at each position are a deterministic
+/// function of the model's vocabulary, the output tokens so far and this
+/// value, so verifiers recompute them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Constraint {
+    /// Any JSON object (OpenAI's `json_object`).
+    JsonObject,
+    /// A JSON document matching this JSON schema (OpenAI's `json_schema`).
+    JsonSchema(serde_json::Value),
 }
 
 impl Default for Decoding {
@@ -286,6 +305,7 @@ impl Default for Decoding {
             seed: 0,
             max_tokens: 256,
             stop: Vec::new(),
+            constraint: None,
         }
     }
 }
@@ -484,6 +504,7 @@ pub struct Verdict {
 /// request, a pairing or a setup the node is not answerable for.
 pub const NODE_FAULT_CODES: &[&str] = &[
     "token_mismatch",
+    "outside_mask",
     "bad_token",
     "past_max_tokens",
     "past_eos",

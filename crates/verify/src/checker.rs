@@ -70,7 +70,9 @@ impl Recompute for Engine {
     ) -> Result<Vec<PositionScore>, String> {
         // The node's mapping of the decoding, so both sample alike.
         let sampling = verinfer_inference::respond::generate_params(decoding).sampling;
-        Engine::score(self, prompt, output, &sampling, top_n).map_err(|e| e.to_string())
+        let constraint = decoding.constraint.as_ref();
+        Engine::score_constrained(self, prompt, output, &sampling, constraint, top_n)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -217,7 +219,8 @@ impl<E: Recompute> Checker<E> {
             Ok(n) => (None, n),
             Err(Ok(r)) => {
                 let checked = match &r {
-                    Rejection::TokenMismatch { position, .. } => position.saturating_add(1),
+                    Rejection::TokenMismatch { position, .. }
+                    | Rejection::OutsideMask { position, .. } => position.saturating_add(1),
                     _ => 0,
                 };
                 (Some(r), checked)

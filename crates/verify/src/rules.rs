@@ -24,6 +24,9 @@
 //!   end tokens contributing nothing) is searched for the non-empty stop
 //!   sequences. The first token after which one occurs must be the last token
 //!   (`past_stop`), and `finish_reason = stop` exactly when it is.
+//! * Under a constraint ([`verinfer_types::records::Constraint`]) the end
+//!   tokens are allowed only where the mask allows them, so an `eos` answer is
+//!   a complete document; the token check enforces that position by position.
 //! * Otherwise generation ended because the limit was reached:
 //!   `finish_reason = length` exactly when there are `limit` tokens.
 //!   Stopping earlier without an end token or stop sequence is a truncation.
@@ -45,6 +48,16 @@
 //! near-ties; a sampled pick that would move across a cumulative-probability
 //! boundary (rather than between near-tied tokens) is not tolerated, which is
 //! sound only because of that bit-exactness.
+//!
+//! # The constraint mask
+//!
+//! A request with a `decoding.constraint` (a JSON schema, or any JSON object)
+//! is decoded under a mask: at each position only the tokens that keep the
+//! output a valid prefix of a matching document are allowed (end tokens once
+//! it is complete). The mask is recomputed from the claimed tokens before the
+//! position; a claimed token outside it is `outside_mask`, and otherwise the
+//! picks above are made over the masked logits (disallowed tokens at negative
+//! infinity), so the mask applies before any ranking or near-tie test.
 
 use verinfer_inference::PositionScore;
 use verinfer_types::records::{Decoding, FinishReason, InferenceResult, Request};
@@ -156,6 +169,15 @@ pub enum Rejection {
         /// Why.
         detail: String,
     },
+    /// An output token is outside the mask of the request's constraint:
+    /// no output following the grammar could contain it there.
+    #[error("outside_mask: output token {token} at position {position} is outside the constraint's mask")]
+    OutsideMask {
+        /// Output position.
+        position: u32,
+        /// The token id.
+        token: u32,
+    },
     /// An output token is not what the declared decoding picks.
     #[error("token_mismatch: position {position}: claimed {claimed}, decoding picks {expected}")]
     TokenMismatch {
@@ -185,6 +207,7 @@ impl Rejection {
             Rejection::FinishReason { .. } => "finish_reason",
             Rejection::TextMismatch { .. } => "text_mismatch",
             Rejection::Schema { .. } => "schema",
+            Rejection::OutsideMask { .. } => "outside_mask",
             Rejection::TokenMismatch { .. } => "token_mismatch",
         }
     }
@@ -201,6 +224,7 @@ impl Rejection {
             Rejection::BadToken { position, .. }
             | Rejection::PastEos { position, .. }
             | Rejection::PastStop { position, .. }
+            | Rejection::OutsideMask { position, .. }
             | Rejection::TokenMismatch { position, .. } => Some(*position),
             Rejection::PastMaxTokens { limit, .. } => Some(*limit),
             _ => None,
@@ -536,9 +560,20 @@ pub fn check_schema(request: &Request, output_text: &str) -> Result<(), Rejectio
     })
 }
 
+/// The request's constraint compiles (a schema with an unsupported keyword
+/// or that cannot be met is the request's fault, `bad_request`).
+pub fn check_constraint(request: &Request) -> Result<(), Rejection> {
+    match &request.decoding.constraint {
+        Some(c) => verinfer_inference::constraint::validate(c).map_err(|e| Rejection::BadRequest {
+            detail: e.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Every rule that needs no recomputation, in protocol order: signatures,
 /// binding (request, model, engine), usage, token ids, termination and
-/// finish reason, text, schema.
+/// finish reason, text, schema, constraint.
 pub fn check_records(
     request: &Request,
     result: &InferenceResult,
@@ -551,7 +586,7 @@ pub fn check_records(
 }
 
 /// The rules of [`check_records`] after signatures and binding: usage, token
-/// ids, termination and finish reason, text, schema.
+/// ids, termination and finish reason, text, schema, constraint.
 pub fn check_output(
     request: &Request,
     result: &InferenceResult,
@@ -562,7 +597,8 @@ pub fn check_output(
     check_token_range(&result.output_tokens, tok.vocab_size())?;
     check_termination(&request.decoding, result, ctx, tok)?;
     check_text(&request.decoding, result, tok)?;
-    check_schema(request, &result.output_text)
+    check_schema(request, &result.output_text)?;
+    check_constraint(request)
 }
 
 /// The token the declared decoding picks at a scored position.
@@ -576,6 +612,10 @@ pub fn expected_token(decoding: &Decoding, score: &PositionScore) -> u32 {
 
 /// Checks each claimed token against one score pass over the output, with
 /// the margin rule; returns the number of positions checked.
+///
+/// Under a constraint the scores are of the masked logits: a claimed token
+/// outside its position's mask is `outside_mask`, and the picks (and the
+/// margin rule) are among the allowed tokens only.
 ///
 /// `scores[i]` must be the score of `claimed[i]` (as `Engine::score` returns
 /// them). A score list that does not line up with the claimed tokens is
@@ -597,6 +637,9 @@ pub fn check_tokens(
                     .map_or(u32::MAX, |s| expected_token(decoding, s)),
             });
         };
+        if s.outside_mask {
+            return Err(Rejection::OutsideMask { position, token: c });
+        }
         let expected = expected_token(decoding, s);
         if expected == c {
             continue;

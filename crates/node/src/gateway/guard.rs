@@ -250,6 +250,7 @@ mod tests {
             seed: 0,
             max_tokens,
             stop: Vec::new(),
+            constraint: None,
         }
     }
 

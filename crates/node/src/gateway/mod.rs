@@ -16,6 +16,7 @@ pub mod pages;
 mod report;
 pub mod settle;
 mod watch;
+pub mod tools;
 
 use crate::client::{LedgerClient, Peer};
 use crate::http::HttpError;
@@ -397,6 +398,7 @@ async fn start(
             hex::encode(rand::random::<[u8; 12]>())
         ),
         created: crate::auth::now_ms() / 1000,
+        tools: parsed.tools.clone().filter(tools::Tools::callable),
     };
     if !parsed.stream {
         let mut text = String::new();
@@ -438,9 +440,21 @@ struct Shape {
     model_id: Hash,
     id: String,
     created: u64,
+    /// Functions the answer may call: its text is then held back and sent
+    /// whole, as a call or as content, once the answer is done.
+    tools: Option<tools::Tools>,
 }
 
 impl Shape {
+    /// The call an answer makes, if it is one (never for a rejected answer).
+    fn call(&self, a: &Answer) -> Option<(String, String)> {
+        let t = self
+            .tools
+            .as_ref()
+            .filter(|_| a.status != Status::Rejected)?;
+        t.call(&a.result.output_text)
+    }
+
     fn info(&self, a: &Answer) -> VerinferInfo {
         VerinferInfo {
             receipt_id: a.settled.map(|(id, _)| id),
@@ -471,7 +485,10 @@ impl Shape {
             a.result.output_text.as_str()
         };
         let finish = openai::finish(a.result.finish_reason);
-        let choice = if self.chat {
+        let choice = if let Some(call) = self.call(a) {
+            let calls = tools::tool_calls(&self.id, &call);
+            json!({"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": calls, "refusal": null}, "logprobs": null, "finish_reason": "tool_calls"})
+        } else if self.chat {
             json!({"index": 0, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": null, "finish_reason": finish})
         } else {
             json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
@@ -523,6 +540,7 @@ impl Shape {
     fn sse(&self, gw: &Gateway, ev: Event, include_usage: bool) -> Vec<SseEvent> {
         let data = |v: Value| SseEvent::default().data(v.to_string());
         match ev {
+            Event::Text(_) if self.tools.is_some() => Vec::new(),
             Event::Text(t) => vec![data(self.chunk(Some(&t), None, None))],
             Event::Retract { reason } => vec![data(self.chunk(
                 Some(""),
@@ -536,7 +554,20 @@ impl Shape {
                 let mut out = Vec::new();
                 match *done {
                     Ok(a) => {
-                        let finish = openai::finish(a.result.finish_reason);
+                        let mut finish = openai::finish(a.result.finish_reason);
+                        if let Some(call) = self.call(&a) {
+                            // OpenAI's stream of a call: the id and name with
+                            // the arguments, then the finish chunk.
+                            let mut calls = tools::tool_calls(&self.id, &call);
+                            calls[0]["index"] = json!(0);
+                            let mut c = self.chunk(None, None, None);
+                            c["choices"][0]["delta"] =
+                                json!({"role": "assistant", "content": null, "tool_calls": calls});
+                            out.push(data(c));
+                            finish = "tool_calls";
+                        } else if self.tools.is_some() && a.status != Status::Rejected {
+                            out.push(data(self.chunk(Some(&a.result.output_text), None, None)));
+                        }
                         let info = serde_json::to_value(self.info(&a)).unwrap_or(Value::Null);
                         out.push(data(self.chunk(
                             None,

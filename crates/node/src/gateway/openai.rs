@@ -159,6 +159,8 @@ pub struct Parsed {
     pub stream: bool,
     /// Send a usage chunk at the end of the stream.
     pub include_usage: bool,
+    /// The functions offered, if any.
+    pub tools: Option<super::tools::Tools>,
 }
 
 /// Default `max_tokens` when the request gives none.
@@ -242,16 +244,32 @@ fn messages(obj: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
                 "system" | "developer" => "system",
                 "user" => "user",
                 "assistant" => "assistant",
+                "tool" => {
+                    super::tools::tool_result(m, &field)?;
+                    "tool"
+                }
                 other => {
                     return Err(ApiError::field(
                         &format!("{field}.role"),
-                        format!("unsupported role `{other}`: use system, user or assistant"),
+                        format!("unsupported role `{other}`: use system, user, assistant or tool"),
                     ))
                 }
             };
-            let content = match m.get("content") {
-                Some(c) => text_content(c, &format!("{field}.content"))?,
-                None => {
+            let calls = match role {
+                "assistant" => super::tools::assistant_calls(m, &field)?,
+                _ => None,
+            };
+            let content = match (m.get("content").filter(|c| !c.is_null()), calls) {
+                (Some(c), calls) => {
+                    let text = text_content(c, &format!("{field}.content"))?;
+                    match calls {
+                        Some(k) if text.is_empty() => k,
+                        Some(k) => format!("{text}\n{k}"),
+                        None => text,
+                    }
+                }
+                (None, Some(k)) => k,
+                (None, None) => {
                     return Err(ApiError::field(
                         &format!("{field}.content"),
                         "each message needs `content`",
@@ -303,27 +321,6 @@ fn policy(obj: &Map<String, Value>) -> Result<Option<Policy>, ApiError> {
             json_schema: None,
         });
     }
-    if let Some(rf) = obj.get("response_format").filter(|v| !v.is_null()) {
-        match rf.get("type").and_then(Value::as_str) {
-            Some("text") => {}
-            // The engine has no constrained decoding yet: nothing makes the
-            // output meet a schema, so a verifier's `schema` rejection would
-            // be the request's doing. Refused before any node runs.
-            Some("json_schema" | "json_object") => {
-                return Err(ApiError::field(
-                    "response_format",
-                    "`response_format` with a JSON schema is not supported: the engines have \
-                     no constrained decoding, so no node can be held to a schema; use `text`",
-                ))
-            }
-            _ => {
-                return Err(ApiError::field(
-                    "response_format",
-                    "`response_format.type` must be `text`",
-                ))
-            }
-        }
-    }
     Ok(policy)
 }
 
@@ -341,8 +338,16 @@ pub fn parse(body: &[u8], chat: bool) -> Result<Parsed, ApiError> {
         .filter(|m| !m.is_empty())
         .ok_or_else(|| ApiError::field("model", "`model` is required"))?
         .to_string();
+    let tools = super::tools::parse(obj)?;
+    if tools.is_some() && !chat {
+        return Err(ApiError::field("tools", "`tools` is for chat completions"));
+    }
     let input = if chat {
-        Input::Messages(messages(obj)?)
+        let m = messages(obj)?;
+        Input::Messages(match &tools {
+            Some(t) => t.render(m),
+            None => m,
+        })
     } else {
         match obj.get("prompt") {
             Some(Value::String(s)) => Input::Prompt(s.clone()),
@@ -401,6 +406,21 @@ pub fn parse(body: &[u8], chat: bool) -> Result<Parsed, ApiError> {
         seed: seed.unwrap_or(0),
         max_tokens,
         stop: stops(obj)?,
+        // A schema is a decoding constraint, not an after-the-fact check:
+        // the mask makes the output meet it, so no node answers for a schema
+        // the model would not have met by itself.
+        constraint: match (
+            super::tools::response_format(obj)?,
+            tools.as_ref().and_then(super::tools::Tools::constraint),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::field(
+                    "tool_choice",
+                    "a required tool call cannot also follow `response_format`",
+                ))
+            }
+            (rf, call) => rf.or(call),
+        },
     };
     let stream = match obj.get("stream") {
         None | Some(Value::Null) => false,
@@ -420,6 +440,7 @@ pub fn parse(body: &[u8], chat: bool) -> Result<Parsed, ApiError> {
         policy: policy(obj)?,
         stream,
         include_usage,
+        tools,
     })
 }
 

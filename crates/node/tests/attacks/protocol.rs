@@ -117,7 +117,10 @@ fn node_key(dir: &Path, key: &PublicKey) -> SecretKey {
 }
 
 /// Attack 1: a `response_format` schema the model cannot meet used to be
-/// rejected with `schema` and slash every node the gateway retried on.
+/// rejected with `schema` and slash every node the gateway retried on. The
+/// schema is now a decoding constraint: the answer meets it (or ends
+/// `length`), verifiers accept it, nobody is slashed; a schema the engines
+/// cannot compile is refused before any node runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unmeetable_schema_slashes_nobody() {
     let (_dir, net) = start(2).await;
@@ -125,25 +128,49 @@ async fn unmeetable_schema_slashes_nobody() {
     let (before_bundle, _) = honest_receipt(&http, &net, "Say hello.").await;
     let before = untouched(&net);
 
-    let r = post(
-        &http,
-        &net.url,
-        &net.api_key,
-        json!({
-            "model": "smollm2-135m",
-            "messages": [{"role": "user", "content": "Say hi"}],
-            "max_tokens": 8,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "n", "schema": {"type": "integer"}}
-            },
-        }),
-    )
+    let ask = |schema: Value| {
+        post(
+            &http,
+            &net.url,
+            &net.api_key,
+            json!({
+                "model": "smollm2-135m",
+                "messages": [{"role": "user", "content": "Say hi"}],
+                "max_tokens": 8,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "n", "schema": schema}
+                },
+            }),
+        )
+    };
+    // An integer the model would not give by itself: the mask makes it.
+    let r = ask(json!({"type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9}},
+        "required": ["n"], "additionalProperties": false}))
     .await
     .expect("call");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.verification(), "verified", "{:?}", r.verinfer);
+    let v: Value = serde_json::from_str(&r.text).expect("a complete document");
+    assert!(v["n"].is_i64(), "{v}");
+
+    let r = ask(json!({"type": "object", "not": {"type": "null"}}))
+        .await
+        .expect("call");
     assert_eq!(r.status, 400, "{}", r.text);
     let err: Value = serde_json::from_str(&r.text).expect("error body");
-    assert_eq!(err["error"]["param"], "response_format", "{err}");
+    assert_eq!(
+        err["error"]["param"], "response_format.json_schema.schema",
+        "{err}"
+    );
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`not`"),
+        "{err}"
+    );
 
     let c = net.gateway().expect("gateway").counters();
     assert_eq!((c.rejected, c.slashes), (0, 0), "{c:?}");

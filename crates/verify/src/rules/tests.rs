@@ -128,6 +128,10 @@ fn node_faults_are_the_protocol_list() {
             detail: String::new(),
         },
         Rejection::TextMismatch { byte: 0 },
+        Rejection::OutsideMask {
+            position: 0,
+            token: 0,
+        },
         Rejection::Usage {
             claimed_prompt: 1,
             claimed_completion: 1,
@@ -467,6 +471,7 @@ fn score(argmax: u32, claimed: u32, sampled: u32, top: &[(u32, f32)]) -> Positio
             })
             .collect(),
         sampled,
+        outside_mask: false,
     }
 }
 
@@ -528,6 +533,37 @@ fn sampled_tokens_are_the_samplers_pick() {
     );
     let tie = [(4, 2.0), (1, 1.5), (2, 1.5)];
     assert_eq!(check_tokens(&d, &[2], &[score(4, 2, 1, &tie)], M), Ok(1));
+}
+
+#[test]
+fn a_token_outside_the_mask_is_rejected_before_the_pick() {
+    let d = Decoding::default();
+    let top = [(4, 2.0), (1, 1.0)];
+    let mut outside = score(4, 4, 4, &top);
+    outside.outside_mask = true;
+    // Even the unmasked arg-max is refused where the mask excludes it.
+    let r = check_tokens(&d, &[4, 4], &[score(4, 4, 4, &top), outside], M);
+    assert_eq!(
+        r,
+        Err(Rejection::OutsideMask {
+            position: 1,
+            token: 4
+        })
+    );
+    assert!(r.unwrap_err().is_node_fault());
+}
+
+#[test]
+fn an_unusable_constraint_is_the_requests_fault() {
+    let mut req = fixtures::request(Hash::of(b"model"));
+    req.decoding.constraint = Some(verinfer_types::records::Constraint::JsonSchema(
+        serde_json::json!({"type": "object", "not": {}}),
+    ));
+    let r = check_constraint(&req).unwrap_err();
+    assert_eq!(r.code(), "bad_request");
+    assert!(r.to_string().contains("`not`"), "{r}");
+    req.decoding.constraint = Some(verinfer_types::records::Constraint::JsonObject);
+    assert_eq!(check_constraint(&req), Ok(()));
 }
 
 #[test]
