@@ -477,37 +477,61 @@ pub mod writer {
         out.extend_from_slice(s.as_bytes());
     }
 
-    fn type_of(v: &Value) -> u32 {
-        match v {
-            Value::UInt(_) => 10,
-            Value::Int(_) => 11,
-            Value::Float(_) => 6,
-            Value::Bool(_) => 7,
-            Value::Str(_) => 8,
-            Value::Array(_) => 9,
+    /// Integer widths of the metadata written.
+    #[derive(Clone, Copy)]
+    enum Ints {
+        /// Every integer as u64 / i64.
+        Wide,
+        /// u32 / i32 (llama.cpp's loader requires them for hyperparameters
+        /// and token types); the reader reads both alike.
+        Narrow,
+    }
+
+    fn type_of(v: &Value, ints: Ints) -> u32 {
+        match (v, ints) {
+            (Value::UInt(_), Ints::Wide) => 10,
+            (Value::Int(_), Ints::Wide) => 11,
+            (Value::UInt(_), Ints::Narrow) => 4,
+            (Value::Int(_), Ints::Narrow) => 5,
+            (Value::Float(_), _) => 6,
+            (Value::Bool(_), _) => 7,
+            (Value::Str(_), _) => 8,
+            (Value::Array(_), _) => 9,
         }
     }
 
-    fn put_val(out: &mut Vec<u8>, v: &Value) {
-        match v {
-            Value::UInt(x) => out.extend_from_slice(&x.to_le_bytes()),
-            Value::Int(x) => out.extend_from_slice(&x.to_le_bytes()),
-            Value::Float(x) => out.extend_from_slice(&(*x as f32).to_le_bytes()),
-            Value::Bool(b) => out.push(u8::from(*b)),
-            Value::Str(s) => put_str(out, s),
-            Value::Array(a) => {
-                let et = a.first().map_or(8, type_of);
+    fn put_val(out: &mut Vec<u8>, v: &Value, ints: Ints) {
+        match (v, ints) {
+            (Value::UInt(x), Ints::Wide) => out.extend_from_slice(&x.to_le_bytes()),
+            (Value::Int(x), Ints::Wide) => out.extend_from_slice(&x.to_le_bytes()),
+            (Value::UInt(x), Ints::Narrow) => out.extend_from_slice(&(*x as u32).to_le_bytes()),
+            (Value::Int(x), Ints::Narrow) => out.extend_from_slice(&(*x as i32).to_le_bytes()),
+            (Value::Float(x), _) => out.extend_from_slice(&(*x as f32).to_le_bytes()),
+            (Value::Bool(b), _) => out.push(u8::from(*b)),
+            (Value::Str(s), _) => put_str(out, s),
+            (Value::Array(a), _) => {
+                let et = a.first().map_or(8, |x| type_of(x, ints));
                 out.extend_from_slice(&et.to_le_bytes());
                 out.extend_from_slice(&(a.len() as u64).to_le_bytes());
                 for x in a {
-                    put_val(out, x);
+                    put_val(out, x, ints);
                 }
             }
         }
     }
 
-    /// Serialise a GGUF v3 file.
+    /// Serialise a GGUF v3 file (integers in the metadata as u64 / i64).
     pub fn write(meta: &[(String, Value)], tensors: &[WTensor]) -> Vec<u8> {
+        write_ints(meta, tensors, Ints::Wide)
+    }
+
+    /// [`write`] with integers in the metadata as u32 / i32 (values must
+    /// fit), as llama.cpp's loader requires.
+    pub fn write_narrow(meta: &[(String, Value)], tensors: &[WTensor]) -> Vec<u8> {
+        write_ints(meta, tensors, Ints::Narrow)
+    }
+
+    fn write_ints(meta: &[(String, Value)], tensors: &[WTensor], ints: Ints) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(b"GGUF");
         out.extend_from_slice(&3u32.to_le_bytes());
@@ -515,8 +539,8 @@ pub mod writer {
         out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
         for (k, v) in meta {
             put_str(&mut out, k);
-            out.extend_from_slice(&type_of(v).to_le_bytes());
-            put_val(&mut out, v);
+            out.extend_from_slice(&type_of(v, ints).to_le_bytes());
+            put_val(&mut out, v, ints);
         }
         let mut off = 0u64;
         let mut offsets = Vec::new();

@@ -1,6 +1,6 @@
 //! Builders for tiny synthetic GGUF models (used by tests and benches).
 
-use crate::gguf::writer::{write, WTensor};
+use crate::gguf::writer::{write, write_narrow, WTensor};
 use crate::gguf::{GgmlType, Value};
 use crate::quant::quantize_weights;
 
@@ -98,6 +98,19 @@ pub fn tiny_vocab() -> (Vec<String>, Vec<i64>, Vec<String>) {
 
 /// Serialise a random tiny llama model as GGUF bytes.
 pub fn tiny_model(spec: &TinySpec) -> Vec<u8> {
+    let (meta, tensors) = tiny_parts(spec);
+    write(&meta, &tensors)
+}
+
+/// [`tiny_model`] with its metadata integers as u32 / i32, the widths
+/// llama.cpp's loader requires: the same model (same values, same tensor
+/// bytes) in a file llama.cpp can load, for the reference test.
+pub fn tiny_model_for_llama_cpp(spec: &TinySpec) -> Vec<u8> {
+    let (meta, tensors) = tiny_parts(spec);
+    write_narrow(&meta, &tensors)
+}
+
+fn tiny_parts(spec: &TinySpec) -> (Vec<(String, Value)>, Vec<WTensor>) {
     let (tokens, types, merges) = tiny_vocab();
     let vocab = tokens.len();
     let head_dim = spec.dim / spec.n_head;
@@ -243,5 +256,5 @@ pub fn tiny_model(spec: &TinySpec) -> Vec<u8> {
         ty: 0,
         data: quantize_weights(GgmlType::F32, &vec![1.0; spec.dim]),
     });
-    write(&meta, &tensors)
+    (meta, tensors)
 }
