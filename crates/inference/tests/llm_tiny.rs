@@ -151,7 +151,10 @@ fn every_weight_format_runs_deterministically() {
         (GgmlType::F16, GgmlType::F16, 64, 128),
         (GgmlType::Q4_0, GgmlType::Q4_0, 64, 128),
         (GgmlType::Q8_0, GgmlType::Q8_0, 64, 128),
+        (GgmlType::Q5_0, GgmlType::Q5_0, 64, 128),
         (GgmlType::Q4K, GgmlType::Q4_1, 256, 256),
+        (GgmlType::Q5K, GgmlType::Q6K, 256, 256),
+        (GgmlType::Q6K, GgmlType::Q4K, 256, 256),
     ] {
         let spec = TinySpec {
             weight_type: wt,
