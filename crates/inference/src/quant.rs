@@ -2,8 +2,8 @@
 //!
 //! # Arithmetic contract (`arith-v2`)
 //!
-//! Every dot product between an integer weight row (Q4_0, Q4_1, Q8_0) and an
-//! activation vector is defined by the scalar code in this module
+//! Every dot product between an integer weight row (Q4_0, Q4_1, Q8_0, and
+//! Q5_0 repacked as Q8_0: [`panel_type`]) and an activation vector is defined by the scalar code in this module
 //! ([`dot_panel`]); the SIMD kernels in [`crate::simd`] perform exactly the
 //! same IEEE-754 operations in the same order, so all give identical bits:
 //!

@@ -371,14 +371,14 @@ fn unsupported_architecture_and_quantisation_are_errors() {
         .expect("tensor name present");
     // name, then u32 n_dims, 2 x u64 dims, then the u32 type.
     let ty_at = at + needle.len() + 4 + 16;
-    bytes[ty_at..ty_at + 4].copy_from_slice(&13u32.to_le_bytes());
-    let p = write_tmp(&dir, "q5k.gguf", &bytes);
+    bytes[ty_at..ty_at + 4].copy_from_slice(&11u32.to_le_bytes());
+    let p = write_tmp(&dir, "q3k.gguf", &bytes);
     let err = Engine::load(&p, EngineOptions::default()).expect_err("quant");
     assert!(
-        matches!(err, LlmError::UnsupportedTensorType { ref kind, .. } if kind == "Q5_K"),
+        matches!(err, LlmError::UnsupportedTensorType { ref kind, .. } if kind == "Q3_K"),
         "{err}"
     );
-    assert!(err.to_string().contains("Q5_K"));
+    assert!(err.to_string().contains("Q3_K"));
 }
 
 #[test]
