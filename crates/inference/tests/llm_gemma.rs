@@ -62,8 +62,9 @@ fn chat_prompt_uses_gemma_turns() {
 
 /// The file holds the pretrained (not instruction-tuned) 270M model, so the
 /// prompts are completions. The first token of each is the arg-max of an
-/// independent float64 evaluation of the same file (the ggml block layouts
-/// and the Gemma 3 graph written out in NumPy), with its runner-up far behind.
+/// independent float64 evaluation of the same file
+/// (`scripts/gemma3_reference.py`: the ggml block layouts and the Gemma 3
+/// graph written out in NumPy), ahead of its runner-up by more than one logit.
 #[test]
 fn greedy_completions_are_sensible() {
     let mut e = engine(2, false);
