@@ -431,7 +431,7 @@ impl Tokenizer {
         if text.is_empty() {
             return;
         }
-        let text: String = text.replace(' ', "\u{2581}");
+        let text = text.replace(' ', SPM_SPACE.encode_utf8(&mut [0; 4]));
         // Symbols as byte ranges of `text`, linked to their neighbours.
         let mut sym: Vec<(usize, usize)> = text
             .char_indices()
@@ -441,8 +441,8 @@ impl Tokenizer {
         let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
         let mut next: Vec<usize> = (1..=n).collect();
         let mut alive = vec![true; n];
-        // (score, leftmost first, left, right, merged length): a pair is
-        // stale when either side changed since it was queued.
+        // (score, left symbol (leftmost first on ties), right symbol, merged
+        // length): a pair is stale when either side changed since it was queued.
         let mut heap = BinaryHeap::new();
         let push = |heap: &mut BinaryHeap<_>, sym: &[(usize, usize)], l: usize, r: usize| {
             let piece = &text[sym[l].0..sym[r].1];
