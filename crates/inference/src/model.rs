@@ -1084,22 +1084,31 @@ mod tests {
     #[test]
     fn logits_agree_across_kernels_and_threads_for_every_format() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for (wt, et, dim) in [
-            (GgmlType::Q4_1, GgmlType::Q8_0, 64),
-            (GgmlType::Q5_0, GgmlType::Q5_0, 64),
-            (GgmlType::Q4K, GgmlType::Q6K, 256),
-            (GgmlType::Q5K, GgmlType::Q5_0, 256),
-            (GgmlType::Q6K, GgmlType::Q4K, 256),
+        for (wt, et, dim, arch) in [
+            (GgmlType::Q4_1, GgmlType::Q8_0, 64, "llama"),
+            (GgmlType::Q5_0, GgmlType::Q5_0, 64, "llama"),
+            (GgmlType::Q4K, GgmlType::Q6K, 256, "llama"),
+            (GgmlType::Q5K, GgmlType::Q5_0, 256, "llama"),
+            (GgmlType::Q6K, GgmlType::Q4K, 256, "llama"),
+            (GgmlType::Q5_0, GgmlType::Q8_0, 128, "gemma3"),
+            (GgmlType::Q4K, GgmlType::Q8_0, 256, "gemma3"),
         ] {
+            let gemma = arch == "gemma3";
             let spec = TinySpec {
                 weight_type: wt,
                 embd_type: et,
                 dim,
                 ffn: 256,
+                arch: arch.into(),
+                n_layer: if gemma { 6 } else { 2 },
                 ..TinySpec::default()
             };
             let gguf = Gguf::from_bytes(&tiny_model(&spec)).expect("gguf");
             let mut model = Model::from_gguf(gguf).expect("model");
+            assert_eq!(
+                model.layers.iter().filter(|l| l.sliding).count(),
+                5 * gemma as usize
+            );
             model.ensure_rope(16);
             let entries: Vec<Entry> = (0..9)
                 .map(|p| Entry {
@@ -1117,11 +1126,11 @@ mod tests {
                     .expect("forward")
             };
             let want = run(KernelKind::Scalar, 1);
-            assert!(want.iter().all(|v| v.is_finite()), "{wt:?}");
+            assert!(want.iter().all(|v| v.is_finite()), "{wt:?} {arch}");
             for kind in KernelKind::supported() {
                 for threads in [1, 2, 3] {
                     let got = run(kind, threads);
-                    assert_eq!(bits(&want), bits(&got), "{wt:?} {kind:?} {threads}");
+                    assert_eq!(bits(&want), bits(&got), "{wt:?} {arch} {kind:?} {threads}");
                 }
             }
         }
