@@ -455,6 +455,10 @@ mod tests {
 
     fn config(hd: usize, n_kv: usize, g: usize) -> Config {
         Config {
+            arch: crate::model::Arch::Llama,
+            q_dim: hd * n_kv * g,
+            rope_base_swa: 10000.0,
+            sliding_window: None,
             n_layer: 2,
             dim: hd * n_kv * g,
             n_head: n_kv * g,

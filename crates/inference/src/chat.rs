@@ -26,6 +26,11 @@ impl ChatMessage {
 /// ChatML, used when a model carries no template.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+/// Gemma's turns (`<start_of_turn>user` / `model`, system text prefixed to
+/// the first turn), used for `gemma3` files that carry no template. No BOS:
+/// the tokenizer adds it.
+pub const GEMMA_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] != 'system' %}{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\\n' }}{% if loop.index0 == 1 and messages[0]['role'] == 'system' %}{{ messages[0]['content'] | trim + '\\n\\n' }}{% endif %}{{ message['content'] | trim + '<end_of_turn>\\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}";
+
 /// Render a Jinja chat template.
 pub fn render(
     template: &str,
@@ -65,6 +70,21 @@ mod tests {
         let m = [ChatMessage::new("user", "Hi")];
         let s = render(CHATML_TEMPLATE, &m, true, "", "").expect("render");
         assert_eq!(s, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    }
+
+    #[test]
+    fn gemma_turns_render() {
+        let m = [
+            ChatMessage::new("system", "Be brief."),
+            ChatMessage::new("user", " Hi "),
+            ChatMessage::new("assistant", "Hello."),
+            ChatMessage::new("user", "Bye"),
+        ];
+        let s = render(GEMMA_TEMPLATE, &m, true, "<bos>", "<eos>").expect("render");
+        assert_eq!(
+            s,
+            "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+        );
     }
 
     #[test]

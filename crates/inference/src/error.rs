@@ -20,10 +20,10 @@ pub enum LlmError {
     #[error("truncated GGUF file: {0}")]
     Truncated(String),
     /// The model uses an architecture this engine does not implement.
-    #[error("unsupported model architecture {0:?} (supported: llama)")]
+    #[error("unsupported model architecture {0:?} (supported: llama, gemma3)")]
     UnsupportedArchitecture(String),
     /// A tensor uses a quantisation this engine does not implement.
-    #[error("tensor {tensor:?} uses unsupported type {kind} (supported: F32, F16, Q4_0, Q4_1, Q8_0, Q4_K)")]
+    #[error("tensor {tensor:?} uses unsupported type {kind} (supported: F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K)")]
     UnsupportedTensorType {
         /// Tensor name.
         tensor: String,

@@ -82,8 +82,14 @@ pub enum GgmlType {
     Q4_1,
     /// 8-bit, block of 32, scale.
     Q8_0,
-    /// 4-bit k-quant, super-block of 256.
+    /// 5-bit, block of 32, scale (high bits apart).
+    Q5_0,
+    /// 4-bit k-quant, super-block of 256 (6-bit scales and minimums).
     Q4K,
+    /// 5-bit k-quant, super-block of 256 (6-bit scales and minimums).
+    Q5K,
+    /// 6-bit k-quant, super-block of 256 (8-bit scales).
+    Q6K,
 }
 
 impl GgmlType {
@@ -94,8 +100,11 @@ impl GgmlType {
             1 => Self::F16,
             2 => Self::Q4_0,
             3 => Self::Q4_1,
+            6 => Self::Q5_0,
             8 => Self::Q8_0,
             12 => Self::Q4K,
+            13 => Self::Q5K,
+            14 => Self::Q6K,
             _ => return None,
         })
     }
@@ -106,16 +115,19 @@ impl GgmlType {
             Self::F16 => 1,
             Self::Q4_0 => 2,
             Self::Q4_1 => 3,
+            Self::Q5_0 => 6,
             Self::Q8_0 => 8,
             Self::Q4K => 12,
+            Self::Q5K => 13,
+            Self::Q6K => 14,
         }
     }
     /// Elements per block.
     pub fn block_elems(self) -> usize {
         match self {
             Self::F32 | Self::F16 => 1,
-            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => 32,
-            Self::Q4K => 256,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => 32,
+            Self::Q4K | Self::Q5K | Self::Q6K => 256,
         }
     }
     /// Bytes per block.
@@ -125,8 +137,11 @@ impl GgmlType {
             Self::F16 => 2,
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
             Self::Q8_0 => 34,
             Self::Q4K => 144,
+            Self::Q5K => 176,
+            Self::Q6K => 210,
         }
     }
 }

@@ -23,7 +23,7 @@
 //! Q4_1, Q8_0 and Q4_K ([`quant`]), integer matrix kernels for AVX-512 VNNI,
 //! AVX-VNNI and AVX2 with a portable scalar definition, a llama-architecture
 //! forward pass with a KV cache and a batched (GEMM-shaped) prefill
-//! ([`model`], [`attention`]), a byte-level BPE tokenizer ([`tokenizer`]),
+//! ([`model`], [`attention`]), byte-level BPE and SentencePiece tokenizers ([`tokenizer`]),
 //! Jinja chat templates via `minijinja` ([`chat`]), and a persistent thread
 //! pool. `docs/benchmarks.md` compares it with llama.cpp on the same file.
 //!
@@ -44,8 +44,11 @@
 //!   exactly rounded by IEEE 754, so hardware FMA and `f32::mul_add` agree;
 //!   SIMD code runs independent values in its lanes (rows, key positions,
 //!   dimensions) and never splits one value's sum across lanes, so every
-//!   kernel family gives the bits of the portable code (tested). F32/F16/Q4_K
-//!   weights use a fixed-order float dot product.
+//!   kernel family gives the bits of the portable code (tested). Q5_0 runs on
+//!   the Q8_0 kernels (its values repacked as bytes, the same integer sums).
+//!   F32/F16 and k-quant (Q4_K/Q5_K/Q6_K) weights are dequantised row by row
+//!   and use a fixed-order float dot product, the same code for every kernel
+//!   family.
 //! * Each output row of a matrix product, and each (token, head) of attention,
 //!   is computed by exactly one thread; work is split statically, so the
 //!   thread count changes who computes a value, never how.
@@ -85,7 +88,7 @@ pub use engine::{
     PositionScore, Usage, ENGINE_VERSION,
 };
 pub use error::{LlmError, Result};
-pub use model::{Config, Model};
+pub use model::{Arch, Config, Model};
 pub use sampler::SamplingParams;
 pub use tokenizer::Tokenizer;
 #[doc(hidden)]

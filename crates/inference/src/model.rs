@@ -1,4 +1,11 @@
-//! The llama-architecture transformer: weights, KV cache and the batched forward pass.
+//! The transformer: weights, KV cache and the batched forward pass.
+//!
+//! Two architectures (`general.architecture`): `llama` (SmolLM2 and the
+//! llama family) and `gemma3`, which adds to the same pass an embedding
+//! scaled by √dim, per-head RMS norms of queries and keys, norms after
+//! attention and after the feed-forward (before each joins the residual), a
+//! GeGLU feed-forward (gelu-tanh), NeoX-style RoPE, and sliding-window
+//! layers (five of every six) with their own RoPE base.
 
 use std::path::Path;
 
@@ -7,13 +14,26 @@ use crate::error::{LlmError, Result};
 use crate::gguf::{ggml_type_name, GgmlType, Gguf, TensorInfo, Value};
 use crate::math::{exp_f32, sin_cos_f64};
 use crate::pool::{Pool, SharedOut};
-use crate::quant::{dequantize_row, dot_f32, pack_matrix, quantize_row, QCol, PANEL, QK};
+use crate::quant::{
+    dequantize_row, dot_f32, pack_matrix, panel_type, quantize_row, QCol, PANEL, QK,
+};
 use crate::simd::{matmul_panels, widens, Dest, KernelKind, Panels, Widened};
 use crate::tokenizer::Tokenizer;
 
-/// Hyper-parameters of a llama-family model.
+/// A supported model architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `llama`.
+    Llama,
+    /// `gemma3`.
+    Gemma3,
+}
+
+/// Hyper-parameters of a model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// Architecture.
+    pub arch: Arch,
     /// Transformer blocks.
     pub n_layer: usize,
     /// Embedding width.
@@ -22,8 +42,10 @@ pub struct Config {
     pub n_head: usize,
     /// Key/value heads (grouped-query attention).
     pub n_kv_head: usize,
-    /// Width of one head.
+    /// Width of one head (keys, queries and values).
     pub head_dim: usize,
+    /// Width of all query heads together (`n_head × head_dim`).
+    pub q_dim: usize,
     /// Feed-forward hidden width.
     pub ffn_dim: usize,
     /// Vocabulary size.
@@ -36,6 +58,10 @@ pub struct Config {
     pub rope_dim: usize,
     /// RMSNorm epsilon.
     pub eps: f32,
+    /// RoPE base of the sliding-window layers (`gemma3`).
+    pub rope_base_swa: f64,
+    /// Window of the sliding-window layers, if there are any.
+    pub sliding_window: Option<usize>,
 }
 
 /// A weight matrix stored in the GGUF file (rows × cols, row-major).
@@ -96,14 +122,32 @@ impl Mat {
         &data[s..s + self.row_bytes]
     }
 
+    /// Integer formats run on the W4A8/W8A8 kernels; the rest (f32, f16
+    /// and the k-quants) are dequantised row by row and multiplied in f32
+    /// by the fixed-order [`dot_f32`], the same code on every CPU.
     fn is_integer(&self) -> bool {
-        matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+        matches!(
+            self.ty,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0
+        )
+    }
+
+    /// The format of the packed panels ([`panel_type`]).
+    fn panel_ty(&self) -> GgmlType {
+        panel_type(self.ty)
     }
 }
 
 #[derive(Debug)]
 struct Layer {
     attn_norm: Vec<f32>,
+    /// Per-head norms of queries and keys (`gemma3`).
+    qk_norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// Norms of the attention and feed-forward outputs before they join the
+    /// residual (`gemma3`).
+    post_norms: Option<(Vec<f32>, Vec<f32>)>,
+    /// A sliding-window layer (its own RoPE table).
+    sliding: bool,
     wq: Mat,
     wk: Mat,
     wv: Mat,
@@ -129,6 +173,8 @@ pub struct Model {
     pub chat_template: String,
     /// (cos, sin) per position and rotated pair, `[pos][rope_dim / 2]`.
     rope: Vec<(f32, f32)>,
+    /// The same for the sliding-window layers' base (empty without them).
+    rope_swa: Vec<(f32, f32)>,
 }
 
 impl std::fmt::Debug for Model {
@@ -165,47 +211,68 @@ impl Model {
 
     /// Build a model from a parsed GGUF file.
     pub fn from_gguf(gguf: Gguf) -> Result<Self> {
-        let arch = gguf.get_str("general.architecture")?.to_string();
-        if arch != "llama" {
-            return Err(LlmError::UnsupportedArchitecture(arch));
-        }
+        let arch_name = gguf.get_str("general.architecture")?.to_string();
+        let arch = match arch_name.as_str() {
+            "llama" => Arch::Llama,
+            "gemma3" => Arch::Gemma3,
+            _ => return Err(LlmError::UnsupportedArchitecture(arch_name)),
+        };
+        let gemma = arch == Arch::Gemma3;
+        let key = |k: &str| format!("{arch_name}.{k}");
+        let opt_u = |k: &str| -> Result<Option<usize>> {
+            match gguf.get(&key(k)).map(Value::as_u64) {
+                None => Ok(None),
+                Some(Some(v)) if v > 0 && v < (1 << 24) => Ok(Some(v as usize)),
+                Some(v) => Err(LlmError::Format(format!(
+                    "{} = {v:?} is out of range",
+                    key(k)
+                ))),
+            }
+        };
         let u = |k: &str| -> Result<usize> {
-            let v = gguf.get_u64(&format!("llama.{k}"))?;
-            usize::try_from(v)
-                .ok()
-                .filter(|&v| v > 0 && v < (1 << 24))
-                .ok_or_else(|| LlmError::Format(format!("llama.{k} = {v} is out of range")))
+            opt_u(k)?.ok_or_else(|| LlmError::Missing(format!("metadata {:?}", key(k))))
         };
         let n_layer = u("block_count")?;
         let dim = u("embedding_length")?;
         let n_head = u("attention.head_count")?;
-        let n_kv_head = gguf
-            .get("llama.attention.head_count_kv")
-            .and_then(Value::as_u64)
-            .map_or(n_head, |v| v as usize);
+        let n_kv_head = opt_u("attention.head_count_kv")?.unwrap_or(n_head);
         let ffn_dim = u("feed_forward_length")?;
         let ctx_len = u("context_length")?;
-        if n_kv_head == 0 || n_head % n_kv_head != 0 || dim % n_head != 0 {
+        if n_head % n_kv_head != 0
+            || (dim % n_head != 0 && opt_u("attention.key_length")?.is_none())
+        {
             return Err(LlmError::Format(format!(
                 "inconsistent head counts: dim {dim}, heads {n_head}, kv heads {n_kv_head}"
             )));
         }
-        let head_dim = dim / n_head;
-        let rope_dim = gguf
-            .get("llama.rope.dimension_count")
-            .and_then(Value::as_u64)
-            .map_or(head_dim, |v| v as usize);
+        let head_dim = opt_u("attention.key_length")?.unwrap_or(dim / n_head);
+        if opt_u("attention.value_length")?.is_some_and(|v| v != head_dim) {
+            return Err(LlmError::Format("key and value lengths differ".into()));
+        }
+        let q_dim = n_head * head_dim;
+        let rope_dim = opt_u("rope.dimension_count")?.unwrap_or(head_dim);
         if rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
             return Err(LlmError::Format(format!("bad rope dimension {rope_dim}")));
         }
-        let rope_base = gguf
-            .get("llama.rope.freq_base")
-            .and_then(Value::as_f64)
-            .unwrap_or(10000.0);
-        let eps = gguf
-            .get("llama.attention.layer_norm_rms_epsilon")
-            .and_then(Value::as_f64)
-            .unwrap_or(1e-5) as f32;
+        if gemma && rope_dim != head_dim {
+            return Err(LlmError::Format(
+                "partial NeoX RoPE is not supported".into(),
+            ));
+        }
+        let f = |k: &str| gguf.get(&key(k)).and_then(Value::as_f64);
+        let rope_base = f("rope.freq_base").unwrap_or(10000.0);
+        let rope_base_swa = f("rope.freq_base_swa").unwrap_or(10000.0);
+        let eps = f("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32;
+        if gguf.get(&key("rope.scaling.type")).is_some()
+            || f("rope.scaling.factor").is_some_and(|v| v != 1.0)
+        {
+            return Err(LlmError::Format("RoPE scaling is not supported".into()));
+        }
+        let sliding_window = if gemma {
+            opt_u("attention.sliding_window")?
+        } else {
+            None
+        };
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
         let vocab = tokenizer.vocab_size();
         let kv_dim = n_kv_head * head_dim;
@@ -219,12 +286,27 @@ impl Model {
         let mut layers = Vec::with_capacity(n_layer);
         for l in 0..n_layer {
             let p = |s: &str| format!("blk.{l}.{s}.weight");
+            let pair = |a: &str, b: &str, n: usize| -> Result<_> {
+                Ok((norm_vec(&gguf, &p(a), n)?, norm_vec(&gguf, &p(b), n)?))
+            };
             layers.push(Layer {
                 attn_norm: norm_vec(&gguf, &p("attn_norm"), dim)?,
-                wq: mat(&p("attn_q"), dim, dim)?,
+                qk_norm: if gemma {
+                    Some(pair("attn_q_norm", "attn_k_norm", head_dim)?)
+                } else {
+                    None
+                },
+                post_norms: if gemma {
+                    Some(pair("post_attention_norm", "post_ffw_norm", dim)?)
+                } else {
+                    None
+                },
+                // Every sixth layer attends globally, the others within the window.
+                sliding: sliding_window.is_some() && l % 6 < 5,
+                wq: mat(&p("attn_q"), q_dim, dim)?,
                 wk: mat(&p("attn_k"), kv_dim, dim)?,
                 wv: mat(&p("attn_v"), kv_dim, dim)?,
-                wo: mat(&p("attn_output"), dim, dim)?,
+                wo: mat(&p("attn_output"), dim, q_dim)?,
                 ffn_norm: norm_vec(&gguf, &p("ffn_norm"), dim)?,
                 w_gate: mat(&p("ffn_gate"), ffn_dim, dim)?,
                 w_up: mat(&p("ffn_up"), ffn_dim, dim)?,
@@ -241,9 +323,16 @@ impl Model {
         let chat_template = gguf
             .get("tokenizer.chat_template")
             .and_then(Value::as_str)
-            .unwrap_or(crate::chat::CHATML_TEMPLATE)
+            .unwrap_or(match arch {
+                Arch::Llama => crate::chat::CHATML_TEMPLATE,
+                Arch::Gemma3 => crate::chat::GEMMA_TEMPLATE,
+            })
             .to_string();
         let config = Config {
+            arch,
+            q_dim,
+            rope_base_swa,
+            sliding_window,
             n_layer,
             dim,
             n_head,
@@ -266,13 +355,17 @@ impl Model {
             tokenizer,
             chat_template,
             rope: Vec::new(),
+            rope_swa: Vec::new(),
         })
     }
 
     /// Maximum sequence length the engine accepts (the model's context length,
-    /// capped at 32768).
+    /// capped at 32768, and at the sliding window when there is one: within
+    /// it, windowed attention equals full attention, which is what the
+    /// attention kernels compute).
     pub fn max_seq_len(&self) -> usize {
-        self.config.ctx_len.min(32768)
+        let cap = self.config.sliding_window.unwrap_or(usize::MAX);
+        self.config.ctx_len.min(32768).min(cap)
     }
 
     /// Make sure the RoPE table covers positions `0..n`.
@@ -283,23 +376,31 @@ impl Model {
             return;
         }
         let n = n.max(have * 2).min(self.max_seq_len().max(n));
-        let ln_base = crate::math::ln_f64(self.config.rope_base);
-        let inv: Vec<f64> = (0..half)
-            .map(|i| {
-                crate::math::exp_f64(-((2 * i) as f64) / self.config.rope_dim as f64 * ln_base)
-            })
-            .collect();
-        self.rope.reserve((n - have) * half);
-        for p in have..n {
-            for f in &inv {
-                let (s, c) = sin_cos_f64(p as f64 * f);
-                self.rope.push((c as f32, s as f32));
-            }
+        let dim = self.config.rope_dim;
+        extend_rope(&mut self.rope, self.config.rope_base, dim, have, n);
+        if self.layers.iter().any(|l| l.sliding) {
+            extend_rope(&mut self.rope_swa, self.config.rope_base_swa, dim, have, n);
         }
     }
 
     fn data(&self) -> &[u8] {
         self.gguf.tensor_bytes_all()
+    }
+}
+
+/// Append the (cos, sin) of positions `from..to` for RoPE base `base`.
+fn extend_rope(table: &mut Vec<(f32, f32)>, base: f64, rope_dim: usize, from: usize, to: usize) {
+    let half = rope_dim / 2;
+    let ln_base = crate::math::ln_f64(base);
+    let inv: Vec<f64> = (0..half)
+        .map(|i| crate::math::exp_f64(-((2 * i) as f64) / rope_dim as f64 * ln_base))
+        .collect();
+    table.reserve((to - from) * half);
+    for p in from..to {
+        for f in &inv {
+            let (s, c) = sin_cos_f64(p as f64 * f);
+            table.push((c as f32, s as f32));
+        }
     }
 }
 
@@ -446,11 +547,13 @@ fn pre_norm(
     });
 }
 
-/// `hid = silu(gate) * up`, quantised; the rows split by `bounds`.
-fn silu_quantize(
+/// `hid = act(gate) * up` (act: SiLU, or gelu-tanh with `gelu`),
+/// quantised; the rows split by `bounds`.
+fn act_quantize(
     kind: KernelKind,
     pool: &Pool,
     bounds: &[usize],
+    gelu: bool,
     gate: &[f32],
     up: &[f32],
     hid: &mut Acts,
@@ -463,7 +566,11 @@ fn silu_quantize(
         .collect();
     pool.run_parts(parts, &|(rows, mut p)| {
         let r = rows.start * ffn..rows.end * ffn;
-        silu_mul(kind, &gate[r.clone()], &up[r], p.f);
+        if gelu {
+            gelu_mul(kind, &gate[r.clone()], &up[r], p.f);
+        } else {
+            silu_mul(kind, &gate[r.clone()], &up[r], p.f);
+        }
         p.quantize(kind);
     });
 }
@@ -498,13 +605,14 @@ fn int_matmul_part(
         return;
     };
     let n = x.n;
+    let ty = m.panel_ty();
     let nb = m.cols / QK;
     let qcols: Vec<QCol<'_>> = (0..n).map(|c| x.qcol(c)).collect();
     if n == 1 {
         let src = Panels::Packed(packed);
-        return matmul_panels(kind, m.ty, src, nb, (p0, p1), &qcols, 0, dest);
+        return matmul_panels(kind, ty, src, nb, (p0, p1), &qcols, 0, dest);
     }
-    let widen = n >= WIDEN_MIN_COLS && widens(kind, m.ty);
+    let widen = n >= WIDEN_MIN_COLS && widens(kind, ty);
     let col_bytes = x.nbp * (QK + 12);
     // Whole 2 x 6 (512-bit) and 1 x 4 / 1 x 2 (256-bit) tiles per column tile.
     let tile = (COL_TILE_BYTES / col_bytes / 12 * 12).max(12);
@@ -514,7 +622,7 @@ fn int_matmul_part(
         while q0 < p1 {
             let q1 = (q0 + chunk).min(p1);
             let src = if widen {
-                wide.fill(kind, m.ty, packed, nb, (q0, q1));
+                wide.fill(kind, ty, packed, nb, (q0, q1));
                 Panels::Wide(wide)
             } else {
                 Panels::Packed(packed)
@@ -522,7 +630,7 @@ fn int_matmul_part(
             let mut t0 = 0;
             while t0 < n {
                 let t1 = (t0 + tile).min(n);
-                matmul_panels(kind, m.ty, src, nb, (q0, q1), &qcols[t0..t1], t0, dest);
+                matmul_panels(kind, ty, src, nb, (q0, q1), &qcols[t0..t1], t0, dest);
                 t0 = t1;
             }
             q0 = q1;
@@ -650,6 +758,24 @@ fn silu_mul_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
 crate::simd::multiversion!(fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) => silu_mul_impl);
 
 #[inline(always)]
+fn gelu_mul_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    // gelu-tanh: 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), with
+    // tanh(u) = 1 − 2 / (e^{2u} + 1) (±1 at the ends, never NaN for finite x).
+    const S: f32 = 0.797_884_6;
+    for ((h, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        let t = 1.0 - 2.0 / (exp_f32(2.0 * S * (g + 0.044_715 * g * g * g)) + 1.0);
+        *h = 0.5 * g * (1.0 + t) * u;
+    }
+}
+crate::simd::multiversion!(fn gelu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) => gelu_mul_impl);
+
+/// RMS norm of each `w.len()`-wide row of `x`, in place.
+fn norm_in_place(kind: KernelKind, x: &mut [f32], w: &[f32], eps: f32) {
+    let src = x.to_vec();
+    norm_rows(kind, &src, w, eps, x);
+}
+
+#[inline(always)]
 fn add_assign_impl(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
@@ -657,12 +783,25 @@ fn add_assign_impl(x: &mut [f32], y: &[f32]) {
 }
 crate::simd::multiversion!(fn add_assign(x: &mut [f32], y: &[f32]) => add_assign_impl);
 
-fn rope(v: &mut [f32], table: &[(f32, f32)]) {
+/// RoPE on adjacent pairs `(2i, 2i + 1)` (llama files, whose query and key
+/// rows the converter permuted to this order).
+fn rope_pairs(v: &mut [f32], table: &[(f32, f32)]) {
     for (i, &(c, s)) in table.iter().enumerate() {
         let a = v[2 * i];
         let b = v[2 * i + 1];
         v[2 * i] = a * c - b * s;
         v[2 * i + 1] = a * s + b * c;
+    }
+}
+
+/// RoPE on the pairs `(i, i + d/2)` of the rotated width `d` (NeoX style).
+fn rope_neox(v: &mut [f32], table: &[(f32, f32)]) {
+    let half = table.len();
+    for (i, &(c, s)) in table.iter().enumerate() {
+        let a = v[i];
+        let b = v[i + half];
+        v[i] = a * c - b * s;
+        v[i + half] = a * s + b * c;
     }
 }
 
@@ -718,12 +857,19 @@ impl Model {
                 self.tok_embd.row(data, e.token as usize),
                 xr,
             );
+            if cfg.arch == Arch::Gemma3 {
+                let scale = (dim as f32).sqrt();
+                for v in xr.iter_mut() {
+                    *v *= scale;
+                }
+            }
         }
         let mut xn = Acts::new(n, dim);
-        let mut q = vec![0f32; n * dim];
+        let q_dim = cfg.q_dim;
+        let mut q = vec![0f32; n * q_dim];
         let mut k = vec![0f32; n * kv_dim];
         let mut v = vec![0f32; n * kv_dim];
-        let mut att = Acts::new(n, dim);
+        let mut att = Acts::new(n, q_dim);
         let mut tmp = vec![0f32; n * dim];
         let mut gate = vec![0f32; n * cfg.ffn_dim];
         let mut up = vec![0f32; n * cfg.ffn_dim];
@@ -767,9 +913,22 @@ impl Model {
                     (&layer.wv, &mut v),
                 ],
             );
+            if let Some((qn, kn)) = &layer.qk_norm {
+                norm_in_place(kind, &mut q, qn, cfg.eps);
+                norm_in_place(kind, &mut k, kn, cfg.eps);
+            }
+            let rope_table = if layer.sliding {
+                &self.rope_swa
+            } else {
+                &self.rope
+            };
+            let rope = match cfg.arch {
+                Arch::Llama => rope_pairs,
+                Arch::Gemma3 => rope_neox,
+            };
             // Keys are rotated here, queries in the attention tasks.
             for (i, e) in entries.iter().enumerate() {
-                let table = &self.rope[e.pos * half..(e.pos + 1) * half];
+                let table = &rope_table[e.pos * half..(e.pos + 1) * half];
                 for h in 0..cfg.n_kv_head {
                     rope(&mut k[i * kv_dim + h * hd..i * kv_dim + h * hd + hd], table);
                 }
@@ -797,11 +956,11 @@ impl Model {
                         let ((i, count), g) = (tiles[task / cfg.n_kv_head], task % cfg.n_kv_head);
                         let width = group * hd;
                         for k in 0..count {
-                            let at = (i + k) * dim + g * width;
+                            let at = (i + k) * q_dim + g * width;
                             let qk = &mut qbuf[k * width..(k + 1) * width];
                             qk.copy_from_slice(&q_ref[at..at + width]);
                             let pos = entries[i + k].pos;
-                            let table = &self.rope[pos * half..(pos + 1) * half];
+                            let table = &rope_table[pos * half..(pos + 1) * half];
                             for qh in qk.chunks_exact_mut(hd) {
                                 rope(qh, table);
                             }
@@ -821,7 +980,7 @@ impl Model {
                             os,
                         );
                         for k in 0..count {
-                            let at = (i + k) * dim + g * width;
+                            let at = (i + k) * q_dim + g * width;
                             // SAFETY: the heads of KV head g of entry i + k belong
                             // to this task alone.
                             unsafe {
@@ -835,6 +994,9 @@ impl Model {
             }
             quantize_par(kind, pool, &bounds, &mut att);
             matmul(kind, pool, data, &att, &mut [(&layer.wo, &mut tmp)]);
+            if let Some((post_attn, _)) = &layer.post_norms {
+                norm_in_place(kind, &mut tmp, post_attn, cfg.eps);
+            }
             pre_norm(
                 kind,
                 pool,
@@ -852,8 +1014,12 @@ impl Model {
                 &xn,
                 &mut [(&layer.w_gate, &mut gate), (&layer.w_up, &mut up)],
             );
-            silu_quantize(kind, pool, &bounds, &gate, &up, &mut hid);
+            let gelu = cfg.arch == Arch::Gemma3;
+            act_quantize(kind, pool, &bounds, gelu, &gate, &up, &mut hid);
             matmul(kind, pool, data, &hid, &mut [(&layer.w_down, &mut tmp)]);
+            if let Some((_, post_ffn)) = &layer.post_norms {
+                norm_in_place(kind, &mut tmp, post_ffn, cfg.eps);
+            }
         }
         // The last residual, the output norm and the output projection, for
         // the entries whose logits are wanted, a slice of rows at a time so
@@ -905,5 +1071,68 @@ impl Model {
             Ok(())
         })?;
         Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{tiny_model, TinySpec};
+
+    /// Logits of a short prompt for every weight format, kernel family and
+    /// thread count: bit for bit the same as the portable kernels on one thread.
+    #[test]
+    fn logits_agree_across_kernels_and_threads_for_every_format() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (wt, et, dim, arch) in [
+            (GgmlType::Q4_1, GgmlType::Q8_0, 64, "llama"),
+            (GgmlType::Q5_0, GgmlType::Q5_0, 64, "llama"),
+            (GgmlType::Q4K, GgmlType::Q6K, 256, "llama"),
+            (GgmlType::Q5K, GgmlType::Q5_0, 256, "llama"),
+            (GgmlType::Q6K, GgmlType::Q4K, 256, "llama"),
+            (GgmlType::Q5_0, GgmlType::Q8_0, 128, "gemma3"),
+            (GgmlType::Q4K, GgmlType::Q8_0, 256, "gemma3"),
+        ] {
+            let gemma = arch == "gemma3";
+            let spec = TinySpec {
+                weight_type: wt,
+                embd_type: et,
+                dim,
+                ffn: 256,
+                arch: arch.into(),
+                n_layer: if gemma { 6 } else { 2 },
+                ..TinySpec::default()
+            };
+            let gguf = Gguf::from_bytes(&tiny_model(&spec)).expect("gguf");
+            let mut model = Model::from_gguf(gguf).expect("model");
+            assert_eq!(
+                model.layers.iter().filter(|l| l.sliding).count(),
+                5 * gemma as usize
+            );
+            model.ensure_rope(16);
+            let entries: Vec<Entry> = (0..9)
+                .map(|p| Entry {
+                    seq: 0,
+                    token: 20 + 7 * p as u32,
+                    pos: p,
+                })
+                .collect();
+            let rows: Vec<usize> = (0..entries.len()).collect();
+            let run = |kind, threads| {
+                let mut caches = vec![KvCache::new(&model.config, 16)];
+                let pool = Pool::new(threads);
+                model
+                    .forward(kind, &pool, &entries, &mut caches, &rows)
+                    .expect("forward")
+            };
+            let want = run(KernelKind::Scalar, 1);
+            assert!(want.iter().all(|v| v.is_finite()), "{wt:?} {arch}");
+            for kind in KernelKind::supported() {
+                for threads in [1, 2, 3] {
+                    let got = run(kind, threads);
+                    assert_eq!(bits(&want), bits(&got), "{wt:?} {arch} {kind:?} {threads}");
+                }
+            }
+        }
     }
 }

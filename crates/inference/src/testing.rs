@@ -113,34 +113,46 @@ pub fn tiny_model_for_llama_cpp(spec: &TinySpec) -> Vec<u8> {
 fn tiny_parts(spec: &TinySpec) -> (Vec<(String, Value)>, Vec<WTensor>) {
     let (tokens, types, merges) = tiny_vocab();
     let vocab = tokens.len();
-    let head_dim = spec.dim / spec.n_head;
+    let gemma = spec.arch == "gemma3";
+    // Gemma's heads are wider than dim / heads (Gemma 3 270M: 256, not 160).
+    let head_dim = if gemma { 64 } else { spec.dim / spec.n_head };
+    let q_dim = spec.n_head * head_dim;
     let kv_dim = spec.n_kv_head * head_dim;
     let mut rng = Rng(spec.seed);
     let mut rand =
         |n: usize, scale: f32| -> Vec<f32> { (0..n).map(|_| rng.next_f32() * scale).collect() };
-    let meta: Vec<(String, Value)> = vec![
+    // Keys carry the architecture's prefix (`llama.` for names the engine
+    // does not know, so that only the name is wrong).
+    let pre = if gemma { "gemma3" } else { "llama" };
+    let mut meta: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::Str(spec.arch.clone())),
-        ("llama.block_count".into(), Value::UInt(spec.n_layer as u64)),
-        ("llama.context_length".into(), Value::UInt(spec.ctx as u64)),
         (
-            "llama.embedding_length".into(),
+            format!("{pre}.block_count"),
+            Value::UInt(spec.n_layer as u64),
+        ),
+        (
+            format!("{pre}.context_length"),
+            Value::UInt(spec.ctx as u64),
+        ),
+        (
+            format!("{pre}.embedding_length"),
             Value::UInt(spec.dim as u64),
         ),
         (
-            "llama.feed_forward_length".into(),
+            format!("{pre}.feed_forward_length"),
             Value::UInt(spec.ffn as u64),
         ),
         (
-            "llama.attention.head_count".into(),
+            format!("{pre}.attention.head_count"),
             Value::UInt(spec.n_head as u64),
         ),
         (
-            "llama.attention.head_count_kv".into(),
+            format!("{pre}.attention.head_count_kv"),
             Value::UInt(spec.n_kv_head as u64),
         ),
-        ("llama.rope.freq_base".into(), Value::Float(10000.0)),
+        (format!("{pre}.rope.freq_base"), Value::Float(10000.0)),
         (
-            "llama.attention.layer_norm_rms_epsilon".into(),
+            format!("{pre}.attention.layer_norm_rms_epsilon"),
             Value::Float(1e-5),
         ),
         ("tokenizer.ggml.model".into(), Value::Str("gpt2".into())),
@@ -159,6 +171,16 @@ fn tiny_parts(spec: &TinySpec) -> (Vec<(String, Value)>, Vec<WTensor>) {
         ("tokenizer.ggml.bos_token_id".into(), Value::UInt(1)),
         ("tokenizer.ggml.eos_token_id".into(), Value::UInt(2)),
     ];
+    if gemma {
+        // A window longer than the tests' sequences; layer 5 attends globally.
+        meta.push(("gemma3.attention.sliding_window".into(), Value::UInt(64)));
+        for k in ["key_length", "value_length"] {
+            meta.push((
+                format!("gemma3.attention.{k}"),
+                Value::UInt(head_dim as u64),
+            ));
+        }
+    }
     let mut tensors = Vec::new();
     let mut mat = |name: String,
                    rows: usize,
@@ -183,11 +205,13 @@ fn tiny_parts(spec: &TinySpec) -> (Vec<(String, Value)>, Vec<WTensor>) {
         &mut tensors,
     );
     let ws = 1.0 / (spec.dim as f32).sqrt();
+    // Gemma's extra norms near 1 (their own stream: the llama files stay as they were).
+    let mut norm_rng = Rng(spec.seed ^ 0x9e37);
     for l in 0..spec.n_layer {
         let p = |s: &str| format!("blk.{l}.{s}.weight");
         mat(
             p("attn_q"),
-            spec.dim,
+            q_dim,
             spec.dim,
             spec.weight_type,
             ws,
@@ -212,7 +236,7 @@ fn tiny_parts(spec: &TinySpec) -> (Vec<(String, Value)>, Vec<WTensor>) {
         mat(
             p("attn_output"),
             spec.dim,
-            spec.dim,
+            q_dim,
             spec.weight_type,
             ws,
             &mut tensors,
@@ -248,6 +272,23 @@ fn tiny_parts(spec: &TinySpec) -> (Vec<(String, Value)>, Vec<WTensor>) {
                 ty: 0,
                 data: quantize_weights(GgmlType::F32, &vec![1.0; spec.dim]),
             });
+        }
+        if gemma {
+            let norms = [
+                ("attn_q_norm", head_dim),
+                ("attn_k_norm", head_dim),
+                ("post_attention_norm", spec.dim),
+                ("post_ffw_norm", spec.dim),
+            ];
+            for (n, len) in norms {
+                let w: Vec<f32> = (0..len).map(|_| 1.0 + 0.25 * norm_rng.next_f32()).collect();
+                tensors.push(WTensor {
+                    name: p(n),
+                    dims: vec![len as u64],
+                    ty: 0,
+                    data: quantize_weights(GgmlType::F32, &w),
+                });
+            }
         }
     }
     tensors.push(WTensor {

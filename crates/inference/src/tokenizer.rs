@@ -1,5 +1,8 @@
-//! GPT-2-style byte-level BPE tokenizer built from GGUF metadata
-//! (`tokenizer.ggml.tokens`, `tokenizer.ggml.merges`, `tokenizer.ggml.token_type`).
+//! Tokenizers built from GGUF metadata: GPT-2-style byte-level BPE
+//! (`tokenizer.ggml.model` = `gpt2`: tokens, merges, token types) and
+//! SentencePiece BPE (`llama`: tokens, scores, token types; spaces written
+//! `▁`, characters outside the vocabulary as byte tokens `<0xXX>`), read as
+//! llama.cpp reads them.
 
 use std::collections::HashMap;
 
@@ -10,11 +13,26 @@ use crate::gguf::{Gguf, Value};
 const TYPE_CONTROL: i64 = 3;
 /// Token type "user defined".
 const TYPE_USER: i64 = 4;
+/// Token type "byte" (SentencePiece byte fallback, `<0xXX>`).
+const TYPE_BYTE: i64 = 6;
 
-/// A byte-level BPE tokenizer.
+/// SentencePiece's space symbol.
+const SPM_SPACE: char = '\u{2581}';
+
+/// The SentencePiece part of a tokenizer: merge priorities and byte tokens.
+#[derive(Debug, Clone)]
+struct Spm {
+    scores: Vec<f32>,
+    /// Token `<0xXX>` of each byte (`unk` where the vocabulary lacks it).
+    byte_tok: [u32; 256],
+}
+
+/// A byte-level BPE or SentencePiece tokenizer.
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
     tokens: Vec<String>,
+    /// `Some` for a SentencePiece vocabulary.
+    spm: Option<Spm>,
     types: Vec<i64>,
     vocab: HashMap<String, u32>,
     merges: HashMap<(u32, u32), (u32, u32)>,
@@ -143,9 +161,9 @@ impl Tokenizer {
     /// Build from GGUF metadata.
     pub fn from_gguf(g: &Gguf) -> Result<Self> {
         let model = g.get_str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
+        if model != "gpt2" && model != "llama" {
             return Err(LlmError::Tokenizer(format!(
-                "tokenizer model {model:?} is not supported (only byte-level BPE \"gpt2\")"
+                "tokenizer model {model:?} is not supported (byte-level BPE \"gpt2\" or SentencePiece \"llama\")"
             )));
         }
         let tokens: Vec<String> = g
@@ -167,13 +185,6 @@ impl Tokenizer {
                 .collect(),
             None => vec![1; tokens.len()],
         };
-        let merges: Vec<&str> = g
-            .get("tokenizer.ggml.merges")
-            .and_then(Value::as_array)
-            .ok_or_else(|| LlmError::Missing("tokenizer.ggml.merges".into()))?
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
         let id = |k: &str| g.get(k).and_then(Value::as_u64).map(|v| v as u32);
         let bos = id("tokenizer.ggml.bos_token_id");
         let eos = id("tokenizer.ggml.eos_token_id");
@@ -181,33 +192,45 @@ impl Tokenizer {
             .get("tokenizer.ggml.add_bos_token")
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        if model == "llama" {
+            if g.get("tokenizer.ggml.add_space_prefix")
+                .and_then(Value::as_bool)
+                .unwrap_or(true)
+            {
+                return Err(LlmError::Tokenizer(
+                    "SentencePiece vocabularies that add a space prefix are not supported".into(),
+                ));
+            }
+            let scores: Vec<f32> = g
+                .get("tokenizer.ggml.scores")
+                .and_then(Value::as_array)
+                .ok_or_else(|| LlmError::Missing("tokenizer.ggml.scores".into()))?
+                .iter()
+                .map(|v| v.as_f64().unwrap_or(0.0) as f32)
+                .collect();
+            return Self::new_spm(tokens, types, scores, bos, eos, add_bos);
+        }
+        let merges: Vec<&str> = g
+            .get("tokenizer.ggml.merges")
+            .and_then(Value::as_array)
+            .ok_or_else(|| LlmError::Missing("tokenizer.ggml.merges".into()))?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         Self::new(tokens, types, &merges, bos, eos, add_bos)
     }
 
-    /// Build from parts.
+    /// Build a byte-level BPE tokenizer from parts.
     pub fn new(
         tokens: Vec<String>,
-        mut types: Vec<i64>,
+        types: Vec<i64>,
         merges: &[&str],
         bos: Option<u32>,
         eos: Option<u32>,
         add_bos: bool,
     ) -> Result<Self> {
-        if tokens.is_empty() || tokens.len() > u32::MAX as usize / 2 {
-            return Err(LlmError::Tokenizer("empty or oversized vocabulary".into()));
-        }
-        types.resize(tokens.len(), 1);
-        for t in [bos, eos].into_iter().flatten() {
-            if t as usize >= tokens.len() {
-                return Err(LlmError::Tokenizer(format!(
-                    "special token id {t} out of range"
-                )));
-            }
-        }
-        let mut vocab = HashMap::with_capacity(tokens.len());
-        for (i, t) in tokens.iter().enumerate() {
-            vocab.entry(t.clone()).or_insert(i as u32);
-        }
+        let mut t = Self::with_vocab(tokens, types, bos, eos, add_bos)?;
+        let vocab = &t.vocab;
         let bc = byte_chars();
         let mut byte_tok = [0u32; 256];
         let mut char_byte = HashMap::new();
@@ -239,6 +262,53 @@ impl Tokenizer {
                 merge_map.entry((ia, ib)).or_insert((rank as u32, im));
             }
         }
+        t.merges = merge_map;
+        t.byte_tok = byte_tok;
+        t.char_byte = char_byte;
+        Ok(t)
+    }
+
+    /// Build a SentencePiece tokenizer (BPE by score, byte fallback) from parts.
+    pub fn new_spm(
+        tokens: Vec<String>,
+        types: Vec<i64>,
+        mut scores: Vec<f32>,
+        bos: Option<u32>,
+        eos: Option<u32>,
+        add_bos: bool,
+    ) -> Result<Self> {
+        let mut t = Self::with_vocab(tokens, types, bos, eos, add_bos)?;
+        scores.resize(t.tokens.len(), 0.0);
+        let unk = t.vocab.get("<unk>").copied().unwrap_or(0);
+        let byte_tok =
+            std::array::from_fn(|b| t.vocab.get(&format!("<0x{b:02X}>")).copied().unwrap_or(unk));
+        t.spm = Some(Spm { scores, byte_tok });
+        Ok(t)
+    }
+
+    /// The parts every vocabulary has: tokens, types, specials, BOS/EOS.
+    fn with_vocab(
+        tokens: Vec<String>,
+        mut types: Vec<i64>,
+        bos: Option<u32>,
+        eos: Option<u32>,
+        add_bos: bool,
+    ) -> Result<Self> {
+        if tokens.is_empty() || tokens.len() > u32::MAX as usize / 2 {
+            return Err(LlmError::Tokenizer("empty or oversized vocabulary".into()));
+        }
+        types.resize(tokens.len(), 1);
+        for t in [bos, eos].into_iter().flatten() {
+            if t as usize >= tokens.len() {
+                return Err(LlmError::Tokenizer(format!(
+                    "special token id {t} out of range"
+                )));
+            }
+        }
+        let mut vocab = HashMap::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            vocab.entry(t.clone()).or_insert(i as u32);
+        }
         let mut specials: Vec<(String, u32)> = tokens
             .iter()
             .enumerate()
@@ -246,18 +316,19 @@ impl Tokenizer {
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
         specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
-        let eot = vocab
-            .get("<|im_end|>")
-            .or_else(|| vocab.get("<|eot_id|>"))
+        let eot = ["<|im_end|>", "<|eot_id|>", "<end_of_turn>"]
+            .iter()
+            .find_map(|s| vocab.get(*s))
             .copied()
             .filter(|&t| Some(t) != eos);
         Ok(Tokenizer {
             tokens,
+            spm: None,
             types,
             vocab,
-            merges: merge_map,
-            byte_tok,
-            char_byte,
+            merges: HashMap::new(),
+            byte_tok: [0; 256],
+            char_byte: HashMap::new(),
             specials,
             bos,
             eos,
@@ -322,6 +393,9 @@ impl Tokenizer {
     }
 
     fn encode_plain(&self, text: &str, out: &mut Vec<u32>) {
+        if let Some(spm) = &self.spm {
+            return self.encode_spm(spm, text, out);
+        }
         for piece in pre_tokenize(text) {
             if let Some(&id) = self.vocab.get(&self.byte_string(piece)) {
                 if !self.is_control(id) {
@@ -347,6 +421,67 @@ impl Tokenizer {
         }
     }
 
+    /// SentencePiece BPE: spaces become `▁`, the text splits into
+    /// characters, and the adjacent pair whose concatenation is a token with
+    /// the highest score (leftmost on ties) merges until none is left;
+    /// pieces outside the vocabulary become their bytes' tokens.
+    fn encode_spm(&self, spm: &Spm, text: &str, out: &mut Vec<u32>) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        if text.is_empty() {
+            return;
+        }
+        let text = text.replace(' ', SPM_SPACE.encode_utf8(&mut [0; 4]));
+        // Symbols as byte ranges of `text`, linked to their neighbours.
+        let mut sym: Vec<(usize, usize)> = text
+            .char_indices()
+            .map(|(i, c)| (i, i + c.len_utf8()))
+            .collect();
+        let n = sym.len();
+        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        let mut next: Vec<usize> = (1..=n).collect();
+        let mut alive = vec![true; n];
+        // (score, left symbol (leftmost first on ties), right symbol, merged
+        // length): a pair is stale when either side changed since it was queued.
+        let mut heap = BinaryHeap::new();
+        let push = |heap: &mut BinaryHeap<_>, sym: &[(usize, usize)], l: usize, r: usize| {
+            let piece = &text[sym[l].0..sym[r].1];
+            if let Some(&id) = self.vocab.get(piece) {
+                let score = spm.scores[id as usize];
+                heap.push((OrdF32(score), Reverse(l), r, piece.len()));
+            }
+        };
+        for i in 1..n {
+            push(&mut heap, &sym, i - 1, i);
+        }
+        while let Some((_, Reverse(l), r, len)) = heap.pop() {
+            if !alive[l] || !alive[r] || next[l] != r || sym[r].1 - sym[l].0 != len {
+                continue;
+            }
+            sym[l].1 = sym[r].1;
+            alive[r] = false;
+            next[l] = next[r];
+            if next[r] < n {
+                prev[next[r]] = l;
+            }
+            if prev[l] < n {
+                push(&mut heap, &sym, prev[l], l);
+            }
+            if next[l] < n {
+                push(&mut heap, &sym, l, next[l]);
+            }
+        }
+        let mut i = 0;
+        while i < n {
+            let piece = &text[sym[i].0..sym[i].1];
+            match self.vocab.get(piece) {
+                Some(&id) => out.push(id),
+                None => out.extend(piece.bytes().map(|b| spm.byte_tok[b as usize])),
+            }
+            i = next[i];
+        }
+    }
+
     fn byte_string(&self, piece: &str) -> String {
         let bc = byte_chars();
         piece.bytes().map(|b| bc[b as usize]).collect()
@@ -365,6 +500,15 @@ impl Tokenizer {
             } else {
                 Vec::new()
             });
+        }
+        if self.spm.is_some() {
+            if ty == TYPE_BYTE {
+                let hex = t.strip_prefix("<0x").and_then(|h| h.strip_suffix('>'));
+                if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    return Ok(vec![b]);
+                }
+            }
+            return Ok(t.replace(SPM_SPACE, " ").into_bytes());
         }
         let mut out = Vec::with_capacity(t.len());
         for c in t.chars() {
@@ -394,9 +538,71 @@ impl Tokenizer {
     }
 }
 
+/// An f32 ordered by [`f32::total_cmp`] (merge scores in a heap).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OrdF32(f32);
+
+impl Eq for OrdF32 {}
+
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OrdF32 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A SentencePiece vocabulary: `<unk>`, BOS, EOS, the 256 byte tokens,
+    /// then pieces with scores.
+    fn spm(pieces: &[(&str, f32)]) -> Tokenizer {
+        let mut tokens = vec!["<unk>".to_string(), "<bos>".into(), "<eos>".into()];
+        let mut types = vec![2, TYPE_CONTROL, TYPE_CONTROL];
+        let mut scores = vec![0.0; 3];
+        for b in 0..256 {
+            tokens.push(format!("<0x{b:02X}>"));
+            types.push(TYPE_BYTE);
+            scores.push(0.0);
+        }
+        for (p, sc) in pieces {
+            tokens.push(p.to_string());
+            types.push(1);
+            scores.push(*sc);
+        }
+        Tokenizer::new_spm(tokens, types, scores, Some(1), Some(2), true).expect("spm")
+    }
+
+    #[test]
+    fn sentencepiece_merges_by_score_and_falls_back_to_bytes() {
+        let t = spm(&[
+            ("\u{2581}", -5.0),
+            ("a", -4.0),
+            ("b", -4.0),
+            ("ab", -1.0),
+            ("\u{2581}a", -2.0),
+            ("\u{2581}ab", -1.5),
+            ("bb", -3.0),
+        ]);
+        let id = |s: &str| t.token_id(s).expect("piece");
+        // "ab▁ab": `ab` (best score, leftmost) twice, then `▁` + `ab` → `▁ab`.
+        assert_eq!(t.encode("ab ab", false), [1, id("ab"), id("\u{2581}ab")]);
+        // Equal scores merge leftmost first.
+        assert_eq!(t.encode("bbb", false), [1, id("bb"), id("b")]);
+        // Characters outside the vocabulary become their UTF-8 bytes.
+        assert_eq!(t.encode("é", false), [1, 3 + 0xc3, 3 + 0xa9]);
+        for s in ["ab ab", "é b", " a  b ", ""] {
+            let ids = t.encode(s, false);
+            assert_eq!(t.decode(&ids, false).expect("decode"), s);
+        }
+        assert_eq!(t.decode(&[1, id("ab")], true).expect("decode"), "<bos>ab");
+    }
 
     #[test]
     fn pre_tokenizer_follows_gpt2_rules() {

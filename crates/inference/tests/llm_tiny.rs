@@ -152,7 +152,10 @@ fn every_weight_format_runs_deterministically() {
         (GgmlType::F16, GgmlType::F16, 64, 128),
         (GgmlType::Q4_0, GgmlType::Q4_0, 64, 128),
         (GgmlType::Q8_0, GgmlType::Q8_0, 64, 128),
+        (GgmlType::Q5_0, GgmlType::Q5_0, 64, 128),
         (GgmlType::Q4K, GgmlType::Q4_1, 256, 256),
+        (GgmlType::Q5K, GgmlType::Q6K, 256, 256),
+        (GgmlType::Q6K, GgmlType::Q4K, 256, 256),
     ] {
         let spec = TinySpec {
             weight_type: wt,
@@ -369,14 +372,14 @@ fn unsupported_architecture_and_quantisation_are_errors() {
         .expect("tensor name present");
     // name, then u32 n_dims, 2 x u64 dims, then the u32 type.
     let ty_at = at + needle.len() + 4 + 16;
-    bytes[ty_at..ty_at + 4].copy_from_slice(&13u32.to_le_bytes());
-    let p = write_tmp(&dir, "q5k.gguf", &bytes);
+    bytes[ty_at..ty_at + 4].copy_from_slice(&11u32.to_le_bytes());
+    let p = write_tmp(&dir, "q3k.gguf", &bytes);
     let err = Engine::load(&p, EngineOptions::default()).expect_err("quant");
     assert!(
-        matches!(err, LlmError::UnsupportedTensorType { ref kind, .. } if kind == "Q5_K"),
+        matches!(err, LlmError::UnsupportedTensorType { ref kind, .. } if kind == "Q3_K"),
         "{err}"
     );
-    assert!(err.to_string().contains("Q5_K"));
+    assert!(err.to_string().contains("Q3_K"));
 }
 
 #[test]
