@@ -17,8 +17,11 @@ use verinfer_types::records::{Certificate, InferenceResult, Leaf, Receipt, Reque
 use verinfer_types::{Record, SecretKey};
 use verinfer_verify::receipt::{check_receipt, ReceiptBundle, Trust};
 
+/// A check: panics only when a property fails.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets by name (as in `fuzz/Cargo.toml` and `fuzz/seeds/`).
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("openai_request", openai_request),
     ("records", records),
     ("signed_note", signed_note),
