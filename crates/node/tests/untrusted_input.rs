@@ -95,7 +95,11 @@ macro_rules! arbitrary_input {
     ($($target:ident),* $(,)?) => {
         proptest! {
             #![proptest_config(ProptestConfig {
-                cases: 1024,
+                // Longer runs: PROPTEST_CASES=N.
+                cases: std::env::var("PROPTEST_CASES")
+                    .ok()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1024),
                 failure_persistence: None,
                 ..ProptestConfig::default()
             })]
