@@ -196,8 +196,11 @@ fn the_network_survives_random_kills_under_load_and_loses_nothing() {
     let t = Instant::now();
     let mut kills: BTreeMap<&str, usize> = BTreeMap::new();
     let mut round = Vec::new();
-    while t.elapsed() < Duration::from_secs(secs) {
+    loop {
         std::thread::sleep(Duration::from_millis(rng.gen_range(2_000..6_000)));
+        if t.elapsed() >= Duration::from_secs(secs) {
+            break;
+        }
         if round.is_empty() {
             round = vec!["inference", "verifier", "gateway", "ledger"];
             round.shuffle(&mut rng);
