@@ -1,12 +1,7 @@
 //! OpenAI-compatible request bodies, as the gateway parses them: any bytes
 //! give a parsed request or a 400 naming the problem, never a panic.
+//! The check itself is `verinfer_node::fuzzing::openai_request`, which the property
+//! tests of the normal suite run too.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use verinfer_node::gateway::openai::parse;
-
-fuzz_target!(|data: &[u8]| {
-    // Chat and plain completions parse different fields of one body.
-    let _ = parse(data, true);
-    let _ = parse(data, false);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| verinfer_node::fuzzing::openai_request(data));

@@ -1,15 +1,7 @@
 //! Receipt bundles as `verinfer verify` and `/v1/receipts` clients read
 //! them: arbitrary JSON checks out or is refused with an error.
+//! The check itself is `verinfer_node::fuzzing::receipt_bundle`, which the property
+//! tests of the normal suite run too.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use verinfer_verify::receipt::{check_receipt, ReceiptBundle, Trust};
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(bundle) = serde_json::from_slice::<ReceiptBundle>(data) else {
-        return;
-    };
-    if let Ok(trust) = Trust::from_bundle(&bundle) {
-        let _ = check_receipt(&bundle, &trust);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| verinfer_node::fuzzing::receipt_bundle(data));

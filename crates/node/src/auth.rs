@@ -243,7 +243,13 @@ impl Gate {
         }
         seen.nonces.insert(id, now);
         let line = format!("{now} {} {}\n", m.key.to_hex(), m.nonce);
-        if let Err(e) = seen.file.write_all(line.as_bytes()) {
+        // On disk before the message is acted on: a nonce lost in a crash
+        // would let its message be replayed after the restart.
+        if let Err(e) = seen
+            .file
+            .write_all(line.as_bytes())
+            .and_then(|()| seen.file.sync_data())
+        {
             tracing::warn!(error = %e, "cannot record a nonce: a replay after a restart may pass");
         }
         seen.appended += 1;
@@ -282,15 +288,21 @@ fn parse_line(line: &str) -> Option<(PublicKey, String, u64)> {
     (nonce.len() == 32 && parts.next().is_none()).then(|| (key, nonce.to_string(), at))
 }
 
-/// Writes `nonces` to `path` atomically and opens it for appending.
+/// Writes `nonces` to `path` atomically and durably (a crash leaves the old
+/// file or the new one) and opens it for appending.
 fn rewrite(path: &Path, nonces: &HashMap<(PublicKey, String), u64>) -> std::io::Result<File> {
     let tmp = path.with_extension("tmp");
     let mut text = String::with_capacity(nonces.len() * 100);
     for ((key, nonce), at) in nonces {
         text.push_str(&format!("{at} {} {nonce}\n", key.to_hex()));
     }
-    std::fs::write(&tmp, text)?;
+    let mut f = File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
     std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
     OpenOptions::new().append(true).open(path)
 }
 

@@ -39,13 +39,17 @@ impl HttpError {
     }
 }
 
-/// Seconds a caller refused with 429 waits before it tries again.
+/// Seconds a caller refused with 429 or 503 waits before it tries again.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let body = Json(serde_json::json!({ "error": self.1 }));
-        if self.0 == StatusCode::TOO_MANY_REQUESTS {
+        // Busy or short of a peer for now: the caller is told when to retry.
+        if matches!(
+            self.0,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
             let retry = [(
                 axum::http::header::RETRY_AFTER,
                 RETRY_AFTER_SECS.to_string(),
@@ -161,5 +165,19 @@ mod tests {
         );
         drop(a);
         assert!(q.enter().is_ok(), "a place given back is taken again");
+    }
+
+    #[test]
+    fn unavailable_answers_carry_retry_after() {
+        let role = HttpError(StatusCode::SERVICE_UNAVAILABLE, "no verifier".into()).into_response();
+        let gateway = crate::gateway::openai::ApiError::unavailable("the ledger is unavailable")
+            .into_response();
+        for resp in [role, gateway] {
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(
+                resp.headers().get(axum::http::header::RETRY_AFTER).unwrap(),
+                &RETRY_AFTER_SECS.to_string()
+            );
+        }
     }
 }

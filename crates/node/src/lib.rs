@@ -30,6 +30,8 @@ pub mod config;
 pub mod devnet;
 pub mod evm_role;
 pub mod explorer;
+#[cfg(feature = "test-util")]
+pub mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod inference_role;

@@ -139,3 +139,127 @@ pub async fn wait_ready(http: &reqwest::Client, url: &str, inference: u64, verif
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// [`init_devnet`] on a ledger created first as the devnet creates it, but
+/// whose reservations last at most `ttl_secs` (`reserve_ttl_max_secs`), so
+/// that a test sees the reservations of requests lost in a crash expire.
+pub fn init_devnet_with_ttl(d: &Path, ttl_secs: u64) -> (String, PathBuf) {
+    use verinfer_ledger::tx::{Genesis, GenesisTag, ModelEntry, Params};
+    use verinfer_node::devnet::{LOG_ORIGIN, PRICE_IN, PRICE_OUT, TOKEN};
+    use verinfer_types::records::Amount;
+    let model = verinfer_node::devnet::model_path(None).expect("the default model");
+    let treasury =
+        verinfer_node::config::load_or_create_key(&d.join("treasury.key")).expect("treasury key");
+    let genesis = Genesis {
+        tag: GenesisTag,
+        treasury: treasury.public(),
+        supply: Amount(1_000_000_000 * TOKEN),
+        params: Params {
+            quorum: 2,
+            dispute_quorum: 3,
+            reserve_ttl_max_secs: ttl_secs,
+            ..Params::default()
+        },
+        models: vec![ModelEntry {
+            id: verinfer_node::start::model_id(&model).expect("model id"),
+            name: verinfer_inference::models::DEFAULT_MODEL.into(),
+            price_in: Amount(PRICE_IN),
+            price_out: Amount(PRICE_OUT),
+        }],
+    };
+    drop(
+        verinfer_ledger::Ledger::init(
+            &d.join("ledger"),
+            &genesis,
+            LOG_ORIGIN,
+            &verinfer_types::SecretKey::generate(),
+        )
+        .expect("the ledger"),
+    );
+    init_devnet(d)
+}
+
+/// How one chat ended, as a client sees it.
+#[derive(Debug)]
+pub enum Outcome {
+    /// 200, settled: its receipt.
+    Acked(verinfer_types::Hash),
+    /// An HTTP error: status, `Retry-After`, body.
+    Refused(u16, Option<String>, String),
+    /// No HTTP answer (the gateway was down or its connection broke).
+    Unreachable(String),
+}
+
+/// One non-streamed chat of `max_tokens` through the gateway at `url`, with
+/// the status and `Retry-After` of an error kept.
+pub async fn chat_outcome(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    prompt: &str,
+    max_tokens: u32,
+) -> Outcome {
+    let sent = http
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({
+            "model": "smollm2-135m",
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+        }))
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => return Outcome::Unreachable(e.to_string()),
+    };
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = match resp.text().await {
+        Ok(b) => b,
+        Err(e) => return Outcome::Unreachable(e.to_string()),
+    };
+    if status != 200 {
+        return Outcome::Refused(status, retry_after, body);
+    }
+    let receipt = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["verinfer"]["receipt_id"].as_str()?.parse().ok());
+    match receipt {
+        Some(id) => Outcome::Acked(id),
+        None => Outcome::Refused(status, retry_after, body),
+    }
+}
+
+/// The ledger summary served by the gateway at `url`.
+pub async fn summary(http: &reqwest::Client, url: &str) -> verinfer_node::wire::SummaryView {
+    get_json(http, &format!("{url}/v1/ledger/summary"))
+        .await
+        .expect("summary")
+}
+
+/// Waits (up to `secs`) until the ledger behind the gateway at `url` holds
+/// nothing in escrow; returns how long that took.
+pub async fn wait_escrow_zero(http: &reqwest::Client, url: &str, secs: u64) -> std::time::Duration {
+    let t = std::time::Instant::now();
+    loop {
+        // The gateway may still be starting: an unanswered read is retried.
+        let s: anyhow::Result<verinfer_node::wire::SummaryView> =
+            get_json(http, &format!("{url}/v1/ledger/summary")).await;
+        if let Ok(s) = s {
+            assert!(s.conserved(), "supply conserved: {s:?}");
+            if s.escrow == 0 {
+                return t.elapsed();
+            }
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(secs),
+            "escrow not back to 0 within {secs} s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

@@ -20,7 +20,7 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Machine-readable code.
     pub code: &'static str,
-    /// Seconds to wait before retrying (429).
+    /// Seconds to wait before retrying (429, 503).
     pub retry_after: Option<u64>,
 }
 
@@ -94,9 +94,12 @@ impl ApiError {
         e.retry_after = Some(retry_after);
         e
     }
-    /// 503.
+    /// 503, with `Retry-After`: the network is short of a node or the
+    /// ledger for now, and a client is told when to come back.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_node", message)
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_node", message);
+        e.retry_after = Some(crate::http::RETRY_AFTER_SECS);
+        e
     }
     /// 500.
     pub fn internal(message: impl std::fmt::Display) -> Self {
