@@ -37,6 +37,10 @@ pub struct InferArgs {
     /// Stop sequence (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
+    /// Put log-probabilities in the Result, with this many best tokens per
+    /// position (0 to 20).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub logprobs: Option<u32>,
     /// Worker threads (0 = all CPUs). Output does not depend on it.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -58,8 +62,8 @@ pub struct InferArgs {
     pub stats: bool,
     /// Answer dishonestly, with a properly signed Result (needs --json; for
     /// testing verifiers): swap-model:PATH, edit-token:POS, truncate:N,
-    /// extend:N, wrong-seed (sampled requests) or replay:FILE (an earlier
-    /// --json output).
+    /// extend:N, wrong-seed (sampled requests), replay:FILE (an earlier
+    /// --json output) or edit-logprob:POS (with --logprobs).
     #[arg(long, value_name = "KIND")]
     pub fault: Option<Fault>,
     /// The prompt ("-" reads it from stdin).
@@ -133,6 +137,8 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         seed: args.seed,
         max_tokens: args.max_tokens,
         stop: args.stop.clone(),
+        top_logprobs: args.logprobs,
+        ..Default::default()
     };
 
     let start = std::time::Instant::now();

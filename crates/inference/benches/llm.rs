@@ -60,6 +60,7 @@ fn main() {
                 max_tokens: 1,
                 sampling: SamplingParams::greedy(),
                 stop: Vec::new(),
+                ..Default::default()
             };
             let _ = e.generate(&long[..64], &params, &mut |_, _| {});
             let mut times = Vec::new();
@@ -88,6 +89,7 @@ fn main() {
                 seed: 1,
             },
             stop: Vec::new(),
+            ..Default::default()
         };
         if want("decode") || want("score") {
             let (mut gens, mut decodes, mut scores) = (Vec::new(), Vec::new(), Vec::new());

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::attention::KvCache;
 use crate::chat::{self, ChatMessage};
 use crate::error::{LlmError, Result};
+use crate::logprobs::{LogitRule, Normaliser, PositionLogprobs};
 use crate::model::{Entry, Model};
 use crate::pool::Pool;
 use crate::sampler::{self, SamplingParams};
@@ -38,6 +39,12 @@ pub struct GenerateParams {
     /// one. The text is cut before it; the tokens keep the token that
     /// completed it, and the finish reason is [`FinishReason::Stop`].
     pub stop: Vec<String>,
+    /// Penalties and biases applied to the logits before each pick.
+    #[serde(default)]
+    pub logit_rule: LogitRule,
+    /// Report log-probabilities with this many alternatives per position.
+    #[serde(default)]
+    pub top_logprobs: Option<u32>,
 }
 
 impl Default for GenerateParams {
@@ -46,6 +53,8 @@ impl Default for GenerateParams {
             max_tokens: 128,
             sampling: SamplingParams::default(),
             stop: Vec::new(),
+            logit_rule: LogitRule::default(),
+            top_logprobs: None,
         }
     }
 }
@@ -82,6 +91,9 @@ pub struct Generation {
     pub finish_reason: FinishReason,
     /// Token counts.
     pub usage: Usage,
+    /// Per generated token, when [`GenerateParams::top_logprobs`] asks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<PositionLogprobs>,
 }
 
 /// A candidate token at a scored position.
@@ -110,6 +122,29 @@ pub struct PositionScore {
     pub top: Vec<Candidate>,
     /// What the seeded sampler picks here.
     pub sampled: u32,
+    /// The claimed token's log-probability and the best tokens', when asked
+    /// ([`ScoreParams::top_logprobs`]).
+    #[serde(default)]
+    pub logprobs: Option<PositionLogprobs>,
+    /// The log-probabilities of the tokens asked about at this position
+    /// ([`ScoreParams::asked`]), in the order asked.
+    #[serde(default)]
+    pub asked: Vec<(u32, i64)>,
+}
+
+/// What a teacher-forced [`Engine::score_with`] pass reports.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreParams<'a> {
+    /// The declared sampling (its seeded pick is reported per position).
+    pub sampling: &'a SamplingParams,
+    /// The declared logit rule, applied before anything is picked or ranked.
+    pub logit_rule: &'a LogitRule,
+    /// Best candidates to report per position (for the margin rule).
+    pub top_n: usize,
+    /// Report log-probabilities with this many best tokens per position.
+    pub top_logprobs: Option<u32>,
+    /// Per output position, tokens whose log-probabilities to report.
+    pub asked: &'a [Vec<u32>],
 }
 
 /// Text released by the streaming decoder (held back while it could be the
@@ -253,6 +288,7 @@ struct SeqState<'a> {
     next: u32,
     callback: Option<TokenCallback<'a>>,
     limit: usize,
+    logprobs: Vec<PositionLogprobs>,
 }
 
 impl Engine {
@@ -442,6 +478,7 @@ impl Engine {
                 next: 0,
                 callback: cb,
                 limit,
+                logprobs: Vec::new(),
             });
         }
         let prompts: Vec<(usize, &[u32])> = reqs
@@ -498,6 +535,7 @@ impl Engine {
                     prompt_tokens: s.prompt_len as u32,
                     completion_tokens: s.tokens.len() as u32,
                 },
+                logprobs: std::mem::take(&mut s.logprobs),
             });
         }
         Ok(out)
@@ -510,7 +548,12 @@ impl Engine {
             return Ok(());
         }
         let pos = (s.prompt_len + s.tokens.len()) as u64;
-        let tok = sampler::sample(logits, &s.params.sampling, pos);
+        let logits = s.params.logit_rule.apply(logits, &s.tokens);
+        let tok = sampler::sample(&logits, &s.params.sampling, pos);
+        if let Some(n) = s.params.top_logprobs {
+            s.logprobs
+                .push(PositionLogprobs::at(&logits, tok, n as usize));
+        }
         s.tokens.push(tok);
         s.next = tok;
         let tk = &self.model.tokenizer;
@@ -546,6 +589,25 @@ impl Engine {
         sampling: &SamplingParams,
         top_n: usize,
     ) -> Result<Vec<PositionScore>> {
+        let params = ScoreParams {
+            sampling,
+            logit_rule: &LogitRule::default(),
+            top_n,
+            top_logprobs: None,
+            asked: &[],
+        };
+        self.score_with(prompt, output, &params)
+    }
+
+    /// [`Engine::score`] under a logit rule, with log-probabilities: every
+    /// figure is computed from the logits the rule gives at each position.
+    pub fn score_with(
+        &mut self,
+        prompt: &[u32],
+        output: &[u32],
+        p: &ScoreParams<'_>,
+    ) -> Result<Vec<PositionScore>> {
+        let sampling = p.sampling;
         let ctx = self.check_prompt(prompt)?;
         if output.is_empty() {
             return Ok(Vec::new());
@@ -599,14 +661,17 @@ impl Engine {
                     for j in js {
                         let pos = base + want[j0 + j];
                         let l = &logits[j * vocab..(j + 1) * vocab];
-                        out.push(position_score(
-                            l,
-                            output[pos - first],
-                            top_n,
-                            k,
-                            sampling,
-                            pos,
-                        ));
+                        let j = pos - first;
+                        let l = p.logit_rule.apply(l, &output[..j]);
+                        let mut s = position_score(&l, output[j], p.top_n, k, sampling, pos);
+                        if let Some(n) = p.top_logprobs {
+                            let norm = Normaliser::of(&l);
+                            let asked = p.asked.get(j).map_or(&[][..], Vec::as_slice);
+                            s.asked = asked.iter().map(|&t| (t, norm.token(&l, t))).collect();
+                            s.logprobs =
+                                Some(PositionLogprobs::with(&l, &norm, output[j], n as usize));
+                        }
+                        out.push(s);
                     }
                 });
                 result.extend(outs.into_iter().flatten());
@@ -659,5 +724,7 @@ fn position_score(
         } else {
             sampler::sample_among(l, &cand[..k], sampling, (pos + 1) as u64)
         },
+        logprobs: None,
+        asked: Vec::new(),
     }
 }

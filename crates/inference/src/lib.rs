@@ -67,6 +67,7 @@ pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod interface;
+pub mod logprobs;
 pub mod math;
 mod mmap;
 pub mod model;
@@ -82,7 +83,7 @@ pub mod tokenizer;
 pub use chat::ChatMessage;
 pub use engine::{
     BatchRequest, Candidate, Engine, EngineOptions, FinishReason, GenerateParams, Generation,
-    PositionScore, Usage, ENGINE_VERSION,
+    PositionScore, ScoreParams, Usage, ENGINE_VERSION,
 };
 pub use error::{LlmError, Result};
 pub use model::{Config, Model};

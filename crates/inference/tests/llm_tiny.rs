@@ -31,6 +31,7 @@ fn params(max: u32, sampling: SamplingParams) -> GenerateParams {
         max_tokens: max,
         sampling,
         stop: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -901,6 +901,7 @@ fn both_engines_serve_the_verifier_through_one_interface() {
         max_tokens: 6,
         sampling: SamplingParams::greedy(),
         stop: Vec::new(),
+        ..Default::default()
     };
     let x = [sample_x()];
     for (engine, file_hash) in engines.iter_mut() {

@@ -31,6 +31,7 @@
 
 pub mod checker;
 pub mod committee;
+pub mod logprobs;
 pub mod receipt;
 pub mod rules;
 #[doc(hidden)]

@@ -166,6 +166,15 @@ pub enum Rejection {
         /// What the decoding picks there.
         expected: u32,
     },
+    /// The log-probabilities are not the ones the decoding gives (see
+    /// [`crate::logprobs`]).
+    #[error("logprobs: position {position}: {detail}")]
+    Logprobs {
+        /// First failing output position.
+        position: u32,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 impl Rejection {
@@ -186,6 +195,7 @@ impl Rejection {
             Rejection::TextMismatch { .. } => "text_mismatch",
             Rejection::Schema { .. } => "schema",
             Rejection::TokenMismatch { .. } => "token_mismatch",
+            Rejection::Logprobs { .. } => "logprobs",
         }
     }
 
@@ -201,7 +211,8 @@ impl Rejection {
             Rejection::BadToken { position, .. }
             | Rejection::PastEos { position, .. }
             | Rejection::PastStop { position, .. }
-            | Rejection::TokenMismatch { position, .. } => Some(*position),
+            | Rejection::TokenMismatch { position, .. }
+            | Rejection::Logprobs { position, .. } => Some(*position),
             Rejection::PastMaxTokens { limit, .. } => Some(*limit),
             _ => None,
         }

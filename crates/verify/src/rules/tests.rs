@@ -138,6 +138,10 @@ fn node_faults_are_the_protocol_list() {
             claimed: h,
             expected: h,
         },
+        Rejection::Logprobs {
+            position: 0,
+            detail: String::new(),
+        },
     ];
     let not = [
         Rejection::BadSignature { record: "result" },
@@ -467,6 +471,8 @@ fn score(argmax: u32, claimed: u32, sampled: u32, top: &[(u32, f32)]) -> Positio
             })
             .collect(),
         sampled,
+        logprobs: None,
+        asked: Vec::new(),
     }
 }
 
