@@ -1,9 +1,11 @@
 //! The official OpenAI Python client works against the devnet gateway
 //! unchanged: `tests/openai_client.py` lists models, makes non-streamed,
-//! raw-response and streamed chat completions and a legacy completion, reads
-//! the `verinfer` extra field and the `x-verinfer-receipt` header through the
-//! client, and checks that bad key, unknown model and `max_tokens=0` raise the
-//! client's own exception types (401, 404, 400). Every receipt it prints must
+//! raw-response and streamed chat completions, log-probabilities with the
+//! five best tokens (streamed and not), two choices (`n=2`, streamed and
+//! not, each its own receipt) and a legacy completion, reads the `verinfer`
+//! extra field and the `x-verinfer-receipt` header through the client, and
+//! checks that bad key, unknown model, `max_tokens=0` and an unknown field
+//! raise the client's own exception types (401, 404, 400). Every receipt it prints must
 //! then pass `verinfer verify --url`.
 //!
 //! This guards the gateway's wire compatibility (paths, JSON shapes, SSE
