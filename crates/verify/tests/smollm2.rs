@@ -204,7 +204,7 @@ fn log_probabilities_match_the_verifiers_and_an_edit_is_caught() {
     use verinfer_inference::respond::respond_batch;
     use verinfer_inference::EngineOptions;
     use verinfer_verify::checker::Recompute;
-    use verinfer_verify::logprobs::{asked, LOGPROB_BOUND_MICRO};
+    use verinfer_verify::logprobs::{asked, check_logprobs, LOGPROB_BOUND_MICRO};
 
     let (path, id) = model();
     let mut node = engine(&path, 2);
@@ -218,16 +218,16 @@ fn log_probabilities_match_the_verifiers_and_an_edit_is_caught() {
     .unwrap();
     let mut c = Checker::new(scalar, id, key(30));
     let questions = [
-        "Name three colours.",
-        "What is the capital of France? Answer in one sentence.",
-        "Write a haiku about the sea.",
-        "Count from one to ten in words.",
+        "Count from one to forty in words.",
+        "Tell a short story about a lighthouse keeper.",
+        "List ten fruits, one per line.",
+        "Explain how a bicycle works.",
     ];
     let requests: Vec<_> = questions
         .iter()
         .enumerate()
         .map(|(i, q)| {
-            let mut d = decoding(64, if i % 2 == 0 { 0 } else { 700 }, i as u64);
+            let mut d = decoding(80, if i % 2 == 0 { 0 } else { 700 }, i as u64);
             d.top_logprobs = Some(20);
             request(id, q, d, 120 + i as u8)
         })
@@ -245,8 +245,6 @@ fn log_probabilities_match_the_verifiers_and_an_edit_is_caught() {
     let (mut positions, mut values, mut max_diff) = (0usize, 0usize, 0i64);
     for (req, res) in requests.iter().zip(&results) {
         let res = res.as_ref().unwrap();
-        let v = c.verdict(req, res).unwrap();
-        assert_eq!(v.decision, Decision::Accept, "{:?}", v.reason);
         let prompt = c.engine_mut().prompt_tokens(&req.input).unwrap();
         let scores = Recompute::score(
             c.engine_mut(),
@@ -257,6 +255,8 @@ fn log_probabilities_match_the_verifiers_and_an_edit_is_caught() {
             &asked(res),
         )
         .unwrap();
+        let tok = c.engine_mut().detokenizer();
+        check_logprobs(&req.decoding, res, &scores, tok).unwrap();
         for (e, s) in res.logprobs.as_ref().unwrap().iter().zip(&scores) {
             let lp = s.logprobs.as_ref().unwrap();
             positions += 1;
@@ -271,9 +271,12 @@ fn log_probabilities_match_the_verifiers_and_an_edit_is_caught() {
         "log-probabilities: largest |node - verifier| = {max_diff} micro-nats over {positions} \
          positions ({values} values)"
     );
-    assert!(positions >= 100, "only {positions} positions");
+    assert!(positions >= 200, "only {positions} positions");
     assert!(max_diff <= LOGPROB_BOUND_MICRO);
-    let (req, honest) = (&requests[1], results[1].as_ref().unwrap());
+    // The whole check accepts the honest answer and catches an edit.
+    let (req, honest) = (&requests[2], results[2].as_ref().unwrap());
+    let v = c.verdict(req, honest).unwrap();
+    assert_eq!(v.decision, Decision::Accept, "{:?}", v.reason);
     let bad = faulty(&mut node, req, honest, &Fault::EditLogprob(2)).unwrap();
     assert_eq!(rejected(&mut c, req, &bad), ("logprobs".into(), Some(2)));
 }
