@@ -19,7 +19,7 @@
 //! (code `logprobs`).
 
 use verinfer_inference::PositionScore;
-use verinfer_types::records::{Decoding, InferenceResult, TokenLogprob};
+use verinfer_types::records::{Decoding, InferenceResult, TokenLogprob, MAX_TOP_LOGPROBS};
 
 use crate::rules::{Detokenizer, Rejection};
 
@@ -117,7 +117,8 @@ pub fn check_logprobs(
             listed_min = listed_min.min(r);
         }
         if let Some(&(missing, r)) = lp.top.iter().find(|(t, r)| {
-            !e.top.iter().any(|c| c.token == *t) && *r > listed_min + LOGPROB_BOUND_MICRO
+            !e.top.iter().any(|c| c.token == *t)
+                && *r > listed_min.saturating_add(LOGPROB_BOUND_MICRO)
         }) {
             return fail(format!(
                 "token {missing} ({r} micro-nats) is more likely than a listed one and left out"
@@ -145,12 +146,19 @@ fn check_entry(e: &TokenLogprob, tok: &dyn Detokenizer) -> Result<(), String> {
 }
 
 /// The tokens whose log-probabilities the check needs at each position (the
-/// listed ones, in order), for the score pass.
+/// listed ones, in order), for the score pass. A list longer than any request
+/// may ask for fails the check on its length, so no more are recomputed.
 pub fn asked(result: &InferenceResult) -> Vec<Vec<u32>> {
     result.logprobs.as_ref().map_or(Vec::new(), |entries| {
         entries
             .iter()
-            .map(|e| e.top.iter().map(|c| c.token).collect())
+            .map(|e| {
+                e.top
+                    .iter()
+                    .take(MAX_TOP_LOGPROBS as usize)
+                    .map(|c| c.token)
+                    .collect()
+            })
             .collect()
     })
 }
