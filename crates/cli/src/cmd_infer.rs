@@ -39,6 +39,10 @@ pub struct InferArgs {
     /// Stop sequence (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
+    /// Put log-probabilities in the Result, with this many best tokens per
+    /// position (0 to 20).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub logprobs: Option<u32>,
     /// Worker threads (0 = all CPUs). Output does not depend on it.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -61,7 +65,8 @@ pub struct InferArgs {
     /// Answer dishonestly, with a properly signed Result (needs --json; for
     /// testing verifiers): swap-model:PATH, edit-token:POS, truncate:N,
     /// extend:N, wrong-seed (sampled requests), replay:FILE (an earlier
-    /// --json output) or off-mask:POS (constrained requests).
+    /// --json output), off-mask:POS (constrained requests) or edit-logprob:POS
+    /// (with --logprobs).
     #[arg(long, value_name = "KIND")]
     pub fault: Option<Fault>,
     /// Constrain the output to the JSON schema in this file.
@@ -159,6 +164,8 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         max_tokens: args.max_tokens,
         stop: args.stop.clone(),
         constraint: constraint(&args)?,
+        top_logprobs: args.logprobs,
+        ..Default::default()
     };
 
     let start = std::time::Instant::now();

@@ -201,6 +201,18 @@ def tool_round_trip(client, stream):
     check(final.choices[0].finish_reason in ("stop", "length"), final.choices[0].finish_reason)
     receipt(verinfer_of(final, f"{what} answer")["receipt_id"])
     print(f"{what}: answer {final.choices[0].message.content!r}", flush=True)
+def check_logprobs(lp, what, top):
+    """Chat log-probabilities: one entry per token, each with `top` best."""
+    check(lp is not None and lp.content, f"{what}: no logprobs: {lp!r}")
+    for t in lp.content:
+        check(isinstance(t.token, str), f"{what}: token {t.token!r}")
+        check(t.logprob <= 0, f"{what}: logprob {t.logprob}")
+        check(bytes(t.bytes).decode("utf-8", "replace") == t.token, f"{what}: bytes of {t.token!r}")
+        check(len(t.top_logprobs) == top, f"{what}: {len(t.top_logprobs)} top_logprobs")
+        values = [a.logprob for a in t.top_logprobs]
+        check(values == sorted(values, reverse=True), f"{what}: top not best first")
+        check(t.logprob <= values[0] + 1e-5, f"{what}: chosen beats the best")
+    print(f"{what}: {[(t.token, round(t.logprob, 3)) for t in lp.content]}", flush=True)
 
 
 def main():
@@ -269,6 +281,83 @@ def main():
     v = verinfer_of(final, "stream final chunk")
     print(f"stream: {text!r} ({finish}, {chunks} chunks)", flush=True)
     receipt(v["receipt_id"])
+
+    # Log-probabilities with the five best tokens, not streamed.
+    resp = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=12, logprobs=True, top_logprobs=5
+    )
+    check_logprobs(resp.choices[0].logprobs, "logprobs", 5)
+    v = verinfer_of(resp, "logprobs")
+    receipt(v["receipt_id"])
+
+    # Streamed: the log-probabilities come with the signed Result, in the
+    # choice's last chunk.
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        max_tokens=12,
+        logprobs=True,
+        top_logprobs=5,
+        stream=True,
+    )
+    text, final, content = "", None, []
+    for chunk in stream:
+        for c in chunk.choices:
+            if c.delta.content:
+                text += c.delta.content
+            if c.logprobs is not None and c.logprobs.content:
+                content += c.logprobs.content
+            if c.finish_reason is not None:
+                final = chunk
+    check(final is not None, "logprobs stream: no final chunk")
+    # (Per-token text is lossy where a token splits a character.)
+    check(
+        not text.isascii() or "".join(t.token for t in content) == text,
+        f"logprobs stream: tokens {[t.token for t in content]!r} do not make {text!r}",
+    )
+    check_logprobs(final.choices[0].logprobs, "logprobs stream", 5)
+    v = verinfer_of(final, "logprobs stream final chunk")
+    receipt(v["receipt_id"])
+
+    # Two choices, each its own verified answer and receipt.
+    resp = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=8, n=2, temperature=0.9, seed=7
+    )
+    check(len(resp.choices) == 2, f"n=2: {len(resp.choices)} choices")
+    for i, c in enumerate(resp.choices):
+        check(c.index == i, f"n=2: choice index {c.index}")
+        check(c.message.content, f"n=2: choice {i} is empty")
+        v = verinfer_of(c, f"n=2 choice {i}")
+        receipt(v["receipt_id"])
+    verinfer_of(resp, "n=2")
+
+    # Two streamed choices.
+    stream = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=8, n=2, stream=True
+    )
+    texts, finals = ["", ""], [None, None]
+    for chunk in stream:
+        for c in chunk.choices:
+            if c.delta.content:
+                texts[c.index] += c.delta.content
+            if c.finish_reason is not None:
+                finals[c.index] = chunk
+    for i in range(2):
+        check(texts[i], f"n=2 stream: choice {i} is empty")
+        check(finals[i] is not None, f"n=2 stream: choice {i} has no final chunk")
+        v = verinfer_of(finals[i], f"n=2 stream choice {i}")
+        receipt(v["receipt_id"])
+
+    # A field the gateway does not serve is refused, named.
+    try:
+        client.chat.completions.create(
+            model=MODEL, messages=messages, max_tokens=4, extra_body={"best_of": 2}
+        )
+        raise CheckFailed("best_of: no error")
+    except openai.BadRequestError as e:
+        check(e.status_code == 400, e.status_code)
+        check(e.param == "best_of", e.param)
+        print(f"best_of: {e.status_code} {e.message}", flush=True)
 
     # A legacy completion.
     comp = client.completions.create(

@@ -1,11 +1,14 @@
 //! The official OpenAI Python client works against the devnet gateway
 //! unchanged: `tests/openai_client.py` lists models, makes non-streamed,
-//! raw-response and streamed chat completions and a legacy completion,
-//! structured outputs (`chat.completions.parse` with a Pydantic model, and
-//! the schema streamed), a tool-call round trip streamed and not, reads
-//! the `verinfer` extra field and the `x-verinfer-receipt` header through the
-//! client, and checks that bad key, unknown model and `max_tokens=0` raise the
-//! client's own exception types (401, 404, 400). Every receipt it prints must
+//! raw-response and streamed chat completions, log-probabilities with the
+//! five best tokens (streamed and not), two choices (`n=2`, streamed and
+//! not, each its own receipt), a legacy completion, structured outputs
+//! (`chat.completions.parse` with a Pydantic model, and the schema
+//! streamed) and a tool-call round trip streamed and not, reads the
+//! `verinfer` extra field and the `x-verinfer-receipt` header through the
+//! client, and checks that bad key, unknown model, `max_tokens=0` and an
+//! unknown field raise the client's own exception types (401, 404, 400).
+//! Every receipt it prints must
 //! then pass `verinfer verify --url`.
 //!
 //! This guards the gateway's wire compatibility (paths, JSON shapes, SSE
@@ -311,7 +314,9 @@ fn official_openai_python_client_works_unchanged() {
             .filter_map(|l| l.strip_prefix("receipt: "))
             .map(|id| id.trim().to_string())
             .collect();
-        assert_eq!(ids.len(), 10, "{what}: expected 10 receipts, got {ids:?}");
+        // Chat, raw, stream, logprobs (2), n=2 (2), n=2 streamed (2),
+        // completion, parse (2), tool calls with their answers (2 x 2).
+        assert_eq!(ids.len(), 16, "{what}: expected 16 receipts, got {ids:?}");
         receipts.extend(ids);
     }
 

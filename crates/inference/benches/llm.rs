@@ -63,7 +63,7 @@ fn main() {
                 max_tokens: 1,
                 sampling: SamplingParams::greedy(),
                 stop: Vec::new(),
-                constraint: None,
+                ..Default::default()
             };
             let _ = e.generate(&long[..64], &params, &mut |_, _| {});
             let mut times = Vec::new();
@@ -92,7 +92,7 @@ fn main() {
                 seed: 1,
             },
             stop: Vec::new(),
-            constraint: None,
+            ..Default::default()
         };
         if want("decode") || want("score") {
             let (mut gens, mut decodes, mut scores) = (Vec::new(), Vec::new(), Vec::new());

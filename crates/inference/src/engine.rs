@@ -8,6 +8,7 @@ use crate::attention::KvCache;
 use crate::chat::{self, ChatMessage};
 use crate::constraint::{self, Grammars, Mask, Matcher};
 use crate::error::{LlmError, Result};
+use crate::logprobs::{LogitRule, Normaliser, PositionLogprobs};
 use crate::model::{Entry, Model};
 use crate::pool::Pool;
 use crate::sampler::{self, SamplingParams};
@@ -52,6 +53,12 @@ pub struct GenerateParams {
     /// mask allows ([`crate::constraint`]).
     #[serde(default)]
     pub constraint: Option<Constraint>,
+    /// Penalties and biases applied to the logits before each pick.
+    #[serde(default)]
+    pub logit_rule: LogitRule,
+    /// Report log-probabilities with this many alternatives per position.
+    #[serde(default)]
+    pub top_logprobs: Option<u32>,
 }
 
 impl Default for GenerateParams {
@@ -61,6 +68,8 @@ impl Default for GenerateParams {
             sampling: SamplingParams::default(),
             stop: Vec::new(),
             constraint: None,
+            logit_rule: LogitRule::default(),
+            top_logprobs: None,
         }
     }
 }
@@ -97,6 +106,9 @@ pub struct Generation {
     pub finish_reason: FinishReason,
     /// Token counts.
     pub usage: Usage,
+    /// Per generated token, when [`GenerateParams::top_logprobs`] asks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<PositionLogprobs>,
 }
 
 /// A candidate token at a scored position.
@@ -129,6 +141,32 @@ pub struct PositionScore {
     /// fields then describe the masked logits).
     #[serde(default)]
     pub outside_mask: bool,
+    /// The claimed token's log-probability and the best tokens', when asked
+    /// ([`ScoreParams::top_logprobs`]).
+    #[serde(default)]
+    pub logprobs: Option<PositionLogprobs>,
+    /// The log-probabilities of the tokens asked about at this position
+    /// ([`ScoreParams::asked`]), in the order asked.
+    #[serde(default)]
+    pub asked: Vec<(u32, i64)>,
+}
+
+/// What a teacher-forced [`Engine::score_with`] pass reports.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreParams<'a> {
+    /// The declared sampling (its seeded pick is reported per position).
+    pub sampling: &'a SamplingParams,
+    /// The declared logit rule, applied before anything is picked or ranked.
+    pub logit_rule: &'a LogitRule,
+    /// Best candidates to report per position (for the margin rule).
+    pub top_n: usize,
+    /// Report log-probabilities with this many best tokens per position.
+    pub top_logprobs: Option<u32>,
+    /// Per output position, tokens whose log-probabilities to report.
+    pub asked: &'a [Vec<u32>],
+    /// The declared constraint: each position's logits are masked as
+    /// generation masked them (by the claimed tokens before it).
+    pub constraint: Option<&'a Constraint>,
 }
 
 /// Text released by the streaming decoder (held back while it could be the
@@ -275,6 +313,7 @@ struct SeqState<'a> {
     callback: Option<TokenCallback<'a>>,
     limit: usize,
     matcher: Option<Matcher>,
+    logprobs: Vec<PositionLogprobs>,
 }
 
 impl Engine {
@@ -482,6 +521,7 @@ impl Engine {
                 callback: cb,
                 limit,
                 matcher,
+                logprobs: Vec::new(),
             });
         }
         let prompts: Vec<(usize, &[u32])> = reqs
@@ -538,6 +578,7 @@ impl Engine {
                     prompt_tokens: s.prompt_len as u32,
                     completion_tokens: s.tokens.len() as u32,
                 },
+                logprobs: std::mem::take(&mut s.logprobs),
             });
         }
         Ok(out)
@@ -550,14 +591,19 @@ impl Engine {
             return Ok(());
         }
         let pos = (s.prompt_len + s.tokens.len()) as u64;
-        let tok = match s.matcher.as_mut() {
-            Some(m) => {
-                let tok = sampler::sample(&m.allowed().apply(logits), &s.params.sampling, pos);
-                m.advance(tok);
-                tok
-            }
-            None => sampler::sample(logits, &s.params.sampling, pos),
-        };
+        // The logit rule first, then the constraint's mask: the pick and the
+        // reported log-probabilities both see the logits the request allows.
+        let ruled = s.params.logit_rule.apply(logits, &s.tokens);
+        let masked = s.matcher.as_mut().map(|m| m.allowed().apply(&ruled));
+        let logits: &[f32] = masked.as_deref().unwrap_or(&ruled);
+        let tok = sampler::sample(logits, &s.params.sampling, pos);
+        if let Some(m) = s.matcher.as_mut() {
+            m.advance(tok);
+        }
+        if let Some(n) = s.params.top_logprobs {
+            s.logprobs
+                .push(PositionLogprobs::at(logits, tok, n as usize));
+        }
         s.tokens.push(tok);
         s.next = tok;
         let tk = &self.model.tokenizer;
@@ -593,22 +639,31 @@ impl Engine {
         sampling: &SamplingParams,
         top_n: usize,
     ) -> Result<Vec<PositionScore>> {
-        self.score_constrained(prompt, output, sampling, None, top_n)
+        let params = ScoreParams {
+            sampling,
+            logit_rule: &LogitRule::default(),
+            top_n,
+            top_logprobs: None,
+            asked: &[],
+            constraint: None,
+        };
+        self.score_with(prompt, output, &params)
     }
 
-    /// [`Engine::score`] under `constraint`: each position's logits are
-    /// masked as generation masked them (by the claimed tokens before it).
-    /// Scores stop at the first claimed token outside its mask, which is
-    /// marked [`PositionScore::outside_mask`].
-    pub fn score_constrained(
+    /// [`Engine::score`] under a logit rule and a constraint, with
+    /// log-probabilities: every figure is computed from the logits the rule
+    /// gives at each position, masked as generation masked them. Scores stop
+    /// at the first claimed token outside its mask, which is marked
+    /// [`PositionScore::outside_mask`].
+    pub fn score_with(
         &mut self,
         prompt: &[u32],
         output: &[u32],
-        sampling: &SamplingParams,
-        constraint: Option<&Constraint>,
-        top_n: usize,
+        p: &ScoreParams<'_>,
     ) -> Result<Vec<PositionScore>> {
-        let (masks, outside) = match constraint {
+        let sampling = p.sampling;
+        let top_n = p.top_n;
+        let (masks, outside) = match p.constraint {
             Some(c) => {
                 let (m, bad) =
                     constraint::masks(self.grammars()?, c, output).map_err(constraint_error)?;
@@ -674,8 +729,20 @@ impl Engine {
                         let pos = base + want[j0 + j];
                         let l = &logits[j * vocab..(j + 1) * vocab];
                         let at = pos - first;
+                        let ruled = p.logit_rule.apply(l, &output[..at]);
                         let mask = masks.as_ref().map(|m| &m[at]);
-                        out.push(position_score(l, output[at], mask, top_n, k, sampling, pos));
+                        let mut s =
+                            position_score(&ruled, output[at], mask, top_n, k, sampling, pos);
+                        if let Some(n) = p.top_logprobs {
+                            let masked = mask.map(|m| m.apply(&ruled));
+                            let l: &[f32] = masked.as_deref().unwrap_or(&ruled);
+                            let norm = Normaliser::of(l);
+                            let asked = p.asked.get(at).map_or(&[][..], Vec::as_slice);
+                            s.asked = asked.iter().map(|&t| (t, norm.token(l, t))).collect();
+                            s.logprobs =
+                                Some(PositionLogprobs::with(l, &norm, output[at], n as usize));
+                        }
+                        out.push(s);
                     }
                 });
                 result.extend(outs.into_iter().flatten());
@@ -738,6 +805,8 @@ fn position_score(
             sampler::sample_among(l, &cand[..k], sampling, (pos + 1) as u64)
         },
         outside_mask: mask.is_some_and(|m| !m.allows(claimed)),
+        logprobs: None,
+        asked: Vec::new(),
     }
 }
 

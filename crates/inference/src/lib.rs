@@ -70,6 +70,7 @@ pub mod constraint;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod logprobs;
 pub mod math;
 mod mmap;
 pub mod model;
@@ -85,7 +86,7 @@ pub mod tokenizer;
 pub use chat::ChatMessage;
 pub use engine::{
     BatchRequest, Candidate, Engine, EngineOptions, FinishReason, GenerateParams, Generation,
-    PositionScore, Usage, ENGINE_VERSION,
+    PositionScore, ScoreParams, Usage, ENGINE_VERSION,
 };
 pub use error::{LlmError, Result};
 pub use model::{Arch, Config, Model};

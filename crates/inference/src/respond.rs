@@ -19,12 +19,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use verinfer_types::records::{
-    Decoding, FinishReason, InferenceResult, Input, Request, ResultTag, Usage,
+    Decoding, FinishReason, InferenceResult, Input, Request, ResultTag, TokenLogprob, Usage,
 };
 use verinfer_types::{Hash, Record, RecordError, SecretKey, Signature, SignedRecord};
 
 use crate::engine::{self, Engine, EngineOptions, GenerateParams, Generation, ENGINE_VERSION};
 use crate::error::LlmError;
+use crate::logprobs::{self, LogitRule};
 use crate::sampler::SamplingParams;
 use crate::tokenizer::Tokenizer;
 use crate::{models, ChatMessage};
@@ -127,6 +128,16 @@ pub fn generate_params(decoding: &Decoding) -> GenerateParams {
         },
         stop: decoding.stop.clone(),
         constraint: decoding.constraint.clone(),
+        logit_rule: LogitRule {
+            frequency_milli: decoding.frequency_penalty_milli,
+            presence_milli: decoding.presence_penalty_milli,
+            bias: decoding
+                .logit_bias
+                .iter()
+                .map(|b| (b.token, b.bias_milli))
+                .collect(),
+        },
+        top_logprobs: decoding.top_logprobs,
     }
 }
 
@@ -160,6 +171,7 @@ fn signed(
     text: String,
     finish: FinishReason,
     prompt_len: u32,
+    logprobs: Option<Vec<TokenLogprob>>,
     key: &SecretKey,
 ) -> Result<InferenceResult, RespondError> {
     let mut result = InferenceResult {
@@ -174,6 +186,7 @@ fn signed(
         output_tokens: tokens,
         output_text: text,
         finish_reason: finish,
+        logprobs,
         node: key.public(),
         signature: Signature::default(),
     };
@@ -181,19 +194,29 @@ fn signed(
     Ok(result)
 }
 
-/// A generation signed as it is, as the answer to `request`.
+/// A generation signed as it is, as the answer to `request`, with its
+/// log-probabilities when the request asks for them.
 fn signed_generation(
+    engine: &Engine,
     request: &Request,
     g: Generation,
     key: &SecretKey,
 ) -> Result<InferenceResult, RespondError> {
     let finish = finish_reason(g.finish_reason);
+    let logprobs = match request.decoding.top_logprobs {
+        Some(_) => Some(logprobs::to_records(
+            &engine.model().tokenizer,
+            &g.logprobs,
+        )?),
+        None => None,
+    };
     signed(
         request,
         g.tokens,
         g.text,
         finish,
         g.usage.prompt_tokens,
+        logprobs,
         key,
     )
 }
@@ -211,7 +234,7 @@ pub fn respond(
     admit(model_id, request)?;
     let prompt = prompt_tokens(engine, &request.input)?;
     let g = engine.generate(&prompt, &generate_params(&request.decoding), on_token)?;
-    signed_generation(request, g, key)
+    signed_generation(engine, request, g, key)
 }
 
 /// Answers several requests in one batch on `engine`: their decode steps
@@ -270,7 +293,7 @@ pub fn respond_batch_until(
                     out[i] = Some(if cancelled(i) {
                         Err(RespondError::Cancelled)
                     } else {
-                        signed_generation(&requests[i], g, key)
+                        signed_generation(engine, &requests[i], g, key)
                     });
                 }
             }
@@ -327,7 +350,8 @@ fn fits(engine: &Engine, prompt: Vec<u32>) -> Result<Vec<u32>, RespondError> {
 /// A way of answering dishonestly, with a properly signed Result.
 ///
 /// Written on the command line as `swap-model:PATH`, `edit-token:POS`,
-/// `truncate:N`, `extend:N`, `wrong-seed`, `replay:FILE` or `off-mask:POS`
+/// `truncate:N`, `extend:N`, `wrong-seed`, `replay:FILE`, `off-mask:POS` or
+/// `edit-logprob:POS`
 /// ([`FromStr`] and [`fmt::Display`] round-trip).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
@@ -338,6 +362,10 @@ pub enum Fault {
     /// position where the models disagree) when the vocabularies agree;
     /// otherwise by the record rules (`usage`, `bad_token`, `text_mismatch`).
     SwapModel(PathBuf),
+    /// Lower the reported log-probability of the output token at this
+    /// position by [`LOGPROB_EDIT_MICRO`] (the request must ask for
+    /// log-probabilities). Caught as `logprobs` at that position.
+    EditLogprob(u32),
     /// Replace the output token at this position with another ordinary
     /// token, text re-derived. Caught as `token_mismatch` at that position
     /// (as `finish_reason` when the edited token is the final end token).
@@ -370,7 +398,7 @@ pub enum Fault {
 
 /// A fault string that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad fault {given:?}: {reason} (kinds: swap-model:PATH, edit-token:POS, truncate:N, extend:N, wrong-seed, replay:FILE, off-mask:POS)")]
+#[error("bad fault {given:?}: {reason} (kinds: swap-model:PATH, edit-token:POS, truncate:N, extend:N, wrong-seed, replay:FILE, off-mask:POS, edit-logprob:POS)")]
 pub struct FaultParseError {
     /// The string given.
     pub given: String,
@@ -409,6 +437,7 @@ impl FromStr for Fault {
         match kind {
             "swap-model" => Ok(Fault::SwapModel(path("PATH")?)),
             "edit-token" => Ok(Fault::EditToken(count("POS", 0)?)),
+            "edit-logprob" => Ok(Fault::EditLogprob(count("POS", 0)?)),
             // 0 would be the honest answer, not a fault.
             "truncate" => Ok(Fault::Truncate(count("N", 1)?)),
             "extend" => Ok(Fault::Extend(count("N", 1)?)),
@@ -426,6 +455,7 @@ impl fmt::Display for Fault {
         match self {
             Fault::SwapModel(p) => write!(f, "swap-model:{}", p.display()),
             Fault::EditToken(n) => write!(f, "edit-token:{n}"),
+            Fault::EditLogprob(n) => write!(f, "edit-logprob:{n}"),
             Fault::Truncate(n) => write!(f, "truncate:{n}"),
             Fault::Extend(n) => write!(f, "extend:{n}"),
             Fault::WrongSeed => f.write_str("wrong-seed"),
@@ -475,6 +505,7 @@ pub fn falsify(
     let prompt_len = honest.usage.prompt_tokens;
     let mut tokens = honest.output_tokens.clone();
     let mut finish = honest.finish_reason;
+    let mut logprobs = honest.logprobs.clone();
     match fault {
         Fault::Replay(path) => return replay(path, request, fault),
         Fault::SwapModel(path) => {
@@ -488,6 +519,18 @@ pub fn falsify(
                 .ok_or_else(|| cannot(format!("the output has {n} tokens, no position {pos}")))?;
             *slot = replacement(&engine.model().tokenizer, *slot)
                 .ok_or_else(|| cannot("no other ordinary token in the vocabulary".into()))?;
+        }
+        Fault::EditLogprob(pos) => {
+            let entry = logprobs
+                .as_mut()
+                .ok_or_else(|| cannot("the request asks for no log-probabilities".into()))?
+                .get_mut(*pos as usize)
+                .ok_or_else(|| cannot(format!("no log-probability at position {pos}")))?;
+            // Less likely by LOGPROB_EDIT_MICRO, still a log-probability.
+            entry.logprob_micro = entry
+                .logprob_micro
+                .saturating_sub(LOGPROB_EDIT_MICRO)
+                .max(logprobs::MIN_LOGPROB_MICRO);
         }
         Fault::Truncate(n) => {
             if tokens.is_empty() {
@@ -535,8 +578,12 @@ pub fn falsify(
         }
     }
     let text = output_text(&engine.model().tokenizer, &tokens, finish, stop)?;
-    signed(request, tokens, text, finish, prompt_len, key)
+    signed(request, tokens, text, finish, prompt_len, logprobs, key)
 }
+
+/// How much [`Fault::EditLogprob`] lowers a log-probability, in micro-nats
+/// (0.01 nat: far beyond the verifiers' bound, yet a plausible value).
+pub const LOGPROB_EDIT_MICRO: i64 = 10_000;
 
 /// The next ordinary token after `t` (wrapping): not an end token, not a
 /// control token, so the edit changes only the token check's outcome.
@@ -679,6 +726,7 @@ fn swap_model(
         text,
         finish,
         to_u32(claimed_prompt.len()),
+        None,
         key,
     )
 }
@@ -706,7 +754,7 @@ fn wrong_seed(
         params.sampling.seed ^= flip;
         let g: Generation = engine.generate(&prompt, &params, &mut |_, _| {})?;
         if g.tokens != honest.output_tokens {
-            return signed_generation(request, g, key);
+            return signed_generation(engine, request, g, key);
         }
     }
     Err(cannot(
@@ -836,6 +884,7 @@ mod tests {
             "swap-model:/tmp/x.gguf",
             "edit-token:0",
             "edit-token:7",
+            "edit-logprob:2",
             "truncate:3",
             "extend:5",
             "wrong-seed",
@@ -853,6 +902,7 @@ mod tests {
             "edit-token",
             "edit-token:-1",
             "edit-token:x",
+            "edit-logprob",
             "truncate:0",
             "extend:0",
             "wrong-seed:3",

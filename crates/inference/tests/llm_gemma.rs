@@ -27,6 +27,7 @@ fn greedy(max: u32) -> GenerateParams {
         max_tokens: max,
         sampling: SamplingParams::greedy(),
         stop: Vec::new(),
+        ..Default::default()
     }
 }
 

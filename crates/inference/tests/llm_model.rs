@@ -36,7 +36,7 @@ fn greedy(max: u32) -> GenerateParams {
         max_tokens: max,
         sampling: SamplingParams::greedy(),
         stop: Vec::new(),
-        constraint: None,
+        ..Default::default()
     }
 }
 
@@ -50,7 +50,7 @@ fn seeded(max: u32, seed: u64) -> GenerateParams {
             seed,
         },
         stop: Vec::new(),
-        constraint: None,
+        ..Default::default()
     }
 }
 

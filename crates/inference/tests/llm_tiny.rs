@@ -31,7 +31,7 @@ fn params(max: u32, sampling: SamplingParams) -> GenerateParams {
         max_tokens: max,
         sampling,
         stop: Vec::new(),
-        constraint: None,
+        ..Default::default()
     }
 }
 

@@ -32,7 +32,7 @@ pub fn request(model: Hash) -> Request {
             seed: 42,
             max_tokens: 64,
             stop: vec!["\n\n".into()],
-            constraint: None,
+            ..Decoding::default()
         },
         policy: Policy::default(),
         requester: requester.public(),
@@ -59,6 +59,7 @@ pub fn result(req: &Request) -> InferenceResult {
             prompt_tokens: 31,
             completion_tokens: 8,
         },
+        logprobs: None,
         node: node.public(),
         signature: Default::default(),
     };

@@ -281,6 +281,45 @@ pub struct Decoding {
     /// are then those of records made before the field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraint: Option<Constraint>,
+    /// Log-probabilities to report: `Some(n)` asks, at each output
+    /// position, for the chosen token's log-probability and the `n` (at most
+    /// [`MAX_TOP_LOGPROBS`]) most likely tokens with theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
+    /// Frequency penalty x 1000 (-2000 to 2000): subtracted from a token's
+    /// logit once per time it already occurs in the output.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub frequency_penalty_milli: i32,
+    /// Presence penalty x 1000 (-2000 to 2000): subtracted from the logit of
+    /// every token that already occurs in the output.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub presence_penalty_milli: i32,
+    /// Added to the logits of the tokens named, in increasing token order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logit_bias: Vec<LogitBias>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+/// Most alternatives a request may ask for at each position.
+pub const MAX_TOP_LOGPROBS: u32 = 20;
+/// Largest penalty magnitude, x 1000.
+pub const MAX_PENALTY_MILLI: i32 = 2000;
+/// Largest logit bias magnitude, x 1000.
+pub const MAX_LOGIT_BIAS_MILLI: i32 = 100_000;
+/// Most tokens a logit bias may name.
+pub const MAX_LOGIT_BIAS_TOKENS: usize = 1024;
+
+/// A bias added to one token's logit at every position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogitBias {
+    /// The token id.
+    pub token: u32,
+    /// The bias x 1000 (-100000 to 100000).
+    pub bias_milli: i32,
 }
 
 /// A grammar the output is constrained to while decoding (structured
@@ -306,6 +345,10 @@ impl Default for Decoding {
             max_tokens: 256,
             stop: Vec::new(),
             constraint: None,
+            top_logprobs: None,
+            frequency_penalty_milli: 0,
+            presence_penalty_milli: 0,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -449,10 +492,54 @@ pub struct InferenceResult {
     pub finish_reason: FinishReason,
     /// Token counts.
     pub usage: Usage,
+    /// One entry per output token when the request asks for
+    /// log-probabilities (`decoding.top_logprobs`), absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprob>>,
     /// The inference node.
     pub node: PublicKey,
     /// Signature by `node`.
     pub signature: Signature,
+}
+
+/// A token with its log-probability under the decoding rule's logits (after
+/// penalties and logit bias, before temperature, top-k and top-p), in
+/// micro-nats: `round(1e6 * ln p)`, so records hold integers only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenLogprob {
+    /// The token id.
+    pub token: u32,
+    /// The token's bytes (what the client shows as its text).
+    pub bytes: HexBytes,
+    /// Its log-probability in micro-nats (at most 0).
+    pub logprob_micro: i64,
+    /// For an output position: the most likely tokens, best first
+    /// (`decoding.top_logprobs` of them). Empty inside that list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<TokenLogprob>,
+}
+
+/// Bytes written as lowercase hex.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HexBytes(pub Vec<u8>);
+
+impl Serialize for HexBytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::hash::serialize_hex(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for HexBytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(serde::de::Error::custom("expected lowercase hex"));
+        }
+        hex::decode(&s)
+            .map(HexBytes)
+            .map_err(|_| serde::de::Error::custom("expected lowercase hex"))
+    }
 }
 
 /// A verifier's decision.
@@ -513,6 +600,7 @@ pub const NODE_FAULT_CODES: &[&str] = &[
     "text_mismatch",
     "usage",
     "wrong_model",
+    "logprobs",
 ];
 
 /// The reason code of a verdict's `reason` string (`"token_mismatch: ..."`
@@ -675,6 +763,44 @@ impl Request {
                 record: Request::TYPE,
                 reason: "seed must be at most 2^53 - 1".into(),
             });
+        }
+        let d = &self.decoding;
+        let invalid = |reason: String| RecordError::Invalid {
+            record: Request::TYPE,
+            reason,
+        };
+        if d.top_logprobs.is_some_and(|n| n > MAX_TOP_LOGPROBS) {
+            return Err(invalid(format!(
+                "top_logprobs must be at most {MAX_TOP_LOGPROBS}"
+            )));
+        }
+        for (name, p) in [
+            ("frequency_penalty_milli", d.frequency_penalty_milli),
+            ("presence_penalty_milli", d.presence_penalty_milli),
+        ] {
+            if p.unsigned_abs() > MAX_PENALTY_MILLI.unsigned_abs() {
+                return Err(invalid(format!(
+                    "{name} must be within +-{MAX_PENALTY_MILLI}"
+                )));
+            }
+        }
+        if d.logit_bias.len() > MAX_LOGIT_BIAS_TOKENS {
+            return Err(invalid(format!(
+                "logit_bias names at most {MAX_LOGIT_BIAS_TOKENS} tokens"
+            )));
+        }
+        if d.logit_bias.windows(2).any(|w| w[0].token >= w[1].token) {
+            return Err(invalid(
+                "logit_bias tokens must be in increasing order".into(),
+            ));
+        }
+        if d.logit_bias
+            .iter()
+            .any(|b| b.bias_milli.unsigned_abs() > MAX_LOGIT_BIAS_MILLI.unsigned_abs())
+        {
+            return Err(invalid(format!(
+                "logit_bias values must be within +-{MAX_LOGIT_BIAS_MILLI}"
+            )));
         }
         if self.decoding.top_p_milli > 1000 {
             return Err(RecordError::Invalid {

@@ -17,6 +17,9 @@ fn arb_text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Log-probabilities in micro-nats: any value in JSON's safe range encodes.
+const MIN_LOGPROB: i64 = -(canonical::MAX_SAFE_INTEGER as i64);
+
 fn arb_request() -> impl Strategy<Value = Request> {
     (
         proptest::collection::vec((arb_text(), arb_text()), 0..4),
@@ -32,8 +35,18 @@ fn arb_request() -> impl Strategy<Value = Request> {
             (0u64..=canonical::MAX_SAFE_INTEGER)
                 .prop_map(|window_secs| VerificationMode::Optimistic { window_secs }),
         ],
+        (
+            proptest::option::of(0u32..=MAX_TOP_LOGPROBS),
+            -MAX_PENALTY_MILLI..=MAX_PENALTY_MILLI,
+            -MAX_PENALTY_MILLI..=MAX_PENALTY_MILLI,
+            proptest::collection::btree_map(
+                any::<u32>(),
+                -MAX_LOGIT_BIAS_MILLI..=MAX_LOGIT_BIAS_MILLI,
+                0..4,
+            ),
+        ),
     )
-        .prop_map(|(msgs, temp, top_p, seed, stop, nonce, mode)| {
+        .prop_map(|(msgs, temp, top_p, seed, stop, nonce, mode, controls)| {
             let mut r = fixtures::request(Hash::of(b"m"));
             r.input = Input::Messages(
                 msgs.into_iter()
@@ -44,6 +57,14 @@ fn arb_request() -> impl Strategy<Value = Request> {
             r.decoding.top_p_milli = top_p;
             r.decoding.seed = seed;
             r.decoding.stop = stop;
+            let (top, frequency, presence, bias) = controls;
+            r.decoding.top_logprobs = top;
+            r.decoding.frequency_penalty_milli = frequency;
+            r.decoding.presence_penalty_milli = presence;
+            r.decoding.logit_bias = bias
+                .into_iter()
+                .map(|(token, bias_milli)| LogitBias { token, bias_milli })
+                .collect();
             r.nonce = Nonce(nonce);
             r.policy.verification = mode;
             r.sign(&fixtures::key(1)).unwrap();
@@ -61,9 +82,36 @@ fn arb_result() -> impl Strategy<Value = InferenceResult> {
             Just(FinishReason::Stop),
             Just(FinishReason::Length)
         ],
+        proptest::option::of(proptest::collection::vec(
+            (
+                any::<u32>(),
+                proptest::collection::vec(any::<u8>(), 0..8),
+                MIN_LOGPROB..=0i64,
+                proptest::collection::vec((any::<u32>(), MIN_LOGPROB..=0i64), 0..4),
+            ),
+            0..8,
+        )),
     )
-        .prop_map(|(req, tokens, text, finish)| {
+        .prop_map(|(req, tokens, text, finish, lps)| {
             let mut r = fixtures::result(&req);
+            r.logprobs = lps.map(|lps| {
+                lps.into_iter()
+                    .map(|(token, bytes, lp, top)| TokenLogprob {
+                        token,
+                        bytes: HexBytes(bytes.clone()),
+                        logprob_micro: lp,
+                        top: top
+                            .into_iter()
+                            .map(|(token, lp)| TokenLogprob {
+                                token,
+                                bytes: HexBytes(bytes.clone()),
+                                logprob_micro: lp,
+                                top: Vec::new(),
+                            })
+                            .collect(),
+                    })
+                    .collect()
+            });
             r.output_tokens = tokens;
             r.output_text = text;
             r.finish_reason = finish;
@@ -267,6 +315,60 @@ fn seed_beyond_safe_range_is_refused() {
     req.decoding.seed = canonical::MAX_SAFE_INTEGER + 1;
     assert!(req.to_canonical().is_err());
     assert!(req.validate().is_err());
+}
+
+#[test]
+fn sampling_controls_out_of_range_are_refused() {
+    let bias = |token, bias_milli| LogitBias { token, bias_milli };
+    let edits: [fn(&mut Decoding); 6] = [
+        |d| d.top_logprobs = Some(MAX_TOP_LOGPROBS + 1),
+        |d| d.frequency_penalty_milli = MAX_PENALTY_MILLI + 1,
+        |d| d.presence_penalty_milli = -MAX_PENALTY_MILLI - 1,
+        |d| {
+            d.logit_bias = vec![LogitBias {
+                token: 1,
+                bias_milli: MAX_LOGIT_BIAS_MILLI + 1,
+            }]
+        },
+        |d| {
+            d.logit_bias = vec![
+                LogitBias {
+                    token: 5,
+                    bias_milli: 1,
+                },
+                LogitBias {
+                    token: 2,
+                    bias_milli: 1,
+                },
+            ]
+        },
+        |d| {
+            d.logit_bias = vec![
+                LogitBias {
+                    token: 0,
+                    bias_milli: 1
+                };
+                MAX_LOGIT_BIAS_TOKENS + 1
+            ]
+        },
+    ];
+    for (i, edit) in edits.iter().enumerate() {
+        let mut req = fixtures::request(Hash::of(b"m"));
+        edit(&mut req.decoding);
+        req.sign(&fixtures::key(1)).unwrap();
+        assert!(
+            matches!(req.validate(), Err(RecordError::Invalid { .. })),
+            "edit {i}"
+        );
+    }
+    let mut req = fixtures::request(Hash::of(b"m"));
+    req.decoding.top_logprobs = Some(MAX_TOP_LOGPROBS);
+    req.decoding.logit_bias = vec![
+        bias(2, -MAX_LOGIT_BIAS_MILLI),
+        bias(5, MAX_LOGIT_BIAS_MILLI),
+    ];
+    req.sign(&fixtures::key(1)).unwrap();
+    assert!(req.validate().is_ok());
 }
 
 /// Golden hashes: if one of these changes, the wire format changed and every

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use verinfer_inference::{Engine, PositionScore};
+use verinfer_inference::{Engine, PositionScore, ScoreParams};
 use verinfer_types::records::{
     Decision, Decoding, InferenceResult, Input, Request, Verdict, VerdictTag,
 };
@@ -33,13 +33,16 @@ pub trait Recompute {
     /// token ids as they are); `Err` with a reason when the input cannot be
     /// rendered.
     fn prompt_tokens(&self, input: &Input) -> Result<Vec<u32>, String>;
-    /// One teacher-forced pass over `prompt ++ output`.
+    /// One teacher-forced pass over `prompt ++ output` under the decoding's
+    /// logit rule, with log-probabilities when the decoding asks for them
+    /// (and those of the tokens `asked[i]` at output position `i`).
     fn score(
         &mut self,
         prompt: &[u32],
         output: &[u32],
         decoding: &Decoding,
         top_n: usize,
+        asked: &[Vec<u32>],
     ) -> Result<Vec<PositionScore>, String>;
 }
 
@@ -67,12 +70,19 @@ impl Recompute for Engine {
         output: &[u32],
         decoding: &Decoding,
         top_n: usize,
+        asked: &[Vec<u32>],
     ) -> Result<Vec<PositionScore>, String> {
         // The node's mapping of the decoding, so both sample alike.
-        let sampling = verinfer_inference::respond::generate_params(decoding).sampling;
-        let constraint = decoding.constraint.as_ref();
-        Engine::score_constrained(self, prompt, output, &sampling, constraint, top_n)
-            .map_err(|e| e.to_string())
+        let params = verinfer_inference::respond::generate_params(decoding);
+        let score = ScoreParams {
+            sampling: &params.sampling,
+            logit_rule: &params.logit_rule,
+            top_n,
+            top_logprobs: params.top_logprobs,
+            asked,
+            constraint: decoding.constraint.as_ref(),
+        };
+        Engine::score_with(self, prompt, output, &score).map_err(|e| e.to_string())
     }
 }
 
@@ -220,7 +230,8 @@ impl<E: Recompute> Checker<E> {
             Err(Ok(r)) => {
                 let checked = match &r {
                     Rejection::TokenMismatch { position, .. }
-                    | Rejection::OutsideMask { position, .. } => position.saturating_add(1),
+                    | Rejection::OutsideMask { position, .. }
+                    | Rejection::Logprobs { position, .. } => position.saturating_add(1),
                     _ => 0,
                 };
                 (Some(r), checked)
@@ -291,8 +302,14 @@ impl<E: Recompute> Checker<E> {
                 &result.output_tokens,
                 &request.decoding,
                 self.top_n,
+                &crate::logprobs::asked(result),
             )
             .map_err(|e| Err(CheckError::Engine(e)))?;
-        rules::check_tokens(&request.decoding, &result.output_tokens, &scores, margin).map_err(Ok)
+        let checked =
+            rules::check_tokens(&request.decoding, &result.output_tokens, &scores, margin)
+                .map_err(Ok)?;
+        let tok = self.engine.detokenizer();
+        crate::logprobs::check_logprobs(&request.decoding, result, &scores, tok).map_err(Ok)?;
+        Ok(checked)
     }
 }

@@ -19,6 +19,9 @@
 //!   returning a typed [`Rejection`] with a stable code;
 //!   the token rule works over the output of one teacher-forced `score` pass
 //!   and applies the engine version's margin rule for near-ties.
+//! - [`logprobs`]: the log-probability rule over the same score pass (the
+//!   reported values within a bound of the recomputed ones, the list of best
+//!   tokens complete).
 //! - [`checker`]: the verifier shell: builds the prompt, runs the rules and
 //!   one `score` pass on a [`Recompute`] engine (the
 //!   inference [`Engine`](verinfer_inference::Engine)), measures the CPU
@@ -32,6 +35,7 @@
 
 pub mod checker;
 pub mod committee;
+pub mod logprobs;
 pub mod rules;
 #[doc(hidden)]
 pub mod testing;

@@ -188,6 +188,15 @@ pub enum Rejection {
         /// What the decoding picks there.
         expected: u32,
     },
+    /// The log-probabilities are not the ones the decoding gives (see
+    /// [`crate::logprobs`]).
+    #[error("logprobs: position {position}: {detail}")]
+    Logprobs {
+        /// First failing output position.
+        position: u32,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 impl Rejection {
@@ -209,6 +218,7 @@ impl Rejection {
             Rejection::Schema { .. } => "schema",
             Rejection::OutsideMask { .. } => "outside_mask",
             Rejection::TokenMismatch { .. } => "token_mismatch",
+            Rejection::Logprobs { .. } => "logprobs",
         }
     }
 
@@ -225,7 +235,8 @@ impl Rejection {
             | Rejection::PastEos { position, .. }
             | Rejection::PastStop { position, .. }
             | Rejection::OutsideMask { position, .. }
-            | Rejection::TokenMismatch { position, .. } => Some(*position),
+            | Rejection::TokenMismatch { position, .. }
+            | Rejection::Logprobs { position, .. } => Some(*position),
             Rejection::PastMaxTokens { limit, .. } => Some(*limit),
             _ => None,
         }

@@ -175,6 +175,7 @@ pub fn test_receipt(
             prompt_tokens: 12,
             completion_tokens: 4,
         },
+        logprobs: None,
         node: node.public(),
         signature: Default::default(),
     };

@@ -76,7 +76,7 @@ fn sampled(max_tokens: u32, seed: u64) -> Decoding {
         seed,
         max_tokens,
         stop: Vec::new(),
-        constraint: None,
+        ..Default::default()
     }
 }
 

@@ -104,7 +104,7 @@ fn request(model: Hash, nonce: u8) -> Request {
             seed: 4,
             max_tokens: 16,
             stop: Vec::new(),
-            constraint: None,
+            ..Default::default()
         },
         policy: Policy::default(),
         requester: k.public(),

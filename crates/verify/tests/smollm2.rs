@@ -193,3 +193,90 @@ fn zero_false_rejections_over_200_honest_requests() {
     }
     assert_eq!(accepted, 200);
 }
+
+/// Node and verifier log-probabilities on the default model: the node
+/// answers four requests in one batch on the SIMD kernels, the verifier
+/// recomputes on the portable scalar kernels with another thread count. The
+/// largest difference is printed (docs/benchmarks.md records it) and must be
+/// within the verifiers' bound; an edited value is caught.
+#[test]
+fn log_probabilities_match_the_verifiers_and_an_edit_is_caught() {
+    use verinfer_inference::respond::respond_batch;
+    use verinfer_inference::EngineOptions;
+    use verinfer_verify::checker::Recompute;
+    use verinfer_verify::logprobs::{asked, check_logprobs, LOGPROB_BOUND_MICRO};
+
+    let (path, id) = model();
+    let mut node = engine(&path, 2);
+    let scalar = verinfer_inference::Engine::load(
+        &path,
+        EngineOptions {
+            threads: 1,
+            force_scalar: true,
+        },
+    )
+    .unwrap();
+    let mut c = Checker::new(scalar, id, key(30));
+    let questions = [
+        "Count from one to forty in words.",
+        "Tell a short story about a lighthouse keeper.",
+        "List ten fruits, one per line.",
+        "Explain how a bicycle works.",
+    ];
+    let requests: Vec<_> = questions
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let mut d = decoding(80, if i % 2 == 0 { 0 } else { 700 }, i as u64);
+            d.top_logprobs = Some(20);
+            request(id, q, d, 120 + i as u8)
+        })
+        .collect();
+    type Sink = Box<dyn FnMut(u32, &str)>;
+    let mut sinks: Vec<Sink> = requests
+        .iter()
+        .map(|_| Box::new(|_: u32, _: &str| {}) as Sink)
+        .collect();
+    let cbs = sinks
+        .iter_mut()
+        .map(|b| b.as_mut() as verinfer_inference::engine::TokenCallback<'_>)
+        .collect();
+    let results = respond_batch(&mut node, id, &requests, &key(2), cbs);
+    let (mut positions, mut values, mut max_diff) = (0usize, 0usize, 0i64);
+    for (req, res) in requests.iter().zip(&results) {
+        let res = res.as_ref().unwrap();
+        let prompt = c.engine_mut().prompt_tokens(&req.input).unwrap();
+        let scores = Recompute::score(
+            c.engine_mut(),
+            &prompt,
+            &res.output_tokens,
+            &req.decoding,
+            8,
+            &asked(res),
+        )
+        .unwrap();
+        let tok = c.engine_mut().detokenizer();
+        check_logprobs(&req.decoding, res, &scores, tok).unwrap();
+        for (e, s) in res.logprobs.as_ref().unwrap().iter().zip(&scores) {
+            let lp = s.logprobs.as_ref().unwrap();
+            positions += 1;
+            values += 1 + e.top.len();
+            max_diff = max_diff.max((e.logprob_micro - lp.logprob_micro).abs());
+            for (c, r) in e.top.iter().zip(&s.asked) {
+                max_diff = max_diff.max((c.logprob_micro - r.1).abs());
+            }
+        }
+    }
+    println!(
+        "log-probabilities: largest |node - verifier| = {max_diff} micro-nats over {positions} \
+         positions ({values} values)"
+    );
+    assert!(positions >= 200, "only {positions} positions");
+    assert!(max_diff <= LOGPROB_BOUND_MICRO);
+    // The whole check accepts the honest answer and catches an edit.
+    let (req, honest) = (&requests[2], results[2].as_ref().unwrap());
+    let v = c.verdict(req, honest).unwrap();
+    assert_eq!(v.decision, Decision::Accept, "{:?}", v.reason);
+    let bad = faulty(&mut node, req, honest, &Fault::EditLogprob(2)).unwrap();
+    assert_eq!(rejected(&mut c, req, &bad), ("logprobs".into(), Some(2)));
+}

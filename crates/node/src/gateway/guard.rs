@@ -5,7 +5,8 @@
 //!   library that sends them on resolves `..` and decodes `%2e`, so anything
 //!   it could rewrite (percent-encoding, backslashes, dot or empty segments)
 //!   is a 400 before any proxying.
-//! - A chat request a node would refuse (token ids outside the vocabulary, a
+//! - A chat request a node would refuse (token ids outside the vocabulary,
+//!   in the prompt or in `logit_bias`, a
 //!   prompt or `max_tokens` beyond the context window), or that could not be
 //!   verified (a quorum larger than the live verifiers, an invalid JSON
 //!   schema), is a 400 or 503 before any money is reserved, any node runs or
@@ -121,6 +122,19 @@ pub fn precheck(
                 ),
             ));
         }
+    }
+    if let Some(b) = decoding
+        .logit_bias
+        .iter()
+        .find(|b| cap.vocab_size > 0 && b.token >= cap.vocab_size)
+    {
+        return Err(ApiError::field(
+            "logit_bias",
+            format!(
+                "token id {} in `logit_bias` is outside the model's vocabulary of {} tokens",
+                b.token, cap.vocab_size
+            ),
+        ));
     }
     if cap.context_len > 0 && decoding.max_tokens > cap.context_len {
         return Err(ApiError::field(
@@ -250,7 +264,7 @@ mod tests {
             seed: 0,
             max_tokens,
             stop: Vec::new(),
-            constraint: None,
+            ..Default::default()
         }
     }
 

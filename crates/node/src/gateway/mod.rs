@@ -15,8 +15,8 @@ pub mod openai;
 pub mod pages;
 mod report;
 pub mod settle;
-mod watch;
 pub mod tools;
+mod watch;
 
 use crate::client::{LedgerClient, Peer};
 use crate::http::HttpError;
@@ -374,20 +374,42 @@ async fn start(
         &policy,
         &gw.capacity(&model)?,
     )?;
-    let request = flow::new_request(
-        account.key.public(),
-        model.id,
-        parsed.input.clone(),
-        parsed.decoding.clone(),
-        policy,
-    );
-    let (tx, mut rx) = mpsc::channel::<Event>(1024);
-    let g = gw.clone();
-    let m = model.clone();
-    tokio::spawn(async move {
-        let done = g.serve(&account, &m, request, &tx).await;
-        let _ = tx.send(Event::Done(Box::new(done))).await;
-    });
+    // One Request per choice, each answered, verified and settled on its
+    // own; sampled choices draw with consecutive seeds so that they differ.
+    let requests: Vec<_> = (0..u64::from(parsed.n))
+        .map(|i| {
+            let mut decoding = parsed.decoding.clone();
+            if decoding.temperature_milli > 0 {
+                decoding.seed =
+                    decoding.seed.wrapping_add(i) & verinfer_types::canonical::MAX_SAFE_INTEGER;
+            }
+            flow::new_request(
+                account.key.public(),
+                model.id,
+                parsed.input.clone(),
+                decoding,
+                policy.clone(),
+            )
+        })
+        .collect();
+    let (all_tx, mut rx) = mpsc::channel::<(usize, Event)>(1024);
+    for (i, request) in requests.into_iter().enumerate() {
+        let (tx, mut choice_rx) = mpsc::channel::<Event>(1024);
+        let all = all_tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = choice_rx.recv().await {
+                if all.send((i, ev)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (g, m, account) = (gw.clone(), model.clone(), account.clone());
+        tokio::spawn(async move {
+            let done = g.serve(&account, &m, request, &tx).await;
+            let _ = tx.send(Event::Done(Box::new(done))).await;
+        });
+    }
+    drop(all_tx);
     let shape = Shape {
         chat,
         model: model.name.clone(),
@@ -399,33 +421,42 @@ async fn start(
         ),
         created: crate::auth::now_ms() / 1000,
         tools: parsed.tools.clone().filter(tools::Tools::callable),
+        usage: Default::default(),
     };
     if !parsed.stream {
-        let mut text = String::new();
-        while let Some(ev) = rx.recv().await {
-            match ev {
-                Event::Text(t) => text.push_str(&t),
-                Event::Retract { .. } => text.clear(),
-                Event::Done(done) => return done.map(|a| shape.whole(&a)),
+        let mut answers: Vec<Option<Answer>> = vec![None; parsed.n as usize];
+        while let Some((i, ev)) = rx.recv().await {
+            if let Event::Done(done) = ev {
+                answers[i] = Some((*done)?);
             }
         }
-        return Err(ApiError::internal("the request task stopped"));
+        return match answers.into_iter().collect::<Option<Vec<_>>>() {
+            Some(a) => Ok(shape.whole(&a)),
+            None => Err(ApiError::internal("the request task stopped")),
+        };
     }
     // Wait for the first event so that refusals (402, 503...) are HTTP errors.
     let first = rx
         .recv()
         .await
         .ok_or_else(|| ApiError::internal("the request task stopped"))?;
-    if let Event::Done(done) = &first {
+    if let (_, Event::Done(done)) = &first {
         if let Err(e) = done.as_ref() {
             return Err(e.clone());
         }
     }
     let gw2 = gw.clone();
     let include_usage = parsed.include_usage;
+    let tail = shape.clone();
     let events = futures_util::stream::once(async move { first })
         .chain(ReceiverStream::new(rx))
-        .flat_map(move |ev| futures_util::stream::iter(shape.sse(&gw2, ev, include_usage)))
+        .flat_map(move |(i, ev)| futures_util::stream::iter(shape.sse(&gw2, i, ev)))
+        .chain(
+            futures_util::stream::once(async move {
+                futures_util::stream::iter(tail.end(include_usage))
+            })
+            .flatten(),
+        )
         .map(Ok::<_, std::convert::Infallible>);
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
@@ -443,6 +474,8 @@ struct Shape {
     /// Functions the answer may call: its text is then held back and sent
     /// whole, as a call or as content, once the answer is done.
     tools: Option<tools::Tools>,
+    /// Prompt and completion tokens of the choices answered so far.
+    usage: Arc<std::sync::Mutex<Option<(u32, u32)>>>,
 }
 
 impl Shape {
@@ -453,6 +486,15 @@ impl Shape {
             .as_ref()
             .filter(|_| a.status != Status::Rejected)?;
         t.call(&a.result.output_text)
+    }
+
+    /// The id tool calls of choice `index` derive from: the completion's
+    /// own for the first choice, one per choice after it.
+    fn call_id(&self, index: usize) -> String {
+        match index {
+            0 => self.id.clone(),
+            i => format!("{}-{i}", self.id),
+        }
     }
 
     fn info(&self, a: &Answer) -> VerinferInfo {
@@ -468,48 +510,82 @@ impl Shape {
         }
     }
 
-    fn usage(a: &Answer) -> Value {
-        let u = a.result.usage;
+    /// OpenAI's usage: the prompt counted once, the completions of every
+    /// choice summed.
+    fn usage_json(prompt: u32, completion: u32) -> Value {
         json!({
-            "prompt_tokens": u.prompt_tokens,
-            "completion_tokens": u.completion_tokens,
-            "total_tokens": u.prompt_tokens + u.completion_tokens,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
         })
     }
 
+    /// The choice's log-probabilities in the endpoint's format.
+    fn logprobs(&self, a: &Answer) -> Value {
+        let entries = match a.status {
+            Status::Rejected => None,
+            _ => a.result.logprobs.as_deref(),
+        };
+        if self.chat {
+            openai::chat_logprobs(entries)
+        } else {
+            openai::completion_logprobs(entries)
+        }
+    }
+
     /// The whole answer as one JSON response.
-    fn whole(&self, a: &Answer) -> Response {
-        let text = if a.status == Status::Rejected {
-            ""
-        } else {
-            a.result.output_text.as_str()
+    fn whole(&self, answers: &[Answer]) -> Response {
+        let many = answers.len() > 1;
+        let choices: Vec<Value> = answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let text = if a.status == Status::Rejected {
+                    ""
+                } else {
+                    a.result.output_text.as_str()
+                };
+                let finish = openai::finish(a.result.finish_reason);
+                let mut choice = if let Some(call) = self.call(a) {
+                    let calls = tools::tool_calls(&self.call_id(i), &call);
+                    json!({"index": i, "message": {"role": "assistant", "content": null, "tool_calls": calls, "refusal": null}, "logprobs": self.logprobs(a), "finish_reason": "tool_calls"})
+                } else if self.chat {
+                    json!({"index": i, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": self.logprobs(a), "finish_reason": finish})
+                } else {
+                    json!({"index": i, "text": text, "logprobs": self.logprobs(a), "finish_reason": finish})
+                };
+                if many {
+                    // Each choice is its own Request, Result and receipt.
+                    choice["verinfer"] = serde_json::to_value(self.info(a)).unwrap_or(Value::Null);
+                }
+                choice
+            })
+            .collect();
+        let Some(first) = answers.first() else {
+            return ApiError::internal("no choice was answered").into_response();
         };
-        let finish = openai::finish(a.result.finish_reason);
-        let choice = if let Some(call) = self.call(a) {
-            let calls = tools::tool_calls(&self.id, &call);
-            json!({"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": calls, "refusal": null}, "logprobs": null, "finish_reason": "tool_calls"})
-        } else if self.chat {
-            json!({"index": 0, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": null, "finish_reason": finish})
-        } else {
-            json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
-        };
+        let completion = answers
+            .iter()
+            .map(|a| a.result.usage.completion_tokens)
+            .sum();
         let body = json!({
             "id": self.id,
             "object": if self.chat { "chat.completion" } else { "text_completion" },
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": a.result.engine,
-            "choices": [choice],
-            "usage": Self::usage(a),
-            "verinfer": self.info(a),
+            "system_fingerprint": first.result.engine,
+            "choices": choices,
+            "usage": Self::usage_json(first.result.usage.prompt_tokens, completion),
+            "verinfer": self.info(first),
         });
         let mut r = Json(body).into_response();
-        decorate(r.headers_mut(), a);
+        decorate(r.headers_mut(), first);
         r
     }
 
     fn chunk(
         &self,
+        index: usize,
         content: Option<&str>,
         finish: Option<&str>,
         extra: Option<(&str, Value)>,
@@ -519,9 +595,9 @@ impl Shape {
                 Some(c) => json!({"role": "assistant", "content": c}),
                 None => json!({}),
             };
-            json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+            json!({"index": index, "delta": delta, "logprobs": null, "finish_reason": finish})
         } else {
-            json!({"index": 0, "text": content.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+            json!({"index": index, "text": content.unwrap_or(""), "logprobs": null, "finish_reason": finish})
         };
         let mut c = json!({
             "id": self.id,
@@ -536,13 +612,14 @@ impl Shape {
         c
     }
 
-    /// The server-sent events of one flow event.
-    fn sse(&self, gw: &Gateway, ev: Event, include_usage: bool) -> Vec<SseEvent> {
+    /// The server-sent events of one flow event of choice `index`.
+    fn sse(&self, gw: &Gateway, index: usize, ev: Event) -> Vec<SseEvent> {
         let data = |v: Value| SseEvent::default().data(v.to_string());
         match ev {
             Event::Text(_) if self.tools.is_some() => Vec::new(),
-            Event::Text(t) => vec![data(self.chunk(Some(&t), None, None))],
+            Event::Text(t) => vec![data(self.chunk(index, Some(&t), None, None))],
             Event::Retract { reason } => vec![data(self.chunk(
+                index,
                 Some(""),
                 None,
                 Some((
@@ -550,45 +627,60 @@ impl Shape {
                     json!({"status": "rejected", "retracted": true, "reason": reason}),
                 )),
             ))],
-            Event::Done(done) => {
-                let mut out = Vec::new();
-                match *done {
-                    Ok(a) => {
-                        let mut finish = openai::finish(a.result.finish_reason);
-                        if let Some(call) = self.call(&a) {
-                            // OpenAI's stream of a call: the id and name with
-                            // the arguments, then the finish chunk.
-                            let mut calls = tools::tool_calls(&self.id, &call);
-                            calls[0]["index"] = json!(0);
-                            let mut c = self.chunk(None, None, None);
-                            c["choices"][0]["delta"] =
-                                json!({"role": "assistant", "content": null, "tool_calls": calls});
-                            out.push(data(c));
-                            finish = "tool_calls";
-                        } else if self.tools.is_some() && a.status != Status::Rejected {
-                            out.push(data(self.chunk(Some(&a.result.output_text), None, None)));
-                        }
-                        let info = serde_json::to_value(self.info(&a)).unwrap_or(Value::Null);
+            Event::Done(done) => match *done {
+                Ok(a) => {
+                    if let Ok(mut u) = self.usage.lock() {
+                        let (p, c) = u.unwrap_or((a.result.usage.prompt_tokens, 0));
+                        *u = Some((p, c + a.result.usage.completion_tokens));
+                    }
+                    let mut out = Vec::new();
+                    let mut finish = openai::finish(a.result.finish_reason);
+                    if let Some(call) = self.call(&a) {
+                        // OpenAI's stream of a call: the id and name with the
+                        // arguments, then the finish chunk.
+                        let mut calls = tools::tool_calls(&self.call_id(index), &call);
+                        calls[0]["index"] = json!(0);
+                        let mut c = self.chunk(index, None, None, None);
+                        c["choices"][0]["delta"] =
+                            json!({"role": "assistant", "content": null, "tool_calls": calls});
+                        out.push(data(c));
+                        finish = "tool_calls";
+                    } else if self.tools.is_some() && a.status != Status::Rejected {
                         out.push(data(self.chunk(
+                            index,
+                            Some(&a.result.output_text),
                             None,
-                            Some(finish),
-                            Some(("verinfer", info)),
+                            None,
                         )));
-                        if include_usage {
-                            let mut u = self.chunk(None, None, Some(("usage", Self::usage(&a))));
-                            u["choices"] = json!([]);
-                            out.push(data(u));
-                        }
                     }
-                    Err(e) => {
-                        Counters::inc(&gw.counters.errors);
-                        out.push(data(e.body()));
-                    }
+                    let info = serde_json::to_value(self.info(&a)).unwrap_or(Value::Null);
+                    // The log-probabilities come with the signed Result, so
+                    // they arrive with the choice's last chunk.
+                    let mut c = self.chunk(index, None, Some(finish), Some(("verinfer", info)));
+                    c["choices"][0]["logprobs"] = self.logprobs(&a);
+                    out.push(data(c));
+                    out
                 }
-                out.push(SseEvent::default().data("[DONE]"));
-                out
-            }
+                Err(e) => {
+                    Counters::inc(&gw.counters.errors);
+                    vec![data(e.body())]
+                }
+            },
         }
+    }
+
+    /// The events after every choice ended: the usage chunk when asked, and
+    /// `[DONE]`.
+    fn end(&self, include_usage: bool) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        let usage = self.usage.lock().ok().and_then(|u| *u);
+        if let (true, Some((p, c))) = (include_usage, usage) {
+            let mut u = self.chunk(0, None, None, Some(("usage", Self::usage_json(p, c))));
+            u["choices"] = json!([]);
+            out.push(SseEvent::default().data(u.to_string()));
+        }
+        out.push(SseEvent::default().data("[DONE]"));
+        out
     }
 }
 

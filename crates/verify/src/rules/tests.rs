@@ -142,6 +142,10 @@ fn node_faults_are_the_protocol_list() {
             claimed: h,
             expected: h,
         },
+        Rejection::Logprobs {
+            position: 0,
+            detail: String::new(),
+        },
     ];
     let not = [
         Rejection::BadSignature { record: "result" },
@@ -472,6 +476,8 @@ fn score(argmax: u32, claimed: u32, sampled: u32, top: &[(u32, f32)]) -> Positio
             .collect(),
         sampled,
         outside_mask: false,
+        logprobs: None,
+        asked: Vec::new(),
     }
 }
 

@@ -65,7 +65,7 @@ pub fn decoding(max_tokens: u32, temperature_milli: u32, seed: u64) -> Decoding 
         seed,
         max_tokens,
         stop: Vec::new(),
-        constraint: None,
+        ..Default::default()
     }
 }
 
