@@ -438,6 +438,24 @@ fn messages(obj: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
                     ))
                 }
             };
+            // Nothing in a message is silently ignored: a field that would
+            // change the answer elsewhere (`name`, say) is refused by name.
+            // Nulls are what clients send for fields they leave unset.
+            let known = |k: &str| match k {
+                "role" | "content" => true,
+                "tool_calls" => role == "assistant",
+                "tool_call_id" => role == "tool",
+                _ => false,
+            };
+            if let Some((k, _)) = m
+                .as_object()
+                .and_then(|o| o.iter().find(|(k, v)| !v.is_null() && !known(k)))
+            {
+                return Err(ApiError::field(
+                    &format!("{field}.{k}"),
+                    format!("`{k}` is not supported in a `{role}` message"),
+                ));
+            }
             let calls = match role {
                 "assistant" => super::tools::assistant_calls(m, &field)?,
                 _ => None,
@@ -764,7 +782,7 @@ mod tests {
     #[test]
     fn an_unknown_field_is_refused_naming_it() {
         for f in [
-            "tools",
+            "function_call",
             "functions",
             "audio",
             "store",
@@ -793,6 +811,40 @@ mod tests {
         ))
         .expect("known fields");
         assert!(p.include_usage);
+    }
+
+    #[test]
+    fn an_unknown_message_field_is_refused_naming_it() {
+        let msg =
+            |m: Value| json!({"model": "m", "messages": [{"role": "user", "content": "hi"}, m]});
+        let cases = [
+            (
+                json!({"role": "user", "content": "x", "name": "bob"}),
+                "messages[1].name",
+            ),
+            (
+                json!({"role": "user", "content": "x", "tool_call_id": "c1"}),
+                "messages[1].tool_call_id",
+            ),
+            (
+                json!({"role": "user", "content": "x", "tool_calls": []}),
+                "messages[1].tool_calls",
+            ),
+            (
+                json!({"role": "assistant", "content": "x", "audio": {"id": "a"}}),
+                "messages[1].audio",
+            ),
+        ];
+        for (m, param) in cases {
+            assert_eq!(
+                refused(msg(m.clone()), true),
+                (400, Some(param.to_string())),
+                "{m}"
+            );
+        }
+        // Fields a client leaves unset arrive as nulls and change nothing.
+        let ok = msg(json!({"role": "assistant", "content": "x", "refusal": null, "name": null}));
+        assert!(chat(ok).is_ok());
     }
 
     #[test]

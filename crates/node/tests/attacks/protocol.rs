@@ -17,7 +17,7 @@ use verinfer_ledger::Transaction;
 use verinfer_log::witness::add_cosignature;
 use verinfer_node::client::{ClientError, LedgerClient, Peer};
 use verinfer_node::devnet::{self, Devnet, DevnetOptions};
-use verinfer_node::testing::{bundle, chat, get_json, post, register_gateway};
+use verinfer_node::testing::{bundle, chat, get_json, pinned_trust, post, register_gateway};
 use verinfer_node::wire::{CheckRequest, NodeView};
 use verinfer_types::note::{Note, NoteSignature, VerifierKey, ALG_COSIGNATURE_V1};
 use verinfer_types::records::{
@@ -85,14 +85,23 @@ async fn honest_receipt(
     (b, receipt)
 }
 
-/// Every receipt still checks out against the keys the ledger names.
-async fn receipts_hold(http: &reqwest::Client, net: &Devnet, bundles: &[ReceiptBundle]) {
+/// Every receipt still checks out against the keys the devnet in `dir`
+/// published at start (its log key, its 3 verifiers as witnesses, its
+/// witness quorum), never against keys a receipt names.
+async fn receipts_hold(
+    http: &reqwest::Client,
+    net: &Devnet,
+    dir: &Path,
+    bundles: &[ReceiptBundle],
+) {
+    let quorum = DevnetOptions::new(dir.to_path_buf()).quorum.clamp(1, 3) as usize;
+    let trust = pinned_trust(net.ledger.receipts().verifier_key().clone(), dir, 3, quorum)
+        .expect("the devnet's keys");
     for b in bundles {
         let fresh = bundle(http, &net.url, &net.api_key, &b.id, WAIT)
             .await
             .expect("receipt bundle");
-        let report = check_receipt(&fresh, &Trust::from_bundle(&fresh).expect("trust"))
-            .expect("receipt verifies");
+        let report = check_receipt(&fresh, &trust).expect("receipt verifies");
         assert_eq!(report.status, Status::Verified);
     }
 }
@@ -123,7 +132,7 @@ fn node_key(dir: &Path, key: &PublicKey) -> SecretKey {
 /// cannot compile is refused before any node runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unmeetable_schema_slashes_nobody() {
-    let (_dir, net) = start(2).await;
+    let (dir, net) = start(2).await;
     let http = reqwest::Client::new();
     let (before_bundle, _) = honest_receipt(&http, &net, "Say hello.").await;
     let before = untouched(&net);
@@ -175,7 +184,7 @@ async fn unmeetable_schema_slashes_nobody() {
     let c = net.gateway().expect("gateway").counters();
     assert_eq!((c.rejected, c.slashes), (0, 0), "{c:?}");
     assert_eq!(untouched(&net), before);
-    receipts_hold(&http, &net, &[before_bundle]).await;
+    receipts_hold(&http, &net, dir.path(), &[before_bundle]).await;
     net.stop();
 }
 
@@ -245,7 +254,7 @@ async fn rejections_for_another_request_slash_nobody() {
         }
     }
     assert_eq!(untouched(&net), before);
-    receipts_hold(&http, &net, &[b]).await;
+    receipts_hold(&http, &net, dir.path(), &[b]).await;
     net.stop();
 }
 
@@ -330,7 +339,7 @@ async fn minority_or_outsider_committee_cannot_slash() {
         Err(ClientError::Refused(_))
     ));
     assert_eq!(untouched(&net), before);
-    receipts_hold(&http, &net, &[b]).await;
+    receipts_hold(&http, &net, dir.path(), &[b]).await;
     net.stop();
 }
 
@@ -475,7 +484,7 @@ async fn one_bad_witness_cannot_stop_finality() {
         bundles.push(b);
     }
     assert_eq!(untouched(&net), before);
-    receipts_hold(&http, &net, &bundles).await;
+    receipts_hold(&http, &net, dir.path(), &bundles).await;
     net.stop();
 }
 
@@ -484,7 +493,7 @@ async fn one_bad_witness_cannot_stop_finality() {
 /// from the receipt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn edited_receipt_quorum_is_ignored() {
-    let (_dir, net) = start(1).await;
+    let (dir, net) = start(1).await;
     let http = reqwest::Client::new();
     let (b, _) = honest_receipt(&http, &net, "Name a fruit.").await;
     let before = untouched(&net);
@@ -513,7 +522,7 @@ async fn edited_receipt_quorum_is_ignored() {
     // The honest receipt passes the same pinned check.
     check_receipt(&b, &trust).expect("honest receipt verifies");
     assert_eq!(untouched(&net), before);
-    receipts_hold(&http, &net, &[b]).await;
+    receipts_hold(&http, &net, dir.path(), &[b]).await;
     net.stop();
 }
 
