@@ -236,6 +236,18 @@ macro_rules! hex_bytes_serde {
 hex_bytes_serde!(Nonce, 16);
 hex_bytes_serde!(Salt, 32);
 
+/// Reads an optional field that is absent or holds a value. An explicit
+/// `null` is refused, so a record has one encoding: its canonical form omits
+/// the field, and a checker that hashes the bytes it was given (as the Python
+/// and JavaScript verifiers do) reaches the same verdict as this one.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 /// One chat message, OpenAI style.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -279,12 +291,20 @@ pub struct Decoding {
     /// position only tokens that keep the output a valid prefix are allowed
     /// (see [`Constraint`]). Absent in unconstrained requests, whose bytes
     /// are then those of records made before the field existed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub constraint: Option<Constraint>,
     /// Log-probabilities to report: `Some(n)` asks, at each output
     /// position, for the chosen token's log-probability and the `n` (at most
     /// [`MAX_TOP_LOGPROBS`]) most likely tokens with theirs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub top_logprobs: Option<u32>,
     /// Frequency penalty x 1000 (-2000 to 2000): subtracted from a token's
     /// logit once per time it already occurs in the output.
@@ -411,7 +431,11 @@ pub struct Policy {
     /// Verification mode.
     pub verification: VerificationMode,
     /// A JSON schema the output must satisfy, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub json_schema: Option<serde_json::Value>,
 }
 
@@ -494,7 +518,11 @@ pub struct InferenceResult {
     pub usage: Usage,
     /// One entry per output token when the request asks for
     /// log-probabilities (`decoding.top_logprobs`), absent otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub logprobs: Option<Vec<TokenLogprob>>,
     /// The inference node.
     pub node: PublicKey,
@@ -569,10 +597,18 @@ pub struct Verdict {
     /// Accept or reject.
     pub decision: Decision,
     /// Why, for a rejection (a reason code and detail).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub reason: Option<String>,
     /// First output position that failed, for token-level rejections.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub failed_position: Option<u32>,
     /// Output positions checked by recomputation.
     pub checked_positions: u32,

@@ -272,6 +272,22 @@ fn non_canonical_records_are_rejected() {
     );
 }
 
+/// A record has one encoding: an optional field is absent or holds a value,
+/// and an explicit `null` is refused even where parsing is not canonical
+/// (receipt bundles), as checkers that hash the bytes they got refuse it.
+#[test]
+fn an_explicit_null_for_an_optional_field_is_refused() {
+    let res = fixtures::result(&fixtures::request(Hash::of(b"m")));
+    let v = fixtures::verdict(&res, 1);
+    let good = String::from_utf8(v.to_canonical().unwrap()).unwrap();
+    assert!(serde_json::from_str::<Verdict>(&good).is_ok());
+    for field in ["reason", "failed_position"] {
+        let with_null = good.replacen('{', &format!("{{\"{field}\":null,"), 1);
+        let err = serde_json::from_str::<Verdict>(&with_null).unwrap_err();
+        assert!(err.to_string().contains("null"), "{field}: {err}");
+    }
+}
+
 #[test]
 fn signature_for_one_type_never_verifies_as_another() {
     let req = fixtures::request(Hash::of(b"m"));
