@@ -156,7 +156,7 @@ unsafe fn group<L: Lanes16, const D16: usize, const G: usize, const Q: usize>(
     });
     let row =
         |s: &[f32], at: usize| -> [f32; 16] { s[at..at + 16].try_into().unwrap_or([0.0; 16]) };
-    // SAFETY (every `L` call below): the caller guarantees L's features.
+    // SAFETY: for every `L` call below, the caller guarantees L's features.
     unsafe {
         // 1. Scores, sixteen positions per register; two panels at a time
         // for independent chains.
@@ -327,9 +327,12 @@ unsafe fn dispatch<L: Lanes16>(
         ($d16:literal, $($g:literal)*) => {
             match (g, tokens) {
                 $(
+                    // SAFETY: the caller guarantees L's features (forwarded contract).
                     ($g, 1) => unsafe { group::<L, $d16, $g, 1>(qs, span, n0, scale, scores, out) },
+                    // SAFETY: the caller guarantees L's features (forwarded contract).
                     ($g, 2) => unsafe { group::<L, $d16, $g, 2>(qs, span, n0, scale, scores, out) },
                 )*
+                // SAFETY: the caller guarantees L's features (forwarded contract).
                 _ => unsafe { one_by_one::<L, $d16>(qs, hd, g, span, n0, scale, scores, out) },
             }
         };
@@ -436,10 +439,12 @@ pub(crate) fn attend(
         // SAFETY: these kinds exist only when the CPU has the features
         // (`KernelKind::supported`).
         KernelKind::Vnni512 => {
-            return unsafe { dispatch_avx512(qs, hd, g, span, n0, scale, scores, out) }
+            // SAFETY: a non-scalar kind exists only on a CPU with its features (`KernelKind::supported`).
+            return unsafe { dispatch_avx512(qs, hd, g, span, n0, scale, scores, out) };
         }
         KernelKind::Avx2 | KernelKind::AvxVnni => {
-            return unsafe { dispatch_avx2(qs, hd, g, span, n0, scale, scores, out) }
+            // SAFETY: a non-scalar kind exists only on a CPU with its features (`KernelKind::supported`).
+            return unsafe { dispatch_avx2(qs, hd, g, span, n0, scale, scores, out) };
         }
         KernelKind::Scalar => {}
     }

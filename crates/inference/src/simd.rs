@@ -105,6 +105,7 @@ macro_rules! multiversion {
                     // (`KernelKind::supported`).
                     $crate::simd::KernelKind::Vnni512 => return unsafe { avx512($($arg),*) },
                     $crate::simd::KernelKind::Avx2 | $crate::simd::KernelKind::AvxVnni => {
+                        // SAFETY: a non-scalar kind exists only on a CPU with its features (`KernelKind::supported`).
                         return unsafe { avx2($($arg),*) }
                     }
                     $crate::simd::KernelKind::Scalar => {}
@@ -190,13 +191,16 @@ pub(crate) fn matmul_panels(
         // `supported` after the matching `available*` check returned true;
         // the lengths were checked above, and `Dest::at` checks its bounds.
         KernelKind::Vnni512 => {
-            return unsafe { x86::panels_zmm(ty, src, nb, (p0, p1), cols, c0, dest) }
+            // SAFETY: a non-scalar kind exists only on a CPU with its features (`KernelKind::supported`).
+            return unsafe { x86::panels_zmm(ty, src, nb, (p0, p1), cols, c0, dest) };
         }
         KernelKind::AvxVnni => {
-            return unsafe { x86::panels_avxvnni(ty, src, nb, (p0, p1), cols, c0, dest) }
+            // SAFETY: a non-scalar kind exists only on a CPU with its features (`KernelKind::supported`).
+            return unsafe { x86::panels_avxvnni(ty, src, nb, (p0, p1), cols, c0, dest) };
         }
         KernelKind::Avx2 => {
-            return unsafe { x86::panels_avx2(ty, src, nb, (p0, p1), cols, c0, dest) }
+            // SAFETY: a non-scalar kind exists only on a CPU with its features (`KernelKind::supported`).
+            return unsafe { x86::panels_avx2(ty, src, nb, (p0, p1), cols, c0, dest) };
         }
         KernelKind::Scalar => {}
     }
@@ -353,7 +357,7 @@ unsafe fn drive<K: Tile, const T: u8, const P: usize, const C: usize, const PD: 
         Panels::Packed(packed) => &packed[p * stride..(p + 1) * stride],
         Panels::Wide(w) => w.panel(p),
     };
-    // SAFETY (all calls below): forwarded contract; `Dest::at` gives each
+    // SAFETY: every call below forwards the contract; `Dest::at` gives each
     // tile its own rows.
     unsafe {
         let dst = |p: usize, c: usize| dest.at(p, c0 + c);
@@ -527,31 +531,38 @@ mod x86 {
     impl super::Lanes16 for Zmm16 {
         #[inline(always)]
         unsafe fn zero() -> Self {
+            // SAFETY: the caller guarantees AVX-512 F (trait contract); pointers come from references to 16 floats.
             unsafe { Zmm16(_mm512_setzero_ps()) }
         }
         #[inline(always)]
         unsafe fn splat(x: f32) -> Self {
+            // SAFETY: the caller guarantees AVX-512 F (trait contract); pointers come from references to 16 floats.
             unsafe { Zmm16(_mm512_set1_ps(x)) }
         }
         #[inline(always)]
         unsafe fn load(p: &[f32; 16]) -> Self {
+            // SAFETY: the caller guarantees AVX-512 F (trait contract); pointers come from references to 16 floats.
             unsafe { Zmm16(_mm512_loadu_ps(p.as_ptr())) }
         }
         #[inline(always)]
         unsafe fn store(self, p: &mut [f32; 16]) {
+            // SAFETY: the caller guarantees AVX-512 F (trait contract); pointers come from references to 16 floats.
             unsafe { _mm512_storeu_ps(p.as_mut_ptr(), self.0) }
         }
         #[inline(always)]
         unsafe fn fma(self, b: Self, c: Self) -> Self {
+            // SAFETY: the caller guarantees AVX-512 F (trait contract); pointers come from references to 16 floats.
             unsafe { Zmm16(_mm512_fmadd_ps(self.0, b.0, c.0)) }
         }
         #[inline(always)]
         unsafe fn mul(self, b: Self) -> Self {
+            // SAFETY: the caller guarantees AVX-512 F (trait contract); pointers come from references to 16 floats.
             unsafe { Zmm16(_mm512_mul_ps(self.0, b.0)) }
         }
         #[inline(always)]
         unsafe fn max(self, b: Self) -> Self {
             // `vmaxps a, b` is `a > b ? a : b`, NaN or equal zeros giving b.
+            // SAFETY: the caller guarantees AVX-512 F (trait contract); pointers come from references to 16 floats.
             unsafe { Zmm16(_mm512_max_ps(self.0, b.0)) }
         }
     }
@@ -565,14 +576,17 @@ mod x86 {
     impl super::Lanes16 for Ymm2 {
         #[inline(always)]
         unsafe fn zero() -> Self {
+            // SAFETY: the caller guarantees AVX2 and FMA (trait contract); pointers come from references to 16 floats.
             unsafe { Ymm2(_mm256_setzero_ps(), _mm256_setzero_ps()) }
         }
         #[inline(always)]
         unsafe fn splat(x: f32) -> Self {
+            // SAFETY: the caller guarantees AVX2 and FMA (trait contract); pointers come from references to 16 floats.
             unsafe { Ymm2(_mm256_set1_ps(x), _mm256_set1_ps(x)) }
         }
         #[inline(always)]
         unsafe fn load(p: &[f32; 16]) -> Self {
+            // SAFETY: the caller guarantees AVX2 and FMA (trait contract); pointers come from references to 16 floats.
             unsafe {
                 Ymm2(
                     _mm256_loadu_ps(p.as_ptr()),
@@ -582,6 +596,7 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn store(self, p: &mut [f32; 16]) {
+            // SAFETY: the caller guarantees AVX2 and FMA (trait contract); pointers come from references to 16 floats.
             unsafe {
                 _mm256_storeu_ps(p.as_mut_ptr(), self.0);
                 _mm256_storeu_ps(p.as_mut_ptr().add(8), self.1);
@@ -589,6 +604,7 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn fma(self, b: Self, c: Self) -> Self {
+            // SAFETY: the caller guarantees AVX2 and FMA (trait contract); pointers come from references to 16 floats.
             unsafe {
                 Ymm2(
                     _mm256_fmadd_ps(self.0, b.0, c.0),
@@ -598,11 +614,13 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn mul(self, b: Self) -> Self {
+            // SAFETY: the caller guarantees AVX2 and FMA (trait contract); pointers come from references to 16 floats.
             unsafe { Ymm2(_mm256_mul_ps(self.0, b.0), _mm256_mul_ps(self.1, b.1)) }
         }
         #[inline(always)]
         unsafe fn max(self, b: Self) -> Self {
             // As for `Zmm::max`.
+            // SAFETY: the caller guarantees AVX2 and FMA (trait contract); pointers come from references to 16 floats.
             unsafe { Ymm2(_mm256_max_ps(self.0, b.0), _mm256_max_ps(self.1, b.1)) }
         }
     }
