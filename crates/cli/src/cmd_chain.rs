@@ -21,7 +21,7 @@ use crate::cmd_keys::load_key;
 
 /// Where the chain and the contract are.
 #[derive(Args)]
-pub struct At {
+pub(crate) struct At {
     /// The chain's JSON-RPC URL (http or https).
     #[arg(long)]
     rpc: String,
@@ -34,7 +34,7 @@ pub struct At {
 }
 
 /// The RPC endpoint at `url`, also trusting the CA in `ca` (a PEM file).
-pub fn rpc(url: &str, ca: Option<&Path>) -> anyhow::Result<Rpc> {
+pub(crate) fn rpc(url: &str, ca: Option<&Path>) -> anyhow::Result<Rpc> {
     Ok(Rpc {
         url: url.to_string(),
         ca_pem: match ca {
@@ -46,7 +46,7 @@ pub fn rpc(url: &str, ca: Option<&Path>) -> anyhow::Result<Rpc> {
 
 /// A node's role on chain.
 #[derive(Clone, Copy, ValueEnum)]
-pub enum ChainRole {
+pub(crate) enum ChainRole {
     /// Runs models.
     Inference,
     /// Checks answers and signs settlements.
@@ -55,7 +55,7 @@ pub enum ChainRole {
 
 /// `verinfer chain ...`
 #[derive(Subcommand)]
-pub enum ChainCommand {
+pub(crate) enum ChainCommand {
     /// Deploy the settlement contract for a ledger (its fee split, quorum,
     /// slashing and models), over an existing ERC-20 (`--token`) or a new
     /// plain one whose whole `--supply` goes to the deployer. Prints the
@@ -180,7 +180,7 @@ async fn sender(at: &At, key: &Path) -> anyhow::Result<Chain> {
 }
 
 /// Runs a chain command.
-pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: ChainCommand) -> anyhow::Result<()> {
     let rt = runtime()?;
     match cmd {
         ChainCommand::Deploy {

@@ -24,7 +24,7 @@ use crate::config::Config;
 
 /// `verinfer chat [OPTIONS]`
 #[derive(Args, Debug)]
-pub struct ChatArgs {
+pub(crate) struct ChatArgs {
     /// The gateway.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
@@ -58,7 +58,7 @@ struct ChatMessage {
 }
 
 /// Runs `verinfer chat` until `/quit` or end of input.
-pub fn run(args: ChatArgs, config: &Config) -> anyhow::Result<()> {
+pub(crate) fn run(args: ChatArgs, config: &Config) -> anyhow::Result<()> {
     let api_key = match &args.api_key {
         Some(k) => k.clone(),
         None => demo_key(args.data_dir.as_ref().or(config.data_dir.as_ref()))?,
@@ -359,7 +359,7 @@ fn verify_answer(url: &str, api_key: &str, answer: &Answer) {
 
 /// One server-sent event as the chat uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SseEvent {
+pub(crate) enum SseEvent {
     /// The event's data (its `data:` lines joined with newlines).
     Data(String),
     /// `data: [DONE]`: the stream is over.
@@ -369,14 +369,14 @@ pub enum SseEvent {
 /// An incremental server-sent-events parser: bytes in (split anywhere, even
 /// inside a character), events out.
 #[derive(Debug, Default)]
-pub struct SseParser {
+pub(crate) struct SseParser {
     partial: Vec<u8>,
     data: Vec<String>,
 }
 
 impl SseParser {
     /// Feeds bytes; returns the events they complete.
-    pub fn feed(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
         self.partial.extend_from_slice(bytes);
         let mut events = Vec::new();
         while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
@@ -389,7 +389,7 @@ impl SseParser {
     }
 
     /// Ends the stream: returns the event left without its blank line.
-    pub fn finish(&mut self) -> Vec<SseEvent> {
+    pub(crate) fn finish(&mut self) -> Vec<SseEvent> {
         let mut events = Vec::new();
         if !self.partial.is_empty() {
             let rest = std::mem::take(&mut self.partial);

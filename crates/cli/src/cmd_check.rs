@@ -22,7 +22,7 @@ use verinfer_verify::Checker;
 
 /// `verinfer check [OPTIONS] FILE`
 #[derive(Args, Debug)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Model name (e.g. smollm2-135m) or path to a GGUF file; its SHA-256
     /// must be the model the request names.
     #[arg(long, default_value = models::DEFAULT_MODEL)]
@@ -66,7 +66,7 @@ fn read_pair(file: &str) -> anyhow::Result<Pair> {
 }
 
 /// Runs `verinfer check`; `Ok(true)` on accept, `Ok(false)` on reject.
-pub fn run(args: CheckArgs) -> anyhow::Result<bool> {
+pub(crate) fn run(args: CheckArgs) -> anyhow::Result<bool> {
     // Input first: a bad file should not cost a model load.
     let pair = read_pair(&args.file)?;
     let path = models::resolve(&args.model)?;

@@ -17,7 +17,7 @@ use verinfer_types::{Hash, Signature, SignedRecord};
 
 /// `verinfer infer [OPTIONS] PROMPT`
 #[derive(Args, Debug)]
-pub struct InferArgs {
+pub(crate) struct InferArgs {
     /// Model name (e.g. smollm2-135m) or path to a GGUF file.
     #[arg(long, default_value = models::DEFAULT_MODEL)]
     pub model: String,
@@ -100,7 +100,7 @@ fn constraint(args: &InferArgs) -> anyhow::Result<Option<Constraint>> {
 
 /// `name` in the verinfer data directory (the parent of the models cache),
 /// where keys live by default.
-pub fn default_key_path(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn default_key_path(name: &str) -> anyhow::Result<PathBuf> {
     let dir = models::models_dir()?;
     Ok(dir
         .parent()
@@ -109,7 +109,7 @@ pub fn default_key_path(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Runs `verinfer infer`.
-pub fn run(args: InferArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: InferArgs) -> anyhow::Result<()> {
     if args.fault.is_some() && !args.json {
         bail!("--fault needs --json: a fault is a dishonest signed Result, and only --json prints the Result record");
     }

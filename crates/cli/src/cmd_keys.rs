@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// `verinfer keys ...`
 #[derive(Subcommand)]
-pub enum KeysCommand {
+pub(crate) enum KeysCommand {
     /// Create a new Ed25519 key file and print its public key (hex).
     New {
         /// Where to write the key (refuses to overwrite).
@@ -29,7 +29,7 @@ pub enum KeysCommand {
 }
 
 /// Runs a keys command.
-pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::New { out } => {
             let key = create_key(&out)?;
@@ -45,4 +45,4 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub use verinfer_node::config::{create_key, load_key, load_or_create_key};
+pub(crate) use verinfer_node::config::{create_key, load_key, load_or_create_key};

@@ -17,7 +17,7 @@ use verinfer_types::{Hash, PublicKey, SecretKey};
 
 /// `verinfer ledger ...`
 #[derive(Subcommand)]
-pub enum LedgerCommand {
+pub(crate) enum LedgerCommand {
     /// Create a ledger: the whole supply in the treasury account.
     Init {
         /// Ledger directory.
@@ -137,7 +137,7 @@ pub enum LedgerCommand {
 
 /// The directory and signing key of a transaction.
 #[derive(Args)]
-pub struct TxArgs {
+pub(crate) struct TxArgs {
     /// Ledger directory.
     #[arg(long)]
     dir: PathBuf,
@@ -148,7 +148,7 @@ pub struct TxArgs {
 
 /// Node role.
 #[derive(Clone, Copy, ValueEnum)]
-pub enum RoleArg {
+pub(crate) enum RoleArg {
     /// Inference node.
     Inference,
     /// Verifier.
@@ -247,7 +247,7 @@ fn parse_change(param: &str, value: &str) -> anyhow::Result<Change> {
 }
 
 /// Runs a ledger command.
-pub fn run(cmd: LedgerCommand) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: LedgerCommand) -> anyhow::Result<()> {
     match cmd {
         LedgerCommand::Init {
             dir,

@@ -18,7 +18,7 @@ const APPEND_BATCH: usize = 4096;
 
 /// `verinfer log ...`
 #[derive(Subcommand)]
-pub enum LogCommand {
+pub(crate) enum LogCommand {
     /// Create a log and print its verifier key.
     Init {
         /// Log directory.
@@ -97,7 +97,7 @@ fn print_hashes(hashes: &[verinfer_types::Hash]) -> anyhow::Result<()> {
 }
 
 /// Runs a log command.
-pub fn run(cmd: LogCommand, config: &Config) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: LogCommand, config: &Config) -> anyhow::Result<()> {
     match cmd {
         LogCommand::Init { dir, origin } => {
             let log = Log::init(&dir, &origin)

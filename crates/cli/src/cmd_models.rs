@@ -6,7 +6,7 @@ use verinfer_inference::models;
 
 /// `verinfer models ...`
 #[derive(Args, Debug)]
-pub struct ModelsArgs {
+pub(crate) struct ModelsArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: ModelsCommand,
@@ -14,7 +14,7 @@ pub struct ModelsArgs {
 
 /// Model subcommands.
 #[derive(Subcommand, Debug)]
-pub enum ModelsCommand {
+pub(crate) enum ModelsCommand {
     /// Download a known model (pinned version, SHA-256 checked) into the model cache.
     Fetch {
         /// Model name (see `verinfer models list`).
@@ -32,7 +32,7 @@ pub enum ModelsCommand {
 }
 
 /// Runs a models command.
-pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: ModelsArgs) -> anyhow::Result<()> {
     match args.command {
         ModelsCommand::Fetch { name } => {
             let path = models::fetch(&name, &mut |msg| eprintln!("{msg}"))

@@ -15,7 +15,7 @@ use verinfer_node::start::{self, RoleKind};
 
 /// `verinfer devnet`.
 #[derive(Args)]
-pub struct DevnetArgs {
+pub(crate) struct DevnetArgs {
     /// Data directory (default: $VERINFER_HOME/devnet, else the user data dir).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -54,7 +54,7 @@ pub struct DevnetArgs {
 
 /// `verinfer node`.
 #[derive(Args)]
-pub struct NodeArgs {
+pub(crate) struct NodeArgs {
     /// ledger, gateway, inference or verifier (overrides the config's `role`).
     #[arg(long)]
     role: Option<String>,
@@ -111,7 +111,7 @@ impl StopSignals {
 }
 
 /// Runs the devnet until SIGINT or SIGTERM, then stops every role and anvil.
-pub fn devnet(args: DevnetArgs, config: &Config) -> anyhow::Result<()> {
+pub(crate) fn devnet(args: DevnetArgs, config: &Config) -> anyhow::Result<()> {
     let data_dir = match args.data_dir.or_else(|| config.data_dir.clone()) {
         Some(d) => d,
         None => default_data_dir()?.join("devnet"),
@@ -175,7 +175,7 @@ pub fn devnet(args: DevnetArgs, config: &Config) -> anyhow::Result<()> {
 }
 
 /// Runs one role until SIGINT or SIGTERM, then stops it.
-pub fn node(args: NodeArgs, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+pub(crate) fn node(args: NodeArgs, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let path = config_path.context("give the node's configuration with --config FILE")?;
     let mut c = NodeConfig::load(&path)?;
     if let Some(l) = args.listen {

@@ -29,7 +29,7 @@ use verinfer_verify::receipt::{
 
 /// `verinfer verify [OPTIONS] [RECEIPT]`
 #[derive(Args, Debug)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// A receipt bundle (JSON, as `GET /v1/receipts/{id}` serves it; "-"
     /// reads stdin); with --url, the receipt id to fetch.
     #[arg(value_name = "RECEIPT|ID")]
@@ -77,7 +77,7 @@ pub struct VerifyArgs {
 
 /// Keys the user pinned on the command line, parsed.
 #[derive(Clone, Debug, Default)]
-pub struct Pins {
+pub(crate) struct Pins {
     /// The log's key.
     pub log_key: Option<VerifierKey>,
     /// The witnesses' keys (empty: not pinned).
@@ -88,7 +88,7 @@ pub struct Pins {
 
 impl Pins {
     /// Parses pinned keys; a malformed one is a usage error.
-    pub fn parse(
+    pub(crate) fn parse(
         log_key: Option<&str>,
         witnesses: &[String],
         witness_quorum: Option<u32>,
@@ -107,7 +107,7 @@ impl Pins {
     /// rest. With pinned witnesses the quorum is never the bundle's: the
     /// pinned one, else a strict majority of the pinned witnesses. A bundle
     /// key that does not parse fails the check.
-    pub fn trust(&self, bundle: &ReceiptBundle) -> Result<Trust, ReceiptError> {
+    pub(crate) fn trust(&self, bundle: &ReceiptBundle) -> Result<Trust, ReceiptError> {
         let log_key = match &self.log_key {
             Some(k) => k.clone(),
             None => parse_log_key(&bundle.log_key)?,
@@ -125,7 +125,7 @@ impl Pins {
     }
 
     /// Where the cosignature quorum came from, for the report.
-    pub fn quorum_origin(&self) -> &'static str {
+    pub(crate) fn quorum_origin(&self) -> &'static str {
         match (self.witness_quorum.is_some(), self.witnesses.is_empty()) {
             (true, _) => "pinned",
             (false, false) => "a majority of the pinned witnesses",
@@ -136,7 +136,7 @@ impl Pins {
 
 /// Runs `verinfer verify`: `Ok(true)` when every check holds, `Ok(false)`
 /// when one fails (reported on stderr), `Err` when it could not check.
-pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
+pub(crate) fn run(args: VerifyArgs) -> anyhow::Result<bool> {
     let pins = Pins::parse(
         args.log_key.as_deref(),
         &args.witnesses,
@@ -207,7 +207,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
 /// log could not be asked. The contract's root is the only thing trusted
 /// here; a proof at the settled size (when it differs from the receipt's
 /// checkpoint) is fetched from the gateway's log and checked against it.
-pub fn check_on_chain(
+pub(crate) fn check_on_chain(
     bundle: &ReceiptBundle,
     report: &Report,
     rpc: verinfer_ledger::evm::chain::Rpc,
@@ -286,7 +286,7 @@ pub fn check_on_chain(
 
 /// Checks `bundle`, which must be receipt `asked` when one was asked for
 /// (a gateway serving another receipt than the one requested fails).
-pub fn check_bundle(
+pub(crate) fn check_bundle(
     bundle: &ReceiptBundle,
     asked: Option<&Hash>,
     pins: &Pins,
@@ -313,13 +313,13 @@ fn json_report(outcome: &Result<Report, String>, pins: &Pins) -> serde_json::Val
 }
 
 /// A receipt id: 64 lowercase hex digits.
-pub fn parse_id(id: &str) -> anyhow::Result<Hash> {
+pub(crate) fn parse_id(id: &str) -> anyhow::Result<Hash> {
     id.parse()
         .map_err(|_| anyhow::anyhow!("{id:?} is not a receipt id (64 lowercase hex digits)"))
 }
 
 /// Reads a bundle from `file` ("-": stdin).
-pub fn read_bundle(file: &str) -> anyhow::Result<ReceiptBundle> {
+pub(crate) fn read_bundle(file: &str) -> anyhow::Result<ReceiptBundle> {
     let (text, name) = if file == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -337,7 +337,7 @@ pub fn read_bundle(file: &str) -> anyhow::Result<ReceiptBundle> {
 
 /// A blocking HTTP client; `timeout` bounds each request (None: no bound,
 /// for streams).
-pub fn http_client(timeout: Option<Duration>) -> anyhow::Result<reqwest::blocking::Client> {
+pub(crate) fn http_client(timeout: Option<Duration>) -> anyhow::Result<reqwest::blocking::Client> {
     reqwest::blocking::Client::builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(10))
@@ -347,7 +347,7 @@ pub fn http_client(timeout: Option<Duration>) -> anyhow::Result<reqwest::blockin
 
 /// The message of an OpenAI-format error body
 /// (`{"error": {"message": ...}}`), else the body itself.
-pub fn api_error_message(status: reqwest::StatusCode, body: &str) -> String {
+pub(crate) fn api_error_message(status: reqwest::StatusCode, body: &str) -> String {
     #[derive(Deserialize)]
     struct Body {
         error: Inner,
@@ -366,7 +366,7 @@ pub fn api_error_message(status: reqwest::StatusCode, body: &str) -> String {
 /// Fetches receipt `id` from the gateway at `url`, re-fetching every 500 ms
 /// for up to `wait` while no cosigned checkpoint covers it yet (the last
 /// bundle is returned either way; the check then says what is missing).
-pub fn fetch_bundle(
+pub(crate) fn fetch_bundle(
     client: &reqwest::blocking::Client,
     url: &str,
     id: &Hash,
@@ -404,7 +404,7 @@ fn short(hex: &str) -> String {
 }
 
 /// Prints what was checked, one line each.
-pub fn print_report(r: &Report, pins: &Pins) {
+pub(crate) fn print_report(r: &Report, pins: &Pins) {
     let origin = |pinned: bool| {
         if pinned {
             "pinned"
@@ -476,7 +476,7 @@ pub fn print_report(r: &Report, pins: &Pins) {
 }
 
 /// The verification mode as the design names it.
-pub fn mode_name(m: &verinfer_types::records::VerificationMode) -> String {
+pub(crate) fn mode_name(m: &verinfer_types::records::VerificationMode) -> String {
     use verinfer_types::records::VerificationMode as M;
     match m {
         M::None => "none".into(),

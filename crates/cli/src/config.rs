@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// `verinfer.toml`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     /// Data directory of devnet (default: `$VERINFER_HOME` or the user data dir).
     pub data_dir: Option<PathBuf>,
     /// HTTP listen address.
@@ -21,7 +21,7 @@ pub struct Config {
 /// `[log]` section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LogConfig {
+pub(crate) struct LogConfig {
     /// Origin (and key name) of a new log.
     pub origin: Option<String>,
     /// How often a new checkpoint is signed while the log grows, in ms.
@@ -30,7 +30,7 @@ pub struct LogConfig {
 
 impl Config {
     /// Reads `path`, or returns the defaults when no file is given.
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let Some(path) = path else {
             return Ok(Config::default());
         };
@@ -42,7 +42,7 @@ impl Config {
 
 /// The user's verinfer data directory: `$VERINFER_HOME`, else
 /// `$XDG_DATA_HOME/verinfer`, else `~/.local/share/verinfer`.
-pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
     if let Some(h) = std::env::var_os("VERINFER_HOME") {
         return Ok(PathBuf::from(h));
     }

@@ -476,6 +476,7 @@ pub mod writer {
     use super::Value;
 
     /// A tensor to write: name, dims (innermost first), GGML type number, raw data.
+    #[derive(Debug)]
     pub struct WTensor {
         /// Name.
         pub name: String,

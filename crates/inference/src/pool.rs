@@ -106,7 +106,7 @@ fn worker(shared: Arc<Shared>, index: usize) {
 
 impl Pool {
     /// Create a pool with `threads` workers in total (at least 1).
-    pub fn new(threads: usize) -> Self {
+    pub(crate) fn new(threads: usize) -> Self {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
             generation: AtomicU64::new(0),
@@ -139,12 +139,12 @@ impl Pool {
     }
 
     /// Number of workers (including the caller).
-    pub fn threads(&self) -> usize {
+    pub(crate) fn threads(&self) -> usize {
         self.threads
     }
 
     /// Run `f(i)` for every `i in 0..threads()`, in parallel; returns when all finish.
-    pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+    pub(crate) fn run(&self, f: &(dyn Fn(usize) + Sync)) {
         if self.threads == 1 {
             f(0);
             return;
@@ -190,7 +190,7 @@ impl Pool {
     /// Run `f` once on each of `parts`, part `t` on worker `t` (so no more
     /// parts than workers); returns when all finish. With one part, `f`
     /// runs on the caller without waking the workers.
-    pub fn run_parts<A: Send>(&self, parts: Vec<A>, f: &(dyn Fn(A) + Sync)) {
+    pub(crate) fn run_parts<A: Send>(&self, parts: Vec<A>, f: &(dyn Fn(A) + Sync)) {
         assert!(parts.len() <= self.threads, "more parts than workers");
         if parts.len() <= 1 {
             parts.into_iter().for_each(f);
@@ -234,7 +234,7 @@ pub(crate) struct SharedOut<'a> {
 
 impl<'a> SharedOut<'a> {
     /// Wrap a mutable slice.
-    pub fn new(s: &'a mut [f32]) -> Self {
+    pub(crate) fn new(s: &'a mut [f32]) -> Self {
         // SAFETY: `AtomicU32` has the same size and alignment as `f32`
         // (both 4 bytes, align 4 on every supported target), and we hold the
         // exclusive borrow of `s` for `'a`, so no non-atomic access can overlap.
@@ -245,7 +245,7 @@ impl<'a> SharedOut<'a> {
 
     /// Write `v` at index `i` (panics if out of bounds).
     #[inline]
-    pub fn set(&self, i: usize, v: f32) {
+    pub(crate) fn set(&self, i: usize, v: f32) {
         self.cells[i].store(v.to_bits(), Ordering::Relaxed);
     }
 
@@ -257,7 +257,7 @@ impl<'a> SharedOut<'a> {
     /// `Pool::run` (the static work split guarantees it at every call site),
     /// and the caller writes only within them.
     #[inline(always)]
-    pub unsafe fn ptr(&self, i: usize, len: usize) -> *mut f32 {
+    pub(crate) unsafe fn ptr(&self, i: usize, len: usize) -> *mut f32 {
         // `AtomicU32` is an `UnsafeCell`, so its memory may be written through
         // a pointer derived from a shared reference.
         self.cells[i..i + len].as_ptr() as *mut f32

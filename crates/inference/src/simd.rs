@@ -37,7 +37,7 @@ impl KernelKind {
     /// variable `VERINFER_LLM_KERNELS` (`scalar`, `avx2`, `avxvnni`,
     /// `avx512vnni`) may select a slower supported family, for testing and
     /// benchmarks; results are identical either way.
-    pub fn detect() -> Self {
+    pub(crate) fn detect() -> Self {
         let all = Self::supported();
         let best = all.last().copied().unwrap_or(KernelKind::Scalar);
         match std::env::var("VERINFER_LLM_KERNELS").ok().as_deref() {
@@ -51,7 +51,7 @@ impl KernelKind {
     }
 
     /// Every family the running CPU supports, slowest first.
-    pub fn supported() -> Vec<Self> {
+    pub(crate) fn supported() -> Vec<Self> {
         #[allow(unused_mut)]
         let mut v = vec![KernelKind::Scalar];
         #[cfg(target_arch = "x86_64")]
@@ -70,7 +70,7 @@ impl KernelKind {
     }
 
     /// Short name (as accepted by `VERINFER_LLM_KERNELS`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             KernelKind::Scalar => "scalar",
             KernelKind::Avx2 => "avx2",
@@ -502,19 +502,19 @@ mod x86 {
     use crate::quant::panel_layout;
 
     /// AVX2 with FMA and F16C.
-    pub fn available_avx2() -> bool {
+    pub(super) fn available_avx2() -> bool {
         is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
     }
 
     /// AVX-VNNI besides [`available_avx2`].
-    pub fn available_avxvnni() -> bool {
+    pub(super) fn available_avxvnni() -> bool {
         available_avx2() && is_x86_feature_detected!("avxvnni")
     }
 
     /// AVX-512 F/BW/VL with VNNI besides [`available_avx2`].
-    pub fn available_vnni512() -> bool {
+    pub(super) fn available_vnni512() -> bool {
         available_avx2()
             && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
@@ -659,7 +659,7 @@ mod x86 {
     /// # Safety
     /// [`available_vnni512`] holds; `out` has room for every block of `src`.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
-    pub unsafe fn widen_zmm(ty: GgmlType, src: &[u8], out: *mut super::WideBlock) {
+    pub(super) unsafe fn widen_zmm(ty: GgmlType, src: &[u8], out: *mut super::WideBlock) {
         let (_, mo, qo, pb) = panel_layout(ty);
         let m4 = _mm512_set1_epi8(0x0f);
         for (i, blk) in src.chunks_exact(pb).enumerate() {
@@ -692,7 +692,7 @@ mod x86 {
     /// [`available_vnni512`] holds, and the checks of `matmul_panels` passed.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn panels_zmm(
+    pub(super) unsafe fn panels_zmm(
         ty: GgmlType,
         src: Panels<'_>,
         nb: usize,
@@ -862,7 +862,7 @@ mod x86 {
     /// # Safety
     /// [`available_vnni512`] holds.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")]
-    pub unsafe fn quantize_row_zmm(
+    pub(crate) unsafe fn quantize_row_zmm(
         x: &[f32],
         qs: &mut [[i8; QK]],
         d: &mut [f32],
@@ -930,7 +930,7 @@ mod x86 {
     /// [`available_avx2`] holds, and the checks of `matmul_panels` passed.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn panels_avx2(
+    pub(super) unsafe fn panels_avx2(
         ty: GgmlType,
         src: Panels<'_>,
         nb: usize,
@@ -949,7 +949,7 @@ mod x86 {
     /// [`available_avxvnni`] holds, and the checks of `matmul_panels` passed.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-    pub unsafe fn panels_avxvnni(
+    pub(super) unsafe fn panels_avxvnni(
         ty: GgmlType,
         src: Panels<'_>,
         nb: usize,

@@ -48,6 +48,7 @@ impl Default for TinySpec {
 
 /// splitmix64 mapped to `[-1, 1)`: deterministic weights, so a model file
 /// (and its id) is the same on every run.
+#[derive(Debug)]
 pub struct Rng(pub u64);
 
 impl Rng {

@@ -207,3 +207,9 @@ impl World {
         Amount(1_000 * self.model.price_in.0 + 1_000 * self.model.price_out.0)
     }
 }
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World").finish_non_exhaustive()
+    }
+}

@@ -195,6 +195,7 @@ pub const BOUNDS: [Bound; 10] = [
 ];
 
 /// A governed number in [`Params`], to read or write.
+#[derive(Debug)]
 pub enum Field<'a> {
     /// A `u32` field.
     U32(&'a mut u32),

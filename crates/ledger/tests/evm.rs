@@ -643,8 +643,7 @@ async fn the_chain_is_reached_over_https_with_a_private_ca() {
 
     let err = Chain::reader(https.as_str(), f.treasury.contract)
         .await
-        .err()
-        .expect("an unknown issuer is refused");
+        .expect_err("an unknown issuer is refused");
     assert!(format!("{err}").contains("UnknownIssuer"), "{err}");
 
     let rpc = Rpc {

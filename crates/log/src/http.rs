@@ -106,7 +106,7 @@ fn b64(hashes: &[Hash]) -> Vec<String> {
 }
 
 /// Query of `/proof/inclusion`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug)]
 pub struct InclusionQuery {
     /// Leaf index.
     pub index: u64,
@@ -144,7 +144,7 @@ async fn inclusion(
 }
 
 /// Query of `/proof/consistency`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug)]
 pub struct ConsistencyQuery {
     /// Older size.
     pub old: u64,

@@ -277,9 +277,7 @@ fn checkpoint_from_another_log_is_refused() {
         other.checkpoint().unwrap().note.to_string(),
     )
     .unwrap();
-    let err = Log::open(dir.path())
-        .err()
-        .expect("foreign checkpoint accepted");
+    let err = Log::open(dir.path()).expect_err("foreign checkpoint accepted");
     assert!(
         err.to_string().contains("does not verify") || err.to_string().contains("no signature"),
         "{err}"

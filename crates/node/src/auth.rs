@@ -306,6 +306,12 @@ fn rewrite(path: &Path, nonces: &HashMap<(PublicKey, String), u64>) -> std::io::
     OpenOptions::new().append(true).open(path)
 }
 
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

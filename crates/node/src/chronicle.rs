@@ -341,6 +341,12 @@ impl Chronicle {
     }
 }
 
+impl std::fmt::Debug for Chronicle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chronicle").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

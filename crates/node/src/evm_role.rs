@@ -207,3 +207,9 @@ pub async fn status(State(node): State<Arc<LedgerNode>>) -> Result<Json<Value>, 
         "transactions": s.history().into_iter().rev().take(200).collect::<Vec<_>>(),
     })))
 }
+
+impl std::fmt::Debug for HttpCosigners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCosigners").finish_non_exhaustive()
+    }
+}

@@ -21,7 +21,7 @@ use verinfer_types::{Hash, PublicKey, Record};
 const MAX_LIMIT: usize = 200;
 
 /// Paging query.
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug)]
 pub struct Page {
     /// Most items (default 50, at most 200).
     pub limit: Option<usize>,
@@ -38,7 +38,7 @@ impl Page {
 }
 
 /// One record in the list.
-#[derive(Serialize)]
+#[derive(Serialize, Debug)]
 pub struct RecordView {
     /// Leaf index.
     pub index: u64,

@@ -148,6 +148,17 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(HttpError::internal)
 }
 
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").finish_non_exhaustive()
+    }
+}
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,7 +167,7 @@ mod tests {
     fn a_full_queue_answers_429_with_retry_after() {
         let q = Queue::new(2, "the test queue");
         let (a, _b) = (q.enter().unwrap(), q.enter().unwrap());
-        let refused = q.enter().err().expect("third place refused");
+        let refused = q.enter().expect_err("third place refused");
         let resp = refused.into_response();
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(

@@ -281,3 +281,9 @@ async fn info(State(node): State<Arc<InferenceNode>>) -> Json<NodeInfo> {
         vocab_size: u32::try_from(node.vocab_size).unwrap_or(u32::MAX),
     })
 }
+
+impl std::fmt::Debug for InferenceNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InferenceNode").finish_non_exhaustive()
+    }
+}

@@ -816,6 +816,12 @@ async fn checkpoint(State(node): State<Arc<LedgerNode>>) -> Result<Response, Htt
         .into_response())
 }
 
+impl std::fmt::Debug for LedgerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerNode").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

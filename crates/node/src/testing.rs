@@ -418,3 +418,9 @@ pub async fn raw_request(url: &str, request_line: &str) -> anyhow::Result<(u16, 
         .map_or(String::new(), |(_, b)| b.to_string());
     Ok((status, body))
 }
+
+impl std::fmt::Debug for ExplorerFixture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExplorerFixture").finish_non_exhaustive()
+    }
+}

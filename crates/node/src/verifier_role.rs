@@ -314,3 +314,9 @@ async fn info(State(node): State<Arc<VerifierNode>>) -> Json<NodeInfo> {
         vocab_size: 0,
     })
 }
+
+impl std::fmt::Debug for VerifierNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifierNode").finish_non_exhaustive()
+    }
+}

@@ -19,10 +19,10 @@ use verinfer_types::Hash;
 mod reference {
     use super::{Digest, Sha256};
 
-    pub type H = [u8; 32];
+    pub(crate) type H = [u8; 32];
 
     /// `SHA-256(0x00 || d)`.
-    pub fn leaf(d: &[u8]) -> H {
+    pub(crate) fn leaf(d: &[u8]) -> H {
         Sha256::new()
             .chain_update([0x00])
             .chain_update(d)
@@ -50,7 +50,7 @@ mod reference {
     }
 
     /// MTH(D[n]).
-    pub fn mth(d: &[Vec<u8>]) -> H {
+    pub(crate) fn mth(d: &[Vec<u8>]) -> H {
         match d.len() {
             0 => Sha256::digest([]).into(),
             1 => leaf(&d[0]),
@@ -59,7 +59,7 @@ mod reference {
     }
 
     /// PATH(m, D[n]): the audit path of leaf `m`.
-    pub fn path(m: usize, d: &[Vec<u8>]) -> Vec<H> {
+    pub(crate) fn path(m: usize, d: &[Vec<u8>]) -> Vec<H> {
         let n = d.len();
         if n == 1 {
             return Vec::new();
@@ -77,7 +77,7 @@ mod reference {
     }
 
     /// PROOF(m, D[n]) = SUBPROOF(m, D[n], true).
-    pub fn proof(m: usize, d: &[Vec<u8>]) -> Vec<H> {
+    pub(crate) fn proof(m: usize, d: &[Vec<u8>]) -> Vec<H> {
         subproof(m, d, true)
     }
 

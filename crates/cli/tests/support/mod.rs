@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use verinfer_node::testing::get_json;
 
 /// A child process killed when dropped.
-pub struct Proc {
+pub(crate) struct Proc {
     pub name: String,
     pub child: Child,
 }
@@ -20,14 +20,14 @@ impl Drop for Proc {
     }
 }
 
-pub fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_verinfer"));
     c.env("VERINFER_LOG", "warn");
     c
 }
 
 /// Starts `verinfer node` with `config` and waits for its `ready at URL` line.
-pub fn node(role: &str, config: &Path) -> (Proc, String) {
+pub(crate) fn node(role: &str, config: &Path) -> (Proc, String) {
     let mut cmd = bin();
     cmd.args(["node", "--role", role, "--config"]).arg(config);
     spawn_ready(cmd, &config.display().to_string())
@@ -36,7 +36,7 @@ pub fn node(role: &str, config: &Path) -> (Proc, String) {
 /// Starts `cmd` (a `verinfer` command that prints `ready at URL` once it
 /// serves) and waits (up to 3 min) for that line; `name` names it in
 /// failures.
-pub fn spawn_ready(mut cmd: Command, name: &str) -> (Proc, String) {
+pub(crate) fn spawn_ready(mut cmd: Command, name: &str) -> (Proc, String) {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -62,20 +62,20 @@ pub fn spawn_ready(mut cmd: Command, name: &str) -> (Proc, String) {
     }
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
 }
 
-pub fn write(path: PathBuf, text: String) -> PathBuf {
+pub(crate) fn write(path: PathBuf, text: String) -> PathBuf {
     std::fs::write(&path, text).expect("write config");
     path
 }
 
 /// Runs `verinfer ARGS`, asserting success; returns stdout.
-pub fn run_ok(args: &[&str]) -> String {
+pub(crate) fn run_ok(args: &[&str]) -> String {
     let out = bin().args(args).output().expect("run verinfer");
     assert!(
         out.status.success(),
@@ -86,7 +86,7 @@ pub fn run_ok(args: &[&str]) -> String {
 }
 
 /// `verinfer devnet --init-only` in `d`: the demo's API key and the model.
-pub fn init_devnet(d: &Path) -> (String, PathBuf) {
+pub(crate) fn init_devnet(d: &Path) -> (String, PathBuf) {
     run_ok(&[
         "devnet",
         "--init-only",
@@ -102,7 +102,7 @@ pub fn init_devnet(d: &Path) -> (String, PathBuf) {
 }
 
 /// The config of inference node or verifier `name` of the devnet in `d`.
-pub fn member_config(d: &Path, name: &str, ledger_url: &str, model: &Path) -> PathBuf {
+pub(crate) fn member_config(d: &Path, name: &str, ledger_url: &str, model: &Path) -> PathBuf {
     write(
         d.join(name).join("node.toml"),
         format!(
@@ -114,7 +114,7 @@ pub fn member_config(d: &Path, name: &str, ledger_url: &str, model: &Path) -> Pa
 
 /// Waits (up to 60 s) until the gateway at `url` sees `inference` inference
 /// nodes and `verifiers` verifiers.
-pub async fn wait_ready(http: &reqwest::Client, url: &str, inference: u64, verifiers: u64) {
+pub(crate) async fn wait_ready(http: &reqwest::Client, url: &str, inference: u64, verifiers: u64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let v: serde_json::Value = get_json(http, &format!("{url}/v1/models"))
@@ -143,7 +143,7 @@ pub async fn wait_ready(http: &reqwest::Client, url: &str, inference: u64, verif
 /// [`init_devnet`] on a ledger created first as the devnet creates it, but
 /// whose reservations last at most `ttl_secs` (`reserve_ttl_max_secs`), so
 /// that a test sees the reservations of requests lost in a crash expire.
-pub fn init_devnet_with_ttl(d: &Path, ttl_secs: u64) -> (String, PathBuf) {
+pub(crate) fn init_devnet_with_ttl(d: &Path, ttl_secs: u64) -> (String, PathBuf) {
     use verinfer_ledger::tx::{Genesis, GenesisTag, ModelEntry, Params};
     use verinfer_node::devnet::{LOG_ORIGIN, PRICE_IN, PRICE_OUT, TOKEN};
     use verinfer_types::records::Amount;
@@ -181,7 +181,7 @@ pub fn init_devnet_with_ttl(d: &Path, ttl_secs: u64) -> (String, PathBuf) {
 
 /// How one chat ended, as a client sees it.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// 200, settled: its receipt.
     Acked(verinfer_types::Hash),
     /// An HTTP error: status, `Retry-After`, body.
@@ -192,7 +192,7 @@ pub enum Outcome {
 
 /// One non-streamed chat of `max_tokens` through the gateway at `url`, with
 /// the status and `Retry-After` of an error kept.
-pub async fn chat_outcome(
+pub(crate) async fn chat_outcome(
     http: &reqwest::Client,
     url: &str,
     key: &str,
@@ -236,7 +236,7 @@ pub async fn chat_outcome(
 }
 
 /// The ledger summary served by the gateway at `url`.
-pub async fn summary(http: &reqwest::Client, url: &str) -> verinfer_node::wire::SummaryView {
+pub(crate) async fn summary(http: &reqwest::Client, url: &str) -> verinfer_node::wire::SummaryView {
     get_json(http, &format!("{url}/v1/ledger/summary"))
         .await
         .expect("summary")
@@ -244,7 +244,11 @@ pub async fn summary(http: &reqwest::Client, url: &str) -> verinfer_node::wire::
 
 /// Waits (up to `secs`) until the ledger behind the gateway at `url` holds
 /// nothing in escrow; returns how long that took.
-pub async fn wait_escrow_zero(http: &reqwest::Client, url: &str, secs: u64) -> std::time::Duration {
+pub(crate) async fn wait_escrow_zero(
+    http: &reqwest::Client,
+    url: &str,
+    secs: u64,
+) -> std::time::Duration {
     let t = std::time::Instant::now();
     loop {
         // The gateway may still be starting: an unanswered read is retried.

@@ -238,3 +238,9 @@ impl Drop for Anvil {
         self.stop();
     }
 }
+
+impl std::fmt::Debug for Anvil {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Anvil").finish_non_exhaustive()
+    }
+}

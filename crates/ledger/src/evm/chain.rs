@@ -1004,3 +1004,9 @@ pub fn initial_models(models: &[crate::tx::ModelEntry]) -> Vec<Verinfer::Initial
         })
         .collect()
 }
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain").finish_non_exhaustive()
+    }
+}

@@ -543,3 +543,14 @@ pub fn sign_digest(
         signature: Bytes::from(sig.as_bytes().to_vec()),
     })
 }
+
+impl std::fmt::Debug for Settler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settler").finish_non_exhaustive()
+    }
+}
+impl std::fmt::Debug for BridgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeConfig").finish_non_exhaustive()
+    }
+}

@@ -26,7 +26,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
 const FIRST_TRIES: usize = 3;
 
 /// One optimistic answer to re-check.
-pub struct Watch {
+pub(super) struct Watch {
     /// Signs the checks.
     pub peer: Peer,
     /// Sends the challenge.
@@ -43,7 +43,7 @@ pub struct Watch {
 
 impl Watch {
     /// Re-checks the answer; challenges it when a majority proves a fault.
-    pub async fn run(self) {
+    pub(super) async fn run(self) {
         let Ok(hash) = self.result.hash() else {
             return;
         };

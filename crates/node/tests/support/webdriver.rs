@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// The Escape key, as WebDriver encodes it in key input.
-pub const ESCAPE: &str = "\u{E00C}";
+pub(crate) const ESCAPE: &str = "\u{E00C}";
 /// The Tab key.
-pub const TAB: &str = "\u{E004}";
+pub(crate) const TAB: &str = "\u{E004}";
 
 fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
@@ -32,7 +32,7 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// A running `chromedriver`, killed on drop.
-pub struct Driver {
+pub(crate) struct Driver {
     child: Child,
     base: String,
     http: reqwest::blocking::Client,
@@ -42,7 +42,7 @@ impl Driver {
     /// Starts `chromedriver` (`$CHROMEDRIVER`, else from `PATH`) on a free
     /// port. A missing driver is an error that says how to install it: the
     /// browser tests never skip silently.
-    pub fn start() -> Result<Driver> {
+    pub(crate) fn start() -> Result<Driver> {
         let exe = std::env::var_os("CHROMEDRIVER")
             .map(PathBuf::from)
             .or_else(|| which("chromedriver"))
@@ -121,7 +121,7 @@ impl Driver {
     /// Opens a headless Chromium session with a `width` x `height` viewport;
     /// `phone` emulates a touch device of that size (Chromium's windows do
     /// not go below 500 px).
-    pub fn session(&self, width: u32, height: u32, phone: bool) -> Result<Session<'_>> {
+    pub(crate) fn session(&self, width: u32, height: u32, phone: bool) -> Result<Session<'_>> {
         let mut chrome = json!({
             "args": [
                 "--headless=new",
@@ -166,14 +166,14 @@ impl Drop for Driver {
 }
 
 /// One browser session, closed on drop.
-pub struct Session<'a> {
+pub(crate) struct Session<'a> {
     driver: &'a Driver,
     id: String,
 }
 
 /// An element reference.
 #[derive(Clone, Debug)]
-pub struct Element(String);
+pub(crate) struct Element(String);
 
 impl Session<'_> {
     fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
@@ -186,18 +186,18 @@ impl Session<'_> {
     }
 
     /// Navigates to `url` and waits for the load event.
-    pub fn goto(&self, url: &str) -> Result<()> {
+    pub(crate) fn goto(&self, url: &str) -> Result<()> {
         self.post("/url", json!({ "url": url })).map(drop)
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) and returns its value.
-    pub fn execute(&self, script: &str, args: Value) -> Result<Value> {
+    pub(crate) fn execute(&self, script: &str, args: Value) -> Result<Value> {
         self.post("/execute/sync", json!({"script": script, "args": args}))
     }
 
     /// Runs `script` as the body of an async function (its arguments are
     /// `args[0]`, `args[1]`...) and returns what its promise resolves to.
-    pub fn execute_async(&self, script: &str, args: Value) -> Result<Value> {
+    pub(crate) fn execute_async(&self, script: &str, args: Value) -> Result<Value> {
         let wrapped = format!(
             "const done = arguments[arguments.length - 1];\
              const args = Array.from(arguments).slice(0, -1);\
@@ -212,7 +212,7 @@ impl Session<'_> {
     }
 
     /// The first element matching a CSS selector.
-    pub fn find(&self, css: &str) -> Result<Element> {
+    pub(crate) fn find(&self, css: &str) -> Result<Element> {
         let v = self.post("/element", json!({"using": "css selector", "value": css}))?;
         v[ELEMENT]
             .as_str()
@@ -221,19 +221,19 @@ impl Session<'_> {
     }
 
     /// Clicks an element as a user would (scrolled into view, hit-tested).
-    pub fn click(&self, e: &Element) -> Result<()> {
+    pub(crate) fn click(&self, e: &Element) -> Result<()> {
         self.post(&format!("/element/{}/click", e.0), json!({}))
             .map(drop)
     }
 
     /// Types `text` into an element (also a file path into a file input).
-    pub fn send_keys(&self, e: &Element, text: &str) -> Result<()> {
+    pub(crate) fn send_keys(&self, e: &Element, text: &str) -> Result<()> {
         self.post(&format!("/element/{}/value", e.0), json!({ "text": text }))
             .map(drop)
     }
 
     /// Presses keys on whatever has focus (e.g. [`TAB`], [`ESCAPE`]).
-    pub fn press(&self, keys: &str) -> Result<()> {
+    pub(crate) fn press(&self, keys: &str) -> Result<()> {
         let mut actions = Vec::new();
         for k in keys.chars() {
             actions.push(json!({"type": "keyDown", "value": k.to_string()}));
@@ -248,7 +248,7 @@ impl Session<'_> {
     }
 
     /// Saves a PNG screenshot of the viewport.
-    pub fn screenshot(&self, path: &Path) -> Result<()> {
+    pub(crate) fn screenshot(&self, path: &Path) -> Result<()> {
         use base64::Engine as _;
         let v = self.cmd(reqwest::Method::GET, "/screenshot", None)?;
         let png = base64::engine::general_purpose::STANDARD
@@ -257,7 +257,7 @@ impl Session<'_> {
     }
 
     /// The browser console's messages so far (for failure messages).
-    pub fn console(&self) -> String {
+    pub(crate) fn console(&self) -> String {
         self.post("/se/log", json!({"type": "browser"}))
             .map(|v| {
                 v.as_array()
@@ -275,7 +275,7 @@ impl Session<'_> {
     /// Evaluates `script` every 100 ms until it returns something other than
     /// null, false or undefined, and returns that; fails after `timeout`
     /// saying what was awaited, what the script returned last and the console.
-    pub fn wait_for(&self, what: &str, timeout: Duration, script: &str) -> Result<Value> {
+    pub(crate) fn wait_for(&self, what: &str, timeout: Duration, script: &str) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let v = self.execute(script, json!([]))?;

@@ -12,7 +12,7 @@ use verinfer_types::records::{
 use verinfer_types::{Hash, SignedRecord};
 use verinfer_verify::checker::Checker;
 
-pub fn model() -> (std::path::PathBuf, Hash) {
+pub(crate) fn model() -> (std::path::PathBuf, Hash) {
     let path = models::ensure_default_model().unwrap_or_else(|e| {
         panic!("the default model is needed for this test and could not be fetched: {e}")
     });
@@ -20,7 +20,7 @@ pub fn model() -> (std::path::PathBuf, Hash) {
     (path, id)
 }
 
-pub fn engine(path: &std::path::Path, threads: usize) -> Engine {
+pub(crate) fn engine(path: &std::path::Path, threads: usize) -> Engine {
     Engine::load(
         path,
         EngineOptions {
@@ -31,7 +31,7 @@ pub fn engine(path: &std::path::Path, threads: usize) -> Engine {
     .unwrap()
 }
 
-pub fn request(model: Hash, question: &str, decoding: Decoding, nonce: u8) -> Request {
+pub(crate) fn request(model: Hash, question: &str, decoding: Decoding, nonce: u8) -> Request {
     let input = Input::Messages(vec![Message {
         role: "user".into(),
         content: question.into(),
@@ -40,7 +40,7 @@ pub fn request(model: Hash, question: &str, decoding: Decoding, nonce: u8) -> Re
 }
 
 /// A request for any input, signed by the requester `key(1)`.
-pub fn request_for(model: Hash, input: Input, decoding: Decoding, nonce: u8) -> Request {
+pub(crate) fn request_for(model: Hash, input: Input, decoding: Decoding, nonce: u8) -> Request {
     let k = key(1);
     let mut r = Request {
         tag: RequestTag,
@@ -57,7 +57,7 @@ pub fn request_for(model: Hash, input: Input, decoding: Decoding, nonce: u8) -> 
     r
 }
 
-pub fn decoding(max_tokens: u32, temperature_milli: u32, seed: u64) -> Decoding {
+pub(crate) fn decoding(max_tokens: u32, temperature_milli: u32, seed: u64) -> Decoding {
     Decoding {
         temperature_milli,
         top_k: 40,
@@ -70,12 +70,12 @@ pub fn decoding(max_tokens: u32, temperature_milli: u32, seed: u64) -> Decoding 
 }
 
 /// The honest answer of a node running `engine` (signed by `key(2)`).
-pub fn answer(engine: &mut Engine, req: &Request) -> InferenceResult {
+pub(crate) fn answer(engine: &mut Engine, req: &Request) -> InferenceResult {
     respond(engine, req.model, req, &key(2), &mut |_, _| {}).unwrap()
 }
 
 /// `fault` applied to `honest`, the honest answer to `req` (signed by `key(2)`).
-pub fn faulty(
+pub(crate) fn faulty(
     engine: &mut Engine,
     req: &Request,
     honest: &InferenceResult,
@@ -86,7 +86,7 @@ pub fn faulty(
 
 /// A tiny random llama with the default model's tokenizer, written to `dir`
 /// (the model a `swap-model` node answers with).
-pub fn swapped_model(original: &Path, dir: &Path) -> PathBuf {
+pub(crate) fn swapped_model(original: &Path, dir: &Path) -> PathBuf {
     let bytes = verinfer_verify::testing::same_tokenizer_model(original, 7).unwrap();
     let path = dir.join("swapped.gguf");
     std::fs::write(&path, bytes).unwrap();
@@ -94,7 +94,7 @@ pub fn swapped_model(original: &Path, dir: &Path) -> PathBuf {
 }
 
 /// The first output position where two answers differ.
-pub fn first_difference(a: &[u32], b: &[u32]) -> Option<u32> {
+pub(crate) fn first_difference(a: &[u32], b: &[u32]) -> Option<u32> {
     a.iter()
         .zip(b)
         .position(|(x, y)| x != y)
@@ -102,7 +102,7 @@ pub fn first_difference(a: &[u32], b: &[u32]) -> Option<u32> {
         .or_else(|| (a.len() != b.len()).then(|| a.len().min(b.len()) as u32))
 }
 
-pub fn rejected(
+pub(crate) fn rejected(
     c: &mut Checker<Engine>,
     req: &Request,
     res: &InferenceResult,
