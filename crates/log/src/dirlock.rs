@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 /// Name of the lock file inside a data directory.
 pub const LOCK_FILE: &str = "lock";
 
+/// How long a lock recorded under this process's own pid is tried again
+/// before it counts as held (see [`DirLock::acquire`]).
+const SAME_PROCESS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why a data directory could not be locked.
 #[derive(Debug, thiserror::Error)]
 pub enum DirLockError {
@@ -62,18 +66,32 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(io_err)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                // The owner may not have written its pid yet: then unknown.
-                let _ = file.read_to_string(&mut text);
-                return Err(DirLockError::InUse {
-                    dir: dir.to_path_buf(),
-                    pid: text.trim().parse().ok(),
-                });
+        let start = std::time::Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let mut text = String::new();
+                    // The owner may not have written its pid yet: then unknown.
+                    let _ = file.seek(SeekFrom::Start(0));
+                    let _ = file.read_to_string(&mut text);
+                    let pid: Option<u32> = text.trim().parse().ok();
+                    // A lock this process released can live on for a moment
+                    // in a child another thread forked before the release:
+                    // the child holds the open file until it execs. So a lock
+                    // recorded as ours is tried again for a short while
+                    // before it counts as held.
+                    if pid == Some(std::process::id()) && start.elapsed() < SAME_PROCESS_GRACE {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
+                    return Err(DirLockError::InUse {
+                        dir: dir.to_path_buf(),
+                        pid,
+                    });
+                }
+                Err(TryLockError::Error(e)) => return Err(io_err(e)),
             }
-            Err(TryLockError::Error(e)) => return Err(io_err(e)),
         }
         file.set_len(0)
             .and_then(|_| file.seek(SeekFrom::Start(0)))
