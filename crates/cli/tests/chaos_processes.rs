@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    chat_outcome, free_port, init_devnet_with_ttl, node, wait_escrow_zero, wait_ready, write,
-    Outcome, Proc,
+    chat_outcome, devnet_trust, free_port, init_devnet_with_ttl, node, wait_escrow_zero,
+    wait_ready, write, Outcome, Proc,
 };
 use verinfer_node::start::SWEEP_INTERVAL;
-use verinfer_node::testing::{bundle, get_json, pinned_trust};
+use verinfer_node::testing::{bundle, get_json};
 use verinfer_verify::receipt::{check_receipt, Status};
 
 /// Reservations last this long (see `init_devnet_with_ttl`).
@@ -142,12 +142,7 @@ fn the_network_survives_random_kills_under_load_and_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let (api_key, model) = init_devnet_with_ttl(d, TTL_SECS);
-    let log_key = verinfer_ledger::Ledger::open(&d.join("ledger"))
-        .expect("the initialised ledger")
-        .receipts()
-        .verifier_key()
-        .clone();
-    let trust = pinned_trust(log_key, d, 3, 2).expect("the devnet's keys");
+    let trust = devnet_trust(d);
     let mut roles = configure(d, &model);
     let mut url = String::new();
     for r in &mut roles {

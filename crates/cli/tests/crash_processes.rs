@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    bin, chat_outcome, free_port, init_devnet_with_ttl, spawn_ready, summary, wait_escrow_zero,
-    wait_ready, Outcome, Proc,
+    bin, chat_outcome, devnet_trust, free_port, init_devnet_with_ttl, spawn_ready, summary,
+    wait_escrow_zero, wait_ready, Outcome, Proc,
 };
 use verinfer_node::start::SWEEP_INTERVAL;
-use verinfer_node::testing::{bundle, pinned_trust};
+use verinfer_node::testing::bundle;
 use verinfer_verify::receipt::{check_receipt, Status};
 
 /// Reservations last this long: long enough for a chat under this load,
@@ -39,12 +39,7 @@ fn a_devnet_killed_under_load_releases_its_escrow_and_keeps_every_acknowledged_r
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let (api_key, _) = init_devnet_with_ttl(d, TTL_SECS);
-    let log_key = verinfer_ledger::Ledger::open(&d.join("ledger"))
-        .expect("the initialised ledger")
-        .receipts()
-        .verifier_key()
-        .clone();
-    let trust = pinned_trust(log_key, d, 3, 2).expect("the devnet's keys");
+    let trust = devnet_trust(d);
     let port = free_port();
     let (mut net, url) = devnet(d, port);
 

@@ -267,3 +267,15 @@ pub(crate) async fn wait_escrow_zero(
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+/// The keys the devnet initialised in `d` published (its receipts log key,
+/// its 3 verifiers as witnesses, a witness quorum of 2), read from its data
+/// directory, never from a receipt.
+pub(crate) fn devnet_trust(d: &Path) -> verinfer_verify::receipt::Trust {
+    let log_key = verinfer_ledger::Ledger::open(&d.join("ledger"))
+        .expect("the initialised ledger")
+        .receipts()
+        .verifier_key()
+        .clone();
+    verinfer_node::testing::pinned_trust(log_key, d, 3, 2).expect("the devnet's keys")
+}
