@@ -33,26 +33,10 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-/// The venv's packages: the openai client's pinned set (as in
-/// openai_client.rs), cryptography, pytest, mypy, and wheel for building
-/// `clients/python` with the venv's setuptools.
-const REQUIREMENTS: &[&str] = &[
-    "openai==1.109.1",
-    "annotated-types==0.8.0",
-    "anyio==4.16.0",
-    "certifi==2026.10.19.post1",
-    "distro==1.9.0",
-    "h11==0.16.0",
-    "httpcore==1.0.9",
-    "httpx==0.28.1",
-    "idna==3.20",
-    "jiter==0.19.0",
-    "pydantic==2.14.4",
-    "pydantic_core==2.50.5",
-    "sniffio==1.3.1",
-    "tqdm==4.70.1",
-    "typing-inspection==0.4.5",
-    "typing_extensions==4.16.0",
+/// The venv's packages beyond the openai client's pinned set
+/// (`support::OPENAI_1_109_1`): cryptography, pytest, mypy, and wheel for
+/// building `clients/python` with the venv's setuptools.
+const EXTRA_REQUIREMENTS: &[&str] = &[
     "cryptography==50.0.2",
     "cffi==2.1.1",
     "pycparser==3.12",
@@ -67,6 +51,14 @@ const REQUIREMENTS: &[&str] = &[
     "pathspec==1.1.1",
     "librt==0.17.0",
 ];
+
+fn requirements() -> Vec<&'static str> {
+    support::OPENAI_1_109_1
+        .iter()
+        .chain(EXTRA_REQUIREMENTS)
+        .copied()
+        .collect()
+}
 
 const MARKER: &str = "verinfer-requirements.txt";
 
@@ -116,7 +108,7 @@ fn python() -> &'static Path {
         let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let dir = root.join("clients-venv");
         let python = dir.join("bin/python");
-        let want = REQUIREMENTS.join("\n");
+        let want = requirements().join("\n");
         let ready =
             |d: &Path| std::fs::read_to_string(d.join(MARKER)).ok().as_deref() == Some(&want);
         let lock = File::create(root.join("clients-venv.lock")).unwrap();
@@ -133,7 +125,7 @@ fn python() -> &'static Path {
                 "pip install the pinned packages (this test needs PyPI through pip)",
                 pip(&python)
                     .args(["install", "--no-cache-dir"])
-                    .args(REQUIREMENTS),
+                    .args(requirements()),
             );
             std::fs::write(dir.join(MARKER), &want).unwrap();
         }

@@ -25,6 +25,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+mod support;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -42,24 +44,7 @@ struct Client {
 const CLIENTS: &[Client] = &[
     Client {
         version: "1.109.1",
-        requirements: &[
-            "openai==1.109.1",
-            "annotated-types==0.8.0",
-            "anyio==4.16.0",
-            "certifi==2026.10.19.post1",
-            "distro==1.9.0",
-            "h11==0.16.0",
-            "httpcore==1.0.9",
-            "httpx==0.28.1",
-            "idna==3.20",
-            "jiter==0.19.0",
-            "pydantic==2.14.4",
-            "pydantic_core==2.50.5",
-            "sniffio==1.3.1",
-            "tqdm==4.70.1",
-            "typing-inspection==0.4.5",
-            "typing_extensions==4.16.0",
-        ],
+        requirements: support::OPENAI_1_109_1,
     },
     Client {
         version: "3.57.0",

@@ -279,3 +279,24 @@ pub(crate) fn devnet_trust(d: &Path) -> verinfer_verify::receipt::Trust {
         .clone();
     verinfer_node::testing::pinned_trust(log_key, d, 3, 2).expect("the devnet's keys")
 }
+
+/// The official openai client 1.109.1 and its full requirement set (`pip
+/// freeze` of a venv where it installed cleanly with Python 3.11).
+pub(crate) const OPENAI_1_109_1: &[&str] = &[
+    "openai==1.109.1",
+    "annotated-types==0.8.0",
+    "anyio==4.16.0",
+    "certifi==2026.10.19.post1",
+    "distro==1.9.0",
+    "h11==0.16.0",
+    "httpcore==1.0.9",
+    "httpx==0.28.1",
+    "idna==3.20",
+    "jiter==0.19.0",
+    "pydantic==2.14.4",
+    "pydantic_core==2.50.5",
+    "sniffio==1.3.1",
+    "tqdm==4.70.1",
+    "typing-inspection==0.4.5",
+    "typing_extensions==4.16.0",
+];
