@@ -181,8 +181,9 @@ mod tests {
     #[test]
     fn unavailable_answers_carry_retry_after() {
         let role = HttpError(StatusCode::SERVICE_UNAVAILABLE, "no verifier".into()).into_response();
-        let gateway = crate::gateway::openai::ApiError::unavailable("the ledger is unavailable")
-            .into_response();
+        let gateway =
+            crate::roles::gateway::openai::ApiError::unavailable("the ledger is unavailable")
+                .into_response();
         for resp in [role, gateway] {
             assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(

@@ -38,8 +38,8 @@ use verinfer_verify::receipt::witness_name;
 
 use crate::client::Peer;
 use crate::http::HttpError;
-use crate::ledger_role::LedgerNode;
-use crate::verifier_role::VerifierNode;
+use crate::roles::ledger::LedgerNode;
+use crate::roles::verifier::VerifierNode;
 
 /// The registered verifiers, asked over HTTP.
 pub struct HttpCosigners {

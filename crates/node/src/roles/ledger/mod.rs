@@ -20,6 +20,9 @@
 //! cosignature from counting. A checkpoint with `witness_quorum` valid
 //! cosignatures is final: it is stored durably and served.
 
+pub mod evm;
+pub mod explorer;
+
 use crate::auth::now_ms;
 use crate::chronicle::Chronicle;
 use crate::client::Peer;
@@ -216,18 +219,27 @@ impl LedgerNode {
             .route("/ledger/report", post(report))
             .route("/metrics", get(metrics))
             .route("/ledger/commit", post(commit))
-            .route("/ledger/explorer/records", get(crate::explorer::records))
+            .route(
+                "/ledger/explorer/records",
+                get(crate::roles::ledger::explorer::records),
+            )
             .route(
                 "/ledger/explorer/checkpoints",
-                get(crate::explorer::checkpoints),
+                get(crate::roles::ledger::explorer::checkpoints),
             )
             .route(
                 "/ledger/explorer/settlement",
-                get(crate::explorer::settlement),
+                get(crate::roles::ledger::explorer::settlement),
             )
-            .route("/ledger/explorer/network", get(crate::explorer::network))
-            .route("/ledger/evm", get(crate::evm_role::status))
-            .route("/ledger/evm/link", post(crate::evm_role::add_link))
+            .route(
+                "/ledger/explorer/network",
+                get(crate::roles::ledger::explorer::network),
+            )
+            .route("/ledger/evm", get(crate::roles::ledger::evm::status))
+            .route(
+                "/ledger/evm/link",
+                post(crate::roles::ledger::evm::add_link),
+            )
             .with_state(self.clone())
             .nest(
                 "/log",

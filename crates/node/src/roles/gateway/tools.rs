@@ -511,7 +511,7 @@ mod tests {
 
     #[test]
     fn a_conversation_with_calls_parses_into_the_request() {
-        use crate::gateway::openai;
+        use crate::roles::gateway::openai;
         use verinfer_types::records::Input;
         let mut body = weather();
         body["model"] = json!("m");

@@ -184,9 +184,12 @@ impl VerifierNode {
             .route("/witness/add-checkpoint", post(add_checkpoint))
             .route(
                 "/verifier/evm/settlement",
-                post(crate::evm_role::sign_settlement),
+                post(crate::roles::ledger::evm::sign_settlement),
             )
-            .route("/verifier/evm/slash", post(crate::evm_role::sign_slash))
+            .route(
+                "/verifier/evm/slash",
+                post(crate::roles::ledger::evm::sign_slash),
+            )
             .route("/node/info", get(info))
             .with_state(self.clone())
     }
