@@ -1,82 +1,13 @@
-//! Counters the gateway keeps, served as Prometheus text at `/metrics` and
-//! as JSON in `/v1/network`.
+//! `/metrics`: the gateway's counters and the nodes it sees, in Prometheus
+//! text format.
 
-use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Monotonic counters since the gateway started.
-#[derive(Default, Debug)]
-pub struct Counters {
-    /// API requests answered (any outcome).
-    pub requests: AtomicU64,
-    /// Answers verified by a quorum.
-    pub verified: AtomicU64,
-    /// Answers settled without a check.
-    pub provisional: AtomicU64,
-    /// Results the verifiers rejected.
-    pub rejected: AtomicU64,
-    /// Requests refused or failed with an error status.
-    pub errors: AtomicU64,
-    /// Slashes submitted.
-    pub slashes: AtomicU64,
-    /// Retries on another inference node.
-    pub retries: AtomicU64,
-    /// Prompt tokens of settled answers.
-    pub prompt_tokens: AtomicU64,
-    /// Completion tokens of settled answers.
-    pub completion_tokens: AtomicU64,
-    /// Verdicts received.
-    pub verdicts: AtomicU64,
-}
-
-/// A snapshot of [`Counters`].
-#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Snapshot {
-    /// See [`Counters`].
-    pub requests: u64,
-    /// See [`Counters`].
-    pub verified: u64,
-    /// See [`Counters`].
-    pub provisional: u64,
-    /// See [`Counters`].
-    pub rejected: u64,
-    /// See [`Counters`].
-    pub errors: u64,
-    /// See [`Counters`].
-    pub slashes: u64,
-    /// See [`Counters`].
-    pub retries: u64,
-    /// See [`Counters`].
-    pub prompt_tokens: u64,
-    /// See [`Counters`].
-    pub completion_tokens: u64,
-    /// See [`Counters`].
-    pub verdicts: u64,
-}
-
-impl Counters {
-    /// Adds one to `c`.
-    pub fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The current values.
-    pub fn snapshot(&self) -> Snapshot {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Snapshot {
-            requests: g(&self.requests),
-            verified: g(&self.verified),
-            provisional: g(&self.provisional),
-            rejected: g(&self.rejected),
-            errors: g(&self.errors),
-            slashes: g(&self.slashes),
-            retries: g(&self.retries),
-            prompt_tokens: g(&self.prompt_tokens),
-            completion_tokens: g(&self.completion_tokens),
-            verdicts: g(&self.verdicts),
-        }
-    }
-}
+pub use super::counters::{Counters, Snapshot};
+use super::state::Gateway;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use verinfer_ledger::tx::Role;
 
 /// Appends one metric family to `out` in Prometheus text format.
 pub fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
@@ -90,4 +21,106 @@ pub fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(
             out.push_str(&format!("verinfer_{name}{{{labels}}} {v}\n"));
         }
     }
+}
+
+pub(super) async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
+    let c = gw.counters.snapshot();
+    let mut out = String::new();
+    family(
+        &mut out,
+        "requests_total",
+        "counter",
+        "API requests received.",
+        &[("", c.requests)],
+    );
+    family(
+        &mut out,
+        "answers_total",
+        "counter",
+        "Answers by verification status.",
+        &[
+            ("status=\"verified\"", c.verified),
+            ("status=\"provisional\"", c.provisional),
+            ("status=\"rejected\"", c.rejected),
+        ],
+    );
+    family(
+        &mut out,
+        "errors_total",
+        "counter",
+        "Requests answered with an error.",
+        &[("", c.errors)],
+    );
+    family(
+        &mut out,
+        "slashes_total",
+        "counter",
+        "Slashes submitted.",
+        &[("", c.slashes)],
+    );
+    family(
+        &mut out,
+        "retries_total",
+        "counter",
+        "Requests retried on another inference node.",
+        &[("", c.retries)],
+    );
+    family(
+        &mut out,
+        "verdicts_total",
+        "counter",
+        "Verdicts received.",
+        &[("", c.verdicts)],
+    );
+    family(
+        &mut out,
+        "tokens_total",
+        "counter",
+        "Tokens of settled answers.",
+        &[
+            ("kind=\"prompt\"", c.prompt_tokens),
+            ("kind=\"completion\"", c.completion_tokens),
+        ],
+    );
+    let members = gw.directory.members();
+    let count = |role: Role, live: bool| {
+        members
+            .iter()
+            .filter(|m| m.view.role == role && gw.directory.is_live(m) == live)
+            .count() as u64
+    };
+    family(
+        &mut out,
+        "nodes",
+        "gauge",
+        "Registered nodes by role and liveness.",
+        &[
+            (
+                "role=\"inference\",live=\"true\"",
+                count(Role::Inference, true),
+            ),
+            (
+                "role=\"inference\",live=\"false\"",
+                count(Role::Inference, false),
+            ),
+            (
+                "role=\"verifier\",live=\"true\"",
+                count(Role::Verifier, true),
+            ),
+            (
+                "role=\"verifier\",live=\"false\"",
+                count(Role::Verifier, false),
+            ),
+        ],
+    );
+    if let Some(p) = gw.directory.params() {
+        family(
+            &mut out,
+            "ledger_height",
+            "gauge",
+            "Transactions applied by the ledger.",
+            &[("", p.height)],
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

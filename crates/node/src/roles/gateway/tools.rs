@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 use verinfer_inference::constraint::{self, ConstraintError};
 use verinfer_types::records::{Constraint, Message};
 
-use super::openai::ApiError;
+use super::error::ApiError;
 
 /// Where the schema sits in the request body.
 const SCHEMA_FIELD: &str = "response_format.json_schema.schema";

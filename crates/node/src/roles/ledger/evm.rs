@@ -1,15 +1,7 @@
-//! The EVM settlement backend over the network: the ledger role's
-//! settler asks the registered verifiers to sign each settlement and slash,
-//! and the verifiers check before they sign.
+//! The ledger role's EVM duties: its settler asks the registered verifiers
+//! to sign each settlement and slash ([`HttpCosigners`]; the verifiers'
+//! side is `roles::verifier::evm`), and two routes:
 //!
-//! - `POST /verifier/evm/settlement` (authenticated, from the ledger's key; body a
-//!   [`SettlementRequest`]): the verifier opens the checkpoint note with the
-//!   log's key, requires its own cosignature on it (it vouched for that
-//!   history), checks every receipt's inclusion and the netting
-//!   ([`check_settlement`]), and answers its EIP-712 signature;
-//! - `POST /verifier/evm/slash` (authenticated, from the ledger's key; body a
-//!   [`SlashRequest`]): the same for slash evidence ([`check_slash`], against
-//!   the registry the verifier reads from its ledger);
 //! - `POST /ledger/evm/link`: an account's signed EVM address;
 //! - `GET /ledger/evm`: the contract, the settled checkpoint and the
 //!   transactions mined so far.
@@ -17,29 +9,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
-use verinfer_ledger::evm::netting::{
-    check_settlement, check_slash, domain, slash_digest, EvmSignature, SettlementRequest,
-    SlashRequest,
-};
-use verinfer_ledger::evm::settler::{sign_digest, BoxFuture, Cosigners};
+use verinfer_ledger::evm::netting::{EvmSignature, SettlementRequest, SlashRequest};
+use verinfer_ledger::evm::settler::{BoxFuture, Cosigners};
 use verinfer_ledger::evm::Link;
 use verinfer_ledger::tx::Role;
 use verinfer_ledger::Ledger;
-use verinfer_log::witness::verify_cosignature;
-use verinfer_log::SignedCheckpoint;
-use verinfer_types::note::{Note, VerifierKey, ALG_COSIGNATURE_V1};
 use verinfer_types::{PublicKey, SecretKey};
-use verinfer_verify::receipt::witness_name;
 
+use super::LedgerNode;
 use crate::client::Peer;
 use crate::http::HttpError;
-use crate::roles::ledger::LedgerNode;
-use crate::roles::verifier::VerifierNode;
 
 /// The registered verifiers, asked over HTTP.
 pub struct HttpCosigners {
@@ -109,74 +92,6 @@ impl Cosigners for HttpCosigners {
 
 fn refused(e: impl std::fmt::Display) -> HttpError {
     HttpError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-}
-
-/// `POST /verifier/evm/settlement`.
-pub async fn sign_settlement(
-    State(node): State<Arc<VerifierNode>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<EvmSignature>, HttpError> {
-    node.ledger_only(&method, &uri, &headers, &body).await?;
-    let req: SettlementRequest = serde_json::from_slice(&body)
-        .map_err(|e| HttpError::bad_request(format!("settlement: {e}")))?;
-    let n = node.clone();
-    crate::http::blocking(move || {
-        let cp = SignedCheckpoint::open(&req.checkpoint, n.log_key())
-            .map_err(refused)?
-            .checkpoint;
-        let me = n.key().public();
-        let vk = VerifierKey::new(&witness_name(&me), ALG_COSIGNATURE_V1, me).map_err(refused)?;
-        let note = Note::parse(&req.checkpoint).map_err(refused)?;
-        verify_cosignature(&note, &vk)
-            .map_err(|e| refused(format!("not a checkpoint this verifier cosigned: {e}")))?;
-        let batch = check_settlement(&req, cp.size, &cp.root).map_err(refused)?;
-        let digest = batch.digest(&domain(req.chain_id, req.contract));
-        sign_digest(n.evm(), &digest)
-            .map(Json)
-            .map_err(HttpError::internal)
-    })
-    .await?
-}
-
-/// `POST /verifier/evm/slash`.
-pub async fn sign_slash(
-    State(node): State<Arc<VerifierNode>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<EvmSignature>, HttpError> {
-    node.ledger_only(&method, &uri, &headers, &body).await?;
-    let req: SlashRequest =
-        serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(format!("slash: {e}")))?;
-    if req.accused.account == node.key().public() {
-        return Err(refused("a verifier does not sign its own slash"));
-    }
-    // Who is registered is the ledger's word, not the caller's.
-    let ledger = node
-        .ledger()
-        .ok_or_else(|| refused("this verifier knows no ledger to read the registry from"))?;
-    let unavailable = |e: crate::client::ClientError| {
-        HttpError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot read the registry from the ledger: {e}"),
-        )
-    };
-    let (nodes, params) =
-        futures_util::try_join!(ledger.nodes(), ledger.params()).map_err(unavailable)?;
-    let registered = nodes
-        .iter()
-        .filter(|n| n.role == Role::Verifier)
-        .map(|n| n.key)
-        .collect();
-    let s = check_slash(&req, &registered, params.params.dispute_quorum).map_err(refused)?;
-    let digest = slash_digest(&s, &domain(req.chain_id, req.contract));
-    sign_digest(node.evm(), &digest)
-        .map(Json)
-        .map_err(HttpError::internal)
 }
 
 /// `POST /ledger/evm/link`.
