@@ -229,6 +229,8 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
                 name: model_name(opts.model.as_deref(), model_path),
                 price_in: Amount(PRICE_IN),
                 price_out: Amount(PRICE_OUT),
+                per_tokens: 1,
+                publisher: None,
             }],
         };
         let log_key = SecretKey::generate();
