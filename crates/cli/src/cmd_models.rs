@@ -3,12 +3,9 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use std::path::{Path, PathBuf};
-use verinfer_inference::gguf::Gguf;
+use std::path::PathBuf;
 use verinfer_inference::models;
-use verinfer_ledger::tx::{ModelListing, ModelTag};
 use verinfer_ledger::TxBody;
-use verinfer_types::records::Amount;
 
 /// `verinfer models ...`
 #[derive(Args, Debug)]
@@ -114,44 +111,16 @@ pub(crate) fn run(args: ModelsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The listing of the model file at `path`.
-fn listing(path: &Path, args: &PublishArgs) -> anyhow::Result<ModelListing> {
-    let id = verinfer_node::start::model_id(path)?;
-    let gguf =
-        Gguf::open(path).with_context(|| format!("reading {} as a GGUF model", path.display()))?;
-    let architecture = gguf
-        .get_str("general.architecture")
-        .context("the file names no architecture")?
-        .to_string();
-    let context = gguf
-        .get_u64(&format!("{architecture}.context_length"))
-        .context("the file names no context length")?;
-    let licence = match &args.licence {
-        Some(l) => l.clone(),
-        None => match gguf.get_str("general.license") {
-            Ok(l) => l.to_string(),
-            Err(_) => bail!("the file names no licence: pass --licence"),
-        },
-    };
-    let listing = ModelListing {
-        tag: ModelTag,
-        id,
-        name: args.name.clone(),
-        architecture,
-        context: u32::try_from(context).context("context length out of range")?,
-        licence,
-        price_in_per_1k: Amount(args.price_in_per_1k),
-        price_out_per_1k: Amount(args.price_out_per_1k),
-        share_bps: args.share_bps,
-    };
-    // The ledger's own rule, so a bad listing fails here with its reason.
-    listing.check().map_err(anyhow::Error::msg)?;
-    Ok(listing)
-}
-
 fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let path = models::resolve(&args.file)?;
-    let listing = listing(&path, &args)?;
+    let listing = verinfer_node::start::listing(
+        &path,
+        &args.name,
+        args.price_in_per_1k,
+        args.price_out_per_1k,
+        args.share_bps,
+        args.licence.as_deref(),
+    )?;
     let id = listing.id;
     let key = crate::cmd_keys::load_key(&args.key)?;
     let body = TxBody::Publish { model: listing };
