@@ -523,6 +523,11 @@ fn accounts(d: &Path) -> anyhow::Result<Vec<SecretKey>> {
             keys.push(crate::config::load_key(&p)?);
         }
     }
+    // The publisher of a published model is paid on chain too.
+    let publisher = d.join("publisher.key");
+    if publisher.exists() {
+        keys.push(crate::config::load_key(&publisher)?);
+    }
     Ok(keys)
 }
 
