@@ -53,6 +53,33 @@ contract SettlementTest is Fixture {
         assertConserved();
     }
 
+    /// A published model's fee: the publisher's share is one more netted
+    /// credit, to an address that is neither a node nor a requester; it is
+    /// escrow the publisher can withdraw, and the total is conserved.
+    function test_publisher_share_is_credited_and_withdrawable() public {
+        address publisher = makeAddr("publisher");
+        bytes32[] memory t = new bytes32[](6);
+        t[0] = pack(alice, -10 ether);
+        t[1] = pack(publisher, 2 ether);
+        t[2] = pack(node, 5.6 ether);
+        t[3] = pack(treasury, 0.8 ether);
+        t[4] = pack(vaddrs[0], 0.8 ether);
+        t[5] = pack(vaddrs[1], 0.8 ether);
+        sortTransfers(t);
+        bytes memory sigs = checkpointSigs(firstKeys(3), 0, 4, v.EMPTY_ROOT(), rootAt(4), t);
+        v.settle(0, 4, rootAt(4), none, t, sigs);
+        assertEq(balanceOf(publisher), 2 ether, "publisher credited");
+        assertEq(balanceOf(alice), 90 ether, "payer debited the whole fee");
+        assertConserved();
+        vm.prank(publisher);
+        v.requestWithdrawal(2 ether);
+        vm.warp(block.timestamp + WITHDRAW_DELAY);
+        vm.prank(publisher);
+        v.withdraw();
+        assertEq(token.balanceOf(publisher), 2 ether, "publisher paid out");
+        assertConserved();
+    }
+
     function test_chain_of_settlements_with_consistency_proofs() public {
         uint64[6] memory sizes = [uint64(1), 2, 3, 8, 13, 40];
         uint64 prev;

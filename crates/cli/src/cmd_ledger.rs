@@ -88,7 +88,8 @@ pub(crate) enum LedgerCommand {
         /// fee_split, admit_model, remove_model, mint, or a governed number:
         /// quorum, dispute_quorum, min_stake, unbonding_delay_secs, slash_bps,
         /// slash_reward_bps, dispute_window_secs, voting_period_secs,
-        /// reserve_ttl_max_secs, tx_fee.
+        /// reserve_ttl_max_secs, tx_fee, publish_fee. remove_model delists
+        /// a published model for good.
         #[arg(long)]
         param: String,
         /// fee_split: NODE,VERIFIERS,TREASURY (bps);
@@ -223,6 +224,8 @@ fn parse_change(param: &str, value: &str) -> anyhow::Result<Change> {
                     name: parts[1].to_string(),
                     price_in: amount(int(parts[2])?),
                     price_out: amount(int(parts[3])?),
+                    per_tokens: 1,
+                    publisher: None,
                 },
             }
         }

@@ -341,3 +341,97 @@ fn commands_against_an_open_ledger_are_refused() {
     ok(&transfer);
     assert_eq!(account(d, &w.nodes[0]).balance, 5);
 }
+
+/// `verinfer models publish` registers a model file under the publisher's
+/// key (id, architecture and context read from the file) and pays the
+/// publish fee; a bad listing and a second registration are refused with
+/// the reason and exit 1.
+#[test]
+fn models_publish_registers_a_file_under_the_publishers_key() {
+    use verinfer_inference::testing::{tiny_model, TinySpec};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("ledger");
+    let d = d.to_str().unwrap();
+    let w = World::new();
+    let treasury = key_file(tmp.path(), "treasury.key", &w.treasury);
+    let publisher = key_file(tmp.path(), "publisher.key", &w.users[0]);
+    let spec = TinySpec {
+        ctx: 96,
+        ..TinySpec::default()
+    };
+    let model = tmp.path().join("tiny.gguf");
+    std::fs::write(&model, tiny_model(&spec)).unwrap();
+    let model = model.to_str().unwrap();
+    ok(&[
+        "ledger",
+        "init",
+        "--dir",
+        d,
+        "--treasury-key",
+        &treasury,
+        "--supply",
+        &(1_000_000 * TOKEN).to_string(),
+    ]);
+    ok(&[
+        "ledger",
+        "transfer",
+        "--dir",
+        d,
+        "--key",
+        &treasury,
+        "--to",
+        &w.users[0].public().to_hex(),
+        "--amount",
+        &(100 * TOKEN).to_string(),
+    ]);
+    let publish = |share: &str| {
+        run(&[
+            "models",
+            "publish",
+            model,
+            "--name",
+            "tiny",
+            "--price-in-per-1k",
+            "2000",
+            "--price-out-per-1k",
+            "5000",
+            "--share-bps",
+            share,
+            "--licence",
+            "Apache-2.0",
+            "--key",
+            &publisher,
+            "--dir",
+            d,
+        ])
+    };
+    let bad = publish("10001");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("share_bps"));
+    let out = publish("2500");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = verinfer_inference::models::file_sha256(Path::new(model)).unwrap();
+    assert_eq!(printed["model_id"], id);
+    let ledger = verinfer_ledger::Ledger::open(Path::new(d)).unwrap();
+    ledger.with_state(|s| {
+        let entry = s.models.values().find(|m| m.name == "tiny").unwrap();
+        let p = entry.publisher.as_ref().unwrap();
+        assert_eq!(entry.id.to_hex(), id);
+        assert_eq!((entry.price_in.0, entry.per_tokens), (2000, 1000));
+        assert_eq!(
+            (p.account, p.share_bps, p.context, p.architecture.as_str()),
+            (w.users[0].public(), 2500, 96, "llama")
+        );
+        let cost = s.params.tx_fee.0 + s.params.publish_fee.0;
+        assert_eq!(s.balance(&w.users[0].public()), 100 * TOKEN - cost);
+    });
+    drop(ledger);
+    let again = publish("2500");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already registered"));
+}

@@ -131,6 +131,7 @@ struct ReceiptIndex {
     location: Vec<(u64, u32)>,
     by_key: HashMap<PublicKey, Vec<u64>>,
     fees: FeeTotals,
+    by_model: HashMap<Hash, FeeTotals>,
     slashes: Vec<SlashRecord>,
 }
 
@@ -147,6 +148,19 @@ pub struct FeeTotals {
     pub verifiers: u128,
     /// Paid to the treasury.
     pub treasury: u128,
+    /// Paid to the publishers of published models.
+    pub publishers: u128,
+}
+
+impl FeeTotals {
+    fn add(&mut self, f: &verinfer_types::records::Fees) {
+        self.receipts += 1;
+        self.total = self.total.saturating_add(f.total.0);
+        self.node = self.node.saturating_add(f.node.0);
+        self.verifiers = self.verifiers.saturating_add(f.verifiers.0);
+        self.treasury = self.treasury.saturating_add(f.treasury.0);
+        self.publishers = self.publishers.saturating_add(f.publisher_amount());
+    }
 }
 
 /// One applied slash.
@@ -175,12 +189,8 @@ impl ReceiptIndex {
             if leaf.requester != leaf.node {
                 self.by_key.entry(leaf.requester).or_default().push(index);
             }
-            let f = &mut self.fees;
-            f.receipts += 1;
-            f.total = f.total.saturating_add(leaf.fees.total.0);
-            f.node = f.node.saturating_add(leaf.fees.node.0);
-            f.verifiers = f.verifiers.saturating_add(leaf.fees.verifiers.0);
-            f.treasury = f.treasury.saturating_add(leaf.fees.treasury.0);
+            self.fees.add(&leaf.fees);
+            self.by_model.entry(leaf.model).or_default().add(&leaf.fees);
         }
     }
 
@@ -563,6 +573,11 @@ impl Ledger {
     /// Fees paid by every settled receipt.
     pub fn fee_totals(&self) -> FeeTotals {
         lock(&self.index).fees
+    }
+
+    /// Fees paid by the settled receipts of each model.
+    pub fn fee_totals_by_model(&self) -> HashMap<Hash, FeeTotals> {
+        lock(&self.index).by_model.clone()
     }
 
     /// Every applied slash, in order.

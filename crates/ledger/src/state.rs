@@ -13,15 +13,17 @@
 //!
 //! Fee rounding: for a fee `F`, the node gets `floor(F * node_bps / 10^4)`,
 //! each of the `n` verifiers `floor(floor(F * verifiers_bps / 10^4) / n)`, and
-//! the treasury the rest, so every unit of `F` lands somewhere. Slashing
-//! rounds the same way, with the remainder going to the treasury.
+//! the treasury the rest, so every unit of `F` lands somewhere. For a model
+//! a publisher registered, its share `floor(F * share_bps / 10^4)` comes
+//! first and the rest is split so. Slashing rounds the same way, with the
+//! remainder going to the treasury.
 
 use crate::tx::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use verinfer_types::keys::{verify_batch, KeyError};
 use verinfer_types::records::{
-    Amount, Decision, Fees, Finality, InferenceResult, Leaf, Receipt, Usage, Verdict,
+    Amount, Decision, Fees, Finality, InferenceResult, Leaf, PublisherFee, Receipt, Usage, Verdict,
     VerificationMode,
 };
 use verinfer_types::{Hash, PublicKey, Record, RecordError, SignedRecord};
@@ -123,6 +125,9 @@ pub struct Node {
     pub registered: u64,
     /// Height of the last heartbeat.
     pub last_heartbeat: u64,
+    /// The admitted models an inference node declared it serves
+    /// ([`TxBody::Serve`]); a delisted model leaves every declaration.
+    pub models: BTreeSet<Hash>,
 }
 
 /// State of a proposal.
@@ -190,8 +195,10 @@ pub struct State {
     pub escrow: BTreeMap<Hash, Escrow>,
     /// Registered nodes.
     pub nodes: BTreeMap<PublicKey, Node>,
-    /// Admitted models.
+    /// Admitted models, published ones included.
     pub models: BTreeMap<Hash, ModelEntry>,
+    /// Published models governance delisted: never registered again.
+    pub delisted: BTreeMap<Hash, ModelEntry>,
     /// Parameters.
     pub params: Params,
     /// Proposals by id.
@@ -305,6 +312,7 @@ impl State {
             escrow: BTreeMap::new(),
             nodes: BTreeMap::new(),
             models: g.models.iter().map(|m| (m.id, m.clone())).collect(),
+            delisted: BTreeMap::new(),
             params: g.params.clone(),
             proposals: BTreeMap::new(),
             slashed: BTreeSet::new(),
@@ -443,20 +451,31 @@ pub fn fees(
     usage: &Usage,
     verifiers: usize,
 ) -> Result<Fees, TxError> {
-    let fee = u128::from(usage.prompt_tokens)
-        .checked_mul(model.price_in.0)
-        .and_then(|a| {
-            u128::from(usage.completion_tokens)
-                .checked_mul(model.price_out.0)
-                .and_then(|b| a.checked_add(b))
-        })
+    let fee = model
+        .cost(
+            u64::from(usage.prompt_tokens),
+            u64::from(usage.completion_tokens),
+        )
         .ok_or(TxError::Overflow)?;
-    let (node, per_verifier, treasury) = split(fee, split_bps, verifiers)?;
+    let publisher = match &model.publisher {
+        Some(p) => Some(PublisherFee {
+            account: p.account,
+            amount: Amount(
+                fee.checked_mul(u128::from(p.share_bps))
+                    .ok_or(TxError::Overflow)?
+                    / BPS,
+            ),
+        }),
+        None => None,
+    };
+    let rest = fee - publisher.map_or(0, |p| p.amount.0);
+    let (node, per_verifier, treasury) = split(rest, split_bps, verifiers)?;
     Ok(Fees {
         total: Amount(fee),
         node: Amount(node),
         verifiers: Amount(per_verifier * verifiers as u128),
         treasury: Amount(treasury),
+        publisher,
     })
 }
 
@@ -482,7 +501,7 @@ pub fn split(fee: u128, s: &FeeSplit, verifiers: usize) -> Result<(u128, u128, u
 pub fn check_params(p: &Params) -> Result<(), TxError> {
     let mut p = p.clone();
     for b in &BOUNDS {
-        let v = p.field(b.param).get();
+        let v = (b.field)(&mut p).get();
         if v < b.min || v > b.max {
             return Err(rule(format!(
                 "{} = {v} is outside [{}, {}]: {}",
@@ -833,6 +852,7 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
             }
             credit(state, signer, total)?;
         }
+        TxBody::Publish { model } => publish(state, signer, model)?,
         TxBody::Register { role, endpoint } => {
             if state.nodes.contains_key(signer) {
                 return Err(rule("already registered"));
@@ -849,8 +869,26 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
                     endpoint: endpoint.clone(),
                     registered: h,
                     last_heartbeat: h,
+                    models: BTreeSet::new(),
                 },
             );
+        }
+        TxBody::Serve { models } => {
+            if !registered(state, signer, Role::Inference) {
+                return Err(rule("only a registered inference node serves models"));
+            }
+            if models.len() > MAX_SERVED_MODELS {
+                return Err(rule(format!("at most {MAX_SERVED_MODELS} models per node")));
+            }
+            if models.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(rule("models must be strictly increasing"));
+            }
+            if let Some(m) = models.iter().find(|m| !state.models.contains_key(m)) {
+                return Err(rule(format!("model {m} is not admitted")));
+            }
+            if let Some(n) = state.nodes.get_mut(signer) {
+                n.models = models.iter().copied().collect();
+            }
         }
         TxBody::Deregister => {
             state
@@ -977,7 +1015,7 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
             if state.stake(signer) == 0 {
                 return Err(rule("only stakers can propose"));
             }
-            enacted(state, change)?;
+            enact(&mut state.clone(), change)?;
             let deadline_ms = after_secs(state.time_ms, state.params.voting_period_secs)?;
             let id = state.proposals.len() as u64;
             state.proposals.insert(
@@ -1212,7 +1250,8 @@ fn slash(state: &mut State, evidence: &Evidence) -> Result<(PublicKey, u128), Tx
     Ok((accused, amount))
 }
 
-/// Pays a settled fee: the node's share, each verifier's, the treasury's rest.
+/// Pays a settled fee: the publisher's share, the node's, each verifier's,
+/// the treasury's rest.
 fn pay_out(
     state: &mut State,
     node: &PublicKey,
@@ -1220,6 +1259,9 @@ fn pay_out(
     per_verifier: u128,
     fees: &Fees,
 ) -> Result<(), TxError> {
+    if let Some(p) = &fees.publisher {
+        credit(state, &p.account, p.amount.0)?;
+    }
     credit(state, node, fees.node.0)?;
     for v in verifiers {
         credit(state, v, per_verifier)?;
@@ -1342,60 +1384,92 @@ fn dispute(state: &mut State, result: &InferenceResult, verdict: &Verdict) -> Re
     Ok(())
 }
 
-/// The parameters `change` leads to, checked against [`BOUNDS`] (and the
-/// model or mint it names): what both a proposal and its enactment check.
-fn enacted(state: &State, change: &Change) -> Result<Params, TxError> {
-    let mut p = state.params.clone();
+/// Enacts `change`: the one rule for both a proposal (applied to a copy of
+/// the state, to refuse a change that could never be enacted) and its
+/// enactment. On error `state` may be part-changed: callers apply it to a
+/// copy and keep the copy only on success.
+fn enact(state: &mut State, change: &Change) -> Result<(), TxError> {
     match change {
-        Change::FeeSplit { split } => p.fee_split = *split,
+        Change::FeeSplit { split } => state.params.fee_split = *split,
         Change::Set { name, value } => {
-            if !p.field(*name).set(value.0) {
+            if !state.params.field(*name).set(value.0) {
                 return Err(rule(format!(
                     "{} = {value} does not fit",
                     param_name(*name)
                 )));
             }
         }
-        Change::Mint { amount, .. } => {
-            positive(amount)?;
-            state
-                .total_supply
-                .checked_add(amount.0)
-                .ok_or(TxError::Overflow)?;
-        }
-        Change::RemoveModel { id } => {
-            if !state.models.contains_key(id) {
-                return Err(rule("no such model"));
-            }
-        }
-        Change::AdmitModel { model } => {
-            if model.name.is_empty() {
-                return Err(rule("model name must not be empty"));
-            }
-        }
-    }
-    check_params(&p)?;
-    Ok(p)
-}
-
-fn enact(state: &mut State, change: &Change) -> Result<(), TxError> {
-    state.params = enacted(state, change)?;
-    match change {
-        Change::AdmitModel { model } => {
-            state.models.insert(model.id, model.clone());
-        }
-        Change::RemoveModel { id } => {
-            state.models.remove(id);
-        }
         Change::Mint { to, amount } => {
+            positive(amount)?;
             state.total_supply = state
                 .total_supply
                 .checked_add(amount.0)
                 .ok_or(TxError::Overflow)?;
             credit(state, to, amount.0)?;
         }
-        Change::FeeSplit { .. } | Change::Set { .. } => {}
+        Change::RemoveModel { id } => {
+            let model = state
+                .models
+                .remove(id)
+                .ok_or_else(|| rule("no such model"))?;
+            if model.publisher.is_some() {
+                state.delisted.insert(*id, model);
+            }
+            for n in state.nodes.values_mut() {
+                n.models.remove(id);
+            }
+        }
+        Change::AdmitModel { model } => {
+            if model.name.is_empty() {
+                return Err(rule("model name must not be empty"));
+            }
+            if model.per_tokens == 0 {
+                return Err(rule("per_tokens must be at least 1"));
+            }
+            if model.publisher.is_some() {
+                return Err(rule("a publisher registers its own model (publish)"));
+            }
+            if state.delisted.contains_key(&model.id)
+                || state
+                    .models
+                    .get(&model.id)
+                    .is_some_and(|m| m.publisher.is_some())
+            {
+                return Err(rule(
+                    "this model was published; governance cannot reprice it",
+                ));
+            }
+            state.models.insert(model.id, model.clone());
+        }
     }
+    check_params(&state.params)
+}
+
+/// Registers a published model under `publisher`'s key, for `publish_fee`
+/// to the treasury. A model is registered once: an id already admitted,
+/// published or delisted is refused.
+fn publish(
+    state: &mut State,
+    publisher: &PublicKey,
+    listing: &ModelListing,
+) -> Result<(), TxError> {
+    let entry = listing.entry(*publisher).map_err(TxError::Rule)?;
+    if state.delisted.contains_key(&listing.id) {
+        return Err(rule("this model was delisted by governance"));
+    }
+    if state.models.contains_key(&listing.id) {
+        return Err(rule("this model is already registered"));
+    }
+    let treasury = state.treasury;
+    let fee = state.params.publish_fee.0;
+    move_balance(
+        state,
+        publisher,
+        &treasury,
+        fee,
+        "balance for the publish fee",
+    )?;
+    state.models.insert(listing.id, entry);
     Ok(())
 }
 

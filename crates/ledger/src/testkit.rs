@@ -49,6 +49,8 @@ impl World {
                 name: "test-model".into(),
                 price_in: Amount(1_000_000_000_000),
                 price_out: Amount(2_000_000_000_000),
+                per_tokens: 1,
+                publisher: None,
             },
             nonces: BTreeMap::new(),
         }
@@ -202,9 +204,44 @@ impl World {
         }
     }
 
+    /// A listing of the model named `name` (its id the hash of the name),
+    /// 2 tokens per 1k prompt tokens and 5 per 1k output tokens, the
+    /// publisher taking `share_bps`.
+    pub fn listing(name: &str, share_bps: u32) -> ModelListing {
+        ModelListing {
+            tag: ModelTag,
+            id: Hash::of(name.as_bytes()),
+            name: name.into(),
+            architecture: "llama".into(),
+            context: 2048,
+            licence: "Apache-2.0".into(),
+            price_in_per_1k: Amount(2 * TOKEN),
+            price_out_per_1k: Amount(5 * TOKEN),
+            share_bps,
+        }
+    }
+
+    /// Funds `publisher` from the treasury and publishes `listing` under its
+    /// key; afterwards requests from [`World::request`] are for that model.
+    pub fn publish(&mut self, publisher: &SecretKey, listing: ModelListing) -> Vec<Transaction> {
+        let treasury = self.treasury.clone();
+        let fund = self.tx(
+            &treasury,
+            TxBody::Transfer {
+                to: publisher.public(),
+                amount: Amount(100 * TOKEN),
+            },
+        );
+        if let Ok(entry) = listing.entry(publisher.public()) {
+            self.model = entry;
+        }
+        let publish = self.tx(publisher, TxBody::Publish { model: listing });
+        vec![fund, publish]
+    }
+
     /// Maximum fee to reserve for a request of the fixture's size.
     pub fn max_fee(&self) -> Amount {
-        Amount(1_000 * self.model.price_in.0 + 1_000 * self.model.price_out.0)
+        Amount(self.model.cost(1_000, 1_000).unwrap_or(u128::MAX))
     }
 }
 

@@ -59,6 +59,25 @@ pub struct Params {
     /// Flat fee, to the treasury, of every transaction outside the
     /// settlement path (see `state::pays_fee`).
     pub tx_fee: Amount,
+    /// What registering a model costs its publisher, to the treasury, so
+    /// nobody fills the registry for free. Omitted from the encoding at its
+    /// default, so parameters written before it existed keep their bytes.
+    #[serde(
+        default = "default_publish_fee",
+        skip_serializing_if = "is_default_publish_fee"
+    )]
+    pub publish_fee: Amount,
+}
+
+/// [`Params::publish_fee`] unless governance changed it: 10 tokens.
+pub const DEFAULT_PUBLISH_FEE: Amount = Amount(10 * TOKEN);
+
+fn default_publish_fee() -> Amount {
+    DEFAULT_PUBLISH_FEE
+}
+
+fn is_default_publish_fee(a: &Amount) -> bool {
+    *a == DEFAULT_PUBLISH_FEE
 }
 
 impl Default for Params {
@@ -79,6 +98,7 @@ impl Default for Params {
             voting_period_secs: DAY,
             reserve_ttl_max_secs: HOUR,
             tx_fee: Amount(1_000_000_000_000_000), // 0.001 token
+            publish_fee: DEFAULT_PUBLISH_FEE,
         }
     }
 }
@@ -87,7 +107,8 @@ const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;
 const TOKEN: u128 = 1_000_000_000_000_000_000;
 
-/// A governed number.
+/// A governed number. The variants are in [`BOUNDS`]' order (checked when
+/// compiling), so `BOUNDS[param as usize]` is its row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Param {
@@ -111,10 +132,13 @@ pub enum Param {
     ReserveTtlMaxSecs,
     /// [`Params::tx_fee`].
     TxFee,
+    /// [`Params::publish_fee`].
+    PublishFee,
 }
 
-/// The range a governed number must stay in, and why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A governed number: where it lives in [`Params`], the range it must stay
+/// in, and why.
+#[derive(Clone, Copy, Debug)]
 pub struct Bound {
     /// Which number.
     pub param: Param,
@@ -124,30 +148,36 @@ pub struct Bound {
     pub max: u128,
     /// Why the range is what it is.
     pub reason: &'static str,
+    /// The field of [`Params`] that holds it.
+    pub field: for<'a> fn(&'a mut Params) -> Field<'a>,
 }
 
-/// The bounds of every governed number: genesis and every change are
-/// checked against this one table (the fee split is bounded by its sum).
-/// The majority that passes a proposal is not a parameter, so no proposal
-/// can lower it. The contract's `paramBounds` holds the same ranges.
-pub const BOUNDS: [Bound; 10] = [
+/// Every governed number, in one table: its field, its bounds and their
+/// reason. Genesis and every change are read and checked through it (the
+/// fee split is bounded by its sum). The majority that passes a proposal
+/// is not a parameter, so no proposal can lower it. The contract's
+/// `paramBounds` holds the same ranges.
+pub const BOUNDS: [Bound; 11] = [
     Bound {
         param: Param::Quorum,
         min: 1,
         max: 32,
         reason: "a certificate needs a verifier, and a quorum must stay reachable",
+        field: |p| Field::U32(&mut p.quorum),
     },
     Bound {
         param: Param::DisputeQuorum,
         min: 1,
         max: 32,
         reason: "a fault needs a witness, and a slash must stay reachable",
+        field: |p| Field::U32(&mut p.dispute_quorum),
     },
     Bound {
         param: Param::MinStake,
         min: TOKEN,
         max: 1_000_000_000 * TOKEN,
         reason: "a node must risk something, and registering must stay possible",
+        field: |p| Field::Amount(&mut p.min_stake),
     },
     Bound {
         param: Param::UnbondingDelaySecs,
@@ -155,44 +185,77 @@ pub const BOUNDS: [Bound; 10] = [
         max: 90 * DAY as u128,
         reason:
             "a fault needs time to be proven before stake leaves, and stake must be able to leave",
+        field: |p| Field::U64(&mut p.unbonding_delay_secs),
     },
     Bound {
         param: Param::SlashBps,
         min: 100,
         max: 10_000,
         reason: "cheating must always cost, at most the whole stake",
+        field: |p| Field::U32(&mut p.slash_bps),
     },
     Bound {
         param: Param::SlashRewardBps,
         min: 0,
         max: 10_000,
         reason: "a share of what is slashed",
+        field: |p| Field::U32(&mut p.slash_reward_bps),
     },
     Bound {
         param: Param::DisputeWindowSecs,
         min: 60,
         max: 30 * DAY as u128,
         reason: "a dispute committee needs time to answer, and a freeze must end",
+        field: |p| Field::U64(&mut p.dispute_window_secs),
     },
     Bound {
         param: Param::VotingPeriodSecs,
         min: HOUR as u128,
         max: 30 * DAY as u128,
         reason: "stakers need time to vote, and a vote must end",
+        field: |p| Field::U64(&mut p.voting_period_secs),
     },
     Bound {
         param: Param::ReserveTtlMaxSecs,
         min: 60,
         max: DAY as u128,
         reason: "inference and verification need time, and escrow must come back",
+        field: |p| Field::U64(&mut p.reserve_ttl_max_secs),
     },
     Bound {
         param: Param::TxFee,
         min: 1_000_000_000_000,
         max: 1_000 * TOKEN,
         reason: "writing to the ledger must cost something, and stay affordable",
+        field: |p| Field::Amount(&mut p.tx_fee),
+    },
+    Bound {
+        param: Param::PublishFee,
+        min: TOKEN / 10,
+        max: 1_000_000 * TOKEN,
+        reason: "filling the model registry must cost something, and publishing must stay possible",
+        field: |p| Field::Amount(&mut p.publish_fee),
     },
 ];
+
+// Each row sits at its parameter's index, so looking a row up cannot fail.
+const _: () = {
+    let mut i = 0;
+    while i < BOUNDS.len() {
+        assert!(
+            BOUNDS[i].param as usize == i,
+            "BOUNDS is out of Param order"
+        );
+        i += 1;
+    }
+};
+
+impl Param {
+    /// Its row of [`BOUNDS`].
+    pub fn bound(self) -> &'static Bound {
+        &BOUNDS[self as usize]
+    }
+}
 
 /// A governed number in [`Params`], to read or write.
 #[derive(Debug)]
@@ -231,22 +294,13 @@ impl Field<'_> {
 impl Params {
     /// The field that holds `param`.
     pub fn field(&mut self, param: Param) -> Field<'_> {
-        match param {
-            Param::Quorum => Field::U32(&mut self.quorum),
-            Param::DisputeQuorum => Field::U32(&mut self.dispute_quorum),
-            Param::MinStake => Field::Amount(&mut self.min_stake),
-            Param::UnbondingDelaySecs => Field::U64(&mut self.unbonding_delay_secs),
-            Param::SlashBps => Field::U32(&mut self.slash_bps),
-            Param::SlashRewardBps => Field::U32(&mut self.slash_reward_bps),
-            Param::DisputeWindowSecs => Field::U64(&mut self.dispute_window_secs),
-            Param::VotingPeriodSecs => Field::U64(&mut self.voting_period_secs),
-            Param::ReserveTtlMaxSecs => Field::U64(&mut self.reserve_ttl_max_secs),
-            Param::TxFee => Field::Amount(&mut self.tx_fee),
-        }
+        (param.bound().field)(self)
     }
 }
 
-/// An admitted model and its prices per token.
+/// An admitted model and its prices: admitted by the genesis or governance
+/// (prices per token), or registered by a publisher ([`TxBody::Publish`]:
+/// prices per 1,000 tokens, and the publisher's share of each fee).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelEntry {
@@ -254,10 +308,137 @@ pub struct ModelEntry {
     pub id: Hash,
     /// Human name.
     pub name: String,
-    /// Price per prompt token.
+    /// Price per `per_tokens` prompt tokens.
     pub price_in: Amount,
-    /// Price per output token.
+    /// Price per `per_tokens` output tokens.
     pub price_out: Amount,
+    /// How many tokens the prices are for (absent: 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub per_tokens: u32,
+    /// Who registered it, for a published model (absent: admitted by the
+    /// genesis or governance, no publisher paid).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub publisher: Option<Publisher>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+impl ModelEntry {
+    /// The fee of `prompt` prompt tokens and `completion` output tokens:
+    /// `floor((prompt * price_in + completion * price_out) / per_tokens)`.
+    /// It grows with both counts, so the fee of bounds bounds the fee.
+    /// None on overflow.
+    pub fn cost(&self, prompt: u64, completion: u64) -> Option<u128> {
+        let a = u128::from(prompt).checked_mul(self.price_in.0)?;
+        let b = u128::from(completion).checked_mul(self.price_out.0)?;
+        Some(a.checked_add(b)? / u128::from(self.per_tokens.max(1)))
+    }
+}
+
+/// The publisher of a registered model and what its listing says beyond
+/// the name and prices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publisher {
+    /// The publisher's account (the key that signed the registration).
+    pub account: PublicKey,
+    /// Its share of each fee, in basis points, taken before the split.
+    pub share_bps: u32,
+    /// Model architecture (`llama`, `gemma3`, ...).
+    pub architecture: String,
+    /// Context window, in tokens.
+    pub context: u32,
+    /// Licence (an SPDX id or a name).
+    pub licence: String,
+}
+
+verinfer_types::type_tag!(
+    /// Tag of [`ModelListing`].
+    ModelTag = "verinfer.model.v1"
+);
+
+/// What a publisher registers, under its own key ([`TxBody::Publish`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelListing {
+    /// `verinfer.model.v1`.
+    #[serde(rename = "type")]
+    pub tag: ModelTag,
+    /// Model id: SHA-256 of the model file.
+    pub id: Hash,
+    /// Human name, 1 to 64 bytes.
+    pub name: String,
+    /// Model architecture, 1 to 32 bytes.
+    pub architecture: String,
+    /// Context window in tokens, at least 1.
+    pub context: u32,
+    /// Licence, 1 to 64 bytes.
+    pub licence: String,
+    /// Price per 1,000 prompt tokens, base units.
+    pub price_in_per_1k: Amount,
+    /// Price per 1,000 output tokens, base units.
+    pub price_out_per_1k: Amount,
+    /// The publisher's share of each fee, 0 to 10,000 basis points.
+    pub share_bps: u32,
+}
+
+impl ModelListing {
+    /// Why the listing is refused, if it is.
+    pub fn check(&self) -> Result<(), String> {
+        let text = |what: &str, v: &str, max: usize| {
+            if v.is_empty() || v.len() > max {
+                Err(format!("model {what} must be 1 to {max} bytes"))
+            } else {
+                Ok(())
+            }
+        };
+        text("name", &self.name, 64)?;
+        text("architecture", &self.architecture, 32)?;
+        text("licence", &self.licence, 64)?;
+        if self.context == 0 {
+            return Err("model context must be at least 1 token".into());
+        }
+        if self.share_bps > 10_000 {
+            return Err("share_bps must be at most 10000".into());
+        }
+        Ok(())
+    }
+
+    /// The registry entry this listing makes for `publisher`, or why it is
+    /// refused.
+    pub fn entry(&self, publisher: PublicKey) -> Result<ModelEntry, String> {
+        self.check()?;
+        Ok(ModelEntry {
+            id: self.id,
+            name: self.name.clone(),
+            price_in: self.price_in_per_1k,
+            price_out: self.price_out_per_1k,
+            per_tokens: 1000,
+            publisher: Some(Publisher {
+                account: publisher,
+                share_bps: self.share_bps,
+                architecture: self.architecture.clone(),
+                context: self.context,
+                licence: self.licence.clone(),
+            }),
+        })
+    }
 }
 
 /// A change that governance can make.
@@ -276,12 +457,13 @@ pub enum Change {
         /// New value.
         value: Amount,
     },
-    /// Admit a model or change its prices.
+    /// Admit a model or change its prices (not one a publisher registered).
     AdmitModel {
         /// The model.
         model: ModelEntry,
     },
-    /// Remove a model.
+    /// Remove a model: delists a published one (its id can never be
+    /// registered again).
     RemoveModel {
         /// Model id.
         id: Hash,
@@ -382,12 +564,24 @@ pub enum TxBody {
     },
     /// Move matured unbonding stake back to the balance.
     Withdraw,
+    /// Register a model under the signer's key, which is paid its share of
+    /// the model's fees; costs `publish_fee` besides `tx_fee`.
+    Publish {
+        /// The listing.
+        model: ModelListing,
+    },
     /// Register as a node.
     Register {
         /// Role.
         role: Role,
         /// Where the node serves.
         endpoint: String,
+    },
+    /// Declare the registered models an inference node serves (replaces
+    /// its earlier declaration; at most [`MAX_SERVED_MODELS`], each admitted).
+    Serve {
+        /// Model ids, strictly increasing.
+        models: Vec<Hash>,
     },
     /// Leave the registry.
     Deregister,
@@ -470,6 +664,9 @@ pub enum TxBody {
         movement: Movement,
     },
 }
+
+/// Most models one inference node declares it serves.
+pub const MAX_SERVED_MODELS: usize = 64;
 
 /// A movement of the on-chain escrow, as the embedded ledger mirrors it.
 ///

@@ -76,6 +76,10 @@ pub struct DevnetOptions {
     pub log_origin: String,
     /// Where value settles.
     pub settlement: Settlement,
+    /// Publish the model in the registry under a publisher account
+    /// (`publisher.key`) taking this share of each fee, instead of
+    /// admitting it at genesis.
+    pub publisher_share_bps: Option<u32>,
 }
 
 /// Where the devnet settles value.
@@ -118,6 +122,7 @@ impl DevnetOptions {
             heartbeat: start::HEARTBEAT,
             log_origin: LOG_ORIGIN.into(),
             settlement: Settlement::Embedded,
+            publisher_share_bps: None,
         }
     }
 }
@@ -224,16 +229,42 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
                 dispute_quorum: (opts.verifiers as u32).clamp(1, 3),
                 ..Params::default()
             },
-            models: vec![ModelEntry {
-                id,
-                name: model_name(opts.model.as_deref(), model_path),
-                price_in: Amount(PRICE_IN),
-                price_out: Amount(PRICE_OUT),
-            }],
+            models: match opts.publisher_share_bps {
+                Some(_) => Vec::new(),
+                None => vec![ModelEntry {
+                    id,
+                    name: model_name(opts.model.as_deref(), model_path),
+                    price_in: Amount(PRICE_IN),
+                    price_out: Amount(PRICE_OUT),
+                    per_tokens: 1,
+                    publisher: None,
+                }],
+            },
         };
         let log_key = SecretKey::generate();
-        Ledger::init(&ledger_dir, &genesis, &opts.log_origin, &log_key)
-            .with_context(|| format!("creating the ledger in {}", ledger_dir.display()))?
+        let ledger = Ledger::init(&ledger_dir, &genesis, &opts.log_origin, &log_key)
+            .with_context(|| format!("creating the ledger in {}", ledger_dir.display()))?;
+        if let Some(share_bps) = opts.publisher_share_bps {
+            let publisher = load_or_create_key(&d.join("publisher.key"))?;
+            let listing = start::listing(
+                model_path,
+                &model_name(opts.model.as_deref(), model_path),
+                PRICE_IN * 1000,
+                PRICE_OUT * 1000,
+                share_bps,
+                Some("see the model card"),
+            )?;
+            submit(
+                &ledger,
+                &treasury,
+                TxBody::Transfer {
+                    to: publisher.public(),
+                    amount: Amount(100 * TOKEN),
+                },
+            )?;
+            submit(&ledger, &publisher, TxBody::Publish { model: listing })?;
+        }
+        ledger
     } else {
         Ledger::open(&ledger_dir)
             .with_context(|| format!("opening the ledger in {}", ledger_dir.display()))?
@@ -491,6 +522,11 @@ fn accounts(d: &Path) -> anyhow::Result<Vec<SecretKey>> {
         {
             keys.push(crate::config::load_key(&p)?);
         }
+    }
+    // The publisher of a published model is paid on chain too.
+    let publisher = d.join("publisher.key");
+    if publisher.exists() {
+        keys.push(crate::config::load_key(&publisher)?);
     }
     Ok(keys)
 }

@@ -12,12 +12,15 @@ use verinfer_types::records::Amount;
 use verinfer_types::{Hash, PublicKey, SecretKey};
 
 /// Stakes up to the minimum and registers `endpoint` for `role` (replacing an
-/// older registration of this key with another endpoint or role).
+/// older registration of this key with another endpoint or role); an
+/// inference node then declares which of `models` it serves (those the
+/// ledger admits).
 pub async fn join(
     ledger: &LedgerClient,
     key: &SecretKey,
     role: Role,
     endpoint: &str,
+    models: &[Hash],
 ) -> anyhow::Result<()> {
     let me = key.public();
     // Where value settles on a chain, this node is paid (and slashed) at its
@@ -58,6 +61,39 @@ pub async fn join(
         None => register(ledger, key, role, endpoint).await?,
     }
     tracing::info!(node = %me, ?role, endpoint, "registered in the ledger");
+    if role == Role::Inference {
+        declare(ledger, key, models).await?;
+    }
+    Ok(())
+}
+
+/// Declares in the ledger the admitted ones of `models` (gateways route
+/// only to declared models), unless the ledger holds that declaration
+/// already; the others are named in a warning.
+async fn declare(ledger: &LedgerClient, key: &SecretKey, models: &[Hash]) -> anyhow::Result<()> {
+    let admitted: HashSet<Hash> = ledger.params().await?.models.iter().map(|m| m.id).collect();
+    let (mut serve, missing): (Vec<Hash>, Vec<Hash>) =
+        models.iter().partition(|m| admitted.contains(m));
+    if !missing.is_empty() {
+        tracing::warn!(
+            ?missing,
+            "models not admitted by the ledger are not declared"
+        );
+    }
+    serve.sort();
+    serve.dedup();
+    let me = key.public();
+    let declared = ledger
+        .nodes()
+        .await?
+        .into_iter()
+        .find(|n| n.key == me)
+        .map(|n| n.models);
+    if declared.as_ref() != Some(&serve) {
+        ledger
+            .submit_as(key, TxBody::Serve { models: serve })
+            .await?;
+    }
     Ok(())
 }
 
@@ -87,6 +123,7 @@ pub async fn heartbeats(
     key: SecretKey,
     role: Role,
     endpoint: String,
+    models: Vec<Hash>,
     every: Duration,
 ) {
     loop {
@@ -94,7 +131,7 @@ pub async fn heartbeats(
         match ledger.submit_as(&key, TxBody::Heartbeat).await {
             Ok(_) => {}
             Err(ClientError::Refused(r)) if r.error.contains("not registered") => {
-                if let Err(e) = join(&ledger, &key, role, &endpoint).await {
+                if let Err(e) = join(&ledger, &key, role, &endpoint, &models).await {
                     tracing::warn!(error = %e, "cannot rejoin the network");
                 }
             }

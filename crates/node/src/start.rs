@@ -171,6 +171,49 @@ pub fn model_id(path: &Path) -> anyhow::Result<Hash> {
     Ok(h)
 }
 
+/// The registry listing of the GGUF file at `path`: its id, and the
+/// architecture and context window its metadata names; the licence is
+/// `licence`, else the file's `general.license`. Checked by the ledger's
+/// own rule, so a bad listing fails here with its reason.
+pub fn listing(
+    path: &Path,
+    name: &str,
+    price_in_per_1k: u128,
+    price_out_per_1k: u128,
+    share_bps: u32,
+    licence: Option<&str>,
+) -> anyhow::Result<verinfer_ledger::tx::ModelListing> {
+    let gguf = verinfer_inference::gguf::Gguf::open(path)
+        .with_context(|| format!("reading {} as a GGUF model", path.display()))?;
+    let architecture = gguf
+        .get_str("general.architecture")
+        .context("the file names no architecture")?
+        .to_string();
+    let context = gguf
+        .get_u64(&format!("{architecture}.context_length"))
+        .context("the file names no context length")?;
+    let licence = match licence {
+        Some(l) => l.to_string(),
+        None => gguf
+            .get_str("general.license")
+            .map(str::to_string)
+            .map_err(|_| anyhow::anyhow!("the file names no licence: give one"))?,
+    };
+    let listing = verinfer_ledger::tx::ModelListing {
+        tag: verinfer_ledger::tx::ModelTag,
+        id: model_id(path)?,
+        name: name.to_string(),
+        architecture,
+        context: u32::try_from(context).context("context length out of range")?,
+        licence,
+        price_in_per_1k: verinfer_types::records::Amount(price_in_per_1k),
+        price_out_per_1k: verinfer_types::records::Amount(price_out_per_1k),
+        share_bps,
+    };
+    listing.check().map_err(anyhow::Error::msg)?;
+    Ok(listing)
+}
+
 /// Loads the engine for `model` (a known name or a path) with `threads`.
 pub fn load_engine(model: &str, threads: usize) -> anyhow::Result<(Engine, Hash)> {
     let path = verinfer_inference::models::resolve(model)?;
@@ -321,12 +364,13 @@ async fn join_and_beat(
     m: &Member,
     role: Role,
     router: axum::Router,
+    models: Vec<Hash>,
 ) -> anyhow::Result<(String, Vec<JoinHandle<()>>, Serving)> {
     let (listener, bound) = http::bind(&m.listen).await?;
     let url = m.public_url.clone().unwrap_or(bound);
     let (server, serving) = spawn_server(listener, router);
     let ledger = m.ledger();
-    if let Err(e) = membership::join(&ledger, &m.key, role, &url).await {
+    if let Err(e) = membership::join(&ledger, &m.key, role, &url, &models).await {
         server.abort();
         return Err(e);
     }
@@ -335,6 +379,7 @@ async fn join_and_beat(
         m.key.clone(),
         role,
         url.clone(),
+        models,
         m.heartbeat,
     ));
     Ok((url, vec![server, beats], serving))
@@ -361,13 +406,14 @@ pub async fn inference(
         registry,
         queue,
     );
-    let (url, mut tasks, serving) = match join_and_beat(&m, Role::Inference, node.router()).await {
-        Ok(started) => started,
-        Err(e) => {
-            refresh.abort();
-            return Err(e);
-        }
-    };
+    let (url, mut tasks, serving) =
+        match join_and_beat(&m, Role::Inference, node.router(), vec![model_id]).await {
+            Ok(started) => started,
+            Err(e) => {
+                refresh.abort();
+                return Err(e);
+            }
+        };
     tasks.push(refresh);
     Ok(Running {
         url,
@@ -402,13 +448,14 @@ pub async fn verifier(
         queue,
     )?;
     node.set_ledger(LedgerClient::new(&m.ledger_url, m.key.clone()));
-    let (url, mut tasks, serving) = match join_and_beat(&m, Role::Verifier, node.router()).await {
-        Ok(started) => started,
-        Err(e) => {
-            refresh.abort();
-            return Err(e);
-        }
-    };
+    let (url, mut tasks, serving) =
+        match join_and_beat(&m, Role::Verifier, node.router(), Vec::new()).await {
+            Ok(started) => started,
+            Err(e) => {
+                refresh.abort();
+                return Err(e);
+            }
+        };
     tasks.push(refresh);
     Ok(Running {
         url,
@@ -444,7 +491,7 @@ pub async fn gateway(
 /// registered gateways.
 pub async fn registered_gateway(m: Member, config: GatewayConfig) -> anyhow::Result<Running> {
     let gw = Gateway::start(m.key.clone(), &m.ledger_url, config).await;
-    let (url, tasks, serving) = join_and_beat(&m, Role::Gateway, gw.router()).await?;
+    let (url, tasks, serving) = join_and_beat(&m, Role::Gateway, gw.router(), Vec::new()).await?;
     Ok(Running {
         url,
         tasks,

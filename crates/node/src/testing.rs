@@ -197,7 +197,7 @@ pub async fn register_gateway(
         )
         .await?;
     let ledger = crate::client::LedgerClient::new(&ledger.base, key.clone());
-    crate::membership::join(&ledger, key, Role::Gateway, endpoint).await
+    crate::membership::join(&ledger, key, Role::Gateway, endpoint, &[]).await
 }
 
 /// Fetches receipt `id` until a cosigned checkpoint covers it.

@@ -128,6 +128,9 @@ pub struct NodeView {
     /// Wall-clock time the ledger last heard from it (Unix ms; 0: not since
     /// the ledger started).
     pub last_seen_ms: u64,
+    /// The models an inference node declared it serves, increasing.
+    #[serde(default)]
+    pub models: Vec<Hash>,
 }
 
 /// `GET /ledger/params`.

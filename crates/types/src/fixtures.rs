@@ -105,6 +105,7 @@ pub fn receipt() -> Receipt {
             node: Amount(700_000_000_000_000_000_000),
             verifiers: Amount(200_000_000_000_000_000_000),
             treasury: Amount(100_000_000_000_000_000_000),
+            publisher: None,
         },
         salt: Salt([0x5a; 32]),
     }

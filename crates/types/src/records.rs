@@ -687,6 +687,31 @@ pub struct Fees {
     pub verifiers: Amount,
     /// Paid to the treasury.
     pub treasury: Amount,
+    /// Paid to the model's publisher (absent for a model no publisher
+    /// registered, so such fees keep the bytes they always had).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub publisher: Option<PublisherFee>,
+}
+
+/// The publisher's part of a fee: who registered the model, and its share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherFee {
+    /// The publisher's account.
+    pub account: PublicKey,
+    /// Its share of the total.
+    pub amount: Amount,
+}
+
+impl Fees {
+    /// The publisher's amount (0 when none is paid).
+    pub fn publisher_amount(&self) -> u128 {
+        self.publisher.map_or(0, |p| p.amount.0)
+    }
 }
 
 /// A settled inference: its parts, its fees and the salt of its commitments.

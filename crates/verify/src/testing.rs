@@ -215,6 +215,7 @@ pub fn test_receipt(
             node: Amount(11_200),
             verifiers: Amount(3_200),
             treasury: Amount(1_600),
+            publisher: None,
         },
         salt: Salt([0x77; 32]),
     }

@@ -165,6 +165,8 @@ pub(crate) fn init_devnet_with_ttl(d: &Path, ttl_secs: u64) -> (String, PathBuf)
             name: verinfer_inference::models::DEFAULT_MODEL.into(),
             price_in: Amount(PRICE_IN),
             price_out: Amount(PRICE_OUT),
+            per_tokens: 1,
+            publisher: None,
         }],
     };
     drop(

@@ -159,9 +159,10 @@ pub fn link_map(links: &[Link]) -> Result<BTreeMap<PublicKey, Address>, EvmError
 }
 
 /// The netted transfer words of `entries`: each requester pays the total, the
-/// node, each accepting verifier and the treasury are paid their shares (as
-/// the embedded ledger's `Settle` pays them); one word per account, sorted by
-/// address, zero deltas left out.
+/// model's publisher (when the fees name one), the node, each accepting
+/// verifier and the treasury are paid their shares (as the embedded ledger's
+/// `Settle` pays them); one word per account, sorted by address, zero deltas
+/// left out.
 pub fn net(
     entries: &[(Leaf, Certificate)],
     treasury: &PublicKey,
@@ -211,7 +212,8 @@ pub fn net(
             .node
             .0
             .checked_add(f.verifiers.0)
-            .and_then(|x| x.checked_add(f.treasury.0));
+            .and_then(|x| x.checked_add(f.treasury.0))
+            .and_then(|x| x.checked_add(f.publisher_amount()));
         if paid != Some(f.total.0) {
             return Err(invalid(format!(
                 "entry {i}: fee parts do not add up to the total"
@@ -223,6 +225,9 @@ pub fn net(
             add(v, amount(per)?)?;
         }
         add(treasury, amount(f.treasury.0)?)?;
+        if let Some(p) = &f.publisher {
+            add(&p.account, amount(p.amount.0)?)?;
+        }
     }
     sums.into_iter()
         .filter(|(_, d)| *d != 0)
@@ -362,6 +367,45 @@ mod tests {
             let w = transfer_word(a, delta).expect("in range");
             prop_assert_eq!(parse_transfer_word(&w), (a, delta));
         }
+    }
+
+    /// A receipt's fees with a publisher's share net into a credit to the
+    /// publisher's address, and the words still sum to zero.
+    #[test]
+    fn netting_pays_the_publisher_its_share() {
+        use verinfer_types::fixtures;
+        use verinfer_types::records::{Amount, PublisherFee};
+        let mut r = fixtures::receipt();
+        let publisher = fixtures::key(40);
+        r.fees.treasury = Amount(r.fees.treasury.0 - 30);
+        r.fees.publisher = Some(PublisherFee {
+            account: publisher.public(),
+            amount: Amount(30),
+        });
+        let leaf = r.leaf().expect("leaf");
+        let treasury = fixtures::key(41);
+        let mut keys = vec![
+            publisher,
+            treasury.clone(),
+            fixtures::key(1),
+            fixtures::key(2),
+        ];
+        keys.extend([fixtures::key(3), fixtures::key(4)]);
+        // Requester, node and verifiers are the fixture's keys 1 to 4.
+        let address: BTreeMap<PublicKey, Address> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.public(), Address::repeat_byte(i as u8 + 1)))
+            .collect();
+        let words = net(&[(leaf, r.certificate)], &treasury.public(), &address).expect("nets");
+        let deltas: BTreeMap<Address, i128> = words.iter().map(parse_transfer_word).collect();
+        assert_eq!(deltas.get(&Address::repeat_byte(1)), Some(&30));
+        assert_eq!(deltas.values().sum::<i128>(), 0);
+        // Without the publisher's share the parts fall short of the total.
+        let mut short = fixtures::receipt();
+        short.fees.treasury = Amount(short.fees.treasury.0 - 30);
+        let leaf = short.leaf().expect("leaf");
+        assert!(net(&[(leaf, short.certificate)], &treasury.public(), &address).is_err());
     }
 
     #[test]

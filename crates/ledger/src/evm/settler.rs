@@ -382,6 +382,7 @@ impl Settler {
             for e in &entries {
                 want.insert(e.leaf.requester);
                 want.insert(e.leaf.node);
+                want.extend(e.leaf.fees.publisher.map(|p| p.account));
                 want.extend(e.certificate.verdicts.iter().map(|v| v.verifier));
             }
             for k in want {

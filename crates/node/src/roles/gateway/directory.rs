@@ -25,9 +25,11 @@ pub struct Member {
 }
 
 impl Member {
-    /// Whether it serves (or checks) `model`.
+    /// Whether it serves (or checks) `model`: what it says it runs, and for
+    /// an inference node, what it declared in the ledger.
     pub fn serves(&self, model: &Hash) -> bool {
         self.info.as_ref().is_some_and(|i| i.models.contains(model))
+            && (self.view.role != Role::Inference || self.view.models.contains(model))
     }
 }
 

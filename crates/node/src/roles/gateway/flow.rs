@@ -92,9 +92,7 @@ pub fn prompt_bound(input: &Input) -> u64 {
 
 /// The most a request can cost: the bound on its prompt and `max_tokens`.
 pub fn max_fee(model: &ModelEntry, prompt_bound: u64, max_tokens: u32) -> Option<u128> {
-    u128::from(prompt_bound)
-        .checked_mul(model.price_in.0)?
-        .checked_add(u128::from(max_tokens).checked_mul(model.price_out.0)?)
+    model.cost(prompt_bound, u64::from(max_tokens))
 }
 
 enum Checked {

@@ -35,6 +35,8 @@ pub(super) async fn models(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>
                     "model_id": m.id,
                     "price_in": m.price_in,
                     "price_out": m.price_out,
+                    "per_tokens": m.per_tokens,
+                    "publisher": m.publisher,
                     "inference_nodes": gw.directory.live(Role::Inference, &m.id).len(),
                     "verifiers": gw.directory.live(Role::Verifier, &m.id).len(),
                 }

@@ -171,9 +171,25 @@ struct FeesPaid {
     verifiers: u128,
     #[serde(with = "u128_string")]
     treasury: u128,
+    #[serde(with = "u128_string")]
+    publishers: u128,
 }
 
-/// `GET /ledger/explorer/settlement`: supply, fees paid, slashes with evidence.
+impl From<verinfer_ledger::service::FeeTotals> for FeesPaid {
+    fn from(f: verinfer_ledger::service::FeeTotals) -> Self {
+        FeesPaid {
+            receipts: f.receipts,
+            total: f.total,
+            node: f.node,
+            verifiers: f.verifiers,
+            treasury: f.treasury,
+            publishers: f.publishers,
+        }
+    }
+}
+
+/// `GET /ledger/explorer/settlement`: supply, fees paid (in all and per
+/// model, with each model's publisher), slashes with evidence.
 pub async fn settlement(State(node): State<Arc<LedgerNode>>) -> Result<Json<Value>, HttpError> {
     let chain = match node.settler() {
         None => Value::Null,
@@ -194,6 +210,26 @@ pub async fn settlement(State(node): State<Arc<LedgerNode>>) -> Result<Json<Valu
             .ledger
             .with_state(|s| SummaryView::new(&s.summary(), s.height));
         let f = n.ledger.fee_totals();
+        let mut by_model = n.ledger.fee_totals_by_model();
+        let models: Vec<Value> = n.ledger.with_state(|s| {
+            let listed = s.models.values().map(|m| (m, false));
+            let delisted = s.delisted.values().map(|m| (m, true));
+            listed
+                .chain(delisted)
+                .map(|(m, delisted)| {
+                    json!({
+                        "id": m.id,
+                        "name": m.name,
+                        "delisted": delisted,
+                        "price_in": m.price_in,
+                        "price_out": m.price_out,
+                        "per_tokens": m.per_tokens,
+                        "publisher": m.publisher,
+                        "fees_paid": FeesPaid::from(by_model.remove(&m.id).unwrap_or_default()),
+                    })
+                })
+                .collect()
+        });
         let mut slashes = Vec::new();
         for s in n.ledger.slashes().iter().rev() {
             let tx = n
@@ -226,13 +262,8 @@ pub async fn settlement(State(node): State<Arc<LedgerNode>>) -> Result<Json<Valu
         }
         Ok(Json(json!({
             "summary": summary,
-            "fees_paid": FeesPaid {
-                receipts: f.receipts,
-                total: f.total,
-                node: f.node,
-                verifiers: f.verifiers,
-                treasury: f.treasury,
-            },
+            "fees_paid": FeesPaid::from(f),
+            "models": models,
             "slashes": slashes,
             "chain": chain,
         })))

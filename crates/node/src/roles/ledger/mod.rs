@@ -208,6 +208,7 @@ impl LedgerNode {
                     registered: n.registered,
                     last_heartbeat: n.last_heartbeat,
                     last_seen_ms: seen.get(k).copied().unwrap_or(0),
+                    models: n.models.iter().copied().collect(),
                 })
                 .collect()
         })

@@ -242,7 +242,10 @@ async function settlement() {
         ["To inference nodes", `${amount(f.node)} tokens`],
         ["To verifiers", `${amount(f.verifiers)} tokens`],
         ["To the treasury", `${amount(f.treasury)} tokens`],
+        ["To model publishers", `${amount(f.publishers)} tokens`],
       ]),
+      el("h2", {}, "Models"),
+      modelsTable(s.models || []),
       ...onChain(s.chain),
       el("h2", {}, "Slashes"),
       el("p", { class: "hint" }, "A node whose signed answer a dispute committee of verifiers contradicts loses stake; so does a verifier on the losing side. The evidence is the signed records."),
@@ -251,6 +254,27 @@ async function settlement() {
       facts(Object.entries(sum).map(([k, v]) => [k.replace(/_/g, " "), AMOUNTS.has(k) ? `${amount(v)} tokens` : String(v)]))
     );
   });
+}
+
+/** Each model's calls, fees and publisher (and the publisher's share). */
+function modelsTable(list) {
+  if (!list.length) return el("p", {}, "No model admitted.");
+  const per = (m) => (m.per_tokens === 1 ? "token" : `${m.per_tokens} tokens`);
+  return table(
+    null,
+    ["Model", "Publisher", "Price in / out", "#Calls", "#Fees (tokens)", "#To publisher (tokens)"],
+    list.map((m) => [
+      el("span", { title: m.id }, m.name + (m.delisted ? " (delisted)" : "")),
+      m.publisher
+        ? el("span", { title: `${m.publisher.licence}, ${m.publisher.architecture}, context ${m.publisher.context}` },
+            link(`/explorer/records?q=${m.publisher.account}`, short(m.publisher.account)), ` ${m.publisher.share_bps / 100} %`)
+        : "governance",
+      `${amount(m.price_in)} / ${amount(m.price_out)} per ${per(m)}`,
+      String(m.fees_paid.receipts),
+      amount(m.fees_paid.total),
+      amount(m.fees_paid.publishers),
+    ])
+  );
 }
 
 /** The chain's side, when value settles on one: its settlement transactions. */
