@@ -33,6 +33,7 @@ use verinfer_ledger::Ledger;
 use verinfer_log::witness::verify_cosignature;
 use verinfer_log::SignedCheckpoint;
 use verinfer_types::note::{Note, VerifierKey, ALG_COSIGNATURE_V1};
+use verinfer_types::Record as _;
 use verinfer_types::{PublicKey, SecretKey};
 use verinfer_verify::receipt::witness_name;
 
@@ -155,7 +156,8 @@ pub async fn sign_slash(
     if req.accused.account == node.key().public() {
         return Err(refused("a verifier does not sign its own slash"));
     }
-    // Who is registered is the ledger's word, not the caller's.
+    // Who was registered at the Result's anchor is the ledger's word, not
+    // the caller's.
     let ledger = node
         .ledger()
         .ok_or_else(|| refused("this verifier knows no ledger to read the registry from"))?;
@@ -165,14 +167,22 @@ pub async fn sign_slash(
             format!("cannot read the registry from the ledger: {e}"),
         )
     };
-    let (nodes, params) =
-        futures_util::try_join!(ledger.nodes(), ledger.params()).map_err(unavailable)?;
-    let registered = nodes
-        .iter()
-        .filter(|n| n.role == Role::Verifier)
-        .map(|n| n.key)
-        .collect();
-    let s = check_slash(&req, &registered, params.params.dispute_quorum).map_err(refused)?;
+    let result = req.evidence.parts().0.hash().map_err(refused)?;
+    let (anchor, params) =
+        futures_util::try_join!(ledger.anchor(&result), ledger.params()).map_err(unavailable)?;
+    let anchor = anchor.ok_or_else(|| {
+        refused(format!(
+            "the result {result} was never committed: no checkpoint anchors its committee"
+        ))
+    })?;
+    let eligible = anchor.eligible.into_iter().collect();
+    let s = check_slash(
+        &req,
+        &eligible,
+        anchor.time_ms,
+        params.params.dispute_quorum,
+    )
+    .map_err(refused)?;
     let digest = slash_digest(&s, &domain(req.chain_id, req.contract));
     sign_digest(node.evm(), &digest)
         .map(Json)
