@@ -148,22 +148,22 @@ contract SlashTest is Fixture {
     function test_revert_RegisteredAfterAnchor() public {
         uint64 before = anchor();
         vm.warp(block.timestamp + 60);
-        // Three verifiers registered after the anchor: a majority of the
-        // seven registered now, but not registered at the anchor.
-        uint256[] memory late = new uint256[](3);
-        for (uint256 i; i < 3; ++i) {
+        // Five verifiers registered after the anchor: a majority of the
+        // nine registered now, but not registered at the anchor.
+        uint256[] memory late = new uint256[](5);
+        for (uint256 i; i < 5; ++i) {
             late[i] = 0xbeef00 + i;
             address a = vm.addr(late[i]);
             registerNode(a, 2, MIN_STAKE);
         }
         assertEq(v.verifiersAt(before), 4, "four registered at the anchor");
-        assertEq(v.verifiersAt(anchor()), 7, "seven now");
+        assertEq(v.verifiersAt(anchor()), 9, "nine now");
         late = sortKeysMem(late);
         bytes memory sigs = sign(late, v.slashDigest(node, RESULT, REASON, before));
         vm.expectPartialRevert(Verinfer.RegisteredAfterAnchor.selector);
         v.slash(node, RESULT, REASON, before, sigs);
         // Three of the four registered at the anchor do count, a majority of
-        // those four though not of the seven registered now.
+        // those four though not of the nine registered now.
         v.slash(node, RESULT, REASON, before, sign(firstKeys(3), v.slashDigest(node, RESULT, REASON, before)));
         assertConserved();
     }
