@@ -53,7 +53,8 @@ contract Verinfer {
     /// concatenated words, which is keccak256(abi.encodePacked(transfers)).
     bytes32 public constant CHECKPOINT_TYPEHASH =
         keccak256("Checkpoint(uint64 oldSize,uint64 newSize,bytes32 oldRoot,bytes32 newRoot,bytes32[] transfers)");
-    bytes32 public constant SLASH_TYPEHASH = keccak256("Slash(address accused,bytes32 resultHash,bytes32 reasonHash)");
+    bytes32 public constant SLASH_TYPEHASH =
+        keccak256("Slash(address accused,bytes32 resultHash,bytes32 reasonHash,uint64 anchor)");
 
     /// @notice RFC 6962 root of the empty tree, SHA-256 of the empty string:
     /// the settled root before the first checkpoint.
@@ -153,6 +154,8 @@ contract Verinfer {
     // slashing
     error AccusedInCommittee();
     error CommitteeNotMajority(uint256 signatures, uint256 verifiers);
+    error RegisteredAfterAnchor(address signer, uint64 since, uint64 anchor);
+    error AnchorInFuture(uint64 anchor);
     error AlreadySlashed();
     error NothingToSlash();
     // escrow
@@ -218,8 +221,13 @@ contract Verinfer {
     uint128 public totalStaked;
     uint128 public totalUnbonding;
     /// @notice Addresses ever registered as verifiers (registration is
-    /// permanent): a slash needs signatures from a strict majority of them.
+    /// permanent).
     uint64 public verifierCount;
+    /// @notice When each verifier registered (block time, seconds).
+    mapping(address => uint64) public verifierSince;
+    /// @dev Registration times of all verifiers, in order: how many were
+    /// registered at any time (`verifiersAt`).
+    uint64[] internal verifierTimes;
 
     mapping(address => Node) public nodes;
     mapping(bytes32 => address) public nodeByKey;
@@ -268,7 +276,11 @@ contract Verinfer {
         if (amount < minStake) revert StakeBelowMinimum(amount, minStake);
         totalStaked = _add128(totalStaked, amount);
         nd.role = role;
-        if (role == ROLE_VERIFIER) ++verifierCount;
+        if (role == ROLE_VERIFIER) {
+            ++verifierCount;
+            verifierSince[msg.sender] = uint64(block.timestamp);
+            verifierTimes.push(uint64(block.timestamp));
+        }
         _setStake(msg.sender, nd, amount);
         nd.nodeKey = nodeKey;
         nd.endpoint = endpoint;
@@ -335,27 +347,42 @@ contract Verinfer {
 
     /// @notice Slash `accused` on the evidence of a quorum (`slashQuorum`) of
     /// active verifiers, none of them the accused, who signed the EIP-712
-    /// `Slash(accused, resultHash, reasonHash)` and are a strict majority of
-    /// the registered verifiers (`verifierCount`): no minority of verifiers
-    /// can slash. Takes `slashBps` of the
+    /// `Slash(accused, resultHash, reasonHash, anchor)`, each registered at
+    /// `anchor` (the time, in seconds, of the Result's commitment, which fixed
+    /// its committee) and together a strict majority of the verifiers
+    /// registered then (`verifiersAt(anchor)`): no minority of them, and no
+    /// verifier registered after the Result was committed, can slash. Takes `slashBps` of the
     /// accused's bonded plus unbonding stake (bonded first); `slashRewardBps`
     /// of it is shared equally by the signers, the rest (and the rounding
     /// remainder) goes to the treasury account. A (resultHash, accused) pair
     /// is slashed at most once.
-    function slash(address accused, bytes32 resultHash, bytes32 reasonHash, bytes calldata sigs) external {
+    function slash(address accused, bytes32 resultHash, bytes32 reasonHash, uint64 anchor, bytes calldata sigs)
+        external
+    {
+        if (anchor > block.timestamp) revert AnchorInFuture(anchor);
         bytes32 key = keccak256(abi.encode(resultHash, accused));
         if (slashed[key]) revert AlreadySlashed();
         slashed[key] = true;
         uint256 amount = _takeStake(accused);
+        uint256 reward = _payCommittee(slashDigest(accused, resultHash, reasonHash, anchor), sigs, accused, anchor, amount);
+        totalEscrow += uint128(amount);
+        accounts[params.treasury].balance += uint128(amount - reward);
+        emit Slashed(accused, resultHash, reasonHash, amount, reward);
+    }
+
+    /// @dev Checks a slash's signers against the registry at `anchor` and
+    /// credits each its share of `amount`; returns what they got in all.
+    function _payCommittee(bytes32 digest, bytes calldata sigs, address accused, uint64 anchor, uint256 amount)
+        private
+        returns (uint256)
+    {
         uint256 n = sigs.length / 65;
         Params storage p = params;
         uint256 each = n == 0 ? 0 : amount * p.slashRewardBps / BPS / n;
-        _checkQuorum(slashDigest(accused, resultHash, reasonHash), sigs, p.slashQuorum, p.minStake, accused, each);
-        if (n * 2 <= verifierCount) revert CommitteeNotMajority(n, verifierCount);
-        uint256 reward = each * n;
-        totalEscrow += uint128(amount);
-        accounts[p.treasury].balance += uint128(amount - reward);
-        emit Slashed(accused, resultHash, reasonHash, amount, reward);
+        _checkQuorum(digest, sigs, p.slashQuorum, p.minStake, accused, each, anchor);
+        uint256 eligible = verifiersAt(anchor);
+        if (n * 2 <= eligible) revert CommitteeNotMajority(n, eligible);
+        return each * n;
     }
 
     /// @dev Removes `slashBps` of the node's bonded + unbonding stake, bonded first.
@@ -468,7 +495,7 @@ contract Verinfer {
             keccak256(abi.encode(CHECKPOINT_TYPEHASH, oldSize, newSize, oldRoot, newRoot, transfersHash))
         );
         Params storage p = params;
-        _checkQuorum(digest, sigs, p.quorum, p.minStake, address(0), 0);
+        _checkQuorum(digest, sigs, p.quorum, p.minStake, address(0), 0, type(uint64).max);
         _applyTransfers(transfers);
         settledSize = newSize;
         settledRoot = newRoot;
@@ -701,7 +728,8 @@ contract Verinfer {
         uint256 quorum,
         uint256 minStake,
         address excluded,
-        uint256 creditEach
+        uint256 creditEach,
+        uint64 registeredBy
     ) internal {
         if (sigs.length % 65 != 0) revert BadSignatureLength();
         uint256 n = sigs.length / 65;
@@ -724,6 +752,8 @@ contract Verinfer {
             if (signer == excluded) revert AccusedInCommittee();
             Node storage nd = nodes[signer];
             if (nd.role != ROLE_VERIFIER || nd.stake < minStake) revert NotVerifier(signer);
+            uint64 since = verifierSince[signer];
+            if (since > registeredBy) revert RegisteredAfterAnchor(signer, since, registeredBy);
             if (creditEach != 0) accounts[signer].balance += uint128(creditEach);
         }
     }
@@ -740,8 +770,22 @@ contract Verinfer {
         );
     }
 
-    function slashDigest(address accused, bytes32 resultHash, bytes32 reasonHash) public view returns (bytes32) {
-        return _hashTypedData(keccak256(abi.encode(SLASH_TYPEHASH, accused, resultHash, reasonHash)));
+    function slashDigest(address accused, bytes32 resultHash, bytes32 reasonHash, uint64 anchor)
+        public
+        view
+        returns (bytes32)
+    {
+        return _hashTypedData(keccak256(abi.encode(SLASH_TYPEHASH, accused, resultHash, reasonHash, anchor)));
+    }
+
+    /// @notice How many verifiers were registered at time `t` (seconds).
+    function verifiersAt(uint64 t) public view returns (uint256 lo) {
+        uint256 hi = verifierTimes.length;
+        while (lo < hi) {
+            uint256 mid = (lo + hi) / 2;
+            if (verifierTimes[mid] <= t) lo = mid + 1;
+            else hi = mid;
+        }
     }
 
     function domainSeparator() public view returns (bytes32) {

@@ -233,7 +233,13 @@ abstract contract Fixture is Test {
         view
         returns (bytes memory)
     {
-        return sign(keys, v.slashDigest(accused, resultHash, reasonHash));
+        return sign(keys, v.slashDigest(accused, resultHash, reasonHash, anchor()));
+    }
+
+    /// The anchor the tests slash at: now, when every fixture verifier is
+    /// registered.
+    function anchor() internal view returns (uint64) {
+        return uint64(block.timestamp);
     }
 
     // -------------------------------------------------------- conservation

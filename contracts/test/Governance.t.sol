@@ -156,7 +156,7 @@ contract GovernanceTest is Fixture {
     /// A slash after the snapshot lowers the weight: min(snapshot, now).
     function test_slash_after_creation_lowers_weight() public {
         uint256 id = propose(v.P_QUORUM(), 0, 2);
-        v.slash(node, keccak256("r"), keccak256("reason"), slashSigs(firstKeys(3), node, keccak256("r"), keccak256("reason")));
+        v.slash(node, keccak256("r"), keccak256("reason"), anchor(), slashSigs(firstKeys(3), node, keccak256("r"), keccak256("reason")));
         (uint256 left,) = stakeOf(node);
         assertEq(left, MIN_STAKE / 2, "half slashed");
         voteBy(node, id, true);

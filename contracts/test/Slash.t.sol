@@ -14,12 +14,12 @@ contract SlashTest is Fixture {
         // recovered from a signature over other content is not predictable).
         if (err.length == 4) vm.expectPartialRevert(bytes4(err));
         else vm.expectRevert(err);
-        v.slash(accused, result, REASON, sigs);
+        v.slash(accused, result, REASON, anchor(), sigs);
     }
 
     function test_slash_inference_node() public {
         bytes memory sigs = slashSigs(firstKeys(3), node, RESULT, REASON);
-        v.slash(node, RESULT, REASON, sigs);
+        v.slash(node, RESULT, REASON, anchor(), sigs);
         // 50% of 100 slashed; 10% of that (5) shared by 3 signers: 1.666.. each,
         // the remainder (45 + rounding) to the treasury.
         uint256 amount = 50 ether;
@@ -44,7 +44,7 @@ contract SlashTest is Fixture {
         vm.prank(node);
         v.unbond(MIN_STAKE); // trying to leave before the evidence lands
         bytes memory sigs = slashSigs(firstKeys(3), node, RESULT, REASON);
-        v.slash(node, RESULT, REASON, sigs);
+        v.slash(node, RESULT, REASON, anchor(), sigs);
         (uint256 s, uint256 u) = stakeOf(node);
         assertEq(s, 0, "bonded");
         assertEq(u, 50 ether, "half of the unbonding stake slashed");
@@ -62,7 +62,7 @@ contract SlashTest is Fixture {
         p.slashBps = 7500;
         storeParams(p);
         bytes memory sigs = slashSigs(firstKeys(3), node, RESULT, REASON);
-        v.slash(node, RESULT, REASON, sigs);
+        v.slash(node, RESULT, REASON, anchor(), sigs);
         (uint256 s, uint256 u) = stakeOf(node);
         assertEq(s, 0, "bonded taken first");
         assertEq(u, 50 ether, "rest from unbonding");
@@ -72,15 +72,15 @@ contract SlashTest is Fixture {
     function test_slash_verifier_on_losing_side_by_other_verifiers() public {
         address accused = vaddrs[3];
         bytes memory sigs = slashSigs(firstKeys(3), accused, RESULT, REASON);
-        v.slash(accused, RESULT, REASON, sigs);
+        v.slash(accused, RESULT, REASON, anchor(), sigs);
         assertFalse(v.isActiveVerifier(accused), "below minimum: no longer counts for quorum");
         assertConserved();
     }
 
     function test_same_result_can_slash_two_accused() public {
-        v.slash(node, RESULT, REASON, slashSigs(firstKeys(3), node, RESULT, REASON));
+        v.slash(node, RESULT, REASON, anchor(), slashSigs(firstKeys(3), node, RESULT, REASON));
         address accused = vaddrs[3];
-        v.slash(accused, RESULT, REASON, slashSigs(firstKeys(3), accused, RESULT, REASON));
+        v.slash(accused, RESULT, REASON, anchor(), slashSigs(firstKeys(3), accused, RESULT, REASON));
         assertConserved();
     }
 
@@ -88,7 +88,7 @@ contract SlashTest is Fixture {
         Verinfer.Params memory p = currentParams();
         p.slashRewardBps = 0;
         storeParams(p);
-        v.slash(node, RESULT, REASON, slashSigs(firstKeys(3), node, RESULT, REASON));
+        v.slash(node, RESULT, REASON, anchor(), slashSigs(firstKeys(3), node, RESULT, REASON));
         assertEq(balanceOf(treasury), 50 ether, "all to treasury");
         assertEq(balanceOf(vaddrs[0]), 0, "no reward");
         assertConserved();
@@ -98,7 +98,7 @@ contract SlashTest is Fixture {
 
     function test_revert_AlreadySlashed() public {
         bytes memory sigs = slashSigs(firstKeys(3), node, RESULT, REASON);
-        v.slash(node, RESULT, REASON, sigs);
+        v.slash(node, RESULT, REASON, anchor(), sigs);
         expectSlashRevert(abi.encodeWithSelector(Verinfer.AlreadySlashed.selector), node, RESULT, sigs);
     }
 
@@ -139,8 +139,40 @@ contract SlashTest is Fixture {
         bytes memory sigs = slashSigs(firstKeys(2), node, RESULT, REASON);
         expectSlashRevert(abi.encodeWithSelector(Verinfer.CommitteeNotMajority.selector, 2, 4), node, RESULT, sigs);
         // Three of four is a majority.
-        v.slash(node, RESULT, REASON, slashSigs(firstKeys(3), node, RESULT, REASON));
+        v.slash(node, RESULT, REASON, anchor(), slashSigs(firstKeys(3), node, RESULT, REASON));
         assertConserved();
+    }
+
+    /// A committee is judged at the Result's anchor: verifiers registered
+    /// after it never count, and the majority is of those registered then.
+    function test_revert_RegisteredAfterAnchor() public {
+        uint64 before = anchor();
+        vm.warp(block.timestamp + 60);
+        // Five verifiers registered after the anchor: a majority of the
+        // nine registered now, but not registered at the anchor.
+        uint256[] memory late = new uint256[](5);
+        for (uint256 i; i < 5; ++i) {
+            late[i] = 0xbeef00 + i;
+            address a = vm.addr(late[i]);
+            registerNode(a, 2, MIN_STAKE);
+        }
+        assertEq(v.verifiersAt(before), 4, "four registered at the anchor");
+        assertEq(v.verifiersAt(anchor()), 9, "nine now");
+        late = sortKeysMem(late);
+        bytes memory sigs = sign(late, v.slashDigest(node, RESULT, REASON, before));
+        vm.expectPartialRevert(Verinfer.RegisteredAfterAnchor.selector);
+        v.slash(node, RESULT, REASON, before, sigs);
+        // Three of the four registered at the anchor do count, a majority of
+        // those four though not of the nine registered now.
+        v.slash(node, RESULT, REASON, before, sign(firstKeys(3), v.slashDigest(node, RESULT, REASON, before)));
+        assertConserved();
+    }
+
+    function test_revert_AnchorInFuture() public {
+        uint64 later = anchor() + 1;
+        bytes memory sigs = sign(firstKeys(3), v.slashDigest(node, RESULT, REASON, later));
+        vm.expectRevert(abi.encodeWithSelector(Verinfer.AnchorInFuture.selector, later));
+        v.slash(node, RESULT, REASON, later, sigs);
     }
 
     function test_revert_BadSignatureLength_slash() public {

@@ -112,6 +112,15 @@ pub(crate) enum LedgerCommand {
         #[arg(long)]
         no: bool,
     },
+    /// Commit to a Result (gateways only): anchors its committee at the
+    /// registry of this moment.
+    Commit {
+        #[command(flatten)]
+        tx: TxArgs,
+        /// The Result hash (hex).
+        #[arg(long)]
+        result: verinfer_types::Hash,
+    },
     /// Slash a proven cheater with evidence (JSON) from a dispute.
     Slash {
         #[command(flatten)]
@@ -166,7 +175,11 @@ fn open(dir: &Path) -> anyhow::Result<Ledger> {
 fn submit(args: &TxArgs, body: TxBody) -> anyhow::Result<()> {
     let key = load_key(&args.key)?;
     let ledger = open(&args.dir)?;
-    let nonce = ledger.with_state(|s| s.nonce(&key.public()));
+    // A commit has no nonce (it applies once per Result).
+    let nonce = match body {
+        TxBody::Commit { .. } => 0,
+        _ => ledger.with_state(|s| s.nonce(&key.public())),
+    };
     let tx = Transaction::signed(&key, nonce, body)?;
     let applied = ledger.submit(&tx).context("transaction refused")?;
     let mut out = json!({ "height": applied.height });
@@ -312,6 +325,7 @@ pub(crate) fn run(cmd: LedgerCommand) -> anyhow::Result<()> {
             yes,
             no: _,
         } => submit(&tx, TxBody::Vote { proposal, yes })?,
+        LedgerCommand::Commit { tx, result } => submit(&tx, TxBody::Commit { result })?,
         LedgerCommand::Slash { tx, evidence } => {
             let text = std::fs::read_to_string(&evidence)
                 .with_context(|| format!("reading {}", evidence.display()))?;

@@ -10,7 +10,7 @@ use verinfer_ledger::testkit::World;
 use verinfer_ledger::tx::Evidence;
 use verinfer_ledger::Summary;
 use verinfer_types::records::Decision;
-use verinfer_types::SecretKey;
+use verinfer_types::{Record, SecretKey};
 
 const TOKEN: u128 = 1_000_000_000_000_000_000;
 
@@ -86,7 +86,9 @@ fn genesis_transfers_stake_vote_and_slash() {
         w.treasury.public().to_hex()
     );
 
+    let gateway = key_file(tmp.path(), "gateway.key", &w.gateway);
     let stakers: Vec<(&str, SecretKey)> = std::iter::once((node.as_str(), w.nodes[0].clone()))
+        .chain(std::iter::once((gateway.as_str(), w.gateway.clone())))
         .chain(
             verifiers
                 .iter()
@@ -245,9 +247,32 @@ fn genesis_transfers_stake_vote_and_slash() {
         "a voter without stake was accepted"
     );
 
-    // Slash the inference node with a committee of three rejecting verdicts.
+    // Slash the inference node with a committee of three rejecting verdicts,
+    // registered when the gateway committed to the Result.
     let req = w.request(&w.users[0], 1, 1);
     let result = w.result(&req, 0);
+    ok(&[
+        "ledger",
+        "register",
+        "--dir",
+        d,
+        "--key",
+        &gateway,
+        "--role",
+        "gateway",
+        "--endpoint",
+        "http://127.0.0.1:7003",
+    ]);
+    ok(&[
+        "ledger",
+        "commit",
+        "--dir",
+        d,
+        "--key",
+        &gateway,
+        "--result",
+        &result.hash().unwrap().to_hex(),
+    ]);
     let evidence = Evidence::Node {
         request: req,
         committee: (0..3)

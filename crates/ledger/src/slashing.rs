@@ -1,23 +1,27 @@
 //! The slash rule as a pure function over evidence and the registry
 //! (docs/design.md, "Settlement"): the ledger's state machine applies it to
-//! `Slash` transactions and verifiers apply it before they co-sign a slash on
-//! an EVM chain, so both refuse the same evidence.
+//! `Slash` and `Challenge` transactions and verifiers apply it before they
+//! co-sign a slash on an EVM chain, so both refuse the same evidence.
 //!
-//! Evidence proves a fault when the signed Request and the signed Result
-//! that answers it were rejected, for a reason the node is answerable for
-//! ([`NODE_FAULT_CODES`]), by a committee of distinct registered verifiers
-//! other than the accused that is at least `dispute_quorum` strong and a
-//! strict majority of all registered verifiers. The escalation asks every
-//! live verifier, so requiring a majority of the registered ones means that
-//! no minority of verifiers, and no outsider, can make a committee.
+//! A committee is judged at its Result's anchor: the `Commit` that fixed
+//! the Result's committee seed, just before the commitments log signed the
+//! checkpoint that first includes it. Evidence proves a fault when the
+//! signed Request and the signed Result that answers it were rejected, for
+//! a reason the node is answerable for ([`NODE_FAULT_CODES`]), by distinct
+//! verifiers other than the accused that were registered at the anchor (the
+//! eligible set: the public draw picks the first committee from it, the
+//! escalation asks all of it), at least `dispute_quorum` of them and a
+//! strict majority of the eligible set. Verifiers registered after the
+//! anchor never count, so no stake registered once a Result is known can
+//! sit on its committee; and no minority of the eligible set can make one.
 
 use std::collections::BTreeSet;
 
 use verinfer_types::records::{Decision, NODE_FAULT_CODES};
 use verinfer_types::{PublicKey, Record, RecordError};
 
-use crate::state::State;
-use crate::tx::{Evidence, Role};
+use crate::state::{Anchor, State};
+use crate::tx::Evidence;
 
 /// Why evidence proves no fault.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -37,20 +41,26 @@ pub enum EvidenceError {
         codes = NODE_FAULT_CODES.join(", ")
     )]
     NotFault(Box<PublicKey>),
-    /// A committee member is the accused, or not a registered verifier.
-    #[error("committee member {0} is not a registered verifier other than the accused")]
+    /// A committee member is the accused.
+    #[error("committee member {0} is the accused")]
     NotMember(Box<PublicKey>),
-    /// Too few distinct members.
+    /// No `Commit` anchors the Result's committee.
+    #[error("the result {0} was never committed: no checkpoint anchors its committee")]
+    NotCommitted(Box<verinfer_types::Hash>),
+    /// Too few distinct eligible members.
     #[error(
-        "{members} distinct rejecting verifiers; a slash needs at least {dispute_quorum} and a \
-         strict majority of the {registered} registered verifiers"
+        "{members} distinct rejecting verifiers registered at the result's commitment \
+         (rejections by {ignored} other keys count for nothing); a slash needs at least {dispute_quorum} \
+         and a strict majority of the {registered} verifiers registered then"
     )]
     TooFew {
-        /// Distinct rejecting members.
+        /// Distinct rejecting members that count.
         members: usize,
+        /// Rejections by keys not registered at the anchor.
+        ignored: usize,
         /// The dispute quorum.
         dispute_quorum: u32,
-        /// Registered verifiers.
+        /// Verifiers registered at the anchor.
         registered: usize,
     },
     /// A record could not be encoded.
@@ -58,21 +68,26 @@ pub enum EvidenceError {
     Record(#[from] RecordError),
 }
 
-/// The registered verifiers of `state`.
-pub fn registered_verifiers(state: &State) -> BTreeSet<PublicKey> {
-    state
-        .nodes
-        .iter()
-        .filter(|(_, n)| n.role == Role::Verifier)
-        .map(|(k, _)| *k)
-        .collect()
+/// The verifiers eligible for the committee of the Result `result`: those
+/// registered at its anchor ([`State::verifiers_at`]).
+pub fn eligible_verifiers(
+    state: &State,
+    result: &verinfer_types::Hash,
+) -> Result<(Anchor, BTreeSet<PublicKey>), EvidenceError> {
+    let anchor = state
+        .commits
+        .get(result)
+        .ok_or_else(|| EvidenceError::NotCommitted(Box::new(*result)))?;
+    Ok((*anchor, state.verifiers_at(anchor)))
 }
 
-/// Checks `evidence` (whose signatures the caller verified) against the set
-/// of `registered` verifiers; returns the committee's distinct members.
+/// Checks `evidence` (whose signatures the caller verified) against the
+/// `eligible` verifiers (registered at the Result's anchor); returns the
+/// committee's distinct members that count. Rejections by other keys
+/// (registered later, or never) count for nothing.
 pub fn committee(
     evidence: &Evidence,
-    registered: &BTreeSet<PublicKey>,
+    eligible: &BTreeSet<PublicKey>,
     dispute_quorum: u32,
 ) -> Result<BTreeSet<PublicKey>, EvidenceError> {
     let (result, accepted, verdicts) = evidence.parts();
@@ -88,6 +103,7 @@ pub fn committee(
     }
     let accused = evidence.accused();
     let mut members = BTreeSet::new();
+    let mut ignored = BTreeSet::new();
     for v in verdicts {
         let who = || Box::new(v.verifier);
         if v.result != result_hash || v.request != request {
@@ -96,16 +112,21 @@ pub fn committee(
         if !v.proves_node_fault() {
             return Err(EvidenceError::NotFault(who()));
         }
-        if v.verifier == accused || !registered.contains(&v.verifier) {
+        if v.verifier == accused {
             return Err(EvidenceError::NotMember(who()));
         }
-        members.insert(v.verifier);
+        if eligible.contains(&v.verifier) {
+            members.insert(v.verifier);
+        } else {
+            ignored.insert(v.verifier);
+        }
     }
-    if members.len() < dispute_quorum as usize || members.len() * 2 <= registered.len() {
+    if members.len() < dispute_quorum as usize || members.len() * 2 <= eligible.len() {
         return Err(EvidenceError::TooFew {
             members: members.len(),
+            ignored: ignored.len(),
             dispute_quorum,
-            registered: registered.len(),
+            registered: eligible.len(),
         });
     }
     Ok(members)
@@ -132,7 +153,7 @@ mod tests {
     }
 
     impl Case {
-        fn registered(&self) -> BTreeSet<PublicKey> {
+        fn eligible(&self) -> BTreeSet<PublicKey> {
             self.w.verifiers.iter().map(|k| k.public()).collect()
         }
         fn rejections(&self, members: &[usize]) -> Vec<Verdict> {
@@ -149,7 +170,7 @@ mod tests {
             }
         }
         fn check(&self, e: &Evidence) -> Result<BTreeSet<PublicKey>, EvidenceError> {
-            committee(e, &self.registered(), 2)
+            committee(e, &self.eligible(), 2)
         }
     }
 
@@ -174,7 +195,10 @@ mod tests {
     }
 
     #[test]
-    fn a_non_registered_member_is_refused() {
+    fn a_member_not_eligible_counts_for_nothing() {
+        // Two of the four eligible and one key that was not registered at
+        // the anchor (an outsider, or a verifier registered later): no
+        // majority.
         let c = case();
         let mut verdicts = c.rejections(&[0, 1]);
         let outsider = verinfer_types::fixtures::key(200);
@@ -182,10 +206,15 @@ mod tests {
         v.verifier = outsider.public();
         v.sign(&outsider).expect("signs");
         verdicts.push(v);
-        assert_eq!(
+        assert!(matches!(
             c.check(&c.node(verdicts)),
-            Err(EvidenceError::NotMember(Box::new(outsider.public())))
-        );
+            Err(EvidenceError::TooFew {
+                members: 2,
+                ignored: 1,
+                registered: 4,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -221,6 +221,32 @@ pub struct State {
     pub provisional: BTreeMap<Hash, Provisional>,
     /// Optimistic answers a challenge overturned, by request hash.
     pub overturned: BTreeSet<Hash>,
+    /// Where each committed Result's committee is anchored, by result hash
+    /// ([`TxBody::Commit`]).
+    pub commits: BTreeMap<Hash, Anchor>,
+    /// Every verifier's terms in the registry, past ones included, so the
+    /// registry at any anchor can be told ([`State::verifiers_at`]).
+    pub verifier_terms: BTreeMap<PublicKey, Vec<Term>>,
+}
+
+/// The point a Result's committee is judged at: the `Commit` that fixed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Anchor {
+    /// Transactions applied before the commit.
+    pub height: u64,
+    /// The ledger's time (Unix ms) of the commit.
+    pub time_ms: u64,
+}
+
+/// One stay of a verifier in the registry, in heights: registered by the
+/// transaction applied at height `from`, deregistered at `until` (none while
+/// it stays).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Term {
+    /// Height of the `Register`.
+    pub from: u64,
+    /// Height of the transaction that removed it.
+    pub until: Option<u64>,
 }
 
 /// An optimistic answer settled inside its challenge window. Its fee stays
@@ -323,7 +349,40 @@ impl State {
             disputed: BTreeSet::new(),
             provisional: BTreeMap::new(),
             overturned: BTreeSet::new(),
+            commits: BTreeMap::new(),
+            verifier_terms: BTreeMap::new(),
         })
+    }
+
+    /// The verifiers registered at `anchor`: registered by a transaction
+    /// before it and not removed before it. Verifiers registered later never
+    /// belong to it.
+    pub fn verifiers_at(&self, anchor: &Anchor) -> BTreeSet<PublicKey> {
+        self.verifier_terms
+            .iter()
+            .filter(|(_, terms)| {
+                terms
+                    .iter()
+                    .any(|t| t.from < anchor.height && t.until.is_none_or(|u| u > anchor.height))
+            })
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Removes `key` from the registry, closing its verifier term.
+    fn deregister(&mut self, key: &PublicKey) -> Option<Node> {
+        let node = self.nodes.remove(key)?;
+        if node.role == Role::Verifier {
+            let h = self.height;
+            if let Some(t) = self
+                .verifier_terms
+                .get_mut(key)
+                .and_then(|terms| terms.last_mut())
+            {
+                t.until = Some(h);
+            }
+        }
+        Some(node)
     }
 
     /// Balance of `key` (0 if unknown).
@@ -615,7 +674,10 @@ pub fn apply(state: &mut State, tx: &Transaction, now_ms: u64) -> Result<Effects
 /// the ledger time `max(state.time_ms, now_ms)` (time never runs backwards).
 /// On error the state is unchanged, its time included.
 pub fn apply_checked(state: &mut State, tx: &Transaction, now_ms: u64) -> Result<Effects, TxError> {
-    let expected = state.nonce(&tx.signer);
+    // A commit applies once per Result, so it needs no nonce to be replay
+    // safe; without one a gateway commits concurrently.
+    let nonced = !matches!(tx.body, TxBody::Commit { .. });
+    let expected = if nonced { state.nonce(&tx.signer) } else { 0 };
     if tx.nonce != expected {
         return Err(TxError::Nonce {
             expected,
@@ -651,13 +713,15 @@ pub fn apply_checked(state: &mut State, tx: &Transaction, now_ms: u64) -> Result
         }
     };
     // Only reached on success: the body applied in full.
-    state.accounts.entry(tx.signer).or_default().nonce += 1;
+    if nonced {
+        state.accounts.entry(tx.signer).or_default().nonce += 1;
+    }
     state.height += 1;
     Ok(effects)
 }
 
 /// Whether a transaction pays the flat `tx_fee` up front. The settlement
-/// path (reserve, release, settle, finalize) is paid for by the fees it
+/// path (reserve, release, commit, settle, finalize) is paid for by the fees it
 /// settles, and a reservation carries a deposit of `tx_fee` that only a
 /// settlement gives back; slashes and challenges carry a majority of
 /// verifiers' signatures on a node's Result and apply once per Result
@@ -672,6 +736,7 @@ pub fn pays_fee(body: &TxBody) -> bool {
             | TxBody::Finalize { .. }
             | TxBody::Slash { .. }
             | TxBody::Challenge { .. }
+            | TxBody::Commit { .. }
             | TxBody::Bridge { .. }
     )
 }
@@ -872,6 +937,12 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
                     models: BTreeSet::new(),
                 },
             );
+            if *role == Role::Verifier {
+                state.verifier_terms.entry(*signer).or_default().push(Term {
+                    from: h,
+                    until: None,
+                });
+            }
         }
         TxBody::Serve { models } => {
             if !registered(state, signer, Role::Inference) {
@@ -892,9 +963,25 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
         }
         TxBody::Deregister => {
             state
-                .nodes
-                .remove(signer)
+                .deregister(signer)
                 .ok_or_else(|| rule("not registered"))?;
+        }
+        TxBody::Commit { result } => {
+            if state
+                .nodes
+                .get(signer)
+                .is_none_or(|n| n.role != Role::Gateway)
+            {
+                return Err(rule("only a registered gateway commits to results"));
+            }
+            if state.commits.contains_key(result) {
+                return Err(rule("this result is already committed"));
+            }
+            let anchor = Anchor {
+                height: state.height,
+                time_ms: state.time_ms,
+            };
+            state.commits.insert(*result, anchor);
         }
         TxBody::Heartbeat => {
             let h = state.height;
@@ -1204,15 +1291,25 @@ fn certified_by(
     Ok(seen.into_iter().collect())
 }
 
+/// The committee of `evidence` about the Result `result`, judged at the
+/// Result's anchor by [`crate::slashing::committee`].
+fn judge(
+    state: &State,
+    evidence: &Evidence,
+    result: &Hash,
+) -> Result<BTreeSet<PublicKey>, TxError> {
+    let bad = |e: crate::slashing::EvidenceError| TxError::Evidence(e.to_string());
+    let (_, eligible) = crate::slashing::eligible_verifiers(state, result).map_err(bad)?;
+    crate::slashing::committee(evidence, &eligible, state.params.dispute_quorum).map_err(bad)
+}
+
 /// Applies a proven fault ([`crate::slashing::committee`]); returns the
 /// accused and the amount slashed.
 fn slash(state: &mut State, evidence: &Evidence) -> Result<(PublicKey, u128), TxError> {
     let bad = |m: &str| TxError::Evidence(m.to_string());
-    let registered = crate::slashing::registered_verifiers(state);
-    let members = crate::slashing::committee(evidence, &registered, state.params.dispute_quorum)
-        .map_err(|e| TxError::Evidence(e.to_string()))?;
-    let accused = evidence.accused();
     let result_hash = evidence.parts().0.hash()?;
+    let members = judge(state, evidence, &result_hash)?;
+    let accused = evidence.accused();
     if state.slashed.contains(&(result_hash, accused)) {
         return Err(bad("this fault was already slashed"));
     }
@@ -1239,7 +1336,7 @@ fn slash(state: &mut State, evidence: &Evidence) -> Result<(PublicKey, u128), Tx
     take_unbonding(state, &accused, amount - from_stake);
     state.frozen.remove(&accused);
     if state.nodes.contains_key(&accused) && stake - from_stake < state.params.min_stake.0 {
-        state.nodes.remove(&accused);
+        state.deregister(&accused);
     }
     for m in &members {
         credit(state, m, per)?;
@@ -1299,9 +1396,7 @@ fn challenge(state: &mut State, evidence: &Evidence) -> Result<Option<(PublicKey
             "the evidence is about another result than the one settled".into(),
         ));
     }
-    let registered = crate::slashing::registered_verifiers(state);
-    crate::slashing::committee(evidence, &registered, state.params.dispute_quorum)
-        .map_err(|e| bad(e.to_string()))?;
+    judge(state, evidence, &p.result)?;
     let node = p.node;
     let already = state.slashed.contains(&(p.result, node));
     let stake = state.stake(&node).saturating_add(state.unbonding_of(&node));

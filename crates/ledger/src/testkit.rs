@@ -25,6 +25,8 @@ pub struct World {
     pub nodes: Vec<SecretKey>,
     /// Verifiers.
     pub verifiers: Vec<SecretKey>,
+    /// A gateway, which commits to Results before their verifiers are drawn.
+    pub gateway: SecretKey,
     /// The admitted model.
     pub model: ModelEntry,
     nonces: BTreeMap<PublicKey, u64>,
@@ -37,13 +39,14 @@ impl Default for World {
 }
 
 impl World {
-    /// Three users, two nodes, four verifiers.
+    /// Three users, two nodes, four verifiers, a gateway.
     pub fn new() -> World {
         World {
             treasury: fixtures::key(100),
             users: (0..3).map(|i| fixtures::key(110 + i)).collect(),
             nodes: (0..2).map(|i| fixtures::key(120 + i)).collect(),
             verifiers: (0..4).map(|i| fixtures::key(130 + i)).collect(),
+            gateway: fixtures::key(140),
             model: ModelEntry {
                 id: Hash::of(b"test model"),
                 name: "test-model".into(),
@@ -87,12 +90,18 @@ impl World {
         }
     }
 
-    /// Transactions that fund users, stake and register every node and
-    /// verifier: the usual starting point.
+    /// Transactions that fund users, stake and register every node,
+    /// verifier and the gateway: the usual starting point.
     pub fn setup(&mut self) -> Vec<Transaction> {
         let mut txs = Vec::new();
         let treasury = self.treasury.clone();
-        let stakers: Vec<SecretKey> = self.nodes.iter().chain(&self.verifiers).cloned().collect();
+        let stakers: Vec<SecretKey> = self
+            .nodes
+            .iter()
+            .chain(&self.verifiers)
+            .chain([&self.gateway])
+            .cloned()
+            .collect();
         for k in self.users.clone().iter().chain(&stakers) {
             txs.push(self.tx(
                 &treasury,
@@ -105,8 +114,10 @@ impl World {
         for (i, k) in stakers.iter().enumerate() {
             let role = if i < self.nodes.len() {
                 Role::Inference
-            } else {
+            } else if i < self.nodes.len() + self.verifiers.len() {
                 Role::Verifier
+            } else {
+                Role::Gateway
             };
             txs.push(self.tx(
                 k,
@@ -123,6 +134,13 @@ impl World {
             ));
         }
         txs
+    }
+
+    /// The gateway's commitment to `result` (nonce 0: commits have none),
+    /// which anchors its committee at the registry of that moment.
+    pub fn commit(&self, result: &InferenceResult) -> Transaction {
+        let result = result.hash().expect("hash");
+        Transaction::signed(&self.gateway, 0, TxBody::Commit { result }).expect("test key signs")
     }
 
     /// A signed request by `user` with a fresh nonce from `seed`.

@@ -630,6 +630,15 @@ pub enum TxBody {
         /// The proof against the node that answered.
         evidence: Box<Evidence>,
     },
+    /// Commit to a Result before its verifiers are drawn: fixes the
+    /// committee's anchor (the registry a slash of this Result is judged
+    /// against). Only a registered gateway sends it, once per Result; it
+    /// needs no nonce (always 0, never advanced), so a gateway commits many
+    /// Results at once.
+    Commit {
+        /// Hash of the Result.
+        result: Hash,
+    },
     /// Pay out an optimistic answer whose challenge window has passed
     /// unchallenged. Anyone may send it; it applies once per answer.
     Finalize {

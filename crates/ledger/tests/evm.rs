@@ -32,6 +32,8 @@ use verinfer_types::{Record, SecretKey};
 struct LocalVerifiers {
     keys: Vec<SecretKey>,
     log_key: verinfer_types::note::VerifierKey,
+    /// The registry a slash is judged against is the ledger's, read here.
+    ledger: Arc<Ledger>,
 }
 
 impl Cosigners for LocalVerifiers {
@@ -50,8 +52,12 @@ impl Cosigners for LocalVerifiers {
     }
     fn slash<'a>(&'a self, req: &'a SlashRequest) -> BoxFuture<'a, Vec<EvmSignature>> {
         Box::pin(async move {
-            let registered = self.keys.iter().map(SecretKey::public).collect();
-            let s = check_slash(req, &registered, 2).unwrap();
+            let result = req.evidence.parts().0.hash().unwrap();
+            let (anchor, eligible) = self
+                .ledger
+                .with_state(|s| verinfer_ledger::slashing::eligible_verifiers(s, &result))
+                .unwrap();
+            let s = check_slash(req, &eligible, anchor.time_ms, 2).unwrap();
             let digest = alloy::sol_types::SolStruct::eip712_signing_hash(
                 &s,
                 &domain(req.chain_id, req.contract),
@@ -204,6 +210,7 @@ async fn fixture(policy: FeePolicy) -> Fixture {
     let cosigners = Arc::new(LocalVerifiers {
         keys: w.verifiers.clone(),
         log_key: ledger.receipts().verifier_key().clone(),
+        ledger: ledger.clone(),
     });
     let settler = Settler::new(
         treasury.clone(),
@@ -319,6 +326,7 @@ async fn checkpoints_and_slashes_settle_on_anvil() {
     let user = w.users[0].clone();
     let req = w.request(&user, 99, 2);
     let result = w.result(&req, 1);
+    ledger.submit(&w.commit(&result)).unwrap();
     let committee = (0..3)
         .map(|v| w.verdict(&result, v, Decision::Reject))
         .collect();
@@ -494,6 +502,7 @@ async fn escrow_movements_on_chain_are_mirrored_once_in_the_ledger() {
         let cosigners = Arc::new(LocalVerifiers {
             keys: f.w.verifiers.clone(),
             log_key: f.ledger.receipts().verifier_key().clone(),
+            ledger: f.ledger.clone(),
         });
         Settler::new(
             f.treasury.clone(),
@@ -663,6 +672,7 @@ async fn the_chain_is_reached_over_https_with_a_private_ca() {
     let cosigners = Arc::new(LocalVerifiers {
         keys: f.w.verifiers.clone(),
         log_key: f.ledger.receipts().verifier_key().clone(),
+        ledger: f.ledger.clone(),
     });
     let settler = Settler::new(
         chain,

@@ -249,6 +249,7 @@ fn slashing_needs_a_committee_and_pays_it() {
     let (mut w, mut s) = setup();
     let req = w.request(&w.users[0].clone(), 4, 1);
     let result = w.result(&req, 1);
+    apply(&mut s, &w.commit(&result)).unwrap();
     let node = w.nodes[1].public();
     let stake = s.stake(&node);
     let relayer = w.users[2].clone();
@@ -721,9 +722,17 @@ fn leave(w: &mut World, s: &mut State) -> (SecretKey, u128) {
     (node, stake)
 }
 
-fn node_fault(w: &World, n: usize, seed: u64) -> (Request, InferenceResult, Vec<Verdict>) {
+/// A Result of node `n` committed by the gateway (so its committee is
+/// anchored now) and three rejections of it.
+fn node_fault(
+    w: &World,
+    s: &mut State,
+    n: usize,
+    seed: u64,
+) -> (Request, InferenceResult, Vec<Verdict>) {
     let request = w.request(&w.users[0], seed, 1);
     let result = w.result(&request, n);
+    apply(s, &w.commit(&result)).unwrap();
     let committee = (0..3)
         .map(|v| w.verdict(&result, v, Decision::Reject))
         .collect();
@@ -756,7 +765,7 @@ fn self_transfers_do_not_hurry_unbonding_and_the_slash_takes_unbonding_stake() {
     );
     assert_eq!(s.stake(&me), 0);
     assert_eq!(s.unbonding_of(&me), stake);
-    let (request, result, committee) = node_fault(&w, 1, 50);
+    let (request, result, committee) = node_fault(&w, &mut s, 1, 50);
     let relayer = w.users[2].clone();
     let slash = TxBody::Slash {
         evidence: Box::new(Evidence::Node {
@@ -808,7 +817,7 @@ fn slash_takes_bonded_first_then_oldest_unbonding() {
     assert_eq!(bonded, 300 * TOKEN - 7);
     let v = w.verifiers[0].public();
     let v_before = s.balance(&v);
-    let (request, result, committee) = node_fault(&w, 1, 51);
+    let (request, result, committee) = node_fault(&w, &mut s, 1, 51);
     let relayer = w.users[2].clone();
     let slash = TxBody::Slash {
         evidence: Box::new(Evidence::Node {
@@ -837,6 +846,7 @@ fn a_dispute_freezes_withdrawals_until_its_window_or_a_slash() {
     let relayer = w.users[2].clone();
     let req = w.request(&w.users[0], 52, 1);
     let result = w.result(&req, 1);
+    apply(&mut s, &w.commit(&result)).unwrap();
     let dispute = |verdict: Verdict| TxBody::Dispute {
         result: Box::new(result.clone()),
         verdict: Box::new(verdict),
@@ -881,7 +891,7 @@ fn a_dispute_freezes_withdrawals_until_its_window_or_a_slash() {
     // Without a slash, the window ends the freeze.
     let (mut w, mut s) = setup();
     let (node, _) = leave(&mut w, &mut s);
-    let (_, result, _) = node_fault(&w, 1, 53);
+    let (_, result, _) = node_fault(&w, &mut s, 1, 53);
     let verdict = w.rejection(&result, 1, "text_mismatch: differs");
     let body = TxBody::Dispute {
         result: Box::new(result),
@@ -895,6 +905,126 @@ fn a_dispute_freezes_withdrawals_until_its_window_or_a_slash() {
             * SEC;
     assert!(at(&mut w, &mut s, &node, TxBody::Withdraw, until - 1).is_err());
     at(&mut w, &mut s, &node, TxBody::Withdraw, until).unwrap();
+}
+
+/// Registers `n` more verifiers (funded by the treasury) and returns their
+/// indices in `w.verifiers`.
+fn register_verifiers(w: &mut World, s: &mut State, n: u64) -> Vec<usize> {
+    let treasury = w.treasury.clone();
+    (0..n)
+        .map(|i| {
+            let k = verinfer_types::fixtures::key(150 + i as u8);
+            let to = k.public();
+            by(
+                w,
+                s,
+                &treasury,
+                TxBody::Transfer {
+                    to,
+                    amount: Amount(2_000 * TOKEN),
+                },
+            )
+            .unwrap();
+            by(
+                w,
+                s,
+                &k,
+                TxBody::Stake {
+                    amount: Amount(1_500 * TOKEN),
+                },
+            )
+            .unwrap();
+            let endpoint = "http://late".into();
+            by(
+                w,
+                s,
+                &k,
+                TxBody::Register {
+                    role: Role::Verifier,
+                    endpoint,
+                },
+            )
+            .unwrap();
+            w.verifiers.push(k);
+            w.verifiers.len() - 1
+        })
+        .collect()
+}
+
+fn slash_by(w: &World, req: &Request, result: &InferenceResult, members: &[usize]) -> TxBody {
+    TxBody::Slash {
+        evidence: Box::new(Evidence::Node {
+            request: req.clone(),
+            result: result.clone(),
+            committee: members
+                .iter()
+                .map(|&v| w.verdict(result, v, Decision::Reject))
+                .collect(),
+        }),
+    }
+}
+
+/// Attack: once an honest node's Result is known, register enough verifiers
+/// to be a majority of the registry and slash it with their rejections. A
+/// committee is judged at the Result's commitment: verifiers registered
+/// after it never count, and the majority is of those registered then.
+#[test]
+fn verifiers_registered_after_the_commitment_cannot_slash() {
+    let (mut w, mut s) = setup();
+    let req = w.request(&w.users[0], 90, 1);
+    let result = w.result(&req, 1);
+    apply(&mut s, &w.commit(&result)).unwrap();
+    let late = register_verifiers(&mut w, &mut s, 5);
+    // Five of the nine registered now, and two of the four registered at
+    // the commitment with the five: neither counts.
+    let relayer = w.users[2].clone();
+    let snapshot = s.clone();
+    for members in [late.clone(), [&[0, 1][..], &late].concat()] {
+        let body = slash_by(&w, &req, &result, &members);
+        let err = by(&mut w, &mut s, &relayer, body).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("registered at the result's commitment"),
+            "{err}"
+        );
+        assert_eq!(s, snapshot);
+    }
+    // A later commitment of the same Result does not move its anchor.
+    assert!(apply(&mut s, &w.commit(&result)).is_err());
+    // An uncommitted Result has no committee at all.
+    let other = w.result(&w.request(&w.users[0], 91, 1), 1);
+    let body = slash_by(&w, &req, &other, &late);
+    let err = by(&mut w, &mut s, &relayer, body);
+    assert!(err.is_err());
+}
+
+/// The members the rule counts slash: three of the four verifiers
+/// registered at the commitment, though a minority of the nine registered
+/// now; a verifier that left after the commitment still counts then.
+#[test]
+fn a_majority_of_the_verifiers_registered_at_the_commitment_slashes() {
+    let (mut w, mut s) = setup();
+    let req = w.request(&w.users[0], 92, 1);
+    let result = w.result(&req, 1);
+    apply(&mut s, &w.commit(&result)).unwrap();
+    register_verifiers(&mut w, &mut s, 5);
+    let v2 = w.verifiers[2].clone();
+    by(&mut w, &mut s, &v2, TxBody::Deregister).unwrap();
+    let node = w.nodes[1].public();
+    let stake = s.stake(&node);
+    let relayer = w.users[2].clone();
+    let body = slash_by(&w, &req, &result, &[0, 1, 2]);
+    let effects = by(&mut w, &mut s, &relayer, body).unwrap();
+    assert_eq!(effects.slashed, Some((node, stake / 2)));
+    s.check_invariants().unwrap();
+    // A verifier that left before a commitment is not in its registry.
+    let req = w.request(&w.users[0], 93, 1);
+    let result = w.result(&req, 0);
+    apply(&mut s, &w.commit(&result)).unwrap();
+    let anchor = s.commits[&result.hash().unwrap()];
+    let eligible = s.verifiers_at(&anchor);
+    assert_eq!(eligible.len(), 8);
+    assert!(!eligible.contains(&v2.public()));
 }
 
 /// An `optimistic(window_secs)` request by user 0, reserved and settled
@@ -926,6 +1056,7 @@ fn optimistic_settled(
         },
     )
     .unwrap();
+    apply(s, &w.commit(&receipt.result)).unwrap();
     (req, receipt.result, before)
 }
 
@@ -1086,7 +1217,7 @@ fn challenges_with_bad_evidence_are_refused_and_slash_nobody() {
         &mut w,
         &mut s,
         challenge(&req, &result, forged),
-        "not a registered verifier",
+        "rejections by 1 other keys count for nothing",
     );
     // A quorum answer is final at settlement: nothing to challenge.
     let user = w.users[0].clone();
@@ -1210,9 +1341,9 @@ fn each_token_votes_once() {
     )
     .is_err());
     assert_eq!(s.proposals[&id].yes, 1_500 * TOKEN);
-    assert_eq!(s.proposals[&id].snapshot_total, 6 * 1_500 * TOKEN);
+    assert_eq!(s.proposals[&id].snapshot_total, 7 * 1_500 * TOKEN);
     // A later stake does not count toward the threshold either: three
-    // more of the six snapshot stakers pass it.
+    // more of the seven snapshot stakers pass it.
     for k in &v[1..3] {
         by(
             &mut w,
@@ -1256,7 +1387,7 @@ fn a_slash_after_the_snapshot_lowers_the_weight() {
     let (mut w, mut s) = setup();
     let v0 = w.verifiers[0].clone();
     let id = propose(&mut w, &mut s, &v0, set(Param::Quorum, 2));
-    let (request, result, committee) = node_fault(&w, 1, 54);
+    let (request, result, committee) = node_fault(&w, &mut s, 1, 54);
     let relayer = w.users[2].clone();
     let slash = TxBody::Slash {
         evidence: Box::new(Evidence::Node {
@@ -1491,7 +1622,7 @@ fn writes_pay_the_fee_and_the_settlement_path_is_free() {
     // Disputes pay the fee too.
     let relayer = w.users[2].clone();
     let r0 = s.balance(&relayer.public());
-    let (_, result, _) = node_fault(&w, 1, 60);
+    let (_, result, _) = node_fault(&w, &mut s, 1, 60);
     let verdict = w.rejection(&result, 0, "token_mismatch: position 1");
     let dispute = TxBody::Dispute {
         result: Box::new(result),
@@ -1708,6 +1839,7 @@ fn invariants_hold_under_random_transactions() {
                 Op::Slash(n, k) => {
                     let request = req(0);
                     let result = w.result(&request, n);
+                    let _ = apply(&mut s, &w.commit(&result));
                     let committee = (0..k).map(|v| w.verdict(&result, v, Decision::Reject)).collect();
                     w.tx(&relayer, TxBody::Slash { evidence: Box::new(Evidence::Node { request, result, committee }) })
                 }
@@ -1819,6 +1951,7 @@ fn optimistic_answers_settle_once_whatever_the_order() {
                 Life::Challenge(r, k, fault) => {
                     let request = req(&w, r);
                     let result = w.result(&request, 0);
+                    let _ = apply(&mut s, &w.commit(&result));
                     let committee = (0..k).map(|v| if fault { w.verdict(&result, v, Decision::Reject) } else { w.rejection(&result, v, "schema: x") }).collect();
                     (relayer.clone(), challenge(&request, &result, committee))
                 }

@@ -281,6 +281,23 @@ impl LedgerClient {
         }
     }
 
+    /// Where the committee of the Result `result` is judged, and the
+    /// verifiers registered then (none when it was never committed).
+    pub async fn anchor(
+        &self,
+        result: &Hash,
+    ) -> Result<Option<crate::wire::AnchorView>, ClientError> {
+        match self
+            .peer
+            .get_json(&self.base, &format!("/ledger/anchor/{result}"))
+            .await
+        {
+            Ok(a) => Ok(Some(a)),
+            Err(ClientError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The registered nodes.
     pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
         self.peer.get_json(&self.base, "/ledger/nodes").await

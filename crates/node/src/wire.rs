@@ -263,9 +263,24 @@ impl Report {
     }
 }
 
-/// `POST /ledger/commit`.
+/// `POST /ledger/commit`: the gateway's signed `Commit` transaction, which
+/// the ledger applies (anchoring the Result's committee) before it logs the
+/// commitment.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Commit {
-    /// The Result hash committed to.
-    pub result: Hash,
+    /// `TxBody::Commit` for the Result, signed by the gateway (nonce 0).
+    pub tx: verinfer_ledger::tx::Transaction,
+}
+
+/// `GET /ledger/anchor/{result}`: where a Result's committee is judged.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AnchorView {
+    /// Transactions applied before the Result's `Commit`.
+    pub height: u64,
+    /// The ledger's time of the `Commit` (Unix ms).
+    pub time_ms: u64,
+    /// The verifiers registered then: the set a committee must be a strict
+    /// majority of.
+    pub eligible: Vec<PublicKey>,
 }

@@ -62,6 +62,8 @@ sol! {
         error NotVerifier(address signer);
         error AccusedInCommittee();
         error AlreadySlashed();
+        error RegisteredAfterAnchor(address signer, uint64 since, uint64 anchor);
+        error AnchorInFuture(uint64 anchor);
         error NothingToSlash();
         error InsufficientBalance(address account, uint256 balance, uint256 needed);
         error NoPendingWithdrawal();
@@ -91,7 +93,7 @@ sol! {
         function withdraw() external;
         function deposit(address account, uint256 amount) external;
         function settle(uint64 oldSize, uint64 newSize, bytes32 newRoot, bytes32[] proof, bytes32[] transfers, bytes sigs) external;
-        function slash(address accused, bytes32 resultHash, bytes32 reasonHash, bytes sigs) external;
+        function slash(address accused, bytes32 resultHash, bytes32 reasonHash, uint64 anchor, bytes sigs) external;
         function checkpoint() external view returns (uint64 size, bytes32 root);
         function isSlashed(bytes32 resultHash, address accused) external view returns (bool);
         function accounts(address account) external view returns (uint128 balance, uint128 pending, uint64 unlockAt);
@@ -644,7 +646,7 @@ impl Chain {
     pub async fn slash(&self, s: &Slash, sigs: Bytes) -> Result<Mined, EvmError> {
         let v = self.verinfer();
         self.send(
-            v.slash(s.accused, s.resultHash, s.reasonHash, sigs)
+            v.slash(s.accused, s.resultHash, s.reasonHash, s.anchor, sigs)
                 .into_transaction_request(),
         )
         .await

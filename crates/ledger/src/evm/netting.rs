@@ -26,12 +26,15 @@ sol! {
         bytes32[] transfers;
     }
 
-    /// What a slash quorum signs to slash `accused`.
+    /// What a slash quorum signs to slash `accused`: `anchor` is the time
+    /// (Unix seconds) of the Result's commitment, the registry the
+    /// committee is judged at.
     #[derive(Debug, PartialEq, Eq)]
     struct Slash {
         address accused;
         bytes32 resultHash;
         bytes32 reasonHash;
+        uint64 anchor;
     }
 }
 
@@ -283,19 +286,22 @@ pub fn check_settlement(
 /// evidence before it signs, whatever dispute quorum the request names.
 pub const MIN_SLASH_COMMITTEE: u32 = 2;
 
-/// The verifier's check of a slash request against the ledger's registry
-/// (`registered` verifiers and `dispute_quorum`, which the verifier reads
-/// itself: nothing in the request says who is registered): every signature
-/// in the evidence holds, and the evidence proves a fault by the ledger's
-/// rule ([`crate::slashing::committee`]: the Result answers the Request, the
+/// The verifier's check of a slash request against the ledger's registry at
+/// the Result's anchor (the `eligible` verifiers, the anchor's ledger time
+/// `anchor_ms` and `dispute_quorum`, which the verifier reads itself:
+/// nothing in the request says who was registered): every signature in the
+/// evidence holds, and the evidence proves a fault by the ledger's rule
+/// ([`crate::slashing::committee`]: the Result answers the Request, the
 /// accused signed the Result (a node) or accepted the pair (a verifier), and
-/// the committee's node-fault rejections come from distinct registered
-/// verifiers other than the accused, at least the dispute quorum (and
-/// [`MIN_SLASH_COMMITTEE`]) of them and a strict majority of the registered
-/// ones). Returns the struct to sign.
+/// the committee's node-fault rejections come from distinct verifiers
+/// registered at the anchor other than the accused, at least the dispute
+/// quorum (and [`MIN_SLASH_COMMITTEE`]) of them and a strict majority of
+/// those registered then). Returns the struct to sign, anchored at the same
+/// moment in seconds, so the contract counts its own registry then.
 pub fn check_slash(
     req: &SlashRequest,
-    registered: &BTreeSet<PublicKey>,
+    eligible: &BTreeSet<PublicKey>,
+    anchor_ms: u64,
     dispute_quorum: u32,
 ) -> Result<Slash, EvmError> {
     req.accused.verify()?;
@@ -310,19 +316,26 @@ pub fn check_slash(
     }
     crate::slashing::committee(
         &req.evidence,
-        registered,
+        eligible,
         dispute_quorum.max(MIN_SLASH_COMMITTEE),
     )
     .map_err(|e| invalid(e.to_string()))?;
-    slash_struct(req.accused.address, &result.hash()?, &req.evidence)
+    slash_struct(
+        req.accused.address,
+        &result.hash()?,
+        &req.evidence,
+        anchor_ms,
+    )
 }
 
-/// The signed struct of a slash: the accused's address, the result hash and
-/// SHA-256 of the canonical evidence.
+/// The signed struct of a slash: the accused's address, the result hash,
+/// SHA-256 of the canonical evidence and the anchor (the ledger time of the
+/// Result's commitment, `anchor_ms`, in whole seconds).
 pub fn slash_struct(
     accused: Address,
     result: &Hash,
     evidence: &Evidence,
+    anchor_ms: u64,
 ) -> Result<Slash, EvmError> {
     let bytes = verinfer_types::canonical::to_canonical(evidence)
         .map_err(|e| invalid(format!("evidence: {e}")))?;
@@ -330,6 +343,7 @@ pub fn slash_struct(
         accused,
         resultHash: b256(result),
         reasonHash: b256(&Hash::of(&bytes)),
+        anchor: anchor_ms / 1000,
     })
 }
 

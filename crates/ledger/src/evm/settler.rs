@@ -480,7 +480,12 @@ impl Settler {
                     accused: link.clone(),
                     evidence: *evidence.clone(),
                 };
-                let s = slash_struct(link.address, &result, &evidence)?;
+                // The ledger applied this slash, so it holds the anchor.
+                let anchor = self
+                    .ledger
+                    .with_state(|s| s.commits.get(&result).copied())
+                    .ok_or_else(|| invalid(format!("no commitment anchors result {result}")))?;
+                let s = slash_struct(link.address, &result, &evidence, anchor.time_ms)?;
                 let digest = slash_digest(&s, &domain(req.chain_id, req.contract));
                 let sigs = Self::valid(digest, self.cosigners.slash(&req).await);
                 let m = self.chain.slash(&s, pack_signatures(sigs)).await?;

@@ -737,8 +737,15 @@ impl Gateway {
     /// existed and cannot compute the log's signature, so it can neither
     /// predict nor grind its committee.
     async fn committee_seed(&self, result: &Hash) -> Result<Hash, ApiError> {
-        let body = serde_json::to_vec(&crate::wire::Commit { result: *result })
-            .map_err(ApiError::internal)?;
+        // The signed commit also fixes the registry a slash of this Result
+        // is judged against (docs/design.md, "Settlement").
+        let tx = verinfer_ledger::tx::Transaction::signed(
+            self.peer.key(),
+            0,
+            TxBody::Commit { result: *result },
+        )
+        .map_err(ApiError::internal)?;
+        let body = serde_json::to_vec(&crate::wire::Commit { tx }).map_err(ApiError::internal)?;
         let url = format!("{}/ledger/commit", self.ledger.base);
         let resp = self
             .ledger

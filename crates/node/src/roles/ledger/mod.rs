@@ -640,27 +640,73 @@ async fn report(
 }
 
 /// `POST /ledger/commit` (authenticated, from a registered gateway: the log
-/// grows only for requests someone staked for; body: a Result hash as JSON
-/// `{"result": HEX}`): appends the commitment durably and answers with the
+/// grows only for requests someone staked for; body: its signed `Commit`
+/// transaction as `{"tx": TX}`): applies it (anchoring the Result's
+/// committee), appends the commitment durably and answers with the
 /// signed checkpoint that first includes it (`{"index", "checkpoint"}`).
 /// Nobody but this log's key can compute that note before it is signed, so
 /// a node that committed to its Result cannot grind the verifiers it gets.
 async fn commit(
     State(node): State<Arc<LedgerNode>>,
-    Signed { body: c, .. }: Signed<crate::wire::Commit>,
+    Signed { sender, body: c }: Signed<crate::wire::Commit>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
+    let TxBody::Commit { result } = c.tx.body else {
+        return Err(HttpError::bad_request("commit: tx must be a commit"));
+    };
+    if c.tx.signer != sender {
+        return Err(HttpError::bad_request(
+            "commit: tx must be signed by the sender",
+        ));
+    }
     let n = node.clone();
-    let (index, note) = blocking(move || -> Result<(u64, String), verinfer_log::LogError> {
-        let index = n.commitments.append(c.result.0.to_vec())?;
+    let (index, note) = blocking(move || -> Result<(u64, String), HttpError> {
+        // The ledger anchors the committee first (once per Result: a retry
+        // keeps the first anchor), then the log signs the checkpoint that
+        // draws it, so every verifier drawn was registered at the anchor.
+        if n.ledger.with_state(|s| !s.commits.contains_key(&result)) {
+            match n.ledger.submit(&c.tx) {
+                Ok(_) => {}
+                Err(_) if n.ledger.with_state(|s| s.commits.contains_key(&result)) => {}
+                Err(LedgerError::Rejected(e)) => {
+                    return Err(HttpError::bad_request(format!("commit: {e}")))
+                }
+                Err(e) => return Err(HttpError::internal(e)),
+            }
+        }
+        let index = n
+            .commitments
+            .append(result.0.to_vec())
+            .map_err(HttpError::internal)?;
         // A checkpoint of at least index + 1 entries (concurrent commits share one).
-        let cp = n.commitments.checkpoint()?;
+        let cp = n.commitments.checkpoint().map_err(HttpError::internal)?;
         Ok((index, cp.note.to_string()))
     })
-    .await?
-    .map_err(HttpError::internal)?;
+    .await??;
     Ok(Json(
         serde_json::json!({ "index": index, "checkpoint": note }),
     ))
+}
+
+/// `GET /ledger/anchor/{result}`: the anchor of a committed Result and the
+/// verifiers registered then (404 when it was never committed), which a
+/// verifier reads before it co-signs a slash on chain.
+pub(super) async fn anchor(
+    State(node): State<Arc<LedgerNode>>,
+    Path(result): Path<String>,
+) -> Result<Json<crate::wire::AnchorView>, HttpError> {
+    let result: Hash = result
+        .parse()
+        .map_err(|_| HttpError::bad_request("result must be 64 hex digits"))?;
+    node.ledger
+        .with_state(|s| verinfer_ledger::slashing::eligible_verifiers(s, &result))
+        .map(|(a, eligible)| {
+            Json(crate::wire::AnchorView {
+                height: a.height,
+                time_ms: a.time_ms,
+                eligible: eligible.into_iter().collect(),
+            })
+        })
+        .map_err(|e| HttpError::not_found(e.to_string()))
 }
 
 /// `GET /ledger/escrow/{request}`: the reservation of a request (404 when

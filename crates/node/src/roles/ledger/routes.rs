@@ -1,8 +1,8 @@
 //! The ledger role's routes: which handler answers which path.
 
 use super::{
-    account, checkpoint, commit, escrow, evm, explorer, info, metrics, nodes, params, receipt,
-    report, submit, summary, LedgerNode, MAX_TX_BYTES,
+    account, anchor, checkpoint, commit, escrow, evm, explorer, info, metrics, nodes, params,
+    receipt, report, submit, summary, LedgerNode, MAX_TX_BYTES,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -28,6 +28,7 @@ impl LedgerNode {
             .route("/ledger/report", post(report))
             .route("/metrics", get(metrics))
             .route("/ledger/commit", post(commit))
+            .route("/ledger/anchor/{result}", get(anchor))
             .route("/ledger/explorer/records", get(explorer::records))
             .route("/ledger/explorer/checkpoints", get(explorer::checkpoints))
             .route("/ledger/explorer/settlement", get(explorer::settlement))

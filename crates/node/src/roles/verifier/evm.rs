@@ -22,11 +22,10 @@ use verinfer_ledger::evm::netting::{
     SlashRequest,
 };
 use verinfer_ledger::evm::settler::sign_digest;
-use verinfer_ledger::tx::Role;
 use verinfer_log::witness::verify_cosignature;
 use verinfer_log::SignedCheckpoint;
 use verinfer_types::note::{Note, VerifierKey, ALG_COSIGNATURE_V1};
-use verinfer_types::PublicKey;
+use verinfer_types::{PublicKey, Record as _};
 use verinfer_verify::receipt::witness_name;
 
 use super::VerifierNode;
@@ -91,7 +90,8 @@ pub async fn sign_slash(
             "a verifier does not sign its own slash",
         ));
     }
-    // Who is registered is the ledger's word, not the caller's.
+    // Who was registered at the Result's anchor is the ledger's word, not
+    // the caller's.
     let ledger = node.ledger().ok_or_else(|| {
         HttpError::unprocessable("this verifier knows no ledger to read the registry from")
     })?;
@@ -101,15 +101,27 @@ pub async fn sign_slash(
             format!("cannot read the registry from the ledger: {e}"),
         )
     };
-    let (nodes, params) =
-        futures_util::try_join!(ledger.nodes(), ledger.params()).map_err(unavailable)?;
-    let registered = nodes
-        .iter()
-        .filter(|n| n.role == Role::Verifier)
-        .map(|n| n.key)
-        .collect();
-    let s = check_slash(&req, &registered, params.params.dispute_quorum)
+    let result = req
+        .evidence
+        .parts()
+        .0
+        .hash()
         .map_err(HttpError::unprocessable)?;
+    let (anchor, params) =
+        futures_util::try_join!(ledger.anchor(&result), ledger.params()).map_err(unavailable)?;
+    let anchor = anchor.ok_or_else(|| {
+        HttpError::unprocessable(format!(
+            "the result {result} was never committed: no checkpoint anchors its committee"
+        ))
+    })?;
+    let eligible = anchor.eligible.into_iter().collect();
+    let s = check_slash(
+        &req,
+        &eligible,
+        anchor.time_ms,
+        params.params.dispute_quorum,
+    )
+    .map_err(HttpError::unprocessable)?;
     let digest = slash_digest(&s, &domain(req.chain_id, req.contract));
     sign_digest(node.evm(), &digest)
         .map(Json)
