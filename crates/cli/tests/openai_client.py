@@ -1,8 +1,9 @@
 """Drive a verinfer gateway with the official OpenAI Python client, unchanged.
 
 Also: structured outputs (`chat.completions.parse` with a Pydantic model,
-and the same schema streamed) and a tool-call round trip (the call, the
-tool's result, the final answer), streamed and not.
+and the same schema streamed), a tool-call round trip (the call, the
+tool's result, the final answer), streamed and not, `tool_choice: auto`
+with constrained arguments, and several calls streamed.
 
 Usage: openai_client.py URL API_KEY   (or VERINFER_URL / VERINFER_API_KEY)
 
@@ -201,6 +202,81 @@ def tool_round_trip(client, stream):
     check(final.choices[0].finish_reason in ("stop", "length"), final.choices[0].finish_reason)
     receipt(verinfer_of(final, f"{what} answer")["receipt_id"])
     print(f"{what}: answer {final.choices[0].message.content!r}", flush=True)
+def streamed_calls(stream, what):
+    """The calls of a streamed answer, by index, as the client library
+    assembles them; the finish reason and the final chunk."""
+    calls, finish, final, content = {}, None, None, ""
+    for chunk in stream:
+        for c in chunk.choices:
+            content += c.delta.content or ""
+            for tc in c.delta.tool_calls or []:
+                slot = calls.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
+                if tc.id:
+                    check(slot["id"] is None, f"{what}: call {tc.index} has two ids")
+                    slot["id"] = tc.id
+                if tc.function is not None:
+                    slot["name"] += tc.function.name or ""
+                    slot["arguments"] += tc.function.arguments or ""
+            if c.finish_reason is not None:
+                finish, final = c.finish_reason, chunk
+    return calls, finish, final, content
+
+
+def check_call_args(name, args, what):
+    """Arguments the constraint shaped: JSON matching the function's schema."""
+    check(name == "get_weather", f"{what}: name {name!r}")
+    parsed = json.loads(args)
+    check(set(parsed) == {"city"}, f"{what}: {args!r}")
+    check(parsed["city"] in ("Paris", "London", "Berlin"), f"{what}: {args!r}")
+
+
+def auto_and_parallel(client):
+    """`tool_choice: auto` constrains a call's arguments; several calls in
+    one answer, streamed as OpenAI streams them (index 0, 1, ...), each with
+    its own id; `parallel_tool_calls: false` allows one."""
+    ask = [{"role": "user", "content": "What is the weather in Paris? Call get_weather."}]
+    resp = client.chat.completions.create(
+        model=MODEL, messages=ask, tools=[WEATHER], tool_choice="auto", max_tokens=48
+    )
+    choice = resp.choices[0]
+    if choice.message.tool_calls:
+        check(choice.finish_reason == "tool_calls", f"auto: {choice.finish_reason!r}")
+        for tc in choice.message.tool_calls:
+            check_call_args(tc.function.name, tc.function.arguments, "auto")
+        shown = [(t.function.name, t.function.arguments) for t in choice.message.tool_calls]
+    else:
+        check(not (choice.message.content or "").lstrip().startswith("{"), "auto: a call shown as text")
+        shown = choice.message.content
+    receipt(verinfer_of(resp, "auto")["receipt_id"])
+    print(f"auto: {shown!r}", flush=True)
+
+    two = [{"role": "user", "content": "What is the weather in Paris and in London?"}]
+    for parallel in (True, False):
+        what = f"parallel={parallel} stream"
+        calls, finish, final, content = streamed_calls(
+            client.chat.completions.create(
+                model=MODEL,
+                messages=two,
+                tools=[WEATHER],
+                tool_choice="required",
+                parallel_tool_calls=parallel,
+                max_tokens=64,
+                stream=True,
+            ),
+            what,
+        )
+        check(finish == "tool_calls", f"{what}: finish_reason {finish!r}")
+        check(content == "", f"{what}: content {content!r}")
+        check(sorted(calls) == list(range(len(calls))), f"{what}: indexes {sorted(calls)!r}")
+        check(parallel or len(calls) == 1, f"{what}: {len(calls)} calls")
+        ids = [c["id"] for c in calls.values()]
+        check(all(ids) and len(set(ids)) == len(ids), f"{what}: ids {ids!r}")
+        for c in calls.values():
+            check_call_args(c["name"], c["arguments"], what)
+        receipt(verinfer_of(final, what)["receipt_id"])
+        print(f"{what}: {[(c['id'], c['arguments']) for c in calls.values()]!r}", flush=True)
+
+
 def check_logprobs(lp, what, top):
     """Chat log-probabilities: one entry per token, each with `top` best."""
     check(lp is not None and lp.content, f"{what}: no logprobs: {lp!r}")
@@ -374,6 +450,7 @@ def main():
     structured(client)
     tool_round_trip(client, stream=False)
     tool_round_trip(client, stream=True)
+    auto_and_parallel(client)
 
     # Errors map to the client's exception types.
     bad = OpenAI(base_url=base, api_key="vi-not-a-key", timeout=60.0, max_retries=0)

@@ -7,10 +7,12 @@
 use super::directory::Member;
 use super::metrics::Counters;
 use super::openai::{ApiError, Status};
+use super::pending::{Outcome, Pending};
 use super::{Account, Gateway};
 use crate::client::ClientError;
 use crate::wire::{CheckRequest, InferenceEvent};
 use futures_util::StreamExt;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use verinfer_ledger::tx::{Evidence, ModelEntry, Role, TxBody};
@@ -39,6 +41,12 @@ const RESERVE_TTL_SECS: u64 = 3600;
 const CHECK_ATTEMPTS: u32 = 3;
 /// Pause between those checks (the directory reads the registry every second).
 const CHECK_PAUSE: Duration = Duration::from_secs(2);
+/// Pause between attempts to certify a pending answer.
+const PENDING_PAUSE: Duration = Duration::from_secs(2);
+/// How long before the reservation's deadline a pending answer is given up
+/// (at most; a quarter of the reservation when that is shorter): a
+/// settlement must reach the ledger before the deadline.
+const PENDING_MARGIN_MS: u64 = 60_000;
 /// Template tokens allowed per message when bounding the prompt (role, markers).
 const PER_MESSAGE: u64 = 8;
 /// Template tokens allowed per prompt (a default system prompt, the
@@ -112,10 +120,22 @@ enum Checked {
     },
 }
 
+/// An answer delivered without a certificate yet (`why` not).
+fn pending(result: InferenceResult, why: ApiError) -> Answer {
+    tracing::warn!(error = why.message, result = %result.request, "no certificate yet; the answer is pending");
+    Answer {
+        result,
+        status: Status::Pending,
+        settled: None,
+        verifiers: Vec::new(),
+        reason: None,
+    }
+}
+
 impl Gateway {
     /// Serves one request for `account`, sending text to `events` as it comes.
     pub async fn serve(
-        &self,
+        self: &Arc<Self>,
         account: &Account,
         model: &ModelEntry,
         mut request: Request,
@@ -142,10 +162,27 @@ impl Gateway {
         let bound = prompt_bound(&request.input);
         let fee = max_fee(model, bound, request.decoding.max_tokens)
             .ok_or_else(|| ApiError::field("max_tokens", "the request's maximum fee overflows"))?;
+        let ttl_ms = self.reserve_ttl() * 1000;
+        let until_ms = crate::auth::now_ms() + ttl_ms - (ttl_ms / 4).min(PENDING_MARGIN_MS);
         self.reserve(account, request_hash, fee).await?;
         let outcome = self.infer_and_check(model, &request, events).await;
         match outcome {
             Ok(a) if a.settled.is_some() => Ok(a),
+            Ok(a) if a.status == Status::Pending => {
+                // Delivered: kept (on disk first) and certified later.
+                let p = Pending {
+                    model: model.id,
+                    request,
+                    result: a.result.clone(),
+                    until_ms,
+                    outcome: None,
+                };
+                if let Err(e) = self.pending.put(&p) {
+                    tracing::error!(error = %e, "cannot keep a pending answer on disk; certifying it from memory");
+                }
+                tokio::spawn(self.clone().certify_later(p));
+                Ok(a)
+            }
             other => {
                 // Nothing settled: the requester gets the reservation back.
                 if let Err(e) = self.release(account, request_hash).await {
@@ -153,6 +190,111 @@ impl Gateway {
                 }
                 other
             }
+        }
+    }
+
+    /// How long a reservation is asked for, in seconds.
+    fn reserve_ttl(&self) -> u64 {
+        self.directory.params().map_or(RESERVE_TTL_SECS, |p| {
+            p.params.reserve_ttl_max_secs.min(RESERVE_TTL_SECS)
+        })
+    }
+
+    /// Keeps trying to certify a delivered answer until `p.until_ms`;
+    /// settles it when certified, releases the reservation when a committee
+    /// rejects it or time runs out, and records the outcome.
+    pub(super) async fn certify_later(self: Arc<Self>, mut p: Pending) {
+        let mut seed = None;
+        let outcome = loop {
+            if crate::auth::now_ms() >= p.until_ms {
+                break Outcome::Expired;
+            }
+            tokio::time::sleep(PENDING_PAUSE).await;
+            let Some(model) = self
+                .directory
+                .params()
+                .and_then(|ps| ps.models.into_iter().find(|m| m.id == p.model))
+            else {
+                continue;
+            };
+            let Ok(hash) = p.result.hash() else {
+                break Outcome::Expired;
+            };
+            // One committee seed for every attempt: the ranking it gives is
+            // read again over the verifiers live at each attempt.
+            let s = match seed {
+                Some(s) => s,
+                None => match self.committee_seed(&hash).await {
+                    Ok(s) => *seed.insert(s),
+                    Err(_) => continue,
+                },
+            };
+            let (certificate, status) = match self
+                .check_drawn(&model, &p.request, &p.result, hash, s)
+                .await
+            {
+                Ok(Checked::Certified(c)) => (c, Status::Verified),
+                Ok(Checked::Unchecked(_)) => (
+                    Certificate {
+                        tag: CertificateTag,
+                        result: hash,
+                        verdicts: Vec::new(),
+                    },
+                    Status::Provisional,
+                ),
+                Ok(Checked::Cheated(reason) | Checked::NotAnswerable { reason, .. }) => {
+                    break Outcome::Rejected { reason }
+                }
+                Err(e) => {
+                    tracing::debug!(error = e.message, result = %hash, "pending answer not certified yet");
+                    continue;
+                }
+            };
+            match self
+                .settle(&model, &p.request, p.result.clone(), certificate, status)
+                .await
+            {
+                Ok(Answer {
+                    settled: Some((receipt_id, log_index)),
+                    ..
+                }) => {
+                    break if status == Status::Verified {
+                        Outcome::Verified {
+                            receipt_id,
+                            log_index,
+                        }
+                    } else {
+                        Outcome::Provisional {
+                            receipt_id,
+                            log_index,
+                        }
+                    }
+                }
+                Ok(_) => continue,
+                Err(e) => tracing::warn!(
+                    error = e.message,
+                    "pending answer certified, not settled yet"
+                ),
+            }
+        };
+        if matches!(outcome, Outcome::Rejected { .. } | Outcome::Expired) {
+            let request = p.result.request;
+            match self.account_of(&p.request.requester) {
+                Some(a) => {
+                    if let Err(e) = self.release(&a, request).await {
+                        tracing::error!(error = %e, %request, "cannot release a reservation");
+                    }
+                }
+                // The ledger releases it to its payer at its deadline.
+                None => {
+                    tracing::warn!(%request, "pending answer of an account this gateway no longer holds")
+                }
+            }
+        }
+        tracing::info!(request = %p.result.request, ?outcome, "pending answer done");
+        p.outcome = Some(outcome);
+        if let Err(e) = self.pending.put(&p) {
+            tracing::error!(error = %e, "cannot record a pending answer's outcome");
         }
     }
 
@@ -165,9 +307,7 @@ impl Gateway {
                 TxBody::Reserve {
                     request,
                     amount: Amount(fee),
-                    ttl_secs: self.directory.params().map_or(RESERVE_TTL_SECS, |p| {
-                        p.params.reserve_ttl_max_secs.min(RESERVE_TTL_SECS)
-                    }),
+                    ttl_secs: self.reserve_ttl(),
                 },
             )
             .await;
@@ -244,7 +384,14 @@ impl Gateway {
                     continue;
                 }
             };
-            match self.check_retrying(model, request, &result).await? {
+            let checked = match self.check_retrying(model, request, &result).await {
+                Ok(c) => c,
+                // The text is delivered: the answer is kept and certified
+                // when verifiers can be had (docs/design.md).
+                Err(e) if e.status == 503 => return Ok(pending(result, e)),
+                Err(e) => return Err(e),
+            };
+            match checked {
                 Checked::NotAnswerable { reason, code } => {
                     if code == "wrong_engine" {
                         // The node runs another engine than the verifiers:
@@ -273,9 +420,13 @@ impl Gateway {
                     rejected = Some((result, reason));
                 }
                 Checked::Certified(c) => {
-                    return self
-                        .settle(model, request, result, c, Status::Verified)
-                        .await;
+                    return match self
+                        .settle(model, request, result.clone(), c, Status::Verified)
+                        .await
+                    {
+                        Err(e) if e.status == 503 => Ok(pending(result, e)),
+                        other => other,
+                    };
                 }
                 Checked::Unchecked(seed) => {
                     let certificate = Certificate {
@@ -465,12 +616,24 @@ impl Gateway {
         request: &Request,
         result: &InferenceResult,
     ) -> Result<Checked, ApiError> {
+        let hash = result.hash().map_err(ApiError::internal)?;
+        let seed = self.committee_seed(&hash).await?;
+        self.check_drawn(model, request, result, hash, seed).await
+    }
+
+    /// [`Self::check`] with the committee seed `seed` of `result` (hash `hash`).
+    async fn check_drawn(
+        &self,
+        model: &ModelEntry,
+        request: &Request,
+        result: &InferenceResult,
+        hash: Hash,
+        seed: Hash,
+    ) -> Result<Checked, ApiError> {
         let params = self
             .directory
             .params()
             .ok_or_else(|| ApiError::unavailable("the gateway has not read the ledger yet"))?;
-        let hash = result.hash().map_err(ApiError::internal)?;
-        let seed = self.committee_seed(&hash).await?;
         let p = plan(&request.policy.verification, &seed);
         let k = match request.policy.verification {
             VerificationMode::Quorum { .. } => p.verifiers.max(params.params.quorum as usize),

@@ -13,8 +13,10 @@ pub mod limits;
 pub mod metrics;
 pub mod openai;
 pub mod pages;
+pub mod pending;
 mod report;
 pub mod settle;
+pub mod stream;
 pub mod tools;
 mod watch;
 
@@ -75,6 +77,9 @@ pub struct GatewayConfig {
     /// so that a newcomer chats without typing it (devnet only; to loopback
     /// clients only).
     pub demo_api_key: Option<String>,
+    /// Where answers delivered before they were certified are kept until
+    /// they settle ([`pending`]); `None` keeps them in memory only.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -87,6 +92,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 1 << 20,
             liveness: Duration::from_secs(10),
             demo_api_key: None,
+            data_dir: None,
         }
     }
 }
@@ -101,13 +107,26 @@ pub struct Gateway {
     /// By the SHA-256 of their API key.
     accounts: Vec<(Hash, Arc<Account>)>,
     limiter: limits::RateLimiter,
+    /// Answers delivered before they were certified.
+    pending: pending::Store,
     config: GatewayConfig,
 }
 
 impl Gateway {
     /// Starts a gateway signing with `key`, settling in the ledger at
     /// `ledger_url`; reads the registry every second.
-    pub async fn start(key: SecretKey, ledger_url: &str, config: GatewayConfig) -> Arc<Self> {
+    pub async fn start(
+        key: SecretKey,
+        ledger_url: &str,
+        config: GatewayConfig,
+    ) -> Result<Arc<Self>, pending::StoreError> {
+        let pending = pending::Store::open(
+            config
+                .data_dir
+                .as_deref()
+                .map(|d| d.join("pending"))
+                .as_deref(),
+        )?;
         let ledger = LedgerClient::new(ledger_url, key.clone());
         let accounts = config
             .api_keys
@@ -130,6 +149,7 @@ impl Gateway {
             counters: Counters::default(),
             accounts,
             limiter: limits::RateLimiter::new(config.rate_per_minute, config.burst),
+            pending,
             config,
         });
         if let Err(e) = gw.directory.refresh(&gw.peer).await {
@@ -141,7 +161,11 @@ impl Gateway {
                 .refresh_loop(g.peer.clone(), Duration::from_secs(1))
                 .await
         });
-        gw
+        // Answers a previous run delivered and could not certify yet.
+        for p in gw.pending.open_answers() {
+            tokio::spawn(gw.clone().certify_later(p));
+        }
+        Ok(gw)
     }
 
     /// The gateway's counters.
@@ -209,6 +233,7 @@ impl Gateway {
             .route("/v1/completions", post(completions))
             .route("/v1/models", get(models))
             .route("/v1/receipts/{id}", get(receipt))
+            .route("/v1/answers/{request}", get(answer_status))
             .route("/v1/network", get(network))
             .route("/v1/ledger/summary", get(summary))
             .route("/metrics", get(metrics_text))
@@ -247,6 +272,14 @@ impl Gateway {
         found
             .map(|a| (hash.to_hex(), a))
             .ok_or_else(|| ApiError::unauthorized("invalid API key"))
+    }
+
+    /// The account this gateway signs for with key `key`.
+    fn account_of(&self, key: &verinfer_types::PublicKey) -> Option<Arc<Account>> {
+        self.accounts
+            .iter()
+            .find(|(_, a)| a.key.public() == *key)
+            .map(|(_, a)| a.clone())
     }
 
     /// What the live nodes of `model` announce; 503 when no inference node
@@ -420,7 +453,14 @@ async fn start(
             hex::encode(rand::random::<[u8; 12]>())
         ),
         created: crate::auth::now_ms() / 1000,
-        tools: parsed.tools.clone().filter(tools::Tools::callable),
+        // Calls are read from an answer only when the tool constraint
+        // shaped it (with a response format, the format is the answer).
+        tools: parsed.tools.clone().filter(|_| {
+            matches!(
+                parsed.decoding.constraint,
+                Some(verinfer_types::records::Constraint::ToolCalls(_))
+            )
+        }),
         usage: Default::default(),
     };
     if !parsed.stream {
@@ -448,9 +488,16 @@ async fn start(
     let gw2 = gw.clone();
     let include_usage = parsed.include_usage;
     let tail = shape.clone();
+    let mut splitters: Vec<stream::Splitter> = (0..parsed.n).map(|_| shape.splitter()).collect();
     let events = futures_util::stream::once(async move { first })
         .chain(ReceiverStream::new(rx))
-        .flat_map(move |(i, ev)| futures_util::stream::iter(shape.sse(&gw2, i, ev)))
+        .flat_map(move |(i, ev)| {
+            let out = match splitters.get_mut(i) {
+                Some(split) => shape.sse(&gw2, split, i, ev),
+                None => Vec::new(),
+            };
+            futures_util::stream::iter(out)
+        })
         .chain(
             futures_util::stream::once(async move {
                 futures_util::stream::iter(tail.end(include_usage))
@@ -471,21 +518,37 @@ struct Shape {
     model_id: Hash,
     id: String,
     created: u64,
-    /// Functions the answer may call: its text is then held back and sent
-    /// whole, as a call or as content, once the answer is done.
+    /// Functions the answer may call (when the tool constraint shapes it).
     tools: Option<tools::Tools>,
     /// Prompt and completion tokens of the choices answered so far.
     usage: Arc<std::sync::Mutex<Option<(u32, u32)>>>,
 }
 
 impl Shape {
-    /// The call an answer makes, if it is one (never for a rejected answer).
-    fn call(&self, a: &Answer) -> Option<(String, String)> {
+    /// The calls an answer makes, if it is calls (never for a rejected
+    /// answer), read from its content.
+    fn calls(&self, a: &Answer) -> Option<Vec<(String, String)>> {
         let t = self
             .tools
             .as_ref()
             .filter(|_| a.status != Status::Rejected)?;
-        t.call(&a.result.output_text)
+        t.calls(self.parts(a).1)
+    }
+
+    /// `(reasoning, content)` of an answer (chat only: completions show
+    /// the text as it is).
+    fn parts<'a>(&self, a: &'a Answer) -> (Option<&'a str>, &'a str) {
+        let text = a.result.output_text.as_str();
+        if self.chat {
+            stream::split_reasoning(text)
+        } else {
+            (None, text)
+        }
+    }
+
+    /// The splitter of one streamed choice.
+    fn splitter(&self) -> stream::Splitter {
+        stream::Splitter::new(self.tools.clone())
     }
 
     /// The id tool calls of choice `index` derive from: the completion's
@@ -507,6 +570,8 @@ impl Shape {
             node: a.result.node,
             verifiers: a.verifiers.clone(),
             reason: a.reason.clone(),
+            status_url: (a.status == Status::Pending)
+                .then(|| format!("/v1/answers/{}", a.result.request)),
         }
     }
 
@@ -540,20 +605,23 @@ impl Shape {
             .iter()
             .enumerate()
             .map(|(i, a)| {
-                let text = if a.status == Status::Rejected {
-                    ""
+                let (reasoning, text) = if a.status == Status::Rejected {
+                    (None, "")
                 } else {
-                    a.result.output_text.as_str()
+                    self.parts(a)
                 };
                 let finish = openai::finish(a.result.finish_reason);
-                let mut choice = if let Some(call) = self.call(a) {
-                    let calls = tools::tool_calls(&self.call_id(i), &call);
+                let mut choice = if let Some(calls) = self.calls(a) {
+                    let calls = tools::tool_calls(&self.call_id(i), &calls);
                     json!({"index": i, "message": {"role": "assistant", "content": null, "tool_calls": calls, "refusal": null}, "logprobs": self.logprobs(a), "finish_reason": "tool_calls"})
                 } else if self.chat {
                     json!({"index": i, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": self.logprobs(a), "finish_reason": finish})
                 } else {
                     json!({"index": i, "text": text, "logprobs": self.logprobs(a), "finish_reason": finish})
                 };
+                if let Some(r) = reasoning {
+                    choice["message"]["reasoning_content"] = json!(r);
+                }
                 if many {
                     // Each choice is its own Request, Result and receipt.
                     choice["verinfer"] = serde_json::to_value(self.info(a)).unwrap_or(Value::Null);
@@ -612,47 +680,80 @@ impl Shape {
         c
     }
 
-    /// The server-sent events of one flow event of choice `index`.
-    fn sse(&self, gw: &Gateway, index: usize, ev: Event) -> Vec<SseEvent> {
+    /// The chunk of one part of a streamed chat answer.
+    fn delta_chunk(&self, index: usize, d: stream::Delta) -> Value {
+        let delta = match d {
+            stream::Delta::Content(c) => json!({"role": "assistant", "content": c}),
+            stream::Delta::Reasoning(r) => {
+                json!({"role": "assistant", "reasoning_content": r})
+            }
+            // OpenAI's stream of calls: each call's index, id and name
+            // first, then its arguments in pieces.
+            stream::Delta::CallStart { index: call, name } => json!({
+                "role": "assistant",
+                "content": null,
+                "tool_calls": [{
+                    "index": call,
+                    "id": tools::call_id(&self.call_id(index), call),
+                    "type": "function",
+                    "function": {"name": name, "arguments": ""},
+                }],
+            }),
+            stream::Delta::CallArgs { index: call, args } => json!({
+                "tool_calls": [{"index": call, "function": {"arguments": args}}],
+            }),
+        };
+        let mut c = self.chunk(index, None, None, None);
+        c["choices"][0]["delta"] = delta;
+        c
+    }
+
+    /// The server-sent events of one flow event of choice `index`, whose
+    /// stream `split` reads.
+    fn sse(
+        &self,
+        gw: &Gateway,
+        split: &mut stream::Splitter,
+        index: usize,
+        ev: Event,
+    ) -> Vec<SseEvent> {
         let data = |v: Value| SseEvent::default().data(v.to_string());
         match ev {
-            Event::Text(_) if self.tools.is_some() => Vec::new(),
+            Event::Text(t) if self.chat => split
+                .push(&t)
+                .into_iter()
+                .map(|d| data(self.delta_chunk(index, d)))
+                .collect(),
             Event::Text(t) => vec![data(self.chunk(index, Some(&t), None, None))],
-            Event::Retract { reason } => vec![data(self.chunk(
-                index,
-                Some(""),
-                None,
-                Some((
-                    "verinfer",
-                    json!({"status": "rejected", "retracted": true, "reason": reason}),
-                )),
-            ))],
+            Event::Retract { reason } => {
+                // The answer starts again from nothing.
+                *split = self.splitter();
+                vec![data(self.chunk(
+                    index,
+                    Some(""),
+                    None,
+                    Some((
+                        "verinfer",
+                        json!({"status": "rejected", "retracted": true, "reason": reason}),
+                    )),
+                ))]
+            }
             Event::Done(done) => match *done {
                 Ok(a) => {
                     if let Ok(mut u) = self.usage.lock() {
                         let (p, c) = u.unwrap_or((a.result.usage.prompt_tokens, 0));
                         *u = Some((p, c + a.result.usage.completion_tokens));
                     }
-                    let mut out = Vec::new();
-                    let mut finish = openai::finish(a.result.finish_reason);
-                    if let Some(call) = self.call(&a) {
-                        // OpenAI's stream of a call: the id and name with the
-                        // arguments, then the finish chunk.
-                        let mut calls = tools::tool_calls(&self.call_id(index), &call);
-                        calls[0]["index"] = json!(0);
-                        let mut c = self.chunk(index, None, None, None);
-                        c["choices"][0]["delta"] =
-                            json!({"role": "assistant", "content": null, "tool_calls": calls});
-                        out.push(data(c));
-                        finish = "tool_calls";
-                    } else if self.tools.is_some() && a.status != Status::Rejected {
-                        out.push(data(self.chunk(
-                            index,
-                            Some(&a.result.output_text),
-                            None,
-                            None,
-                        )));
-                    }
+                    let mut out: Vec<SseEvent> = split
+                        .finish()
+                        .into_iter()
+                        .map(|d| data(self.delta_chunk(index, d)))
+                        .collect();
+                    let finish = if self.calls(&a).is_some() {
+                        "tool_calls"
+                    } else {
+                        openai::finish(a.result.finish_reason)
+                    };
                     let info = serde_json::to_value(self.info(&a)).unwrap_or(Value::Null);
                     // The log-probabilities come with the signed Result, so
                     // they arrive with the choice's last chunk.
@@ -694,6 +795,7 @@ fn decorate(h: &mut HeaderMap, a: &Answer) {
         Status::Verified => "verified",
         Status::Provisional => "provisional",
         Status::Rejected => "rejected",
+        Status::Pending => "pending",
     };
     h.insert("x-verinfer-status", HeaderValue::from_static(status));
 }
@@ -769,6 +871,53 @@ async fn receipt(
         bundle.receipt = None;
     }
     Ok(Json(bundle))
+}
+
+/// `/v1/answers/{request}`: what became of an answer delivered as
+/// `pending`, to the API key of the account that asked for it.
+async fn answer_status(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(request): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, account) = gw.account(&headers)?;
+    let request: Hash = request
+        .parse()
+        .map_err(|_| ApiError::field("request", "a request hash is 64 hex digits"))?;
+    let p = gw
+        .pending
+        .get(&request)
+        .filter(|p| p.request.requester == account.key.public())
+        .ok_or_else(|| ApiError::not_found(format!("no pending answer to request {request}")))?;
+    let mut body = json!({"request": request, "status": "pending", "until_ms": p.until_ms});
+    match p.outcome {
+        None => {}
+        Some(pending::Outcome::Verified {
+            receipt_id,
+            log_index,
+        })
+        | Some(pending::Outcome::Provisional {
+            receipt_id,
+            log_index,
+        }) => {
+            body["status"] = json!(
+                if matches!(p.outcome, Some(pending::Outcome::Verified { .. })) {
+                    "verified"
+                } else {
+                    "provisional"
+                }
+            );
+            body["receipt_id"] = json!(receipt_id);
+            body["log_index"] = json!(log_index);
+            body["receipt_url"] = json!(format!("/v1/receipts/{receipt_id}"));
+        }
+        Some(pending::Outcome::Rejected { reason }) => {
+            body["status"] = json!("rejected");
+            body["reason"] = json!(reason);
+        }
+        Some(pending::Outcome::Expired) => body["status"] = json!("expired"),
+    }
+    Ok(Json(body))
 }
 
 async fn summary(State(gw): State<Arc<Gateway>>) -> Result<Json<SummaryView>, ApiError> {
@@ -1016,7 +1165,9 @@ mod tests {
             demo_api_key: Some("vi-demo".into()),
             ..Default::default()
         };
-        let gw = Gateway::start(SecretKey::generate(), "http://127.0.0.1:9", config).await;
+        let gw = Gateway::start(SecretKey::generate(), "http://127.0.0.1:9", config)
+            .await
+            .expect("gateway");
         for (from, want) in [([127, 0, 0, 1], 200), ([192, 0, 2, 7], 403)] {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -1049,7 +1200,9 @@ mod tests {
             ..Default::default()
         };
         // No ledger: the body is refused before the gateway needs one.
-        let gw = Gateway::start(SecretKey::generate(), "http://127.0.0.1:9", config).await;
+        let gw = Gateway::start(SecretKey::generate(), "http://127.0.0.1:9", config)
+            .await
+            .expect("gateway");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -617,6 +617,15 @@ pub fn parse(body: &[u8], chat: bool) -> Result<Parsed, ApiError> {
             super::tools::response_format(obj)?,
             tools.as_ref().and_then(super::tools::Tools::constraint),
         ) {
+            // `auto` with a response format: the format is the answer's
+            // shape, and the answer is returned as text.
+            (Some(rf), Some(_))
+                if tools
+                    .as_ref()
+                    .is_some_and(|t| t.choice == super::tools::Choice::Auto) =>
+            {
+                Some(rf)
+            }
             (Some(_), Some(_)) => {
                 return Err(ApiError::field(
                     "tool_choice",
@@ -659,6 +668,9 @@ pub enum Status {
     Provisional,
     /// Verifiers rejected it and no honest answer could be had.
     Rejected,
+    /// Delivered, not certified yet: the gateway keeps asking verifiers
+    /// until the reservation's deadline; `status_url` tells the outcome.
+    Pending,
 }
 
 /// The `verinfer` object every answer carries.
@@ -682,6 +694,10 @@ pub struct VerinferInfo {
     /// Why it was rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Where a pending answer's outcome is served
+    /// (`/v1/answers/{request hash}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_url: Option<String>,
 }
 
 /// OpenAI's finish reason.
