@@ -3,7 +3,8 @@
 Also: structured outputs (`chat.completions.parse` with a Pydantic model,
 and the same schema streamed), a tool-call round trip (the call, the
 tool's result, the final answer), streamed and not, `tool_choice: auto`
-with constrained arguments, and several calls streamed.
+with constrained arguments, several calls streamed, and log-probabilities
+streamed with each chunk's tokens.
 
 Usage: openai_client.py URL API_KEY   (or VERINFER_URL / VERINFER_API_KEY)
 
@@ -366,8 +367,7 @@ def main():
     v = verinfer_of(resp, "logprobs")
     receipt(v["receipt_id"])
 
-    # Streamed: the log-probabilities come with the signed Result, in the
-    # choice's last chunk.
+    # Streamed: each chunk carries the log-probabilities of its own tokens.
     stream = client.chat.completions.create(
         model=MODEL,
         messages=messages,
@@ -376,21 +376,31 @@ def main():
         top_logprobs=5,
         stream=True,
     )
-    text, final, content = "", None, []
+    text, final, content, with_text = "", None, [], 0
     for chunk in stream:
         for c in chunk.choices:
             if c.delta.content:
                 text += c.delta.content
             if c.logprobs is not None and c.logprobs.content:
                 content += c.logprobs.content
+                if c.delta.content:
+                    # The chunk's tokens make the chunk's text.
+                    with_text += 1
+                    check(
+                        not c.delta.content.isascii()
+                        or "".join(t.token for t in c.logprobs.content) == c.delta.content,
+                        f"logprobs stream: chunk {c.delta.content!r} has tokens {c.logprobs.content!r}",
+                    )
             if c.finish_reason is not None:
                 final = chunk
     check(final is not None, "logprobs stream: no final chunk")
+    check(with_text > 1, f"logprobs stream: only {with_text} chunks carried tokens")
     # (Per-token text is lossy where a token splits a character.)
     check(
         not text.isascii() or "".join(t.token for t in content) == text,
         f"logprobs stream: tokens {[t.token for t in content]!r} do not make {text!r}",
     )
+    final.choices[0].logprobs.content = content
     check_logprobs(final.choices[0].logprobs, "logprobs stream", 5)
     v = verinfer_of(final, "logprobs stream final chunk")
     receipt(v["receipt_id"])

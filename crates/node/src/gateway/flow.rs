@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use verinfer_ledger::tx::{Evidence, ModelEntry, Role, TxBody};
 use verinfer_types::records::{
     reason_code, Amount, Certificate, CertificateTag, Decision, InferenceResult, Input, Receipt,
-    ReceiptTag, Request, RequestTag, Salt, Verdict, VerificationMode,
+    ReceiptTag, Request, RequestTag, Salt, TokenLogprob, Verdict, VerificationMode,
 };
 use verinfer_types::{Hash, PublicKey, Record, Signature, SignedRecord};
 use verinfer_verify::committee::{
@@ -56,8 +56,9 @@ const PER_PROMPT: u64 = 64;
 /// What the client sees while the answer is produced.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// More answer text.
-    Text(String),
+    /// More answer text, with the log-probability records of the tokens
+    /// that released it (when asked; none yet for a token still held).
+    Text(String, Vec<TokenLogprob>),
     /// The text sent so far is withdrawn (the verifiers rejected it, or the
     /// node failed mid-answer); the answer starts again.
     Retract {
@@ -355,7 +356,7 @@ impl Gateway {
         events: &mpsc::Sender<Event>,
     ) -> Result<Answer, ApiError> {
         let mut tried: Vec<PublicKey> = Vec::new();
-        let mut sent = String::new();
+        let mut sent = Sent::default();
         let mut rejected: Option<(InferenceResult, String)> = None;
         let mut last_error: Option<ApiError> = None;
         for attempt in 0..MAX_ATTEMPTS {
@@ -409,13 +410,13 @@ impl Gateway {
                 Checked::Cheated(reason) => {
                     Counters::inc(&self.counters.rejected);
                     super::report::node_rejected(result.node);
-                    if !sent.is_empty() {
+                    if !sent.text.is_empty() {
                         let _ = events
                             .send(Event::Retract {
                                 reason: reason.clone(),
                             })
                             .await;
-                        sent.clear();
+                        sent = Sent::default();
                     }
                     rejected = Some((result, reason));
                 }
@@ -501,7 +502,7 @@ impl Gateway {
         node: &Member,
         request: &Request,
         events: &mpsc::Sender<Event>,
-        sent: &mut String,
+        sent: &mut Sent,
     ) -> Result<InferenceResult, Failure> {
         let body =
             serde_json::to_vec(request).map_err(|e| Failure::Refused(ApiError::internal(e)))?;
@@ -529,6 +530,7 @@ impl Gateway {
         let mut stream = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         let mut text = String::new();
+        let mut logprobs: Vec<TokenLogprob> = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| Failure::Unavailable(format!("stream broke: {e}")))?;
             buf.extend_from_slice(&chunk);
@@ -539,10 +541,20 @@ impl Gateway {
                 match event {
                     InferenceEvent::Text(t) => {
                         text.push_str(&t);
-                        self.forward(&text, sent, events).await;
+                        self.forward(&text, &logprobs, sent, events).await;
+                    }
+                    InferenceEvent::Tokens {
+                        text: t,
+                        logprobs: l,
+                    } => {
+                        text.push_str(&t);
+                        logprobs.extend(l);
+                        self.forward(&text, &logprobs, sent, events).await;
                     }
                     InferenceEvent::Result(r) => {
-                        return self.accept_result(node, request, *r, sent, events).await
+                        return self
+                            .accept_result(node, request, *r, &logprobs, sent, events)
+                            .await
                     }
                     InferenceEvent::Error(e) => {
                         return Err(match e.status {
@@ -559,21 +571,35 @@ impl Gateway {
         ))
     }
 
-    async fn forward(&self, text: &str, sent: &mut String, events: &mpsc::Sender<Event>) {
-        if let Some(rest) = text.strip_prefix(sent.as_str()) {
+    /// Sends the client what of `text` (with the records `logprobs` of its
+    /// tokens) goes beyond what was `sent`.
+    async fn forward(
+        &self,
+        text: &str,
+        logprobs: &[TokenLogprob],
+        sent: &mut Sent,
+        events: &mpsc::Sender<Event>,
+    ) {
+        if let Some(rest) = text.strip_prefix(sent.text.as_str()) {
             if !rest.is_empty() {
-                let _ = events.send(Event::Text(rest.to_string())).await;
-                sent.push_str(rest);
+                let new = logprobs.get(sent.logprobs..).unwrap_or_default().to_vec();
+                let _ = events.send(Event::Text(rest.to_string(), new)).await;
+                sent.text.push_str(rest);
+                sent.logprobs = sent.logprobs.max(logprobs.len());
             }
-        } else if !sent.starts_with(text) {
+        } else if !sent.text.starts_with(text) {
             let _ = events
                 .send(Event::Retract {
                     reason: "the answer changed on retry".into(),
                 })
                 .await;
-            sent.clear();
-            let _ = events.send(Event::Text(text.to_string())).await;
-            sent.push_str(text);
+            let _ = events
+                .send(Event::Text(text.to_string(), logprobs.to_vec()))
+                .await;
+            *sent = Sent {
+                text: text.to_string(),
+                logprobs: logprobs.len(),
+            };
         }
     }
 
@@ -587,7 +613,8 @@ impl Gateway {
         node: &Member,
         request: &Request,
         result: InferenceResult,
-        sent: &mut String,
+        streamed: &[TokenLogprob],
+        sent: &mut Sent,
         events: &mpsc::Sender<Event>,
     ) -> Result<InferenceResult, Failure> {
         if result.node != node.view.key || result.verify_signature().is_err() {
@@ -604,8 +631,22 @@ impl Gateway {
                     .into(),
             ));
         }
+        let signed = result.logprobs.as_deref().unwrap_or_default();
+        if !signed.starts_with(streamed) {
+            // What the client was shown is not what the node signed.
+            let _ = events
+                .send(Event::Retract {
+                    reason: "the node streamed log-probabilities its Result does not hold".into(),
+                })
+                .await;
+            *sent = Sent::default();
+            return Err(Failure::Unavailable(
+                "the node streamed log-probabilities its Result does not hold".into(),
+            ));
+        }
         // Text streamed must be the Result's text.
-        self.forward(&result.output_text, sent, events).await;
+        self.forward(&result.output_text, signed, sent, events)
+            .await;
         Ok(result)
     }
 
@@ -1005,6 +1046,14 @@ pub fn new_request(
         signer: account,
         signature: Signature::default(),
     }
+}
+
+/// What the client was sent of the answer so far: its text and how many
+/// log-probability records came with it.
+#[derive(Debug, Default)]
+pub(super) struct Sent {
+    text: String,
+    logprobs: usize,
 }
 
 /// How one inference node's attempt failed. Only a node that failed

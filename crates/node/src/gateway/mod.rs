@@ -45,7 +45,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use verinfer_ledger::tx::{ModelEntry, Role};
-use verinfer_types::records::{Policy, VerificationMode};
+use verinfer_types::records::{Policy, TokenLogprob, VerificationMode};
 use verinfer_types::{Hash, SecretKey};
 use verinfer_verify::receipt::ReceiptBundle;
 
@@ -488,12 +488,12 @@ async fn start(
     let gw2 = gw.clone();
     let include_usage = parsed.include_usage;
     let tail = shape.clone();
-    let mut splitters: Vec<stream::Splitter> = (0..parsed.n).map(|_| shape.splitter()).collect();
+    let mut choices: Vec<ChoiceStream> = (0..parsed.n).map(|_| shape.choice_stream()).collect();
     let events = futures_util::stream::once(async move { first })
         .chain(ReceiverStream::new(rx))
         .flat_map(move |(i, ev)| {
-            let out = match splitters.get_mut(i) {
-                Some(split) => shape.sse(&gw2, split, i, ev),
+            let out = match choices.get_mut(i) {
+                Some(c) => shape.sse(&gw2, c, i, ev),
                 None => Vec::new(),
             };
             futures_util::stream::iter(out)
@@ -508,6 +508,18 @@ async fn start(
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// One streamed choice: how its text splits, and the log-probability
+/// records it carried so far.
+struct ChoiceStream {
+    split: stream::Splitter,
+    /// Records received with text not shown yet (held back).
+    held: Vec<TokenLogprob>,
+    /// Records sent, and the bytes of their tokens (where the next one's
+    /// `text_offset` starts).
+    sent: usize,
+    sent_bytes: usize,
 }
 
 /// What every chunk of one answer shares.
@@ -546,9 +558,14 @@ impl Shape {
         }
     }
 
-    /// The splitter of one streamed choice.
-    fn splitter(&self) -> stream::Splitter {
-        stream::Splitter::new(self.tools.clone())
+    /// A streamed choice, at its start.
+    fn choice_stream(&self) -> ChoiceStream {
+        ChoiceStream {
+            split: stream::Splitter::new(self.tools.clone()),
+            held: Vec::new(),
+            sent: 0,
+            sent_bytes: 0,
+        }
     }
 
     /// The id tool calls of choice `index` derive from: the completion's
@@ -585,16 +602,25 @@ impl Shape {
         })
     }
 
-    /// The choice's log-probabilities in the endpoint's format.
-    fn logprobs(&self, a: &Answer) -> Value {
+    /// The choice's log-probabilities in the endpoint's format, from the
+    /// record `from` on (its token's text at `offset`).
+    fn logprobs(&self, a: &Answer, from: usize, offset: usize) -> Value {
         let entries = match a.status {
             Status::Rejected => None,
-            _ => a.result.logprobs.as_deref(),
+            _ => a
+                .result
+                .logprobs
+                .as_deref()
+                .map(|e| e.get(from..).unwrap_or_default()),
         };
+        self.format_logprobs(entries, offset)
+    }
+
+    fn format_logprobs(&self, entries: Option<&[TokenLogprob]>, offset: usize) -> Value {
         if self.chat {
             openai::chat_logprobs(entries)
         } else {
-            openai::completion_logprobs(entries)
+            openai::completion_logprobs(entries, offset)
         }
     }
 
@@ -613,11 +639,11 @@ impl Shape {
                 let finish = openai::finish(a.result.finish_reason);
                 let mut choice = if let Some(calls) = self.calls(a) {
                     let calls = tools::tool_calls(&self.call_id(i), &calls);
-                    json!({"index": i, "message": {"role": "assistant", "content": null, "tool_calls": calls, "refusal": null}, "logprobs": self.logprobs(a), "finish_reason": "tool_calls"})
+                    json!({"index": i, "message": {"role": "assistant", "content": null, "tool_calls": calls, "refusal": null}, "logprobs": self.logprobs(a, 0, 0), "finish_reason": "tool_calls"})
                 } else if self.chat {
-                    json!({"index": i, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": self.logprobs(a), "finish_reason": finish})
+                    json!({"index": i, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": self.logprobs(a, 0, 0), "finish_reason": finish})
                 } else {
-                    json!({"index": i, "text": text, "logprobs": self.logprobs(a), "finish_reason": finish})
+                    json!({"index": i, "text": text, "logprobs": self.logprobs(a, 0, 0), "finish_reason": finish})
                 };
                 if let Some(r) = reasoning {
                     choice["message"]["reasoning_content"] = json!(r);
@@ -713,21 +739,38 @@ impl Shape {
     fn sse(
         &self,
         gw: &Gateway,
-        split: &mut stream::Splitter,
+        choice: &mut ChoiceStream,
         index: usize,
         ev: Event,
     ) -> Vec<SseEvent> {
         let data = |v: Value| SseEvent::default().data(v.to_string());
         match ev {
-            Event::Text(t) if self.chat => split
-                .push(&t)
-                .into_iter()
-                .map(|d| data(self.delta_chunk(index, d)))
-                .collect(),
-            Event::Text(t) => vec![data(self.chunk(index, Some(&t), None, None))],
+            Event::Text(t, logprobs) => {
+                let mut chunks: Vec<Value> = if self.chat {
+                    choice
+                        .split
+                        .push(&t)
+                        .into_iter()
+                        .map(|d| self.delta_chunk(index, d))
+                        .collect()
+                } else {
+                    vec![self.chunk(index, Some(&t), None, None)]
+                };
+                // A chunk carries the records of the tokens whose text it
+                // shows (held with the text the splitter holds).
+                choice.held.extend(logprobs);
+                if let (Some(first), false) = (chunks.first_mut(), choice.held.is_empty()) {
+                    let held = std::mem::take(&mut choice.held);
+                    first["choices"][0]["logprobs"] =
+                        self.format_logprobs(Some(&held), choice.sent_bytes);
+                    choice.sent += held.len();
+                    choice.sent_bytes += held.iter().map(|e| e.bytes.0.len()).sum::<usize>();
+                }
+                chunks.into_iter().map(data).collect()
+            }
             Event::Retract { reason } => {
                 // The answer starts again from nothing.
-                *split = self.splitter();
+                *choice = self.choice_stream();
                 vec![data(self.chunk(
                     index,
                     Some(""),
@@ -744,7 +787,8 @@ impl Shape {
                         let (p, c) = u.unwrap_or((a.result.usage.prompt_tokens, 0));
                         *u = Some((p, c + a.result.usage.completion_tokens));
                     }
-                    let mut out: Vec<SseEvent> = split
+                    let mut out: Vec<SseEvent> = choice
+                        .split
                         .finish()
                         .into_iter()
                         .map(|d| data(self.delta_chunk(index, d)))
@@ -755,10 +799,9 @@ impl Shape {
                         openai::finish(a.result.finish_reason)
                     };
                     let info = serde_json::to_value(self.info(&a)).unwrap_or(Value::Null);
-                    // The log-probabilities come with the signed Result, so
-                    // they arrive with the choice's last chunk.
+                    // The records not sent yet come with the last chunk.
                     let mut c = self.chunk(index, None, Some(finish), Some(("verinfer", info)));
-                    c["choices"][0]["logprobs"] = self.logprobs(&a);
+                    c["choices"][0]["logprobs"] = self.logprobs(&a, choice.sent, choice.sent_bytes);
                     out.push(data(c));
                     out
                 }

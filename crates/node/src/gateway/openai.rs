@@ -746,12 +746,12 @@ pub fn chat_logprobs(entries: Option<&[TokenLogprob]>) -> Value {
 }
 
 /// Completions' `choices[].logprobs`: `{tokens, token_logprobs,
-/// top_logprobs, text_offset}` (`null` when none were asked).
-pub fn completion_logprobs(entries: Option<&[TokenLogprob]>) -> Value {
+/// top_logprobs, text_offset}` (`null` when none were asked), the first
+/// token's text at `offset` (a stream's chunk after the first).
+pub fn completion_logprobs(entries: Option<&[TokenLogprob]>, mut offset: usize) -> Value {
     let Some(entries) = entries else {
         return Value::Null;
     };
-    let mut offset = 0usize;
     let (mut tokens, mut lps, mut tops, mut offsets) = (vec![], vec![], vec![], vec![]);
     for e in visible(entries) {
         let text = token_text(e);
@@ -950,7 +950,7 @@ mod tests {
             ]}], "refusal": null})
         );
         assert_eq!(chat_logprobs(None), Value::Null);
-        let l = completion_logprobs(Some(&entries));
+        let l = completion_logprobs(Some(&entries), 0);
         assert_eq!(
             l,
             json!({"tokens": ["Hi"], "token_logprobs": [-0.25], "top_logprobs": [{"Hi": -0.25, "Yo": -1.5}], "text_offset": [0]})
