@@ -933,32 +933,18 @@ async fn answer_status(
         .filter(|p| p.request.requester == account.key.public())
         .ok_or_else(|| ApiError::not_found(format!("no pending answer to request {request}")))?;
     let mut body = json!({"request": request, "status": "pending", "until_ms": p.until_ms});
-    match p.outcome {
-        None => {}
-        Some(pending::Outcome::Verified {
-            receipt_id,
-            log_index,
-        })
-        | Some(pending::Outcome::Provisional {
-            receipt_id,
-            log_index,
-        }) => {
-            body["status"] = json!(
-                if matches!(p.outcome, Some(pending::Outcome::Verified { .. })) {
-                    "verified"
-                } else {
-                    "provisional"
-                }
-            );
-            body["receipt_id"] = json!(receipt_id);
-            body["log_index"] = json!(log_index);
-            body["receipt_url"] = json!(format!("/v1/receipts/{receipt_id}"));
+    // The outcome's fields: `status`, and `receipt_id` and `log_index` or
+    // `reason`.
+    if let Some(Value::Object(o)) = p
+        .outcome
+        .map(|o| serde_json::to_value(o).unwrap_or_default())
+    {
+        if let Some(id) = o.get("receipt_id").and_then(Value::as_str) {
+            body["receipt_url"] = json!(format!("/v1/receipts/{id}"));
         }
-        Some(pending::Outcome::Rejected { reason }) => {
-            body["status"] = json!("rejected");
-            body["reason"] = json!(reason);
+        for (k, v) in o {
+            body[k] = v;
         }
-        Some(pending::Outcome::Expired) => body["status"] = json!("expired"),
     }
     Ok(Json(body))
 }

@@ -187,5 +187,15 @@ mod tests {
             third.get(&p.result.request).and_then(|p| p.outcome),
             Some(Outcome::Expired)
         );
+        // `GET /v1/answers/{request}` shows an outcome's fields as they are.
+        let settled = Outcome::Verified {
+            receipt_id: Hash::default(),
+            log_index: 7,
+        };
+        let v = serde_json::to_value(settled).expect("json");
+        assert_eq!(
+            (&v["status"], &v["log_index"]),
+            (&"verified".into(), &7.into())
+        );
     }
 }
