@@ -488,7 +488,7 @@ async fn delivered_text_is_paid_once_when_the_verifiers_come_back() {
             engines,
             id,
             log_key.clone(),
-            verinfer_node::verifier_role::DEFAULT_QUEUE,
+            verinfer_node::roles::verifier::DEFAULT_QUEUE,
         )
         .await
         .expect("verifier again");

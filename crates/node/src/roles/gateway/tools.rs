@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use verinfer_inference::constraint::{self, ConstraintError};
 use verinfer_types::records::{Constraint, Message, ToolCalls, ToolFunction};
 
-use super::openai::ApiError;
+use super::error::ApiError;
 
 /// Where the schema sits in the request body.
 const SCHEMA_FIELD: &str = "response_format.json_schema.schema";
@@ -576,7 +576,7 @@ mod tests {
 
     #[test]
     fn a_conversation_with_calls_parses_into_the_request() {
-        use crate::gateway::openai;
+        use crate::roles::gateway::openai;
         use verinfer_types::records::Input;
         let mut body = weather();
         body["model"] = json!("m");
