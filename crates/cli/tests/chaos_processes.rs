@@ -170,7 +170,7 @@ fn the_network_survives_random_kills_under_load_and_loses_nothing() {
                     // A refused client waits as told; one that found the
                     // gateway down waits for its restart.
                     let pause = match &o {
-                        Outcome::Acked(_) => 0,
+                        Outcome::Acked(_) | Outcome::Pending => 0,
                         Outcome::Refused(_, retry, _) => retry
                             .as_deref()
                             .and_then(|r| r.parse::<u64>().ok())
@@ -238,13 +238,17 @@ fn the_network_survives_random_kills_under_load_and_loses_nothing() {
             _ => None,
         })
         .collect();
-    let unreachable = outcomes.len() - acked.len() - refused.len();
+    let pending = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Pending))
+        .count();
+    let unreachable = outcomes.len() - acked.len() - refused.len() - pending;
     let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
     for (status, _, _) in &refused {
         *by_status.entry(*status).or_default() += 1;
     }
     eprintln!(
-        "chaos: {} requests in {secs} s: {} acknowledged, refused {by_status:?}, {unreachable} without an answer (gateway down); kills {kills:?}",
+        "chaos: {} requests in {secs} s: {} acknowledged, {pending} pending, refused {by_status:?}, {unreachable} without an answer (gateway down); kills {kills:?}",
         outcomes.len(),
         acked.len(),
     );

@@ -1,8 +1,10 @@
 """Drive a verinfer gateway with the official OpenAI Python client, unchanged.
 
 Also: structured outputs (`chat.completions.parse` with a Pydantic model,
-and the same schema streamed) and a tool-call round trip (the call, the
-tool's result, the final answer), streamed and not.
+and the same schema streamed), a tool-call round trip (the call, the
+tool's result, the final answer), streamed and not, `tool_choice: auto`
+with constrained arguments, several calls streamed, and log-probabilities
+streamed with each chunk's tokens.
 
 Usage: openai_client.py URL API_KEY   (or VERINFER_URL / VERINFER_API_KEY)
 
@@ -201,6 +203,81 @@ def tool_round_trip(client, stream):
     check(final.choices[0].finish_reason in ("stop", "length"), final.choices[0].finish_reason)
     receipt(verinfer_of(final, f"{what} answer")["receipt_id"])
     print(f"{what}: answer {final.choices[0].message.content!r}", flush=True)
+def streamed_calls(stream, what):
+    """The calls of a streamed answer, by index, as the client library
+    assembles them; the finish reason and the final chunk."""
+    calls, finish, final, content = {}, None, None, ""
+    for chunk in stream:
+        for c in chunk.choices:
+            content += c.delta.content or ""
+            for tc in c.delta.tool_calls or []:
+                slot = calls.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
+                if tc.id:
+                    check(slot["id"] is None, f"{what}: call {tc.index} has two ids")
+                    slot["id"] = tc.id
+                if tc.function is not None:
+                    slot["name"] += tc.function.name or ""
+                    slot["arguments"] += tc.function.arguments or ""
+            if c.finish_reason is not None:
+                finish, final = c.finish_reason, chunk
+    return calls, finish, final, content
+
+
+def check_call_args(name, args, what):
+    """Arguments the constraint shaped: JSON matching the function's schema."""
+    check(name == "get_weather", f"{what}: name {name!r}")
+    parsed = json.loads(args)
+    check(set(parsed) == {"city"}, f"{what}: {args!r}")
+    check(parsed["city"] in ("Paris", "London", "Berlin"), f"{what}: {args!r}")
+
+
+def auto_and_parallel(client):
+    """`tool_choice: auto` constrains a call's arguments; several calls in
+    one answer, streamed as OpenAI streams them (index 0, 1, ...), each with
+    its own id; `parallel_tool_calls: false` allows one."""
+    ask = [{"role": "user", "content": "What is the weather in Paris? Call get_weather."}]
+    resp = client.chat.completions.create(
+        model=MODEL, messages=ask, tools=[WEATHER], tool_choice="auto", max_tokens=48
+    )
+    choice = resp.choices[0]
+    if choice.message.tool_calls:
+        check(choice.finish_reason == "tool_calls", f"auto: {choice.finish_reason!r}")
+        for tc in choice.message.tool_calls:
+            check_call_args(tc.function.name, tc.function.arguments, "auto")
+        shown = [(t.function.name, t.function.arguments) for t in choice.message.tool_calls]
+    else:
+        check(not (choice.message.content or "").lstrip().startswith("{"), "auto: a call shown as text")
+        shown = choice.message.content
+    receipt(verinfer_of(resp, "auto")["receipt_id"])
+    print(f"auto: {shown!r}", flush=True)
+
+    two = [{"role": "user", "content": "What is the weather in Paris and in London?"}]
+    for parallel in (True, False):
+        what = f"parallel={parallel} stream"
+        calls, finish, final, content = streamed_calls(
+            client.chat.completions.create(
+                model=MODEL,
+                messages=two,
+                tools=[WEATHER],
+                tool_choice="required",
+                parallel_tool_calls=parallel,
+                max_tokens=64,
+                stream=True,
+            ),
+            what,
+        )
+        check(finish == "tool_calls", f"{what}: finish_reason {finish!r}")
+        check(content == "", f"{what}: content {content!r}")
+        check(sorted(calls) == list(range(len(calls))), f"{what}: indexes {sorted(calls)!r}")
+        check(parallel or len(calls) == 1, f"{what}: {len(calls)} calls")
+        ids = [c["id"] for c in calls.values()]
+        check(all(ids) and len(set(ids)) == len(ids), f"{what}: ids {ids!r}")
+        for c in calls.values():
+            check_call_args(c["name"], c["arguments"], what)
+        receipt(verinfer_of(final, what)["receipt_id"])
+        print(f"{what}: {[(c['id'], c['arguments']) for c in calls.values()]!r}", flush=True)
+
+
 def check_logprobs(lp, what, top):
     """Chat log-probabilities: one entry per token, each with `top` best."""
     check(lp is not None and lp.content, f"{what}: no logprobs: {lp!r}")
@@ -290,8 +367,7 @@ def main():
     v = verinfer_of(resp, "logprobs")
     receipt(v["receipt_id"])
 
-    # Streamed: the log-probabilities come with the signed Result, in the
-    # choice's last chunk.
+    # Streamed: each chunk carries the log-probabilities of its own tokens.
     stream = client.chat.completions.create(
         model=MODEL,
         messages=messages,
@@ -300,21 +376,31 @@ def main():
         top_logprobs=5,
         stream=True,
     )
-    text, final, content = "", None, []
+    text, final, content, with_text = "", None, [], 0
     for chunk in stream:
         for c in chunk.choices:
             if c.delta.content:
                 text += c.delta.content
             if c.logprobs is not None and c.logprobs.content:
                 content += c.logprobs.content
+                if c.delta.content:
+                    # The chunk's tokens make the chunk's text.
+                    with_text += 1
+                    check(
+                        not c.delta.content.isascii()
+                        or "".join(t.token for t in c.logprobs.content) == c.delta.content,
+                        f"logprobs stream: chunk {c.delta.content!r} has tokens {c.logprobs.content!r}",
+                    )
             if c.finish_reason is not None:
                 final = chunk
     check(final is not None, "logprobs stream: no final chunk")
+    check(with_text > 1, f"logprobs stream: only {with_text} chunks carried tokens")
     # (Per-token text is lossy where a token splits a character.)
     check(
         not text.isascii() or "".join(t.token for t in content) == text,
         f"logprobs stream: tokens {[t.token for t in content]!r} do not make {text!r}",
     )
+    final.choices[0].logprobs.content = content
     check_logprobs(final.choices[0].logprobs, "logprobs stream", 5)
     v = verinfer_of(final, "logprobs stream final chunk")
     receipt(v["receipt_id"])
@@ -374,6 +460,7 @@ def main():
     structured(client)
     tool_round_trip(client, stream=False)
     tool_round_trip(client, stream=True)
+    auto_and_parallel(client)
 
     # Errors map to the client's exception types.
     bad = OpenAI(base_url=base, api_key="vi-not-a-key", timeout=60.0, max_retries=0)

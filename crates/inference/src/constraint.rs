@@ -21,7 +21,7 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{ApproximateTokEnv, SimpleVob, TokEnv, TokRxInfo, TokTrie};
 use llguidance::ParserFactory;
 use serde_json::{json, Value};
-use verinfer_types::records::Constraint;
+use verinfer_types::records::{Constraint, ToolCalls, ToolFunction};
 
 use crate::tokenizer::Tokenizer;
 
@@ -50,18 +50,17 @@ fn options() -> Value {
     })
 }
 
-/// The grammar of a constraint: its schema in canonical key order with the
-/// fixed compiler options.
-fn grammar(c: &Constraint) -> Result<TopLevelGrammar, ConstraintError> {
-    let mut schema = match c {
-        Constraint::JsonObject => json!({"type": "object"}),
-        Constraint::JsonSchema(s) => {
-            let bytes = verinfer_types::canonical::to_canonical(s).map_err(|e| {
-                ConstraintError::Invalid(format!("{e} (numbers in a schema must be integers)"))
-            })?;
-            serde_json::from_slice(&bytes).map_err(|e| ConstraintError::Invalid(e.to_string()))?
-        }
-    };
+/// `schema` in canonical key order (RFC 8785), so the grammar does not
+/// depend on how the request travelled.
+fn canonical(schema: &Value) -> Result<Value, ConstraintError> {
+    let bytes = verinfer_types::canonical::to_canonical(schema).map_err(|e| {
+        ConstraintError::Invalid(format!("{e} (numbers in a schema must be integers)"))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ConstraintError::Invalid(e.to_string()))
+}
+
+/// `schema` (canonical) with the fixed compiler options.
+fn with_options(mut schema: Value) -> Result<Value, ConstraintError> {
     let obj = match &mut schema {
         Value::Object(o) => o,
         // `true` (anything) and `false` (nothing) are valid schemas, but an
@@ -76,7 +75,73 @@ fn grammar(c: &Constraint) -> Result<TopLevelGrammar, ConstraintError> {
         return Err(ConstraintError::Unsupported("x-guidance".into()));
     }
     obj.insert("x-guidance".into(), options());
-    Ok(TopLevelGrammar::from_json_schema(schema))
+    Ok(schema)
+}
+
+/// The schema of one call: `{"name": NAME, "parameters": ARGUMENTS}`
+/// (keys in canonical order, so `name` comes first).
+fn call_schema(f: &ToolFunction) -> Result<Value, ConstraintError> {
+    // Checked on its own first, so an error names the function's schema.
+    with_options(canonical(&f.parameters)?)?;
+    Ok(json!({
+        "type": "object",
+        "properties": {"name": {"const": f.name}, "parameters": f.parameters},
+        "required": ["name", "parameters"],
+        "additionalProperties": false,
+    }))
+}
+
+/// Free text of a `text` tool constraint: anything whose first character
+/// other than whitespace is not `{`, so an answer that starts like a call
+/// object is a call and follows its function's schema.
+const FREE_TEXT: &str = r"/\s*[^{\s][\s\S]*/";
+
+/// The Lark grammar of a [`Constraint::ToolCalls`]: calls one per line
+/// (one when not `parallel`), or free text when `text` allows it, or
+/// nothing (an answer that ends at once).
+fn tool_grammar(t: &ToolCalls) -> Result<String, ConstraintError> {
+    if t.functions.is_empty() {
+        return Err(ConstraintError::Invalid("no functions to call".into()));
+    }
+    let mut names: Vec<&str> = t.functions.iter().map(|f| f.name.as_str()).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return Err(ConstraintError::Invalid(
+            "a function is listed twice".into(),
+        ));
+    }
+    let calls = t
+        .functions
+        .iter()
+        .map(call_schema)
+        .collect::<Result<Vec<_>, _>>()?;
+    let one = match calls.len() {
+        1 => calls.into_iter().next().unwrap_or_default(),
+        _ => json!({ "anyOf": calls }),
+    };
+    let one = with_options(canonical(&one)?)?;
+    let calls = if t.parallel {
+        "call (\"\\n\" call)*"
+    } else {
+        "call"
+    };
+    let start = if t.text {
+        format!("start: (calls | TEXT)?\nTEXT: {FREE_TEXT}\n")
+    } else {
+        "start: calls\n".to_string()
+    };
+    Ok(format!("{start}calls: {calls}\ncall: %json {one}\n"))
+}
+
+/// The grammar of a constraint: its schema in canonical key order with the
+/// fixed compiler options; for tool calls, a Lark grammar around them.
+fn grammar(c: &Constraint) -> Result<TopLevelGrammar, ConstraintError> {
+    let schema = match c {
+        Constraint::JsonObject => json!({"type": "object"}),
+        Constraint::JsonSchema(s) => canonical(s)?,
+        Constraint::ToolCalls(t) => return Ok(TopLevelGrammar::from_lark(tool_grammar(t)?)),
+    };
+    Ok(TopLevelGrammar::from_json_schema(with_options(schema)?))
 }
 
 /// Maps the compiler's error to one naming the unsupported keyword, when it
@@ -438,6 +503,89 @@ mod tests {
         assert_eq!(
             drive(&g, &schema(a), &prefs, end),
             drive(&g, &schema(b), &prefs, end)
+        );
+    }
+
+    fn tools(text: bool, parallel: bool) -> Constraint {
+        Constraint::ToolCalls(ToolCalls {
+            functions: vec![
+                ToolFunction {
+                    name: "get_weather".into(),
+                    parameters: json!({
+                        "type": "object",
+                        "properties": {"city": {"type": "string", "maxLength": 8}},
+                        "required": ["city"],
+                        "additionalProperties": false
+                    }),
+                },
+                ToolFunction {
+                    name: "now".into(),
+                    parameters: json!({"type": "object", "properties": {}, "additionalProperties": false}),
+                },
+            ],
+            text,
+            parallel,
+        })
+    }
+
+    /// Whether `text` (bytes) then the end token is a path through the masks.
+    fn admits(g: &Grammars, c: &Constraint, text: &str, end: u32) -> bool {
+        let mut m = g.matcher(c).unwrap();
+        for b in text.bytes() {
+            if !m.allowed().allows(u32::from(b)) {
+                return false;
+            }
+            m.advance(u32::from(b));
+        }
+        m.allowed().allows(end)
+    }
+
+    #[test]
+    fn tool_calls_constrain_arguments_whether_text_is_allowed_or_not() {
+        let (g, w) = toy();
+        let end = w.len() as u32 - 1;
+        let call = r#"{"name":"get_weather","parameters":{"city":"Oslo"}}"#;
+        let two = format!("{call}\n{{\"name\":\"now\",\"parameters\":{{}}}}");
+        let bad_args = r#"{"name":"get_weather","parameters":{"town":"Oslo"}}"#;
+        let unknown = r#"{"name":"rm","parameters":{}}"#;
+        // auto: text or calls; a call's arguments follow its schema.
+        let auto = tools(true, true);
+        for (text, ok) in [
+            ("It is sunny.", true),
+            ("", true),
+            (call, true),
+            (two.as_str(), true),
+            (bad_args, false),
+            (unknown, false),
+            ("  {\"name\":1}", false),
+            (" \nHi {x}", true),
+        ] {
+            assert_eq!(admits(&g, &auto, text, end), ok, "auto: {text:?}");
+        }
+        // required: calls only; not parallel: one call.
+        for (c, text, ok) in [
+            (tools(false, true), "It is sunny.", false),
+            (tools(false, true), "", false),
+            (tools(false, true), two.as_str(), true),
+            (tools(false, false), call, true),
+            (tools(false, false), two.as_str(), false),
+            (tools(true, false), two.as_str(), false),
+        ] {
+            assert_eq!(admits(&g, &c, text, end), ok, "{c:?}: {text:?}");
+        }
+        assert_eq!(validate(&auto), Ok(()));
+        let mut dup = tools(true, true);
+        if let Constraint::ToolCalls(t) = &mut dup {
+            t.functions[1].name = "get_weather".into();
+        }
+        assert!(matches!(validate(&dup), Err(ConstraintError::Invalid(_))));
+        let mut bad = tools(false, false);
+        if let Constraint::ToolCalls(t) = &mut bad {
+            t.functions[0].parameters = json!({"type": "object", "not": {}});
+        }
+        assert_eq!(
+            validate(&bad),
+            Err(ConstraintError::Unsupported("not".into()))
         );
     }
 

@@ -13,7 +13,7 @@ use crate::model::{Entry, Model};
 use crate::pool::Pool;
 use crate::sampler::{self, SamplingParams};
 use crate::simd::KernelKind;
-use verinfer_types::records::Constraint;
+use verinfer_types::records::{Constraint, TokenLogprob};
 
 /// Engine version string; part of what a verifier must match.
 ///
@@ -275,6 +275,22 @@ impl TextState {
 /// The concatenation of all pieces equals [`Generation::text`].
 pub type TokenCallback<'a> = &'a mut dyn FnMut(u32, &str);
 
+/// One generated token as a [`StepCallback`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'s> {
+    /// The token (`u32::MAX` for the text held back until the end).
+    pub token: u32,
+    /// The text it releases (see [`TokenCallback`]).
+    pub text: &'s str,
+    /// Its log-probability record, when the request asks for them: the
+    /// entry the Result will hold at this position.
+    pub logprob: Option<&'s TokenLogprob>,
+}
+
+/// A per-token streaming callback that also sees each token's
+/// log-probabilities, so a stream can carry them with the token's text.
+pub type StepCallback<'a> = &'a mut dyn FnMut(Step<'_>);
+
 /// One request of a batch.
 #[derive(Debug, Clone)]
 pub struct BatchRequest {
@@ -310,7 +326,7 @@ struct SeqState<'a> {
     text: TextState,
     finish: Option<FinishReason>,
     next: u32,
-    callback: Option<TokenCallback<'a>>,
+    callback: Option<StepCallback<'a>>,
     limit: usize,
     matcher: Option<Matcher>,
     logprobs: Vec<PositionLogprobs>,
@@ -395,7 +411,8 @@ impl Engine {
             prompt: prompt.to_vec(),
             params: params.clone(),
         };
-        let mut out = self.run_batch(&[req], vec![Some(on_token)], &mut |_| false)?;
+        let mut step = |s: Step<'_>| on_token(s.token, s.text);
+        let mut out = self.run_batch(&[req], vec![Some(&mut step)], &mut |_| false)?;
         out.pop()
             .ok_or_else(|| LlmError::InvalidRequest("empty batch".into()))
     }
@@ -425,6 +442,29 @@ impl Engine {
         &mut self,
         reqs: &[BatchRequest],
         callbacks: Vec<TokenCallback<'_>>,
+        stop: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Vec<Generation>> {
+        if callbacks.len() != reqs.len() {
+            return Err(LlmError::InvalidRequest(format!(
+                "{} callbacks for {} requests",
+                callbacks.len(),
+                reqs.len()
+            )));
+        }
+        let mut steps: Vec<_> = callbacks
+            .into_iter()
+            .map(|cb| move |s: Step<'_>| cb(s.token, s.text))
+            .collect();
+        let steps = steps.iter_mut().map(|s| s as StepCallback<'_>).collect();
+        self.generate_batch_steps(reqs, steps, stop)
+    }
+
+    /// [`Engine::generate_batch_until`] with callbacks that also see each
+    /// token's log-probabilities.
+    pub fn generate_batch_steps(
+        &mut self,
+        reqs: &[BatchRequest],
+        callbacks: Vec<StepCallback<'_>>,
         stop: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Vec<Generation>> {
         if callbacks.len() != reqs.len() {
@@ -488,7 +528,7 @@ impl Engine {
     fn run_batch(
         &mut self,
         reqs: &[BatchRequest],
-        mut callbacks: Vec<Option<TokenCallback<'_>>>,
+        mut callbacks: Vec<Option<StepCallback<'_>>>,
         stop: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Vec<Generation>> {
         let mut max_len = 0;
@@ -567,7 +607,11 @@ impl Engine {
             let (rest, text) = s.text.finish();
             if !rest.is_empty() {
                 if let Some(cb) = s.callback.as_mut() {
-                    cb(u32::MAX, &rest);
+                    cb(Step {
+                        token: u32::MAX,
+                        text: &rest,
+                        logprob: None,
+                    });
                 }
             }
             out.push(Generation {
@@ -607,16 +651,31 @@ impl Engine {
         s.tokens.push(tok);
         s.next = tok;
         let tk = &self.model.tokenizer;
+        // The record the Result will hold at this position, for a stream.
+        let logprob = match (s.callback.is_some(), s.logprobs.last()) {
+            (true, Some(p)) if s.params.top_logprobs.is_some() => {
+                crate::logprobs::to_records(tk, std::slice::from_ref(p))?.pop()
+            }
+            _ => None,
+        };
         if tk.is_end(tok) {
             s.finish = Some(FinishReason::Eos);
             if let Some(cb) = s.callback.as_mut() {
-                cb(tok, "");
+                cb(Step {
+                    token: tok,
+                    text: "",
+                    logprob: logprob.as_ref(),
+                });
             }
             return Ok(());
         }
         let (delta, stopped) = s.text.push(&tk.token_bytes(tok, false)?);
         if let Some(cb) = s.callback.as_mut() {
-            cb(tok, &delta);
+            cb(Step {
+                token: tok,
+                text: &delta,
+                logprob: logprob.as_ref(),
+            });
         }
         if stopped {
             s.finish = Some(FinishReason::Stop);

@@ -264,6 +264,28 @@ pub fn respond_batch_until(
     callbacks: Vec<engine::TokenCallback<'_>>,
     cancelled: &mut dyn FnMut(usize) -> bool,
 ) -> Vec<Result<InferenceResult, RespondError>> {
+    let mut steps: Vec<_> = callbacks
+        .into_iter()
+        .map(|cb| move |s: engine::Step<'_>| cb(s.token, s.text))
+        .collect();
+    let steps = steps
+        .iter_mut()
+        .map(|s| s as engine::StepCallback<'_>)
+        .collect();
+    respond_batch_steps(engine, model_id, requests, key, steps, cancelled)
+}
+
+/// [`respond_batch_until`] with callbacks that also see each token's
+/// log-probability record (when the request asks for them), so a stream
+/// can carry them with the token's text.
+pub fn respond_batch_steps(
+    engine: &mut Engine,
+    model_id: Hash,
+    requests: &[Request],
+    key: &SecretKey,
+    callbacks: Vec<engine::StepCallback<'_>>,
+    cancelled: &mut dyn FnMut(usize) -> bool,
+) -> Vec<Result<InferenceResult, RespondError>> {
     let mut out: Vec<Option<Result<InferenceResult, RespondError>>> =
         requests.iter().map(|_| None).collect();
     let (mut batch, mut cbs, mut which) = (Vec::new(), Vec::new(), Vec::new());
@@ -287,7 +309,7 @@ pub fn respond_batch_until(
     if !batch.is_empty() {
         // Every member was checked as the engine checks: what fails now is
         // the node, for all of them.
-        match engine.generate_batch_until(&batch, cbs, &mut |k| cancelled(which[k])) {
+        match engine.generate_batch_steps(&batch, cbs, &mut |k| cancelled(which[k])) {
             Ok(gens) => {
                 for (g, &i) in gens.into_iter().zip(&which) {
                     out[i] = Some(if cancelled(i) {

@@ -467,6 +467,7 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
                 api_keys,
                 default_verification: VerificationMode::Quorum { k: opts.quorum },
                 demo_api_key: Some(api_key.clone()),
+                data_dir: Some(d.join("gateway")),
                 ..GatewayConfig::default()
             },
         )

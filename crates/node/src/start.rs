@@ -475,7 +475,7 @@ pub async fn gateway(
     config: GatewayConfig,
 ) -> anyhow::Result<Running> {
     let (listener, url) = http::bind(listen).await?;
-    let gw = Gateway::start(key, ledger_url, config).await;
+    let gw = Gateway::start(key, ledger_url, config).await?;
     let (server, serving) = spawn_server(listener, gw.router());
     Ok(Running {
         url,
@@ -490,7 +490,7 @@ pub async fn gateway(
 /// verifiers register (stake, endpoint, heartbeats): they serve only
 /// registered gateways.
 pub async fn registered_gateway(m: Member, config: GatewayConfig) -> anyhow::Result<Running> {
-    let gw = Gateway::start(m.key.clone(), &m.ledger_url, config).await;
+    let gw = Gateway::start(m.key.clone(), &m.ledger_url, config).await?;
     let (url, tasks, serving) = join_and_beat(&m, Role::Gateway, gw.router(), Vec::new()).await?;
     Ok(Running {
         url,
@@ -636,6 +636,7 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                 max_body_bytes: g.max_body_bytes.unwrap_or(d.max_body_bytes),
                 liveness: g.liveness_ms.map_or(d.liveness, Duration::from_millis),
                 demo_api_key: None,
+                data_dir: Some(data_dir.clone()),
             };
             // Where value settles on a chain, the accounts pay from their
             // EVM addresses: publish each account's link.

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use verinfer_ledger::state::Summary;
 use verinfer_ledger::tx::{ModelEntry, Params, Role};
-use verinfer_types::records::{InferenceResult, Request};
+use verinfer_types::records::{InferenceResult, Request, TokenLogprob};
 use verinfer_types::{Hash, PublicKey};
 
 /// `GET /node/info`: what a node is and serves.
@@ -36,6 +36,14 @@ pub struct NodeInfo {
 pub enum InferenceEvent {
     /// Text of the next token(s), as generated.
     Text(String),
+    /// Text of the next token(s) with their log-probability records (the
+    /// entries the Result will hold), when the request asks for them.
+    Tokens {
+        /// The text.
+        text: String,
+        /// The records of the tokens generated since the last line.
+        logprobs: Vec<TokenLogprob>,
+    },
     /// The signed Result; the last line.
     Result(Box<InferenceResult>),
     /// The node could not answer; the last line.

@@ -353,6 +353,33 @@ pub enum Constraint {
     JsonObject,
     /// A JSON document matching this JSON schema (OpenAI's `json_schema`).
     JsonSchema(serde_json::Value),
+    /// Function calls (OpenAI's `tools`): one call object per line, each
+    /// `{"name": NAME, "parameters": ARGUMENTS}` with the arguments matching
+    /// that function's schema; or, when `text`, free text instead, which
+    /// cannot start with `{`.
+    ToolCalls(ToolCalls),
+}
+
+/// The functions a [`Constraint::ToolCalls`] answer may call, and how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCalls {
+    /// The functions, each with its parameters' JSON schema (distinct names).
+    pub functions: Vec<ToolFunction>,
+    /// Whether the answer may be text instead of calls (`tool_choice: auto`).
+    pub text: bool,
+    /// Whether the answer may hold several calls (`parallel_tool_calls`).
+    pub parallel: bool,
+}
+
+/// One function a [`ToolCalls`] constraint offers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolFunction {
+    /// The function's name.
+    pub name: String,
+    /// The JSON schema its arguments match.
+    pub parameters: serde_json::Value,
 }
 
 impl Default for Decoding {

@@ -186,6 +186,9 @@ pub(crate) fn init_devnet_with_ttl(d: &Path, ttl_secs: u64) -> (String, PathBuf)
 pub(crate) enum Outcome {
     /// 200, settled: its receipt.
     Acked(verinfer_types::Hash),
+    /// 200, delivered before it could be certified: the gateway certifies
+    /// and settles it later (docs/design.md, "Delivered, then certified").
+    Pending,
     /// An HTTP error: status, `Retry-After`, body.
     Refused(u16, Option<String>, String),
     /// No HTTP answer (the gateway was down or its connection broke).
@@ -228,11 +231,15 @@ pub(crate) async fn chat_outcome(
     if status != 200 {
         return Outcome::Refused(status, retry_after, body);
     }
-    let receipt = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["verinfer"]["receipt_id"].as_str()?.parse().ok());
-    match receipt {
+    let verinfer = serde_json::from_str::<serde_json::Value>(&body)
+        .map(|v| v["verinfer"].clone())
+        .unwrap_or_default();
+    match verinfer["receipt_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+    {
         Some(id) => Outcome::Acked(id),
+        None if verinfer["status"] == "pending" => Outcome::Pending,
         None => Outcome::Refused(status, retry_after, body),
     }
 }

@@ -420,3 +420,134 @@ async fn api_keys_are_stored_hashed_and_private() {
     Untouched::now(&net, &[&r]).check(&net);
     net.stop();
 }
+
+/// Attack (S12): the verifiers vanish after the text is delivered. The
+/// gateway released the reservation when it found no certificate, so the
+/// node's delivered text went unpaid. Now the answer is `pending`, kept and
+/// certified once verifiers are back: settled once, the node paid, the
+/// requester charged once, nothing left in escrow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delivered_text_is_paid_once_when_the_verifiers_come_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut net = small_devnet(dir.path()).await;
+    let http = reqwest::Client::new();
+    verified_chat(&http, &net, "Say hi.", true).await;
+    let balance = demo_balance(&net, dir.path());
+    let size = net.ledger.receipts().size();
+
+    // Every verifier stops; the gateway still sees them live (their last
+    // heartbeats are recent), so the request is admitted and the text
+    // streams. Then no verdict can be had.
+    for i in 0..3 {
+        net.role(&format!("verifier-{i}"))
+            .expect("verifier")
+            .shutdown()
+            .await;
+    }
+    let r = chat(&http, &net.url, &net.api_key, "Say bye.", 8, true)
+        .await
+        .expect("chat");
+    assert_eq!(
+        (r.status, r.verification()),
+        (200, "pending"),
+        "{:?}",
+        r.verinfer
+    );
+    assert!(!r.text.is_empty(), "the text was delivered");
+    assert_eq!(r.receipt(), None);
+    let status_url = r.verinfer["status_url"]
+        .as_str()
+        .expect("status url")
+        .to_string();
+    net.ledger
+        .with_state(|s| assert!(s.summary().escrow > 0, "still reserved"));
+    assert_eq!(net.ledger.receipts().size(), size, "nothing settled yet");
+
+    // The verifiers come back (same keys and directories, new ports).
+    let ledger_url = net.role("ledger").expect("ledger").url.clone();
+    let log_key = net.ledger.receipts().verifier_key().clone();
+    let path = devnet::model_path(None).expect("model");
+    for i in 0..3 {
+        let name = format!("verifier-{i}");
+        let member = verinfer_node::start::Member {
+            key: load_key(&dir.path().join(&name).join("node.key")).expect("key"),
+            ledger_url: ledger_url.clone(),
+            listen: "127.0.0.1:0".into(),
+            public_url: None,
+            heartbeat: Duration::from_millis(500),
+            dir: dir.path().join(&name),
+        };
+        let p = path.display().to_string();
+        let (engines, id) =
+            tokio::task::spawn_blocking(move || verinfer_node::start::load_engines(&p, 1, 1))
+                .await
+                .expect("join")
+                .expect("engines");
+        let running = verinfer_node::start::verifier(
+            member,
+            engines,
+            id,
+            log_key.clone(),
+            verinfer_node::roles::verifier::DEFAULT_QUEUE,
+        )
+        .await
+        .expect("verifier again");
+        net.roles.push((name, running));
+    }
+
+    // The answer is certified and settled; the client reads the outcome.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let outcome = loop {
+        let v: Value = http
+            .get(format!("{}{status_url}", net.url))
+            .bearer_auth(&net.api_key)
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        if v["status"] != "pending" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "still pending: {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(outcome["status"], "verified", "{outcome}");
+    let id: verinfer_types::Hash = outcome["receipt_id"]
+        .as_str()
+        .expect("receipt id")
+        .parse()
+        .expect("hash");
+    let index = net.ledger.receipt_index(&id).expect("settled");
+    let receipt = net.ledger.receipt(index).expect("read").expect("receipt");
+    assert_eq!(
+        receipt.result.output_text, r.text,
+        "the text delivered is the text settled"
+    );
+    assert_eq!(
+        receipt.certificate.verdicts.len(),
+        2,
+        "certified by a quorum"
+    );
+    assert_eq!(
+        demo_balance(&net, dir.path()),
+        balance - receipt.fees.total.0,
+        "charged once"
+    );
+    // Settled, the receipt's fees are paid out (its node's share by the
+    // same transaction; heartbeat fees keep the node's balance moving).
+    assert!(receipt.fees.node.0 > 0, "the node is paid");
+    net.ledger.with_state(|s| {
+        assert_eq!(s.summary().escrow, 0, "no reservation left behind");
+        s.check_invariants().expect("supply conserved");
+    });
+    // Someone else's key learns nothing about it.
+    let other = http
+        .get(format!("{}{status_url}", net.url))
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(other.status().as_u16(), 401);
+    net.stop();
+}

@@ -4,10 +4,10 @@
 
 use super::counters::Counters;
 use super::flow::{self, Answer, Event};
+use super::guard;
 use super::openai::{self, ApiError};
 use super::state::Gateway;
-use super::streaming::Shape;
-use super::{guard, tools};
+use super::streaming::{ChoiceStream, Shape};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -150,7 +150,14 @@ async fn start(
             hex::encode(rand::random::<[u8; 12]>())
         ),
         created: crate::auth::now_ms() / 1000,
-        tools: parsed.tools.clone().filter(tools::Tools::callable),
+        // Calls are read from an answer only when the tool constraint
+        // shaped it (with a response format, the format is the answer).
+        tools: parsed.tools.clone().filter(|_| {
+            matches!(
+                parsed.decoding.constraint,
+                Some(verinfer_types::records::Constraint::ToolCalls(_))
+            )
+        }),
         usage: Default::default(),
     };
     if !parsed.stream {
@@ -178,9 +185,16 @@ async fn start(
     let gw2 = gw.clone();
     let include_usage = parsed.include_usage;
     let tail = shape.clone();
+    let mut choices: Vec<ChoiceStream> = (0..parsed.n).map(|_| shape.choice_stream()).collect();
     let events = futures_util::stream::once(async move { first })
         .chain(ReceiverStream::new(rx))
-        .flat_map(move |(i, ev)| futures_util::stream::iter(shape.sse(&gw2, i, ev)))
+        .flat_map(move |(i, ev)| {
+            let out = match choices.get_mut(i) {
+                Some(c) => shape.sse(&gw2, c, i, ev),
+                None => Vec::new(),
+            };
+            futures_util::stream::iter(out)
+        })
         .chain(
             futures_util::stream::once(async move {
                 futures_util::stream::iter(tail.end(include_usage))
@@ -213,7 +227,9 @@ mod tests {
             ..Default::default()
         };
         // No ledger: the body is refused before the gateway needs one.
-        let gw = Gateway::start(SecretKey::generate(), "http://127.0.0.1:9", config).await;
+        let gw = Gateway::start(SecretKey::generate(), "http://127.0.0.1:9", config)
+            .await
+            .expect("gateway");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -7,16 +7,18 @@
 use super::directory::Member;
 use super::metrics::Counters;
 use super::openai::{ApiError, Status};
+use super::pending::{Outcome, Pending};
 use super::{Account, Gateway};
 use crate::client::ClientError;
 use crate::wire::{CheckRequest, InferenceEvent};
 use futures_util::StreamExt;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use verinfer_ledger::tx::{Evidence, ModelEntry, Role, TxBody};
 use verinfer_types::records::{
     reason_code, Amount, Certificate, CertificateTag, Decision, InferenceResult, Input, Receipt,
-    ReceiptTag, Request, RequestTag, Salt, Verdict, VerificationMode,
+    ReceiptTag, Request, RequestTag, Salt, TokenLogprob, Verdict, VerificationMode,
 };
 use verinfer_types::{Hash, PublicKey, Record, Signature, SignedRecord};
 use verinfer_verify::committee::{
@@ -39,6 +41,12 @@ const RESERVE_TTL_SECS: u64 = 3600;
 const CHECK_ATTEMPTS: u32 = 3;
 /// Pause between those checks (the directory reads the registry every second).
 const CHECK_PAUSE: Duration = Duration::from_secs(2);
+/// Pause between attempts to certify a pending answer.
+const PENDING_PAUSE: Duration = Duration::from_secs(2);
+/// How long before the reservation's deadline a pending answer is given up
+/// (at most; a quarter of the reservation when that is shorter): a
+/// settlement must reach the ledger before the deadline.
+const PENDING_MARGIN_MS: u64 = 60_000;
 /// Template tokens allowed per message when bounding the prompt (role, markers).
 const PER_MESSAGE: u64 = 8;
 /// Template tokens allowed per prompt (a default system prompt, the
@@ -48,8 +56,9 @@ const PER_PROMPT: u64 = 64;
 /// What the client sees while the answer is produced.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// More answer text.
-    Text(String),
+    /// More answer text, with the log-probability records of the tokens
+    /// that released it (when asked; none yet for a token still held).
+    Text(String, Vec<TokenLogprob>),
     /// The text sent so far is withdrawn (the verifiers rejected it, or the
     /// node failed mid-answer); the answer starts again.
     Retract {
@@ -110,10 +119,22 @@ enum Checked {
     },
 }
 
+/// An answer delivered without a certificate yet (`why` not).
+fn pending(result: InferenceResult, why: ApiError) -> Answer {
+    tracing::warn!(error = why.message, result = %result.request, "no certificate yet; the answer is pending");
+    Answer {
+        result,
+        status: Status::Pending,
+        settled: None,
+        verifiers: Vec::new(),
+        reason: None,
+    }
+}
+
 impl Gateway {
     /// Serves one request for `account`, sending text to `events` as it comes.
     pub async fn serve(
-        &self,
+        self: &Arc<Self>,
         account: &Account,
         model: &ModelEntry,
         mut request: Request,
@@ -140,10 +161,27 @@ impl Gateway {
         let bound = prompt_bound(&request.input);
         let fee = max_fee(model, bound, request.decoding.max_tokens)
             .ok_or_else(|| ApiError::field("max_tokens", "the request's maximum fee overflows"))?;
+        let ttl_ms = self.reserve_ttl() * 1000;
+        let until_ms = crate::auth::now_ms() + ttl_ms - (ttl_ms / 4).min(PENDING_MARGIN_MS);
         self.reserve(account, request_hash, fee).await?;
         let outcome = self.infer_and_check(model, &request, events).await;
         match outcome {
             Ok(a) if a.settled.is_some() => Ok(a),
+            Ok(a) if a.status == Status::Pending => {
+                // Delivered: kept (on disk first) and certified later.
+                let p = Pending {
+                    model: model.id,
+                    request,
+                    result: a.result.clone(),
+                    until_ms,
+                    outcome: None,
+                };
+                if let Err(e) = self.pending.put(&p) {
+                    tracing::error!(error = %e, "cannot keep a pending answer on disk; certifying it from memory");
+                }
+                tokio::spawn(self.clone().certify_later(p));
+                Ok(a)
+            }
             other => {
                 // Nothing settled: the requester gets the reservation back.
                 if let Err(e) = self.release(account, request_hash).await {
@@ -151,6 +189,111 @@ impl Gateway {
                 }
                 other
             }
+        }
+    }
+
+    /// How long a reservation is asked for, in seconds.
+    fn reserve_ttl(&self) -> u64 {
+        self.directory.params().map_or(RESERVE_TTL_SECS, |p| {
+            p.params.reserve_ttl_max_secs.min(RESERVE_TTL_SECS)
+        })
+    }
+
+    /// Keeps trying to certify a delivered answer until `p.until_ms`;
+    /// settles it when certified, releases the reservation when a committee
+    /// rejects it or time runs out, and records the outcome.
+    pub(super) async fn certify_later(self: Arc<Self>, mut p: Pending) {
+        let mut seed = None;
+        let outcome = loop {
+            if crate::auth::now_ms() >= p.until_ms {
+                break Outcome::Expired;
+            }
+            tokio::time::sleep(PENDING_PAUSE).await;
+            let Some(model) = self
+                .directory
+                .params()
+                .and_then(|ps| ps.models.into_iter().find(|m| m.id == p.model))
+            else {
+                continue;
+            };
+            let Ok(hash) = p.result.hash() else {
+                break Outcome::Expired;
+            };
+            // One committee seed for every attempt: the ranking it gives is
+            // read again over the verifiers live at each attempt.
+            let s = match seed {
+                Some(s) => s,
+                None => match self.committee_seed(&hash).await {
+                    Ok(s) => *seed.insert(s),
+                    Err(_) => continue,
+                },
+            };
+            let (certificate, status) = match self
+                .check_drawn(&model, &p.request, &p.result, hash, s)
+                .await
+            {
+                Ok(Checked::Certified(c)) => (c, Status::Verified),
+                Ok(Checked::Unchecked(_)) => (
+                    Certificate {
+                        tag: CertificateTag,
+                        result: hash,
+                        verdicts: Vec::new(),
+                    },
+                    Status::Provisional,
+                ),
+                Ok(Checked::Cheated(reason) | Checked::NotAnswerable { reason, .. }) => {
+                    break Outcome::Rejected { reason }
+                }
+                Err(e) => {
+                    tracing::debug!(error = e.message, result = %hash, "pending answer not certified yet");
+                    continue;
+                }
+            };
+            match self
+                .settle(&model, &p.request, p.result.clone(), certificate, status)
+                .await
+            {
+                Ok(Answer {
+                    settled: Some((receipt_id, log_index)),
+                    ..
+                }) => {
+                    break if status == Status::Verified {
+                        Outcome::Verified {
+                            receipt_id,
+                            log_index,
+                        }
+                    } else {
+                        Outcome::Provisional {
+                            receipt_id,
+                            log_index,
+                        }
+                    }
+                }
+                Ok(_) => continue,
+                Err(e) => tracing::warn!(
+                    error = e.message,
+                    "pending answer certified, not settled yet"
+                ),
+            }
+        };
+        if matches!(outcome, Outcome::Rejected { .. } | Outcome::Expired) {
+            let request = p.result.request;
+            match self.account_of(&p.request.requester) {
+                Some(a) => {
+                    if let Err(e) = self.release(&a, request).await {
+                        tracing::error!(error = %e, %request, "cannot release a reservation");
+                    }
+                }
+                // The ledger releases it to its payer at its deadline.
+                None => {
+                    tracing::warn!(%request, "pending answer of an account this gateway no longer holds")
+                }
+            }
+        }
+        tracing::info!(request = %p.result.request, ?outcome, "pending answer done");
+        p.outcome = Some(outcome);
+        if let Err(e) = self.pending.put(&p) {
+            tracing::error!(error = %e, "cannot record a pending answer's outcome");
         }
     }
 
@@ -163,9 +306,7 @@ impl Gateway {
                 TxBody::Reserve {
                     request,
                     amount: Amount(fee),
-                    ttl_secs: self.directory.params().map_or(RESERVE_TTL_SECS, |p| {
-                        p.params.reserve_ttl_max_secs.min(RESERVE_TTL_SECS)
-                    }),
+                    ttl_secs: self.reserve_ttl(),
                 },
             )
             .await;
@@ -213,7 +354,7 @@ impl Gateway {
         events: &mpsc::Sender<Event>,
     ) -> Result<Answer, ApiError> {
         let mut tried: Vec<PublicKey> = Vec::new();
-        let mut sent = String::new();
+        let mut sent = Sent::default();
         let mut rejected: Option<(InferenceResult, String)> = None;
         let mut last_error: Option<ApiError> = None;
         for attempt in 0..MAX_ATTEMPTS {
@@ -242,7 +383,14 @@ impl Gateway {
                     continue;
                 }
             };
-            match self.check_retrying(model, request, &result).await? {
+            let checked = match self.check_retrying(model, request, &result).await {
+                Ok(c) => c,
+                // The text is delivered: the answer is kept and certified
+                // when verifiers can be had (docs/design.md).
+                Err(e) if e.status == 503 => return Ok(pending(result, e)),
+                Err(e) => return Err(e),
+            };
+            match checked {
                 Checked::NotAnswerable { reason, code } => {
                     if code == "wrong_engine" {
                         // The node runs another engine than the verifiers:
@@ -260,20 +408,24 @@ impl Gateway {
                 Checked::Cheated(reason) => {
                     Counters::inc(&self.counters.rejected);
                     super::report::node_rejected(result.node);
-                    if !sent.is_empty() {
+                    if !sent.text.is_empty() {
                         let _ = events
                             .send(Event::Retract {
                                 reason: reason.clone(),
                             })
                             .await;
-                        sent.clear();
+                        sent = Sent::default();
                     }
                     rejected = Some((result, reason));
                 }
                 Checked::Certified(c) => {
-                    return self
-                        .settle(model, request, result, c, Status::Verified)
-                        .await;
+                    return match self
+                        .settle(model, request, result.clone(), c, Status::Verified)
+                        .await
+                    {
+                        Err(e) if e.status == 503 => Ok(pending(result, e)),
+                        other => other,
+                    };
                 }
                 Checked::Unchecked(seed) => {
                     let certificate = Certificate {
@@ -348,7 +500,7 @@ impl Gateway {
         node: &Member,
         request: &Request,
         events: &mpsc::Sender<Event>,
-        sent: &mut String,
+        sent: &mut Sent,
     ) -> Result<InferenceResult, Failure> {
         let body =
             serde_json::to_vec(request).map_err(|e| Failure::Refused(ApiError::internal(e)))?;
@@ -376,6 +528,7 @@ impl Gateway {
         let mut stream = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         let mut text = String::new();
+        let mut logprobs: Vec<TokenLogprob> = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| Failure::Unavailable(format!("stream broke: {e}")))?;
             buf.extend_from_slice(&chunk);
@@ -386,10 +539,20 @@ impl Gateway {
                 match event {
                     InferenceEvent::Text(t) => {
                         text.push_str(&t);
-                        self.forward(&text, sent, events).await;
+                        self.forward(&text, &logprobs, sent, events).await;
+                    }
+                    InferenceEvent::Tokens {
+                        text: t,
+                        logprobs: l,
+                    } => {
+                        text.push_str(&t);
+                        logprobs.extend(l);
+                        self.forward(&text, &logprobs, sent, events).await;
                     }
                     InferenceEvent::Result(r) => {
-                        return self.accept_result(node, request, *r, sent, events).await
+                        return self
+                            .accept_result(node, request, *r, &logprobs, sent, events)
+                            .await
                     }
                     InferenceEvent::Error(e) => {
                         return Err(match e.status {
@@ -406,21 +569,35 @@ impl Gateway {
         ))
     }
 
-    async fn forward(&self, text: &str, sent: &mut String, events: &mpsc::Sender<Event>) {
-        if let Some(rest) = text.strip_prefix(sent.as_str()) {
+    /// Sends the client what of `text` (with the records `logprobs` of its
+    /// tokens) goes beyond what was `sent`.
+    async fn forward(
+        &self,
+        text: &str,
+        logprobs: &[TokenLogprob],
+        sent: &mut Sent,
+        events: &mpsc::Sender<Event>,
+    ) {
+        if let Some(rest) = text.strip_prefix(sent.text.as_str()) {
             if !rest.is_empty() {
-                let _ = events.send(Event::Text(rest.to_string())).await;
-                sent.push_str(rest);
+                let new = logprobs.get(sent.logprobs..).unwrap_or_default().to_vec();
+                let _ = events.send(Event::Text(rest.to_string(), new)).await;
+                sent.text.push_str(rest);
+                sent.logprobs = sent.logprobs.max(logprobs.len());
             }
-        } else if !sent.starts_with(text) {
+        } else if !sent.text.starts_with(text) {
             let _ = events
                 .send(Event::Retract {
                     reason: "the answer changed on retry".into(),
                 })
                 .await;
-            sent.clear();
-            let _ = events.send(Event::Text(text.to_string())).await;
-            sent.push_str(text);
+            let _ = events
+                .send(Event::Text(text.to_string(), logprobs.to_vec()))
+                .await;
+            *sent = Sent {
+                text: text.to_string(),
+                logprobs: logprobs.len(),
+            };
         }
     }
 
@@ -434,7 +611,8 @@ impl Gateway {
         node: &Member,
         request: &Request,
         result: InferenceResult,
-        sent: &mut String,
+        streamed: &[TokenLogprob],
+        sent: &mut Sent,
         events: &mpsc::Sender<Event>,
     ) -> Result<InferenceResult, Failure> {
         if result.node != node.view.key || result.verify_signature().is_err() {
@@ -451,8 +629,22 @@ impl Gateway {
                     .into(),
             ));
         }
+        let signed = result.logprobs.as_deref().unwrap_or_default();
+        if !signed.starts_with(streamed) {
+            // What the client was shown is not what the node signed.
+            let _ = events
+                .send(Event::Retract {
+                    reason: "the node streamed log-probabilities its Result does not hold".into(),
+                })
+                .await;
+            *sent = Sent::default();
+            return Err(Failure::Unavailable(
+                "the node streamed log-probabilities its Result does not hold".into(),
+            ));
+        }
         // Text streamed must be the Result's text.
-        self.forward(&result.output_text, sent, events).await;
+        self.forward(&result.output_text, signed, sent, events)
+            .await;
         Ok(result)
     }
 
@@ -463,12 +655,24 @@ impl Gateway {
         request: &Request,
         result: &InferenceResult,
     ) -> Result<Checked, ApiError> {
+        let hash = result.hash().map_err(ApiError::internal)?;
+        let seed = self.committee_seed(&hash).await?;
+        self.check_drawn(model, request, result, hash, seed).await
+    }
+
+    /// [`Self::check`] with the committee seed `seed` of `result` (hash `hash`).
+    async fn check_drawn(
+        &self,
+        model: &ModelEntry,
+        request: &Request,
+        result: &InferenceResult,
+        hash: Hash,
+        seed: Hash,
+    ) -> Result<Checked, ApiError> {
         let params = self
             .directory
             .params()
             .ok_or_else(|| ApiError::unavailable("the gateway has not read the ledger yet"))?;
-        let hash = result.hash().map_err(ApiError::internal)?;
-        let seed = self.committee_seed(&hash).await?;
         let p = plan(&request.policy.verification, &seed);
         let k = match request.policy.verification {
             VerificationMode::Quorum { .. } => p.verifiers.max(params.params.quorum as usize),
@@ -847,6 +1051,14 @@ pub fn new_request(
         signer: account,
         signature: Signature::default(),
     }
+}
+
+/// What the client was sent of the answer so far: its text and how many
+/// log-probability records came with it.
+#[derive(Debug, Default)]
+pub(super) struct Sent {
+    text: String,
+    logprobs: usize,
 }
 
 /// How one inference node's attempt failed. Only a node that failed

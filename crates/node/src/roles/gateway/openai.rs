@@ -481,6 +481,15 @@ pub fn parse(body: &[u8], chat: bool) -> Result<Parsed, ApiError> {
             super::tools::response_format(obj)?,
             tools.as_ref().and_then(super::tools::Tools::constraint),
         ) {
+            // `auto` with a response format: the format is the answer's
+            // shape, and the answer is returned as text.
+            (Some(rf), Some(_))
+                if tools
+                    .as_ref()
+                    .is_some_and(|t| t.choice == super::tools::Choice::Auto) =>
+            {
+                Some(rf)
+            }
             (Some(_), Some(_)) => {
                 return Err(ApiError::field(
                     "tool_choice",
@@ -523,6 +532,9 @@ pub enum Status {
     Provisional,
     /// Verifiers rejected it and no honest answer could be had.
     Rejected,
+    /// Delivered, not certified yet: the gateway keeps asking verifiers
+    /// until the reservation's deadline; `status_url` tells the outcome.
+    Pending,
 }
 
 /// The `verinfer` object every answer carries.
@@ -546,6 +558,10 @@ pub struct VerinferInfo {
     /// Why it was rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Where a pending answer's outcome is served
+    /// (`/v1/answers/{request hash}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_url: Option<String>,
 }
 
 /// OpenAI's finish reason.
@@ -594,12 +610,12 @@ pub fn chat_logprobs(entries: Option<&[TokenLogprob]>) -> Value {
 }
 
 /// Completions' `choices[].logprobs`: `{tokens, token_logprobs,
-/// top_logprobs, text_offset}` (`null` when none were asked).
-pub fn completion_logprobs(entries: Option<&[TokenLogprob]>) -> Value {
+/// top_logprobs, text_offset}` (`null` when none were asked), the first
+/// token's text at `offset` (a stream's chunk after the first).
+pub fn completion_logprobs(entries: Option<&[TokenLogprob]>, mut offset: usize) -> Value {
     let Some(entries) = entries else {
         return Value::Null;
     };
-    let mut offset = 0usize;
     let (mut tokens, mut lps, mut tops, mut offsets) = (vec![], vec![], vec![], vec![]);
     for e in visible(entries) {
         let text = token_text(e);
@@ -798,7 +814,7 @@ mod tests {
             ]}], "refusal": null})
         );
         assert_eq!(chat_logprobs(None), Value::Null);
-        let l = completion_logprobs(Some(&entries));
+        let l = completion_logprobs(Some(&entries), 0);
         assert_eq!(
             l,
             json!({"tokens": ["Hi"], "token_logprobs": [-0.25], "top_logprobs": [{"Hi": -0.25, "Yo": -1.5}], "text_offset": [0]})

@@ -6,7 +6,7 @@ use super::openai::ApiError;
 use super::pages;
 use super::proxy::proxy;
 use super::state::Gateway;
-use super::views::{devnet_info, info, models, network, receipt, summary};
+use super::views::{answer_status, devnet_info, info, models, network, receipt, summary};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
@@ -20,6 +20,7 @@ impl Gateway {
             .route("/v1/completions", post(completions))
             .route("/v1/models", get(models))
             .route("/v1/receipts/{id}", get(receipt))
+            .route("/v1/answers/{request}", get(answer_status))
             .route("/v1/network", get(network))
             .route("/v1/ledger/summary", get(summary))
             .route("/metrics", get(metrics_text))

@@ -6,7 +6,7 @@ use super::counters::{Counters, Snapshot};
 use super::directory::Directory;
 use super::openai::ApiError;
 use super::settle::Settler;
-use super::{guard, limits, report};
+use super::{guard, limits, pending, report};
 use crate::client::{LedgerClient, Peer};
 use crate::wire::NodeInfo;
 use axum::http::{header, HeaderMap};
@@ -45,6 +45,9 @@ pub struct GatewayConfig {
     /// so that a newcomer chats without typing it (devnet only; to loopback
     /// clients only).
     pub demo_api_key: Option<String>,
+    /// Where answers delivered before they were certified are kept until
+    /// they settle ([`super::pending`]); `None` keeps them in memory only.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -57,6 +60,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 1 << 20,
             liveness: Duration::from_secs(10),
             demo_api_key: None,
+            data_dir: None,
         }
     }
 }
@@ -71,13 +75,26 @@ pub struct Gateway {
     /// By the SHA-256 of their API key.
     pub(super) accounts: Vec<(Hash, Arc<Account>)>,
     pub(super) limiter: limits::RateLimiter,
+    /// Answers delivered before they were certified.
+    pub(super) pending: pending::Store,
     pub(super) config: GatewayConfig,
 }
 
 impl Gateway {
     /// Starts a gateway signing with `key`, settling in the ledger at
     /// `ledger_url`; reads the registry every second.
-    pub async fn start(key: SecretKey, ledger_url: &str, config: GatewayConfig) -> Arc<Self> {
+    pub async fn start(
+        key: SecretKey,
+        ledger_url: &str,
+        config: GatewayConfig,
+    ) -> Result<Arc<Self>, pending::StoreError> {
+        let pending = pending::Store::open(
+            config
+                .data_dir
+                .as_deref()
+                .map(|d| d.join("pending"))
+                .as_deref(),
+        )?;
         let ledger = LedgerClient::new(ledger_url, key.clone());
         let accounts = config
             .api_keys
@@ -100,6 +117,7 @@ impl Gateway {
             counters: Counters::default(),
             accounts,
             limiter: limits::RateLimiter::new(config.rate_per_minute, config.burst),
+            pending,
             config,
         });
         if let Err(e) = gw.directory.refresh(&gw.peer).await {
@@ -111,7 +129,19 @@ impl Gateway {
                 .refresh_loop(g.peer.clone(), Duration::from_secs(1))
                 .await
         });
-        gw
+        // Answers a previous run delivered and could not certify yet.
+        for p in gw.pending.open_answers() {
+            tokio::spawn(gw.clone().certify_later(p));
+        }
+        Ok(gw)
+    }
+
+    /// The account this gateway signs for with key `key`.
+    pub(super) fn account_of(&self, key: &verinfer_types::PublicKey) -> Option<Arc<Account>> {
+        self.accounts
+            .iter()
+            .find(|(_, a)| a.key.public() == *key)
+            .map(|(_, a)| a.clone())
     }
 
     /// The gateway's counters.

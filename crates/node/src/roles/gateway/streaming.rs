@@ -6,14 +6,27 @@ use super::counters::Counters;
 use super::flow::{Answer, Event};
 use super::openai::{self, ApiError, Status, VerinferInfo};
 use super::state::Gateway;
-use super::tools;
+use super::{stream, tools};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use verinfer_types::records::TokenLogprob;
 use verinfer_types::Hash;
+
+/// One streamed choice: how its text splits, and the log-probability
+/// records it carried so far.
+pub(super) struct ChoiceStream {
+    split: stream::Splitter,
+    /// Records received with text not shown yet (held back).
+    held: Vec<TokenLogprob>,
+    /// Records sent, and the bytes of their tokens (where the next one's
+    /// `text_offset` starts).
+    sent: usize,
+    sent_bytes: usize,
+}
 
 /// What every chunk of one answer shares.
 #[derive(Clone)]
@@ -23,21 +36,42 @@ pub(super) struct Shape {
     pub(super) model_id: Hash,
     pub(super) id: String,
     pub(super) created: u64,
-    /// Functions the answer may call: its text is then held back and sent
-    /// whole, as a call or as content, once the answer is done.
+    /// Functions the answer may call (when the tool constraint shapes it).
     pub(super) tools: Option<tools::Tools>,
     /// Prompt and completion tokens of the choices answered so far.
     pub(super) usage: Arc<std::sync::Mutex<Option<(u32, u32)>>>,
 }
 
 impl Shape {
-    /// The call an answer makes, if it is one (never for a rejected answer).
-    fn call(&self, a: &Answer) -> Option<(String, String)> {
+    /// The calls an answer makes, if it is calls (never for a rejected
+    /// answer), read from its content.
+    fn calls(&self, a: &Answer) -> Option<Vec<(String, String)>> {
         let t = self
             .tools
             .as_ref()
             .filter(|_| a.status != Status::Rejected)?;
-        t.call(&a.result.output_text)
+        t.calls(self.parts(a).1)
+    }
+
+    /// `(reasoning, content)` of an answer (chat only: completions show
+    /// the text as it is).
+    fn parts<'a>(&self, a: &'a Answer) -> (Option<&'a str>, &'a str) {
+        let text = a.result.output_text.as_str();
+        if self.chat {
+            stream::split_reasoning(text)
+        } else {
+            (None, text)
+        }
+    }
+
+    /// A streamed choice, at its start.
+    pub(super) fn choice_stream(&self) -> ChoiceStream {
+        ChoiceStream {
+            split: stream::Splitter::new(self.tools.clone()),
+            held: Vec::new(),
+            sent: 0,
+            sent_bytes: 0,
+        }
     }
 
     /// The id tool calls of choice `index` derive from: the completion's
@@ -59,6 +93,8 @@ impl Shape {
             node: a.result.node,
             verifiers: a.verifiers.clone(),
             reason: a.reason.clone(),
+            status_url: (a.status == Status::Pending)
+                .then(|| format!("/v1/answers/{}", a.result.request)),
         }
     }
 
@@ -72,16 +108,25 @@ impl Shape {
         })
     }
 
-    /// The choice's log-probabilities in the endpoint's format.
-    fn logprobs(&self, a: &Answer) -> Value {
+    /// The choice's log-probabilities in the endpoint's format, from the
+    /// record `from` on (its token's text at `offset`).
+    fn logprobs(&self, a: &Answer, from: usize, offset: usize) -> Value {
         let entries = match a.status {
             Status::Rejected => None,
-            _ => a.result.logprobs.as_deref(),
+            _ => a
+                .result
+                .logprobs
+                .as_deref()
+                .map(|e| e.get(from..).unwrap_or_default()),
         };
+        self.format_logprobs(entries, offset)
+    }
+
+    fn format_logprobs(&self, entries: Option<&[TokenLogprob]>, offset: usize) -> Value {
         if self.chat {
             openai::chat_logprobs(entries)
         } else {
-            openai::completion_logprobs(entries)
+            openai::completion_logprobs(entries, offset)
         }
     }
 
@@ -92,20 +137,23 @@ impl Shape {
             .iter()
             .enumerate()
             .map(|(i, a)| {
-                let text = if a.status == Status::Rejected {
-                    ""
+                let (reasoning, text) = if a.status == Status::Rejected {
+                    (None, "")
                 } else {
-                    a.result.output_text.as_str()
+                    self.parts(a)
                 };
                 let finish = openai::finish(a.result.finish_reason);
-                let mut choice = if let Some(call) = self.call(a) {
-                    let calls = tools::tool_calls(&self.call_id(i), &call);
-                    json!({"index": i, "message": {"role": "assistant", "content": null, "tool_calls": calls, "refusal": null}, "logprobs": self.logprobs(a), "finish_reason": "tool_calls"})
+                let mut choice = if let Some(calls) = self.calls(a) {
+                    let calls = tools::tool_calls(&self.call_id(i), &calls);
+                    json!({"index": i, "message": {"role": "assistant", "content": null, "tool_calls": calls, "refusal": null}, "logprobs": self.logprobs(a, 0, 0), "finish_reason": "tool_calls"})
                 } else if self.chat {
-                    json!({"index": i, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": self.logprobs(a), "finish_reason": finish})
+                    json!({"index": i, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": self.logprobs(a, 0, 0), "finish_reason": finish})
                 } else {
-                    json!({"index": i, "text": text, "logprobs": self.logprobs(a), "finish_reason": finish})
+                    json!({"index": i, "text": text, "logprobs": self.logprobs(a, 0, 0), "finish_reason": finish})
                 };
+                if let Some(r) = reasoning {
+                    choice["message"]["reasoning_content"] = json!(r);
+                }
                 if many {
                     // Each choice is its own Request, Result and receipt.
                     choice["verinfer"] = serde_json::to_value(self.info(a)).unwrap_or(Value::Null);
@@ -164,52 +212,102 @@ impl Shape {
         c
     }
 
-    /// The server-sent events of one flow event of choice `index`.
-    pub(super) fn sse(&self, gw: &Gateway, index: usize, ev: Event) -> Vec<SseEvent> {
+    /// The chunk of one part of a streamed chat answer.
+    fn delta_chunk(&self, index: usize, d: stream::Delta) -> Value {
+        let delta = match d {
+            stream::Delta::Content(c) => json!({"role": "assistant", "content": c}),
+            stream::Delta::Reasoning(r) => {
+                json!({"role": "assistant", "reasoning_content": r})
+            }
+            // OpenAI's stream of calls: each call's index, id and name
+            // first, then its arguments in pieces.
+            stream::Delta::CallStart { index: call, name } => json!({
+                "role": "assistant",
+                "content": null,
+                "tool_calls": [{
+                    "index": call,
+                    "id": tools::call_id(&self.call_id(index), call),
+                    "type": "function",
+                    "function": {"name": name, "arguments": ""},
+                }],
+            }),
+            stream::Delta::CallArgs { index: call, args } => json!({
+                "tool_calls": [{"index": call, "function": {"arguments": args}}],
+            }),
+        };
+        let mut c = self.chunk(index, None, None, None);
+        c["choices"][0]["delta"] = delta;
+        c
+    }
+
+    /// The server-sent events of one flow event of choice `index`, whose
+    /// stream `split` reads.
+    pub(super) fn sse(
+        &self,
+        gw: &Gateway,
+        choice: &mut ChoiceStream,
+        index: usize,
+        ev: Event,
+    ) -> Vec<SseEvent> {
         let data = |v: Value| SseEvent::default().data(v.to_string());
         match ev {
-            Event::Text(_) if self.tools.is_some() => Vec::new(),
-            Event::Text(t) => vec![data(self.chunk(index, Some(&t), None, None))],
-            Event::Retract { reason } => vec![data(self.chunk(
-                index,
-                Some(""),
-                None,
-                Some((
-                    "verinfer",
-                    json!({"status": "rejected", "retracted": true, "reason": reason}),
-                )),
-            ))],
+            Event::Text(t, logprobs) => {
+                let mut chunks: Vec<Value> = if self.chat {
+                    choice
+                        .split
+                        .push(&t)
+                        .into_iter()
+                        .map(|d| self.delta_chunk(index, d))
+                        .collect()
+                } else {
+                    vec![self.chunk(index, Some(&t), None, None)]
+                };
+                // A chunk carries the records of the tokens whose text it
+                // shows (held with the text the splitter holds).
+                choice.held.extend(logprobs);
+                if let (Some(first), false) = (chunks.first_mut(), choice.held.is_empty()) {
+                    let held = std::mem::take(&mut choice.held);
+                    first["choices"][0]["logprobs"] =
+                        self.format_logprobs(Some(&held), choice.sent_bytes);
+                    choice.sent += held.len();
+                    choice.sent_bytes += held.iter().map(|e| e.bytes.0.len()).sum::<usize>();
+                }
+                chunks.into_iter().map(data).collect()
+            }
+            Event::Retract { reason } => {
+                // The answer starts again from nothing.
+                *choice = self.choice_stream();
+                vec![data(self.chunk(
+                    index,
+                    Some(""),
+                    None,
+                    Some((
+                        "verinfer",
+                        json!({"status": "rejected", "retracted": true, "reason": reason}),
+                    )),
+                ))]
+            }
             Event::Done(done) => match *done {
                 Ok(a) => {
                     if let Ok(mut u) = self.usage.lock() {
                         let (p, c) = u.unwrap_or((a.result.usage.prompt_tokens, 0));
                         *u = Some((p, c + a.result.usage.completion_tokens));
                     }
-                    let mut out = Vec::new();
-                    let mut finish = openai::finish(a.result.finish_reason);
-                    if let Some(call) = self.call(&a) {
-                        // OpenAI's stream of a call: the id and name with the
-                        // arguments, then the finish chunk.
-                        let mut calls = tools::tool_calls(&self.call_id(index), &call);
-                        calls[0]["index"] = json!(0);
-                        let mut c = self.chunk(index, None, None, None);
-                        c["choices"][0]["delta"] =
-                            json!({"role": "assistant", "content": null, "tool_calls": calls});
-                        out.push(data(c));
-                        finish = "tool_calls";
-                    } else if self.tools.is_some() && a.status != Status::Rejected {
-                        out.push(data(self.chunk(
-                            index,
-                            Some(&a.result.output_text),
-                            None,
-                            None,
-                        )));
-                    }
+                    let mut out: Vec<SseEvent> = choice
+                        .split
+                        .finish()
+                        .into_iter()
+                        .map(|d| data(self.delta_chunk(index, d)))
+                        .collect();
+                    let finish = if self.calls(&a).is_some() {
+                        "tool_calls"
+                    } else {
+                        openai::finish(a.result.finish_reason)
+                    };
                     let info = serde_json::to_value(self.info(&a)).unwrap_or(Value::Null);
-                    // The log-probabilities come with the signed Result, so
-                    // they arrive with the choice's last chunk.
+                    // The records not sent yet come with the last chunk.
                     let mut c = self.chunk(index, None, Some(finish), Some(("verinfer", info)));
-                    c["choices"][0]["logprobs"] = self.logprobs(&a);
+                    c["choices"][0]["logprobs"] = self.logprobs(&a, choice.sent, choice.sent_bytes);
                     out.push(data(c));
                     out
                 }
@@ -246,6 +344,7 @@ fn decorate(h: &mut HeaderMap, a: &Answer) {
         Status::Verified => "verified",
         Status::Provisional => "provisional",
         Status::Rejected => "rejected",
+        Status::Pending => "pending",
     };
     h.insert("x-verinfer-status", HeaderValue::from_static(status));
 }

@@ -8,19 +8,21 @@
 //! no tool syntax: the functions are listed in a system message, and a call
 //! is the JSON object `{"name": NAME, "parameters": ARGUMENTS}` (the JSON
 //! tool-call form of Llama 3.1, whose keys also sort name first, the order
-//! constrained decoding generates them in). `tool_choice: "required"` or a
-//! named function constrains the answer to such a call whose arguments match
-//! the function's schema; `auto` leaves decoding free, and an answer that is
-//! exactly such a call is returned as one; `none` lists no tools. One call
-//! per answer. Earlier calls and tool results in the conversation are
-//! rendered as assistant and `tool` messages whose content is the call
-//! object and the result. Everything the model saw is in the Request's
-//! messages and everything it said in the Result's text, so verifiers check
-//! tool calls like any other answer.
+//! constrained decoding generates them in), several calls one per line.
+//! Every choice but `none` is a decoding constraint
+//! ([`Constraint::ToolCalls`]): `required` or a named function allows calls
+//! only, `auto` calls or free text that does not start with `{`; either
+//! way a call's arguments match its function's schema, and
+//! `parallel_tool_calls: false` allows one call. `none` lists no tools.
+//! Earlier calls and tool results in the conversation are rendered as
+//! assistant and `tool` messages whose content is the call objects and the
+//! result. Everything the model saw is in the Request's messages and
+//! everything it said in the Result's text, so verifiers check tool calls
+//! like any other answer.
 
 use serde_json::{json, Map, Value};
 use verinfer_inference::constraint::{self, ConstraintError};
-use verinfer_types::records::{Constraint, Message};
+use verinfer_types::records::{Constraint, Message, ToolCalls, ToolFunction};
 
 use super::error::ApiError;
 
@@ -109,6 +111,8 @@ pub struct Tools {
     pub functions: Vec<(String, String, Value)>,
     /// `tool_choice`.
     pub choice: Choice,
+    /// `parallel_tool_calls` (default true): several calls in one answer.
+    pub parallel: bool,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -120,14 +124,16 @@ fn valid_name(n: &str) -> bool {
 
 /// `tools`, `tool_choice` and `parallel_tool_calls`; `None` without tools.
 pub fn parse(obj: &Map<String, Value>) -> Result<Option<Tools>, ApiError> {
-    if let Some(p) = obj.get("parallel_tool_calls").filter(|v| !v.is_null()) {
-        if !p.is_boolean() {
+    let parallel = match obj.get("parallel_tool_calls") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
             return Err(ApiError::field(
                 "parallel_tool_calls",
                 "`parallel_tool_calls` must be a boolean",
-            ));
+            ))
         }
-    }
+    };
     let list = match obj.get("tools") {
         None | Some(Value::Null) => {
             return match obj.get("tool_choice") {
@@ -241,17 +247,11 @@ pub fn parse(obj: &Map<String, Value>) -> Result<Option<Tools>, ApiError> {
             Choice::Named(name.to_string())
         }
     };
-    Ok(Some(Tools { functions, choice }))
-}
-
-/// The schema of one call to `(name, parameters)`.
-fn call_schema(name: &str, parameters: &Value) -> Value {
-    json!({
-        "type": "object",
-        "properties": {"name": {"const": name}, "parameters": parameters},
-        "required": ["name", "parameters"],
-        "additionalProperties": false,
-    })
+    Ok(Some(Tools {
+        functions,
+        choice,
+        parallel,
+    }))
 }
 
 impl Tools {
@@ -260,23 +260,30 @@ impl Tools {
         self.choice != Choice::None
     }
 
-    /// The decoding constraint: a call for `required` and named choices.
+    /// The decoding constraint: calls to the functions `tool_choice`
+    /// allows (for `auto`, or text), each call's arguments matching its
+    /// function's schema.
     pub fn constraint(&self) -> Option<Constraint> {
-        let calls: Vec<Value> = self
+        let functions: Vec<ToolFunction> = self
             .functions
             .iter()
             .filter(|(n, _, _)| match &self.choice {
-                Choice::Required => true,
+                Choice::Required | Choice::Auto => true,
                 Choice::Named(c) => c == n,
-                Choice::None | Choice::Auto => false,
+                Choice::None => false,
             })
-            .map(|(n, _, p)| call_schema(n, p))
+            .map(|(n, _, p)| ToolFunction {
+                name: n.clone(),
+                parameters: p.clone(),
+            })
             .collect();
-        match calls.len() {
-            0 => None,
-            1 => calls.into_iter().next().map(Constraint::JsonSchema),
-            _ => Some(Constraint::JsonSchema(json!({"anyOf": calls}))),
-        }
+        (!functions.is_empty()).then(|| {
+            Constraint::ToolCalls(ToolCalls {
+                functions,
+                text: self.choice == Choice::Auto,
+                parallel: self.parallel,
+            })
+        })
     }
 
     /// The system text that shows the functions and the call format.
@@ -284,8 +291,12 @@ impl Tools {
         let mut s = String::from(
             "You can call functions. To call one, answer with only a JSON object \
              {\"name\": FUNCTION_NAME, \"parameters\": ARGUMENTS} whose ARGUMENTS \
-             match the function's parameters. The functions:",
+             match the function's parameters.",
         );
+        if self.parallel {
+            s.push_str(" To call several, write one such object per line.");
+        }
+        s.push_str(" The functions:");
         for (n, d, p) in &self.functions {
             s.push('\n');
             s.push_str(&json!({"name": n, "description": d, "parameters": p}).to_string());
@@ -313,20 +324,36 @@ impl Tools {
         messages
     }
 
-    /// The call an answer makes, if it is exactly one call to a listed
-    /// function: `(name, arguments as a JSON string)`.
-    pub fn call(&self, text: &str) -> Option<(String, String)> {
-        if !self.callable() {
+    /// The calls an answer makes, when it is calls as the constraint
+    /// generates them (it starts with `{`, one call to a listed function per
+    /// line, one line unless `parallel`): `(name, arguments as a JSON
+    /// string)` each. Anything else is text.
+    pub fn calls(&self, text: &str) -> Option<Vec<(String, String)>> {
+        if !self.callable() || !text.starts_with('{') {
             return None;
         }
-        let v: Value = serde_json::from_str(text.trim()).ok()?;
+        let calls = text
+            .split('\n')
+            .map(|line| self.call(line))
+            .collect::<Option<Vec<_>>>()?;
+        (self.parallel || calls.len() == 1).then_some(calls)
+    }
+
+    /// One call object to a listed function.
+    fn call(&self, line: &str) -> Option<(String, String)> {
+        let v: Value = serde_json::from_str(line).ok()?;
         let o = v.as_object()?;
         let name = o.get("name")?.as_str()?;
         let args = o.get("parameters")?;
-        if o.len() != 2 || !args.is_object() || !self.functions.iter().any(|(n, _, _)| n == name) {
+        if o.len() != 2 || !self.functions.iter().any(|(n, _, _)| n == name) {
             return None;
         }
         Some((name.to_string(), args.to_string()))
+    }
+
+    /// Whether a function of this name is listed.
+    pub fn has(&self, name: &str) -> bool {
+        self.functions.iter().any(|(n, _, _)| n == name)
     }
 }
 
@@ -379,14 +406,29 @@ pub fn tool_result(m: &Value, field: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The `tool_calls` of a response message for `call`: `id` is derived
-/// from the answer's id, so it is the same in a stream and a whole answer.
-pub fn tool_calls(answer_id: &str, call: &(String, String)) -> Value {
-    json!([{
-        "id": format!("call_{}", answer_id.rsplit('-').next().unwrap_or(answer_id)),
-        "type": "function",
-        "function": {"name": call.0, "arguments": call.1},
-    }])
+/// The id of call `i` of an answer: derived from the answer's id, so it is
+/// the same in a stream and a whole answer.
+pub fn call_id(answer_id: &str, i: usize) -> String {
+    let suffix = answer_id.rsplit('-').next().unwrap_or(answer_id);
+    match i {
+        0 => format!("call_{suffix}"),
+        i => format!("call_{suffix}_{i}"),
+    }
+}
+
+/// The `tool_calls` of a response message for `calls`.
+pub fn tool_calls(answer_id: &str, calls: &[(String, String)]) -> Value {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, (name, args))| {
+            json!({
+                "id": call_id(answer_id, i),
+                "type": "function",
+                "function": {"name": name, "arguments": args},
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -448,22 +490,36 @@ mod tests {
     fn tool_choices_become_constraints() {
         let mut body = weather();
         let t = parse(body.as_object().unwrap()).unwrap().unwrap();
-        assert_eq!(t.choice, Choice::Auto);
-        assert_eq!(t.constraint(), None);
-        body["tool_choice"] = json!("required");
-        let t = parse(body.as_object().unwrap()).unwrap().unwrap();
-        let Some(Constraint::JsonSchema(s)) = t.constraint() else {
-            panic!("a call schema")
+        assert_eq!((t.choice.clone(), t.parallel), (Choice::Auto, true));
+        // auto: calls or text, and a call's arguments follow the schema.
+        let Some(Constraint::ToolCalls(c)) = t.constraint() else {
+            panic!("a tool constraint")
         };
-        assert_eq!(s["properties"]["name"]["const"], "get_weather");
-        assert_eq!(constraint::validate(&Constraint::JsonSchema(s)), Ok(()));
+        assert_eq!((c.text, c.parallel), (true, true));
+        assert_eq!(c.functions[0].name, "get_weather");
+        assert_eq!(c.functions[0].parameters, t.functions[0].2);
+        assert_eq!(
+            constraint::validate(&Constraint::ToolCalls(c.clone())),
+            Ok(())
+        );
+        body["tool_choice"] = json!("required");
+        body["parallel_tool_calls"] = json!(false);
+        let t = parse(body.as_object().unwrap()).unwrap().unwrap();
+        let Some(Constraint::ToolCalls(r)) = t.constraint() else {
+            panic!("a tool constraint")
+        };
+        assert_eq!((r.text, r.parallel), (false, false));
         body["tool_choice"] = json!({"type": "function", "function": {"name": "nope"}});
         let e = parse(body.as_object().unwrap()).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("tool_choice"));
         body["tool_choice"] = json!("none");
         let t = parse(body.as_object().unwrap()).unwrap().unwrap();
         assert!(!t.callable());
+        assert_eq!(t.constraint(), None);
         assert_eq!(t.render(vec![]), vec![]);
+        body["parallel_tool_calls"] = json!("yes");
+        let e = parse(body.as_object().unwrap()).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("parallel_tool_calls"));
     }
 
     #[test]
@@ -489,15 +545,21 @@ mod tests {
         }]);
         assert_eq!(msgs[0].role, "system");
         assert!(msgs[0].content.contains("get_weather"));
-        let call = t
-            .call(r#" {"name":"get_weather","parameters":{"city":"Paris"}}"#)
-            .unwrap();
-        assert_eq!(
-            call,
-            ("get_weather".to_string(), r#"{"city":"Paris"}"#.to_string())
-        );
-        assert_eq!(t.call("It is sunny."), None);
-        assert_eq!(t.call(r#"{"name":"other","parameters":{}}"#), None);
+        let one = r#"{"name":"get_weather","parameters":{"city":"Paris"}}"#;
+        let call = ("get_weather".to_string(), r#"{"city":"Paris"}"#.to_string());
+        assert_eq!(t.calls(one), Some(vec![call.clone()]));
+        let two = format!("{one}\n{}", one.replace("Paris", "Oslo"));
+        let calls = t.calls(&two).unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[1].1, r#"{"city":"Oslo"}"#);
+        // Text is text: what the constraint generates as calls starts with `{`.
+        assert_eq!(t.calls(&format!(" {one}")), None);
+        assert_eq!(t.calls("It is sunny."), None);
+        assert_eq!(t.calls(r#"{"name":"other","parameters":{}}"#), None);
+        let mut single = t.clone();
+        single.parallel = false;
+        assert_eq!(single.calls(&two), None);
+        assert_eq!(single.calls(one), Some(vec![call.clone()]));
         let prior = json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
             "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]});
         assert_eq!(
@@ -505,8 +567,11 @@ mod tests {
             r#"{"name":"get_weather","parameters":{"city":"Paris"}}"#
         );
         assert!(tool_result(&json!({"role": "tool", "content": "sunny"}), "messages[2]").is_err());
-        let calls = tool_calls("chatcmpl-abc", &call);
-        assert_eq!(calls[0]["id"], "call_abc");
+        let ids = tool_calls("chatcmpl-abc", &calls);
+        assert_eq!(
+            (&ids[0]["id"], &ids[1]["id"]),
+            (&json!("call_abc"), &json!("call_abc_1"))
+        );
     }
 
     #[test]

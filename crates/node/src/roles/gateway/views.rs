@@ -92,6 +92,39 @@ pub(super) async fn receipt(
     Ok(Json(bundle))
 }
 
+/// `/v1/answers/{request}`: what became of an answer delivered as
+/// `pending`, to the API key of the account that asked for it.
+pub(super) async fn answer_status(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(request): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, account) = gw.account(&headers)?;
+    let request: Hash = request
+        .parse()
+        .map_err(|_| ApiError::field("request", "a request hash is 64 hex digits"))?;
+    let p = gw
+        .pending
+        .get(&request)
+        .filter(|p| p.request.requester == account.key.public())
+        .ok_or_else(|| ApiError::not_found(format!("no pending answer to request {request}")))?;
+    let mut body = json!({"request": request, "status": "pending", "until_ms": p.until_ms});
+    // The outcome's fields: `status`, and `receipt_id` and `log_index` or
+    // `reason`.
+    if let Some(Value::Object(o)) = p
+        .outcome
+        .map(|o| serde_json::to_value(o).unwrap_or_default())
+    {
+        if let Some(id) = o.get("receipt_id").and_then(Value::as_str) {
+            body["receipt_url"] = json!(format!("/v1/receipts/{id}"));
+        }
+        for (k, v) in o {
+            body[k] = v;
+        }
+    }
+    Ok(Json(body))
+}
+
 pub(super) async fn summary(State(gw): State<Arc<Gateway>>) -> Result<Json<SummaryView>, ApiError> {
     gw.ledger
         .summary()
@@ -185,7 +218,9 @@ mod tests {
             demo_api_key: Some("vi-demo".into()),
             ..Default::default()
         };
-        let gw = Gateway::start(SecretKey::generate(), "http://127.0.0.1:9", config).await;
+        let gw = Gateway::start(SecretKey::generate(), "http://127.0.0.1:9", config)
+            .await
+            .expect("gateway");
         for (from, want) in [([127, 0, 0, 1], 200), ([192, 0, 2, 7], 403)] {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await

@@ -30,7 +30,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use verinfer_inference::engine::TokenCallback;
+use verinfer_inference::engine::{Step, StepCallback};
 use verinfer_inference::respond::{self, ErrorClass, Fault, RespondError};
 use verinfer_inference::{Engine, ENGINE_VERSION};
 use verinfer_types::records::Request;
@@ -119,7 +119,7 @@ impl InferenceNode {
 }
 
 /// A job's token callback.
-type Stream = Box<dyn FnMut(u32, &str)>;
+type Stream = Box<dyn FnMut(Step<'_>)>;
 
 /// The engine's thread.
 struct Worker {
@@ -194,18 +194,34 @@ impl Worker {
             .iter()
             .map(|j| {
                 let events = j.events.clone();
-                Box::new(move |_: u32, text: &str| {
-                    if !text.is_empty() {
-                        send(&events, InferenceEvent::Text(text.to_string()));
+                // Log-probabilities go out with the text their tokens
+                // release (a token may release none yet).
+                let mut logprobs = Vec::new();
+                Box::new(move |s: Step<'_>| {
+                    logprobs.extend(s.logprob.cloned());
+                    if s.text.is_empty() {
+                        return;
                     }
+                    let text = s.text.to_string();
+                    send(
+                        &events,
+                        if logprobs.is_empty() {
+                            InferenceEvent::Text(text)
+                        } else {
+                            InferenceEvent::Tokens {
+                                text,
+                                logprobs: std::mem::take(&mut logprobs),
+                            }
+                        },
+                    );
                 }) as Stream
             })
             .collect();
-        let callbacks: Vec<TokenCallback<'_>> = streams
+        let callbacks: Vec<StepCallback<'_>> = streams
             .iter_mut()
-            .map(|b| b.as_mut() as TokenCallback<'_>)
+            .map(|b| b.as_mut() as StepCallback<'_>)
             .collect();
-        let results = respond::respond_batch_until(
+        let results = respond::respond_batch_steps(
             &mut self.engine,
             self.model_id,
             &requests,
