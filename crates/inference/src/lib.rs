@@ -69,10 +69,8 @@ pub mod chat;
 pub mod constraint;
 pub mod engine;
 pub mod error;
-pub mod gguf;
 pub mod logprobs;
 pub mod math;
-mod mmap;
 pub mod model;
 pub mod models;
 pub mod onnx;
@@ -82,6 +80,10 @@ pub mod respond;
 pub mod sampler;
 mod simd;
 pub mod tokenizer;
+
+/// The GGUF reader lives in the light `verinfer-gguf` crate (the fuzzer
+/// builds it without the engine).
+pub use verinfer_gguf as gguf;
 
 pub use chat::ChatMessage;
 pub use engine::{

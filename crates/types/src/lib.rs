@@ -6,7 +6,8 @@
 //! - [`hash`]: SHA-256 values;
 //! - [`keys`]: Ed25519 keys and signatures;
 //! - [`note`]: C2SP signed notes and verifier keys (`name+keyid+base64`);
-//! - [`records`]: Request, Result, Verdict, Certificate, Receipt and the log leaf.
+//! - [`records`]: Request, Result, Verdict, Certificate, Receipt and the log leaf;
+//! - [`tx`]: the ledger's records (transactions, genesis, evidence).
 
 pub mod canonical;
 #[cfg(any(test, feature = "test-util"))]
@@ -15,6 +16,7 @@ pub mod hash;
 pub mod keys;
 pub mod note;
 pub mod records;
+pub mod tx;
 
 pub use hash::Hash;
 pub use keys::{PublicKey, SecretKey, Signature};
