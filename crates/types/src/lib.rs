@@ -16,6 +16,7 @@ pub mod hash;
 pub mod keys;
 pub mod note;
 pub mod records;
+pub mod sync;
 pub mod tx;
 
 pub use hash::Hash;
