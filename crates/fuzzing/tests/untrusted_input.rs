@@ -121,7 +121,15 @@ macro_rules! arbitrary_input {
     };
 }
 
-arbitrary_input!(records, signed_note, tile_path, receipt_bundle, gguf_header);
+arbitrary_input!(
+    openai_request,
+    records,
+    signed_note,
+    tile_path,
+    receipt_bundle,
+    node_auth,
+    gguf_header,
+);
 
 /// The fuzz crate builds one target per check, each with seeds that pass.
 #[test]

@@ -3,6 +3,7 @@
 //! This crate is the shared vocabulary of every layer and does no I/O:
 //!
 //! - [`canonical`]: RFC 8785 (JCS) JSON restricted to integers, strict decode;
+//! - [`envelope`]: the signed envelope of HTTP messages between nodes;
 //! - [`hash`]: SHA-256 values;
 //! - [`keys`]: Ed25519 keys and signatures;
 //! - [`note`]: C2SP signed notes and verifier keys (`name+keyid+base64`);
@@ -10,6 +11,7 @@
 //! - [`tx`]: the ledger's records (transactions, genesis, evidence).
 
 pub mod canonical;
+pub mod envelope;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 pub mod hash;
