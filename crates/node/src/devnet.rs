@@ -144,7 +144,7 @@ impl Devnet {
             r.stop();
         }
         if let Some(c) = &self.chain {
-            c.anvil.lock().unwrap_or_else(|e| e.into_inner()).stop();
+            verinfer_types::sync::lock(&c.anvil).stop();
         }
     }
 
@@ -160,7 +160,7 @@ impl Devnet {
         if let Some(c) = &self.chain {
             let anvil = c.anvil.clone();
             let stopped = tokio::task::spawn_blocking(move || {
-                anvil.lock().unwrap_or_else(|e| e.into_inner()).stop();
+                verinfer_types::sync::lock(&anvil).stop();
             })
             .await;
             if let Err(e) = stopped {
@@ -606,7 +606,7 @@ fn supervise(anvil: Arc<std::sync::Mutex<Anvil>>) -> tokio::task::JoinHandle<()>
             tokio::time::sleep(Duration::from_millis(500)).await;
             let a = anvil.clone();
             let r = tokio::task::spawn_blocking(move || {
-                let mut a = a.lock().unwrap_or_else(|e| e.into_inner());
+                let mut a = verinfer_types::sync::lock(&a);
                 (!a.stopped()).then(|| a.revive())
             })
             .await;

@@ -37,6 +37,10 @@ impl HttpError {
     pub fn forbidden(msg: impl Into<String>) -> Self {
         HttpError(StatusCode::FORBIDDEN, msg.into())
     }
+    /// 422 with `e`: a well-formed request the rules refuse.
+    pub fn unprocessable(e: impl std::fmt::Display) -> Self {
+        HttpError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+    }
     /// 429 with `msg` (answered with `Retry-After`): the work queue is full.
     pub fn busy(msg: impl Into<String>) -> Self {
         HttpError(StatusCode::TOO_MANY_REQUESTS, msg.into())

@@ -158,7 +158,7 @@ fn spawn_server(
 /// The model id (SHA-256 of the file) of `path`, computed once per process.
 pub fn model_id(path: &Path) -> anyhow::Result<Hash> {
     static IDS: Mutex<Option<HashMap<PathBuf, Hash>>> = Mutex::new(None);
-    let mut ids = IDS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ids = verinfer_types::sync::lock(&IDS);
     let ids = ids.get_or_insert_with(HashMap::new);
     if let Some(h) = ids.get(path) {
         return Ok(*h);

@@ -90,10 +90,6 @@ impl Cosigners for HttpCosigners {
     }
 }
 
-fn refused(e: impl std::fmt::Display) -> HttpError {
-    HttpError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-}
-
 /// `POST /ledger/evm/link`.
 pub async fn add_link(
     State(node): State<Arc<LedgerNode>>,
@@ -102,7 +98,7 @@ pub async fn add_link(
     let s = node
         .settler()
         .ok_or_else(|| HttpError::not_found("this ledger does not settle on a chain"))?;
-    s.add_link(link).map_err(refused)?;
+    s.add_link(link).map_err(HttpError::unprocessable)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

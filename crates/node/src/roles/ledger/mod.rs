@@ -51,6 +51,7 @@ use verinfer_log::checkpoint::Checkpoint;
 use verinfer_log::witness::verify_cosignature;
 use verinfer_types::note::{Note, NoteSignature, VerifierKey, ALG_COSIGNATURE_V1};
 use verinfer_types::records::{Finality, Receipt, VerificationMode};
+use verinfer_types::sync::lock;
 use verinfer_types::{Hash, PublicKey, Record};
 use verinfer_verify::receipt::{witness_name, ReceiptBundle};
 
@@ -92,10 +93,6 @@ pub struct LedgerNode {
     /// Witness replies dropped: malformed, or without a valid cosignature
     /// under the witness's own name.
     cosignatures_refused: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LedgerNode {

@@ -55,10 +55,6 @@ impl Admits<SlashRequest> for VerifierNode {
     }
 }
 
-fn refused(e: impl std::fmt::Display) -> HttpError {
-    HttpError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-}
-
 /// `POST /verifier/evm/settlement`.
 pub async fn sign_settlement(
     State(node): State<Arc<VerifierNode>>,
@@ -67,14 +63,16 @@ pub async fn sign_settlement(
     let n = node.clone();
     crate::http::blocking(move || {
         let cp = SignedCheckpoint::open(&req.checkpoint, n.log_key())
-            .map_err(refused)?
+            .map_err(HttpError::unprocessable)?
             .checkpoint;
         let me = n.key().public();
-        let vk = VerifierKey::new(&witness_name(&me), ALG_COSIGNATURE_V1, me).map_err(refused)?;
-        let note = Note::parse(&req.checkpoint).map_err(refused)?;
-        verify_cosignature(&note, &vk)
-            .map_err(|e| refused(format!("not a checkpoint this verifier cosigned: {e}")))?;
-        let batch = check_settlement(&req, cp.size, &cp.root).map_err(refused)?;
+        let vk = VerifierKey::new(&witness_name(&me), ALG_COSIGNATURE_V1, me)
+            .map_err(HttpError::unprocessable)?;
+        let note = Note::parse(&req.checkpoint).map_err(HttpError::unprocessable)?;
+        verify_cosignature(&note, &vk).map_err(|e| {
+            HttpError::unprocessable(format!("not a checkpoint this verifier cosigned: {e}"))
+        })?;
+        let batch = check_settlement(&req, cp.size, &cp.root).map_err(HttpError::unprocessable)?;
         let digest = batch.digest(&domain(req.chain_id, req.contract));
         sign_digest(n.evm(), &digest)
             .map(Json)
@@ -89,12 +87,14 @@ pub async fn sign_slash(
     Signed { body: req, .. }: Signed<SlashRequest>,
 ) -> Result<Json<EvmSignature>, HttpError> {
     if req.accused.account == node.key().public() {
-        return Err(refused("a verifier does not sign its own slash"));
+        return Err(HttpError::unprocessable(
+            "a verifier does not sign its own slash",
+        ));
     }
     // Who is registered is the ledger's word, not the caller's.
-    let ledger = node
-        .ledger()
-        .ok_or_else(|| refused("this verifier knows no ledger to read the registry from"))?;
+    let ledger = node.ledger().ok_or_else(|| {
+        HttpError::unprocessable("this verifier knows no ledger to read the registry from")
+    })?;
     let unavailable = |e: crate::client::ClientError| {
         HttpError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -108,7 +108,8 @@ pub async fn sign_slash(
         .filter(|n| n.role == Role::Verifier)
         .map(|n| n.key)
         .collect();
-    let s = check_slash(&req, &registered, params.params.dispute_quorum).map_err(refused)?;
+    let s = check_slash(&req, &registered, params.params.dispute_quorum)
+        .map_err(HttpError::unprocessable)?;
     let digest = slash_digest(&s, &domain(req.chain_id, req.contract));
     sign_digest(node.evm(), &digest)
         .map(Json)

@@ -41,6 +41,7 @@ use verinfer_log::witness::Witness;
 use verinfer_log::SignedCheckpoint;
 use verinfer_types::note::VerifierKey;
 use verinfer_types::records::Verdict;
+use verinfer_types::sync::lock;
 use verinfer_types::{Hash, PublicKey, SecretKey};
 use verinfer_verify::receipt::witness_name;
 use verinfer_verify::{CheckError, Checker};
@@ -116,10 +117,6 @@ pub struct VerifierNode {
     /// The ledger this verifier is registered with: the registry a slash's
     /// committee is checked against is read from it, never from the request.
     ledger: std::sync::OnceLock<crate::client::LedgerClient>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl VerifierNode {
