@@ -55,6 +55,18 @@ pub enum LlmError {
     Fetch(String),
 }
 
+impl From<verinfer_gguf::GgufError> for LlmError {
+    fn from(e: verinfer_gguf::GgufError) -> Self {
+        use verinfer_gguf::GgufError;
+        match e {
+            GgufError::Io { path, source } => LlmError::Io { path, source },
+            GgufError::Format(m) => LlmError::Format(m),
+            GgufError::Truncated(m) => LlmError::Truncated(m),
+            GgufError::Missing(m) => LlmError::Missing(m),
+        }
+    }
+}
+
 /// Result alias for the engine.
 pub type Result<T> = std::result::Result<T, LlmError>;
 

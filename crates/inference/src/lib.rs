@@ -70,10 +70,8 @@ pub mod constraint;
 pub mod engine;
 pub mod error;
 pub mod fetch;
-pub mod gguf;
 pub mod logprobs;
 pub mod math;
-mod mmap;
 pub mod model;
 pub mod models;
 pub mod onnx;
@@ -84,6 +82,10 @@ pub mod respond;
 pub mod sampler;
 mod simd;
 pub mod tokenizer;
+
+/// The GGUF reader lives in the light `verinfer-gguf` crate (the fuzzer
+/// builds it without the engine).
+pub use verinfer_gguf as gguf;
 
 pub use chat::ChatMessage;
 pub use engine::{

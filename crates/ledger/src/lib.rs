@@ -15,7 +15,8 @@ pub mod slashing;
 pub mod state;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testkit;
-pub mod tx;
+/// The ledger's records live in `verinfer-types` (parsed without a ledger).
+pub use verinfer_types::tx;
 
 pub use service::{system_clock, Clock, FeeTotals, Ledger, LedgerError, Replayed, SlashRecord};
 pub use state::{apply, fees, State, Summary, TxError};

@@ -1,21 +1,12 @@
 //! Authenticated messages between nodes.
 //!
-//! Records inside messages carry their own signatures (Results, Verdicts,
-//! transactions); the envelope authenticates the HTTP message itself, so a
-//! node knows which node sent it, that it was meant for this node, and that
-//! it is not a replay. The sender signs
-//!
-//! ```text
-//! verinfer-http-v2\n hex(RECEIVER_KEY)\n METHOD\n PATH?QUERY\n UNIX_MS\n NONCE\n hex(SHA-256(body))
-//! ```
-//!
-//! (newline-separated, no spaces) with its node key, and sends the key, the
-//! receiver's key, time, nonce and signature in `x-verinfer-*` headers. The
-//! receiver accepts a message only when it names the receiver's own key
-//! (a message for one node is worth nothing at another), only within
-//! [`MAX_SKEW_MS`] of its own clock, and only once: it remembers the nonces
-//! it accepted for twice that window, in memory and in a file of its data
-//! directory, so a restart does not reopen the window (see [`Gate::open`]).
+//! The envelope (what a sender signs, the headers that carry it, and the
+//! check of its receiver, time and signature) is
+//! [`verinfer_types::envelope`]'s, pure; this module adds the clock and the
+//! memory of nonces, so that a message is accepted only once: the receiver
+//! remembers the nonces it accepted for twice the clock window, in memory
+//! and in a file of its data directory, so a restart does not reopen the
+//! window (see [`Gate::open`]).
 //!
 //! Checking is in two steps so that a role decides who may call it before
 //! anything is remembered: [`Gate::verify`] checks the envelope,
@@ -28,24 +19,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
-use verinfer_types::{Hash, PublicKey, SecretKey, Signature};
+use verinfer_types::{PublicKey, SecretKey};
 
-/// Header naming the sender's public key (hex).
-pub const KEY: &str = "x-verinfer-key";
-/// Header naming the receiver's public key (hex).
-pub const TO: &str = "x-verinfer-to";
-/// Header with the sender's clock, Unix milliseconds.
-pub const TIME: &str = "x-verinfer-time";
-/// Header with 16 random bytes (hex), unique per message.
-pub const NONCE: &str = "x-verinfer-nonce";
-/// Header with the Ed25519 signature (hex).
-pub const SIGNATURE: &str = "x-verinfer-signature";
-/// Largest accepted difference between the sender's and receiver's clocks.
-pub const MAX_SKEW_MS: u64 = 60_000;
+use verinfer_types::envelope::{Envelope, EnvelopeError};
+pub use verinfer_types::envelope::{KEY, MAX_SKEW_MS, NONCE, SIGNATURE, TIME, TO};
 /// File (in a node's data directory) of the nonces accepted lately.
 pub const NONCE_FILE: &str = "auth-nonces";
 
-const DOMAIN: &str = "verinfer-http-v2";
 /// How long a nonce is remembered: a message is fresh for `MAX_SKEW_MS`
 /// either side of the receiver's clock.
 const KEEP_MS: u64 = 2 * MAX_SKEW_MS;
@@ -72,27 +52,22 @@ pub enum AuthError {
     Replay,
 }
 
+impl From<EnvelopeError> for AuthError {
+    fn from(e: EnvelopeError) -> Self {
+        match e {
+            EnvelopeError::Header(h) => AuthError::Header(h),
+            EnvelopeError::Receiver(to) => AuthError::Receiver(to),
+            EnvelopeError::Skew(ms) => AuthError::Skew(ms),
+            EnvelopeError::Signature => AuthError::Signature,
+        }
+    }
+}
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn message(
-    to: &PublicKey,
-    method: &str,
-    path: &str,
-    time: u64,
-    nonce: &str,
-    body: &[u8],
-) -> Vec<u8> {
-    format!(
-        "{DOMAIN}\n{}\n{method}\n{path}\n{time}\n{nonce}\n{}",
-        to.to_hex(),
-        Hash::of(body).to_hex()
-    )
-    .into_bytes()
 }
 
 /// The headers that authenticate `body` sent by `key` to the node `to` as
@@ -104,20 +79,14 @@ pub fn sign(
     path_and_query: &str,
     body: &[u8],
 ) -> HeaderMap {
-    let time = now_ms();
     let nonce = hex::encode(rand::random::<[u8; 16]>());
-    let sig = key.sign(&message(to, method, path_and_query, time, &nonce, body));
+    let e = Envelope::sign(key, to, method, path_and_query, now_ms(), &nonce, body);
     let mut h = HeaderMap::new();
-    let mut put = |name: &'static str, v: String| {
+    for (name, v) in e.headers() {
         if let Ok(v) = HeaderValue::from_str(&v) {
             h.insert(name, v);
         }
-    };
-    put(KEY, key.public().to_hex());
-    put(TO, to.to_hex());
-    put(TIME, time.to_string());
-    put(NONCE, nonce);
-    put(SIGNATURE, sig.to_hex());
+    }
     h
 }
 
@@ -196,39 +165,12 @@ impl Gate {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Signed, AuthError> {
-        let get = |name: &'static str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .ok_or(AuthError::Header(name))
-        };
-        let key: PublicKey = get(KEY)?.parse().map_err(|_| AuthError::Header(KEY))?;
-        let to: PublicKey = get(TO)?.parse().map_err(|_| AuthError::Header(TO))?;
-        let time: u64 = get(TIME)?.parse().map_err(|_| AuthError::Header(TIME))?;
-        let nonce = get(NONCE)?;
-        if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(AuthError::Header(NONCE));
-        }
-        let sig: Signature = get(SIGNATURE)?
-            .parse()
-            .map_err(|_| AuthError::Header(SIGNATURE))?;
-        if to != self.me {
-            return Err(AuthError::Receiver(to.to_hex()));
-        }
-        let skew = now_ms().abs_diff(time);
-        if skew > MAX_SKEW_MS {
-            return Err(AuthError::Skew(skew));
-        }
+        let e = Envelope::parse(|name| headers.get(name).and_then(|v| v.to_str().ok()))?;
         let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-        // Signed for our own key: the header alone proves nothing.
-        key.verify(
-            &message(&self.me, method.as_str(), path, time, nonce, body),
-            &sig,
-        )
-        .map_err(|_| AuthError::Signature)?;
+        e.verify(&self.me, now_ms(), method.as_str(), path, body)?;
         Ok(Signed {
-            key,
-            nonce: nonce.to_ascii_lowercase(),
+            key: e.key,
+            nonce: e.nonce.to_ascii_lowercase(),
         })
     }
 
@@ -415,14 +357,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (k, to) = (key(), receiver().public());
         let time = now_ms() - 2 * MAX_SKEW_MS;
-        let nonce = "00".repeat(16);
-        let sig = k.sign(&message(&to, "POST", "/a", time, &nonce, b""));
+        let e = Envelope::sign(&k, &to, "POST", "/a", time, &"00".repeat(16), b"");
         let mut h = HeaderMap::new();
-        h.insert(KEY, k.public().to_hex().parse().unwrap());
-        h.insert(TO, to.to_hex().parse().unwrap());
-        h.insert(TIME, time.to_string().parse().unwrap());
-        h.insert(NONCE, nonce.parse().unwrap());
-        h.insert(SIGNATURE, sig.to_hex().parse().unwrap());
+        for (name, v) in e.headers() {
+            h.insert(name, v.parse().unwrap());
+        }
         let r = gate(&dir).check(&Method::POST, &"/a".parse().unwrap(), &h, b"");
         assert!(matches!(r, Err(AuthError::Skew(_))));
     }

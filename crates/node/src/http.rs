@@ -47,8 +47,9 @@ impl HttpError {
     }
 }
 
-/// Seconds a caller refused with 429 or 503 waits before it tries again.
-pub const RETRY_AFTER_SECS: u64 = 1;
+/// Seconds a caller refused with 429 or 503 waits before it tries again
+/// (one value for the node's errors and the gateway's OpenAI errors).
+pub use verinfer_openai::RETRY_AFTER_SECS;
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {

@@ -28,8 +28,6 @@ pub mod chronicle;
 pub mod client;
 pub mod config;
 pub mod devnet;
-#[cfg(feature = "test-util")]
-pub mod fuzzing;
 pub mod http;
 pub mod membership;
 pub mod roles;

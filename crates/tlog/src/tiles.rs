@@ -75,7 +75,12 @@ impl Tile {
         let kind = if level == "entries" {
             TileKind::Entries
         } else {
-            if level.is_empty() || (level.len() > 1 && level.starts_with('0')) {
+            // Decimal digits only: `u8::from_str` also takes a leading `+`,
+            // which gave one tile a second path.
+            if level.is_empty()
+                || !level.bytes().all(|b| b.is_ascii_digit())
+                || (level.len() > 1 && level.starts_with('0'))
+            {
                 return Err(err());
             }
             let l: u8 = level.parse().map_err(|_| err())?;
@@ -281,6 +286,9 @@ mod tests {
             "tile/256/000",
             "tile/-1/000",
             "tile/01/000",
+            // Found by the fuzzer: `+0` parsed as level 0.
+            "tile/+0/000",
+            "tile/+1/x072/x057/x594/x027/935",
             "tile//000",
             "tile/0/1",
             "tile/0/0001",

@@ -11,13 +11,12 @@
 //! (JSON and server-sent event shapes), `views` (JSON reads), `metrics`
 //! (Prometheus text of `counters`), `proxy` (the ledger's public reads);
 //! the request's way through the network in `flow`, `watch`, `settle`,
-//! `report`; the API's formats in `openai`, `tools`, `guard`, `limits`; the
-//! static pages in `pages`.
+//! `report`; the API's formats in `openai`, `tools` (`verinfer-openai`'s),
+//! `guard`, `limits`; the static pages in `pages`.
 
 mod completions;
 mod counters;
 pub mod directory;
-mod error;
 pub mod flow;
 pub mod guard;
 pub mod limits;

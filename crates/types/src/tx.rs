@@ -1,9 +1,12 @@
 //! Ledger records: signed transactions, the genesis, governance changes and
-//! slashing evidence. All use the canonical encoding of `verinfer-types`.
+//! slashing evidence. All use the canonical encoding of this crate; the
+//! ledger (`verinfer-ledger`, which re-exports this module as its `tx`)
+//! applies them. They live here, with the other records, so that whoever
+//! parses them from peers needs no ledger.
 
+use crate::records::{Amount, InferenceResult, Receipt, Request, Verdict};
+use crate::{Hash, PublicKey, Record, Signature, SignedRecord};
 use serde::{Deserialize, Serialize};
-use verinfer_types::records::{Amount, InferenceResult, Receipt, Request, Verdict};
-use verinfer_types::{Hash, PublicKey, Record, Signature, SignedRecord};
 
 /// Role of a registered node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -480,7 +483,7 @@ pub enum Change {
 /// Proof that a node or a verifier cheated: the signed Request, the signed
 /// Result that answers it, and a dispute committee's rejecting verdicts on
 /// that pair (and, against a verifier, its own accepting verdict on the same
-/// pair). [`crate::slashing::committee`] is the rule that decides whether it
+/// pair). `verinfer_ledger::slashing::committee` is the rule that decides whether it
 /// proves a fault.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "accused", rename_all = "snake_case", deny_unknown_fields)]
@@ -720,15 +723,15 @@ pub fn chain_event(chain_id: u64, tx: &[u8; 32], log_index: u64) -> Hash {
     Hash::of(&[&chain_id.to_be_bytes()[..], tx, &log_index.to_be_bytes()].concat())
 }
 
-verinfer_types::type_tag!(
+crate::type_tag!(
     /// Tag of [`Transaction`].
     TxTag = "verinfer.tx.v1"
 );
-verinfer_types::type_tag!(
+crate::type_tag!(
     /// Tag of [`Genesis`] (v2: parameters in ledger time, bounds, fees).
     GenesisTag = "verinfer.genesis.v2"
 );
-verinfer_types::type_tag!(
+crate::type_tag!(
     /// Tag of [`WalEntry`].
     WalEntryTag = "verinfer.wal-entry.v1"
 );
@@ -769,10 +772,10 @@ impl SignedRecord for Transaction {
 impl Transaction {
     /// A transaction signed by `key`.
     pub fn signed(
-        key: &verinfer_types::SecretKey,
+        key: &crate::SecretKey,
         nonce: u64,
         body: TxBody,
-    ) -> Result<Self, verinfer_types::RecordError> {
+    ) -> Result<Self, crate::RecordError> {
         let mut tx = Transaction {
             tag: TxTag,
             signer: key.public(),
@@ -828,7 +831,7 @@ impl WalEntry {
     /// Decodes a WAL entry after the genesis. Entries written before the
     /// ledger kept time are bare transactions: they apply at `previous`, the
     /// stamp of the entry before them (0 at genesis).
-    pub fn decode(bytes: &[u8], previous: u64) -> Result<WalEntry, verinfer_types::RecordError> {
+    pub fn decode(bytes: &[u8], previous: u64) -> Result<WalEntry, crate::RecordError> {
         // Canonical keys are sorted: a stamped entry starts with `time_ms`,
         // a bare transaction with `body`.
         if bytes.starts_with(br#"{"time_ms":"#) {

@@ -1,10 +1,11 @@
 //! The gateway's errors in OpenAI's format (the API's formats and the
 //! checks before a request runs all answer with them).
 
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use http::StatusCode;
 use serde_json::{json, Value};
+
+/// Seconds a caller refused with 429 or 503 waits before it tries again.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// An error in OpenAI's format: `{"error": {"message", "type", "param", "code"}}`.
 #[derive(Debug, Clone)]
@@ -95,7 +96,7 @@ impl ApiError {
     /// ledger for now, and a client is told when to come back.
     pub fn unavailable(message: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_node", message);
-        e.retry_after = Some(crate::http::RETRY_AFTER_SECS);
+        e.retry_after = Some(RETRY_AFTER_SECS);
         e
     }
     /// 500.
@@ -129,11 +130,12 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut r = (self.status, Json(self.body())).into_response();
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        let mut r = (self.status, axum::Json(self.body())).into_response();
         if let Some(s) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+            if let Ok(v) = http::HeaderValue::from_str(&s.to_string()) {
                 r.headers_mut().insert("retry-after", v);
             }
         }

@@ -2,14 +2,41 @@
 //!
 //! Every length, count and offset read from the file is checked against the
 //! file size before use, so a truncated or corrupt file is an error, not a panic.
+//! Its own crate, apart from the engine, because model files are downloaded
+//! (untrusted input): the coverage-guided fuzzer builds this parser alone.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use crate::error::{LlmError, Result};
+mod mmap;
+
+/// Why a GGUF file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    /// The file could not be opened or read.
+    #[error("cannot read model file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not a well-formed GGUF file.
+    #[error("invalid GGUF file: {0}")]
+    Format(String),
+    /// The file ends before a structure it declares.
+    #[error("truncated GGUF file: {0}")]
+    Truncated(String),
+    /// A required metadata key is missing or has the wrong type.
+    #[error("model is missing or has a malformed {0}")]
+    Missing(String),
+}
+
+/// Result alias for the reader.
+pub type Result<T> = std::result::Result<T, GgufError>;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,7 +256,7 @@ impl<'a> Cursor<'a> {
             .checked_add(n)
             .filter(|&e| e <= self.buf.len())
             .ok_or_else(|| {
-                LlmError::Truncated(format!("file ends inside {what} at byte {}", self.pos))
+                GgufError::Truncated(format!("file ends inside {what} at byte {}", self.pos))
             })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
@@ -251,7 +278,7 @@ impl<'a> Cursor<'a> {
         let v = self.u64(what)?;
         let remaining = (self.buf.len() - self.pos) as u64;
         if v > remaining {
-            return Err(LlmError::Truncated(format!(
+            return Err(GgufError::Truncated(format!(
                 "{what} declares length {v} but only {remaining} bytes remain"
             )));
         }
@@ -265,7 +292,7 @@ impl<'a> Cursor<'a> {
     fn value(&mut self, ty: u32, depth: u32, what: &str) -> Result<Value> {
         self.values += 1;
         if self.values > MAX_VALUES {
-            return Err(LlmError::Format(format!(
+            return Err(GgufError::Format(format!(
                 "{what}: more than {MAX_VALUES} metadata values"
             )));
         }
@@ -281,7 +308,7 @@ impl<'a> Cursor<'a> {
             8 => Value::Str(self.string(what)?),
             9 => {
                 if depth > 4 {
-                    return Err(LlmError::Format(format!(
+                    return Err(GgufError::Format(format!(
                         "{what}: arrays nested too deeply"
                     )));
                 }
@@ -298,7 +325,7 @@ impl<'a> Cursor<'a> {
             11 => Value::Int(i64::from_le_bytes(self.arr(what)?)),
             12 => Value::Float(f64::from_le_bytes(self.arr(what)?)),
             t => {
-                return Err(LlmError::Format(format!(
+                return Err(GgufError::Format(format!(
                     "{what}: unknown metadata value type {t}"
                 )))
             }
@@ -309,13 +336,13 @@ impl<'a> Cursor<'a> {
 impl Gguf {
     /// Open and parse a GGUF file.
     pub fn open(path: &Path) -> Result<Self> {
-        let io = |source| LlmError::Io {
+        let io = |source| GgufError::Io {
             path: path.to_path_buf(),
             source,
         };
         let file = File::open(path).map_err(io)?;
         // SAFETY: see `map_file`.
-        let mmap = crate::mmap::map_file(&file).map_err(io)?;
+        let mmap = mmap::map_file(&file).map_err(io)?;
         Self::parse(mmap)
     }
 
@@ -323,11 +350,11 @@ impl Gguf {
     /// bytes that did not come from a file, and for fuzzing the parser.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         if bytes.is_empty() {
-            return Err(LlmError::Truncated(
+            return Err(GgufError::Truncated(
                 "file ends inside header at byte 0".into(),
             ));
         }
-        let io = |source| LlmError::Io {
+        let io = |source| GgufError::Io {
             path: "<memory>".into(),
             source,
         };
@@ -345,18 +372,18 @@ impl Gguf {
             };
             let magic = c.take(4, "header")?;
             if magic != b"GGUF" {
-                return Err(LlmError::Format("bad magic (not a GGUF file)".into()));
+                return Err(GgufError::Format("bad magic (not a GGUF file)".into()));
             }
             let version = c.u32("header")?;
             if !(2..=3).contains(&version) {
-                return Err(LlmError::Format(format!(
+                return Err(GgufError::Format(format!(
                     "unsupported GGUF version {version}"
                 )));
             }
             let n_tensors = c.u64("header")?;
             let n_kv = c.u64("header")?;
             if n_tensors > (1 << 24) || n_kv > (1 << 24) {
-                return Err(LlmError::Format("implausible tensor or key count".into()));
+                return Err(GgufError::Format("implausible tensor or key count".into()));
             }
             let mut metadata = HashMap::new();
             for _ in 0..n_kv {
@@ -370,7 +397,7 @@ impl Gguf {
                 let name = c.string("tensor name")?;
                 let nd = c.u32("tensor info")?;
                 if nd == 0 || nd > 4 {
-                    return Err(LlmError::Format(format!(
+                    return Err(GgufError::Format(format!(
                         "tensor {name:?} has {nd} dimensions"
                     )));
                 }
@@ -387,7 +414,7 @@ impl Gguf {
                 .and_then(Value::as_u64)
                 .unwrap_or(32);
             if align == 0 || !align.is_power_of_two() || align > 1 << 16 {
-                return Err(LlmError::Format(format!("bad alignment {align}")));
+                return Err(GgufError::Format(format!("bad alignment {align}")));
             }
             let align = align as usize;
             let data_start = c.pos.div_ceil(align) * align;
@@ -400,13 +427,13 @@ impl Gguf {
                         .checked_mul(d)
                         .filter(|&e| e < (1 << 40))
                         .ok_or_else(|| {
-                            LlmError::Format(format!("tensor {name:?} is implausibly large"))
+                            GgufError::Format(format!("tensor {name:?} is implausibly large"))
                         })?;
                 }
                 let len = match GgmlType::from_u32(raw_type) {
                     Some(t) => {
                         if dims[0] % t.block_elems() as u64 != 0 {
-                            return Err(LlmError::Format(format!(
+                            return Err(GgufError::Format(format!(
                                 "tensor {name:?}: row length {} is not a multiple of the block size",
                                 dims[0]
                             )));
@@ -418,9 +445,9 @@ impl Gguf {
                 let start = usize::try_from(offset)
                     .ok()
                     .and_then(|o| o.checked_add(data_start))
-                    .ok_or_else(|| LlmError::Format(format!("tensor {name:?}: bad offset")))?;
+                    .ok_or_else(|| GgufError::Format(format!("tensor {name:?}: bad offset")))?;
                 if start.checked_add(len).is_none_or(|e| e > file_len) {
-                    return Err(LlmError::Truncated(format!(
+                    return Err(GgufError::Truncated(format!(
                         "tensor {name:?} needs bytes {start}..{} but the file has {file_len}",
                         start.saturating_add(len)
                     )));
@@ -460,14 +487,14 @@ impl Gguf {
     pub fn get_u64(&self, key: &str) -> Result<u64> {
         self.get(key)
             .and_then(Value::as_u64)
-            .ok_or_else(|| LlmError::Missing(format!("metadata key {key:?}")))
+            .ok_or_else(|| GgufError::Missing(format!("metadata key {key:?}")))
     }
 
     /// Required string metadata value.
     pub fn get_str(&self, key: &str) -> Result<&str> {
         self.get(key)
             .and_then(Value::as_str)
-            .ok_or_else(|| LlmError::Missing(format!("metadata key {key:?}")))
+            .ok_or_else(|| GgufError::Missing(format!("metadata key {key:?}")))
     }
 }
 

@@ -1,5 +1,5 @@
 //! Arbitrary input for every parser of untrusted input, in the normal
-//! suite: the checks of `verinfer_node::fuzzing` (the fuzz targets' own)
+//! suite: the checks of `verinfer_fuzzing` (the fuzz targets' own)
 //! run on random bytes and on random edits of the fuzz seeds
 //! (`fuzz/seeds/<target>`, taken from the test vectors). The coverage-guided
 //! run of the same checks is `fuzz/run.sh`; its figures are in
@@ -8,7 +8,7 @@
 use proptest::prelude::*;
 use proptest::sample::Index;
 use std::path::{Path, PathBuf};
-use verinfer_node::fuzzing::TARGETS;
+use verinfer_fuzzing::TARGETS;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
