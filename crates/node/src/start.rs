@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use verinfer_inference::respond::Fault;
-use verinfer_inference::{Engine, EngineOptions};
+use verinfer_inference::{Engine, EngineOptions, PrefixCache, PrefixLimits};
 use verinfer_ledger::tx::Role;
 use verinfer_ledger::Ledger;
 use verinfer_types::note::VerifierKey;
@@ -171,11 +171,13 @@ pub fn model_id(path: &Path) -> anyhow::Result<Hash> {
     Ok(h)
 }
 
-/// Loads the engine for `model` (a known name or a path) with `threads`.
+/// Loads the engine for `model` (a known name or a path) with `threads`,
+/// keeping the prefixes it computes in a cache of its own (under the
+/// file's hash).
 pub fn load_engine(model: &str, threads: usize) -> anyhow::Result<(Engine, Hash)> {
     let path = verinfer_inference::models::resolve(model)?;
     let id = model_id(&path)?;
-    let engine = Engine::load(
+    let mut engine = Engine::load(
         &path,
         EngineOptions {
             threads,
@@ -183,11 +185,13 @@ pub fn load_engine(model: &str, threads: usize) -> anyhow::Result<(Engine, Hash)
         },
     )
     .with_context(|| format!("loading model {}", path.display()))?;
+    engine.share_prefix_cache(PrefixCache::new(PrefixLimits::default()), id.0);
     Ok((engine, id))
 }
 
 /// Loads `count` engines for `model`, each with `threads` (a verifier's
-/// checkers).
+/// checkers), sharing one cache of computed prefixes: a conversation's
+/// next check finds its earlier turns whichever checker runs it.
 pub fn load_engines(
     model: &str,
     threads: usize,
@@ -195,8 +199,10 @@ pub fn load_engines(
 ) -> anyhow::Result<(Vec<Engine>, Hash)> {
     let mut engines = Vec::with_capacity(count);
     let mut id = None;
+    let cache = PrefixCache::new(PrefixLimits::default());
     for _ in 0..count {
-        let (e, h) = load_engine(model, threads)?;
+        let (mut e, h) = load_engine(model, threads)?;
+        e.share_prefix_cache(cache.clone(), h.0);
         engines.push(e);
         id = Some(h);
     }
