@@ -5,11 +5,11 @@
 use crate::auth::Gate;
 use crate::client::LedgerClient;
 use crate::config::{load_api_keys, load_or_create_key, NodeConfig};
-use crate::gateway::{Gateway, GatewayConfig};
-use crate::inference_role::InferenceNode;
-use crate::ledger_role::LedgerNode;
 use crate::membership::Registry;
-use crate::verifier_role::VerifierNode;
+use crate::roles::gateway::{Gateway, GatewayConfig};
+use crate::roles::inference::InferenceNode;
+use crate::roles::ledger::LedgerNode;
+use crate::roles::verifier::VerifierNode;
 use crate::{http, membership};
 use anyhow::{bail, Context};
 use std::collections::HashMap;
@@ -270,7 +270,7 @@ pub async fn settle_on_chain(
     .await
     .with_context(|| format!("connecting to the settlement contract {contract} at {url}"))?;
     let ledger = node.ledger().clone();
-    let cosigners = Arc::new(crate::evm_role::HttpCosigners::new(
+    let cosigners = Arc::new(crate::roles::ledger::evm::HttpCosigners::new(
         ledger.clone(),
         node_key,
     ));
@@ -617,7 +617,7 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                 .map_err(|e| anyhow::anyhow!("fault: {e}"))?;
             let (engine, id) =
                 tokio::task::spawn_blocking(move || load_engine(&model, threads)).await??;
-            let queue = c.queue.unwrap_or(crate::inference_role::DEFAULT_QUEUE);
+            let queue = c.queue.unwrap_or(crate::roles::inference::DEFAULT_QUEUE);
             inference(member(ledger_url()?), engine, id, fault, queue).await
         }
         RoleKind::Verifier => {
@@ -633,12 +633,12 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
             };
             let workers = c
                 .workers
-                .unwrap_or(crate::verifier_role::DEFAULT_WORKERS)
+                .unwrap_or(crate::roles::verifier::DEFAULT_WORKERS)
                 .max(1);
             let (engines, id) =
                 tokio::task::spawn_blocking(move || load_engines(&model, threads, workers))
                     .await??;
-            let queue = c.queue.unwrap_or(crate::verifier_role::DEFAULT_QUEUE);
+            let queue = c.queue.unwrap_or(crate::roles::verifier::DEFAULT_QUEUE);
             verifier(member(url), engines, id, log_key, queue).await
         }
     }
