@@ -137,9 +137,7 @@ impl PrefixCache {
     }
 
     fn lock(&self) -> MutexGuard<'_, Store> {
-        // The store is consistent between statements: a panic elsewhere
-        // while it was held leaves nothing half done.
-        self.store.lock().unwrap_or_else(|e| e.into_inner())
+        verinfer_types::sync::lock(&self.store)
     }
 
     /// Its limits.
