@@ -12,7 +12,7 @@
 //! holding the earlier turns' questions and answers: per turn, both sides'
 //! CPU time cold and with the shared-prefix KV cache, whose engines start
 //! after the earlier turns (the answers are asserted equal). Medians of
-//! three conversations.
+//! three conversations. `VERINFER_BENCH_CHAT_ONLY=1` runs the chat alone.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
