@@ -654,3 +654,35 @@ impl std::fmt::Debug for Running {
         f.debug_struct("Running").finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A verifier's checkers share one cache of computed prefixes, filed
+    /// under the model file's hash; an inference node's engine has its own.
+    #[test]
+    fn a_verifiers_checkers_share_one_prefix_cache() -> anyhow::Result<()> {
+        let path = verinfer_inference::models::ensure_default_model()?;
+        let model = path.display().to_string();
+        let (mut engines, _) = load_engines(&model, 1, 2)?;
+        let (node, _) = load_engine(&model, 1)?;
+        let prompt = engines[0]
+            .model()
+            .tokenizer
+            .encode("A lighthouse keeper", false);
+        engines[0].score(&prompt, &[42, 43], &Default::default(), 1)?;
+        let kept = |e: &Engine| e.prefix_cache().stats().entries;
+        assert_eq!(
+            (kept(&engines[0]), kept(&engines[1]), kept(&node)),
+            (1, 1, 0)
+        );
+        // The other checker starts after what the first computed.
+        engines[1].score(&prompt, &[42, 43, 44], &Default::default(), 1)?;
+        assert_eq!(
+            engines[1].prefix_cache().stats().reused_tokens,
+            prompt.len() as u64 - 1
+        );
+        Ok(())
+    }
+}
