@@ -108,10 +108,12 @@ impl KvCache {
                 let len = full * KEY_PANEL * hd;
                 self.k[d0..d0 + len].copy_from_slice(&src.k[s0..s0 + len]);
                 // The last panel's lanes past `n` are the destination's own.
-                for d in 0..hd * (rest > 0) as usize {
-                    let at = len + d * KEY_PANEL;
-                    self.k[d0 + at..d0 + at + rest]
-                        .copy_from_slice(&src.k[s0 + at..s0 + at + rest]);
+                if rest > 0 {
+                    for d in 0..hd {
+                        let at = len + d * KEY_PANEL;
+                        self.k[d0 + at..d0 + at + rest]
+                            .copy_from_slice(&src.k[s0 + at..s0 + at + rest]);
+                    }
                 }
             }
             let kv = self.kv_dim();
