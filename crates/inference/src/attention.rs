@@ -69,6 +69,59 @@ impl KvCache {
         self.n_kv_head * self.head_dim
     }
 
+    /// Bytes held (keys and values).
+    pub fn bytes(&self) -> usize {
+        (self.k.len() + self.v.len()) * std::mem::size_of::<f32>()
+    }
+
+    /// The keys and values of positions `0..n` in a cache of capacity `n`
+    /// (a shared prefix to keep; `self` is used as is when it already fits).
+    pub(crate) fn into_prefix(self, n: usize) -> KvCache {
+        if n == self.cap {
+            return self;
+        }
+        let (panels, kv) = (n.div_ceil(KEY_PANEL), self.kv_dim());
+        let mut out = KvCache {
+            k: vec![0.0; self.n_layer * panels * KEY_PANEL * kv],
+            v: vec![0.0; self.n_layer * n * kv],
+            cap: n,
+            cap_panels: panels,
+            n_kv_head: self.n_kv_head,
+            head_dim: self.head_dim,
+            n_layer: self.n_layer,
+        };
+        out.copy_prefix(&self, n);
+        out
+    }
+
+    /// Copy the keys and values of positions `0..n` from `src` (a cache of
+    /// the same model; `n` at most both capacities). The values are those a
+    /// run over the same tokens would store, so a run continuing at `n`
+    /// computes what it would have computed from position 0.
+    pub(crate) fn copy_prefix(&mut self, src: &KvCache, n: usize) {
+        debug_assert!(n <= self.cap && n <= src.cap && src.kv_dim() == self.kv_dim());
+        let hd = self.head_dim;
+        let (full, rest) = (n / KEY_PANEL, n % KEY_PANEL);
+        for l in 0..self.n_layer {
+            for h in 0..self.n_kv_head {
+                let (d0, s0) = (self.k_base(l, h), src.k_base(l, h));
+                let len = full * KEY_PANEL * hd;
+                self.k[d0..d0 + len].copy_from_slice(&src.k[s0..s0 + len]);
+                // The last panel's lanes past `n` are the destination's own.
+                if rest > 0 {
+                    for d in 0..hd {
+                        let at = len + d * KEY_PANEL;
+                        self.k[d0 + at..d0 + at + rest]
+                            .copy_from_slice(&src.k[s0 + at..s0 + at + rest]);
+                    }
+                }
+            }
+            let kv = self.kv_dim();
+            let (d0, s0) = (l * self.cap * kv, l * src.cap * kv);
+            self.v[d0..d0 + n * kv].copy_from_slice(&src.v[s0..s0 + n * kv]);
+        }
+    }
+
     /// Start of the key panels of (`layer`, `kv_head`).
     fn k_base(&self, layer: usize, kv_head: usize) -> usize {
         debug_assert!(layer < self.n_layer && kv_head < self.n_kv_head);
@@ -88,6 +141,23 @@ impl KvCache {
         let kv = self.kv_dim();
         let at = (layer * self.cap + pos) * kv;
         self.v[at..at + kv].copy_from_slice(v);
+    }
+
+    /// The keys and values of `pos` in `layer` (as stored).
+    #[cfg(test)]
+    pub(crate) fn position(&self, layer: usize, pos: usize) -> (Vec<f32>, Vec<f32>) {
+        let hd = self.head_dim;
+        let (panel, lane) = (pos / KEY_PANEL, pos % KEY_PANEL);
+        let k = (0..self.n_kv_head)
+            .flat_map(|h| {
+                let at = self.k_base(layer, h) + panel * KEY_PANEL * hd + lane;
+                (0..hd).map(move |d| at + d * KEY_PANEL)
+            })
+            .map(|i| self.k[i])
+            .collect();
+        let kv = self.kv_dim();
+        let at = (layer * self.cap + pos) * kv;
+        (k, self.v[at..at + kv].to_vec())
     }
 
     /// The keys and values `kv_head` of `layer` attends to, positions `0..n`.

@@ -11,6 +11,7 @@ use crate::error::{LlmError, Result};
 use crate::logprobs::{LogitRule, Normaliser, PositionLogprobs};
 use crate::model::{Entry, Model};
 use crate::pool::Pool;
+use crate::prefix::{ModelKey, PrefixCache, PrefixLimits};
 use crate::sampler::{self, SamplingParams};
 use crate::simd::KernelKind;
 use verinfer_types::records::{Constraint, TokenLogprob};
@@ -307,6 +308,10 @@ pub struct Engine {
     kind: KernelKind,
     /// The vocabulary prepared for constraint masks, on first use.
     grammars: std::sync::OnceLock<Grammars>,
+    /// Computed prefixes runs start from ([`crate::prefix`]).
+    prefix: PrefixCache,
+    /// What the cache's entries from this engine are filed under.
+    prefix_key: ModelKey,
 }
 
 impl std::fmt::Debug for Engine {
@@ -315,6 +320,7 @@ impl std::fmt::Debug for Engine {
             .field("model", &self.model)
             .field("threads", &self.pool.threads())
             .field("kernels", &self.kind)
+            .field("prefix", &self.prefix)
             .finish()
     }
 }
@@ -355,7 +361,30 @@ impl Engine {
             pool: Pool::new(threads),
             kind,
             grammars: std::sync::OnceLock::new(),
+            prefix: PrefixCache::new(PrefixLimits::default()),
+            prefix_key: ModelKey::unique(),
         }
+    }
+
+    /// Keep computed prefixes in `cache`, shared with the other engines
+    /// using it, under `model_file_sha256` (the SHA-256 of the model file
+    /// this engine loaded: engines of the same file share entries, engines
+    /// of other files never do).
+    pub fn share_prefix_cache(&mut self, cache: PrefixCache, model_file_sha256: [u8; 32]) {
+        self.prefix = cache;
+        self.prefix_key = ModelKey::File(model_file_sha256);
+    }
+
+    /// Keep computed prefixes in a cache of this engine's own within
+    /// `limits` ([`PrefixLimits::OFF`]: every run is cold).
+    pub fn set_prefix_limits(&mut self, limits: PrefixLimits) {
+        self.prefix = PrefixCache::new(limits);
+        self.prefix_key = ModelKey::unique();
+    }
+
+    /// The cache of computed prefixes.
+    pub fn prefix_cache(&self) -> &PrefixCache {
+        &self.prefix
     }
 
     /// The model.
@@ -497,11 +526,17 @@ impl Engine {
         Ok(ctx)
     }
 
-    fn prefill(&self, caches: &mut [KvCache], seqs: &[(usize, &[u32])]) -> Result<Vec<Vec<f32>>> {
+    /// Run each prompt from its position `start` on (the positions before
+    /// it are already in its cache) and return each last token's logits.
+    fn prefill(
+        &self,
+        caches: &mut [KvCache],
+        seqs: &[(usize, &[u32], usize)],
+    ) -> Result<Vec<Vec<f32>>> {
         // Chunks of whole-token entries across sequences; logits for each prompt's last token.
         let mut all: Vec<(Entry, bool)> = Vec::new();
-        for &(s, p) in seqs {
-            for (pos, &t) in p.iter().enumerate() {
+        for &(s, p, start) in seqs {
+            for (pos, &t) in p.iter().enumerate().skip(start) {
                 all.push((
                     Entry {
                         seq: s,
@@ -564,10 +599,19 @@ impl Engine {
                 logprobs: Vec::new(),
             });
         }
-        let prompts: Vec<(usize, &[u32])> = reqs
+        // The last prompt token always runs: its logits pick the first token.
+        let prompts: Vec<(usize, &[u32], usize)> = reqs
             .iter()
+            .zip(caches.iter_mut())
             .enumerate()
-            .map(|(i, r)| (i, r.prompt.as_slice()))
+            .map(|(i, (r, c))| {
+                let p = r.prompt.as_slice();
+                (
+                    i,
+                    p,
+                    self.prefix.restore(self.prefix_key, p, p.len() - 1, c),
+                )
+            })
             .collect();
         let logits = self.prefill(&mut caches, &prompts)?;
         for (s, l) in seqs.iter_mut().zip(&logits) {
@@ -601,6 +645,12 @@ impl Engine {
             for (&i, l) in active.iter().zip(logits.chunks_exact(vocab)) {
                 self.accept(&mut seqs[i], l)?;
             }
+        }
+        // Every token but the last picked ran: their keys and values are kept.
+        for ((s, r), c) in seqs.iter().zip(reqs).zip(caches) {
+            let ran = &s.tokens[..s.tokens.len().saturating_sub(1)];
+            let tokens: Vec<u32> = r.prompt.iter().chain(ran).copied().collect();
+            self.prefix.keep(self.prefix_key, tokens, c);
         }
         let mut out = Vec::new();
         for s in seqs.iter_mut() {
@@ -759,9 +809,14 @@ impl Engine {
             .copied()
             .collect();
         let first = prompt.len() - 1;
+        // Logits are wanted from `first` on: the positions before it may come
+        // from a computed prefix.
+        let start = self
+            .prefix
+            .restore(self.prefix_key, &seq, first, &mut caches[0]);
         let mut result = Vec::with_capacity(output.len());
-        for (ci, chunk) in seq.chunks(PREFILL_CHUNK).enumerate() {
-            let base = ci * PREFILL_CHUNK;
+        for (ci, chunk) in seq[start..].chunks(PREFILL_CHUNK).enumerate() {
+            let base = start + ci * PREFILL_CHUNK;
             let entries: Vec<Entry> = chunk
                 .iter()
                 .enumerate()
@@ -815,6 +870,9 @@ impl Engine {
                 &want,
                 &mut analyse,
             )?;
+        }
+        if let Some(kv) = caches.pop() {
+            self.prefix.keep(self.prefix_key, seq, kv);
         }
         Ok(result)
     }

@@ -54,7 +54,9 @@
 //!   thread count changes who computes a value, never how.
 //! * Every value computed for a token depends only on that token, its position
 //!   and its own sequence's cache, so prefill, decode, batching and scoring
-//!   produce identical logits.
+//!   produce identical logits, and a run that starts after a prefix whose
+//!   keys and values another run computed ([`prefix`], the shared-prefix
+//!   KV cache) produces those of a cold run.
 //! * Element-wise steps (norms, SiLU, residuals) are plain Rust, which never
 //!   reassociates or fuses float operations, so compiling them for wider
 //!   vectors changes no result. `exp`, `sin`, `cos`, `ln` are the engine's own
@@ -77,6 +79,7 @@ pub mod models;
 pub mod onnx;
 pub mod paths;
 mod pool;
+pub mod prefix;
 pub mod quant;
 pub mod respond;
 pub mod sampler;
@@ -94,6 +97,7 @@ pub use engine::{
 };
 pub use error::{LlmError, Result};
 pub use model::{Arch, Config, Model};
+pub use prefix::{PrefixCache, PrefixLimits, PrefixStats};
 pub use sampler::SamplingParams;
 pub use tokenizer::Tokenizer;
 #[doc(hidden)]

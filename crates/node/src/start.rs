@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use verinfer_inference::respond::Fault;
-use verinfer_inference::{Engine, EngineOptions};
+use verinfer_inference::{Engine, EngineOptions, PrefixCache, PrefixLimits};
 use verinfer_ledger::tx::Role;
 use verinfer_ledger::Ledger;
 use verinfer_types::note::VerifierKey;
@@ -214,11 +214,13 @@ pub fn listing(
     Ok(listing)
 }
 
-/// Loads the engine for `model` (a known name or a path) with `threads`.
+/// Loads the engine for `model` (a known name or a path) with `threads`,
+/// keeping the prefixes it computes in a cache of its own (under the
+/// file's hash).
 pub fn load_engine(model: &str, threads: usize) -> anyhow::Result<(Engine, Hash)> {
     let path = verinfer_inference::models::resolve(model)?;
     let id = model_id(&path)?;
-    let engine = Engine::load(
+    let mut engine = Engine::load(
         &path,
         EngineOptions {
             threads,
@@ -226,11 +228,13 @@ pub fn load_engine(model: &str, threads: usize) -> anyhow::Result<(Engine, Hash)
         },
     )
     .with_context(|| format!("loading model {}", path.display()))?;
+    engine.share_prefix_cache(PrefixCache::new(PrefixLimits::default()), id.0);
     Ok((engine, id))
 }
 
 /// Loads `count` engines for `model`, each with `threads` (a verifier's
-/// checkers).
+/// checkers), sharing one cache of computed prefixes: a conversation's
+/// next check finds its earlier turns whichever checker runs it.
 pub fn load_engines(
     model: &str,
     threads: usize,
@@ -238,8 +242,10 @@ pub fn load_engines(
 ) -> anyhow::Result<(Vec<Engine>, Hash)> {
     let mut engines = Vec::with_capacity(count);
     let mut id = None;
+    let cache = PrefixCache::new(PrefixLimits::default());
     for _ in 0..count {
-        let (e, h) = load_engine(model, threads)?;
+        let (mut e, h) = load_engine(model, threads)?;
+        e.share_prefix_cache(cache.clone(), h.0);
         engines.push(e);
         id = Some(h);
     }
@@ -694,5 +700,37 @@ impl std::fmt::Debug for Member {
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Running").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A verifier's checkers share one cache of computed prefixes, filed
+    /// under the model file's hash; an inference node's engine has its own.
+    #[test]
+    fn a_verifiers_checkers_share_one_prefix_cache() -> anyhow::Result<()> {
+        let path = verinfer_inference::models::ensure_default_model()?;
+        let model = path.display().to_string();
+        let (mut engines, _) = load_engines(&model, 1, 2)?;
+        let (node, _) = load_engine(&model, 1)?;
+        let prompt = engines[0]
+            .model()
+            .tokenizer
+            .encode("A lighthouse keeper", false);
+        engines[0].score(&prompt, &[42, 43], &Default::default(), 1)?;
+        let kept = |e: &Engine| e.prefix_cache().stats().entries;
+        assert_eq!(
+            (kept(&engines[0]), kept(&engines[1]), kept(&node)),
+            (1, 1, 0)
+        );
+        // The other checker starts after what the first computed.
+        engines[1].score(&prompt, &[42, 43, 44], &Default::default(), 1)?;
+        assert_eq!(
+            engines[1].prefix_cache().stats().reused_tokens,
+            prompt.len() as u64 - 1
+        );
+        Ok(())
     }
 }

@@ -371,7 +371,7 @@ pub struct Publisher {
     pub licence: String,
 }
 
-verinfer_types::type_tag!(
+crate::type_tag!(
     /// Tag of [`ModelListing`].
     ModelTag = "verinfer.model.v1"
 );
