@@ -1044,25 +1044,30 @@ mod x86 {
         let pb = block_stride(T);
         let m4 = _mm256_set1_epi8(0x0f);
         let ones = _mm256_set1_epi16(1);
-        let load = |p: *const u8| {
-            // SAFETY: every call passes 32 bytes inside a panel block.
-            unsafe { _mm256_loadu_si256(p.cast()) }
-        };
+        // Plain loops rather than closures: a closure does not inherit the
+        // target features, and its intrinsics would stay calls.
         let mut acc = [[[_mm256_setzero_ps(); C]; 2]; P];
+        let mut base = [std::ptr::null::<u8>(); P];
+        let mut w = [[_mm256_setzero_si256(); 2]; P];
         for b in 0..nb {
-            // SAFETY: block b of every panel lies inside it (contract).
-            let base: [*const u8; P] =
-                std::array::from_fn(|p| unsafe { panels[p].as_ptr().add(b * pb) });
+            for p in 0..P {
+                // SAFETY: block b of every panel lies inside it (contract).
+                base[p] = unsafe { panels[p].as_ptr().add(b * pb) };
+            }
             // With `vpmaddubsw` each i16 lane sums 16 products of a nibble
             // and an activation over the block: at most 16 * 15 * 127 =
             // 30480, so i16 is exact.
             let mut s16 = [[[_mm256_setzero_si256(); C]; 2]; P];
             if wide {
                 for v in 0..8 {
-                    // SAFETY: chunk v (both halves) is inside the block.
-                    let w: [[__m256i; 2]; P] = std::array::from_fn(|p| {
-                        std::array::from_fn(|h| load(unsafe { base[p].add(qo + 64 * v + 32 * h) }))
-                    });
+                    for p in 0..P {
+                        for h in 0..2 {
+                            // SAFETY: chunk v (both halves) is inside the block.
+                            w[p][h] = unsafe {
+                                _mm256_loadu_si256(base[p].add(qo + 64 * v + 32 * h).cast())
+                            };
+                        }
+                    }
                     for c in 0..C {
                         // SAFETY: b < nb, v < 8.
                         let av = _mm256_set1_epi32(unsafe { act_dword(a[c], b, v) });
@@ -1076,10 +1081,14 @@ mod x86 {
                 }
             } else {
                 for v in 0..4 {
-                    // SAFETY: chunk v (both halves) is inside the block.
-                    let raw: [[__m256i; 2]; P] = std::array::from_fn(|p| {
-                        std::array::from_fn(|h| load(unsafe { base[p].add(qo + 64 * v + 32 * h) }))
-                    });
+                    for p in 0..P {
+                        for h in 0..2 {
+                            // SAFETY: chunk v (both halves) is inside the block.
+                            w[p][h] = unsafe {
+                                _mm256_loadu_si256(base[p].add(qo + 64 * v + 32 * h).cast())
+                            };
+                        }
+                    }
                     for c in 0..C {
                         // SAFETY: b < nb, v + 4 < 8.
                         let (alo, ahi) = unsafe {
@@ -1090,8 +1099,8 @@ mod x86 {
                         };
                         for p in 0..P {
                             for h in 0..2 {
-                                let lo = _mm256_and_si256(raw[p][h], m4);
-                                let hi = _mm256_and_si256(_mm256_srli_epi16(raw[p][h], 4), m4);
+                                let lo = _mm256_and_si256(w[p][h], m4);
+                                let hi = _mm256_and_si256(_mm256_srli_epi16(w[p][h], 4), m4);
                                 let pr = _mm256_add_epi16(
                                     _mm256_maddubs_epi16(lo, alo),
                                     _mm256_maddubs_epi16(hi, ahi),
@@ -1219,10 +1228,6 @@ mod x86 {
         let m4 = _mm256_set1_epi8(0x0f);
         let ones = _mm256_set1_epi16(1);
         let flip = _mm256_set1_epi8(-128);
-        let load = |p: *const u8| {
-            // SAFETY: every call passes 32 bytes inside a panel block.
-            unsafe { _mm256_loadu_si256(p.cast()) }
-        };
         for h in 0..2 {
             let mut acc = [[_mm256_setzero_ps(); C]; P];
             for b in 0..nb {
@@ -1238,11 +1243,17 @@ mod x86 {
                         _mm256_setzero_ps()
                     };
                     let mut isum = [_mm256_setzero_si256(); C];
-                    // SAFETY: the half's 32 bytes of every chunk are in the block.
-                    let chunk = |v: usize| load(unsafe { base.add(qo + 64 * v + 32 * h) });
+                    // A macro, not a closure: a closure does not inherit the
+                    // target features, and the load would stay a call.
+                    macro_rules! chunk {
+                        ($v:expr) => {
+                            // SAFETY: the half's 32 bytes of every chunk are in the block.
+                            unsafe { _mm256_loadu_si256(base.add(qo + 64 * $v + 32 * h).cast()) }
+                        };
+                    }
                     if T == T_Q8_0 {
                         for v in 0..8 {
-                            let raw = chunk(v);
+                            let raw = chunk!(v);
                             let w = _mm256_xor_si256(raw, flip);
                             let wabs = _mm256_abs_epi8(w);
                             for c in 0..C {
@@ -1264,7 +1275,7 @@ mod x86 {
                         // 16 * 15 * 127 = 30480, so i16 is exact.
                         let mut s16 = [_mm256_setzero_si256(); C];
                         for v in 0..4 {
-                            let raw = chunk(v);
+                            let raw = chunk!(v);
                             let lo = _mm256_and_si256(raw, m4);
                             let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
                             for c in 0..C {
