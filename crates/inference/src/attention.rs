@@ -239,7 +239,8 @@ unsafe fn group<L: Lanes16, const D16: usize, const G: usize, const Q: usize>(
             let kp = [i, if two { i + 1 } else { i }].map(|j| &krows[j * hd..(j + 1) * hd]);
             let mut acc = [[[L::zero(); 2]; G]; Q];
             for d in 0..hd {
-                let kd = kp.map(|k| L::load(&k[d]));
+                // Not `map`: a closure does not inherit the target features.
+                let kd = [L::load(&kp[0][d]), L::load(&kp[1][d])];
                 for (at, qt) in acc.iter_mut().zip(&q) {
                     for (ah, qh) in at.iter_mut().zip(qt) {
                         let qd = L::splat(qh[d]);
@@ -301,13 +302,21 @@ unsafe fn group<L: Lanes16, const D16: usize, const G: usize, const Q: usize>(
         // 5. Weighted values, dimensions in lanes. Every token takes the
         // positions before n0 together; the rest only the tokens that see them.
         let mut o = [[[L::zero(); D16]; G]; Q];
-        let vrow = |p: usize| -> [L; D16] {
-            let at = p * span.v_stride;
-            let v = span.v[at..at + hd].as_chunks::<16>().0;
-            std::array::from_fn(|c| L::load(&v[c]))
-        };
+        // A macro, not a closure: a closure does not inherit the target
+        // features, and its loads would stay calls.
+        macro_rules! vrow {
+            ($p:expr) => {{
+                let at = $p * span.v_stride;
+                let v = span.v[at..at + hd].as_chunks::<16>().0;
+                let mut r = [L::zero(); D16];
+                for (rc, vc) in r.iter_mut().zip(v) {
+                    *rc = L::load(vc);
+                }
+                r
+            }};
+        }
         for p in 0..n0 {
-            let vp = vrow(p);
+            let vp = vrow!(p);
             for (t, ot) in o.iter_mut().enumerate() {
                 for (h, oh) in ot.iter_mut().enumerate() {
                     let w = L::splat(scores[(t * G + h) * width + p]);
@@ -318,7 +327,7 @@ unsafe fn group<L: Lanes16, const D16: usize, const G: usize, const Q: usize>(
             }
         }
         for p in n0..n_max {
-            let vp = vrow(p);
+            let vp = vrow!(p);
             for (t, ot) in o.iter_mut().enumerate().skip(p + 1 - n0) {
                 for (h, oh) in ot.iter_mut().enumerate() {
                     let w = L::splat(scores[(t * G + h) * width + p]);

@@ -9,10 +9,12 @@
 //! tile shape or the thread that computes it; the unit tests check every
 //! family and shape against the scalar definition bit for bit.
 //!
-//! The 512-bit family reads batched products from [`Widened`] panels (4-bit
-//! weights unpacked to bytes once per chunk of panels rather than once per
-//! column tile): the unpacking would otherwise take a third of the vector
-//! operations of a kernel bound by its two 512-bit ports.
+//! The 512-bit and the AVX2 families read batched products from
+//! [`Widened`] panels (4-bit weights unpacked to bytes once per chunk of
+//! panels rather than once per column tile): the unpacking would otherwise
+//! take a third of the vector operations of a kernel bound by its vector
+//! ports. The AVX2 Q4 kernels compute both 8-row halves of a panel in one
+//! pass, with tiles sized for the 16 YMM registers.
 #![allow(unsafe_code)]
 
 use crate::gguf::GgmlType;
@@ -268,7 +270,8 @@ pub(crate) struct WideBlock([u8; WIDE_BLOCK]);
 
 /// Whether `kind` reads widened panels of type `ty` ([`Widened`]).
 pub(crate) fn widens(kind: KernelKind, ty: GgmlType) -> bool {
-    kind == KernelKind::Vnni512 && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1)
+    matches!(kind, KernelKind::Vnni512 | KernelKind::Avx2)
+        && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1)
 }
 
 /// A run of panels of a packed Q4 matrix with the nibbles widened to bytes
@@ -305,11 +308,15 @@ impl Widened {
         self.blocks.clear();
         self.blocks.reserve(n);
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `widens` holds only for `Vnni512`, which `supported` gives
-        // only on a CPU with AVX-512; `blocks` has room for the `n` blocks
-        // written, all bytes of each.
+        // SAFETY: `widens` holds only for `Vnni512` and `Avx2`, which
+        // `supported` gives only on a CPU with their features; `blocks` has
+        // room for the `n` blocks written, all bytes of each.
         unsafe {
-            x86::widen_zmm(ty, src, self.blocks.as_mut_ptr());
+            if kind == KernelKind::Vnni512 {
+                x86::widen_zmm(ty, src, self.blocks.as_mut_ptr());
+            } else {
+                x86::widen_ymm(ty, src, self.blocks.as_mut_ptr());
+            }
             self.blocks.set_len(n);
         }
         (self.ty, self.nb, self.first) = (Some(ty), nb, p0);
@@ -333,7 +340,7 @@ impl Widened {
 pub(crate) enum Panels<'a> {
     /// All panels, as [`quant::pack_matrix`] lays them out.
     Packed(&'a [u8]),
-    /// Some panels widened (512-bit kernels only; [`widens`]).
+    /// Some panels widened (512-bit and AVX2 kernels only; [`widens`]).
     Wide(&'a Widened),
 }
 
@@ -940,7 +947,227 @@ mod x86 {
         dest: &Dest<'_, '_>,
     ) {
         // SAFETY: forwarded contract.
-        unsafe { drive_ty!(Ymm<M_AVX2>, 1, 4, 2, ty, src, nb, panels, cols, c0, dest) }
+        unsafe {
+            match (src, ty) {
+                (Panels::Wide(_), GgmlType::Q4_1) => {
+                    drive::<YmmQ4, T_W4_1, 1, 3, 2>(src, nb, panels, cols, c0, dest)
+                }
+                (Panels::Wide(_), _) => {
+                    drive::<YmmQ4, T_W4_0, 1, 3, 2>(src, nb, panels, cols, c0, dest)
+                }
+                (_, GgmlType::Q4_1) => {
+                    drive::<YmmQ4, T_Q4_1, 1, 2, 2>(src, nb, panels, cols, c0, dest)
+                }
+                (_, GgmlType::Q4_0) => {
+                    drive::<YmmQ4, T_Q4_0, 1, 2, 2>(src, nb, panels, cols, c0, dest)
+                }
+                _ => drive::<Ymm<M_AVX2>, T_Q8_0, 1, 4, 2>(src, nb, panels, cols, c0, dest),
+            }
+        }
+    }
+
+    /// Widen the packed Q4 blocks `src` into `out` ([`super::Widened`]),
+    /// with AVX2: the same bytes as [`widen_zmm`].
+    ///
+    /// # Safety
+    /// [`available_avx2`] holds; `out` has room for every block of `src`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn widen_ymm(ty: GgmlType, src: &[u8], out: *mut super::WideBlock) {
+        let (_, mo, qo, pb) = panel_layout(ty);
+        let m4 = _mm256_set1_epi8(0x0f);
+        for (i, blk) in src.chunks_exact(pb).enumerate() {
+            // SAFETY: the scales, minimums and 256 quant bytes lie in the
+            // block; block i of `out` has room for 640 bytes (contract).
+            unsafe {
+                let o = out.add(i).cast::<u8>();
+                let b = blk.as_ptr();
+                for h in 0..2 {
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(b.add(16 * h).cast()));
+                    _mm256_storeu_ps(o.add(32 * h).cast(), d);
+                    let m = if ty == GgmlType::Q4_1 {
+                        _mm256_cvtph_ps(_mm_loadu_si128(b.add(mo + 16 * h).cast()))
+                    } else {
+                        _mm256_setzero_ps()
+                    };
+                    _mm256_storeu_ps(o.add(64 + 32 * h).cast(), m);
+                }
+                for v in 0..8 {
+                    let raw = _mm256_loadu_si256(b.add(qo + 32 * v).cast::<__m256i>());
+                    let lo = _mm256_and_si256(raw, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                    // Bytes 32v.. of the packed quants are half v % 2 of chunk v / 2.
+                    _mm256_storeu_si256(o.add(128 + 32 * v).cast(), lo);
+                    _mm256_storeu_si256(o.add(384 + 32 * v).cast(), hi);
+                }
+            }
+        }
+    }
+
+    /// The AVX2 kernels for Q4 panels, packed or widened.
+    pub(crate) struct YmmQ4;
+
+    impl Tile for YmmQ4 {
+        #[inline(always)]
+        unsafe fn tile<const T: u8, const P: usize, const C: usize>(
+            panels: [&[u8]; P],
+            nb: usize,
+            a: [&QCol<'_>; C],
+            dst: [[(*mut f32, usize); C]; P],
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { ymm_q4::<T, P, C>(panels, nb, a, dst) }
+        }
+    }
+
+    /// Both halves of each panel (rows 0..8 and 8..16, one register each)
+    /// in one pass over its blocks, so the weights and activations are
+    /// loaded once per tile. Per (half, column) the tile holds an f32
+    /// accumulator and the block's i16 sums: a 1 × 3 tile of widened
+    /// panels fills the 16 registers (12 of them, two weight halves, the
+    /// broadcast activation and a product).
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn ymm_q4<const T: u8, const P: usize, const C: usize>(
+        panels: [&[u8]; P],
+        nb: usize,
+        a: [&QCol<'_>; C],
+        dst: [[(*mut f32, usize); C]; P],
+    ) {
+        let wide = T == T_W4_0 || T == T_W4_1;
+        let q4_1 = type_of(T) == GgmlType::Q4_1;
+        let (mo, qo) = if wide {
+            (64, 128)
+        } else {
+            let (_, mo, qo, _) = panel_layout(type_of(T));
+            (mo, qo)
+        };
+        let pb = block_stride(T);
+        let m4 = _mm256_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        // Plain loops rather than closures: a closure does not inherit the
+        // target features, and its intrinsics would stay calls.
+        let mut acc = [[[_mm256_setzero_ps(); C]; 2]; P];
+        let mut base = [std::ptr::null::<u8>(); P];
+        let mut w = [[_mm256_setzero_si256(); 2]; P];
+        for b in 0..nb {
+            for p in 0..P {
+                // SAFETY: block b of every panel lies inside it (contract).
+                base[p] = unsafe { panels[p].as_ptr().add(b * pb) };
+            }
+            // With `vpmaddubsw` each i16 lane sums 16 products of a nibble
+            // and an activation over the block: at most 16 * 15 * 127 =
+            // 30480, so i16 is exact.
+            let mut s16 = [[[_mm256_setzero_si256(); C]; 2]; P];
+            if wide {
+                for v in 0..8 {
+                    for p in 0..P {
+                        for h in 0..2 {
+                            // SAFETY: chunk v (both halves) is inside the block.
+                            w[p][h] = unsafe {
+                                _mm256_loadu_si256(base[p].add(qo + 64 * v + 32 * h).cast())
+                            };
+                        }
+                    }
+                    for c in 0..C {
+                        // SAFETY: b < nb, v < 8.
+                        let av = _mm256_set1_epi32(unsafe { act_dword(a[c], b, v) });
+                        for p in 0..P {
+                            for h in 0..2 {
+                                let pr = _mm256_maddubs_epi16(w[p][h], av);
+                                s16[p][h][c] = _mm256_add_epi16(s16[p][h][c], pr);
+                            }
+                        }
+                    }
+                }
+            } else {
+                for v in 0..4 {
+                    for p in 0..P {
+                        for h in 0..2 {
+                            // SAFETY: chunk v (both halves) is inside the block.
+                            w[p][h] = unsafe {
+                                _mm256_loadu_si256(base[p].add(qo + 64 * v + 32 * h).cast())
+                            };
+                        }
+                    }
+                    for c in 0..C {
+                        // SAFETY: b < nb, v + 4 < 8.
+                        let (alo, ahi) = unsafe {
+                            (
+                                _mm256_set1_epi32(act_dword(a[c], b, v)),
+                                _mm256_set1_epi32(act_dword(a[c], b, v + 4)),
+                            )
+                        };
+                        for p in 0..P {
+                            for h in 0..2 {
+                                let lo = _mm256_and_si256(w[p][h], m4);
+                                let hi = _mm256_and_si256(_mm256_srli_epi16(w[p][h], 4), m4);
+                                let pr = _mm256_add_epi16(
+                                    _mm256_maddubs_epi16(lo, alo),
+                                    _mm256_maddubs_epi16(hi, ahi),
+                                );
+                                s16[p][h][c] = _mm256_add_epi16(s16[p][h][c], pr);
+                            }
+                        }
+                    }
+                }
+            }
+            for c in 0..C {
+                // SAFETY: b < nb.
+                let (d, s, corr) = unsafe { act_block::<T>(a[c], b) };
+                let (da, sa, corr) = (
+                    _mm256_set1_ps(d),
+                    _mm256_set1_ps(s),
+                    _mm256_set1_epi32(corr),
+                );
+                for p in 0..P {
+                    for h in 0..2 {
+                        // SAFETY: the half's 8 scales (minimums) are in the
+                        // block: halves, or floats when widened.
+                        let (dw, mw) = unsafe {
+                            if wide {
+                                (
+                                    _mm256_loadu_ps(base[p].add(32 * h).cast()),
+                                    _mm256_loadu_ps(base[p].add(mo + 32 * h).cast()),
+                                )
+                            } else {
+                                (
+                                    _mm256_cvtph_ps(_mm_loadu_si128(base[p].add(16 * h).cast())),
+                                    _mm256_cvtph_ps(_mm_loadu_si128(
+                                        base[p].add(mo + 16 * h).cast(),
+                                    )),
+                                )
+                            }
+                        };
+                        let i = _mm256_madd_epi16(s16[p][h][c], ones);
+                        let i = if q4_1 { i } else { _mm256_sub_epi32(i, corr) };
+                        let f = _mm256_cvtepi32_ps(i);
+                        let mut x = _mm256_fmadd_ps(_mm256_mul_ps(dw, da), f, acc[p][h][c]);
+                        if q4_1 {
+                            x = _mm256_fmadd_ps(mw, sa, x);
+                        }
+                        acc[p][h][c] = x;
+                    }
+                }
+            }
+        }
+        for (accp, dstp) in acc.iter().zip(&dst) {
+            for (c, &(ptr, len)) in dstp.iter().enumerate() {
+                for h in 0..2 {
+                    let n = len.saturating_sub(8 * h).min(8);
+                    // SAFETY: `ptr` has room for `len` floats (contract), of
+                    // which these are 8h..8h + n; `o` holds 8.
+                    unsafe {
+                        if n == 8 {
+                            _mm256_storeu_ps(ptr.add(8 * h), accp[h][c]);
+                        } else {
+                            let mut o = [0f32; 8];
+                            _mm256_storeu_ps(o.as_mut_ptr(), accp[h][c]);
+                            std::ptr::copy_nonoverlapping(o.as_ptr(), ptr.add(8 * h), n);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// [`super::matmul_panels`] on 256-bit registers with AVX-VNNI (`vpdpbusd`).
@@ -1001,10 +1228,6 @@ mod x86 {
         let m4 = _mm256_set1_epi8(0x0f);
         let ones = _mm256_set1_epi16(1);
         let flip = _mm256_set1_epi8(-128);
-        let load = |p: *const u8| {
-            // SAFETY: every call passes 32 bytes inside a panel block.
-            unsafe { _mm256_loadu_si256(p.cast()) }
-        };
         for h in 0..2 {
             let mut acc = [[_mm256_setzero_ps(); C]; P];
             for b in 0..nb {
@@ -1020,11 +1243,17 @@ mod x86 {
                         _mm256_setzero_ps()
                     };
                     let mut isum = [_mm256_setzero_si256(); C];
-                    // SAFETY: the half's 32 bytes of every chunk are in the block.
-                    let chunk = |v: usize| load(unsafe { base.add(qo + 64 * v + 32 * h) });
+                    // A macro, not a closure: a closure does not inherit the
+                    // target features, and the load would stay a call.
+                    macro_rules! chunk {
+                        ($v:expr) => {
+                            // SAFETY: the half's 32 bytes of every chunk are in the block.
+                            unsafe { _mm256_loadu_si256(base.add(qo + 64 * $v + 32 * h).cast()) }
+                        };
+                    }
                     if T == T_Q8_0 {
                         for v in 0..8 {
-                            let raw = chunk(v);
+                            let raw = chunk!(v);
                             let w = _mm256_xor_si256(raw, flip);
                             let wabs = _mm256_abs_epi8(w);
                             for c in 0..C {
@@ -1046,7 +1275,7 @@ mod x86 {
                         // 16 * 15 * 127 = 30480, so i16 is exact.
                         let mut s16 = [_mm256_setzero_si256(); C];
                         for v in 0..4 {
-                            let raw = chunk(v);
+                            let raw = chunk!(v);
                             let lo = _mm256_and_si256(raw, m4);
                             let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
                             for c in 0..C {
