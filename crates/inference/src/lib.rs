@@ -70,6 +70,7 @@ pub mod constraint;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+mod kquant;
 pub mod logprobs;
 pub mod math;
 mod mmap;
