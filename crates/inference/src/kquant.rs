@@ -10,8 +10,8 @@
 //! vectoriser: fixed-size arrays, 32 values of one scale per step.
 
 use crate::gguf::GgmlType;
-use crate::pool::SharedOut;
 use crate::quant::{dequantize_row, dot4_f32, dot_f32, rd_f16, scale_min_k4};
+use crate::simd::Dest;
 
 /// Q4_K: `d`, `dmin` (f16), twelve bytes of 6-bit scales and minimums, 128
 /// bytes of nibbles (group `g`: low nibbles are values `64g..64g + 32`, high
@@ -77,7 +77,9 @@ fn q6k_block(b: &[u8; 210], y: &mut [f32; 256]) {
         };
         let ds: [f32; 8] = std::array::from_fn(|i| d * f32::from(sc[i] as i8));
         let (ys, _) = yh.as_chunks_mut::<16>();
-        // Sixteen values of one scale per step: `is` is l / 16.
+        // Sixteen values of one scale per step: `is` is l / 16. (`j` indexes
+        // three arrays and four output chunks.)
+        #[allow(clippy::needless_range_loop)]
         for is in 0..2 {
             for j in 0..16 {
                 let l = 16 * is + j;
@@ -120,21 +122,20 @@ fn dequantize(ty: GgmlType, row: &[u8], out: &mut [f32]) {
     }
 }
 
-/// `out[c * total_rows + r0 + i] = dot(W[i], x[c])` for the rows `W[i]` in
+/// `out[c * dest.rows + r0 + i] = dot(W[i], x[c])` for the rows `W[i]` in
 /// `rows` (`row_bytes` each, format `ty`) and the columns `x[c]` of `xs`
 /// (`buf.len()` wide each); `buf` is scratch space one row wide.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn float_rows_impl(
     ty: GgmlType,
     rows: &[u8],
     row_bytes: usize,
     r0: usize,
-    total_rows: usize,
     xs: &[f32],
     buf: &mut [f32],
-    out: &SharedOut<'_>,
+    dest: &Dest<'_, '_>,
 ) {
+    let (out, total_rows) = (dest.out, dest.rows);
     let cols = buf.len();
     let cols_of = |c: usize| &xs[c * cols..(c + 1) * cols];
     let n = xs.len() / cols;
@@ -157,20 +158,22 @@ fn float_rows_impl(
         }
     }
 }
-crate::simd::multiversion!(pub(crate) fn float_rows(
+crate::simd::multiversion!(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn float_rows(
     ty: GgmlType,
     rows: &[u8],
     row_bytes: usize,
     r0: usize,
-    total_rows: usize,
     xs: &[f32],
     buf: &mut [f32],
-    out: &SharedOut<'_>,
+    dest: &Dest<'_, '_>,
 ) => float_rows_impl);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::SharedOut;
     use crate::quant::quantize_weights;
     use crate::simd::KernelKind;
     use crate::testing::Rng;
@@ -206,6 +209,7 @@ mod tests {
                     let mut got = vec![f32::NAN; n * rows];
                     {
                         let out = SharedOut::new(&mut got);
+                        let dest = Dest { out: &out, rows };
                         // Rows 2.. from row 2 on, then rows 0..2: a split as the workers make.
                         float_rows(
                             kind,
@@ -213,10 +217,9 @@ mod tests {
                             &bytes[2 * row_bytes..],
                             row_bytes,
                             2,
-                            rows,
                             &xs,
                             &mut buf,
-                            &out,
+                            &dest,
                         );
                         float_rows(
                             kind,
@@ -224,10 +227,9 @@ mod tests {
                             &bytes[..2 * row_bytes],
                             row_bytes,
                             0,
-                            rows,
                             &xs,
                             &mut buf,
-                            &out,
+                            &dest,
                         );
                     }
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

@@ -710,17 +710,8 @@ fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], x: &Acts, mats: &mut [(&Ma
                 let r = split(rows, t, threads);
                 let bytes = &data[m.offset + r.start * m.row_bytes..m.offset + r.end * m.row_bytes];
                 let xs = &x.f[..n * m.cols];
-                float_rows(
-                    kind,
-                    m.ty,
-                    bytes,
-                    m.row_bytes,
-                    r.start,
-                    rows,
-                    xs,
-                    &mut buf,
-                    out,
-                );
+                let dest = Dest { out, rows };
+                float_rows(kind, m.ty, bytes, m.row_bytes, r.start, xs, &mut buf, &dest);
             }
         }
     };
@@ -851,6 +842,9 @@ fn rope_neox(v: &mut [f32], table: &[(f32, f32)]) {
         v[i + half] = a * s + b * c;
     }
 }
+
+/// A RoPE rotation of one head by a table's `(cos, sin)` pairs.
+type Rotate = fn(&mut [f32], &[(f32, f32)]);
 
 /// What the steps of one layer share.
 struct Step<'a> {
@@ -1062,7 +1056,7 @@ impl Model {
     }
 
     /// The RoPE table of a layer and the rotation its architecture uses.
-    fn rope_for(&self, layer: &Layer) -> (&[(f32, f32)], fn(&mut [f32], &[(f32, f32)])) {
+    fn rope_for(&self, layer: &Layer) -> (&[(f32, f32)], Rotate) {
         let table = if layer.sliding {
             &self.rope_swa
         } else {
