@@ -40,16 +40,7 @@ impl Config {
     }
 }
 
-/// The user's verinfer data directory: `$VERINFER_HOME`, else
-/// `$XDG_DATA_HOME/verinfer`, else `~/.local/share/verinfer`.
+/// The user's verinfer data directory (see `verinfer_inference::paths`).
 pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
-    if let Some(h) = std::env::var_os("VERINFER_HOME") {
-        return Ok(PathBuf::from(h));
-    }
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
-        return Ok(PathBuf::from(x).join("verinfer"));
-    }
-    let home = std::env::var_os("HOME")
-        .context("cannot find a data directory: set VERINFER_HOME or HOME")?;
-    Ok(PathBuf::from(home).join(".local/share/verinfer"))
+    Ok(verinfer_inference::paths::data_dir()?)
 }

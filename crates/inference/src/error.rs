@@ -57,3 +57,9 @@ pub enum LlmError {
 
 /// Result alias for the engine.
 pub type Result<T> = std::result::Result<T, LlmError>;
+
+impl From<crate::paths::NoDataDir> for LlmError {
+    fn from(e: crate::paths::NoDataDir) -> Self {
+        LlmError::Fetch(e.to_string())
+    }
+}

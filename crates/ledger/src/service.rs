@@ -24,9 +24,10 @@ use crate::tx::TxBody;
 use crate::tx::{Genesis, Transaction, WalEntry, WalEntryTag};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use verinfer_log::{DirLock, DirLockError, Log, LogError};
 use verinfer_types::records::{Leaf, Receipt};
+use verinfer_types::sync::lock;
 use verinfer_types::{Hash, PublicKey, Record, RecordError, SecretKey};
 
 /// Origin of the write-ahead log (internal; it is never served).
@@ -203,10 +204,6 @@ fn leaf_ids(leaves: &[Leaf]) -> Result<Vec<Hash>, RecordError> {
                 .map(|b| verinfer_log::merkle::leaf_hash(&b))
         })
         .collect()
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The error for WAL entry `i` that does not decode: a clear refusal when it

@@ -40,8 +40,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Condvar, Mutex, RwLock};
 use verinfer_types::note::{check_key_name, VerifierKey, ALG_ED25519};
+use verinfer_types::sync::lock;
 use verinfer_types::{Hash, SecretKey};
 
 /// Largest entry of a transparency log, so that it fits a tile entry bundle
@@ -161,11 +162,6 @@ pub struct Log {
     checkpoint: Mutex<Option<SignedCheckpoint>>,
     /// Held while the log is open: one writer per directory.
     _lock: DirLock,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a lock leaves plain data behind; keep serving.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Log {

@@ -236,7 +236,7 @@ impl Gate {
     /// window and remembers this one.
     pub fn admit(&self, m: &Signed) -> Result<PublicKey, AuthError> {
         let now = now_ms();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = verinfer_types::sync::lock(&self.seen);
         let id = (m.key, m.nonce.clone());
         if seen.nonces.contains_key(&id) {
             return Err(AuthError::Replay);

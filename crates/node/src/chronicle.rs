@@ -272,7 +272,7 @@ impl Chronicle {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        verinfer_types::sync::lock(&self.inner)
     }
 
     /// Counts an applied (durable) transaction with its effects.

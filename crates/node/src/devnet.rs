@@ -20,7 +20,7 @@
 //! 127.0.0.1 exactly as separate processes do.
 
 use crate::config::{api_key_hash, load_or_create_key, write_private, ApiKeyEntry};
-use crate::gateway::GatewayConfig;
+use crate::roles::gateway::GatewayConfig;
 use crate::start::{self, Member, Running};
 use anyhow::Context;
 use std::os::unix::fs::PermissionsExt;
@@ -114,7 +114,7 @@ impl DevnetOptions {
             faulty_inference: 0,
             fault: Fault::EditToken(1),
             threads: 1,
-            verifier_workers: crate::verifier_role::DEFAULT_WORKERS,
+            verifier_workers: crate::roles::verifier::DEFAULT_WORKERS,
             heartbeat: start::HEARTBEAT,
             log_origin: LOG_ORIGIN.into(),
             settlement: Settlement::Embedded,
@@ -144,7 +144,7 @@ impl Devnet {
             r.stop();
         }
         if let Some(c) = &self.chain {
-            c.anvil.lock().unwrap_or_else(|e| e.into_inner()).stop();
+            verinfer_types::sync::lock(&c.anvil).stop();
         }
     }
 
@@ -160,7 +160,7 @@ impl Devnet {
         if let Some(c) = &self.chain {
             let anvil = c.anvil.clone();
             let stopped = tokio::task::spawn_blocking(move || {
-                anvil.lock().unwrap_or_else(|e| e.into_inner()).stop();
+                verinfer_types::sync::lock(&anvil).stop();
             })
             .await;
             if let Err(e) = stopped {
@@ -170,7 +170,7 @@ impl Devnet {
     }
 
     /// The gateway.
-    pub fn gateway(&self) -> Option<&Arc<crate::gateway::Gateway>> {
+    pub fn gateway(&self) -> Option<&Arc<crate::roles::gateway::Gateway>> {
         self.role("gateway").and_then(|r| r.gateway.as_ref())
     }
 
@@ -407,7 +407,7 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
                 engines,
                 id,
                 log_key.clone(),
-                crate::verifier_role::DEFAULT_QUEUE,
+                crate::roles::verifier::DEFAULT_QUEUE,
             )
             .await?;
             roles.push((name, r));
@@ -422,7 +422,7 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
                 engine,
                 id,
                 fault,
-                crate::inference_role::DEFAULT_QUEUE,
+                crate::roles::inference::DEFAULT_QUEUE,
             )
             .await?;
             roles.push((name, r));
@@ -606,7 +606,7 @@ fn supervise(anvil: Arc<std::sync::Mutex<Anvil>>) -> tokio::task::JoinHandle<()>
             tokio::time::sleep(Duration::from_millis(500)).await;
             let a = anvil.clone();
             let r = tokio::task::spawn_blocking(move || {
-                let mut a = a.lock().unwrap_or_else(|e| e.into_inner());
+                let mut a = verinfer_types::sync::lock(&a);
                 (!a.stopped()).then(|| a.revive())
             })
             .await;

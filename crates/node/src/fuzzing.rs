@@ -35,8 +35,8 @@ pub const TARGETS: [(&str, Check); 7] = [
 /// request or a 400 naming the problem. Chat and plain completions parse
 /// different fields of one body.
 pub fn openai_request(data: &[u8]) {
-    let _ = crate::gateway::openai::parse(data, true);
-    let _ = crate::gateway::openai::parse(data, false);
+    let _ = crate::roles::gateway::openai::parse(data, true);
+    let _ = crate::roles::gateway::openai::parse(data, false);
 }
 
 fn record<T: Record>(data: &[u8]) {

@@ -1,10 +1,14 @@
 //! What every role's HTTP server shares: binding, JSON errors, the
-//! authentication gate and the caller's authorization as a request check.
+//! authentication gate and the caller's authorization as a request check,
+//! and [`Signed`], the extractor of a signed message's body.
 
 use crate::auth::Gate;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +36,10 @@ impl HttpError {
     /// 403 with `msg`: an authentic caller this role does not serve.
     pub fn forbidden(msg: impl Into<String>) -> Self {
         HttpError(StatusCode::FORBIDDEN, msg.into())
+    }
+    /// 422 with `e`: a well-formed request the rules refuse.
+    pub fn unprocessable(e: impl std::fmt::Display) -> Self {
+        HttpError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
     }
     /// 429 with `msg` (answered with `Retry-After`): the work queue is full.
     pub fn busy(msg: impl Into<String>) -> Self {
@@ -83,6 +91,58 @@ where
         .map_err(unauthorized)?;
     allowed(m.key).await?;
     gate.admit(&m).map_err(unauthorized)
+}
+
+/// Who a role takes signed messages with a `T` body from, and what the body
+/// is called in its errors: the policy [`Signed`] applies.
+pub trait Admits<T>: Send + Sync + 'static {
+    /// Names the body in a 400 (`"{WHAT}: {serde error}"`).
+    const WHAT: &'static str;
+    /// The gate that checks envelopes addressed to this node.
+    fn gate(&self) -> &Gate;
+    /// Ok when `sender` may send this message (typically a 403 otherwise).
+    fn admit(&self, sender: PublicKey) -> impl Future<Output = Result<(), HttpError>> + Send;
+}
+
+/// A signed message's JSON body, from an authentic, fresh envelope whose
+/// sender the role admits ([`authorize`] with [`Admits::admit`]), parsed
+/// only then: 401 for a bad envelope, the role's refusal of the sender,
+/// 400 naming the body for bad JSON; a body axum cannot read keeps axum's
+/// answer (413 when too large).
+#[derive(Debug)]
+pub struct Signed<T> {
+    /// The authenticated sender.
+    pub sender: PublicKey,
+    /// The parsed body.
+    pub body: T,
+}
+
+impl<N, T> FromRequest<Arc<N>> for Signed<T>
+where
+    N: Admits<T>,
+    T: DeserializeOwned,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &Arc<N>) -> Result<Self, Response> {
+        let (method, uri, headers) = (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        );
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let node = &**state;
+        let sender = authorize(node.gate(), &method, &uri, &headers, &bytes, |k| {
+            node.admit(k)
+        })
+        .await
+        .map_err(IntoResponse::into_response)?;
+        let body = serde_json::from_slice(&bytes)
+            .map_err(|e| HttpError::bad_request(format!("{}: {e}", N::WHAT)).into_response())?;
+        Ok(Signed { sender, body })
+    }
 }
 
 /// A bound on the work a role takes at once (waiting and running): a
@@ -181,8 +241,9 @@ mod tests {
     #[test]
     fn unavailable_answers_carry_retry_after() {
         let role = HttpError(StatusCode::SERVICE_UNAVAILABLE, "no verifier".into()).into_response();
-        let gateway = crate::gateway::openai::ApiError::unavailable("the ledger is unavailable")
-            .into_response();
+        let gateway =
+            crate::roles::gateway::openai::ApiError::unavailable("the ledger is unavailable")
+                .into_response();
         for resp in [role, gateway] {
             assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(
@@ -190,5 +251,80 @@ mod tests {
                 &RETRY_AFTER_SECS.to_string()
             );
         }
+    }
+
+    /// The extractor answers as each handler's own lines did: 401 for an
+    /// envelope that does not verify, the role's refusal for a sender it
+    /// does not take, 400 naming the body for bad JSON, else the body.
+    #[tokio::test]
+    async fn signed_bodies_are_authenticated_then_admitted_then_parsed() {
+        struct Node {
+            gate: Gate,
+            allowed: PublicKey,
+        }
+        impl Admits<u64> for Node {
+            const WHAT: &'static str = "number";
+            fn gate(&self) -> &Gate {
+                &self.gate
+            }
+            fn admit(
+                &self,
+                sender: PublicKey,
+            ) -> impl Future<Output = Result<(), HttpError>> + Send {
+                std::future::ready(if sender == self.allowed {
+                    Ok(())
+                } else {
+                    Err(HttpError::forbidden("not a sender of this node"))
+                })
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let me = verinfer_types::SecretKey::generate();
+        let (friend, stranger) = (
+            verinfer_types::SecretKey::generate(),
+            verinfer_types::SecretKey::generate(),
+        );
+        let node = Arc::new(Node {
+            gate: Gate::open(me.public(), dir.path()).expect("gate"),
+            allowed: friend.public(),
+        });
+        let request = |key: &verinfer_types::SecretKey, signed: &str, sent: &str| {
+            let mut r = Request::new(axum::body::Body::from(sent.to_string()));
+            *r.method_mut() = Method::POST;
+            *r.uri_mut() = Uri::from_static("/n");
+            *r.headers_mut() =
+                crate::auth::sign(key, &me.public(), "POST", "/n", signed.as_bytes());
+            r
+        };
+        let extract = |r| async {
+            match Signed::<u64>::from_request(r, &node).await {
+                Ok(s) => Ok((s.sender, s.body)),
+                Err(resp) => {
+                    let status = resp.status();
+                    let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                        .await
+                        .expect("body");
+                    Err((status, String::from_utf8_lossy(&body).into_owned()))
+                }
+            }
+        };
+        assert_eq!(
+            extract(request(&friend, "7", "7")).await,
+            Ok((friend.public(), 7))
+        );
+        let code = |r: Result<(PublicKey, u64), (StatusCode, String)>| r.map_err(|e| e.0);
+        assert_eq!(
+            code(extract(request(&friend, "7", "8")).await),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            code(extract(request(&stranger, "7", "7")).await),
+            Err(StatusCode::FORBIDDEN)
+        );
+        let bad = extract(request(&friend, "x", "x")).await;
+        assert!(
+            matches!(&bad, Err((StatusCode::BAD_REQUEST, m)) if m.contains("number: ")),
+            "{bad:?}"
+        );
     }
 }

@@ -3,12 +3,12 @@
 //! Four roles exchange signed records over HTTP, with the same protocol
 //! whether they share a process or run on different machines:
 //!
-//! - [`ledger_role`]: the embedded ledger and its receipts log; gathers the
+//! - [`roles::ledger`]: the embedded ledger and its receipts log; gathers the
 //!   verifiers' cosignatures on checkpoints;
-//! - [`inference_role`]: runs a model, answers signed Requests with signed
+//! - [`roles::inference`]: runs a model, answers signed Requests with signed
 //!   Results, streaming the text;
-//! - [`verifier_role`]: checks Results and signs Verdicts; witnesses the log;
-//! - [`gateway`]: the OpenAI-compatible API, routing, verifier draws,
+//! - [`roles::verifier`]: checks Results and signs Verdicts; witnesses the log;
+//! - [`roles::gateway`]: the OpenAI-compatible API, routing, verifier draws,
 //!   disputes, settlement, receipts, metrics.
 //!
 //! Gateways, inference nodes and verifiers join by staking and registering
@@ -19,7 +19,7 @@
 //! sender's node key for the receiver's key, with a timestamp and a nonce
 //! against replay (remembered across restarts).
 //! With the EVM backend, the ledger role settles every final checkpoint and
-//! slash on a chain, signed by the verifiers ([`evm_role`]).
+//! slash on a chain, signed by the verifiers ([`roles::ledger::evm`]).
 //! [`devnet`] lays out a data directory and runs every role in one process;
 //! [`config`] is the per-node configuration `verinfer node` reads.
 
@@ -28,17 +28,15 @@ pub mod chronicle;
 pub mod client;
 pub mod config;
 pub mod devnet;
-pub mod evm_role;
-pub mod explorer;
 #[cfg(feature = "test-util")]
 pub mod fuzzing;
-pub mod gateway;
 pub mod http;
-pub mod inference_role;
-pub mod ledger_role;
 pub mod membership;
+pub mod roles;
 pub mod start;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
-pub mod verifier_role;
 pub mod wire;
+
+/// The gateway role, at the path other crates and tests name it by.
+pub use roles::gateway;

@@ -229,7 +229,7 @@ impl Registry {
         payer: &PublicKey,
     ) -> Result<(), HttpError> {
         let cached = {
-            let mut escrows = self.escrows.lock().unwrap_or_else(|e| e.into_inner());
+            let mut escrows = verinfer_types::sync::lock(&self.escrows);
             escrows.retain(|_, (_, at)| at.elapsed() < ESCROW_CACHE);
             escrows.get(request).map(|(p, _)| *p)
         };
@@ -249,7 +249,7 @@ impl Registry {
         };
         match found {
             Some(p) if p == *payer => {
-                let mut escrows = self.escrows.lock().unwrap_or_else(|e| e.into_inner());
+                let mut escrows = verinfer_types::sync::lock(&self.escrows);
                 if escrows.len() >= ESCROW_CACHE_MAX {
                     escrows.clear();
                 }

@@ -5,11 +5,11 @@
 use crate::auth::Gate;
 use crate::client::LedgerClient;
 use crate::config::{load_api_keys, load_or_create_key, NodeConfig};
-use crate::gateway::{Gateway, GatewayConfig};
-use crate::inference_role::InferenceNode;
-use crate::ledger_role::LedgerNode;
 use crate::membership::Registry;
-use crate::verifier_role::VerifierNode;
+use crate::roles::gateway::{Gateway, GatewayConfig};
+use crate::roles::inference::InferenceNode;
+use crate::roles::ledger::LedgerNode;
+use crate::roles::verifier::VerifierNode;
 use crate::{http, membership};
 use anyhow::{bail, Context};
 use std::collections::HashMap;
@@ -158,7 +158,7 @@ fn spawn_server(
 /// The model id (SHA-256 of the file) of `path`, computed once per process.
 pub fn model_id(path: &Path) -> anyhow::Result<Hash> {
     static IDS: Mutex<Option<HashMap<PathBuf, Hash>>> = Mutex::new(None);
-    let mut ids = IDS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ids = verinfer_types::sync::lock(&IDS);
     let ids = ids.get_or_insert_with(HashMap::new);
     if let Some(h) = ids.get(path) {
         return Ok(*h);
@@ -264,7 +264,7 @@ pub async fn settle_on_chain(
     .await
     .with_context(|| format!("connecting to the settlement contract {contract} at {url}"))?;
     let ledger = node.ledger().clone();
-    let cosigners = Arc::new(crate::evm_role::HttpCosigners::new(
+    let cosigners = Arc::new(crate::roles::ledger::evm::HttpCosigners::new(
         ledger.clone(),
         node_key,
     ));
@@ -611,7 +611,7 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
                 .map_err(|e| anyhow::anyhow!("fault: {e}"))?;
             let (engine, id) =
                 tokio::task::spawn_blocking(move || load_engine(&model, threads)).await??;
-            let queue = c.queue.unwrap_or(crate::inference_role::DEFAULT_QUEUE);
+            let queue = c.queue.unwrap_or(crate::roles::inference::DEFAULT_QUEUE);
             inference(member(ledger_url()?), engine, id, fault, queue).await
         }
         RoleKind::Verifier => {
@@ -627,12 +627,12 @@ pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Runni
             };
             let workers = c
                 .workers
-                .unwrap_or(crate::verifier_role::DEFAULT_WORKERS)
+                .unwrap_or(crate::roles::verifier::DEFAULT_WORKERS)
                 .max(1);
             let (engines, id) =
                 tokio::task::spawn_blocking(move || load_engines(&model, threads, workers))
                     .await??;
-            let queue = c.queue.unwrap_or(crate::verifier_role::DEFAULT_QUEUE);
+            let queue = c.queue.unwrap_or(crate::roles::verifier::DEFAULT_QUEUE);
             verifier(member(url), engines, id, log_key, queue).await
         }
     }

@@ -378,7 +378,7 @@ pub async fn explorer_fixture(n: usize) -> anyhow::Result<ExplorerFixture> {
         SecretKey::generate(),
         &ledger_role.url,
         "127.0.0.1:0",
-        crate::gateway::GatewayConfig::default(),
+        crate::roles::gateway::GatewayConfig::default(),
     )
     .await?;
     Ok(ExplorerFixture {

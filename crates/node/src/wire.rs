@@ -205,6 +205,13 @@ impl SummaryView {
     }
 }
 
+/// Largest transaction body. axum's default of 2 MB refused a gateway's
+/// settlement of 256 long answers whole; the gateway's settler keeps its
+/// batches below this by encoded size (a Request's input is bounded by the
+/// gateway's body limit, not by this), so only a receipt larger than this
+/// alone is refused, alone.
+pub const MAX_TX_BYTES: usize = 32 << 20;
+
 /// Amounts as decimal strings (they exceed JSON's safe integers).
 pub mod u128_string {
     use serde::{Deserialize, Deserializer, Serializer};

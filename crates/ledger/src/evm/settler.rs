@@ -19,6 +19,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use verinfer_types::sync::lock;
 
 use alloy::primitives::{Address, Bytes, B256};
 use alloy::signers::Signature as EcdsaSignature;
@@ -122,10 +123,6 @@ pub struct Settler {
     links: Mutex<BTreeMap<PublicKey, Link>>,
     history: Mutex<Vec<Settlement>>,
     bridge: Option<Bridge>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn io(what: &str, e: impl std::fmt::Display) -> EvmError {

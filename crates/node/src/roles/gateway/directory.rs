@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 use verinfer_ledger::tx::Role;
+use verinfer_types::sync::lock;
 use verinfer_types::{Hash, PublicKey};
 
 /// Longest wait for a node's description.
@@ -40,10 +41,6 @@ pub struct Directory {
     busy: Mutex<HashMap<PublicKey, usize>>,
     turn: std::sync::atomic::AtomicUsize,
     liveness: Duration,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Marks an inference node busy while alive.

@@ -16,19 +16,24 @@
 //!   proof or the log's signature fails. The last cosigned checkpoint is
 //!   stored before the cosignature is returned, so a restarted witness never
 //!   cosigns a fork or a rollback of what it already vouched for.
+//!
+//! Its EVM duties (signing settlements and slashes) are in [`evm`].
+
+pub mod evm;
+mod routes;
 
 use crate::auth::{now_ms, Gate};
-use crate::http::{authorize, blocking, HttpError, Queue};
+use crate::http::{authorize, blocking, Admits, HttpError, Queue, Signed};
 use crate::membership::Registry;
 use crate::wire::{CheckRequest, NodeInfo};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use verinfer_inference::{Engine, ENGINE_VERSION};
@@ -36,7 +41,8 @@ use verinfer_log::witness::Witness;
 use verinfer_log::SignedCheckpoint;
 use verinfer_types::note::VerifierKey;
 use verinfer_types::records::Verdict;
-use verinfer_types::{Hash, SecretKey};
+use verinfer_types::sync::lock;
+use verinfer_types::{Hash, PublicKey, SecretKey};
 use verinfer_verify::receipt::witness_name;
 use verinfer_verify::{CheckError, Checker};
 
@@ -113,10 +119,6 @@ pub struct VerifierNode {
     ledger: std::sync::OnceLock<crate::client::LedgerClient>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl VerifierNode {
     /// A verifier checking model `model_id` on `engines` (one checker
     /// each, with at most `queue` more checks waiting), signing with `key`,
@@ -175,20 +177,6 @@ impl VerifierNode {
 
     pub(crate) fn ledger(&self) -> Option<&crate::client::LedgerClient> {
         self.ledger.get()
-    }
-
-    /// The routes.
-    pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route("/verifier/check", post(check))
-            .route("/witness/add-checkpoint", post(add_checkpoint))
-            .route(
-                "/verifier/evm/settlement",
-                post(crate::evm_role::sign_settlement),
-            )
-            .route("/verifier/evm/slash", post(crate::evm_role::sign_slash))
-            .route("/node/info", get(info))
-            .with_state(self.clone())
     }
 
     /// Checks that a message is authentic and from the ledger's key (the
@@ -264,20 +252,21 @@ impl VerifierNode {
     }
 }
 
+/// Checks are the gateways' to ask for.
+impl Admits<CheckRequest> for VerifierNode {
+    const WHAT: &'static str = "check";
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
+    fn admit(&self, sender: PublicKey) -> impl Future<Output = Result<(), HttpError>> + Send {
+        self.registry.require_gateway(sender)
+    }
+}
+
 async fn check(
     State(node): State<Arc<VerifierNode>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed { body: req, .. }: Signed<CheckRequest>,
 ) -> Result<Response, HttpError> {
-    let registry = node.registry.clone();
-    authorize(&node.gate, &method, &uri, &headers, &body, |k| async move {
-        registry.require_gateway(k).await
-    })
-    .await?;
-    let req: CheckRequest =
-        serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(format!("check: {e}")))?;
     Ok(Json(node.checkers.verdict(req).await?).into_response())
 }
 

@@ -5,20 +5,17 @@
 
 use std::ffi::OsStr;
 
+use verinfer_inference::fetch::{
+    cached_path, fetch_pypi_file, fetch_pypi_files_with, sha256_file, FetchError, PypiFile,
+};
 use verinfer_inference::onnx::{
-    cached_path, fetch_pypi_file, fetch_pypi_files_with, FetchError, PypiFile, ROMANIZER_ENCODER,
-    ROMANIZER_PACKAGE, ROMANIZER_VERSION, ROMANIZER_VOCAB,
+    ROMANIZER_ENCODER, ROMANIZER_PACKAGE, ROMANIZER_VERSION, ROMANIZER_VOCAB,
 };
 
 fn python() -> std::ffi::OsString {
     std::env::var_os("VERINFER_PYTHON")
         .filter(|v| !v.is_empty())
         .unwrap_or("python3".into())
-}
-
-fn sha256_file(path: &std::path::Path) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(std::fs::read(path).expect("read")))
 }
 
 #[test]
@@ -44,7 +41,7 @@ fn fetch_is_idempotent_and_repairs_a_bad_cached_file() {
             &ROMANIZER_VOCAB
         )
     );
-    assert_eq!(sha256_file(&path), ROMANIZER_VOCAB.sha256);
+    assert_eq!(sha256_file(&path).expect("hash"), ROMANIZER_VOCAB.sha256);
     let modified = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .expect("mtime");
@@ -61,7 +58,7 @@ fn fetch_is_idempotent_and_repairs_a_bad_cached_file() {
     // A corrupted cache entry is replaced by a good copy.
     std::fs::write(&path, b"corrupted").expect("corrupt");
     assert_eq!(fetch(), path);
-    assert_eq!(sha256_file(&path), ROMANIZER_VOCAB.sha256);
+    assert_eq!(sha256_file(&path).expect("hash"), ROMANIZER_VOCAB.sha256);
 
     // No temporary directories are left behind.
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())

@@ -28,7 +28,7 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
     (
         "verinfer.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../../../clients/js/verinfer.js"),
+        include_str!("../../../../../clients/js/verinfer.js"),
     ),
     (
         "receipt.js",

@@ -17,7 +17,7 @@ use verinfer_types::{Record, SecretKey};
 const MAX_BATCH: usize = 256;
 /// Most encoded receipt bytes in one settlement: the ledger's body limit,
 /// less room for the transaction around them.
-const MAX_BATCH_BYTES: usize = crate::ledger_role::MAX_TX_BYTES - (1 << 20);
+const MAX_BATCH_BYTES: usize = crate::wire::MAX_TX_BYTES - (1 << 20);
 /// How long the first receipt of a batch waits for company.
 const GATHER: Duration = Duration::from_millis(5);
 

@@ -6,7 +6,7 @@
 use crate::auth::now_ms;
 use crate::chronicle::Minute;
 use crate::http::{blocking, HttpError};
-use crate::ledger_role::LedgerNode;
+use crate::roles::ledger::LedgerNode;
 use crate::wire::{u128_string, SummaryView};
 use axum::extract::{Query, State};
 use axum::Json;

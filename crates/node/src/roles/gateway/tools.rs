@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 use verinfer_inference::constraint::{self, ConstraintError};
 use verinfer_types::records::{Constraint, Message};
 
-use super::openai::ApiError;
+use super::error::ApiError;
 
 /// Where the schema sits in the request body.
 const SCHEMA_FIELD: &str = "response_format.json_schema.schema";
@@ -511,7 +511,7 @@ mod tests {
 
     #[test]
     fn a_conversation_with_calls_parses_into_the_request() {
-        use crate::gateway::openai;
+        use crate::roles::gateway::openai;
         use verinfer_types::records::Input;
         let mut body = weather();
         body["model"] = json!("m");

@@ -1,5 +1,5 @@
-//! Counters the gateway keeps, served as Prometheus text at `/metrics` and
-//! as JSON in `/v1/network`.
+//! Counters the gateway keeps, served as Prometheus text at `/metrics`
+//! ([`super::metrics`]) and as JSON in `/v1/network`.
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,20 +74,6 @@ impl Counters {
             prompt_tokens: g(&self.prompt_tokens),
             completion_tokens: g(&self.completion_tokens),
             verdicts: g(&self.verdicts),
-        }
-    }
-}
-
-/// Appends one metric family to `out` in Prometheus text format.
-pub fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
-    out.push_str(&format!(
-        "# HELP verinfer_{name} {help}\n# TYPE verinfer_{name} {kind}\n"
-    ));
-    for (labels, v) in samples {
-        if labels.is_empty() {
-            out.push_str(&format!("verinfer_{name} {v}\n"));
-        } else {
-            out.push_str(&format!("verinfer_{name}{{{labels}}} {v}\n"));
         }
     }
 }

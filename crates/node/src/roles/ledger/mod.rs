@@ -20,22 +20,26 @@
 //! cosignature from counting. A checkpoint with `witness_quorum` valid
 //! cosignatures is final: it is stored durably and served.
 
+pub mod evm;
+pub mod explorer;
+mod routes;
+
 use crate::auth::now_ms;
 use crate::chronicle::Chronicle;
 use crate::client::Peer;
-use crate::http::{blocking, HttpError};
+use crate::http::{blocking, Admits, HttpError, Signed};
 use crate::wire::{
     AccountView, EscrowView, NodeInfo, NodeView, ParamsView, SummaryView, TxApplied, TxRefused,
 };
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -47,17 +51,13 @@ use verinfer_log::checkpoint::Checkpoint;
 use verinfer_log::witness::verify_cosignature;
 use verinfer_types::note::{Note, NoteSignature, VerifierKey, ALG_COSIGNATURE_V1};
 use verinfer_types::records::{Finality, Receipt, VerificationMode};
+use verinfer_types::sync::lock;
 use verinfer_types::{Hash, PublicKey, Record};
 use verinfer_verify::receipt::{witness_name, ReceiptBundle};
 
 /// File (in the ledger directory) holding the latest final checkpoint.
 const COSIGNED_FILE: &str = "cosigned-checkpoint";
-/// Largest transaction body. axum's default of 2 MB refused a gateway's
-/// settlement of 256 long answers whole; the gateway's settler keeps its
-/// batches below this by encoded size (a Request's input is bounded by the
-/// gateway's body limit, not by this), so only a receipt larger than this
-/// alone is refused, alone.
-pub const MAX_TX_BYTES: usize = 32 << 20;
+pub use crate::wire::MAX_TX_BYTES;
 
 /// A checkpoint note with enough cosignatures, and its size.
 #[derive(Clone, Debug)]
@@ -93,10 +93,6 @@ pub struct LedgerNode {
     /// Witness replies dropped: malformed, or without a valid cosignature
     /// under the witness's own name.
     cosignatures_refused: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LedgerNode {
@@ -196,43 +192,6 @@ impl LedgerNode {
     /// The ledger.
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
-    }
-
-    /// The routes.
-    pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route(
-                "/ledger/tx",
-                post(submit).layer(DefaultBodyLimit::max(MAX_TX_BYTES)),
-            )
-            .route("/ledger/escrow/{request}", get(escrow))
-            .route("/ledger/account/{key}", get(account))
-            .route("/ledger/nodes", get(nodes))
-            .route("/ledger/params", get(params))
-            .route("/ledger/receipts/{id}", get(receipt))
-            .route("/v1/ledger/summary", get(summary))
-            .route("/node/info", get(info))
-            .route("/log/checkpoint", get(checkpoint))
-            .route("/ledger/report", post(report))
-            .route("/metrics", get(metrics))
-            .route("/ledger/commit", post(commit))
-            .route("/ledger/explorer/records", get(crate::explorer::records))
-            .route(
-                "/ledger/explorer/checkpoints",
-                get(crate::explorer::checkpoints),
-            )
-            .route(
-                "/ledger/explorer/settlement",
-                get(crate::explorer::settlement),
-            )
-            .route("/ledger/explorer/network", get(crate::explorer::network))
-            .route("/ledger/evm", get(crate::evm_role::status))
-            .route("/ledger/evm/link", post(crate::evm_role::add_link))
-            .with_state(self.clone())
-            .nest(
-                "/log",
-                verinfer_log::http::proof_router(self.ledger.receipts().clone()),
-            )
     }
 
     /// The registered nodes with their liveness.
@@ -620,28 +579,43 @@ async fn submit(State(node): State<Arc<LedgerNode>>, body: Bytes) -> Response {
     }
 }
 
+/// Reports count from registered gateways only, and of those only from the
+/// configured reporters when some are configured.
+impl Admits<crate::wire::Report> for LedgerNode {
+    const WHAT: &'static str = "report";
+    fn gate(&self) -> &crate::auth::Gate {
+        &self.gate
+    }
+    fn admit(&self, sender: PublicKey) -> impl Future<Output = Result<(), HttpError>> + Send {
+        let r = self.require_gateway(&sender).and_then(|()| {
+            if !self.reporters.is_empty() && !self.reporters.contains(&sender) {
+                return Err(HttpError::forbidden("not a reporter of this ledger"));
+            }
+            Ok(())
+        });
+        std::future::ready(r)
+    }
+}
+
+/// The log grows only for requests someone staked for: registered gateways.
+impl Admits<crate::wire::Commit> for LedgerNode {
+    const WHAT: &'static str = "commit";
+    fn gate(&self) -> &crate::auth::Gate {
+        &self.gate
+    }
+    fn admit(&self, sender: PublicKey) -> impl Future<Output = Result<(), HttpError>> + Send {
+        std::future::ready(self.require_gateway(&sender))
+    }
+}
+
 /// `POST /ledger/report`: a gateway's report of one call (rejected answer,
 /// node-level rejections, missed verifier tasks). Authenticated: only
 /// registered gateways, and of those only the configured reporters when some
 /// are configured. Answered once the report is durable.
 async fn report(
     State(node): State<Arc<LedgerNode>>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
-    body: Bytes,
+    Signed { body: r, .. }: Signed<crate::wire::Report>,
 ) -> Result<StatusCode, HttpError> {
-    let me = &*node;
-    crate::http::authorize(&node.gate, &method, &uri, &headers, &body, |k| async move {
-        me.require_gateway(&k)?;
-        if !me.reporters.is_empty() && !me.reporters.contains(&k) {
-            return Err(HttpError::forbidden("not a reporter of this ledger"));
-        }
-        Ok(())
-    })
-    .await?;
-    let r: crate::wire::Report = serde_json::from_slice(&body)
-        .map_err(|e| HttpError::bad_request(format!("report: {e}")))?;
     if r.node_rejections.len() > crate::wire::Report::MAX_NODE_REJECTIONS {
         return Err(HttpError::bad_request(format!(
             "report: node_rejections has {} entries, at most {}",
@@ -672,18 +646,8 @@ async fn report(
 /// a node that committed to its Result cannot grind the verifiers it gets.
 async fn commit(
     State(node): State<Arc<LedgerNode>>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
-    body: Bytes,
+    Signed { body: c, .. }: Signed<crate::wire::Commit>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let me = &*node;
-    crate::http::authorize(&node.gate, &method, &uri, &headers, &body, |k| async move {
-        me.require_gateway(&k)
-    })
-    .await?;
-    let c: crate::wire::Commit = serde_json::from_slice(&body)
-        .map_err(|e| HttpError::bad_request(format!("commit: {e}")))?;
     let n = node.clone();
     let (index, note) = blocking(move || -> Result<(u64, String), verinfer_log::LogError> {
         let index = n.commitments.append(c.result.0.to_vec())?;

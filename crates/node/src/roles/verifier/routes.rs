@@ -1,0 +1,20 @@
+//! The verifier role's routes: which handler answers which path.
+
+use super::evm::{sign_settlement, sign_slash};
+use super::{add_checkpoint, check, info, VerifierNode};
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+
+impl VerifierNode {
+    /// The routes.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/verifier/check", post(check))
+            .route("/witness/add-checkpoint", post(add_checkpoint))
+            .route("/verifier/evm/settlement", post(sign_settlement))
+            .route("/verifier/evm/slash", post(sign_slash))
+            .route("/node/info", get(info))
+            .with_state(self.clone())
+    }
+}
