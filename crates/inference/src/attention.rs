@@ -326,8 +326,9 @@ pub(crate) fn head_reference(q: &[f32], span: &Span<'_>, scale: f32, out: &mut [
     }
 }
 
-/// The vectorised shapes: head widths 64 and 128, one to four query heads
-/// per KV head, one or two tokens; other shapes one head at a time.
+/// The vectorised shapes: head widths 64 and 128 (one to four query heads
+/// per KV head) and 256 (four), one or two tokens; other shapes one head at
+/// a time.
 ///
 /// # Safety
 /// The CPU has the features of `L`.
@@ -362,6 +363,8 @@ unsafe fn dispatch<L: Lanes16>(
     match hd {
         64 => go!(4, 1 2 3 4),
         128 => go!(8, 1 2),
+        // Gemma 3 (four query heads on one KV head of 256).
+        256 => go!(16, 4),
         _ => {
             for (t, (qt, ot)) in qs
                 .chunks_exact(g * hd)
@@ -573,7 +576,15 @@ mod tests {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
         };
-        for (hd, g) in [(64, 3), (64, 1), (128, 2), (32, 2), (64, 5)] {
+        for (hd, g) in [
+            (64, 3),
+            (64, 1),
+            (128, 2),
+            (32, 2),
+            (64, 5),
+            (256, 4),
+            (256, 1),
+        ] {
             let cfg = config(hd, 2, g);
             let kv_dim = 2 * hd;
             let mut cache = KvCache::new(&cfg, 70);
