@@ -4,7 +4,8 @@
 //     llama_logits MODEL.gguf PROMPT...
 //
 // A PROMPT is `ids:1,2,3` (token ids) or text, tokenised by llama.cpp with
-// special tokens parsed and none added. Each prompt runs in a fresh context
+// special tokens parsed and BOS added when the vocabulary asks for it (as
+// the engine's tokenizer does). Each prompt runs in a fresh context
 // as one batch with logits for every position. Output (stdout, text):
 //
 //     system <llama_print_system_info()>
@@ -44,9 +45,9 @@ static std::vector<llama_token> parse_prompt(const llama_vocab * vocab, const st
         }
         return out;
     }
-    int n = -llama_tokenize(vocab, arg.c_str(), (int32_t) arg.size(), nullptr, 0, false, true);
+    int n = -llama_tokenize(vocab, arg.c_str(), (int32_t) arg.size(), nullptr, 0, llama_vocab_get_add_bos(vocab), true);
     out.resize(n);
-    if (llama_tokenize(vocab, arg.c_str(), (int32_t) arg.size(), out.data(), n, false, true) != n) {
+    if (llama_tokenize(vocab, arg.c_str(), (int32_t) arg.size(), out.data(), n, llama_vocab_get_add_bos(vocab), true) != n) {
         fprintf(stderr, "tokenize failed: %s\n", arg.c_str());
         exit(2);
     }

@@ -8,10 +8,12 @@
 --llama-build a CMake build of it holding libllama (built with at least
 `--target llama`), --source names where the tree came from (written into
 the golden files with the ggml version read from the tree). The script builds
-main.cpp against that tree, writes the synthetic model with
-`cargo build --workspace --example tiny_gguf`, runs llama.cpp on it and on the default
-model, and writes crates/inference/tests/golden/llama_cpp/*.json (the format
-is in crates/inference/tests/golden/README.md). Run from anywhere; needs g++.
+main.cpp against that tree, writes the synthetic models with
+`cargo build --workspace --example tiny_gguf` (`testing::reference_spec`),
+runs llama.cpp on them, on the default model and on Gemma 3 270M, and writes
+crates/inference/tests/golden/llama_cpp/*.json (the format is in
+crates/inference/tests/golden/README.md). `--only NAME,...` records some of
+them. Run from anywhere; needs g++.
 """
 
 import argparse
@@ -41,6 +43,22 @@ TINY_PROMPTS = [
     [1, 75, 72, 79, 79, 82, 35, 90, 82, 85, 79, 71],
     [0, 259, 260, 261, 262, 263, 264, 265, 266, 267, 268, 2, 3, 130, 200],
     [10, 10, 10, 10, 10, 10, 10, 10],
+]
+# The newer synthetic models add a prompt three times their sliding window
+# (tiny-gemma3's is 8 positions).
+LONG_PROMPT = [1] + [(37 * i + 11) % 266 + 3 for i in range(23)]
+# The synthetic models of testing::reference_spec and their prompts.
+TINY_MODELS = {
+    "tiny-llama": TINY_PROMPTS,
+    "tiny-qwen2": TINY_PROMPTS + [LONG_PROMPT],
+    "tiny-qwen3": TINY_PROMPTS + [LONG_PROMPT],
+    "tiny-gemma3": TINY_PROMPTS + [LONG_PROMPT],
+}
+# Gemma 3 270M (SentencePiece; its vocabulary adds BOS).
+GEMMA3_PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n    if n < 2:\n        return",
+    "<start_of_turn>user\nWrite a haiku about the sea.<end_of_turn>\n<start_of_turn>model\n",
 ]
 
 BUILD_FLAGS = (
@@ -148,11 +166,13 @@ def main():
     ap.add_argument("--llama-src", required=True)
     ap.add_argument("--llama-build", required=True)
     ap.add_argument("--source", required=True, help="where the llama.cpp tree came from")
-    ap.add_argument(
-        "--model",
-        default=os.path.expanduser("~/.local/share/verinfer/models/SmolLM2-135M-Instruct.Q4_1.gguf"),
-    )
+    models = os.path.expanduser("~/.local/share/verinfer/models")
+    ap.add_argument("--model", default=os.path.join(models, "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--gemma3", default=os.path.join(models, "gemma-3-270m-q4_k_m.gguf"))
+    ap.add_argument("--only", default="", help="comma-separated golden names to record (default: all)")
     a = ap.parse_args()
+    only = set(filter(None, a.only.split(",")))
+    wanted = lambda name: not only or name in only
     os.makedirs(WORK, exist_ok=True)
     lib = find_lib(a.llama_build)
     binary = os.path.join(WORK, "llama_logits")
@@ -163,13 +183,18 @@ def main():
             "-L", lib, "-lllama", f"-Wl,-rpath,{lib}", "-o", binary,
         ]
     )
-    tiny = os.path.join(WORK, "tiny-llama.gguf")
     # --workspace: the features (and the build) of the usual test runs.
     sh(["cargo", "build", "--quiet", "--workspace", "--example", "tiny_gguf"], cwd=ROOT)
-    sh([os.path.join(ROOT, "target", "debug", "examples", "tiny_gguf"), tiny])
     info = {"binary": binary, "source": a.source, "ggml": ggml_version(a.llama_src)}
-    golden("tiny-llama", tiny, TINY_PROMPTS, 1, info)
-    golden("smollm2-135m", a.model, DEFAULT_PROMPTS, 499, info)
+    for name, prompts in TINY_MODELS.items():
+        if wanted(name):
+            tiny = os.path.join(WORK, f"{name}.gguf")
+            sh([os.path.join(ROOT, "target", "debug", "examples", "tiny_gguf"), name, tiny])
+            golden(name, tiny, prompts, 1, info)
+    if wanted("smollm2-135m"):
+        golden("smollm2-135m", a.model, DEFAULT_PROMPTS, 499, info)
+    if wanted("gemma3-270m"):
+        golden("gemma3-270m", a.gemma3, GEMMA3_PROMPTS, 499, info)
 
 
 if __name__ == "__main__":

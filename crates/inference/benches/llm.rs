@@ -1,12 +1,14 @@
-//! Throughput of the language-model engine on the default model.
+//! Throughput of the language-model engine on the default model, or on the
+//! GGUF file named by `VERINFER_BENCH_MODEL`.
 //!
 //! `cargo bench -p verinfer-inference --bench llm` (fetch the model first:
-//! `verinfer models fetch smollm2-135m`). Prints decode and prefill tokens/s
+//! `verinfer models fetch smollm2-135m`). `VERINFER_BENCH_ROUNDS` sets the
+//! rounds (default 7), `VERINFER_BENCH_THREADS` the thread counts (default
+//! `1,2`). Prints decode and prefill tokens/s
 //! for 1 and 2 threads, and the cost of `score` over 256 output tokens as a
 //! fraction of generating them, and the time per token of JSON-schema
 //! constrained decoding against unconstrained (`constrained`). Generation
-//! and scoring alternate, `ROUNDS`
-//! times each, and the medians are reported (this host's memory bandwidth
+//! and scoring alternate, once per round, and the medians are reported (this host's memory bandwidth
 //! varies from minute to minute, which moves decode most). Not run in CI.
 
 use std::time::Instant;
@@ -16,8 +18,8 @@ use verinfer_inference::{
 };
 use verinfer_types::records::Constraint;
 
-/// Alternating runs of each measurement.
-const ROUNDS: usize = 7;
+/// Alternating runs of each measurement, unless `VERINFER_BENCH_ROUNDS` says.
+const DEFAULT_ROUNDS: usize = 7;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -41,7 +43,17 @@ fn main() {
     let text =
         "The quick brown fox jumps over the lazy dog while the sun sets behind the distant hills, \
                 and a gentle breeze carries the scent of pine across the quiet valley. ";
-    for threads in [1usize, 2] {
+    let rounds: usize = std::env::var("VERINFER_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(DEFAULT_ROUNDS);
+    let thread_counts: Vec<usize> = std::env::var("VERINFER_BENCH_THREADS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1, 2]);
+    for threads in thread_counts {
         let mut e = match Engine::load(
             &path,
             EngineOptions {
@@ -67,13 +79,13 @@ fn main() {
             };
             let _ = e.generate(&long[..64], &params, &mut |_, _| {});
             let mut times = Vec::new();
-            for _ in 0..ROUNDS {
+            for _ in 0..rounds {
                 let t = Instant::now();
                 let _ = e.generate(&long, &params, &mut |_, _| {});
                 times.push(t.elapsed().as_secs_f64());
             }
             println!(
-                "prefill threads={threads}: {:.1} tokens/s (512-token prompt, median of {ROUNDS})",
+                "prefill threads={threads}: {:.1} tokens/s (512-token prompt, median of {rounds})",
                 512.0 / median(times)
             );
         }
@@ -98,7 +110,7 @@ fn main() {
             let (mut gens, mut decodes, mut scores) = (Vec::new(), Vec::new(), Vec::new());
             let mut n = 0;
             let mut ok = true;
-            for _ in 0..ROUNDS {
+            for _ in 0..rounds {
                 let mut stamps = Vec::new();
                 let t0 = Instant::now();
                 let g = match e.generate(&prompt, &params, &mut |_, _| stamps.push(Instant::now()))
@@ -126,7 +138,7 @@ fn main() {
             }
             if want("decode") && !decodes.is_empty() {
                 println!(
-                    "decode threads={threads}: {:.1} tokens/s ({n} tokens after a {}-token prompt, median of {ROUNDS})",
+                    "decode threads={threads}: {:.1} tokens/s ({n} tokens after a {}-token prompt, median of {rounds})",
                     median(decodes),
                     prompt.len()
                 );
@@ -134,20 +146,26 @@ fn main() {
             if want("score") {
                 let (g, s) = (median(gens), median(scores));
                 println!(
-                    "score threads={threads}: {n} tokens in {s:.3}s vs generation {g:.3}s = {:.1}% (medians of {ROUNDS}; recomputed: {ok})",
+                    "score threads={threads}: {n} tokens in {s:.3}s vs generation {g:.3}s = {:.1}% (medians of {rounds}; recomputed: {ok})",
                     100.0 * s / g
                 );
             }
         }
         if want("constrained") {
-            constrained(&mut e, &prompt, &params, threads);
+            constrained(&mut e, &prompt, &params, threads, rounds);
         }
     }
 }
 
 /// Time per decoded token with and without a JSON-schema constraint, on the
 /// same prompt and sampling (the mask computed and applied at every step).
-fn constrained(e: &mut Engine, prompt: &[u32], params: &GenerateParams, threads: usize) {
+fn constrained(
+    e: &mut Engine,
+    prompt: &[u32],
+    params: &GenerateParams,
+    threads: usize,
+    rounds: usize,
+) {
     let schema = serde_json::json!({
         "type": "object",
         "properties": {"title": {"type": "string"}, "story": {"type": "string", "minLength": 2000}},
@@ -171,7 +189,7 @@ fn constrained(e: &mut Engine, prompt: &[u32], params: &GenerateParams, threads:
         (span / (n - 1) as f64, n)
     };
     let (mut free, mut masked, mut n) = (Vec::new(), Vec::new(), (0, 0));
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         let (t, a) = per_token(e, params);
         free.push(t);
         let (t, b) = per_token(e, &with);
@@ -180,7 +198,7 @@ fn constrained(e: &mut Engine, prompt: &[u32], params: &GenerateParams, threads:
     }
     let (f, m) = (median(free), median(masked));
     println!(
-        "constrained threads={threads}: {:.3} ms/token vs {:.3} ms/token unconstrained = {:+.1}% ({} and {} tokens, medians of {ROUNDS})",
+        "constrained threads={threads}: {:.3} ms/token vs {:.3} ms/token unconstrained = {:+.1}% ({} and {} tokens, medians of {rounds})",
         m * 1e3,
         f * 1e3,
         100.0 * (m / f - 1.0),

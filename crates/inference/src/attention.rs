@@ -3,7 +3,8 @@
 //! # Contract (`arith-v2`)
 //!
 //! For one query head `q` (width `hd`) over the keys and values of positions
-//! `0..n`:
+//! `lo..n` (`lo` is 0, or in a sliding-window layer of window `w` the first
+//! position the query sees, `n - w`):
 //!
 //! 1. `dot_p`: one f32 accumulator from `+0.0`, `acc = fma(q[d], k_p[d], acc)`
 //!    for `d = 0..hd` in order; the score is `s_p = dot_p * scale`.
@@ -12,7 +13,7 @@
 //! 4. `sum`: sixteen lanes from `+0.0`, lane `l` adding `e_p` for
 //!    `p ≡ l (mod 16)` in increasing `p`, reduced by [`hsum16`].
 //! 5. `o[d]`: one accumulator per dimension from `+0.0`,
-//!    `o = fma(e_p, v_p[d], o)` for `p = 0..n` in order; the output is
+//!    `o = fma(e_p, v_p[d], o)` for `p = lo..n` in order; the output is
 //!    `o[d] * (1 / sum)`.
 //!
 //! Keys are cached transposed in panels of [`KEY_PANEL`] positions
@@ -161,27 +162,41 @@ impl KvCache {
     }
 
     /// The keys and values `kv_head` of `layer` attends to, positions `0..n`.
+    #[cfg(test)]
     pub(crate) fn span(&self, layer: usize, kv_head: usize, n: usize) -> Span<'_> {
+        self.span_from(layer, kv_head, 0, n)
+    }
+
+    /// The keys and values `kv_head` of `layer` attends to, positions
+    /// `lo..n` (`lo < n`). The span starts at the key panel holding `lo`,
+    /// so that a position keeps its lane (`p mod 16`).
+    pub(crate) fn span_from(&self, layer: usize, kv_head: usize, lo: usize, n: usize) -> Span<'_> {
         let hd = self.head_dim;
-        let kb = self.k_base(layer, kv_head);
         let kv = self.kv_dim();
+        let base = lo / KEY_PANEL * KEY_PANEL;
+        let kb = self.k_base(layer, kv_head);
         let vb = layer * self.cap * kv + kv_head * hd;
         Span {
-            k: &self.k[kb..kb + n.div_ceil(KEY_PANEL) * KEY_PANEL * hd],
-            v: &self.v[vb..vb + (n - 1) * kv + hd],
+            k: &self.k[kb + base * hd..kb + n.div_ceil(KEY_PANEL) * KEY_PANEL * hd],
+            v: &self.v[vb + base * kv..vb + (n - 1) * kv + hd],
             v_stride: kv,
-            n,
+            n: n - base,
+            skip: lo - base,
+            base,
         }
     }
 }
 
-/// Keys (transposed panels) and values of one KV head, positions `0..n`.
+/// Keys (transposed panels) and values of one KV head, positions
+/// `base..base + n`, of which the first `skip` (fewer than 16) take no part.
 #[derive(Clone, Copy)]
 pub(crate) struct Span<'a> {
     k: &'a [f32],
     v: &'a [f32],
     v_stride: usize,
     n: usize,
+    skip: usize,
+    base: usize,
 }
 
 /// Fixed-order reduction of sixteen lanes: halves added pairwise (8, 4, 2, 1).
@@ -273,6 +288,10 @@ unsafe fn group<L: Lanes16, const D16: usize, const G: usize, const Q: usize>(
         for x in &mut s[n..] {
             *x = f32::NEG_INFINITY;
         }
+        // Positions before the window likewise (their weight is +0.0).
+        for x in &mut s[..span.skip] {
+            *x = f32::NEG_INFINITY;
+        }
         // SAFETY: the caller guarantees L's features.
         let max = unsafe {
             let mut m = L::splat(f32::NEG_INFINITY);
@@ -287,6 +306,9 @@ unsafe fn group<L: Lanes16, const D16: usize, const G: usize, const Q: usize>(
             *x = exp_f32(*x - max);
         }
         for x in &mut s[n..] {
+            *x = 0.0;
+        }
+        for x in &mut s[..span.skip] {
             *x = 0.0;
         }
         let mut lanes = [0f32; KEY_PANEL];
@@ -315,7 +337,7 @@ unsafe fn group<L: Lanes16, const D16: usize, const G: usize, const Q: usize>(
                 r
             }};
         }
-        for p in 0..n0 {
+        for p in span.skip..n0 {
             let vp = vrow!(p);
             for (t, ot) in o.iter_mut().enumerate() {
                 for (h, oh) in ot.iter_mut().enumerate() {
@@ -353,9 +375,9 @@ unsafe fn group<L: Lanes16, const D16: usize, const G: usize, const Q: usize>(
 /// tests hold the vector code to).
 pub(crate) fn head_reference(q: &[f32], span: &Span<'_>, scale: f32, out: &mut [f32]) {
     let hd = q.len();
-    let n = span.n;
+    let (lo, n) = (span.skip, span.n);
     let key = |p: usize, d: usize| span.k[(p / KEY_PANEL * hd + d) * KEY_PANEL + p % KEY_PANEL];
-    let s: Vec<f32> = (0..n)
+    let s: Vec<f32> = (lo..n)
         .map(|p| {
             let mut acc = 0f32;
             for (d, &x) in q.iter().enumerate() {
@@ -370,21 +392,22 @@ pub(crate) fn head_reference(q: &[f32], span: &Span<'_>, scale: f32, out: &mut [
     }
     let e: Vec<f32> = s.iter().map(|&x| exp_f32(x - max)).collect();
     let mut lanes = [0f32; KEY_PANEL];
-    for (p, &x) in e.iter().enumerate() {
+    for (p, &x) in (lo..n).zip(&e) {
         lanes[p % KEY_PANEL] += x;
     }
     let inv = 1.0 / hsum16(lanes);
     for (d, o) in out.iter_mut().enumerate() {
         let mut acc = 0f32;
-        for (p, &w) in e.iter().enumerate() {
+        for (p, &w) in (lo..n).zip(&e) {
             acc = w.mul_add(span.v[p * span.v_stride + d], acc);
         }
         *o = acc * inv;
     }
 }
 
-/// The vectorised shapes: head widths 64 and 128, one to four query heads
-/// per KV head, one or two tokens; other shapes one head at a time.
+/// The vectorised shapes: head widths 64 and 128 (one to four query heads
+/// per KV head) and 256 (four), one or two tokens; other shapes one head at
+/// a time.
 ///
 /// # Safety
 /// The CPU has the features of `L`.
@@ -419,6 +442,8 @@ unsafe fn dispatch<L: Lanes16>(
     match hd {
         64 => go!(4, 1 2 3 4),
         128 => go!(8, 1 2),
+        // Gemma 3 (four query heads on one KV head of 256).
+        256 => go!(16, 4),
         _ => {
             for (t, (qt, ot)) in qs
                 .chunks_exact(g * hd)
@@ -496,9 +521,9 @@ fn dispatch_avx2(
 
 /// Attention of one or two consecutive query tokens (`qs`: token-major,
 /// each `g` heads of `hd`, sharing the KV head of `span`; the first token
-/// attends to positions `0..n0`, the second to `0..n0 + 1`) into `out`
-/// (same shape), with the widest code the kernel family allows (identical
-/// results).
+/// attends to positions `lo..n0`, the second to `lo..n0 + 1`, where `lo` is
+/// the span's first position) into `out` (same shape), with the widest code
+/// the kernel family allows (identical results).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend(
     kind: crate::simd::KernelKind,
@@ -512,6 +537,8 @@ pub(crate) fn attend(
     out: &mut [f32],
 ) {
     use crate::simd::KernelKind;
+    // The kernels count positions from the span's first panel.
+    let n0 = n0 - span.base;
     debug_assert!(span.n + 1 == n0 + qs.len() / (g * hd));
     #[cfg(target_arch = "x86_64")]
     match kind {
@@ -557,6 +584,70 @@ mod tests {
         }
     }
 
+    /// A window (positions `lo..n`) gives every family the reference's
+    /// bits, and the reference is softmax attention over those positions
+    /// alone (checked in f64).
+    #[test]
+    fn windows_match_the_reference_and_skip_earlier_positions() {
+        let mut seed = 11u64;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (hd, g) in [(64, 2), (128, 1), (32, 1)] {
+            let cfg = config(hd, 1, g);
+            let mut cache = KvCache::new(&cfg, 80);
+            let mut keys = Vec::new();
+            let mut vals = Vec::new();
+            for pos in 0..80 {
+                let k: Vec<f32> = (0..hd).map(|_| rnd()).collect();
+                let v: Vec<f32> = (0..hd).map(|_| rnd()).collect();
+                cache.store(0, pos, &k, &v);
+                keys.push(k);
+                vals.push(v);
+            }
+            let qs: Vec<f32> = (0..g * hd).map(|_| rnd()).collect();
+            let scale = 1.0 / (hd as f32).sqrt();
+            for (lo, n) in [(1, 9), (3, 40), (16, 33), (21, 80), (47, 48)] {
+                let span = cache.span_from(0, 0, lo, n);
+                let mut want = vec![0f32; g * hd];
+                for (qh, oh) in qs.chunks_exact(hd).zip(want.chunks_exact_mut(hd)) {
+                    head_reference(qh, &span, scale, oh);
+                    let s: Vec<f64> = (lo..n)
+                        .map(|p| {
+                            let d: f64 = qh
+                                .iter()
+                                .zip(&keys[p])
+                                .map(|(a, b)| *a as f64 * *b as f64)
+                                .sum();
+                            d * scale as f64
+                        })
+                        .collect();
+                    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    for (d, o) in oh.iter().enumerate() {
+                        let x: f64 = (lo..n)
+                            .zip(&e)
+                            .map(|(p, w)| w * vals[p][d] as f64)
+                            .sum::<f64>()
+                            / sum;
+                        assert!(
+                            (x - *o as f64).abs() < 1e-4,
+                            "hd {hd} lo {lo} n {n}: {x} vs {o}"
+                        );
+                    }
+                }
+                for kind in KernelKind::supported() {
+                    let mut got = vec![f32::NAN; g * hd];
+                    attend(kind, &qs, hd, g, &span, n, scale, &mut Vec::new(), &mut got);
+                    assert_eq!(bits(&want), bits(&got), "hd {hd} lo {lo} n {n} {kind:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_family_matches_the_reference_bit_for_bit() {
         let mut seed = 7u64;
@@ -564,7 +655,15 @@ mod tests {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
         };
-        for (hd, g) in [(64, 3), (64, 1), (128, 2), (32, 2), (64, 5)] {
+        for (hd, g) in [
+            (64, 3),
+            (64, 1),
+            (128, 2),
+            (32, 2),
+            (64, 5),
+            (256, 4),
+            (256, 1),
+        ] {
             let cfg = config(hd, 2, g);
             let kv_dim = 2 * hd;
             let mut cache = KvCache::new(&cfg, 70);

@@ -1,17 +1,23 @@
 //! The transformer: weights, KV cache and the batched forward pass.
 //!
-//! Two architectures (`general.architecture`): `llama` (SmolLM2 and the
-//! llama family) and `gemma3`, which adds to the same pass an embedding
-//! scaled by √dim, per-head RMS norms of queries and keys, norms after
-//! attention and after the feed-forward (before each joins the residual), a
-//! GeGLU feed-forward (gelu-tanh), NeoX-style RoPE, and sliding-window
-//! layers (five of every six) with their own RoPE base.
+//! Four architectures (`general.architecture`) share one pass:
+//! - `llama` (SmolLM2 and the llama family): RoPE on adjacent pairs;
+//! - `qwen2` (Qwen2, Qwen2.5): biases on the query, key and value
+//!   projections, NeoX-style RoPE (pairs `(i, i + d/2)`);
+//! - `qwen3`: per-head RMS norms of queries and keys (before RoPE), no
+//!   biases, NeoX-style RoPE, heads wider than `dim / heads`;
+//! - `gemma3`: an embedding scaled by √dim, per-head query and key norms,
+//!   norms after attention and after the feed-forward (before each joins the
+//!   residual), a GeGLU feed-forward (gelu-tanh), NeoX-style RoPE, and
+//!   sliding-window layers (five of every six: a query at position `p` sees
+//!   the keys of `p + 1 - window..=p`, as llama.cpp) with their own RoPE base.
 
 use std::path::Path;
 
 use crate::attention::{attend, KvCache};
 use crate::error::{LlmError, Result};
 use crate::gguf::{ggml_type_name, GgmlType, Gguf, TensorInfo, Value};
+use crate::kquant::float_rows;
 use crate::math::{exp_f32, sin_cos_f64};
 use crate::pool::{Pool, SharedOut};
 use crate::quant::{
@@ -27,6 +33,34 @@ pub enum Arch {
     Llama,
     /// `gemma3`.
     Gemma3,
+    /// `qwen2` (also Qwen2.5).
+    Qwen2,
+    /// `qwen3`.
+    Qwen3,
+}
+
+impl Arch {
+    /// The architecture named by `general.architecture`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "llama" => Arch::Llama,
+            "gemma3" => Arch::Gemma3,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            _ => return None,
+        })
+    }
+
+    /// RoPE on the pairs `(i, i + d/2)` (llama.cpp's NeoX mode) rather than
+    /// on adjacent pairs.
+    fn neox(self) -> bool {
+        self != Arch::Llama
+    }
+
+    /// Per-head RMS norms of queries and keys.
+    fn qk_norm(self) -> bool {
+        matches!(self, Arch::Gemma3 | Arch::Qwen3)
+    }
 }
 
 /// Hyper-parameters of a model.
@@ -124,7 +158,8 @@ impl Mat {
 
     /// Integer formats run on the W4A8/W8A8 kernels; the rest (f32, f16
     /// and the k-quants) are dequantised row by row and multiplied in f32
-    /// by the fixed-order [`dot_f32`], the same code on every CPU.
+    /// by the fixed-order [`dot_f32`] ([`crate::kquant`]: the same bits on
+    /// every CPU).
     fn is_integer(&self) -> bool {
         matches!(
             self.ty,
@@ -141,6 +176,8 @@ impl Mat {
 #[derive(Debug)]
 struct Layer {
     attn_norm: Vec<f32>,
+    /// Biases of the query, key and value projections (`qwen2`).
+    qkv_bias: Option<[Vec<f32>; 3]>,
     /// Per-head norms of queries and keys (`gemma3`).
     qk_norm: Option<(Vec<f32>, Vec<f32>)>,
     /// Norms of the attention and feed-forward outputs before they join the
@@ -212,10 +249,8 @@ impl Model {
     /// Build a model from a parsed GGUF file.
     pub fn from_gguf(gguf: Gguf) -> Result<Self> {
         let arch_name = gguf.get_str("general.architecture")?.to_string();
-        let arch = match arch_name.as_str() {
-            "llama" => Arch::Llama,
-            "gemma3" => Arch::Gemma3,
-            _ => return Err(LlmError::UnsupportedArchitecture(arch_name)),
+        let Some(arch) = Arch::from_name(&arch_name) else {
+            return Err(LlmError::UnsupportedArchitecture(arch_name));
         };
         let gemma = arch == Arch::Gemma3;
         let key = |k: &str| format!("{arch_name}.{k}");
@@ -254,7 +289,7 @@ impl Model {
         if rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
             return Err(LlmError::Format(format!("bad rope dimension {rope_dim}")));
         }
-        if gemma && rope_dim != head_dim {
+        if arch.neox() && rope_dim != head_dim {
             return Err(LlmError::Format(
                 "partial NeoX RoPE is not supported".into(),
             ));
@@ -289,9 +324,19 @@ impl Model {
             let pair = |a: &str, b: &str, n: usize| -> Result<_> {
                 Ok((norm_vec(&gguf, &p(a), n)?, norm_vec(&gguf, &p(b), n)?))
             };
+            let bias = |s: &str, n: usize| norm_vec(&gguf, &format!("blk.{l}.{s}.bias"), n);
             layers.push(Layer {
                 attn_norm: norm_vec(&gguf, &p("attn_norm"), dim)?,
-                qk_norm: if gemma {
+                qkv_bias: if arch == Arch::Qwen2 {
+                    Some([
+                        bias("attn_q", q_dim)?,
+                        bias("attn_k", kv_dim)?,
+                        bias("attn_v", kv_dim)?,
+                    ])
+                } else {
+                    None
+                },
+                qk_norm: if arch.qk_norm() {
                     Some(pair("attn_q_norm", "attn_k_norm", head_dim)?)
                 } else {
                     None
@@ -324,7 +369,7 @@ impl Model {
             .get("tokenizer.chat_template")
             .and_then(Value::as_str)
             .unwrap_or(match arch {
-                Arch::Llama => crate::chat::CHATML_TEMPLATE,
+                Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => crate::chat::CHATML_TEMPLATE,
                 Arch::Gemma3 => crate::chat::GEMMA_TEMPLATE,
             })
             .to_string();
@@ -360,12 +405,9 @@ impl Model {
     }
 
     /// Maximum sequence length the engine accepts (the model's context length,
-    /// capped at 32768, and at the sliding window when there is one: within
-    /// it, windowed attention equals full attention, which is what the
-    /// attention kernels compute).
+    /// capped at 32768).
     pub fn max_seq_len(&self) -> usize {
-        let cap = self.config.sliding_window.unwrap_or(usize::MAX);
-        self.config.ctx_len.min(32768).min(cap)
+        self.config.ctx_len.min(32768)
     }
 
     /// Make sure the RoPE table covers positions `0..n`.
@@ -474,9 +516,6 @@ impl Acts {
             s: &self.s[r.clone()],
             qsum: &self.qsum[r],
         }
-    }
-    fn frow(&self, i: usize) -> &[f32] {
-        &self.f[i * self.cols..(i + 1) * self.cols]
     }
 }
 
@@ -668,12 +707,11 @@ fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], x: &Acts, mats: &mut [(&Ma
                 int_matmul_part(kind, m, x, (r.start, r.end), &Dest { out, rows });
             } else {
                 let mut buf = vec![0f32; m.cols];
-                for r in split(rows, t, threads) {
-                    dequantize_row(m.ty, m.row(data, r), &mut buf);
-                    for c in 0..n {
-                        out.set(c * rows + r, dot_f32(&buf, x.frow(c)));
-                    }
-                }
+                let r = split(rows, t, threads);
+                let bytes = &data[m.offset + r.start * m.row_bytes..m.offset + r.end * m.row_bytes];
+                let xs = &x.f[..n * m.cols];
+                let dest = Dest { out, rows };
+                float_rows(kind, m.ty, bytes, m.row_bytes, r.start, xs, &mut buf, &dest);
             }
         }
     };
@@ -805,6 +843,81 @@ fn rope_neox(v: &mut [f32], table: &[(f32, f32)]) {
     }
 }
 
+/// A RoPE rotation of one head by a table's `(cos, sin)` pairs.
+type Rotate = fn(&mut [f32], &[(f32, f32)]);
+
+/// What the steps of one layer share.
+struct Step<'a> {
+    kind: KernelKind,
+    pool: &'a Pool,
+    /// Row bounds of the element-wise work.
+    bounds: &'a [usize],
+    /// The layer's index.
+    l: usize,
+    layer: &'a Layer,
+}
+
+/// Working buffers of one forward pass (`n` entries).
+struct Scratch {
+    /// The residual stream.
+    x: Vec<f32>,
+    /// The normed residual, quantised.
+    xn: Acts,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Attention outputs, quantised.
+    att: Acts,
+    /// A block's output before it joins the residual.
+    tmp: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// Feed-forward hidden values, quantised.
+    hid: Acts,
+}
+
+impl Scratch {
+    fn new(cfg: &Config, n: usize) -> Self {
+        let kv_dim = cfg.n_kv_head * cfg.head_dim;
+        Scratch {
+            x: vec![0f32; n * cfg.dim],
+            xn: Acts::new(n, cfg.dim),
+            q: vec![0f32; n * cfg.q_dim],
+            k: vec![0f32; n * kv_dim],
+            v: vec![0f32; n * kv_dim],
+            att: Acts::new(n, cfg.q_dim),
+            tmp: vec![0f32; n * cfg.dim],
+            gate: vec![0f32; n * cfg.ffn_dim],
+            up: vec![0f32; n * cfg.ffn_dim],
+            hid: Acts::new(n, cfg.ffn_dim),
+        }
+    }
+}
+
+/// The attention query tiles of a batch, `(first entry, count)`: one entry,
+/// or two consecutive positions of one sequence.
+fn query_tiles(entries: &[Entry]) -> Vec<(usize, usize)> {
+    let n = entries.len();
+    let mut tiles = Vec::with_capacity(n);
+    let mut i = 0;
+    while i < n {
+        let pair = i + 1 < n
+            && entries[i + 1].seq == entries[i].seq
+            && entries[i + 1].pos == entries[i].pos + 1;
+        let count = if pair { 2 } else { 1 };
+        tiles.push((i, count));
+        i += count;
+    }
+    tiles
+}
+
+/// `out[r] += bias[r]` for each `bias.len()`-wide row of `out`.
+fn add_bias(kind: KernelKind, out: &mut [f32], bias: &[f32]) {
+    for row in out.chunks_exact_mut(bias.len()) {
+        add_assign(kind, row, bias);
+    }
+}
+
 impl Model {
     /// Run the transformer over a batch of tokens, appending their keys and
     /// values to the caches, and pass the logits of the entries listed in
@@ -814,7 +927,6 @@ impl Model {
     /// Every value computed for an entry depends only on that entry's token,
     /// position and its sequence's earlier cache contents, never on the other
     /// entries or on the thread count.
-    #[allow(unsafe_code)]
     pub(crate) fn forward_with(
         &self,
         kind: KernelKind,
@@ -824,12 +936,28 @@ impl Model {
         logits_for: &[usize],
         on_logits: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
     ) -> Result<()> {
+        self.check_entries(entries, caches)?;
+        let mut s = Scratch::new(&self.config, entries.len());
+        self.embed(entries, &mut s.x);
+        let tiles = query_tiles(entries);
+        let bounds = row_bounds(entries.len(), pool.threads());
+        for (l, layer) in self.layers.iter().enumerate() {
+            let step = Step {
+                kind,
+                pool,
+                bounds: &bounds,
+                l,
+                layer,
+            };
+            self.attention_block(&step, entries, &tiles, caches, &mut s);
+            self.ffn_block(&step, &mut s);
+        }
+        self.output_logits(kind, pool, &s, logits_for, on_logits)
+    }
+
+    /// Refuse entries outside their cache, the vocabulary or the RoPE table.
+    fn check_entries(&self, entries: &[Entry], caches: &[KvCache]) -> Result<()> {
         let cfg = &self.config;
-        let n = entries.len();
-        let dim = cfg.dim;
-        let hd = cfg.head_dim;
-        let kv_dim = cfg.n_kv_head * hd;
-        let data = self.data();
         for e in entries {
             let cache = caches
                 .get(e.seq)
@@ -850,181 +978,258 @@ impl Model {
                 return Err(LlmError::InvalidRequest("RoPE table too short".into()));
             }
         }
-        let mut x = vec![0f32; n * dim];
+        Ok(())
+    }
+
+    /// The entries' token embeddings into `x` (scaled by √dim for `gemma3`).
+    fn embed(&self, entries: &[Entry], x: &mut [f32]) {
+        let dim = self.config.dim;
+        let data = self.data();
         for (e, xr) in entries.iter().zip(x.chunks_exact_mut(dim)) {
             dequantize_row(
                 self.tok_embd.ty,
                 self.tok_embd.row(data, e.token as usize),
                 xr,
             );
-            if cfg.arch == Arch::Gemma3 {
+            if self.config.arch == Arch::Gemma3 {
                 let scale = (dim as f32).sqrt();
                 for v in xr.iter_mut() {
                     *v *= scale;
                 }
             }
         }
-        let mut xn = Acts::new(n, dim);
-        let q_dim = cfg.q_dim;
-        let mut q = vec![0f32; n * q_dim];
-        let mut k = vec![0f32; n * kv_dim];
-        let mut v = vec![0f32; n * kv_dim];
-        let mut att = Acts::new(n, q_dim);
-        let mut tmp = vec![0f32; n * dim];
-        let mut gate = vec![0f32; n * cfg.ffn_dim];
-        let mut up = vec![0f32; n * cfg.ffn_dim];
-        let mut hid = Acts::new(n, cfg.ffn_dim);
-        let half = cfg.rope_dim / 2;
+    }
+
+    /// The attention block of layer `step.l`: the previous feed-forward's
+    /// output joins the residual, then norm, projections (biases, query and
+    /// key norms), RoPE, the cache, attention and the output projection
+    /// (and its norm) into `s.tmp`.
+    fn attention_block(
+        &self,
+        step: &Step<'_>,
+        entries: &[Entry],
+        tiles: &[(usize, usize)],
+        caches: &mut [KvCache],
+        s: &mut Scratch,
+    ) {
+        let (kind, pool, layer) = (step.kind, step.pool, step.layer);
+        let cfg = &self.config;
+        let data = self.data();
+        let add = (step.l > 0).then_some(&s.tmp[..]);
+        pre_norm(
+            kind,
+            pool,
+            step.bounds,
+            &mut s.x,
+            add,
+            &layer.attn_norm,
+            cfg.eps,
+            &mut s.xn,
+        );
+        matmul(
+            kind,
+            pool,
+            data,
+            &s.xn,
+            &mut [
+                (&layer.wq, &mut s.q),
+                (&layer.wk, &mut s.k),
+                (&layer.wv, &mut s.v),
+            ],
+        );
+        if let Some([bq, bk, bv]) = &layer.qkv_bias {
+            add_bias(kind, &mut s.q, bq);
+            add_bias(kind, &mut s.k, bk);
+            add_bias(kind, &mut s.v, bv);
+        }
+        if let Some((qn, kn)) = &layer.qk_norm {
+            norm_in_place(kind, &mut s.q, qn, cfg.eps);
+            norm_in_place(kind, &mut s.k, kn, cfg.eps);
+        }
+        self.rope_and_store(step, entries, caches, s);
+        self.attend_all(step, entries, tiles, caches, &s.q, &mut s.att.f);
+        quantize_par(kind, pool, step.bounds, &mut s.att);
+        matmul(kind, pool, data, &s.att, &mut [(&layer.wo, &mut s.tmp)]);
+        if let Some((post_attn, _)) = &layer.post_norms {
+            norm_in_place(kind, &mut s.tmp, post_attn, cfg.eps);
+        }
+    }
+
+    /// The RoPE table of a layer and the rotation its architecture uses.
+    fn rope_for(&self, layer: &Layer) -> (&[(f32, f32)], Rotate) {
+        let table = if layer.sliding {
+            &self.rope_swa
+        } else {
+            &self.rope
+        };
+        let rotate = if self.config.arch.neox() {
+            rope_neox
+        } else {
+            rope_pairs
+        };
+        (table, rotate)
+    }
+
+    /// Rotate the keys and store keys and values in the caches (queries are
+    /// rotated in the attention tasks).
+    fn rope_and_store(
+        &self,
+        step: &Step<'_>,
+        entries: &[Entry],
+        caches: &mut [KvCache],
+        s: &mut Scratch,
+    ) {
+        let cfg = &self.config;
+        let (hd, half) = (cfg.head_dim, cfg.rope_dim / 2);
+        let kv_dim = cfg.n_kv_head * hd;
+        let (table, rope) = self.rope_for(step.layer);
+        for (i, e) in entries.iter().enumerate() {
+            let t = &table[e.pos * half..(e.pos + 1) * half];
+            for kh in s.k[i * kv_dim..(i + 1) * kv_dim].chunks_exact_mut(hd) {
+                rope(kh, t);
+            }
+            caches[e.seq].store(
+                step.l,
+                e.pos,
+                &s.k[i * kv_dim..(i + 1) * kv_dim],
+                &s.v[i * kv_dim..(i + 1) * kv_dim],
+            );
+        }
+    }
+
+    /// Attention of every entry into `out`: one task per (query tile, KV
+    /// head), dealt round-robin (later positions cost more). In a
+    /// sliding-window layer, a tile whose window excludes early positions
+    /// runs one token at a time (each token has its own first position).
+    #[allow(unsafe_code)]
+    fn attend_all(
+        &self,
+        step: &Step<'_>,
+        entries: &[Entry],
+        tiles: &[(usize, usize)],
+        caches: &[KvCache],
+        q: &[f32],
+        out: &mut [f32],
+    ) {
+        let cfg = &self.config;
+        let (kind, l) = (step.kind, step.l);
+        let (hd, half, q_dim) = (cfg.head_dim, cfg.rope_dim / 2, cfg.q_dim);
         let group = cfg.n_head / cfg.n_kv_head;
+        let width = group * hd;
         let scale = 1.0 / (hd as f32).sqrt();
-        // Attention query tiles: (first entry, count).
-        let mut tiles: Vec<(usize, usize)> = Vec::with_capacity(n);
-        let mut i = 0;
-        while i < n {
-            let pair = i + 1 < n
-                && entries[i + 1].seq == entries[i].seq
-                && entries[i + 1].pos == entries[i].pos + 1;
-            let count = if pair { 2 } else { 1 };
-            tiles.push((i, count));
-            i += count;
-        }
-        let bounds = row_bounds(n, pool.threads());
-        for (l, layer) in self.layers.iter().enumerate() {
-            // The residual of the previous layer's feed-forward joins here.
-            let add = (l > 0).then_some(&tmp[..]);
-            pre_norm(
-                kind,
-                pool,
-                &bounds,
-                &mut x,
-                add,
-                &layer.attn_norm,
-                cfg.eps,
-                &mut xn,
-            );
-            matmul(
-                kind,
-                pool,
-                data,
-                &xn,
-                &mut [
-                    (&layer.wq, &mut q),
-                    (&layer.wk, &mut k),
-                    (&layer.wv, &mut v),
-                ],
-            );
-            if let Some((qn, kn)) = &layer.qk_norm {
-                norm_in_place(kind, &mut q, qn, cfg.eps);
-                norm_in_place(kind, &mut k, kn, cfg.eps);
-            }
-            let rope_table = if layer.sliding {
-                &self.rope_swa
-            } else {
-                &self.rope
-            };
-            let rope = match cfg.arch {
-                Arch::Llama => rope_pairs,
-                Arch::Gemma3 => rope_neox,
-            };
-            // Keys are rotated here, queries in the attention tasks.
-            for (i, e) in entries.iter().enumerate() {
-                let table = &rope_table[e.pos * half..(e.pos + 1) * half];
-                for h in 0..cfg.n_kv_head {
-                    rope(&mut k[i * kv_dim + h * hd..i * kv_dim + h * hd + hd], table);
-                }
-                caches[e.seq].store(
-                    l,
-                    e.pos,
-                    &k[i * kv_dim..(i + 1) * kv_dim],
-                    &v[i * kv_dim..(i + 1) * kv_dim],
-                );
-            }
-            // Attention: one task per (query tile, KV head), dealt round-robin
-            // (later positions cost more); a tile is one entry, or two
-            // consecutive positions of one sequence.
-            {
-                let tasks = tiles.len() * cfg.n_kv_head;
-                let threads = pool.threads();
-                let out = SharedOut::new(&mut att.f);
-                let caches_ref: &[KvCache] = caches;
-                let q_ref = &q;
-                let job = |t: usize| {
-                    let mut scores = Vec::new();
-                    let mut qbuf = vec![0f32; 2 * group * hd];
-                    let mut obuf = vec![0f32; 2 * group * hd];
-                    for task in (t..tasks).step_by(threads) {
-                        let ((i, count), g) = (tiles[task / cfg.n_kv_head], task % cfg.n_kv_head);
-                        let width = group * hd;
-                        for k in 0..count {
-                            let at = (i + k) * q_dim + g * width;
-                            let qk = &mut qbuf[k * width..(k + 1) * width];
-                            qk.copy_from_slice(&q_ref[at..at + width]);
-                            let pos = entries[i + k].pos;
-                            let table = &rope_table[pos * half..(pos + 1) * half];
-                            for qh in qk.chunks_exact_mut(hd) {
-                                rope(qh, table);
-                            }
-                        }
-                        let (first, last) = (entries[i], entries[i + count - 1]);
-                        let span = caches_ref[first.seq].span(l, g, last.pos + 1);
-                        let (qs, os) = (&qbuf[..count * width], &mut obuf[..count * width]);
-                        attend(
-                            kind,
-                            qs,
-                            hd,
-                            group,
-                            &span,
-                            first.pos + 1,
-                            scale,
-                            &mut scores,
-                            os,
-                        );
-                        for k in 0..count {
-                            let at = (i + k) * q_dim + g * width;
-                            // SAFETY: the heads of KV head g of entry i + k belong
-                            // to this task alone.
-                            unsafe {
-                                let dst = out.ptr(at, width);
-                                std::ptr::copy_nonoverlapping(os[k * width..].as_ptr(), dst, width);
-                            }
-                        }
+        let window = match cfg.sliding_window {
+            Some(w) if step.layer.sliding => w,
+            _ => usize::MAX,
+        };
+        let (table, rope) = self.rope_for(step.layer);
+        let tasks = tiles.len() * cfg.n_kv_head;
+        let threads = step.pool.threads();
+        let out = SharedOut::new(out);
+        let job = |t: usize| {
+            let mut scores = Vec::new();
+            let mut qbuf = vec![0f32; 2 * width];
+            let mut obuf = vec![0f32; 2 * width];
+            for task in (t..tasks).step_by(threads) {
+                let ((i, count), g) = (tiles[task / cfg.n_kv_head], task % cfg.n_kv_head);
+                for k in 0..count {
+                    let at = (i + k) * q_dim + g * width;
+                    let qk = &mut qbuf[k * width..(k + 1) * width];
+                    qk.copy_from_slice(&q[at..at + width]);
+                    let pos = entries[i + k].pos;
+                    let t = &table[pos * half..(pos + 1) * half];
+                    for qh in qk.chunks_exact_mut(hd) {
+                        rope(qh, t);
                     }
+                }
+                let last = entries[i + count - 1];
+                // Runs of tokens sharing their first position: the tile, or
+                // each token alone when the window cuts the sequence.
+                let runs = if last.pos < window {
+                    [(0, count), (count, 0)]
+                } else {
+                    [(0, 1), (1, count - 1)]
                 };
-                pool.run(&job);
+                for (k0, len) in runs {
+                    if len == 0 {
+                        continue;
+                    }
+                    let first = entries[i + k0];
+                    let end = first.pos + len;
+                    let lo = (first.pos + 1).saturating_sub(window);
+                    let span = caches[first.seq].span_from(l, g, lo, end);
+                    let r = k0 * width..(k0 + len) * width;
+                    attend(
+                        kind,
+                        &qbuf[r.clone()],
+                        hd,
+                        group,
+                        &span,
+                        first.pos + 1,
+                        scale,
+                        &mut scores,
+                        &mut obuf[r],
+                    );
+                }
+                for k in 0..count {
+                    let at = (i + k) * q_dim + g * width;
+                    // SAFETY: the heads of KV head g of entry i + k belong
+                    // to this task alone.
+                    unsafe {
+                        let dst = out.ptr(at, width);
+                        std::ptr::copy_nonoverlapping(obuf[k * width..].as_ptr(), dst, width);
+                    }
+                }
             }
-            quantize_par(kind, pool, &bounds, &mut att);
-            matmul(kind, pool, data, &att, &mut [(&layer.wo, &mut tmp)]);
-            if let Some((post_attn, _)) = &layer.post_norms {
-                norm_in_place(kind, &mut tmp, post_attn, cfg.eps);
-            }
-            pre_norm(
-                kind,
-                pool,
-                &bounds,
-                &mut x,
-                Some(&tmp),
-                &layer.ffn_norm,
-                cfg.eps,
-                &mut xn,
-            );
-            matmul(
-                kind,
-                pool,
-                data,
-                &xn,
-                &mut [(&layer.w_gate, &mut gate), (&layer.w_up, &mut up)],
-            );
-            let gelu = cfg.arch == Arch::Gemma3;
-            act_quantize(kind, pool, &bounds, gelu, &gate, &up, &mut hid);
-            matmul(kind, pool, data, &hid, &mut [(&layer.w_down, &mut tmp)]);
-            if let Some((_, post_ffn)) = &layer.post_norms {
-                norm_in_place(kind, &mut tmp, post_ffn, cfg.eps);
-            }
+        };
+        step.pool.run(&job);
+    }
+
+    /// The feed-forward block of layer `step.l`: the attention output joins
+    /// the residual, then norm, gate and up projections, activation, down
+    /// projection (and its norm) into `s.tmp`.
+    fn ffn_block(&self, step: &Step<'_>, s: &mut Scratch) {
+        let (kind, pool, layer) = (step.kind, step.pool, step.layer);
+        let cfg = &self.config;
+        let data = self.data();
+        pre_norm(
+            kind,
+            pool,
+            step.bounds,
+            &mut s.x,
+            Some(&s.tmp),
+            &layer.ffn_norm,
+            cfg.eps,
+            &mut s.xn,
+        );
+        matmul(
+            kind,
+            pool,
+            data,
+            &s.xn,
+            &mut [(&layer.w_gate, &mut s.gate), (&layer.w_up, &mut s.up)],
+        );
+        let gelu = cfg.arch == Arch::Gemma3;
+        act_quantize(kind, pool, step.bounds, gelu, &s.gate, &s.up, &mut s.hid);
+        matmul(kind, pool, data, &s.hid, &mut [(&layer.w_down, &mut s.tmp)]);
+        if let Some((_, post_ffn)) = &layer.post_norms {
+            norm_in_place(kind, &mut s.tmp, post_ffn, cfg.eps);
         }
-        // The last residual, the output norm and the output projection, for
-        // the entries whose logits are wanted, a slice of rows at a time so
-        // that the logits stay in cache for `on_logits`.
-        let vocab = cfg.vocab;
+    }
+
+    /// The last residual, the output norm and the output projection, for
+    /// the entries whose logits are wanted, a slice of rows at a time so
+    /// that the logits stay in cache for `on_logits`.
+    fn output_logits(
+        &self,
+        kind: KernelKind,
+        pool: &Pool,
+        s: &Scratch,
+        logits_for: &[usize],
+        on_logits: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let cfg = &self.config;
+        let (dim, vocab, n) = (cfg.dim, cfg.vocab, s.x.len() / cfg.dim);
+        let data = self.data();
         let mut logits = vec![0f32; logits_for.len().min(LOGIT_ROWS) * vocab];
         for (c, rows) in logits_for.chunks(LOGIT_ROWS).enumerate() {
             let m = rows.len();
@@ -1033,8 +1238,8 @@ impl Model {
                 if i >= n {
                     return Err(LlmError::InvalidRequest("logits index out of range".into()));
                 }
-                xl[j * dim..(j + 1) * dim].copy_from_slice(&x[i * dim..(i + 1) * dim]);
-                tl[j * dim..(j + 1) * dim].copy_from_slice(&tmp[i * dim..(i + 1) * dim]);
+                xl[j * dim..(j + 1) * dim].copy_from_slice(&s.x[i * dim..(i + 1) * dim]);
+                tl[j * dim..(j + 1) * dim].copy_from_slice(&s.tmp[i * dim..(i + 1) * dim]);
             }
             let mut fin = Acts::new(m, dim);
             let fb = row_bounds(m, pool.threads());
@@ -1079,19 +1284,27 @@ mod tests {
     use super::*;
     use crate::testing::{tiny_model, TinySpec};
 
-    /// Logits of a short prompt for every weight format, kernel family and
-    /// thread count: bit for bit the same as the portable kernels on one thread.
+    /// Logits of a short prompt for every weight format, architecture,
+    /// kernel family and thread count: bit for bit the same as the portable
+    /// kernels on one thread, and the same whether the prompt runs as one
+    /// batch or a token at a time (sliding windows shorter than the prompt
+    /// included).
     #[test]
     fn logits_agree_across_kernels_and_threads_for_every_format() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for (wt, et, dim, arch) in [
-            (GgmlType::Q4_1, GgmlType::Q8_0, 64, "llama"),
-            (GgmlType::Q5_0, GgmlType::Q5_0, 64, "llama"),
-            (GgmlType::Q4K, GgmlType::Q6K, 256, "llama"),
-            (GgmlType::Q5K, GgmlType::Q5_0, 256, "llama"),
-            (GgmlType::Q6K, GgmlType::Q4K, 256, "llama"),
-            (GgmlType::Q5_0, GgmlType::Q8_0, 128, "gemma3"),
-            (GgmlType::Q4K, GgmlType::Q8_0, 256, "gemma3"),
+        for (wt, et, dim, arch, window) in [
+            (GgmlType::Q4_1, GgmlType::Q8_0, 64, "llama", 0),
+            (GgmlType::Q5_0, GgmlType::Q5_0, 64, "llama", 0),
+            (GgmlType::Q4K, GgmlType::Q6K, 256, "llama", 0),
+            (GgmlType::Q5K, GgmlType::Q5_0, 256, "llama", 0),
+            (GgmlType::Q6K, GgmlType::Q4K, 256, "llama", 0),
+            (GgmlType::Q5_0, GgmlType::Q8_0, 128, "gemma3", 64),
+            (GgmlType::Q4K, GgmlType::Q8_0, 256, "gemma3", 64),
+            (GgmlType::Q8_0, GgmlType::Q8_0, 128, "gemma3", 4),
+            (GgmlType::Q4_1, GgmlType::Q8_0, 64, "qwen2", 0),
+            (GgmlType::Q6K, GgmlType::Q8_0, 256, "qwen2", 0),
+            (GgmlType::Q4_0, GgmlType::Q8_0, 64, "qwen3", 0),
+            (GgmlType::Q4K, GgmlType::Q6K, 256, "qwen3", 0),
         ] {
             let gemma = arch == "gemma3";
             let spec = TinySpec {
@@ -1101,13 +1314,23 @@ mod tests {
                 ffn: 256,
                 arch: arch.into(),
                 n_layer: if gemma { 6 } else { 2 },
+                sliding_window: window,
                 ..TinySpec::default()
             };
             let gguf = Gguf::from_bytes(&tiny_model(&spec)).expect("gguf");
             let mut model = Model::from_gguf(gguf).expect("model");
+            assert_eq!(Some(model.config.arch), Arch::from_name(arch));
             assert_eq!(
                 model.layers.iter().filter(|l| l.sliding).count(),
                 5 * gemma as usize
+            );
+            assert_eq!(
+                model.layers.iter().all(|l| l.qkv_bias.is_some()),
+                arch == "qwen2"
+            );
+            assert_eq!(
+                model.layers.iter().all(|l| l.qk_norm.is_some()),
+                arch == "qwen3" || gemma
             );
             model.ensure_rope(16);
             let entries: Vec<Entry> = (0..9)
@@ -1133,6 +1356,22 @@ mod tests {
                     assert_eq!(bits(&want), bits(&got), "{wt:?} {arch} {kind:?} {threads}");
                 }
             }
+            let mut caches = vec![KvCache::new(&model.config, 16)];
+            let pool = Pool::new(2);
+            let one_by_one: Vec<f32> = entries
+                .iter()
+                .flat_map(|e| {
+                    let kind = KernelKind::detect();
+                    model
+                        .forward(kind, &pool, &[*e], &mut caches, &[0])
+                        .expect("forward")
+                })
+                .collect();
+            assert_eq!(
+                bits(&want),
+                bits(&one_by_one),
+                "{wt:?} {arch} token by token"
+            );
         }
     }
 }

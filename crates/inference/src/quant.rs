@@ -413,7 +413,7 @@ pub fn dot4_f32(a: &[f32], bs: [&[f32]; 4]) -> [f32; 4] {
     acc.map(|x| hsum8(&x))
 }
 
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

@@ -23,10 +23,21 @@ pub struct TinySpec {
     pub weight_type: GgmlType,
     /// Type of the embedding (tied output).
     pub embd_type: GgmlType,
-    /// Architecture name to write.
+    /// Architecture name to write: `llama`, `qwen2` (query, key and value
+    /// biases), `qwen3` (per-head query and key norms, heads of 64 whatever
+    /// the width) or `gemma3` (heads of 64, its extra norms, sliding
+    /// windows); any other name is written with `llama`'s tensors.
     pub arch: String,
     /// RNG seed for weights.
     pub seed: u64,
+    /// Tokens appended to the 269-token vocabulary (never produced by the
+    /// tokenizer: a realistic output projection for benchmarks).
+    pub extra_vocab: usize,
+    /// Window of `gemma3`'s sliding-window layers.
+    pub sliding_window: usize,
+    /// Head width of `qwen3` and `gemma3` (64 when `None`; other
+    /// architectures use `dim / n_head`).
+    pub head_dim: Option<usize>,
 }
 
 impl Default for TinySpec {
@@ -42,7 +53,67 @@ impl Default for TinySpec {
             embd_type: GgmlType::Q8_0,
             arch: "llama".into(),
             seed: 1,
+            extra_vocab: 0,
+            sliding_window: 64,
+            head_dim: None,
         }
+    }
+}
+
+/// The synthetic models llama.cpp's logits were recorded on
+/// (`tests/golden/llama_cpp/NAME.json`, written by `examples/tiny_gguf`):
+/// `tiny-llama` (the default spec), `tiny-qwen2` (its shape with biases),
+/// `tiny-qwen3` (width 256, eight heads of 64, Q4_K layers and a Q6_K
+/// embedding) and `tiny-gemma3` (six layers, a window of 8 positions).
+pub fn reference_spec(name: &str) -> Option<TinySpec> {
+    let d = TinySpec::default();
+    Some(match name {
+        "tiny-llama" => d,
+        "tiny-qwen2" => TinySpec {
+            arch: "qwen2".into(),
+            ..d
+        },
+        "tiny-qwen3" => TinySpec {
+            arch: "qwen3".into(),
+            dim: 256,
+            n_head: 8,
+            n_kv_head: 4,
+            ffn: 512,
+            weight_type: GgmlType::Q4K,
+            embd_type: GgmlType::Q6K,
+            ..d
+        },
+        "tiny-gemma3" => TinySpec {
+            arch: "gemma3".into(),
+            dim: 128,
+            ffn: 256,
+            n_layer: 6,
+            weight_type: GgmlType::Q5_0,
+            sliding_window: 8,
+            ..d
+        },
+        _ => return None,
+    })
+}
+
+/// A Qwen3-0.6B-shaped model (28 layers, width 1024, 16 heads of 128, 8 KV
+/// heads, feed-forward 3072, a 151,936-token vocabulary, tied embedding;
+/// 0.6B parameters) with random weights in `weight_type` and its embedding
+/// in `embd_type`, for benchmarks.
+pub fn qwen3_06b_spec(weight_type: GgmlType, embd_type: GgmlType) -> TinySpec {
+    TinySpec {
+        arch: "qwen3".into(),
+        dim: 1024,
+        n_head: 16,
+        n_kv_head: 8,
+        head_dim: Some(128),
+        ffn: 3072,
+        n_layer: 28,
+        ctx: 4096,
+        weight_type,
+        embd_type,
+        extra_vocab: 151_936 - 269,
+        ..TinySpec::default()
     }
 }
 
@@ -112,11 +183,21 @@ pub fn tiny_model_for_llama_cpp(spec: &TinySpec) -> Vec<u8> {
 }
 
 fn tiny_parts(spec: &TinySpec) -> (Vec<(String, Value)>, Vec<WTensor>) {
-    let (tokens, types, merges) = tiny_vocab();
+    let (mut tokens, mut types, merges) = tiny_vocab();
+    for i in 0..spec.extra_vocab {
+        tokens.push(format!("<|unused_{i}|>"));
+        types.push(5);
+    }
     let vocab = tokens.len();
     let gemma = spec.arch == "gemma3";
-    // Gemma's heads are wider than dim / heads (Gemma 3 270M: 256, not 160).
-    let head_dim = if gemma { 64 } else { spec.dim / spec.n_head };
+    let (qwen2, qwen3) = (spec.arch == "qwen2", spec.arch == "qwen3");
+    // Gemma's and Qwen3's heads are wider than dim / heads (Gemma 3 270M:
+    // 256, not 160; Qwen3 0.6B: 128, not 64).
+    let head_dim = if gemma || qwen3 {
+        spec.head_dim.unwrap_or(64)
+    } else {
+        spec.dim / spec.n_head
+    };
     let q_dim = spec.n_head * head_dim;
     let kv_dim = spec.n_kv_head * head_dim;
     let mut rng = Rng(spec.seed);
@@ -124,7 +205,11 @@ fn tiny_parts(spec: &TinySpec) -> (Vec<(String, Value)>, Vec<WTensor>) {
         |n: usize, scale: f32| -> Vec<f32> { (0..n).map(|_| rng.next_f32() * scale).collect() };
     // Keys carry the architecture's prefix (`llama.` for names the engine
     // does not know, so that only the name is wrong).
-    let pre = if gemma { "gemma3" } else { "llama" };
+    let pre = if gemma || qwen2 || qwen3 {
+        spec.arch.as_str()
+    } else {
+        "llama"
+    };
     let mut meta: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::Str(spec.arch.clone())),
         (
@@ -151,7 +236,10 @@ fn tiny_parts(spec: &TinySpec) -> (Vec<(String, Value)>, Vec<WTensor>) {
             format!("{pre}.attention.head_count_kv"),
             Value::UInt(spec.n_kv_head as u64),
         ),
-        (format!("{pre}.rope.freq_base"), Value::Float(10000.0)),
+        (
+            format!("{pre}.rope.freq_base"),
+            Value::Float(if qwen2 || qwen3 { 1e6 } else { 10000.0 }),
+        ),
         (
             format!("{pre}.attention.layer_norm_rms_epsilon"),
             Value::Float(1e-5),
@@ -173,13 +261,15 @@ fn tiny_parts(spec: &TinySpec) -> (Vec<(String, Value)>, Vec<WTensor>) {
         ("tokenizer.ggml.eos_token_id".into(), Value::UInt(2)),
     ];
     if gemma {
-        // A window longer than the tests' sequences; layer 5 attends globally.
-        meta.push(("gemma3.attention.sliding_window".into(), Value::UInt(64)));
+        // Layer 5 attends globally.
+        meta.push((
+            "gemma3.attention.sliding_window".into(),
+            Value::UInt(spec.sliding_window as u64),
+        ));
+    }
+    if gemma || qwen3 {
         for k in ["key_length", "value_length"] {
-            meta.push((
-                format!("gemma3.attention.{k}"),
-                Value::UInt(head_dim as u64),
-            ));
+            meta.push((format!("{pre}.attention.{k}"), Value::UInt(head_dim as u64)));
         }
     }
     let mut tensors = Vec::new();
@@ -208,6 +298,19 @@ fn tiny_parts(spec: &TinySpec) -> (Vec<(String, Value)>, Vec<WTensor>) {
     let ws = 1.0 / (spec.dim as f32).sqrt();
     // Gemma's extra norms near 1 (their own stream: the llama files stay as they were).
     let mut norm_rng = Rng(spec.seed ^ 0x9e37);
+    // Qwen's biases and norms, their own stream too.
+    let mut qwen_rng = Rng(spec.seed ^ 0x5157);
+    let mut vector = |name: String, len: usize, center: f32, spread: f32| WTensor {
+        name,
+        dims: vec![len as u64],
+        ty: 0,
+        data: quantize_weights(
+            GgmlType::F32,
+            &(0..len)
+                .map(|_| center + spread * qwen_rng.next_f32())
+                .collect::<Vec<_>>(),
+        ),
+    };
     for l in 0..spec.n_layer {
         let p = |s: &str| format!("blk.{l}.{s}.weight");
         mat(
@@ -273,6 +376,16 @@ fn tiny_parts(spec: &TinySpec) -> (Vec<(String, Value)>, Vec<WTensor>) {
                 ty: 0,
                 data: quantize_weights(GgmlType::F32, &vec![1.0; spec.dim]),
             });
+        }
+        if qwen2 {
+            for (n, len) in [("attn_q", q_dim), ("attn_k", kv_dim), ("attn_v", kv_dim)] {
+                tensors.push(vector(format!("blk.{l}.{n}.bias"), len, 0.0, 0.5));
+            }
+        }
+        if qwen3 {
+            for n in ["attn_q_norm", "attn_k_norm"] {
+                tensors.push(vector(p(n), head_dim, 1.0, 0.25));
+            }
         }
         if gemma {
             let norms = [

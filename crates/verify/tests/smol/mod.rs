@@ -20,6 +20,15 @@ pub(crate) fn model() -> (std::path::PathBuf, Hash) {
     (path, id)
 }
 
+/// Gemma 3 270M (fetched if not cached) and its id.
+pub(crate) fn gemma3_model() -> (std::path::PathBuf, Hash) {
+    let path = models::ensure_model(models::GEMMA3_MODEL).unwrap_or_else(|e| {
+        panic!("the Gemma 3 model is needed for this test and could not be fetched: {e}")
+    });
+    let id: Hash = models::file_sha256(&path).unwrap().parse().unwrap();
+    (path, id)
+}
+
 pub(crate) fn engine(path: &std::path::Path, threads: usize) -> Engine {
     Engine::load(
         path,
