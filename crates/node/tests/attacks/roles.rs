@@ -263,7 +263,16 @@ async fn a_replay_right_after_a_restart_is_refused() {
     };
     let http = reqwest::Client::new();
     let path = "/ledger/commit";
-    let body = serde_json::to_vec(&json!({"result": "11".repeat(32)})).expect("json");
+    // The gateway's signed commitment to a Result, as it sends it.
+    let commit = verinfer_ledger::tx::Transaction::signed(
+        &gateway,
+        0,
+        TxBody::Commit {
+            result: verinfer_types::Hash([0x11; 32]),
+        },
+    )
+    .expect("sign");
+    let body = serde_json::to_vec(&verinfer_node::wire::Commit { tx: commit }).expect("json");
     // One message the gateway sent, recorded by whoever was on the path.
     let headers = verinfer_node::auth::sign(&gateway, &ledger_key.public(), "POST", path, &body);
     let send = |url: String| {
