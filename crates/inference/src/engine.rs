@@ -60,6 +60,10 @@ pub struct GenerateParams {
     /// Report log-probabilities with this many alternatives per position.
     #[serde(default)]
     pub top_logprobs: Option<u32>,
+    /// Whose computed prefixes the run may reuse and leaves behind
+    /// ([`crate::prefix::CacheKey`]); never part of the result.
+    #[serde(skip)]
+    pub cache_scope: Option<[u8; 32]>,
 }
 
 impl Default for GenerateParams {
@@ -71,6 +75,7 @@ impl Default for GenerateParams {
             constraint: None,
             logit_rule: LogitRule::default(),
             top_logprobs: None,
+            cache_scope: None,
         }
     }
 }
@@ -168,6 +173,9 @@ pub struct ScoreParams<'a> {
     /// The declared constraint: each position's logits are masked as
     /// generation masked them (by the claimed tokens before it).
     pub constraint: Option<&'a Constraint>,
+    /// Whose computed prefixes the pass may reuse
+    /// ([`GenerateParams::cache_scope`]).
+    pub cache_scope: Option<[u8; 32]>,
 }
 
 /// Text released by the streaming decoder (held back while it could be the
@@ -609,7 +617,12 @@ impl Engine {
                 (
                     i,
                     p,
-                    self.prefix.restore(self.prefix_key, p, p.len() - 1, c),
+                    self.prefix.restore(
+                        self.prefix_key.scoped(r.params.cache_scope),
+                        p,
+                        p.len() - 1,
+                        c,
+                    ),
                 )
             })
             .collect();
@@ -650,7 +663,8 @@ impl Engine {
         for ((s, r), c) in seqs.iter().zip(reqs).zip(caches) {
             let ran = &s.tokens[..s.tokens.len().saturating_sub(1)];
             let tokens: Vec<u32> = r.prompt.iter().chain(ran).copied().collect();
-            self.prefix.keep(self.prefix_key, tokens, c);
+            self.prefix
+                .keep(self.prefix_key.scoped(r.params.cache_scope), tokens, c);
         }
         let mut out = Vec::new();
         for s in seqs.iter_mut() {
@@ -755,6 +769,7 @@ impl Engine {
             top_logprobs: None,
             asked: &[],
             constraint: None,
+            cache_scope: None,
         };
         self.score_with(prompt, output, &params)
     }
@@ -811,9 +826,12 @@ impl Engine {
         let first = prompt.len() - 1;
         // Logits are wanted from `first` on: the positions before it may come
         // from a computed prefix.
-        let start = self
-            .prefix
-            .restore(self.prefix_key, &seq, first, &mut caches[0]);
+        let start = self.prefix.restore(
+            self.prefix_key.scoped(p.cache_scope),
+            &seq,
+            first,
+            &mut caches[0],
+        );
         let mut result = Vec::with_capacity(output.len());
         for (ci, chunk) in seq[start..].chunks(PREFILL_CHUNK).enumerate() {
             let base = start + ci * PREFILL_CHUNK;
@@ -872,7 +890,8 @@ impl Engine {
             )?;
         }
         if let Some(kv) = caches.pop() {
-            self.prefix.keep(self.prefix_key, seq, kv);
+            self.prefix
+                .keep(self.prefix_key.scoped(p.cache_scope), seq, kv);
         }
         Ok(result)
     }

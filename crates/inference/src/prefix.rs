@@ -7,9 +7,12 @@
 //! token ids `0..=p` (the engine's determinism guarantee), so a stored
 //! sequence serves every request whose tokens begin with any prefix of it,
 //! and the run that continues from it computes the bits a cold run computes.
-//! An entry is found by its model key ([`ModelKey`]: the model file's
-//! SHA-256, or one engine's own model) and the longest common prefix of its
-//! token ids with the request's; text is never part of the key.
+//! An entry is found by its key ([`CacheKey`]: the model file's SHA-256, or
+//! one engine's own model, and the scope the run names) and the longest
+//! common prefix of its token ids with the request's; text is never part of
+//! the key. Network runs are scoped by their requester's account: a prefix
+//! one requester computed never serves another, so the time to a first token
+//! tells nobody what another client's prompts began with.
 //!
 //! Memory is bounded by [`PrefixLimits`] (entries and bytes); the least
 //! recently used entries are evicted first. A sequence another entry already
@@ -40,6 +43,29 @@ impl ModelKey {
     pub(crate) fn unique() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         ModelKey::Engine(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Which runs an entry may serve: those of the same model and scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    /// What computed the keys and values.
+    pub model: ModelKey,
+    /// Who may reuse them (the requester's account for network runs; `None`
+    /// for local runs such as benchmarks).
+    pub scope: Option<[u8; 32]>,
+}
+
+impl From<ModelKey> for CacheKey {
+    fn from(model: ModelKey) -> Self {
+        CacheKey { model, scope: None }
+    }
+}
+
+impl ModelKey {
+    /// This model's key within `scope`.
+    pub(crate) fn scoped(self, scope: Option<[u8; 32]>) -> CacheKey {
+        CacheKey { model: self, scope }
     }
 }
 
@@ -89,7 +115,7 @@ pub struct PrefixStats {
 }
 
 struct Entry {
-    model: ModelKey,
+    model: CacheKey,
     tokens: Vec<u32>,
     kv: Arc<KvCache>,
     bytes: usize,
@@ -165,11 +191,12 @@ impl PrefixCache {
     /// `model` holds; return its length (0 when none).
     pub(crate) fn restore(
         &self,
-        model: ModelKey,
+        model: impl Into<CacheKey>,
         tokens: &[u32],
         max: usize,
         dst: &mut KvCache,
     ) -> usize {
+        let model = model.into();
         let max = max.min(dst.capacity());
         let found = {
             let mut s = self.lock();
@@ -206,7 +233,8 @@ impl PrefixCache {
     /// Keep `kv`, which holds the keys and values of `tokens` (positions
     /// `0..tokens.len()`, computed with `model`), evicting the least
     /// recently used entries beyond the limits.
-    pub(crate) fn keep(&self, model: ModelKey, tokens: Vec<u32>, kv: KvCache) {
+    pub(crate) fn keep(&self, model: impl Into<CacheKey>, tokens: Vec<u32>, kv: KvCache) {
+        let model = model.into();
         let n = tokens.len();
         if n == 0 {
             return;
@@ -368,5 +396,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_scope_never_serves_another() {
+        let cache = PrefixCache::new(PrefixLimits::default());
+        let (alice, bob) = (MODEL.scoped(Some([1; 32])), MODEL.scoped(Some([2; 32])));
+        cache.keep(alice, seq(0, 20), kv(20));
+        let mut dst = kv(40);
+        assert_eq!(cache.restore(bob, &seq(0, 30), 29, &mut dst), 0);
+        assert_eq!(cache.restore(MODEL, &seq(0, 30), 29, &mut dst), 0);
+        assert_eq!(cache.restore(alice, &seq(0, 30), 29, &mut dst), 20);
+        // Bob's own copy of the same tokens does not replace Alice's.
+        cache.keep(bob, seq(0, 25), kv(25));
+        assert_eq!(cache.restore(alice, &seq(0, 30), 29, &mut dst), 20);
+        assert_eq!(cache.restore(bob, &seq(0, 30), 29, &mut dst), 25);
     }
 }

@@ -116,6 +116,15 @@ pub fn prompt_tokens(engine: &Engine, input: &Input) -> Result<Vec<u32>, LlmErro
     }
 }
 
+/// The generation parameters of `request`: its decoding, with computed
+/// prefixes scoped to its requester (they serve no one else).
+pub fn request_params(request: &Request) -> GenerateParams {
+    GenerateParams {
+        cache_scope: Some(request.requester.to_bytes()),
+        ..generate_params(&request.decoding)
+    }
+}
+
 /// The generation parameters of a request's decoding.
 pub fn generate_params(decoding: &Decoding) -> GenerateParams {
     GenerateParams {
@@ -138,6 +147,7 @@ pub fn generate_params(decoding: &Decoding) -> GenerateParams {
                 .collect(),
         },
         top_logprobs: decoding.top_logprobs,
+        cache_scope: None,
     }
 }
 
@@ -233,7 +243,7 @@ pub fn respond(
 ) -> Result<InferenceResult, RespondError> {
     admit(model_id, request)?;
     let prompt = prompt_tokens(engine, &request.input)?;
-    let g = engine.generate(&prompt, &generate_params(&request.decoding), on_token)?;
+    let g = engine.generate(&prompt, &request_params(request), on_token)?;
     signed_generation(engine, request, g, key)
 }
 
@@ -298,7 +308,7 @@ pub fn respond_batch_steps(
             Ok(prompt) => {
                 batch.push(engine::BatchRequest {
                     prompt,
-                    params: generate_params(&request.decoding),
+                    params: request_params(request),
                 });
                 cbs.push(cb);
                 which.push(i);

@@ -163,3 +163,30 @@ fn engines_share_a_cache_only_for_the_same_model_file() {
     let s = shared.stats();
     assert_eq!((s.hits, s.reused_tokens), (1, 49));
 }
+
+#[test]
+fn one_requesters_prefixes_never_serve_another() {
+    let bytes = tiny_model(&TinySpec::default());
+    let (_d, mut e) = load(&bytes, 1, false);
+    let scoped = |who: u8| GenerateParams {
+        max_tokens: 4,
+        cache_scope: Some([who; 32]),
+        ..GenerateParams::default()
+    };
+    let prompt: Vec<u32> = vec![1, 40, 41, 42, 43, 44, 45, 46];
+    let mut reused = |e: &mut Engine, params: &GenerateParams| {
+        let before = e.prefix_cache().stats().reused_tokens;
+        let g = e
+            .generate(&prompt, params, &mut |_, _| {})
+            .expect("generate");
+        (e.prefix_cache().stats().reused_tokens - before, g)
+    };
+    let (first, alice) = reused(&mut e, &scoped(1));
+    assert_eq!(first, 0);
+    // Another requester's identical prompt runs cold (nothing to time) ...
+    let (other, bob) = reused(&mut e, &scoped(2));
+    assert_eq!((other, &bob), (0, &alice));
+    // ... and its own repeat is served from its own entry.
+    let (again, _) = reused(&mut e, &scoped(2));
+    assert_eq!(again as usize, prompt.len() - 1);
+}

@@ -35,7 +35,8 @@ pub trait Recompute {
     fn prompt_tokens(&self, input: &Input) -> Result<Vec<u32>, String>;
     /// One teacher-forced pass over `prompt ++ output` under the decoding's
     /// logit rule, with log-probabilities when the decoding asks for them
-    /// (and those of the tokens `asked[i]` at output position `i`).
+    /// (and those of the tokens `asked[i]` at output position `i`); computed
+    /// prefixes are reused only within `scope` (the requester's account).
     fn score(
         &mut self,
         prompt: &[u32],
@@ -43,6 +44,7 @@ pub trait Recompute {
         decoding: &Decoding,
         top_n: usize,
         asked: &[Vec<u32>],
+        scope: [u8; 32],
     ) -> Result<Vec<PositionScore>, String>;
 }
 
@@ -71,6 +73,7 @@ impl Recompute for Engine {
         decoding: &Decoding,
         top_n: usize,
         asked: &[Vec<u32>],
+        scope: [u8; 32],
     ) -> Result<Vec<PositionScore>, String> {
         // The node's mapping of the decoding, so both sample alike.
         let params = verinfer_inference::respond::generate_params(decoding);
@@ -81,6 +84,7 @@ impl Recompute for Engine {
             top_logprobs: params.top_logprobs,
             asked,
             constraint: decoding.constraint.as_ref(),
+            cache_scope: Some(scope),
         };
         Engine::score_with(self, prompt, output, &score).map_err(|e| e.to_string())
     }
@@ -303,6 +307,7 @@ impl<E: Recompute> Checker<E> {
                 &request.decoding,
                 self.top_n,
                 &crate::logprobs::asked(result),
+                request.requester.to_bytes(),
             )
             .map_err(|e| Err(CheckError::Engine(e)))?;
         let checked =

@@ -276,6 +276,7 @@ fn the_checker_engine_reports_what_the_node_claims() {
         &req.decoding,
         8,
         &asked,
+        req.requester.to_bytes(),
     )
     .unwrap();
     for (e, s) in res.logprobs.as_ref().unwrap().iter().zip(&scores) {

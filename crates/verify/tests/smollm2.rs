@@ -278,6 +278,7 @@ fn log_probabilities_match_the_verifiers_and_an_edit_is_caught() {
             &req.decoding,
             8,
             &asked(res),
+            req.requester.to_bytes(),
         )
         .unwrap();
         let tok = c.engine_mut().detokenizer();
