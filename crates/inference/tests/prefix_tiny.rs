@@ -174,7 +174,7 @@ fn one_requesters_prefixes_never_serve_another() {
         ..GenerateParams::default()
     };
     let prompt: Vec<u32> = vec![1, 40, 41, 42, 43, 44, 45, 46];
-    let mut reused = |e: &mut Engine, params: &GenerateParams| {
+    let reused = |e: &mut Engine, params: &GenerateParams| {
         let before = e.prefix_cache().stats().reused_tokens;
         let g = e
             .generate(&prompt, params, &mut |_, _| {})
