@@ -268,6 +268,9 @@ pub struct Provisional {
     pub per_verifier: u128,
     /// Ledger time (Unix ms) at which the window closes.
     pub until_ms: u64,
+    /// Index of its receipt's leaf in the receipts log (where the watchers
+    /// read the signed Request and Result).
+    pub leaf: u64,
 }
 
 /// A withdrawal asked on chain, not yet paid.
@@ -1072,6 +1075,7 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
                                 verifiers: p.verifiers,
                                 per_verifier: p.per_verifier,
                                 until_ms,
+                                leaf: state.leaves + effects.leaves.len() as u64,
                             },
                         );
                     }

@@ -108,6 +108,25 @@ impl Peer {
         check(url, resp).await
     }
 
+    /// GETs JSON from `base` + `path`, a read signed (empty body) for the
+    /// node whose key is `to`.
+    pub async fn get_signed<T: DeserializeOwned>(
+        &self,
+        to: &PublicKey,
+        base: &str,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", base.trim_end_matches('/'));
+        let headers = auth::sign(&self.key, to, "GET", path, b"");
+        let request = self
+            .http
+            .get(&url)
+            .headers(headers)
+            .timeout(Duration::from_secs(10));
+        let resp = send(&url, request).await?;
+        json(url.clone(), check(url, resp).await?).await
+    }
+
     /// GETs JSON from `base` + `path`.
     pub async fn get_json<T: DeserializeOwned>(
         &self,
@@ -296,6 +315,21 @@ impl LedgerClient {
             Err(ClientError::Status { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The optimistic answers inside their window after position `after`
+    /// (from the first when none), read as this client's key: the ledger
+    /// lists them to registered verifiers only.
+    pub async fn provisional(
+        &self,
+        after: Option<u64>,
+    ) -> Result<Vec<crate::wire::ProvisionalView>, ClientError> {
+        let to = self.node_key().await?;
+        let path = match after {
+            Some(a) => format!("/ledger/provisional?after={a}"),
+            None => "/ledger/provisional".to_string(),
+        };
+        self.peer.get_signed(&to, &self.base, &path).await
     }
 
     /// The registered nodes.

@@ -159,6 +159,8 @@ pub struct Registry {
     ledger: LedgerClient,
     ledger_key: PublicKey,
     gateways: RwLock<HashSet<PublicKey>>,
+    /// Registered verifiers: they ask each other to check a watched answer.
+    verifiers: RwLock<HashSet<PublicKey>>,
     refreshed: tokio::sync::Mutex<Instant>,
     escrows: Mutex<HashMap<Hash, (PublicKey, Instant)>>,
 }
@@ -171,6 +173,7 @@ impl Registry {
             ledger,
             ledger_key,
             gateways: RwLock::default(),
+            verifiers: RwLock::default(),
             refreshed: tokio::sync::Mutex::new(Instant::now()),
             escrows: Mutex::default(),
         });
@@ -192,15 +195,16 @@ impl Registry {
     }
 
     async fn read(&self) -> Result<(), ClientError> {
-        let gateways = self
-            .ledger
-            .nodes()
-            .await?
-            .into_iter()
-            .filter(|n| n.role == Role::Gateway)
-            .map(|n| n.key)
-            .collect();
-        *self.gateways.write().unwrap_or_else(|e| e.into_inner()) = gateways;
+        let nodes = self.ledger.nodes().await?;
+        let of = |role: Role| -> HashSet<PublicKey> {
+            nodes
+                .iter()
+                .filter(|n| n.role == role)
+                .map(|n| n.key)
+                .collect()
+        };
+        *self.gateways.write().unwrap_or_else(|e| e.into_inner()) = of(Role::Gateway);
+        *self.verifiers.write().unwrap_or_else(|e| e.into_inner()) = of(Role::Verifier);
         Ok(())
     }
 
@@ -221,10 +225,40 @@ impl Registry {
             .contains(key)
     }
 
+    fn known_verifier(&self, key: &PublicKey) -> bool {
+        self.verifiers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+    }
+
     /// Ok for a registered gateway; 403 for anyone else.
     pub async fn require_gateway(&self, key: PublicKey) -> Result<(), HttpError> {
-        if self.known_gateway(&key) {
+        if self.known(&key, Self::known_gateway).await {
             return Ok(());
+        }
+        Err(HttpError::forbidden(format!(
+            "{key} is not a gateway registered in the ledger: this node takes work only from registered gateways"
+        )))
+    }
+
+    /// Ok for a registered gateway or verifier (a watcher asking the other
+    /// verifiers to check an answer it rejected); 403 for anyone else.
+    pub async fn require_gateway_or_verifier(&self, key: PublicKey) -> Result<(), HttpError> {
+        let either = |r: &Self, k: &PublicKey| r.known_gateway(k) || r.known_verifier(k);
+        if self.known(&key, either).await {
+            return Ok(());
+        }
+        Err(HttpError::forbidden(format!(
+            "{key} is neither a gateway nor a verifier registered in the ledger"
+        )))
+    }
+
+    /// Whether `is` holds for `key`, reading the registry again once when
+    /// it does not.
+    async fn known(&self, key: &PublicKey, is: impl Fn(&Self, &PublicKey) -> bool) -> bool {
+        if is(self, key) {
+            return true;
         }
         {
             // A gateway that registered just after the last read must not be
@@ -238,13 +272,7 @@ impl Registry {
             }
             *refreshed = Instant::now();
         }
-        if self.known_gateway(&key) {
-            Ok(())
-        } else {
-            Err(HttpError::forbidden(format!(
-                "{key} is not a gateway registered in the ledger: this node takes work only from registered gateways"
-            )))
-        }
+        is(self, key)
     }
 
     /// Ok for the ledger's node key; 403 for anyone else.

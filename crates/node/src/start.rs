@@ -463,6 +463,11 @@ pub async fn verifier(
             }
         };
     tasks.push(refresh);
+    // Optimistic answers are watched by the verifiers, not only by the
+    // gateway that served them.
+    tasks.push(tokio::spawn(
+        node.watch_loop(crate::roles::verifier::watch::WATCH_INTERVAL),
+    ));
     Ok(Running {
         url,
         tasks,

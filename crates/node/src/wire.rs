@@ -292,3 +292,24 @@ pub struct AnchorView {
     /// majority of.
     pub eligible: Vec<PublicKey>,
 }
+
+/// `GET /ledger/provisional`: one optimistic answer inside its challenge
+/// window, with what a watcher needs to re-check and challenge it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProvisionalView {
+    /// Its receipt's leaf index: pages are ordered by it.
+    pub position: u64,
+    /// The signed Request.
+    pub request: Request,
+    /// The signed Result the ledger settled.
+    pub result: InferenceResult,
+    /// Ledger time (Unix ms) at which the window closes.
+    pub until_ms: u64,
+    /// The Result's committee seed (from the commitments checkpoint that
+    /// first included it), while the ledger remembers it; none after a
+    /// restart, and then every eligible verifier watches.
+    pub seed: Option<Hash>,
+}
+
+/// The longest page of `GET /ledger/provisional`.
+pub const PROVISIONAL_PAGE: usize = 100;

@@ -60,6 +60,18 @@ pub fn select(candidates: &[PublicKey], k: usize, seed: &Hash, round: u32) -> Ve
     ranked.into_keys().map(|(_, c)| c).take(k).collect()
 }
 
+/// The verifiers that watch an optimistic answer during its window: the
+/// first `count` (at least one) of the `eligible` set's round-0 ranking
+/// under the Result's committee seed, the draw a `quorum(count)` check
+/// makes; every eligible verifier when the seed is unknown (nobody can then
+/// tell who was drawn, so all watch).
+pub fn watchers(eligible: &[PublicKey], seed: Option<&Hash>, count: usize) -> Vec<PublicKey> {
+    match seed {
+        Some(seed) => select(eligible, count.max(1), seed, 0),
+        None => select(eligible, eligible.len(), &Hash::default(), 0),
+    }
+}
+
 /// What a result's verification mode asks for, given its committee seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {

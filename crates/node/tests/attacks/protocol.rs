@@ -584,9 +584,26 @@ async fn finality_becomes(http: &reqwest::Client, net: &Devnet, id: &Hash, want:
 /// could answer wrongly and keep the fee. Now the drawn verifier re-checks
 /// each one during its window; a cheat is challenged and overturned inside
 /// it (the requester refunded, the node slashed), and an honest answer
-/// becomes final when the window passes, its node unslashed.
+/// becomes final when the window passes, its node unslashed. The gateway
+/// and the verifiers both watch: duplicate challenges are harmless.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn optimistic_cheats_are_overturned_inside_the_window_and_honest_answers_become_final() {
+    cheats_overturned_honest_final(true).await;
+}
+
+/// Attack 7 with a gateway that colludes with its node and never
+/// challenges (its watch stopped): the verifiers watch the provisional
+/// answers in the ledger on their own, overturn the cheat inside its
+/// window, and let the honest answer become final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verifiers_alone_overturn_optimistic_cheats_and_honest_answers_become_final() {
+    cheats_overturned_honest_final(false).await;
+}
+
+/// Optimistic calls (15 s windows) until a cheating node and an honest one
+/// each answered one; the cheat must be overturned inside its window and
+/// the honest answer become final, with the gateway watching or not.
+async fn cheats_overturned_honest_final(gateway_watches: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut o = DevnetOptions::new(dir.path().to_path_buf());
     o.listen = "127.0.0.1:0".into();
@@ -595,6 +612,9 @@ async fn optimistic_cheats_are_overturned_inside_the_window_and_honest_answers_b
     o.faulty_inference = 1;
     o.verifiers = 3;
     let net = devnet::run(o).await.expect("devnet");
+    if !gateway_watches {
+        net.gateway().expect("gateway").stop_watching();
+    }
     let http = reqwest::Client::new();
     let cheater = verinfer_node::config::load_key(&dir.path().join("inference-0").join("node.key"))
         .expect("the faulty node's key")
@@ -606,7 +626,7 @@ async fn optimistic_cheats_are_overturned_inside_the_window_and_honest_answers_b
     for i in 0..8 {
         let stakes = net.ledger.with_state(|s| s.stakes.clone());
         let held = net.ledger.with_state(|s| holdings(s, &cheater));
-        let b = optimistic_chat(&http, &net, &format!("Name a number above {i}."), 30).await;
+        let b = optimistic_chat(&http, &net, &format!("Name a number above {i}."), 15).await;
         // The ledger states its finality (a cheat may be overturned already).
         assert!(
             b.finality.is_some(),
@@ -624,7 +644,7 @@ async fn optimistic_cheats_are_overturned_inside_the_window_and_honest_answers_b
     let (cheat, stakes_before, held_before) = cheat.expect("the faulty node answered a call");
     let honest = honest.expect("an honest node answered a call");
 
-    // The cheat: challenged and overturned inside its 30 s window.
+    // The cheat: challenged and overturned inside its 15 s window.
     finality_becomes(&http, &net, &cheat.id, Finality::Overturned).await;
     let receipt = cheat.receipt.clone().expect("disclosed to its owner");
     let request = receipt.request.hash().expect("hash");

@@ -310,3 +310,43 @@ async fn a_replay_right_after_a_restart_is_refused() {
     assert!(text.contains("replayed"), "{text}");
     restarted.stop();
 }
+
+/// Provisional answers hold users' text: the ledger lists them to
+/// registered verifiers only (they watch them), never to an unsigned read,
+/// a fresh key or a registered gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsider_cannot_list_provisional_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = small_devnet(dir.path()).await;
+    let http = reqwest::Client::new();
+    let p = Public::read(&http, &net).await;
+    let ledger_key = p.ledger_key(&http).await;
+    let path = "/ledger/provisional?after=0";
+    let url = format!("{}{path}", p.ledger);
+    let read = |key: Option<&SecretKey>| {
+        let mut get = http.get(&url);
+        if let Some(k) = key {
+            get = get.headers(verinfer_node::auth::sign(k, &ledger_key, "GET", path, b""));
+        }
+        async move {
+            let r = get.send().await.expect("read");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(read(None).await.0, 401, "an unsigned read");
+    let outsider = SecretKey::generate();
+    let (status, text) = read(Some(&outsider)).await;
+    assert_eq!(status, 403, "a fresh key lists users' answers: {text}");
+    let gateway = SecretKey::generate();
+    register_gateway(&net, dir.path(), &gateway, "http://127.0.0.1:9")
+        .await
+        .expect("register");
+    let (status, text) = read(Some(&gateway)).await;
+    assert_eq!(status, 403, "a gateway lists others' answers: {text}");
+    let verifier = verinfer_node::config::load_key(&dir.path().join("verifier-0").join("node.key"))
+        .expect("the verifier's key");
+    let (status, text) = read(Some(&verifier)).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with('['), "{text}");
+    net.stop();
+}

@@ -281,3 +281,16 @@ proptest! {
         prop_assert!(sampled(&seed, 1000));
     }
 }
+
+#[test]
+fn watchers_are_the_first_of_the_draw_or_everyone_without_a_seed() {
+    let keys = publics(&keys(5));
+    let seed = Hash::of(b"seed");
+    assert_eq!(watchers(&keys, Some(&seed), 2), select(&keys, 2, &seed, 0));
+    assert_eq!(watchers(&keys, Some(&seed), 0).len(), 1, "at least one");
+    let mut all = watchers(&keys, None, 1);
+    all.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(all, want);
+}

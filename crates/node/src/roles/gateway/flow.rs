@@ -12,6 +12,7 @@ use super::{Account, Gateway};
 use crate::client::ClientError;
 use crate::wire::{CheckRequest, InferenceEvent};
 use futures_util::StreamExt;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -774,8 +775,10 @@ impl Gateway {
         futures_util::future::join_all(calls).await
     }
 
-    /// A rejection: every live verifier checks; the majority decides; who
-    /// was wrong is slashed with the signed evidence.
+    /// A rejection: every live verifier registered at the Result's anchor
+    /// checks; the majority of them decides (verdicts of verifiers
+    /// registered later count for nothing, as in the ledger); who was wrong
+    /// is slashed with the signed evidence.
     #[allow(clippy::too_many_arguments)]
     async fn dispute(
         &self,
@@ -787,9 +790,15 @@ impl Gateway {
         earlier: Vec<Verdict>,
         k: usize,
     ) -> Result<Checked, ApiError> {
+        let eligible = self.eligible(hash).await?;
+        let (first, earlier): (Vec<PublicKey>, Vec<Verdict>) = first
+            .into_iter()
+            .zip(earlier)
+            .filter(|(m, _)| eligible.contains(m))
+            .unzip();
         let rest: Vec<Member> = live
             .iter()
-            .filter(|m| !first.contains(&m.view.key))
+            .filter(|m| !first.contains(&m.view.key) && eligible.contains(&m.view.key))
             .cloned()
             .collect();
         self.open_dispute(result, &earlier).await;
@@ -826,6 +835,23 @@ impl Gateway {
                     tracing::info!(result = %hash, reason, "rejected for a reason the node is not answerable for; nobody slashed");
                     return Ok(Checked::NotAnswerable { reason, code });
                 }
+                // Slash only with evidence the ledger's rule takes: a
+                // majority of the verifiers registered at the anchor.
+                let dispute_quorum = self
+                    .directory
+                    .params()
+                    .map_or(u32::MAX, |p| p.params.dispute_quorum);
+                let proof = Evidence::Node {
+                    request: request.clone(),
+                    result: result.clone(),
+                    committee: faults.clone(),
+                };
+                if let Err(e) =
+                    verinfer_ledger::slashing::committee(&proof, &eligible, dispute_quorum)
+                {
+                    tracing::warn!(result = %hash, error = %e, "rejected, but without a committee the ledger takes; nobody slashed");
+                    return Ok(Checked::Cheated(reason));
+                }
                 self.slash(
                     &outcome.wrong,
                     request,
@@ -855,6 +881,21 @@ impl Gateway {
                     ApiError::unavailable(format!("no certificate after the dispute: {e}"))
                 })
             }
+        }
+    }
+
+    /// The verifiers registered at `result`'s anchor: the only ones whose
+    /// verdicts a slash or a challenge of it counts
+    /// (`GET /ledger/anchor/{result}`).
+    pub(super) async fn eligible(&self, result: &Hash) -> Result<BTreeSet<PublicKey>, ApiError> {
+        match self.ledger.anchor(result).await {
+            Ok(Some(a)) => Ok(a.eligible.into_iter().collect()),
+            Ok(None) => Err(ApiError::unavailable(format!(
+                "the result {result} was never committed"
+            ))),
+            Err(e) => Err(ApiError::unavailable(format!(
+                "cannot read the result's anchor: {e}"
+            ))),
         }
     }
 
@@ -923,8 +964,12 @@ impl Gateway {
     /// Has a settled optimistic answer re-checked during its window, after
     /// the client has it (see [`super::watch`]).
     fn watch(&self, model: &ModelEntry, request: &Request, result: InferenceResult, seed: Hash) {
+        if !self.watching.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let watch = super::watch::Watch {
             peer: self.peer.clone(),
+            ledger: self.ledger.clone(),
             settler: self.settler.clone(),
             verifiers: self.directory.live(Role::Verifier, &model.id),
             request: request.clone(),

@@ -78,9 +78,20 @@ pub struct Gateway {
     /// Answers delivered before they were certified.
     pub(super) pending: pending::Store,
     pub(super) config: GatewayConfig,
+    /// Whether it watches the optimistic answers it served (always, but in
+    /// tests that show the verifiers watch on their own).
+    pub(super) watching: std::sync::atomic::AtomicBool,
 }
 
 impl Gateway {
+    /// Stops watching the optimistic answers it serves, so a test can show
+    /// that the verifiers alone overturn a cheat.
+    #[cfg(feature = "test-util")]
+    pub fn stop_watching(&self) {
+        self.watching
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Starts a gateway signing with `key`, settling in the ledger at
     /// `ledger_url`; reads the registry every second.
     pub async fn start(
@@ -118,6 +129,7 @@ impl Gateway {
             accounts,
             limiter: limits::RateLimiter::new(config.rate_per_minute, config.burst),
             pending,
+            watching: std::sync::atomic::AtomicBool::new(true),
             config,
         });
         if let Err(e) = gw.directory.refresh(&gw.peer).await {

@@ -5,16 +5,20 @@
 //! ledger. Right after, the verifier the public rule draws for the Result
 //! (round 0 of its committee seed, the same draw a `quorum(1)` check makes)
 //! re-checks it, the next one in the ranking if it fails. A rejection for a
-//! node fault goes to every other live verifier; when a strict majority of
-//! those asked rejects for a node fault, the gateway sends a `Challenge` with
-//! their verdicts, which the ledger judges by the slash rule. Everything here
-//! runs after the client has its answer.
+//! node fault goes to every other live verifier registered at the Result's
+//! anchor (only they count); when their node-fault rejections make a
+//! committee the slash rule accepts, the gateway sends a `Challenge` with
+//! their verdicts. Everything here runs after the client has its answer.
+//! The verifiers watch the same answers on their own
+//! (`roles::verifier::watch`): whichever challenges first overturns it.
 
 use super::directory::Member;
 use super::settle::Settler;
-use crate::client::Peer;
+use crate::client::{ClientError, LedgerClient, Peer};
 use crate::wire::CheckRequest;
+use std::collections::BTreeSet;
 use std::time::Duration;
+use verinfer_ledger::slashing::committee;
 use verinfer_ledger::tx::{Evidence, TxBody};
 use verinfer_types::records::{InferenceResult, Request, Verdict};
 use verinfer_types::{Hash, PublicKey, Record, SignedRecord};
@@ -29,6 +33,8 @@ const FIRST_TRIES: usize = 3;
 pub(super) struct Watch {
     /// Signs the checks.
     pub peer: Peer,
+    /// Reads the Result's anchor and the dispute quorum.
+    pub ledger: LedgerClient,
     /// Sends the challenge.
     pub settler: Settler,
     /// Verifiers live for the model when the answer was settled.
@@ -47,7 +53,26 @@ impl Watch {
         let Ok(hash) = self.result.hash() else {
             return;
         };
-        let keys: Vec<PublicKey> = self.verifiers.iter().map(|m| m.view.key).collect();
+        // Only verifiers registered at the anchor count for a challenge.
+        let (eligible, dispute_quorum) = match (
+            self.ledger.anchor(&hash).await,
+            self.ledger.params().await,
+        ) {
+            (Ok(Some(a)), Ok(p)) => (
+                a.eligible.into_iter().collect::<BTreeSet<_>>(),
+                p.params.dispute_quorum,
+            ),
+            _ => {
+                tracing::warn!(result = %hash, "cannot read the anchor of an optimistic answer");
+                return;
+            }
+        };
+        let keys: Vec<PublicKey> = self
+            .verifiers
+            .iter()
+            .map(|m| m.view.key)
+            .filter(|k| eligible.contains(k))
+            .collect();
         let ranking = select(&keys, keys.len(), &self.seed, 0);
         let by_key = |k: &PublicKey| self.verifiers.iter().find(|m| m.view.key == *k);
         let mut first = None;
@@ -65,11 +90,11 @@ impl Watch {
         if !first.proves_node_fault() {
             return;
         }
-        // Escalate: every other live verifier checks the same pair.
+        // Escalate: every other live eligible verifier checks the same pair.
         let rest: Vec<&Member> = self
             .verifiers
             .iter()
-            .filter(|m| m.view.key != first.verifier)
+            .filter(|m| m.view.key != first.verifier && eligible.contains(&m.view.key))
             .collect();
         let mut verdicts = vec![first];
         let answers = futures_util::future::join_all(rest.iter().map(|m| self.ask(m, &hash))).await;
@@ -79,20 +104,25 @@ impl Watch {
             .filter(|v| v.proves_node_fault())
             .cloned()
             .collect();
-        if faults.len() * 2 <= verdicts.len() {
-            tracing::warn!(result = %hash, faults = faults.len(), asked = verdicts.len(), "optimistic answer rejected by a minority; not challenged");
+        let evidence = Evidence::Node {
+            request: self.request.clone(),
+            result: self.result.clone(),
+            committee: faults,
+        };
+        if let Err(e) = committee(&evidence, &eligible, dispute_quorum) {
+            tracing::warn!(result = %hash, error = %e, asked = verdicts.len(), "optimistic answer rejected without a committee; not challenged");
             return;
         }
         let body = TxBody::Challenge {
-            evidence: Box::new(Evidence::Node {
-                request: self.request.clone(),
-                result: self.result.clone(),
-                committee: faults,
-            }),
+            evidence: Box::new(evidence),
         };
         match self.settler.signer().submit(body).await {
             Ok(_) => {
                 tracing::info!(node = %self.result.node, result = %hash, "optimistic answer challenged and overturned")
+            }
+            // A verifier watching it challenged first.
+            Err(ClientError::Refused(r)) if r.error.contains("already overturned") => {
+                tracing::info!(result = %hash, "optimistic answer already overturned")
             }
             Err(e) => tracing::warn!(node = %self.result.node, error = %e, "challenge refused"),
         }

@@ -7,6 +7,10 @@
 //! - `GET /ledger/receipts/{id}`: a receipt's leaf with its inclusion proof
 //!   and the latest final checkpoint ([`ReceiptBundle`]); the receipt's text
 //!   only to a read signed by its requester;
+//! - `GET /ledger/provisional?after=N&limit=M` (a read signed by a
+//!   registered verifier, 403 for anyone else: answers hold user text): the
+//!   optimistic answers inside their window, with their signed Request and
+//!   Result, by leaf position after `N` ([`crate::wire::ProvisionalView`]);
 //! - `/log/...`: the receipts log as C2SP tlog-tiles; `/log/checkpoint` is the
 //!   latest *cosigned* checkpoint.
 //!
@@ -85,6 +89,10 @@ pub struct LedgerNode {
     /// first includes one, signed by this log's key, is the randomness that
     /// draws the Result's verifiers.
     commitments: verinfer_log::Log,
+    /// Each Result's committee seed from its first commitment, with the
+    /// wall time it was drawn: the watchers' draw (pruned after the longest
+    /// window; lost on restart, when every eligible verifier watches).
+    seeds: Mutex<HashMap<Hash, (Hash, u64)>>,
     /// Keys (gateways) whose reports of rejections and missed tasks count.
     reporters: Vec<PublicKey>,
     gate: crate::auth::Gate,
@@ -139,6 +147,7 @@ impl LedgerNode {
             chronicle,
             checkpoints,
             commitments,
+            seeds: Mutex::default(),
             reporters,
             gate,
             settler: std::sync::OnceLock::new(),
@@ -312,6 +321,12 @@ impl LedgerNode {
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot release expired reservations"),
                 Err(e) => tracing::warn!(error = %e, "expired reservations task failed"),
             }
+            // Seeds outlive every window: the longest is `dispute_window_secs`.
+            let keep_ms = self
+                .ledger
+                .with_state(|s| s.params.dispute_window_secs.saturating_mul(1000));
+            let now = now_ms();
+            lock(&self.seeds).retain(|_, (_, at)| now.saturating_sub(*at) <= keep_ms);
             let (ledger, k) = (self.ledger.clone(), key.clone());
             match tokio::task::spawn_blocking(move || ledger.finalize_matured(&k)).await {
                 Ok(Ok(0)) => {}
@@ -679,7 +694,10 @@ async fn commit(
             .map_err(HttpError::internal)?;
         // A checkpoint of at least index + 1 entries (concurrent commits share one).
         let cp = n.commitments.checkpoint().map_err(HttpError::internal)?;
-        Ok((index, cp.note.to_string()))
+        let note = cp.note.to_string();
+        let seed = verinfer_verify::committee::selection_seed(note.as_bytes(), &result);
+        lock(&n.seeds).entry(result).or_insert((seed, now_ms()));
+        Ok((index, note))
     })
     .await??;
     Ok(Json(
@@ -707,6 +725,82 @@ pub(super) async fn anchor(
             })
         })
         .map_err(|e| HttpError::not_found(e.to_string()))
+}
+
+/// Paging of `GET /ledger/provisional`.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct Page {
+    /// Positions (leaf indices) after this one; from the first when absent.
+    after: Option<u64>,
+    /// At most this many ([`crate::wire::PROVISIONAL_PAGE`] at most).
+    limit: Option<usize>,
+}
+
+/// `GET /ledger/provisional`: the optimistic answers inside their window,
+/// by position, to registered verifiers only (their text is the users'):
+/// the watchers re-check them without the gateway that served them.
+pub(super) async fn provisional(
+    State(node): State<Arc<LedgerNode>>,
+    axum::extract::Query(page): axum::extract::Query<Page>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Vec<crate::wire::ProvisionalView>>, HttpError> {
+    let unsigned = |e: crate::auth::AuthError| HttpError(StatusCode::UNAUTHORIZED, e.to_string());
+    let signed = node
+        .gate
+        .verify(&method, &uri, &headers, b"")
+        .map_err(unsigned)?;
+    let registered = node
+        .ledger
+        .with_state(|s| s.nodes.get(&signed.key).map(|n| n.role) == Some(Role::Verifier));
+    if !registered {
+        return Err(HttpError::forbidden(format!(
+            "{} is not a verifier registered in this ledger: only verifiers watch provisional answers",
+            signed.key
+        )));
+    }
+    // Admitted once: a captured read cannot be replayed.
+    node.gate.admit(&signed).map_err(unsigned)?;
+    let limit = page
+        .limit
+        .unwrap_or(crate::wire::PROVISIONAL_PAGE)
+        .min(crate::wire::PROVISIONAL_PAGE);
+    let after = page.after;
+    let n = node.clone();
+    let views = blocking(move || -> Result<_, LedgerError> {
+        let mut open: Vec<(u64, u64)> = n.ledger.with_state(|s| {
+            s.provisional
+                .values()
+                .filter(|p| after.is_none_or(|a| p.leaf > a))
+                .map(|p| (p.leaf, p.until_ms))
+                .collect()
+        });
+        open.sort_unstable();
+        open.truncate(limit);
+        let mut views = Vec::with_capacity(open.len());
+        for (position, until_ms) in open {
+            let Some(r) = n.ledger.receipt(position)? else {
+                continue;
+            };
+            let seed = r
+                .result
+                .hash()
+                .ok()
+                .and_then(|h| lock(&n.seeds).get(&h).map(|s| s.0));
+            views.push(crate::wire::ProvisionalView {
+                position,
+                request: r.request,
+                result: r.result,
+                until_ms,
+                seed,
+            });
+        }
+        Ok(views)
+    })
+    .await?
+    .map_err(HttpError::internal)?;
+    Ok(Json(views))
 }
 
 /// `GET /ledger/escrow/{request}`: the reservation of a request (404 when

@@ -2,7 +2,7 @@
 
 use super::{
     account, anchor, checkpoint, commit, escrow, evm, explorer, info, metrics, nodes, params,
-    receipt, report, submit, summary, LedgerNode, MAX_TX_BYTES,
+    provisional, receipt, report, submit, summary, LedgerNode, MAX_TX_BYTES,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -29,6 +29,7 @@ impl LedgerNode {
             .route("/metrics", get(metrics))
             .route("/ledger/commit", post(commit))
             .route("/ledger/anchor/{result}", get(anchor))
+            .route("/ledger/provisional", get(provisional))
             .route("/ledger/explorer/records", get(explorer::records))
             .route("/ledger/explorer/checkpoints", get(explorer::checkpoints))
             .route("/ledger/explorer/settlement", get(explorer::settlement))

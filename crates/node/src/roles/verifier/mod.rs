@@ -1,7 +1,8 @@
 //! The verifier role: checks Results and signs Verdicts, and witnesses the
 //! receipts log.
 //!
-//! - `POST /verifier/check` (authenticated, from a registered gateway; body
+//! - `POST /verifier/check` (authenticated, from a registered gateway, or a
+//!   registered verifier escalating an answer it watches; body
 //!   `{"request", "result"}`): the signed
 //!   [`Verdict`](verinfer_types::records::Verdict) of one check (the rules
 //!   and one teacher-forced scoring pass). A pool of checkers, each with an
@@ -17,10 +18,12 @@
 //!   stored before the cosignature is returned, so a restarted witness never
 //!   cosigns a fork or a rollback of what it already vouched for.
 //!
-//! Its EVM duties (signing settlements and slashes) are in [`evm`].
+//! It watches optimistic answers during their window ([`watch`]). Its EVM
+//! duties (signing settlements and slashes) are in [`evm`].
 
 pub mod evm;
 mod routes;
+pub mod watch;
 
 use crate::auth::{now_ms, Gate};
 use crate::http::{authorize, blocking, Admits, HttpError, Queue, Signed};
@@ -252,14 +255,15 @@ impl VerifierNode {
     }
 }
 
-/// Checks are the gateways' to ask for.
+/// Checks are the gateways' to ask for, and the verifiers' watching an
+/// optimistic answer (the same bounded queue serves both).
 impl Admits<CheckRequest> for VerifierNode {
     const WHAT: &'static str = "check";
     fn gate(&self) -> &Gate {
         &self.gate
     }
     fn admit(&self, sender: PublicKey) -> impl Future<Output = Result<(), HttpError>> + Send {
-        self.registry.require_gateway(sender)
+        self.registry.require_gateway_or_verifier(sender)
     }
 }
 

@@ -4,7 +4,7 @@
 // "check failed") and opens the receipt.
 
 import { checkReceipt } from "./verinfer.js";
-import { el, receiptView } from "./receipt.js";
+import { el, receiptView, finalityText } from "./receipt.js";
 
 const MODEL = "smollm2-135m";
 // `?max_tokens=N` shortens answers (tests use it); the default suits chat.
@@ -212,9 +212,33 @@ async function follow(entry) {
   if (entry.report.ok) {
     setBadge(entry, entry.report.status === "verified" ? "verified" : "provisional", `${entry.report.status} · checked in your browser`);
     say("The receipt was checked in your browser.");
+    if (entry.bundle.finality) followFinality(entry);
   } else {
     setBadge(entry, "failed", `check failed: ${entry.report.error}`);
     say(`The receipt check failed: ${entry.report.error}`);
+  }
+}
+
+const FINALITY_BADGE = { provisional: "provisional", final: "verified", overturned: "failed" };
+
+/** Follows an optimistic answer until the ledger states it final or overturned (ten minutes at most). */
+async function followFinality(entry) {
+  const id = entry.info.receipt_id;
+  const started = Date.now();
+  for (;;) {
+    const f = entry.bundle.finality;
+    if (!f) return;
+    entry.li.dataset.finality = f.state;
+    setBadge(entry, FINALITY_BADGE[f.state] || "pending", `${f.state} · ${f.state === "overturned" ? "fee refunded" : "checked in your browser"}`);
+    entry.badge.title = finalityText(f);
+    if (f.state !== "provisional" || Date.now() - started > 600_000) {
+      if (f.state !== "provisional") say(`The answer is ${f.state}.`);
+      return;
+    }
+    await sleep(Math.min(Math.max(f.until_ms - Date.now() + 500, 1000), 5000));
+    const key = await apiKey();
+    const r = await fetch(`/v1/receipts/${id}`, { headers: key ? { Authorization: `Bearer ${key}` } : {} }).catch(() => null);
+    if (r && r.ok) entry.bundle = await r.json();
   }
 }
 

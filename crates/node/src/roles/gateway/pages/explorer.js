@@ -3,7 +3,7 @@
 // the gateway's public JSON API (/v1/explorer/..., /v1/receipts/...).
 
 import { checkReceipt, checkEvidence, pinTrust } from "./verinfer.js";
-import { el, short, amount, ago, when, facts, table, receiptView } from "./receipt.js";
+import { el, short, amount, ago, when, facts, table, receiptView, finalityText } from "./receipt.js";
 
 const view = document.getElementById("view");
 const title = document.getElementById("title");
@@ -62,9 +62,10 @@ function recordRows(records, names) {
     link(`/explorer/records?q=${r.node}`, short(r.node)),
     link(`/explorer/records?q=${r.requester}`, short(r.requester)),
     el("span", { title: `${r.fees.total} base units` }, amount(r.fees.total)),
+    r.finality ? el("span", { "data-finality": r.finality.state, title: finalityText(r.finality) }, r.finality.state) : "settled",
   ]);
 }
-const RECORD_HEADS = ["#Index", "Receipt", "Time", "Model", "Node", "Paid by", "#Fee (tokens)"];
+const RECORD_HEADS = ["#Index", "Receipt", "Time", "Model", "Node", "Paid by", "#Fee (tokens)", "Status"];
 
 // ---- Views -------------------------------------------------------------------
 

@@ -106,6 +106,14 @@ export function downloadLink(bundle) {
  * `info` is the answer's `verinfer` object when known (chat), `modelName`
  * the model's name.
  */
+/** Where an optimistic answer stands (the ledger's `finality`), in words; null for other modes. */
+export function finalityText(f) {
+  if (!f || !f.state) return null;
+  if (f.state === "provisional") return `provisional: a challenge may overturn it until ${when(f.until_ms)}`;
+  if (f.state === "overturned") return "overturned: a challenge proved it wrong; the fee was refunded and the node slashed";
+  return "final: its challenge window passed";
+}
+
 export function receiptView({ bundle, report, info, modelName, waiting }) {
   const out = el("div", { class: "receipt" });
   out.append(resultLine(report, waiting));
@@ -119,6 +127,7 @@ export function receiptView({ bundle, report, info, modelName, waiting }) {
       leaf && ["Paid by", full(leaf.requester)],
       ["Log index", String(bundle ? bundle.index : info && info.log_index != null ? info.log_index : "not in the log")],
       ["Receipt id", full(bundle ? bundle.id : (info && info.receipt_id) || "none")],
+      bundle && finalityText(bundle.finality) && ["Finality", el("span", { "data-finality": bundle.finality.state }, finalityText(bundle.finality))],
       r && ["Engine", r.result.engine],
       r && ["Finish", `${r.result.finish_reason}, ${r.result.usage.prompt_tokens} prompt + ${r.result.usage.completion_tokens} answer tokens`],
     ])
