@@ -1091,6 +1091,8 @@ fn a_challenge_inside_the_window_overturns_refunds_and_slashes() {
     let user = w.users[0].public();
     let fee_total = s.provisional[&h].fees.total.0;
     assert!(fee_total > 0);
+    // It names its receipt's leaf, where watchers read the Request and Result.
+    assert_eq!(s.provisional[&h].leaf, s.leaves - 1);
     // Provisional: the excess came back, the fee waits, the node is unpaid.
     assert_eq!(s.balance(&user), before - fee_total);
     assert_eq!(s.balance(&node), node_balance);

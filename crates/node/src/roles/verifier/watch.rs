@@ -32,6 +32,8 @@ use verinfer_verify::committee::watchers;
 
 /// How often the ledger is asked for answers to watch.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// Answers watched at once (each holds a checker while it checks).
+const AT_ONCE: usize = 4;
 /// Longest wait for another verifier's verdict.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -54,6 +56,7 @@ impl VerifierNode {
     pub async fn watch_loop(self: Arc<Self>, every: Duration) {
         // Positions looked at (or being looked at) and still listed.
         let taken: Arc<Mutex<HashSet<u64>>> = Arc::default();
+        let turns = Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -75,7 +78,11 @@ impl VerifierNode {
                     continue;
                 }
                 let (node, ledger, taken) = (self.clone(), ledger.clone(), taken.clone());
+                let turns = turns.clone();
                 tokio::spawn(async move {
+                    let Ok(_turn) = turns.acquire().await else {
+                        return;
+                    };
                     let position = answer.position;
                     match node.watch_one(&ledger, answer).await {
                         Ok(w) => {
