@@ -100,12 +100,6 @@ export function downloadLink(bundle) {
   return el("a", { href: url, download: `receipt-${bundle.id.slice(0, 16)}.json` }, "Download the receipt (JSON)");
 }
 
-/**
- * The receipt view: what was checked first, then the model, node, verifiers
- * and their verdicts, fees, log position, and the raw material.
- * `info` is the answer's `verinfer` object when known (chat), `modelName`
- * the model's name.
- */
 /** Where an optimistic answer stands (the ledger's `finality`), in words; null for other modes. */
 export function finalityText(f) {
   if (!f || !f.state) return null;
@@ -114,6 +108,12 @@ export function finalityText(f) {
   return "final: its challenge window passed";
 }
 
+/**
+ * The receipt view: what was checked first, then the model, node, verifiers
+ * and their verdicts, fees, log position, and the raw material.
+ * `info` is the answer's `verinfer` object when known (chat), `modelName`
+ * the model's name.
+ */
 export function receiptView({ bundle, report, info, modelName, waiting }) {
   const out = el("div", { class: "receipt" });
   out.append(resultLine(report, waiting));
