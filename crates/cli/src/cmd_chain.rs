@@ -60,36 +60,7 @@ pub(crate) enum ChainCommand {
     /// slashing and models), over an existing ERC-20 (`--token`) or a new
     /// plain one whose whole `--supply` goes to the deployer. Prints the
     /// deployment (JSON).
-    Deploy {
-        /// The chain's JSON-RPC URL (http or https).
-        #[arg(long)]
-        rpc: String,
-        /// For https: also trust this CA (PEM file).
-        #[arg(long)]
-        rpc_ca: Option<PathBuf>,
-        /// Key file of the deployer.
-        #[arg(long)]
-        key: PathBuf,
-        /// The ledger directory whose parameters and models the contract takes
-        /// (not in use by a running ledger role).
-        #[arg(long)]
-        ledger: PathBuf,
-        /// Settle in this ERC-20.
-        #[arg(long, conflicts_with = "supply")]
-        token: Option<Address>,
-        /// Deploy a new token with this supply instead.
-        #[arg(long, required_unless_present = "token")]
-        supply: Option<u128>,
-        /// The fee treasury's address (default: the deployer's).
-        #[arg(long)]
-        treasury: Option<Address>,
-        /// Verifier signatures a slash needs.
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
-        slash_quorum: u16,
-        /// Also write the deployment to this file.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Deploy(DeployArgs),
     /// Register the key's node on chain, staking `--stake` of its tokens.
     Register {
         #[command(flatten)]
@@ -162,6 +133,39 @@ pub(crate) enum ChainCommand {
     },
 }
 
+// The arguments of `verinfer chain deploy` (its help text is the variant's).
+#[derive(Args)]
+pub(crate) struct DeployArgs {
+    /// The chain's JSON-RPC URL (http or https).
+    #[arg(long)]
+    rpc: String,
+    /// For https: also trust this CA (PEM file).
+    #[arg(long)]
+    rpc_ca: Option<PathBuf>,
+    /// Key file of the deployer.
+    #[arg(long)]
+    key: PathBuf,
+    /// The ledger directory whose parameters and models the contract takes
+    /// (not in use by a running ledger role).
+    #[arg(long)]
+    ledger: PathBuf,
+    /// Settle in this ERC-20.
+    #[arg(long, conflicts_with = "supply")]
+    token: Option<Address>,
+    /// Deploy a new token with this supply instead.
+    #[arg(long, required_unless_present = "token")]
+    supply: Option<u128>,
+    /// The fee treasury's address (default: the deployer's).
+    #[arg(long)]
+    treasury: Option<Address>,
+    /// Verifier signatures a slash needs.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    slash_quorum: u16,
+    /// Also write the deployment to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -183,164 +187,197 @@ async fn sender(at: &At, key: &Path) -> anyhow::Result<Chain> {
 pub(crate) fn run(cmd: ChainCommand) -> anyhow::Result<()> {
     let rt = runtime()?;
     match cmd {
-        ChainCommand::Deploy {
-            rpc: url,
-            rpc_ca,
-            key,
-            ledger,
-            token,
-            supply,
-            treasury,
-            slash_quorum,
-            out,
-        } => {
-            let signer = evm_signer(&load_key(&key)?)?;
-            let l = Ledger::open(&ledger)
-                .with_context(|| format!("opening the ledger in {}", ledger.display()))?;
-            let (params, models) = l.with_state(|s| {
-                (
-                    s.params.clone(),
-                    s.models.values().cloned().collect::<Vec<_>>(),
-                )
-            });
-            drop(l);
-            let params =
-                contract_params(&params, slash_quorum, treasury.unwrap_or(signer.address()))?;
-            let token = match (token, supply) {
-                (Some(t), _) => Token::Existing(t),
-                (None, Some(s)) => Token::New(U256::from(s)),
-                (None, None) => bail!("give --token or --supply"),
-            };
-            let d = rt
-                .block_on(deploy_over(
-                    rpc(&url, rpc_ca.as_deref())?,
-                    signer,
-                    token,
-                    params,
-                    initial_models(&models),
-                ))
-                .with_context(|| format!("deploying on {url}"))?;
-            let json = serde_json::to_string_pretty(&d)?;
-            if let Some(out) = out {
-                std::fs::write(&out, &json)
-                    .with_context(|| format!("writing {}", out.display()))?;
-            }
-            println!("{json}");
-        }
+        ChainCommand::Deploy(args) => deploy(&rt, args),
         ChainCommand::Register {
             at,
             key,
             role,
             stake,
             endpoint,
-        } => {
-            let node = load_key(&key)?;
-            let role = match role {
-                ChainRole::Inference => 1,
-                ChainRole::Verifier => 2,
-            };
-            let m = rt.block_on(async {
-                sender(&at, &key)
-                    .await?
-                    .register(
-                        role,
-                        B256::from(node.public().to_bytes()),
-                        &endpoint,
-                        U256::from(stake),
-                    )
-                    .await
-                    .context("registering")
-            })?;
-            println!("registered in transaction {} (block {})", m.tx, m.block);
-        }
+        } => register(&rt, &at, &key, role, stake, &endpoint),
         ChainCommand::Deposit {
             at,
             key,
             account,
             amount,
-        } => {
-            let to = match &account {
-                Some(p) => evm_signer(&load_key(p)?)?.address(),
-                None => evm_signer(&load_key(&key)?)?.address(),
-            };
-            let m = rt.block_on(async {
-                sender(&at, &key)
-                    .await?
-                    .deposit(to, U256::from(amount))
-                    .await
-                    .context("depositing")
-            })?;
-            println!(
-                "deposited {amount} for {to} in transaction {} (block {})",
-                m.tx, m.block
-            );
-        }
+        } => deposit(&rt, &at, &key, account.as_deref(), amount),
         ChainCommand::Withdraw {
             at,
             key,
             amount,
             cancel,
             complete,
-        } => {
-            let (what, m) = rt.block_on(async {
-                let c = sender(&at, &key).await?;
-                let r = match (amount, cancel, complete) {
-                    (Some(a), _, _) => ("asked", c.request_withdrawal(U256::from(a)).await),
-                    (None, true, _) => ("cancelled", c.cancel_withdrawal().await),
-                    _ => ("completed", c.withdraw().await),
-                };
-                anyhow::Ok((r.0, r.1.context("withdrawing")?))
-            })?;
-            println!(
-                "withdrawal {what} in transaction {} (block {})",
-                m.tx, m.block
-            );
-        }
-        ChainCommand::Link { key, ledger_url } => {
-            let link = Link::new(&load_key(&key)?)?;
-            let url = format!("{}/ledger/evm/link", ledger_url.trim_end_matches('/'));
-            let r = rt.block_on(async {
-                reqwest::Client::new()
-                    .post(&url)
-                    .json(&link)
-                    .send()
-                    .await?
-                    .error_for_status()
-            });
-            r.with_context(|| format!("posting the link to {url}"))?;
-            println!("{} is {}", link.account, link.address);
-        }
-        ChainCommand::Status { at, address } => {
-            let v = rt.block_on(async {
-                let c = Chain::reader(rpc(&at.rpc, at.rpc_ca.as_deref())?, at.contract)
-                    .await
-                    .with_context(|| format!("connecting to {} at {}", at.contract, at.rpc))?;
-                let (size, root) = c.checkpoint().await?;
-                let (escrow, staked, unbonding) = c.totals().await?;
-                let mut v = serde_json::json!({
-                    "chain_id": c.chain_id,
-                    "contract": c.contract,
-                    "token": c.token().await?,
-                    "settled": { "size": size, "root": root },
-                    "escrow": escrow.to_string(),
-                    "staked": staked.to_string(),
-                    "unbonding": unbonding.to_string(),
-                });
-                if let Some(a) = address {
-                    let (balance, pending, unlock_at) = c.account(a).await?;
-                    v["account"] = serde_json::json!({
-                        "address": a,
-                        "balance": balance.to_string(),
-                        "pending_withdrawal": pending.to_string(),
-                        "unlock_at": unlock_at,
-                        "stake": c.stake(a).await?.to_string(),
-                        "tokens": c.token_balance(a).await?.to_string(),
-                    });
-                }
-                anyhow::Ok(v)
-            })?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
+        } => withdraw(&rt, &at, &key, amount, cancel, complete),
+        ChainCommand::Link { key, ledger_url } => link(&rt, &key, &ledger_url),
+        ChainCommand::Status { at, address } => status(&rt, &at, address),
     }
+}
+
+fn deploy(rt: &tokio::runtime::Runtime, args: DeployArgs) -> anyhow::Result<()> {
+    let DeployArgs {
+        rpc: url,
+        rpc_ca,
+        key,
+        ledger,
+        token,
+        supply,
+        treasury,
+        slash_quorum,
+        out,
+    } = args;
+    let signer = evm_signer(&load_key(&key)?)?;
+    let l = Ledger::open(&ledger)
+        .with_context(|| format!("opening the ledger in {}", ledger.display()))?;
+    let (params, models) = l.with_state(|s| {
+        (
+            s.params.clone(),
+            s.models.values().cloned().collect::<Vec<_>>(),
+        )
+    });
+    drop(l);
+    let params = contract_params(&params, slash_quorum, treasury.unwrap_or(signer.address()))?;
+    let token = match (token, supply) {
+        (Some(t), _) => Token::Existing(t),
+        (None, Some(s)) => Token::New(U256::from(s)),
+        (None, None) => bail!("give --token or --supply"),
+    };
+    let d = rt
+        .block_on(deploy_over(
+            rpc(&url, rpc_ca.as_deref())?,
+            signer,
+            token,
+            params,
+            initial_models(&models),
+        ))
+        .with_context(|| format!("deploying on {url}"))?;
+    let json = serde_json::to_string_pretty(&d)?;
+    if let Some(out) = out {
+        std::fs::write(&out, &json).with_context(|| format!("writing {}", out.display()))?;
+    }
+    println!("{json}");
+    Ok(())
+}
+
+fn register(
+    rt: &tokio::runtime::Runtime,
+    at: &At,
+    key: &Path,
+    role: ChainRole,
+    stake: u128,
+    endpoint: &str,
+) -> anyhow::Result<()> {
+    let node = load_key(key)?;
+    let role = match role {
+        ChainRole::Inference => 1,
+        ChainRole::Verifier => 2,
+    };
+    let m = rt.block_on(async {
+        sender(at, key)
+            .await?
+            .register(
+                role,
+                B256::from(node.public().to_bytes()),
+                endpoint,
+                U256::from(stake),
+            )
+            .await
+            .context("registering")
+    })?;
+    println!("registered in transaction {} (block {})", m.tx, m.block);
+    Ok(())
+}
+
+fn deposit(
+    rt: &tokio::runtime::Runtime,
+    at: &At,
+    key: &Path,
+    account: Option<&Path>,
+    amount: u128,
+) -> anyhow::Result<()> {
+    let to = evm_signer(&load_key(account.unwrap_or(key))?)?.address();
+    let m = rt.block_on(async {
+        sender(at, key)
+            .await?
+            .deposit(to, U256::from(amount))
+            .await
+            .context("depositing")
+    })?;
+    println!(
+        "deposited {amount} for {to} in transaction {} (block {})",
+        m.tx, m.block
+    );
+    Ok(())
+}
+
+fn withdraw(
+    rt: &tokio::runtime::Runtime,
+    at: &At,
+    key: &Path,
+    amount: Option<u128>,
+    cancel: bool,
+    complete: bool,
+) -> anyhow::Result<()> {
+    let (what, m) = rt.block_on(async {
+        let c = sender(at, key).await?;
+        let r = match (amount, cancel, complete) {
+            (Some(a), _, _) => ("asked", c.request_withdrawal(U256::from(a)).await),
+            (None, true, _) => ("cancelled", c.cancel_withdrawal().await),
+            _ => ("completed", c.withdraw().await),
+        };
+        anyhow::Ok((r.0, r.1.context("withdrawing")?))
+    })?;
+    println!(
+        "withdrawal {what} in transaction {} (block {})",
+        m.tx, m.block
+    );
+    Ok(())
+}
+
+fn link(rt: &tokio::runtime::Runtime, key: &Path, ledger_url: &str) -> anyhow::Result<()> {
+    let link = Link::new(&load_key(key)?)?;
+    let url = format!("{}/ledger/evm/link", ledger_url.trim_end_matches('/'));
+    let r = rt.block_on(async {
+        reqwest::Client::new()
+            .post(&url)
+            .json(&link)
+            .send()
+            .await?
+            .error_for_status()
+    });
+    r.with_context(|| format!("posting the link to {url}"))?;
+    println!("{} is {}", link.account, link.address);
+    Ok(())
+}
+
+fn status(rt: &tokio::runtime::Runtime, at: &At, address: Option<Address>) -> anyhow::Result<()> {
+    let v = rt.block_on(async {
+        let c = Chain::reader(rpc(&at.rpc, at.rpc_ca.as_deref())?, at.contract)
+            .await
+            .with_context(|| format!("connecting to {} at {}", at.contract, at.rpc))?;
+        let (size, root) = c.checkpoint().await?;
+        let (escrow, staked, unbonding) = c.totals().await?;
+        let mut v = serde_json::json!({
+            "chain_id": c.chain_id,
+            "contract": c.contract,
+            "token": c.token().await?,
+            "settled": { "size": size, "root": root },
+            "escrow": escrow.to_string(),
+            "staked": staked.to_string(),
+            "unbonding": unbonding.to_string(),
+        });
+        if let Some(a) = address {
+            let (balance, pending, unlock_at) = c.account(a).await?;
+            v["account"] = serde_json::json!({
+                "address": a,
+                "balance": balance.to_string(),
+                "pending_withdrawal": pending.to_string(),
+                "unlock_at": unlock_at,
+                "stake": c.stake(a).await?.to_string(),
+                "tokens": c.token_balance(a).await?.to_string(),
+            });
+        }
+        anyhow::Ok(v)
+    })?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }

@@ -110,23 +110,8 @@ pub(crate) fn default_key_path(name: &str) -> anyhow::Result<PathBuf> {
 
 /// Runs `verinfer infer`.
 pub(crate) fn run(args: InferArgs) -> anyhow::Result<()> {
-    if args.fault.is_some() && !args.json {
-        bail!("--fault needs --json: a fault is a dishonest signed Result, and only --json prints the Result record");
-    }
-    if args.seed > MAX_SEED {
-        bail!("--seed must be at most 2^53 - 1");
-    }
-    if args.top_p_milli > 1000 {
-        bail!("--top-p-milli must be at most 1000");
-    }
-    let prompt = if args.prompt == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-            .context("reading the prompt from stdin")?;
-        s
-    } else {
-        args.prompt.clone()
-    };
+    check_args(&args)?;
+    let prompt = read_prompt(&args.prompt)?;
     let path = models::resolve(&args.model)?;
     let model_id: Hash = models::file_sha256(&path)?
         .parse()
@@ -139,56 +124,110 @@ pub(crate) fn run(args: InferArgs) -> anyhow::Result<()> {
         },
     )
     .with_context(|| format!("loading {}", path.display()))?;
-
-    let input = if args.raw {
-        Input::Prompt(prompt)
+    let input = input_of(&args, prompt);
+    let decoding = decoding_of(&args)?;
+    let start = std::time::Instant::now();
+    if args.json {
+        respond_json(&args, &mut engine, model_id, input, decoding, start)
     } else {
-        let mut messages = Vec::new();
-        if let Some(s) = &args.system {
-            messages.push(Message {
-                role: "system".into(),
-                content: s.clone(),
-            });
-        }
+        stream(&mut engine, &input, &decoding, args.stats, start)
+    }
+}
+
+/// Refuses flags that do not go together or are out of range.
+fn check_args(args: &InferArgs) -> anyhow::Result<()> {
+    if args.fault.is_some() && !args.json {
+        bail!("--fault needs --json: a fault is a dishonest signed Result, and only --json prints the Result record");
+    }
+    if args.seed > MAX_SEED {
+        bail!("--seed must be at most 2^53 - 1");
+    }
+    if args.top_p_milli > 1000 {
+        bail!("--top-p-milli must be at most 1000");
+    }
+    Ok(())
+}
+
+/// The prompt, read from stdin when it is `-`.
+fn read_prompt(prompt: &str) -> anyhow::Result<String> {
+    if prompt != "-" {
+        return Ok(prompt.to_owned());
+    }
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+        .context("reading the prompt from stdin")?;
+    Ok(s)
+}
+
+/// The raw prompt, or a chat of the optional system message and the prompt.
+fn input_of(args: &InferArgs, prompt: String) -> Input {
+    if args.raw {
+        return Input::Prompt(prompt);
+    }
+    let mut messages = Vec::new();
+    if let Some(s) = &args.system {
         messages.push(Message {
-            role: "user".into(),
-            content: prompt,
+            role: "system".into(),
+            content: s.clone(),
         });
-        Input::Messages(messages)
-    };
-    let decoding = Decoding {
+    }
+    messages.push(Message {
+        role: "user".into(),
+        content: prompt,
+    });
+    Input::Messages(messages)
+}
+
+fn decoding_of(args: &InferArgs) -> anyhow::Result<Decoding> {
+    Ok(Decoding {
         temperature_milli: args.temperature_milli,
         top_k: args.top_k,
         top_p_milli: args.top_p_milli,
         seed: args.seed,
         max_tokens: args.max_tokens,
         stop: args.stop.clone(),
-        constraint: constraint(&args)?,
+        constraint: constraint(args)?,
         top_logprobs: args.logprobs,
         ..Default::default()
-    };
+    })
+}
 
-    let start = std::time::Instant::now();
-    if !args.json {
-        // Streaming needs no records, hence no key: the same prompt and
-        // parameters as `respond`, without the signing.
-        let tokens = respond::prompt_tokens(&engine, &input)?;
-        let mut out = std::io::stdout().lock();
-        let g = engine.generate(
-            &tokens,
-            &respond::generate_params(&decoding),
-            &mut |_, piece| {
-                let _ = out.write_all(piece.as_bytes());
-                let _ = out.flush();
-            },
-        )?;
-        let _ = writeln!(out);
-        if args.stats {
-            print_stats(&g.usage, g.finish_reason, start, engine.threads());
-        }
-        return Ok(());
+/// Prints the answer as it is generated. Streaming needs no records, hence
+/// no key: the same prompt and parameters as `respond`, without the signing.
+fn stream(
+    engine: &mut Engine,
+    input: &Input,
+    decoding: &Decoding,
+    stats: bool,
+    start: std::time::Instant,
+) -> anyhow::Result<()> {
+    let tokens = respond::prompt_tokens(engine, input)?;
+    let mut out = std::io::stdout().lock();
+    let g = engine.generate(
+        &tokens,
+        &respond::generate_params(decoding),
+        &mut |_, piece| {
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        },
+    )?;
+    let _ = writeln!(out);
+    if stats {
+        print_stats(&g.usage, g.finish_reason, start, engine.threads());
     }
+    Ok(())
+}
 
+/// Signs a request with the node key, answers it (or forges the asked
+/// fault) and prints both records as JSON.
+fn respond_json(
+    args: &InferArgs,
+    engine: &mut Engine,
+    model_id: Hash,
+    input: Input,
+    decoding: Decoding,
+    start: std::time::Instant,
+) -> anyhow::Result<()> {
     let key_path = match &args.key {
         Some(p) => p.clone(),
         None => default_key_path("node.key")?,
@@ -207,9 +246,9 @@ pub(crate) fn run(args: InferArgs) -> anyhow::Result<()> {
     };
     request.sign(&key)?;
     let result = match &args.fault {
-        None => respond::respond(&mut engine, model_id, &request, &key, &mut |_, _| {})?,
+        None => respond::respond(engine, model_id, &request, &key, &mut |_, _| {})?,
         // The error names the fault already.
-        Some(fault) => respond::respond_with_fault(&mut engine, model_id, &request, &key, fault)?,
+        Some(fault) => respond::respond_with_fault(engine, model_id, &request, &key, fault)?,
     };
     if args.stats {
         let usage = verinfer_inference::Usage {

@@ -270,30 +270,7 @@ pub(crate) fn run(cmd: LedgerCommand) -> anyhow::Result<()> {
             treasury_key,
             supply,
             origin,
-        } => {
-            let treasury = load_or_create_key(&treasury_key)?;
-            let genesis = Genesis {
-                tag: GenesisTag,
-                treasury: treasury.public(),
-                supply: Amount(supply),
-                params: Params::default(),
-                models: Vec::new(),
-            };
-            let log_key = SecretKey::generate();
-            let ledger = Ledger::init(&dir, &genesis, &origin, &log_key)
-                .with_context(|| format!("creating ledger in {}", dir.display()))?;
-            #[derive(serde::Serialize)]
-            struct InitOut {
-                treasury: String,
-                total_supply: u128,
-                log_key: String,
-            }
-            print_json(&InitOut {
-                treasury: treasury.public().to_hex(),
-                total_supply: supply,
-                log_key: ledger.receipts().verifier_key().to_string(),
-            })?;
-        }
+        } => init(&dir, &treasury_key, supply, &origin)?,
         LedgerCommand::Transfer { tx, to, amount: a } => submit(
             &tx,
             TxBody::Transfer {
@@ -326,47 +303,77 @@ pub(crate) fn run(cmd: LedgerCommand) -> anyhow::Result<()> {
             no: _,
         } => submit(&tx, TxBody::Vote { proposal, yes })?,
         LedgerCommand::Commit { tx, result } => submit(&tx, TxBody::Commit { result })?,
-        LedgerCommand::Slash { tx, evidence } => {
-            let text = std::fs::read_to_string(&evidence)
-                .with_context(|| format!("reading {}", evidence.display()))?;
-            let evidence: Evidence = serde_json::from_str(&text)
-                .with_context(|| format!("parsing evidence {}", evidence.display()))?;
-            submit(
-                &tx,
-                TxBody::Slash {
-                    evidence: Box::new(evidence),
-                },
-            )?
-        }
-        LedgerCommand::Account { dir, pubkey } => {
-            let ledger = open(&dir)?;
-            // Typed, not `json!`: amounts are u128, beyond serde_json::Value.
-            #[derive(serde::Serialize)]
-            struct AccountOut<'a> {
-                public_key: String,
-                balance: u128,
-                stake: u128,
-                nonce: u64,
-                unbonding: u128,
-                node: Option<&'a verinfer_ledger::state::Node>,
-            }
-            ledger.with_state(|s| {
-                print_json(&AccountOut {
-                    public_key: pubkey.to_hex(),
-                    balance: s.balance(&pubkey),
-                    stake: s.stake(&pubkey),
-                    nonce: s.nonce(&pubkey),
-                    unbonding: s
-                        .unbonding
-                        .get(&pubkey)
-                        .map_or(0, |u| u.iter().map(|x| x.amount).sum()),
-                    node: s.nodes.get(&pubkey),
-                })
-            })?;
-        }
+        LedgerCommand::Slash { tx, evidence } => submit(
+            &tx,
+            TxBody::Slash {
+                evidence: Box::new(read_evidence(&evidence)?),
+            },
+        )?,
+        LedgerCommand::Account { dir, pubkey } => account(&dir, &pubkey)?,
         LedgerCommand::Summary { dir } => {
             print_json(&open(&dir)?.with_state(|s| s.summary()))?;
         }
     }
     Ok(())
+}
+
+/// Creates a ledger with the default parameters and `supply` in the
+/// treasury (its key created if missing); prints the treasury and log key.
+fn init(dir: &Path, treasury_key: &Path, supply: u128, origin: &str) -> anyhow::Result<()> {
+    let treasury = load_or_create_key(treasury_key)?;
+    let genesis = Genesis {
+        tag: GenesisTag,
+        treasury: treasury.public(),
+        supply: Amount(supply),
+        params: Params::default(),
+        models: Vec::new(),
+    };
+    let log_key = SecretKey::generate();
+    let ledger = Ledger::init(dir, &genesis, origin, &log_key)
+        .with_context(|| format!("creating ledger in {}", dir.display()))?;
+    #[derive(serde::Serialize)]
+    struct InitOut {
+        treasury: String,
+        total_supply: u128,
+        log_key: String,
+    }
+    print_json(&InitOut {
+        treasury: treasury.public().to_hex(),
+        total_supply: supply,
+        log_key: ledger.receipts().verifier_key().to_string(),
+    })
+}
+
+fn read_evidence(path: &Path) -> anyhow::Result<Evidence> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing evidence {}", path.display()))
+}
+
+/// Prints an account's balances and node record as JSON.
+fn account(dir: &Path, pubkey: &PublicKey) -> anyhow::Result<()> {
+    let ledger = open(dir)?;
+    // Typed, not `json!`: amounts are u128, beyond serde_json::Value.
+    #[derive(serde::Serialize)]
+    struct AccountOut<'a> {
+        public_key: String,
+        balance: u128,
+        stake: u128,
+        nonce: u64,
+        unbonding: u128,
+        node: Option<&'a verinfer_ledger::state::Node>,
+    }
+    ledger.with_state(|s| {
+        print_json(&AccountOut {
+            public_key: pubkey.to_hex(),
+            balance: s.balance(pubkey),
+            stake: s.stake(pubkey),
+            nonce: s.nonce(pubkey),
+            unbonding: s
+                .unbonding
+                .get(pubkey)
+                .map_or(0, |u| u.iter().map(|x| x.amount).sum()),
+            node: s.nodes.get(pubkey),
+        })
+    })
 }

@@ -6,7 +6,7 @@
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
-use verinfer_ledger::testkit::World;
+use verinfer_ledger::testing::World;
 use verinfer_ledger::tx::Evidence;
 use verinfer_ledger::Summary;
 use verinfer_types::records::Decision;

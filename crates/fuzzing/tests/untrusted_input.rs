@@ -154,7 +154,7 @@ fn every_check_is_a_fuzz_target_with_passing_seeds() {
 #[test]
 #[ignore = "writes fuzz/seeds/records"]
 fn write_record_seeds() {
-    use verinfer_ledger::testkit::World;
+    use verinfer_ledger::testing::World;
     use verinfer_ledger::{State, TxBody};
     use verinfer_types::records::Decision;
     use verinfer_types::Record;

@@ -370,98 +370,16 @@ impl Gguf {
                 pos: 0,
                 values: 0,
             };
-            let magic = c.take(4, "header")?;
-            if magic != b"GGUF" {
-                return Err(GgufError::Format("bad magic (not a GGUF file)".into()));
-            }
-            let version = c.u32("header")?;
-            if !(2..=3).contains(&version) {
-                return Err(GgufError::Format(format!(
-                    "unsupported GGUF version {version}"
-                )));
-            }
-            let n_tensors = c.u64("header")?;
-            let n_kv = c.u64("header")?;
-            if n_tensors > (1 << 24) || n_kv > (1 << 24) {
-                return Err(GgufError::Format("implausible tensor or key count".into()));
-            }
-            let mut metadata = HashMap::new();
-            for _ in 0..n_kv {
-                let key = c.string("metadata key")?;
-                let ty = c.u32("metadata type")?;
-                let v = c.value(ty, 0, &format!("metadata value {key:?}"))?;
-                metadata.insert(key, v);
-            }
-            let mut infos = Vec::new();
-            for _ in 0..n_tensors {
-                let name = c.string("tensor name")?;
-                let nd = c.u32("tensor info")?;
-                if nd == 0 || nd > 4 {
-                    return Err(GgufError::Format(format!(
-                        "tensor {name:?} has {nd} dimensions"
-                    )));
-                }
-                let mut dims = Vec::new();
-                for _ in 0..nd {
-                    dims.push(c.u64("tensor info")?);
-                }
-                let raw_type = c.u32("tensor info")?;
-                let offset = c.u64("tensor info")?;
-                infos.push((name, dims, raw_type, offset));
-            }
-            let align = metadata
-                .get("general.alignment")
-                .and_then(Value::as_u64)
-                .unwrap_or(32);
-            if align == 0 || !align.is_power_of_two() || align > 1 << 16 {
-                return Err(GgufError::Format(format!("bad alignment {align}")));
-            }
-            let align = align as usize;
+            let (version, n_tensors, n_kv) = header(&mut c)?;
+            let metadata = read_metadata(&mut c, n_kv)?;
+            let infos = read_tensor_infos(&mut c, n_tensors)?;
+            let align = alignment(&metadata)?;
             let data_start = c.pos.div_ceil(align) * align;
             let file_len = mmap.len();
             let mut tensors = HashMap::new();
-            for (name, dims, raw_type, offset) in infos {
-                let mut elems: u64 = 1;
-                for &d in &dims {
-                    elems = elems
-                        .checked_mul(d)
-                        .filter(|&e| e < (1 << 40))
-                        .ok_or_else(|| {
-                            GgufError::Format(format!("tensor {name:?} is implausibly large"))
-                        })?;
-                }
-                let len = match GgmlType::from_u32(raw_type) {
-                    Some(t) => {
-                        if dims[0] % t.block_elems() as u64 != 0 {
-                            return Err(GgufError::Format(format!(
-                                "tensor {name:?}: row length {} is not a multiple of the block size",
-                                dims[0]
-                            )));
-                        }
-                        (elems / t.block_elems() as u64) as usize * t.block_bytes()
-                    }
-                    None => 0,
-                };
-                let start = usize::try_from(offset)
-                    .ok()
-                    .and_then(|o| o.checked_add(data_start))
-                    .ok_or_else(|| GgufError::Format(format!("tensor {name:?}: bad offset")))?;
-                if start.checked_add(len).is_none_or(|e| e > file_len) {
-                    return Err(GgufError::Truncated(format!(
-                        "tensor {name:?} needs bytes {start}..{} but the file has {file_len}",
-                        start.saturating_add(len)
-                    )));
-                }
-                tensors.insert(
-                    name.clone(),
-                    TensorInfo {
-                        name,
-                        dims,
-                        raw_type,
-                        offset: start,
-                        len,
-                    },
-                );
+            for raw in infos {
+                let info = place(raw, data_start, file_len)?;
+                tensors.insert(info.name.clone(), info);
             }
             (version, metadata, tensors)
         };
@@ -496,6 +414,115 @@ impl Gguf {
             .and_then(Value::as_str)
             .ok_or_else(|| GgufError::Missing(format!("metadata key {key:?}")))
     }
+}
+
+/// The magic, the version, and the tensor and key counts.
+fn header(c: &mut Cursor<'_>) -> Result<(u32, u64, u64)> {
+    let magic = c.take(4, "header")?;
+    if magic != b"GGUF" {
+        return Err(GgufError::Format("bad magic (not a GGUF file)".into()));
+    }
+    let version = c.u32("header")?;
+    if !(2..=3).contains(&version) {
+        return Err(GgufError::Format(format!(
+            "unsupported GGUF version {version}"
+        )));
+    }
+    let n_tensors = c.u64("header")?;
+    let n_kv = c.u64("header")?;
+    if n_tensors > (1 << 24) || n_kv > (1 << 24) {
+        return Err(GgufError::Format("implausible tensor or key count".into()));
+    }
+    Ok((version, n_tensors, n_kv))
+}
+
+fn read_metadata(c: &mut Cursor<'_>, n_kv: u64) -> Result<HashMap<String, Value>> {
+    let mut metadata = HashMap::new();
+    for _ in 0..n_kv {
+        let key = c.string("metadata key")?;
+        let ty = c.u32("metadata type")?;
+        let v = c.value(ty, 0, &format!("metadata value {key:?}"))?;
+        metadata.insert(key, v);
+    }
+    Ok(metadata)
+}
+
+/// A tensor as its header entry gives it: name, dimensions, type, offset
+/// from the start of the data.
+type RawInfo = (String, Vec<u64>, u32, u64);
+
+fn read_tensor_infos(c: &mut Cursor<'_>, n_tensors: u64) -> Result<Vec<RawInfo>> {
+    let mut infos = Vec::new();
+    for _ in 0..n_tensors {
+        let name = c.string("tensor name")?;
+        let nd = c.u32("tensor info")?;
+        if nd == 0 || nd > 4 {
+            return Err(GgufError::Format(format!(
+                "tensor {name:?} has {nd} dimensions"
+            )));
+        }
+        let mut dims = Vec::new();
+        for _ in 0..nd {
+            dims.push(c.u64("tensor info")?);
+        }
+        let raw_type = c.u32("tensor info")?;
+        let offset = c.u64("tensor info")?;
+        infos.push((name, dims, raw_type, offset));
+    }
+    Ok(infos)
+}
+
+/// `general.alignment` (default 32): a power of two up to 64 KiB.
+fn alignment(metadata: &HashMap<String, Value>) -> Result<usize> {
+    let align = metadata
+        .get("general.alignment")
+        .and_then(Value::as_u64)
+        .unwrap_or(32);
+    if align == 0 || !align.is_power_of_two() || align > 1 << 16 {
+        return Err(GgufError::Format(format!("bad alignment {align}")));
+    }
+    Ok(align as usize)
+}
+
+/// Where a tensor's data lies in the file, checked to fit in it.
+fn place(raw: RawInfo, data_start: usize, file_len: usize) -> Result<TensorInfo> {
+    let (name, dims, raw_type, offset) = raw;
+    let mut elems: u64 = 1;
+    for &d in &dims {
+        elems = elems
+            .checked_mul(d)
+            .filter(|&e| e < (1 << 40))
+            .ok_or_else(|| GgufError::Format(format!("tensor {name:?} is implausibly large")))?;
+    }
+    let len = match GgmlType::from_u32(raw_type) {
+        Some(t) => {
+            if dims[0] % t.block_elems() as u64 != 0 {
+                return Err(GgufError::Format(format!(
+                    "tensor {name:?}: row length {} is not a multiple of the block size",
+                    dims[0]
+                )));
+            }
+            (elems / t.block_elems() as u64) as usize * t.block_bytes()
+        }
+        None => 0,
+    };
+    let start = usize::try_from(offset)
+        .ok()
+        .and_then(|o| o.checked_add(data_start))
+        .ok_or_else(|| GgufError::Format(format!("tensor {name:?}: bad offset")))?;
+    if start.checked_add(len).is_none_or(|e| e > file_len) {
+        return Err(GgufError::Truncated(format!(
+            "tensor {name:?} needs bytes {start}..{} but the file has {file_len}",
+            start.saturating_add(len)
+        )));
+    }
+    Ok(TensorInfo {
+        name,
+        dims,
+        raw_type,
+        offset: start,
+        len,
+    })
 }
 
 /// Helpers to write GGUF files (used by tests and tools to build small models).

@@ -101,5 +101,5 @@ pub use model::{Arch, Config, Model};
 pub use prefix::{PrefixCache, PrefixLimits, PrefixStats};
 pub use sampler::SamplingParams;
 pub use tokenizer::Tokenizer;
-#[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -551,238 +551,254 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
 pub fn quantize_weights(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     let mut out = Vec::new();
     match ty {
-        GgmlType::F32 => {
-            for v in x {
-                out.extend_from_slice(&v.to_le_bytes());
+        GgmlType::F32 => quantize_f32(x, &mut out),
+        GgmlType::F16 => quantize_f16(x, &mut out),
+        GgmlType::Q8_0 => quantize_q8_0(x, &mut out),
+        GgmlType::Q4_0 => quantize_q4_0(x, &mut out),
+        GgmlType::Q4_1 => quantize_q4_1(x, &mut out),
+        GgmlType::Q5_0 => quantize_q5_0(x, &mut out),
+        GgmlType::Q5K => quantize_q5_k(x, &mut out),
+        GgmlType::Q6K => quantize_q6_k(x, &mut out),
+        GgmlType::Q4K => quantize_q4_k(x, &mut out),
+    }
+    out
+}
+
+fn quantize_f32(x: &[f32], out: &mut Vec<u8>) {
+    for v in x {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn quantize_f16(x: &[f32], out: &mut Vec<u8>) {
+    for v in x {
+        out.extend_from_slice(&f32_to_f16(*v).to_le_bytes());
+    }
+}
+
+fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
+    for b in x.chunks_exact(QK) {
+        let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
+        for v in b {
+            out.push(((v * id).round() as i8) as u8);
+        }
+    }
+}
+
+fn quantize_q4_0(x: &[f32], out: &mut Vec<u8>) {
+    for b in x.chunks_exact(QK) {
+        let mut max = 0f32;
+        for &v in b {
+            if v.abs() > max.abs() {
+                max = v;
             }
         }
-        GgmlType::F16 => {
-            for v in x {
-                out.extend_from_slice(&f32_to_f16(*v).to_le_bytes());
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
+        let q: Vec<u8> = b
+            .iter()
+            .map(|v| ((v * id + 8.5) as i32).clamp(0, 15) as u8)
+            .collect();
+        for j in 0..16 {
+            out.push(q[j] | (q[j + 16] << 4));
+        }
+    }
+}
+
+fn quantize_q4_1(x: &[f32], out: &mut Vec<u8>) {
+    for b in x.chunks_exact(QK) {
+        let min = b.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = b.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
+        out.extend_from_slice(&f32_to_f16(min).to_le_bytes());
+        let q: Vec<u8> = b
+            .iter()
+            .map(|v| (((v - min) * id + 0.5) as i32).clamp(0, 15) as u8)
+            .collect();
+        for j in 0..16 {
+            out.push(q[j] | (q[j + 16] << 4));
+        }
+    }
+}
+
+fn quantize_q5_0(x: &[f32], out: &mut Vec<u8>) {
+    for b in x.chunks_exact(QK) {
+        let mut max = 0f32;
+        for &v in b {
+            if v.abs() > max.abs() {
+                max = v;
             }
         }
-        GgmlType::Q8_0 => {
-            for b in x.chunks_exact(QK) {
-                let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let d = amax / 127.0;
-                let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-                out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
-                for v in b {
-                    out.push(((v * id).round() as i8) as u8);
-                }
+        let d = max / -16.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let q: Vec<u8> = b
+            .iter()
+            .map(|v| ((v * id + 16.5) as i32).clamp(0, 31) as u8)
+            .collect();
+        let qh = q
+            .iter()
+            .enumerate()
+            .fold(0u32, |h, (j, &v)| h | (u32::from(v >> 4) << j));
+        out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
+        out.extend_from_slice(&qh.to_le_bytes());
+        for j in 0..16 {
+            out.push((q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4));
+        }
+    }
+}
+
+fn quantize_q5_k(x: &[f32], out: &mut Vec<u8>) {
+    // Through Q4_K's encoder at twice the resolution: the same
+    // scales and minimums, 5-bit values.
+    for sb in x.chunks_exact(256) {
+        let q4 = quantize_weights(GgmlType::Q4K, sb);
+        let (d, dmin) = (rd_f16(&q4, 0), rd_f16(&q4, 2));
+        let scales: [u8; 12] = q4[4..16].try_into().unwrap_or([0; 12]);
+        let mut q = [0u8; 256];
+        for (i, c) in sb.chunks_exact(32).enumerate() {
+            let (sc, m) = scale_min_k4(i, &scales);
+            // Half the 4-bit step: the sub-block spans 31 steps.
+            let dd = d * f32::from(sc) / 2.0;
+            let mm = dmin * f32::from(m);
+            for (l, v) in c.iter().enumerate() {
+                q[32 * i + l] = if dd > 0.0 {
+                    (((v + mm) / dd).round() as i32).clamp(0, 31) as u8
+                } else {
+                    0
+                };
             }
         }
-        GgmlType::Q4_0 => {
-            for b in x.chunks_exact(QK) {
-                let mut max = 0f32;
-                for &v in b {
-                    if v.abs() > max.abs() {
-                        max = v;
-                    }
-                }
-                let d = max / -8.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
-                let q: Vec<u8> = b
-                    .iter()
-                    .map(|v| ((v * id + 8.5) as i32).clamp(0, 15) as u8)
-                    .collect();
-                for j in 0..16 {
-                    out.push(q[j] | (q[j + 16] << 4));
-                }
+        // The stored scale must then be halved: use d / 2.
+        out.extend_from_slice(&f32_to_f16(d / 2.0).to_le_bytes());
+        out.extend_from_slice(&q4[2..16]);
+        let mut qh = [0u8; 32];
+        for g in 0..4 {
+            for l in 0..32 {
+                qh[l] |= (q[64 * g + l] >> 4) << (2 * g);
+                qh[l] |= (q[64 * g + 32 + l] >> 4) << (2 * g + 1);
             }
         }
-        GgmlType::Q4_1 => {
-            for b in x.chunks_exact(QK) {
-                let min = b.iter().copied().fold(f32::INFINITY, f32::min);
-                let max = b.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let d = (max - min) / 15.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
-                out.extend_from_slice(&f32_to_f16(min).to_le_bytes());
-                let q: Vec<u8> = b
-                    .iter()
-                    .map(|v| (((v - min) * id + 0.5) as i32).clamp(0, 15) as u8)
-                    .collect();
-                for j in 0..16 {
-                    out.push(q[j] | (q[j + 16] << 4));
-                }
-            }
-        }
-        GgmlType::Q5_0 => {
-            for b in x.chunks_exact(QK) {
-                let mut max = 0f32;
-                for &v in b {
-                    if v.abs() > max.abs() {
-                        max = v;
-                    }
-                }
-                let d = max / -16.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                let q: Vec<u8> = b
-                    .iter()
-                    .map(|v| ((v * id + 16.5) as i32).clamp(0, 31) as u8)
-                    .collect();
-                let qh = q
-                    .iter()
-                    .enumerate()
-                    .fold(0u32, |h, (j, &v)| h | (u32::from(v >> 4) << j));
-                out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
-                out.extend_from_slice(&qh.to_le_bytes());
-                for j in 0..16 {
-                    out.push((q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4));
-                }
-            }
-        }
-        GgmlType::Q5K => {
-            // Through Q4_K's encoder at twice the resolution: the same
-            // scales and minimums, 5-bit values.
-            for sb in x.chunks_exact(256) {
-                let q4 = quantize_weights(GgmlType::Q4K, sb);
-                let (d, dmin) = (rd_f16(&q4, 0), rd_f16(&q4, 2));
-                let scales: [u8; 12] = q4[4..16].try_into().unwrap_or([0; 12]);
-                let mut q = [0u8; 256];
-                for (i, c) in sb.chunks_exact(32).enumerate() {
-                    let (sc, m) = scale_min_k4(i, &scales);
-                    // Half the 4-bit step: the sub-block spans 31 steps.
-                    let dd = d * f32::from(sc) / 2.0;
-                    let mm = dmin * f32::from(m);
-                    for (l, v) in c.iter().enumerate() {
-                        q[32 * i + l] = if dd > 0.0 {
-                            (((v + mm) / dd).round() as i32).clamp(0, 31) as u8
-                        } else {
-                            0
-                        };
-                    }
-                }
-                // The stored scale must then be halved: use d / 2.
-                out.extend_from_slice(&f32_to_f16(d / 2.0).to_le_bytes());
-                out.extend_from_slice(&q4[2..16]);
-                let mut qh = [0u8; 32];
-                for g in 0..4 {
-                    for l in 0..32 {
-                        qh[l] |= (q[64 * g + l] >> 4) << (2 * g);
-                        qh[l] |= (q[64 * g + 32 + l] >> 4) << (2 * g + 1);
-                    }
-                }
-                out.extend_from_slice(&qh);
-                for g in 0..4 {
-                    for l in 0..32 {
-                        out.push((q[64 * g + l] & 0x0f) | ((q[64 * g + 32 + l] & 0x0f) << 4));
-                    }
-                }
-            }
-        }
-        GgmlType::Q6K => {
-            for sb in x.chunks_exact(256) {
-                let amax: Vec<f32> = sb
-                    .chunks_exact(16)
-                    .map(|c| c.iter().fold(0f32, |m, v| m.max(v.abs())) / 31.0)
-                    .collect();
-                let d = amax.iter().fold(0f32, |m, &v| m.max(v)) / 127.0;
-                let dh = f16_to_f32(f32_to_f16(d));
-                let sc: Vec<i8> = amax
-                    .iter()
-                    .map(|&a| {
-                        if dh > 0.0 {
-                            (a / dh).round().clamp(0.0, 127.0) as i8
-                        } else {
-                            0
-                        }
-                    })
-                    .collect();
-                let q: Vec<u8> = sb
-                    .iter()
-                    .enumerate()
-                    .map(|(j, v)| {
-                        let step = dh * f32::from(sc[j / 16]);
-                        let r = if step > 0.0 {
-                            (v / step).round() as i32
-                        } else {
-                            0
-                        };
-                        (r.clamp(-32, 31) + 32) as u8
-                    })
-                    .collect();
-                let (mut ql, mut qh) = ([0u8; 128], [0u8; 64]);
-                for half in 0..2 {
-                    for l in 0..32 {
-                        let at = |k: usize| q[128 * half + l + 32 * k];
-                        ql[64 * half + l] = (at(0) & 0x0f) | ((at(2) & 0x0f) << 4);
-                        ql[64 * half + l + 32] = (at(1) & 0x0f) | ((at(3) & 0x0f) << 4);
-                        qh[32 * half + l] = (at(0) >> 4)
-                            | ((at(1) >> 4) << 2)
-                            | ((at(2) >> 4) << 4)
-                            | ((at(3) >> 4) << 6);
-                    }
-                }
-                out.extend_from_slice(&ql);
-                out.extend_from_slice(&qh);
-                out.extend(sc.iter().map(|&v| v as u8));
-                out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
-            }
-        }
-        GgmlType::Q4K => {
-            // Simple encoder: one scale per 32-wide sub-block (6-bit), minimum 0 offset.
-            for sb in x.chunks_exact(256) {
-                let mut subs = [(0f32, 0f32); 8];
-                for (i, c) in sb.chunks_exact(32).enumerate() {
-                    let min = c.iter().copied().fold(f32::INFINITY, f32::min).min(0.0);
-                    let max = c.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    subs[i] = ((max - min) / 15.0, -min);
-                }
-                let dmax = subs.iter().fold(0f32, |m, s| m.max(s.0));
-                let mmax = subs.iter().fold(0f32, |m, s| m.max(s.1));
-                let d = dmax / 63.0;
-                let dmin = mmax / 63.0;
-                let mut sc = [0u8; 8];
-                let mut mn = [0u8; 8];
-                for i in 0..8 {
-                    sc[i] = if d > 0.0 {
-                        ((subs[i].0 / d).round() as i32).clamp(0, 63) as u8
-                    } else {
-                        0
-                    };
-                    mn[i] = if dmin > 0.0 {
-                        ((subs[i].1 / dmin).round() as i32).clamp(0, 63) as u8
-                    } else {
-                        0
-                    };
-                }
-                let mut scales = [0u8; 12];
-                for j in 0..4 {
-                    scales[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
-                    scales[j + 4] = mn[j] | ((mn[j + 4] >> 4) << 6);
-                    scales[j + 8] = (sc[j + 4] & 0x0f) | ((mn[j + 4] & 0x0f) << 4);
-                }
-                out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
-                out.extend_from_slice(&f32_to_f16(dmin).to_le_bytes());
-                out.extend_from_slice(&scales);
-                let dh = f16_to_f32(f32_to_f16(d));
-                let dminh = f16_to_f32(f32_to_f16(dmin));
-                let mut q = [0u8; 256];
-                for i in 0..8 {
-                    let (s, m) = scale_min_k4(i, &scales);
-                    let dd = dh * f32::from(s);
-                    let mm = dminh * f32::from(m);
-                    for l in 0..32 {
-                        let v = sb[32 * i + l];
-                        q[32 * i + l] = if dd > 0.0 {
-                            (((v + mm) / dd).round() as i32).clamp(0, 15) as u8
-                        } else {
-                            0
-                        };
-                    }
-                }
-                for g in 0..4 {
-                    for l in 0..32 {
-                        out.push(q[64 * g + l] | (q[64 * g + 32 + l] << 4));
-                    }
-                }
+        out.extend_from_slice(&qh);
+        for g in 0..4 {
+            for l in 0..32 {
+                out.push((q[64 * g + l] & 0x0f) | ((q[64 * g + 32 + l] & 0x0f) << 4));
             }
         }
     }
-    out
+}
+
+fn quantize_q6_k(x: &[f32], out: &mut Vec<u8>) {
+    for sb in x.chunks_exact(256) {
+        let amax: Vec<f32> = sb
+            .chunks_exact(16)
+            .map(|c| c.iter().fold(0f32, |m, v| m.max(v.abs())) / 31.0)
+            .collect();
+        let d = amax.iter().fold(0f32, |m, &v| m.max(v)) / 127.0;
+        let dh = f16_to_f32(f32_to_f16(d));
+        let sc: Vec<i8> = amax
+            .iter()
+            .map(|&a| {
+                if dh > 0.0 {
+                    (a / dh).round().clamp(0.0, 127.0) as i8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let q: Vec<u8> = sb
+            .iter()
+            .enumerate()
+            .map(|(j, v)| {
+                let step = dh * f32::from(sc[j / 16]);
+                let r = if step > 0.0 {
+                    (v / step).round() as i32
+                } else {
+                    0
+                };
+                (r.clamp(-32, 31) + 32) as u8
+            })
+            .collect();
+        let (mut ql, mut qh) = ([0u8; 128], [0u8; 64]);
+        for half in 0..2 {
+            for l in 0..32 {
+                let at = |k: usize| q[128 * half + l + 32 * k];
+                ql[64 * half + l] = (at(0) & 0x0f) | ((at(2) & 0x0f) << 4);
+                ql[64 * half + l + 32] = (at(1) & 0x0f) | ((at(3) & 0x0f) << 4);
+                qh[32 * half + l] =
+                    (at(0) >> 4) | ((at(1) >> 4) << 2) | ((at(2) >> 4) << 4) | ((at(3) >> 4) << 6);
+            }
+        }
+        out.extend_from_slice(&ql);
+        out.extend_from_slice(&qh);
+        out.extend(sc.iter().map(|&v| v as u8));
+        out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
+    }
+}
+
+fn quantize_q4_k(x: &[f32], out: &mut Vec<u8>) {
+    // Simple encoder: one scale per 32-wide sub-block (6-bit), minimum 0 offset.
+    for sb in x.chunks_exact(256) {
+        let mut subs = [(0f32, 0f32); 8];
+        for (i, c) in sb.chunks_exact(32).enumerate() {
+            let min = c.iter().copied().fold(f32::INFINITY, f32::min).min(0.0);
+            let max = c.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            subs[i] = ((max - min) / 15.0, -min);
+        }
+        let dmax = subs.iter().fold(0f32, |m, s| m.max(s.0));
+        let mmax = subs.iter().fold(0f32, |m, s| m.max(s.1));
+        let d = dmax / 63.0;
+        let dmin = mmax / 63.0;
+        let mut sc = [0u8; 8];
+        let mut mn = [0u8; 8];
+        for i in 0..8 {
+            sc[i] = if d > 0.0 {
+                ((subs[i].0 / d).round() as i32).clamp(0, 63) as u8
+            } else {
+                0
+            };
+            mn[i] = if dmin > 0.0 {
+                ((subs[i].1 / dmin).round() as i32).clamp(0, 63) as u8
+            } else {
+                0
+            };
+        }
+        let mut scales = [0u8; 12];
+        for j in 0..4 {
+            scales[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+            scales[j + 4] = mn[j] | ((mn[j + 4] >> 4) << 6);
+            scales[j + 8] = (sc[j + 4] & 0x0f) | ((mn[j + 4] & 0x0f) << 4);
+        }
+        out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
+        out.extend_from_slice(&f32_to_f16(dmin).to_le_bytes());
+        out.extend_from_slice(&scales);
+        let dh = f16_to_f32(f32_to_f16(d));
+        let dminh = f16_to_f32(f32_to_f16(dmin));
+        let mut q = [0u8; 256];
+        for i in 0..8 {
+            let (s, m) = scale_min_k4(i, &scales);
+            let dd = dh * f32::from(s);
+            let mm = dminh * f32::from(m);
+            for l in 0..32 {
+                let v = sb[32 * i + l];
+                q[32 * i + l] = if dd > 0.0 {
+                    (((v + mm) / dd).round() as i32).clamp(0, 15) as u8
+                } else {
+                    0
+                };
+            }
+        }
+        for g in 0..4 {
+            for l in 0..32 {
+                out.push(q[64 * g + l] | (q[64 * g + 32 + l] << 4));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

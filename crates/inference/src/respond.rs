@@ -798,7 +798,7 @@ fn wrong_seed(
 mod tests {
     use super::*;
     use crate::testing::{tiny_model, TinySpec};
-    use verinfer_types::fixtures;
+    use verinfer_types::testing;
 
     fn tiny() -> (tempfile::TempDir, Engine, Hash) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -810,14 +810,14 @@ mod tests {
     }
 
     fn tokens_request(model: Hash, tokens: Vec<u32>, max_tokens: u32) -> Request {
-        let mut r = fixtures::request(model);
+        let mut r = testing::request(model);
         r.input = Input::Tokens(tokens);
         r.decoding = Decoding {
             temperature_milli: 0,
             max_tokens,
             ..Decoding::default()
         };
-        r.sign(&fixtures::key(1)).expect("sign");
+        r.sign(&testing::key(1)).expect("sign");
         r
     }
 
@@ -837,14 +837,7 @@ mod tests {
             .iter_mut()
             .map(|b| b.as_mut() as engine::TokenCallback<'_>)
             .collect();
-        respond_batch_until(
-            engine,
-            id,
-            requests,
-            &fixtures::key(9),
-            callbacks,
-            cancelled,
-        )
+        respond_batch_until(engine, id, requests, &testing::key(9), callbacks, cancelled)
     }
 
     #[test]
@@ -857,7 +850,7 @@ mod tests {
         bad_schema.decoding.constraint = Some(verinfer_types::records::Constraint::JsonSchema(
             serde_json::json!({"type": "object", "not": {}}),
         ));
-        bad_schema.sign(&fixtures::key(1)).expect("sign");
+        bad_schema.sign(&testing::key(1)).expect("sign");
         let requests = vec![
             good.clone(),
             tokens_request(id, vec![1, vocab + 5], 6),
@@ -870,7 +863,7 @@ mod tests {
         assert_eq!(class(1), Some(ErrorClass::BadRequest), "{:?}", results[1]);
         assert_eq!(class(2), Some(ErrorClass::TooLarge), "{:?}", results[2]);
         assert_eq!(class(4), Some(ErrorClass::BadRequest), "{:?}", results[4]);
-        let alone = respond(&mut engine, id, &good, &fixtures::key(9), &mut |_, _| {});
+        let alone = respond(&mut engine, id, &good, &testing::key(9), &mut |_, _| {});
         assert_eq!(results[0].as_ref().ok(), alone.as_ref().ok());
         assert!(results[3].is_ok(), "{:?}", results[3]);
         // The engine alone refuses the same input as a bad request, not as
@@ -879,7 +872,7 @@ mod tests {
             &mut engine,
             id,
             &requests[1],
-            &fixtures::key(9),
+            &testing::key(9),
             &mut |_, _| {},
         );
         assert_eq!(e.err().map(|e| e.class()), Some(ErrorClass::BadRequest));
@@ -904,7 +897,7 @@ mod tests {
             &mut engine,
             id,
             &requests[0],
-            &fixtures::key(9),
+            &testing::key(9),
             &mut |_, _| {},
         );
         assert_eq!(results[0].as_ref().ok(), alone.as_ref().ok());

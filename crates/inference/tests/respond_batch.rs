@@ -5,16 +5,16 @@
 
 use verinfer_inference::respond::{respond, respond_batch};
 use verinfer_inference::{models, Engine, EngineOptions};
-use verinfer_types::fixtures;
 use verinfer_types::records::{Decoding, Input, Message, Request};
+use verinfer_types::testing;
 use verinfer_types::{Hash, SignedRecord};
 
 /// Collects one request's streamed text.
 type Sink<'a> = Box<dyn FnMut(u32, &str) + 'a>;
 
 fn request(model: Hash, question: &str, temperature_milli: u32, max_tokens: u32) -> Request {
-    let key = fixtures::key(1);
-    let mut r = fixtures::request(model);
+    let key = testing::key(1);
+    let mut r = testing::request(model);
     r.input = Input::Messages(vec![Message {
         role: "user".into(),
         content: question.into(),
@@ -44,7 +44,7 @@ fn batched_answers_equal_single_answers_and_failures_stay_alone() {
         },
     )
     .expect("load");
-    let node = fixtures::key(9);
+    let node = testing::key(9);
     let requests = vec![
         request(id, "Name a colour.", 0, 12),
         request(id, "Write a line about the sea.", 800, 20),

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 use std::time::Instant;
-use verinfer_ledger::testkit::World;
+use verinfer_ledger::testing::World;
 use verinfer_ledger::tx::TxBody;
 use verinfer_ledger::{Ledger, Transaction};
 use verinfer_types::records::Receipt;
@@ -79,7 +79,7 @@ fn one_run() -> (f64, f64) {
                             TxBody::Reserve {
                                 request: req.hash().unwrap(),
                                 amount: w.max_fee(),
-                                ttl_secs: verinfer_ledger::testkit::RESERVE_TTL_SECS,
+                                ttl_secs: verinfer_ledger::testing::RESERVE_TTL_SECS,
                             },
                         )
                         .unwrap();

@@ -13,8 +13,8 @@ pub mod evm;
 pub mod service;
 pub mod slashing;
 pub mod state;
-#[cfg(any(test, feature = "test-util"))]
-pub mod testkit;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 /// The ledger's records live in `verinfer-types` (parsed without a ledger).
 pub use verinfer_types::tx;
 

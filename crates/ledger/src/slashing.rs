@@ -135,7 +135,7 @@ pub fn committee(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::World;
+    use crate::testing::World;
     use verinfer_types::records::{InferenceResult, Request, Verdict};
     use verinfer_types::{Hash, SignedRecord};
 
@@ -201,7 +201,7 @@ mod tests {
         // majority.
         let c = case();
         let mut verdicts = c.rejections(&[0, 1]);
-        let outsider = verinfer_types::fixtures::key(200);
+        let outsider = verinfer_types::testing::key(200);
         let mut v = verdicts[0].clone();
         v.verifier = outsider.public();
         v.sign(&outsider).expect("signs");

@@ -20,7 +20,7 @@ use verinfer_ledger::evm::settler::{
     sign_digest, BoxFuture, BridgeConfig, Cosigners, FinalCheckpoint, Settler,
 };
 use verinfer_ledger::evm::{evm_signer, Link};
-use verinfer_ledger::testkit::{World, TOKEN};
+use verinfer_ledger::testing::{World, TOKEN};
 use verinfer_ledger::tx::{Evidence, TxBody};
 use verinfer_ledger::Ledger;
 use verinfer_log::SignedCheckpoint;
@@ -86,7 +86,7 @@ fn settle_receipts(l: &Ledger, w: &mut World, first_seed: u64, n: u64) {
             TxBody::Reserve {
                 request: req.hash().unwrap(),
                 amount: w.max_fee(),
-                ttl_secs: verinfer_ledger::testkit::RESERVE_TTL_SECS,
+                ttl_secs: verinfer_ledger::testing::RESERVE_TTL_SECS,
             },
         ))
         .unwrap();

@@ -8,7 +8,7 @@
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use verinfer_ledger::state::{self, Effects, ProposalStatus, State, TxError};
-use verinfer_ledger::testkit::{World, RESERVE_TTL_SECS, TOKEN};
+use verinfer_ledger::testing::{World, RESERVE_TTL_SECS, TOKEN};
 use verinfer_ledger::tx::*;
 use verinfer_types::records::{Amount, Request, VerificationMode};
 use verinfer_types::{Hash, PublicKey, Record, SecretKey, SignedRecord};
@@ -37,7 +37,7 @@ fn by(w: &mut World, s: &mut State, key: &SecretKey, body: TxBody) -> Result<Eff
 }
 
 fn publisher() -> SecretKey {
-    verinfer_types::fixtures::key(150)
+    verinfer_types::testing::key(150)
 }
 
 /// A request by user 0 for `model`, verified by `k` verifiers.
@@ -230,7 +230,7 @@ fn publishing_costs_the_publish_fee_and_refuses_bad_or_taken_listings() {
         "already registered",
     );
     // Without the fee, nothing is registered.
-    let poor = verinfer_types::fixtures::key(151);
+    let poor = verinfer_types::testing::key(151);
     by(
         &mut w,
         &mut s,
@@ -498,7 +498,7 @@ proptest! {
         let (mut w, mut s) = setup();
         let genesis_model = w.model.clone();
         let publishers: Vec<SecretKey> =
-            (0..3).map(|i| verinfer_types::fixtures::key(160 + i)).collect();
+            (0..3).map(|i| verinfer_types::testing::key(160 + i)).collect();
         let treasury = w.treasury.clone();
         for p in &publishers {
             by(&mut w, &mut s, &treasury, TxBody::Transfer { to: p.public(), amount: Amount(1_000 * TOKEN) }).unwrap();

@@ -8,11 +8,11 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use verinfer_ledger::testkit::{World, RESERVE_TTL_SECS, TOKEN};
+use verinfer_ledger::testing::{World, RESERVE_TTL_SECS, TOKEN};
 use verinfer_ledger::tx::TxBody;
 use verinfer_ledger::{Ledger, LedgerError, TxError};
 use verinfer_log::merkle::leaf_hash;
-use verinfer_log::testutil::run_and_kill;
+use verinfer_log::testing::run_and_kill;
 use verinfer_types::records::Amount;
 use verinfer_types::{Record, SecretKey};
 

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use verinfer_ledger::state::{self, split, Effects, ProposalStatus, State, TxError};
-use verinfer_ledger::testkit::{World, RESERVE_TTL_SECS, TOKEN};
+use verinfer_ledger::testing::{World, RESERVE_TTL_SECS, TOKEN};
 use verinfer_ledger::tx::*;
 use verinfer_types::records::{Amount, Decision, Finality, InferenceResult, Request, Verdict};
 use verinfer_types::{Hash, Record, SecretKey, SignedRecord};
@@ -913,7 +913,7 @@ fn register_verifiers(w: &mut World, s: &mut State, n: u64) -> Vec<usize> {
     let treasury = w.treasury.clone();
     (0..n)
         .map(|i| {
-            let k = verinfer_types::fixtures::key(150 + i as u8);
+            let k = verinfer_types::testing::key(150 + i as u8);
             let to = k.public();
             by(
                 w,

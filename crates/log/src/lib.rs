@@ -12,8 +12,8 @@
 pub mod dirlock;
 pub mod http;
 pub mod store;
-#[cfg(feature = "test-util")]
-pub mod testutil;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use verinfer_tlog::{checkpoint, merkle, tiles, witness};
 

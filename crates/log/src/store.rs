@@ -680,6 +680,15 @@ enum Damage {
 /// acknowledged); any other damage is an error.
 fn recover(file: &File, path: &Path, max: usize, legacy_end: u64) -> Result<Durable, LogError> {
     let len = file.metadata().map_err(io_err(path))?.len();
+    match scan(file, len, max, legacy_end) {
+        (durable, None) => Ok(durable),
+        (durable, Some(damage)) => cut_damaged_tail(file, path, len, max, durable, damage),
+    }
+}
+
+/// Reads complete, checked batches from the start of the file; returns
+/// them and where the read stopped on a bad frame, if it did.
+fn scan(file: &File, len: u64, max: usize, legacy_end: u64) -> (Durable, Option<Damage>) {
     let mut reader = io::BufReader::with_capacity(1 << 20, file);
     let mut tree = Tree::new();
     let mut offsets = Vec::new();
@@ -745,19 +754,29 @@ fn recover(file: &File, path: &Path, max: usize, legacy_end: u64) -> Result<Dura
             _ => break Some(bad),
         }
     };
-    let Some(damage) = damage else {
-        return Ok(Durable {
-            tree,
-            offsets,
-            end: pos,
-        });
+    let durable = Durable {
+        tree,
+        offsets,
+        end: pos,
     };
+    (durable, damage)
+}
 
+/// Cuts the file at `damage` if nothing valid was written after it (an
+/// unacknowledged last batch); an error otherwise.
+fn cut_damaged_tail(
+    file: &File,
+    path: &Path,
+    len: u64,
+    max: usize,
+    durable: Durable,
+    damage: Damage,
+) -> Result<Durable, LogError> {
     // Batches are written one after another, each only once the one before
     // is synced. So a valid frame written after the damaged batch proves the
     // damage hit synced, acknowledged data; otherwise the damaged batch was
     // the last one, never acknowledged, and is cut off whole.
-    let next = offsets.len() as u64;
+    let next = durable.offsets.len() as u64;
     let (cut, later_from) = match damage {
         Damage::Legacy { at } | Damage::Boundary { at } => (at, at + 1),
         Damage::InBatch { start, marker } => (
@@ -769,24 +788,7 @@ fn recover(file: &File, path: &Path, max: usize, legacy_end: u64) -> Result<Dura
     let mut rest = vec![0u8; len.saturating_sub(cut + 1) as usize];
     file.read_exact_at(&mut rest, cut + 1)
         .map_err(io_err(path))?;
-    let later = (0..rest.len().saturating_sub(HEADER - 1)).find(|&p| {
-        let at = cut + 1 + p as u64;
-        let idx = u64::from_le_bytes(rest[p + 4..p + 12].try_into().unwrap_or([0; 8]));
-        let plausible = |i: u64| i >= next && i - next < rest.len() as u64;
-        // Cheap checks first: a CRC at every byte would be quadratic.
-        if at < later_from {
-            false
-        } else if idx == MARKER {
-            matches!(parse_any(&rest[p..], idx, max), Some((_, Frame::Marker(m))) if plausible(m.base))
-        } else {
-            // The last batch's marker may be lost while some of its frames
-            // reached the disk: at a boundary only a marker proves damage.
-            !matches!(damage, Damage::Boundary { .. })
-                && plausible(idx)
-                && parse_any(&rest[p..], idx, max).is_some()
-        }
-    });
-    if let Some(p) = later {
+    if let Some(p) = later_frame(&rest, cut, later_from, next, max, damage) {
         return Err(LogError::Corrupt(format!(
             "{}: entry {next} at byte {cut} is damaged but data written after it follows at byte {}",
             path.display(),
@@ -803,13 +805,40 @@ fn recover(file: &File, path: &Path, max: usize, legacy_end: u64) -> Result<Dura
         .and_then(|_| file.sync_all())
         .map_err(io_err(path))?;
     Ok(Durable {
-        tree,
-        offsets,
         end: cut,
+        ..durable
     })
 }
 
-/// Writes `name` in `dir` atomically: temporary file, fsync, rename, fsync dir.
+/// The offset in `rest` (the file after byte `cut`) of the first valid frame
+/// at or after byte `later_from` that a writer put there after entry `next`.
+fn later_frame(
+    rest: &[u8],
+    cut: u64,
+    later_from: u64,
+    next: u64,
+    max: usize,
+    damage: Damage,
+) -> Option<usize> {
+    (0..rest.len().saturating_sub(HEADER - 1)).find(|&p| {
+        let at = cut + 1 + p as u64;
+        let idx = u64::from_le_bytes(rest[p + 4..p + 12].try_into().unwrap_or([0; 8]));
+        let plausible = |i: u64| i >= next && i - next < rest.len() as u64;
+        // Cheap checks first: a CRC at every byte would be quadratic.
+        if at < later_from {
+            false
+        } else if idx == MARKER {
+            matches!(parse_any(&rest[p..], idx, max), Some((_, Frame::Marker(m))) if plausible(m.base))
+        } else {
+            // The last batch's marker may be lost while some of its frames
+            // reached the disk: at a boundary only a marker proves damage.
+            !matches!(damage, Damage::Boundary { .. })
+                && plausible(idx)
+                && parse_any(&rest[p..], idx, max).is_some()
+        }
+    })
+}
+
 /// Writes `dir/name` atomically and durably (temporary file, fsync, rename,
 /// directory fsync): after a crash the file holds the old or the new bytes.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {

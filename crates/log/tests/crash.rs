@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use verinfer_log::merkle::verify_consistency;
-use verinfer_log::testutil::run_and_kill;
+use verinfer_log::testing::run_and_kill;
 use verinfer_log::{Log, SignedCheckpoint};
 use verinfer_types::Hash;
 

@@ -412,7 +412,7 @@ mod tests {
     fn replaying_the_wal_rebuilds_what_was_counted_live() {
         use std::sync::atomic::{AtomicU64, Ordering};
         use std::sync::Arc;
-        use verinfer_ledger::testkit::World;
+        use verinfer_ledger::testing::World;
         use verinfer_types::records::Amount;
         use verinfer_types::Record;
 
@@ -450,7 +450,7 @@ mod tests {
             let body = TxBody::Reserve {
                 request: req.hash().expect("hash"),
                 amount: Amount(w.max_fee().0),
-                ttl_secs: verinfer_ledger::testkit::RESERVE_TTL_SECS,
+                ttl_secs: verinfer_ledger::testing::RESERVE_TTL_SECS,
             };
             let tx = w.tx(&user, body);
             submit(&ledger, tx);

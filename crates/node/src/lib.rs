@@ -32,7 +32,7 @@ pub mod http;
 pub mod membership;
 pub mod roles;
 pub mod start;
-#[cfg(any(test, feature = "test-util"))]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod wire;
 

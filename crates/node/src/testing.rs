@@ -1,5 +1,5 @@
 //! Test helpers shared by the node's and the CLI's end-to-end tests
-//! (feature `test-util`): an API client that speaks the gateway's chat
+//! (feature `testing`): an API client that speaks the gateway's chat
 //! API (streaming or not), fetches receipts once a checkpoint covers them,
 //! and reads JSON endpoints; the keys a client pins for a devnet; signed
 //! messages sent straight to a role, and a gateway of one's own registered in
@@ -280,7 +280,7 @@ impl Drop for ExplorerFixture {
 /// Builds the [`ExplorerFixture`]: `n` receipts settled in batches of 256.
 pub async fn explorer_fixture(n: usize) -> anyhow::Result<ExplorerFixture> {
     use std::sync::Arc;
-    use verinfer_ledger::testkit::World;
+    use verinfer_ledger::testing::World;
     use verinfer_ledger::tx::TxBody;
     use verinfer_ledger::{Ledger, Transaction};
     use verinfer_types::records::{Amount, Receipt};
@@ -306,7 +306,7 @@ pub async fn explorer_fixture(n: usize) -> anyhow::Result<ExplorerFixture> {
                 &w.treasury.clone(),
                 TxBody::Transfer {
                     to: p.public(),
-                    amount: Amount(1_000 * verinfer_ledger::testkit::TOKEN),
+                    amount: Amount(1_000 * verinfer_ledger::testing::TOKEN),
                 },
             );
             ledger.submit(&tx)?;
@@ -325,7 +325,7 @@ pub async fn explorer_fixture(n: usize) -> anyhow::Result<ExplorerFixture> {
                             let body = TxBody::Reserve {
                                 request: req.hash()?,
                                 amount: w.max_fee(),
-                                ttl_secs: verinfer_ledger::testkit::RESERVE_TTL_SECS,
+                                ttl_secs: verinfer_ledger::testing::RESERVE_TTL_SECS,
                             };
                             ledger.submit(&Transaction::signed(payer, i as u64, body)?)?;
                             out.push(req);

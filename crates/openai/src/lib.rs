@@ -446,30 +446,7 @@ pub fn parse(body: &[u8], chat: bool, schemas: SchemaCheck<'_>) -> Result<Parsed
             None => m,
         })
     } else {
-        match obj.get("prompt") {
-            Some(Value::String(s)) => Input::Prompt(s.clone()),
-            Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
-                Input::Prompt(a[0].as_str().unwrap_or_default().to_string())
-            }
-            Some(Value::Array(a))
-                if !a.is_empty()
-                    && a.iter()
-                        .all(|t| t.as_u64().is_some_and(|n| n <= u64::from(u32::MAX))) =>
-            {
-                Input::Tokens(
-                    a.iter()
-                        .filter_map(Value::as_u64)
-                        .map(|n| n as u32)
-                        .collect(),
-                )
-            }
-            _ => {
-                return Err(ApiError::field(
-                    "prompt",
-                    "`prompt` must be a string (one prompt per request)",
-                ))
-            }
-        }
+        prompt(obj)?
     };
     let n = integer(obj, "n", u64::from(MAX_CHOICES))?.map_or(1, |n| n as u32);
     if n == 0 {
@@ -478,6 +455,61 @@ pub fn parse(body: &[u8], chat: bool, schemas: SchemaCheck<'_>) -> Result<Parsed
             format!("`n` must be an integer from 1 to {MAX_CHOICES}"),
         ));
     }
+    let (decoding, seeded) = decoding(obj, chat, schemas, tools.as_ref())?;
+    let stream = match obj.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::field("stream", "`stream` must be a boolean")),
+    };
+    let include_usage = include_usage(obj)?;
+    Ok(Parsed {
+        model,
+        input,
+        decoding,
+        seeded,
+        policy: policy(obj)?,
+        stream,
+        include_usage,
+        tools,
+        n,
+    })
+}
+
+/// `prompt` of a completion: one string, or one prompt's token ids.
+fn prompt(obj: &Map<String, Value>) -> Result<Input, ApiError> {
+    Ok(match obj.get("prompt") {
+        Some(Value::String(s)) => Input::Prompt(s.clone()),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            Input::Prompt(a[0].as_str().unwrap_or_default().to_string())
+        }
+        Some(Value::Array(a))
+            if !a.is_empty()
+                && a.iter()
+                    .all(|t| t.as_u64().is_some_and(|n| n <= u64::from(u32::MAX))) =>
+        {
+            Input::Tokens(
+                a.iter()
+                    .filter_map(Value::as_u64)
+                    .map(|n| n as u32)
+                    .collect(),
+            )
+        }
+        _ => {
+            return Err(ApiError::field(
+                "prompt",
+                "`prompt` must be a string (one prompt per request)",
+            ))
+        }
+    })
+}
+
+/// The decoding parameters, and whether the request gave a seed.
+fn decoding(
+    obj: &Map<String, Value>,
+    chat: bool,
+    schemas: SchemaCheck<'_>,
+    tools: Option<&tools::Tools>,
+) -> Result<(Decoding, bool), ApiError> {
     let max_tokens = integer(obj, "max_completion_tokens", u64::from(u32::MAX))?
         .or(integer(obj, "max_tokens", u64::from(u32::MAX))?)
         .map_or(DEFAULT_MAX_TOKENS, |n| n as u32);
@@ -499,20 +531,33 @@ pub fn parse(body: &[u8], chat: bool, schemas: SchemaCheck<'_>) -> Result<Parsed
         seed: seed.unwrap_or(0),
         max_tokens,
         stop: stops(obj)?,
-        // A schema is a decoding constraint, not an after-the-fact check:
-        // the mask makes the output meet it, so no node answers for a schema
-        // the model would not have met by itself.
-        constraint: match (
+        constraint: constraint(obj, schemas, tools)?,
+        top_logprobs: logprobs(obj, chat)?,
+        frequency_penalty_milli: signed_milli(obj, "frequency_penalty", -2.0, 2.0)?,
+        presence_penalty_milli: signed_milli(obj, "presence_penalty", -2.0, 2.0)?,
+        logit_bias: logit_bias(obj)?,
+    };
+    Ok((decoding, seed.is_some()))
+}
+
+/// The decoding constraint of `response_format` and the tools.
+///
+/// A schema is a decoding constraint, not an after-the-fact check: the mask
+/// makes the output meet it, so no node answers for a schema the model would
+/// not have met by itself.
+fn constraint(
+    obj: &Map<String, Value>,
+    schemas: SchemaCheck<'_>,
+    tools: Option<&tools::Tools>,
+) -> Result<Option<Constraint>, ApiError> {
+    Ok(
+        match (
             tools::response_format(obj, schemas)?,
-            tools.as_ref().and_then(tools::Tools::constraint),
+            tools.and_then(tools::Tools::constraint),
         ) {
             // `auto` with a response format: the format is the answer's
             // shape, and the answer is returned as text.
-            (Some(rf), Some(_))
-                if tools
-                    .as_ref()
-                    .is_some_and(|t| t.choice == tools::Choice::Auto) =>
-            {
+            (Some(rf), Some(_)) if tools.is_some_and(|t| t.choice == tools::Choice::Auto) => {
                 Some(rf)
             }
             (Some(_), Some(_)) => {
@@ -523,28 +568,7 @@ pub fn parse(body: &[u8], chat: bool, schemas: SchemaCheck<'_>) -> Result<Parsed
             }
             (rf, call) => rf.or(call),
         },
-        top_logprobs: logprobs(obj, chat)?,
-        frequency_penalty_milli: signed_milli(obj, "frequency_penalty", -2.0, 2.0)?,
-        presence_penalty_milli: signed_milli(obj, "presence_penalty", -2.0, 2.0)?,
-        logit_bias: logit_bias(obj)?,
-    };
-    let stream = match obj.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::field("stream", "`stream` must be a boolean")),
-    };
-    let include_usage = include_usage(obj)?;
-    Ok(Parsed {
-        model,
-        input,
-        decoding,
-        seeded: seed.is_some(),
-        policy: policy(obj)?,
-        stream,
-        include_usage,
-        tools,
-        n,
-    })
+    )
 }
 
 /// Status of an answer, as the `verinfer` object reports it.

@@ -130,16 +130,7 @@ pub fn parse(
     obj: &Map<String, Value>,
     schemas: SchemaCheck<'_>,
 ) -> Result<Option<Tools>, ApiError> {
-    let parallel = match obj.get("parallel_tool_calls") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(ApiError::field(
-                "parallel_tool_calls",
-                "`parallel_tool_calls` must be a boolean",
-            ))
-        }
-    };
+    let parallel = parallel(obj)?;
     let list = match obj.get("tools") {
         None | Some(Value::Null) => {
             return match obj.get("tool_choice") {
@@ -159,68 +150,107 @@ pub fn parse(
             ))
         }
     };
-    let mut functions = Vec::with_capacity(list.len());
+    let mut functions: Vec<(String, String, Value)> = Vec::with_capacity(list.len());
     for (i, t) in list.iter().enumerate() {
-        let field = format!("tools[{i}]");
-        if t.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(ApiError::field(
-                &format!("{field}.type"),
-                "only `function` tools are supported",
-            ));
-        }
-        let f = t
-            .get("function")
-            .and_then(Value::as_object)
-            .ok_or_else(|| {
-                ApiError::field(
-                    &format!("{field}.function"),
-                    "each tool needs a `function` object",
-                )
-            })?;
-        let name = f
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|n| valid_name(n))
-            .ok_or_else(|| {
-                ApiError::field(
-                    &format!("{field}.function.name"),
-                    "a function name is 1 to 64 letters, digits, `_` or `-`",
-                )
-            })?;
-        if functions.iter().any(|(n, _, _)| n == name) {
-            return Err(ApiError::field(
-                &format!("{field}.function.name"),
-                format!("the function `{name}` is listed twice"),
-            ));
-        }
-        let description = match f.get("description") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(d)) => d.clone(),
-            Some(_) => {
-                return Err(ApiError::field(
-                    &format!("{field}.function.description"),
-                    "`description` must be a string",
-                ))
-            }
-        };
-        let parameters = match f.get("parameters") {
-            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
-            Some(p @ Value::Object(_)) => p.clone(),
-            Some(_) => {
-                return Err(ApiError::field(
-                    &format!("{field}.function.parameters"),
-                    "`parameters` must be a JSON schema object",
-                ))
-            }
-        };
-        check(
-            &Constraint::JsonSchema(parameters.clone()),
-            &format!("{field}.function.parameters"),
-            schemas,
-        )?;
-        functions.push((name.to_string(), description, parameters));
+        let function = function(i, t, &functions, schemas)?;
+        functions.push(function);
     }
-    let choice = match obj.get("tool_choice") {
+    let choice = choice(obj, &functions)?;
+    Ok(Some(Tools {
+        functions,
+        choice,
+        parallel,
+    }))
+}
+
+/// `parallel_tool_calls`, true when absent.
+fn parallel(obj: &Map<String, Value>) -> Result<bool, ApiError> {
+    Ok(match obj.get("parallel_tool_calls") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::field(
+                "parallel_tool_calls",
+                "`parallel_tool_calls` must be a boolean",
+            ))
+        }
+    })
+}
+
+/// `tools[i]`, a function not among those before it: its name,
+/// description and parameters schema.
+fn function(
+    i: usize,
+    t: &Value,
+    before: &[(String, String, Value)],
+    schemas: SchemaCheck<'_>,
+) -> Result<(String, String, Value), ApiError> {
+    let field = format!("tools[{i}]");
+    if t.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(ApiError::field(
+            &format!("{field}.type"),
+            "only `function` tools are supported",
+        ));
+    }
+    let f = t
+        .get("function")
+        .and_then(Value::as_object)
+        .ok_or_else(|| {
+            ApiError::field(
+                &format!("{field}.function"),
+                "each tool needs a `function` object",
+            )
+        })?;
+    let name = f
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| valid_name(n))
+        .ok_or_else(|| {
+            ApiError::field(
+                &format!("{field}.function.name"),
+                "a function name is 1 to 64 letters, digits, `_` or `-`",
+            )
+        })?;
+    if before.iter().any(|(n, _, _)| n == name) {
+        return Err(ApiError::field(
+            &format!("{field}.function.name"),
+            format!("the function `{name}` is listed twice"),
+        ));
+    }
+    let description = match f.get("description") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(d)) => d.clone(),
+        Some(_) => {
+            return Err(ApiError::field(
+                &format!("{field}.function.description"),
+                "`description` must be a string",
+            ))
+        }
+    };
+    let parameters = match f.get("parameters") {
+        None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+        Some(p @ Value::Object(_)) => p.clone(),
+        Some(_) => {
+            return Err(ApiError::field(
+                &format!("{field}.function.parameters"),
+                "`parameters` must be a JSON schema object",
+            ))
+        }
+    };
+    check(
+        &Constraint::JsonSchema(parameters.clone()),
+        &format!("{field}.function.parameters"),
+        schemas,
+    )?;
+    Ok((name.to_string(), description, parameters))
+}
+
+/// `tool_choice`, `auto` when absent; a named function must be offered.
+fn choice(
+    obj: &Map<String, Value>,
+    functions: &[(String, String, Value)],
+) -> Result<Choice, ApiError> {
+    Ok(match obj.get("tool_choice") {
         None | Some(Value::Null) => Choice::Auto,
         Some(Value::String(s)) => match s.as_str() {
             "none" => Choice::None,
@@ -235,16 +265,16 @@ pub fn parse(
         },
         Some(v) => {
             let name = v
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .filter(|_| v.get("type").and_then(Value::as_str) == Some("function"))
-                .ok_or_else(|| {
-                    ApiError::field(
-                        "tool_choice",
-                        "a named `tool_choice` is {\"type\": \"function\", \"function\": {\"name\": ...}}",
-                    )
-                })?;
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .filter(|_| v.get("type").and_then(Value::as_str) == Some("function"))
+            .ok_or_else(|| {
+                ApiError::field(
+                    "tool_choice",
+                    "a named `tool_choice` is {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                )
+            })?;
             if !functions.iter().any(|(n, _, _)| n == name) {
                 return Err(ApiError::field(
                     "tool_choice",
@@ -253,12 +283,7 @@ pub fn parse(
             }
             Choice::Named(name.to_string())
         }
-    };
-    Ok(Some(Tools {
-        functions,
-        choice,
-        parallel,
-    }))
+    })
 }
 
 impl Tools {

@@ -12,13 +12,13 @@
 
 pub mod canonical;
 pub mod envelope;
-#[cfg(any(test, feature = "test-util"))]
-pub mod fixtures;
 pub mod hash;
 pub mod keys;
 pub mod note;
 pub mod records;
 pub mod sync;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tx;
 
 pub use hash::Hash;

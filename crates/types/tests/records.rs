@@ -5,8 +5,8 @@
 
 use proptest::prelude::*;
 use verinfer_types::canonical::{self, CanonicalError};
-use verinfer_types::fixtures;
 use verinfer_types::records::*;
+use verinfer_types::testing;
 use verinfer_types::{Hash, Record, RecordError, SignedRecord};
 
 fn arb_text() -> impl Strategy<Value = String> {
@@ -47,7 +47,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
         ),
     )
         .prop_map(|(msgs, temp, top_p, seed, stop, nonce, mode, controls)| {
-            let mut r = fixtures::request(Hash::of(b"m"));
+            let mut r = testing::request(Hash::of(b"m"));
             r.input = Input::Messages(
                 msgs.into_iter()
                     .map(|(role, content)| Message { role, content })
@@ -67,7 +67,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 .collect();
             r.nonce = Nonce(nonce);
             r.policy.verification = mode;
-            r.sign(&fixtures::key(1)).unwrap();
+            r.sign(&testing::key(1)).unwrap();
             r
         })
 }
@@ -93,7 +93,7 @@ fn arb_result() -> impl Strategy<Value = InferenceResult> {
         )),
     )
         .prop_map(|(req, tokens, text, finish, lps)| {
-            let mut r = fixtures::result(&req);
+            let mut r = testing::result(&req);
             r.logprobs = lps.map(|lps| {
                 lps.into_iter()
                     .map(|(token, bytes, lp, top)| TokenLogprob {
@@ -115,7 +115,7 @@ fn arb_result() -> impl Strategy<Value = InferenceResult> {
             r.output_tokens = tokens;
             r.output_text = text;
             r.finish_reason = finish;
-            r.sign(&fixtures::key(2)).unwrap();
+            r.sign(&testing::key(2)).unwrap();
             r
         })
 }
@@ -138,7 +138,7 @@ proptest! {
 
     #[test]
     fn amounts_roundtrip(a in any::<u128>()) {
-        let mut receipt = fixtures::receipt();
+        let mut receipt = testing::receipt();
         receipt.fees.total = Amount(a);
         let bytes = receipt.to_canonical().unwrap();
         prop_assert_eq!(Receipt::from_canonical(&bytes).unwrap(), receipt);
@@ -152,7 +152,7 @@ proptest! {
         fn reference<T: serde::Serialize>(x: &T) -> Vec<u8> {
             canonical::encode_value(&serde_json::to_value(x).unwrap()).unwrap()
         }
-        let mut receipt = fixtures::receipt();
+        let mut receipt = testing::receipt();
         receipt.fees.total = Amount(a);
         receipt.request = req.clone();
         receipt.result = r.clone();
@@ -219,7 +219,7 @@ fn swap_first_two_keys(json: &str) -> String {
 
 #[test]
 fn non_canonical_records_are_rejected() {
-    let res = fixtures::result(&fixtures::request(Hash::of(b"m")));
+    let res = testing::result(&testing::request(Hash::of(b"m")));
     let good = String::from_utf8(res.to_canonical().unwrap()).unwrap();
     assert!(InferenceResult::from_canonical(good.as_bytes()).is_ok());
 
@@ -277,8 +277,8 @@ fn non_canonical_records_are_rejected() {
 /// (receipt bundles), as checkers that hash the bytes they got refuse it.
 #[test]
 fn an_explicit_null_for_an_optional_field_is_refused() {
-    let res = fixtures::result(&fixtures::request(Hash::of(b"m")));
-    let v = fixtures::verdict(&res, 1);
+    let res = testing::result(&testing::request(Hash::of(b"m")));
+    let v = testing::verdict(&res, 1);
     let good = String::from_utf8(v.to_canonical().unwrap()).unwrap();
     assert!(serde_json::from_str::<Verdict>(&good).is_ok());
     for field in ["reason", "failed_position"] {
@@ -290,9 +290,9 @@ fn an_explicit_null_for_an_optional_field_is_refused() {
 
 #[test]
 fn signature_for_one_type_never_verifies_as_another() {
-    let req = fixtures::request(Hash::of(b"m"));
-    let res = fixtures::result(&req);
-    let verdict = fixtures::verdict(&res, 2);
+    let req = testing::request(Hash::of(b"m"));
+    let res = testing::result(&req);
+    let verdict = testing::verdict(&res, 2);
     // Same key (seed 2) signs the result and the verdict; moving the result's
     // signature onto the verdict must fail.
     let mut forged = verdict.clone();
@@ -304,14 +304,14 @@ fn signature_for_one_type_never_verifies_as_another() {
     tampered.output_text.push('!');
     assert!(tampered.verify_signature().is_err());
     assert!(matches!(
-        tampered.clone().sign(&fixtures::key(9)),
+        tampered.clone().sign(&testing::key(9)),
         Err(RecordError::Invalid { .. })
     ));
 }
 
 #[test]
 fn receipt_leaf_commits_to_opened_text() {
-    let receipt = fixtures::receipt();
+    let receipt = testing::receipt();
     let leaf = receipt.leaf().unwrap();
     assert_eq!(
         leaf.request,
@@ -327,7 +327,7 @@ fn receipt_leaf_commits_to_opened_text() {
 
 #[test]
 fn seed_beyond_safe_range_is_refused() {
-    let mut req = fixtures::request(Hash::of(b"m"));
+    let mut req = testing::request(Hash::of(b"m"));
     req.decoding.seed = canonical::MAX_SAFE_INTEGER + 1;
     assert!(req.to_canonical().is_err());
     assert!(req.validate().is_err());
@@ -369,21 +369,21 @@ fn sampling_controls_out_of_range_are_refused() {
         },
     ];
     for (i, edit) in edits.iter().enumerate() {
-        let mut req = fixtures::request(Hash::of(b"m"));
+        let mut req = testing::request(Hash::of(b"m"));
         edit(&mut req.decoding);
-        req.sign(&fixtures::key(1)).unwrap();
+        req.sign(&testing::key(1)).unwrap();
         assert!(
             matches!(req.validate(), Err(RecordError::Invalid { .. })),
             "edit {i}"
         );
     }
-    let mut req = fixtures::request(Hash::of(b"m"));
+    let mut req = testing::request(Hash::of(b"m"));
     req.decoding.top_logprobs = Some(MAX_TOP_LOGPROBS);
     req.decoding.logit_bias = vec![
         bias(2, -MAX_LOGIT_BIAS_MILLI),
         bias(5, MAX_LOGIT_BIAS_MILLI),
     ];
-    req.sign(&fixtures::key(1)).unwrap();
+    req.sign(&testing::key(1)).unwrap();
     assert!(req.validate().is_ok());
 }
 
@@ -391,7 +391,7 @@ fn sampling_controls_out_of_range_are_refused() {
 /// stored receipt and signature with it. Bump the record version instead.
 #[test]
 fn golden_hashes() {
-    let receipt = fixtures::receipt();
+    let receipt = testing::receipt();
     let got = [
         ("request", receipt.request.hash().unwrap()),
         ("result", receipt.result.hash().unwrap()),
@@ -435,7 +435,7 @@ fn golden_hashes() {
 /// The leaf's canonical bytes, spelled out, so the format is visible in review.
 #[test]
 fn golden_leaf_bytes() {
-    let leaf = fixtures::receipt().leaf().unwrap();
+    let leaf = testing::receipt().leaf().unwrap();
     let text = String::from_utf8(leaf.to_canonical().unwrap()).unwrap();
     assert_eq!(text, include_str!("golden/leaf.json").trim_end());
 }

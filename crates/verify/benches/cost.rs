@@ -21,8 +21,8 @@ mod smol;
 
 use smol::{decoding, engine, model};
 use verinfer_inference::{Engine, PrefixLimits};
-use verinfer_types::fixtures::key;
 use verinfer_types::records::{Input, Message, Request};
+use verinfer_types::testing::key;
 use verinfer_types::Hash;
 use verinfer_verify::checker::Checker;
 

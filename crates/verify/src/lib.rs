@@ -37,7 +37,7 @@ pub mod checker;
 pub mod committee;
 pub mod logprobs;
 pub mod rules;
-#[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 /// Receipt checking lives in the light `verinfer-receipt` crate (no engine,

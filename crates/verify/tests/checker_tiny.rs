@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use verinfer_inference::respond::respond;
 use verinfer_inference::testing::{tiny_model, TinySpec};
 use verinfer_inference::{Engine, EngineOptions};
-use verinfer_types::fixtures::key;
 use verinfer_types::records::{
     Decision, Decoding, FinishReason, InferenceResult, Input, Message, Nonce, Policy, Request,
     RequestTag, Verdict,
 };
+use verinfer_types::testing::key;
 use verinfer_types::{Hash, Record, SecretKey, SignedRecord};
 use verinfer_verify::checker::{CheckError, Checker, Recompute};
 use verinfer_verify::rules::{self, Rejection};

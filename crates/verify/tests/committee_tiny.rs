@@ -6,11 +6,11 @@
 use verinfer_inference::respond::{falsify, respond, Fault};
 use verinfer_inference::testing::{tiny_model, TinySpec};
 use verinfer_inference::{Engine, EngineOptions};
-use verinfer_types::fixtures::key;
 use verinfer_types::records::{
     Decision, Decoding, FinishReason, InferenceResult, Input, Nonce, Policy, Request, RequestTag,
     Verdict,
 };
+use verinfer_types::testing::key;
 use verinfer_types::{Hash, PublicKey, Record, SecretKey, SignedRecord};
 use verinfer_verify::checker::{Checker, Outcome};
 use verinfer_verify::committee::{

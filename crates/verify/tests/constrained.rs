@@ -9,8 +9,8 @@ mod smol;
 use serde_json::{json, Value};
 use smol::*;
 use verinfer_inference::respond::Fault;
-use verinfer_types::fixtures::key;
 use verinfer_types::records::{Constraint, Decision, FinishReason, Request};
+use verinfer_types::testing::key;
 use verinfer_verify::checker::Checker;
 
 /// Schemas covering types, nested objects, arrays with item bounds, enums,

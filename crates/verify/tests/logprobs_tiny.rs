@@ -7,10 +7,10 @@
 use verinfer_inference::respond::{falsify, respond, Fault};
 use verinfer_inference::testing::{tiny_model, TinySpec};
 use verinfer_inference::{Engine, EngineOptions};
-use verinfer_types::fixtures::key;
 use verinfer_types::records::{
     Decoding, HexBytes, InferenceResult, Input, LogitBias, Nonce, Policy, Request, RequestTag,
 };
+use verinfer_types::testing::key;
 use verinfer_types::{Hash, Record, SignedRecord};
 use verinfer_verify::checker::{Checker, Recompute};
 use verinfer_verify::rules;

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use smol::*;
 use verinfer_inference::respond::{Fault, RespondError};
-use verinfer_types::fixtures::key;
 use verinfer_types::records::{Decision, FinishReason};
+use verinfer_types::testing::key;
 use verinfer_types::SignedRecord;
 use verinfer_verify::checker::Checker;
 

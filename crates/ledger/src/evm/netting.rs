@@ -387,24 +387,24 @@ mod tests {
     /// publisher's address, and the words still sum to zero.
     #[test]
     fn netting_pays_the_publisher_its_share() {
-        use verinfer_types::fixtures;
         use verinfer_types::records::{Amount, PublisherFee};
-        let mut r = fixtures::receipt();
-        let publisher = fixtures::key(40);
+        use verinfer_types::testing;
+        let mut r = testing::receipt();
+        let publisher = testing::key(40);
         r.fees.treasury = Amount(r.fees.treasury.0 - 30);
         r.fees.publisher = Some(PublisherFee {
             account: publisher.public(),
             amount: Amount(30),
         });
         let leaf = r.leaf().expect("leaf");
-        let treasury = fixtures::key(41);
+        let treasury = testing::key(41);
         let mut keys = vec![
             publisher,
             treasury.clone(),
-            fixtures::key(1),
-            fixtures::key(2),
+            testing::key(1),
+            testing::key(2),
         ];
-        keys.extend([fixtures::key(3), fixtures::key(4)]);
+        keys.extend([testing::key(3), testing::key(4)]);
         // Requester, node and verifiers are the fixture's keys 1 to 4.
         let address: BTreeMap<PublicKey, Address> = keys
             .iter()
@@ -416,7 +416,7 @@ mod tests {
         assert_eq!(deltas.get(&Address::repeat_byte(1)), Some(&30));
         assert_eq!(deltas.values().sum::<i128>(), 0);
         // Without the publisher's share the parts fall short of the total.
-        let mut short = fixtures::receipt();
+        let mut short = testing::receipt();
         short.fees.treasury = Amount(short.fees.treasury.0 - 30);
         let leaf = short.leaf().expect("leaf");
         assert!(net(&[(leaf, short.certificate)], &treasury.public(), &address).is_err());

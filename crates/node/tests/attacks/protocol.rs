@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use verinfer_ledger::evm::Link;
-use verinfer_ledger::testkit::TOKEN;
+use verinfer_ledger::testing::TOKEN;
 use verinfer_ledger::tx::{Evidence, Role, TxBody};
 use verinfer_ledger::Transaction;
 use verinfer_log::witness::add_cosignature;

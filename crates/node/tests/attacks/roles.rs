@@ -213,7 +213,7 @@ async fn a_message_for_one_node_is_refused_at_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_right_after_a_restart_is_refused() {
     use std::sync::Arc;
-    use verinfer_ledger::testkit::{World, TOKEN};
+    use verinfer_ledger::testing::{World, TOKEN};
     use verinfer_ledger::tx::{Role, TxBody};
     use verinfer_ledger::Ledger;
     use verinfer_types::records::Amount;

@@ -2,11 +2,11 @@
 
 use super::*;
 use proptest::prelude::*;
-use verinfer_types::fixtures;
+use verinfer_types::testing;
 use verinfer_types::SecretKey;
 
 fn keys(n: u8) -> Vec<SecretKey> {
-    (10..10 + n).map(fixtures::key).collect()
+    (10..10 + n).map(testing::key).collect()
 }
 
 fn publics(keys: &[SecretKey]) -> Vec<PublicKey> {
@@ -14,11 +14,11 @@ fn publics(keys: &[SecretKey]) -> Vec<PublicKey> {
 }
 
 fn result() -> InferenceResult {
-    fixtures::result(&fixtures::request(Hash::of(b"model")))
+    testing::result(&testing::request(Hash::of(b"model")))
 }
 
 fn verdict(res: &InferenceResult, key: &SecretKey, decision: Decision) -> Verdict {
-    let mut v = fixtures::verdict(res, 3);
+    let mut v = testing::verdict(res, 3);
     v.verifier = key.public();
     v.decision = decision;
     if decision == Decision::Reject {
@@ -85,7 +85,7 @@ fn certificate_from_a_quorum_of_accepts() {
     other.output_text.push('x');
     vs.push(verdict(&other, &ks[2], Decision::Reject));
     // A rejection of this result checked against another request.
-    let mut elsewhere = fixtures::verdict(&res, 3);
+    let mut elsewhere = testing::verdict(&res, 3);
     elsewhere.request = Hash::of(b"another request");
     elsewhere.verifier = ks[0].public();
     elsewhere.decision = Decision::Reject;
@@ -231,7 +231,7 @@ fn arb_keys() -> impl Strategy<Value = Vec<PublicKey>> {
     proptest::collection::vec(any::<u8>(), 0..24).prop_map(|seeds| {
         seeds
             .into_iter()
-            .map(|s| fixtures::key(s).public())
+            .map(|s| testing::key(s).public())
             .collect()
     })
 }

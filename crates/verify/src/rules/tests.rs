@@ -2,8 +2,8 @@
 
 use super::*;
 use verinfer_inference::Candidate;
-use verinfer_types::fixtures;
 use verinfer_types::records::{Policy, Usage};
+use verinfer_types::testing;
 use verinfer_types::SecretKey;
 
 /// 0 = end token, 1 "a", 2 "b", 3 "\n", 4 "c", 5 and 6 the two bytes of
@@ -54,8 +54,8 @@ fn decoding(max_tokens: u32, stop: &[&str]) -> Decoding {
 
 /// An unsigned result (termination and text rules do not look at signatures).
 fn res(tokens: &[u32], text: &str, finish: FinishReason) -> InferenceResult {
-    let req = fixtures::request(Hash::of(b"model"));
-    let mut r = fixtures::result(&req);
+    let req = testing::request(Hash::of(b"model"));
+    let mut r = testing::result(&req);
     r.output_tokens = tokens.to_vec();
     r.output_text = text.to_string();
     r.finish_reason = finish;
@@ -336,17 +336,15 @@ fn token_ids_must_be_in_the_vocabulary() {
 }
 
 fn signed_pair() -> (Request, InferenceResult) {
-    let req = fixtures::request(Hash::of(b"model"));
-    let mut res = fixtures::result(&req);
+    let req = testing::request(Hash::of(b"model"));
+    let mut res = testing::result(&req);
     res.engine = ENGINE.into();
-    res.sign(&fixtures::key(2))
-        .unwrap_or_else(|e| panic!("{e}"));
+    res.sign(&testing::key(2)).unwrap_or_else(|e| panic!("{e}"));
     (req, res)
 }
 
 fn resign(res: &mut InferenceResult) {
-    res.sign(&fixtures::key(2))
-        .unwrap_or_else(|e| panic!("{e}"));
+    res.sign(&testing::key(2)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -377,7 +375,7 @@ fn signatures_and_binding() {
     let mut other = req.clone();
     other.nonce.0[0] ^= 1;
     other
-        .sign(&fixtures::key(1))
+        .sign(&testing::key(1))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(code(check_signatures(&other, &res)), "ok");
     assert_eq!(code(check_binding(&other, &res, ENGINE)), "wrong_request");
@@ -414,7 +412,7 @@ fn usage_counts_tokens() {
 }
 
 fn with_schema(schema: serde_json::Value) -> Request {
-    let mut req = fixtures::request(Hash::of(b"model"));
+    let mut req = testing::request(Hash::of(b"model"));
     req.policy = Policy {
         json_schema: Some(schema),
         ..Policy::default()
@@ -424,7 +422,7 @@ fn with_schema(schema: serde_json::Value) -> Request {
 
 #[test]
 fn schema_when_the_policy_asks() {
-    let req = fixtures::request(Hash::of(b"model"));
+    let req = testing::request(Hash::of(b"model"));
     assert_eq!(code(check_schema(&req, "not json at all")), "ok");
     let req = with_schema(serde_json::json!({
         "type": "object",
@@ -561,7 +559,7 @@ fn a_token_outside_the_mask_is_rejected_before_the_pick() {
 
 #[test]
 fn an_unusable_constraint_is_the_requests_fault() {
-    let mut req = fixtures::request(Hash::of(b"model"));
+    let mut req = testing::request(Hash::of(b"model"));
     req.decoding.constraint = Some(verinfer_types::records::Constraint::JsonSchema(
         serde_json::json!({"type": "object", "not": {}}),
     ));

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use verinfer_inference::respond::{falsify, respond, Fault, RespondError};
 use verinfer_inference::{models, Engine, EngineOptions};
-use verinfer_types::fixtures::key;
 use verinfer_types::records::{
     Decision, Decoding, InferenceResult, Input, Message, Nonce, Policy, Request, RequestTag,
 };
+use verinfer_types::testing::key;
 use verinfer_types::{Hash, SignedRecord};
 use verinfer_verify::checker::Checker;
 

@@ -158,13 +158,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use verinfer_types::fixtures;
+    use verinfer_types::testing;
 
     fn pending() -> Pending {
-        let request = fixtures::request(Hash::default());
+        let request = testing::request(Hash::default());
         Pending {
             model: Hash::default(),
-            result: fixtures::result(&request),
+            result: testing::result(&request),
             request,
             until_ms: 5,
             outcome: None,

@@ -165,7 +165,7 @@ impl std::fmt::Debug for Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use verinfer_ledger::testkit::World;
+    use verinfer_ledger::testing::World;
     use verinfer_ledger::Ledger;
     use verinfer_types::records::{Input, Message};
     use verinfer_types::SignedRecord;
@@ -202,7 +202,7 @@ mod tests {
             let body = TxBody::Reserve {
                 request: r.hash().expect("hash"),
                 amount: w.max_fee(),
-                ttl_secs: verinfer_ledger::testkit::RESERVE_TTL_SECS,
+                ttl_secs: verinfer_ledger::testing::RESERVE_TTL_SECS,
             };
             ledger.submit(&w.tx(&payer, body)).expect("reserve");
         }

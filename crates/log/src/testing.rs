@@ -1,4 +1,4 @@
-//! Helpers for crash tests (feature `test-util`): run a writer as a child
+//! Helpers for crash tests (feature `testing`): run a writer as a child
 //! process, kill it with SIGKILL, and collect what it acknowledged.
 
 use std::io::{BufRead, BufReader};

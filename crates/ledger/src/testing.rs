@@ -1,12 +1,12 @@
 //! A small world of keys, models and signed records for tests and benches
-//! (feature `test-util`): a treasury, users, inference nodes and verifiers,
+//! (feature `testing`): a treasury, users, inference nodes and verifiers,
 //! with nonces tracked so transactions apply in order.
 
 use crate::state::State;
 use crate::tx::*;
 use std::collections::BTreeMap;
-use verinfer_types::fixtures;
 use verinfer_types::records::*;
+use verinfer_types::testing;
 use verinfer_types::{Hash, PublicKey, Record, SecretKey, SignedRecord};
 
 /// One token in base units.
@@ -42,11 +42,11 @@ impl World {
     /// Three users, two nodes, four verifiers, a gateway.
     pub fn new() -> World {
         World {
-            treasury: fixtures::key(100),
-            users: (0..3).map(|i| fixtures::key(110 + i)).collect(),
-            nodes: (0..2).map(|i| fixtures::key(120 + i)).collect(),
-            verifiers: (0..4).map(|i| fixtures::key(130 + i)).collect(),
-            gateway: fixtures::key(140),
+            treasury: testing::key(100),
+            users: (0..3).map(|i| testing::key(110 + i)).collect(),
+            nodes: (0..2).map(|i| testing::key(120 + i)).collect(),
+            verifiers: (0..4).map(|i| testing::key(130 + i)).collect(),
+            gateway: testing::key(140),
             model: ModelEntry {
                 id: Hash::of(b"test model"),
                 name: "test-model".into(),
@@ -145,7 +145,7 @@ impl World {
 
     /// A signed request by `user` with a fresh nonce from `seed`.
     pub fn request(&self, user: &SecretKey, seed: u64, k: u32) -> Request {
-        let mut r = fixtures::request(self.model.id);
+        let mut r = testing::request(self.model.id);
         r.requester = user.public();
         r.signer = user.public();
         r.nonce = Nonce(
@@ -169,7 +169,7 @@ impl World {
 
     /// A result for `req` by node `node`.
     pub fn result(&self, req: &Request, node: usize) -> InferenceResult {
-        let mut r = fixtures::result(req);
+        let mut r = testing::result(req);
         r.node = self.nodes[node].public();
         r.sign(&self.nodes[node]).expect("node signs");
         r
@@ -178,7 +178,7 @@ impl World {
     /// A verdict on `res` (checked against the request it answers) by
     /// verifier `v`; a rejection names a node fault.
     pub fn verdict(&self, res: &InferenceResult, v: usize, decision: Decision) -> Verdict {
-        let mut verdict = fixtures::verdict(res, 0);
+        let mut verdict = testing::verdict(res, 0);
         verdict.verifier = self.verifiers[v].public();
         verdict.decision = decision;
         if decision == Decision::Reject {
@@ -192,7 +192,7 @@ impl World {
     /// A rejecting verdict on `res` by verifier `v`, for `reason` (a
     /// reason code and detail, as verifiers write it).
     pub fn rejection(&self, res: &InferenceResult, v: usize, reason: &str) -> Verdict {
-        let mut verdict = fixtures::verdict(res, 0);
+        let mut verdict = testing::verdict(res, 0);
         verdict.verifier = self.verifiers[v].public();
         verdict.decision = Decision::Reject;
         verdict.reason = Some(reason.into());

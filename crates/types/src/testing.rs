@@ -1,5 +1,5 @@
 //! Deterministic sample records for tests across the workspace (feature
-//! `test-util`). Keys come from fixed seeds so hashes are reproducible.
+//! `testing`). Keys come from fixed seeds so hashes are reproducible.
 
 use crate::records::*;
 use crate::{Hash, SecretKey, SignedRecord};
