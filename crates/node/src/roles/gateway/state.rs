@@ -86,7 +86,7 @@ pub struct Gateway {
 impl Gateway {
     /// Stops watching the optimistic answers it serves, so a test can show
     /// that the verifiers alone overturn a cheat.
-    #[cfg(feature = "test-util")]
+    #[cfg(feature = "testing")]
     pub fn stop_watching(&self) {
         self.watching
             .store(false, std::sync::atomic::Ordering::Relaxed);
