@@ -9,14 +9,18 @@
 //! gateway/           node.key, api-keys.toml, demo.key (the demo account),
 //!                    auth-nonces
 //! api-key            the demo account's API key
+//! publisher.key      the first model's publisher (with `publisher_share_bps`)
+//! publisher-NAME.key the publisher of each further model
 //! inference-N/       node.key, auth-nonces (signed messages seen lately)
 //! verifier-N/        node.key, witness-checkpoint, auth-nonces
 //! ```
 //!
 //! The first start creates the ledger (genesis: the supply in the treasury,
-//! the model admitted with its prices) and the demo account; every start
-//! creates and funds the node keys it is missing, so a restart with more
-//! nodes works, and keeps all history. The roles talk over HTTP on
+//! the first model admitted with its prices) and the demo account; every
+//! start creates and funds the node keys it is missing and publishes each
+//! further model not yet listed (under a publisher of its own), so a
+//! restart with more nodes or models works, and keeps all history. Every
+//! inference node and verifier serves every model. The roles talk over HTTP on
 //! 127.0.0.1 exactly as separate processes do.
 
 use crate::config::{api_key_hash, load_or_create_key, write_private, ApiKeyEntry};
@@ -46,6 +50,9 @@ pub const LOG_ORIGIN: &str = "verinfer.local/devnet";
 pub const PRICE_IN: u128 = TOKEN / 1_000_000;
 /// Price per output token.
 pub const PRICE_OUT: u128 = 2 * PRICE_IN;
+/// The share of each fee the publisher of a further model takes, unless
+/// [`DevnetOptions::publisher_share_bps`] says otherwise.
+pub const PUBLISHER_SHARE_BPS: u32 = 1_000;
 
 /// Devnet settings.
 #[derive(Clone, Debug)]
@@ -60,8 +67,10 @@ pub struct DevnetOptions {
     pub verifiers: usize,
     /// Verdicts a certificate needs.
     pub quorum: u32,
-    /// Model: a known name or a GGUF path (default: SmolLM2, fetched if missing).
-    pub model: Option<String>,
+    /// Models: known names or GGUF paths (none: SmolLM2, fetched if
+    /// missing). The first is admitted at genesis; each further one is
+    /// published by a publisher of its own.
+    pub models: Vec<String>,
     /// How many inference nodes cheat.
     pub faulty_inference: usize,
     /// How they cheat.
@@ -76,9 +85,10 @@ pub struct DevnetOptions {
     pub log_origin: String,
     /// Where value settles.
     pub settlement: Settlement,
-    /// Publish the model in the registry under a publisher account
+    /// Publish the first model in the registry under a publisher account
     /// (`publisher.key`) taking this share of each fee, instead of
-    /// admitting it at genesis.
+    /// admitting it at genesis; also the share of the further models'
+    /// publishers (default [`PUBLISHER_SHARE_BPS`]).
     pub publisher_share_bps: Option<u32>,
 }
 
@@ -114,7 +124,7 @@ impl DevnetOptions {
             inference: 2,
             verifiers: 3,
             quorum: 2,
-            model: None,
+            models: Vec::new(),
             faulty_inference: 0,
             fault: Fault::EditToken(1),
             threads: 1,
@@ -194,6 +204,15 @@ pub fn model_path(model: Option<&str>) -> anyhow::Result<PathBuf> {
     })
 }
 
+/// The model files of `models` (see [`model_path`]): the default model
+/// when there are none.
+pub fn model_paths(models: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    if models.is_empty() {
+        return Ok(vec![model_path(None)?]);
+    }
+    models.iter().map(|m| model_path(Some(m))).collect()
+}
+
 fn model_name(model: Option<&str>, path: &Path) -> String {
     match model {
         Some(m) if verinfer_inference::models::known(m).is_some() => m.to_string(),
@@ -233,7 +252,7 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
                 Some(_) => Vec::new(),
                 None => vec![ModelEntry {
                     id,
-                    name: model_name(opts.model.as_deref(), model_path),
+                    name: model_name(opts.models.first().map(String::as_str), model_path),
                     price_in: Amount(PRICE_IN),
                     price_out: Amount(PRICE_OUT),
                     per_tokens: 1,
@@ -245,30 +264,16 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
         let ledger = Ledger::init(&ledger_dir, &genesis, &opts.log_origin, &log_key)
             .with_context(|| format!("creating the ledger in {}", ledger_dir.display()))?;
         if let Some(share_bps) = opts.publisher_share_bps {
-            let publisher = load_or_create_key(&d.join("publisher.key"))?;
-            let listing = start::listing(
-                model_path,
-                &model_name(opts.model.as_deref(), model_path),
-                PRICE_IN * 1000,
-                PRICE_OUT * 1000,
-                share_bps,
-                Some("see the model card"),
-            )?;
-            submit(
-                &ledger,
-                &treasury,
-                TxBody::Transfer {
-                    to: publisher.public(),
-                    amount: Amount(100 * TOKEN),
-                },
-            )?;
-            submit(&ledger, &publisher, TxBody::Publish { model: listing })?;
+            let name = model_name(opts.models.first().map(String::as_str), model_path);
+            let publisher = d.join("publisher.key");
+            publish(&ledger, &treasury, &publisher, model_path, &name, share_bps)?;
         }
         ledger
     } else {
         Ledger::open(&ledger_dir)
             .with_context(|| format!("opening the ledger in {}", ledger_dir.display()))?
     };
+    publish_further_models(opts, &ledger, &treasury)?;
     // The demo account and its API key: the key in plain text only in the
     // `api-key` file (0600) for the newcomer, its hash in the gateway's file.
     let gw_dir = d.join("gateway");
@@ -352,13 +357,66 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
     Ok((Arc::new(ledger), api_key))
 }
 
+/// Publishes the model at `path` as `name` with its share of fees
+/// `share_bps`, under the publisher account whose key is (or is created) at
+/// `publisher`, which the treasury funds for the fees.
+fn publish(
+    ledger: &Ledger,
+    treasury: &SecretKey,
+    publisher: &Path,
+    path: &Path,
+    name: &str,
+    share_bps: u32,
+) -> anyhow::Result<()> {
+    let publisher = load_or_create_key(publisher)?;
+    let listing = start::listing(
+        path,
+        name,
+        PRICE_IN * 1000,
+        PRICE_OUT * 1000,
+        share_bps,
+        Some("see the model card"),
+    )?;
+    submit(
+        ledger,
+        treasury,
+        TxBody::Transfer {
+            to: publisher.public(),
+            amount: Amount(100 * TOKEN),
+        },
+    )?;
+    submit(ledger, &publisher, TxBody::Publish { model: listing })
+        .with_context(|| format!("publishing model {name}"))
+}
+
+/// Publishes each model after the first that the ledger does not list yet,
+/// each under its own publisher (`publisher-NAME.key`).
+fn publish_further_models(
+    opts: &DevnetOptions,
+    ledger: &Ledger,
+    treasury: &SecretKey,
+) -> anyhow::Result<()> {
+    for m in opts.models.iter().skip(1) {
+        let path = model_path(Some(m))?;
+        let id = start::model_id(&path)?;
+        if ledger.with_state(|s| s.models.contains_key(&id)) {
+            continue;
+        }
+        let name = model_name(Some(m), &path);
+        let share = opts.publisher_share_bps.unwrap_or(PUBLISHER_SHARE_BPS);
+        let key = opts.data_dir.join(format!("publisher-{name}.key"));
+        publish(ledger, treasury, &key, &path, &name, share)?;
+    }
+    Ok(())
+}
+
 /// Starts the devnet and waits until it serves requests.
 pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
-    let model = opts.model.clone();
-    let path = tokio::task::spawn_blocking(move || model_path(model.as_deref())).await??;
+    let models = opts.models.clone();
+    let paths = tokio::task::spawn_blocking(move || model_paths(&models)).await??;
     let o = opts.clone();
-    let p = path.clone();
-    let (ledger, api_key) = tokio::task::spawn_blocking(move || prepare(&o, &p)).await??;
+    let first = paths.first().context("no model")?.clone();
+    let (ledger, api_key) = tokio::task::spawn_blocking(move || prepare(&o, &first)).await??;
     let d = &opts.data_dir;
     let key = |name: &str| crate::config::load_key(&d.join(name).join("node.key"));
     let mut roles: Vec<(String, Running)> = Vec::new();
@@ -420,23 +478,21 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
             dir: d.join(name),
         })
     };
+    let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let load = |count: usize| {
-        let (p, threads) = (path.clone(), opts.threads);
+        let (files, threads) = (files.clone(), opts.threads);
         async move {
-            tokio::task::spawn_blocking(move || {
-                start::load_engines(&p.display().to_string(), threads, count)
-            })
-            .await?
+            tokio::task::spawn_blocking(move || start::load_checkers(&files, threads, count))
+                .await?
         }
     };
     let result: anyhow::Result<()> = async {
         for i in 0..opts.verifiers {
             let name = format!("verifier-{i}");
-            let (engines, id) = load(opts.verifier_workers.max(1)).await?;
+            let engines = load(opts.verifier_workers.max(1)).await?;
             let r = start::verifier(
                 member(&name)?,
                 engines,
-                id,
                 log_key.clone(),
                 crate::roles::verifier::DEFAULT_QUEUE,
             )
@@ -445,13 +501,15 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         }
         for i in 0..opts.inference {
             let name = format!("inference-{i}");
-            let (mut engines, id) = load(1).await?;
-            let engine = engines.pop().context("no engine")?;
+            let engines = load(1)
+                .await?
+                .into_iter()
+                .map(|(mut e, id)| Ok((e.pop().context("no engine")?, id)))
+                .collect::<anyhow::Result<_>>()?;
             let fault = (i < opts.faulty_inference).then(|| opts.fault.clone());
             let r = start::inference(
                 member(&name)?,
-                engine,
-                id,
+                engines,
                 fault,
                 crate::roles::inference::DEFAULT_QUEUE,
             )
@@ -489,10 +547,18 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         ledger,
         chain,
     };
-    // Ready once the gateway sees a live inference node and a quorum of verifiers.
+    // Ready once the gateway sees, for every model, a live inference node
+    // and a quorum of verifiers.
+    let ids = paths
+        .iter()
+        .map(|p| start::model_id(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let gw = devnet.role("gateway").and_then(|r| r.gateway.clone());
-    while !gw.as_ref().is_some_and(|g| g.ready()) {
+    while !gw
+        .as_ref()
+        .is_some_and(|g| g.ready() && ids.iter().all(|id| g.ready_for(id)))
+    {
         if Instant::now() > deadline {
             devnet.stop();
             anyhow::bail!("the devnet did not become ready within 60 s");
@@ -524,10 +590,13 @@ fn accounts(d: &Path) -> anyhow::Result<Vec<SecretKey>> {
             keys.push(crate::config::load_key(&p)?);
         }
     }
-    // The publisher of a published model is paid on chain too.
-    let publisher = d.join("publisher.key");
-    if publisher.exists() {
-        keys.push(crate::config::load_key(&publisher)?);
+    // The publishers of published models are paid on chain too.
+    for entry in std::fs::read_dir(d)? {
+        let p = entry?.path();
+        let name = p.file_name().map(|x| x.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.starts_with("publisher") && n.ends_with(".key")) {
+            keys.push(crate::config::load_key(&p)?);
+        }
     }
     Ok(keys)
 }
