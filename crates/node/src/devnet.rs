@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use verinfer_inference::respond::Fault;
+use verinfer_inference::Engine;
 use verinfer_ledger::evm::anvil::{dev_signer, Anvil};
 use verinfer_ledger::evm::chain::{
     contract_params, deploy, fund_gas, initial_models, Chain, Deployment,
@@ -39,8 +40,9 @@ use verinfer_ledger::evm::chain::{
 use verinfer_ledger::evm::{evm_signer, Link, B256};
 use verinfer_ledger::tx::{Genesis, GenesisTag, ModelEntry, Params, Transaction, TxBody};
 use verinfer_ledger::Ledger;
+use verinfer_types::note::VerifierKey;
 use verinfer_types::records::{Amount, VerificationMode};
-use verinfer_types::SecretKey;
+use verinfer_types::{Hash, SecretKey};
 
 /// One token in base units (18 decimals).
 pub const TOKEN: u128 = 1_000_000_000_000_000_000;
@@ -230,52 +232,69 @@ fn submit(ledger: &Ledger, key: &SecretKey, body: TxBody) -> anyhow::Result<()> 
 }
 
 /// Creates the ledger and the demo account on the first start; opens the
-/// ledger, and creates and funds missing node keys. Blocking.
+/// ledger, publishes the further models not listed yet, and creates and
+/// funds missing node keys. Blocking.
 pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<Ledger>, String)> {
     let d = &opts.data_dir;
     std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    let ledger_dir = d.join("ledger");
     let treasury = load_or_create_key(&d.join("treasury.key"))?;
-    let fresh = !ledger_dir.join("wal").exists();
-    let ledger = if fresh {
-        let id = start::model_id(model_path)?;
-        let genesis = Genesis {
-            tag: GenesisTag,
-            treasury: treasury.public(),
-            supply: Amount(1_000_000_000 * TOKEN),
-            params: Params {
-                quorum: opts.quorum,
-                dispute_quorum: (opts.verifiers as u32).clamp(1, 3),
-                ..Params::default()
-            },
-            models: match opts.publisher_share_bps {
-                Some(_) => Vec::new(),
-                None => vec![ModelEntry {
-                    id,
-                    name: model_name(opts.models.first().map(String::as_str), model_path),
-                    price_in: Amount(PRICE_IN),
-                    price_out: Amount(PRICE_OUT),
-                    per_tokens: 1,
-                    publisher: None,
-                }],
-            },
-        };
-        let log_key = SecretKey::generate();
-        let ledger = Ledger::init(&ledger_dir, &genesis, &opts.log_origin, &log_key)
-            .with_context(|| format!("creating the ledger in {}", ledger_dir.display()))?;
-        if let Some(share_bps) = opts.publisher_share_bps {
-            let name = model_name(opts.models.first().map(String::as_str), model_path);
-            let publisher = d.join("publisher.key");
-            publish(&ledger, &treasury, &publisher, model_path, &name, share_bps)?;
-        }
-        ledger
-    } else {
-        Ledger::open(&ledger_dir)
-            .with_context(|| format!("opening the ledger in {}", ledger_dir.display()))?
-    };
+    let ledger = open_ledger(opts, model_path, &treasury)?;
     publish_further_models(opts, &ledger, &treasury)?;
-    // The demo account and its API key: the key in plain text only in the
-    // `api-key` file (0600) for the newcomer, its hash in the gateway's file.
+    let api_key = demo_account(d, &ledger, &treasury)?;
+    fund_nodes(opts, &ledger, &treasury)?;
+    load_or_create_key(&d.join("ledger").join("node.key"))?;
+    Ok((Arc::new(ledger), api_key))
+}
+
+/// Opens the devnet's ledger; on the first start creates it, with the first
+/// model admitted at genesis or published (`publisher_share_bps`).
+fn open_ledger(
+    opts: &DevnetOptions,
+    model_path: &Path,
+    treasury: &SecretKey,
+) -> anyhow::Result<Ledger> {
+    let d = &opts.data_dir;
+    let ledger_dir = d.join("ledger");
+    if ledger_dir.join("wal").exists() {
+        return Ledger::open(&ledger_dir)
+            .with_context(|| format!("opening the ledger in {}", ledger_dir.display()));
+    }
+    let name = model_name(opts.models.first().map(String::as_str), model_path);
+    let genesis = Genesis {
+        tag: GenesisTag,
+        treasury: treasury.public(),
+        supply: Amount(1_000_000_000 * TOKEN),
+        params: Params {
+            quorum: opts.quorum,
+            dispute_quorum: (opts.verifiers as u32).clamp(1, 3),
+            ..Params::default()
+        },
+        models: match opts.publisher_share_bps {
+            Some(_) => Vec::new(),
+            None => vec![ModelEntry {
+                id: start::model_id(model_path)?,
+                name: name.clone(),
+                price_in: Amount(PRICE_IN),
+                price_out: Amount(PRICE_OUT),
+                per_tokens: 1,
+                publisher: None,
+            }],
+        },
+    };
+    let log_key = SecretKey::generate();
+    let ledger = Ledger::init(&ledger_dir, &genesis, &opts.log_origin, &log_key)
+        .with_context(|| format!("creating the ledger in {}", ledger_dir.display()))?;
+    if let Some(share_bps) = opts.publisher_share_bps {
+        let publisher = d.join("publisher.key");
+        publish(&ledger, treasury, &publisher, model_path, &name, share_bps)?;
+    }
+    Ok(ledger)
+}
+
+/// The demo account and its API key: the key in plain text only in the
+/// `api-key` file (0600) for the newcomer, its hash in the gateway's file;
+/// funded once. Returns the key.
+fn demo_account(d: &Path, ledger: &Ledger, treasury: &SecretKey) -> anyhow::Result<String> {
     let gw_dir = d.join("gateway");
     let demo = load_or_create_key(&gw_dir.join("demo.key"))?;
     let api_key_path = d.join("api-key");
@@ -291,10 +310,27 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
             k
         }
     };
-    // Keep keys added by hand; make sure the demo key is there, and that
-    // no key is stored in plain text.
-    let keys_path = gw_dir.join("api-keys.toml");
-    let mut keys_file: crate::config::ApiKeysFile = match std::fs::read_to_string(&keys_path) {
+    keep_api_key(&gw_dir.join("api-keys.toml"), &api_key)?;
+    if ledger.with_state(|s| s.balance(&demo.public())) == 0
+        && ledger.with_state(|s| s.nonce(&demo.public())) == 0
+    {
+        submit(
+            ledger,
+            treasury,
+            TxBody::Transfer {
+                to: demo.public(),
+                amount: Amount(1_000_000 * TOKEN),
+            },
+        )?;
+    }
+    Ok(api_key)
+}
+
+/// Keeps the keys added by hand to the gateway's file at `keys_path`;
+/// makes sure the demo key is there, and that no key is stored in plain
+/// text.
+fn keep_api_key(keys_path: &Path, api_key: &str) -> anyhow::Result<()> {
+    let mut keys_file: crate::config::ApiKeysFile = match std::fs::read_to_string(keys_path) {
         Ok(t) => toml::from_str(&t).with_context(|| format!("parsing {}", keys_path.display()))?,
         Err(_) => Default::default(),
     };
@@ -306,7 +342,7 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
             changed = true;
         }
     }
-    let demo_hash = api_key_hash(&api_key);
+    let demo_hash = api_key_hash(api_key);
     if !keys_file
         .keys
         .iter()
@@ -314,38 +350,31 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
     {
         keys_file
             .keys
-            .push(ApiKeyEntry::new(&api_key, PathBuf::from("demo.key")));
+            .push(ApiKeyEntry::new(api_key, PathBuf::from("demo.key")));
         changed = true;
     }
     if changed {
-        write_private(&keys_path, toml::to_string(&keys_file)?.as_bytes())?;
+        write_private(keys_path, toml::to_string(&keys_file)?.as_bytes())?;
     }
-    if ledger.with_state(|s| s.balance(&demo.public())) == 0
-        && ledger.with_state(|s| s.nonce(&demo.public())) == 0
-    {
-        submit(
-            &ledger,
-            &treasury,
-            TxBody::Transfer {
-                to: demo.public(),
-                amount: Amount(1_000_000 * TOKEN),
-            },
-        )?;
-    }
-    // Node keys (the gateway's too: it registers with a stake like the
-    // others): each gets twice the minimum stake when it holds less.
+    Ok(())
+}
+
+/// Node keys (the gateway's too: it registers with a stake like the
+/// others): each is created when missing and gets twice the minimum stake
+/// when it holds less.
+fn fund_nodes(opts: &DevnetOptions, ledger: &Ledger, treasury: &SecretKey) -> anyhow::Result<()> {
     let min = ledger.with_state(|s| s.params.min_stake.0);
     let names = (0..opts.inference)
         .map(|i| format!("inference-{i}"))
         .chain((0..opts.verifiers).map(|i| format!("verifier-{i}")))
         .chain(["gateway".to_string()]);
     for name in names {
-        let key = load_or_create_key(&d.join(&name).join("node.key"))?;
+        let key = load_or_create_key(&opts.data_dir.join(&name).join("node.key"))?;
         let held = ledger.with_state(|s| s.balance(&key.public()) + s.stake(&key.public()));
         if held < min {
             submit(
-                &ledger,
-                &treasury,
+                ledger,
+                treasury,
                 TxBody::Transfer {
                     to: key.public(),
                     amount: Amount(2 * min - held),
@@ -353,8 +382,7 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
             )?;
         }
     }
-    load_or_create_key(&d.join("ledger").join("node.key"))?;
-    Ok((Arc::new(ledger), api_key))
+    Ok(())
 }
 
 /// Publishes the model at `path` as `name` with its share of fees
@@ -417,27 +445,68 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
     let o = opts.clone();
     let first = paths.first().context("no model")?.clone();
     let (ledger, api_key) = tokio::task::spawn_blocking(move || prepare(&o, &first)).await??;
-    let d = &opts.data_dir;
-    let key = |name: &str| crate::config::load_key(&d.join(name).join("node.key"));
-    let mut roles: Vec<(String, Running)> = Vec::new();
-    let witness_quorum = (opts.verifiers as u32).min(opts.quorum.max(1));
     let chain = match opts.settlement {
         Settlement::Embedded => None,
         Settlement::Anvil => Some(start_chain(&opts, &ledger).await?),
     };
+    let l = start_ledger_role(&opts, &ledger, chain.as_ref()).await?;
+    let members = Members {
+        opts: &opts,
+        ledger_url: l.url.clone(),
+        files: paths.iter().map(|p| p.display().to_string()).collect(),
+    };
+    let mut roles: Vec<(String, Running)> = vec![("ledger".into(), l)];
+    let log_key = ledger.receipts().verifier_key().clone();
+    if let Err(e) = members.start(&mut roles, log_key, &api_key).await {
+        for (_, r) in roles.iter().rev() {
+            r.stop();
+        }
+        return Err(e);
+    }
+    let devnet = Devnet {
+        url: roles.last().map(|(_, r)| r.url.clone()).unwrap_or_default(),
+        api_key,
+        roles,
+        ledger,
+        chain,
+    };
+    let ids = paths
+        .iter()
+        .map(|p| start::model_id(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Err(e) = wait_ready(&devnet, &ids).await {
+        devnet.stop();
+        return Err(e);
+    }
+    Ok(devnet)
+}
+
+/// The key of the devnet's node `name`.
+fn node_key(d: &Path, name: &str) -> anyhow::Result<SecretKey> {
+    crate::config::load_key(&d.join(name).join("node.key"))
+}
+
+/// Starts the ledger role, settling on `chain` when there is one.
+async fn start_ledger_role(
+    opts: &DevnetOptions,
+    ledger: &Arc<Ledger>,
+    chain: Option<&DevChain>,
+) -> anyhow::Result<Running> {
+    let d = &opts.data_dir;
+    let witness_quorum = (opts.verifiers as u32).min(opts.quorum.max(1));
     let mut l = start::ledger(
         ledger.clone(),
         d.join("ledger"),
-        key("ledger")?,
+        node_key(d, "ledger")?,
         "127.0.0.1:0",
         witness_quorum,
         Duration::from_millis(500),
-        vec![key("gateway")?.public()],
+        vec![node_key(d, "gateway")?.public()],
         crate::chronicle::MINUTE_MS,
     )
     .await?;
-    if let Some(c) = &chain {
-        let ledger_key = key("ledger")?;
+    if let Some(c) = chain {
+        let ledger_key = node_key(d, "ledger")?;
         let settler = start::settle_on_chain(
             &mut l,
             (&c.url).into(),
@@ -465,33 +534,50 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         }
         l.tasks.push(supervise(c.anvil.clone()));
     }
-    let ledger_url = l.url.clone();
-    let log_key = ledger.receipts().verifier_key().clone();
-    roles.push(("ledger".into(), l));
-    let member = |name: &str| -> anyhow::Result<Member> {
+    Ok(l)
+}
+
+/// What the verifiers, inference nodes and gateway of the devnet start with.
+struct Members<'a> {
+    opts: &'a DevnetOptions,
+    ledger_url: String,
+    /// The model files every node runs.
+    files: Vec<String>,
+}
+
+impl Members<'_> {
+    fn member(&self, name: &str) -> anyhow::Result<Member> {
+        let d = &self.opts.data_dir;
         Ok(Member {
-            key: key(name)?,
-            ledger_url: ledger_url.clone(),
+            key: node_key(d, name)?,
+            ledger_url: self.ledger_url.clone(),
             listen: "127.0.0.1:0".into(),
             public_url: None,
-            heartbeat: opts.heartbeat,
+            heartbeat: self.opts.heartbeat,
             dir: d.join(name),
         })
-    };
-    let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    let load = |count: usize| {
-        let (files, threads) = (files.clone(), opts.threads);
-        async move {
-            tokio::task::spawn_blocking(move || start::load_checkers(&files, threads, count))
-                .await?
-        }
-    };
-    let result: anyhow::Result<()> = async {
+    }
+
+    /// `count` engines for each model.
+    async fn load(&self, count: usize) -> anyhow::Result<Vec<(Vec<Engine>, Hash)>> {
+        let (files, threads) = (self.files.clone(), self.opts.threads);
+        tokio::task::spawn_blocking(move || start::load_checkers(&files, threads, count)).await?
+    }
+
+    /// Starts the verifiers, the inference nodes and the gateway, in that
+    /// order, onto `roles`.
+    async fn start(
+        &self,
+        roles: &mut Vec<(String, Running)>,
+        log_key: VerifierKey,
+        api_key: &str,
+    ) -> anyhow::Result<()> {
+        let opts = self.opts;
         for i in 0..opts.verifiers {
             let name = format!("verifier-{i}");
-            let engines = load(opts.verifier_workers.max(1)).await?;
+            let engines = self.load(opts.verifier_workers.max(1)).await?;
             let r = start::verifier(
-                member(&name)?,
+                self.member(&name)?,
                 engines,
                 log_key.clone(),
                 crate::roles::verifier::DEFAULT_QUEUE,
@@ -501,14 +587,15 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         }
         for i in 0..opts.inference {
             let name = format!("inference-{i}");
-            let engines = load(1)
+            let engines = self
+                .load(1)
                 .await?
                 .into_iter()
                 .map(|(mut e, id)| Ok((e.pop().context("no engine")?, id)))
                 .collect::<anyhow::Result<_>>()?;
             let fault = (i < opts.faulty_inference).then(|| opts.fault.clone());
             let r = start::inference(
-                member(&name)?,
+                self.member(&name)?,
                 engines,
                 fault,
                 crate::roles::inference::DEFAULT_QUEUE,
@@ -516,16 +603,17 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
             .await?;
             roles.push((name, r));
         }
-        let api_keys = crate::config::load_api_keys(&d.join("gateway").join("api-keys.toml"))?;
-        let mut gw = member("gateway")?;
+        let gw_dir = opts.data_dir.join("gateway");
+        let api_keys = crate::config::load_api_keys(&gw_dir.join("api-keys.toml"))?;
+        let mut gw = self.member("gateway")?;
         gw.listen = opts.listen.clone();
         let g = start::registered_gateway(
             gw,
             GatewayConfig {
                 api_keys,
                 default_verification: VerificationMode::Quorum { k: opts.quorum },
-                demo_api_key: Some(api_key.clone()),
-                data_dir: Some(d.join("gateway")),
+                demo_api_key: Some(api_key.to_string()),
+                data_dir: Some(gw_dir),
                 ..GatewayConfig::default()
             },
         )
@@ -533,39 +621,20 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         roles.push(("gateway".into(), g));
         Ok(())
     }
-    .await;
-    if let Err(e) = result {
-        for (_, r) in roles.iter().rev() {
-            r.stop();
-        }
-        return Err(e);
-    }
-    let devnet = Devnet {
-        url: roles.last().map(|(_, r)| r.url.clone()).unwrap_or_default(),
-        api_key,
-        roles,
-        ledger,
-        chain,
-    };
-    // Ready once the gateway sees, for every model, a live inference node
-    // and a quorum of verifiers.
-    let ids = paths
-        .iter()
-        .map(|p| start::model_id(p))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+}
+
+/// Waits until the gateway sees, for every model of `ids`, a live
+/// inference node and a quorum of verifiers (60 s at most).
+async fn wait_ready(devnet: &Devnet, ids: &[Hash]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let gw = devnet.role("gateway").and_then(|r| r.gateway.clone());
-    while !gw
-        .as_ref()
-        .is_some_and(|g| g.ready() && ids.iter().all(|id| g.ready_for(id)))
-    {
+    let gw = devnet.gateway();
+    while !gw.is_some_and(|g| g.ready() && ids.iter().all(|id| g.ready_for(id))) {
         if Instant::now() > deadline {
-            devnet.stop();
             anyhow::bail!("the devnet did not become ready within 60 s");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(devnet)
+    Ok(())
 }
 
 /// Every key of the devnet that pays, is paid or signs on chain.
