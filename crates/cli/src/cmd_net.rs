@@ -67,6 +67,10 @@ pub(crate) struct NodeArgs {
     /// The ledger's URL (overrides the config).
     #[arg(long)]
     ledger_url: Option<String>,
+    /// Inference, verifier: a model to run (a known name or a GGUF path);
+    /// repeat it for several (replaces the config's `model` and `models`).
+    #[arg(long)]
+    model: Vec<String>,
 }
 
 /// How long a stop waits for requests in flight, and then for work left
@@ -187,6 +191,10 @@ pub(crate) fn node(args: NodeArgs, config_path: Option<PathBuf>) -> anyhow::Resu
     }
     if let Some(u) = args.ledger_url {
         c.ledger_url = Some(u);
+    }
+    if !args.model.is_empty() {
+        c.model = None;
+        c.models = args.model;
     }
     let role: RoleKind = args
         .role

@@ -333,3 +333,33 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
         create_key(path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `model` and `models` together name the models a node runs, each
+    /// once, relative paths made relative to the file; none names the
+    /// default model.
+    #[test]
+    fn a_node_runs_the_models_its_config_lists() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "model = \"smollm2-135m\"\nmodels = [\"smollm2-135m\", \"gemma3-270m\", \"mine.gguf\"]\n",
+        )?;
+        let c = NodeConfig::load(&path)?;
+        let mine = dir.path().join("mine.gguf").display().to_string();
+        assert_eq!(
+            c.model_list(),
+            vec!["smollm2-135m".to_string(), "gemma3-270m".into(), mine]
+        );
+        std::fs::write(&path, "role = \"inference\"\n")?;
+        assert_eq!(
+            NodeConfig::load(&path)?.model_list(),
+            vec![verinfer_inference::models::DEFAULT_MODEL.to_string()]
+        );
+        Ok(())
+    }
+}
