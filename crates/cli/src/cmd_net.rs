@@ -31,9 +31,12 @@ pub(crate) struct DevnetArgs {
     /// Verdicts a certificate needs (the ledger's quorum, set at genesis).
     #[arg(long, default_value_t = 2)]
     quorum: u32,
-    /// Model: a known name or a GGUF path (default: SmolLM2-135M, fetched if missing).
+    /// Model: a known name or a GGUF path (default: SmolLM2-135M, fetched if
+    /// missing). Repeat it to serve several: every node runs each; the first
+    /// is admitted at genesis, each further one is published by a publisher
+    /// of its own (`publisher-NAME.key`, 10% of its fees).
     #[arg(long)]
-    model: Option<String>,
+    model: Vec<String>,
     /// Make this many inference nodes cheat.
     #[arg(long, default_value_t = 0)]
     faulty_inference: usize,
@@ -64,6 +67,10 @@ pub(crate) struct NodeArgs {
     /// The ledger's URL (overrides the config).
     #[arg(long)]
     ledger_url: Option<String>,
+    /// Inference, verifier: a model to run (a known name or a GGUF path);
+    /// repeat it for several (replaces the config's `model` and `models`).
+    #[arg(long)]
+    model: Vec<String>,
 }
 
 /// How long a stop waits for requests in flight, and then for work left
@@ -123,7 +130,7 @@ pub(crate) fn devnet(args: DevnetArgs, config: &Config) -> anyhow::Result<()> {
     opts.inference = args.inference;
     opts.verifiers = args.verifiers;
     opts.quorum = args.quorum;
-    opts.model = args.model;
+    opts.models = args.model;
     opts.faulty_inference = args.faulty_inference.min(args.inference);
     opts.fault = Fault::from_str(&args.fault).map_err(|e| anyhow::anyhow!("--fault: {e}"))?;
     opts.threads = args.threads;
@@ -135,8 +142,9 @@ pub(crate) fn devnet(args: DevnetArgs, config: &Config) -> anyhow::Result<()> {
     }
     eprintln!("devnet data directory: {}", data_dir.display());
     if args.init_only {
-        let path = devnet::model_path(opts.model.as_deref())?;
-        let (_, api_key) = devnet::prepare(&opts, &path)?;
+        let paths = devnet::model_paths(&opts.models)?;
+        let first = paths.first().context("no model")?;
+        let (_, api_key) = devnet::prepare(&opts, first)?;
         println!("api-key: {api_key}");
         return Ok(());
     }
@@ -183,6 +191,10 @@ pub(crate) fn node(args: NodeArgs, config_path: Option<PathBuf>) -> anyhow::Resu
     }
     if let Some(u) = args.ledger_url {
         c.ledger_url = Some(u);
+    }
+    if !args.model.is_empty() {
+        c.model = None;
+        c.models = args.model;
     }
     let role: RoleKind = args
         .role

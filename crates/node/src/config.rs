@@ -8,8 +8,9 @@
 //! public_url = "http://127.0.0.1:7101" # what others call (default: http://LISTEN)
 //! ledger_url = "http://127.0.0.1:7000" # every role but the ledger
 //! data_dir = "."                       # ledger directory, witness state
-//! model = "smollm2-135m"               # inference, verifier: a known name or a GGUF path
-//! threads = 1
+//! models = ["smollm2-135m", "gemma3-270m"] # inference, verifier: known names or GGUF paths
+//!                                      # (one engine each; `model = "..."` for one)
+//! threads = 1                          # engine threads, per model
 //! heartbeat_ms = 2000
 //! # fault = "edit-token:1"             # inference: cheat this way (demos and tests)
 //! # log_key = "origin+id+base64"       # verifier: pin the log key (default: ask the ledger)
@@ -63,8 +64,11 @@ pub struct NodeConfig {
     pub ledger_url: Option<String>,
     /// Data directory.
     pub data_dir: Option<PathBuf>,
-    /// Model name or GGUF path.
+    /// Model name or GGUF path (one model; see `models`).
     pub model: Option<String>,
+    /// Model names or GGUF paths: the node runs each (with `model`).
+    #[serde(default)]
+    pub models: Vec<String>,
     /// Engine threads.
     pub threads: Option<usize>,
     /// Heartbeat period in ms.
@@ -246,12 +250,31 @@ impl NodeConfig {
             None => base.to_path_buf(),
         });
         // A model given as a relative path (not a known name) is relative too.
-        if let Some(m) = &c.model {
+        let fix_model = |m: &mut String| {
             if verinfer_inference::models::known(m).is_none() && Path::new(m).is_relative() {
-                c.model = Some(base.join(m).display().to_string());
+                *m = base.join(&*m).display().to_string();
+            }
+        };
+        c.model
+            .iter_mut()
+            .chain(c.models.iter_mut())
+            .for_each(fix_model);
+        Ok(c)
+    }
+
+    /// The models the node runs: `model` then `models`, each once; the
+    /// default model when neither is given.
+    pub fn model_list(&self) -> Vec<String> {
+        let mut list: Vec<String> = Vec::new();
+        for m in self.model.iter().chain(&self.models) {
+            if !list.contains(m) {
+                list.push(m.clone());
             }
         }
-        Ok(c)
+        if list.is_empty() {
+            list.push(verinfer_inference::models::DEFAULT_MODEL.into());
+        }
+        list
     }
 }
 
@@ -308,5 +331,35 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
         load_key(path)
     } else {
         create_key(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `model` and `models` together name the models a node runs, each
+    /// once, relative paths made relative to the file; none names the
+    /// default model.
+    #[test]
+    fn a_node_runs_the_models_its_config_lists() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "model = \"smollm2-135m\"\nmodels = [\"smollm2-135m\", \"gemma3-270m\", \"mine.gguf\"]\n",
+        )?;
+        let c = NodeConfig::load(&path)?;
+        let mine = dir.path().join("mine.gguf").display().to_string();
+        assert_eq!(
+            c.model_list(),
+            vec!["smollm2-135m".to_string(), "gemma3-270m".into(), mine]
+        );
+        std::fs::write(&path, "role = \"inference\"\n")?;
+        assert_eq!(
+            NodeConfig::load(&path)?.model_list(),
+            vec![verinfer_inference::models::DEFAULT_MODEL.to_string()]
+        );
+        Ok(())
     }
 }

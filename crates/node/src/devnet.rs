@@ -9,14 +9,18 @@
 //! gateway/           node.key, api-keys.toml, demo.key (the demo account),
 //!                    auth-nonces
 //! api-key            the demo account's API key
+//! publisher.key      the first model's publisher (with `publisher_share_bps`)
+//! publisher-NAME.key the publisher of each further model
 //! inference-N/       node.key, auth-nonces (signed messages seen lately)
 //! verifier-N/        node.key, witness-checkpoint, auth-nonces
 //! ```
 //!
 //! The first start creates the ledger (genesis: the supply in the treasury,
-//! the model admitted with its prices) and the demo account; every start
-//! creates and funds the node keys it is missing, so a restart with more
-//! nodes works, and keeps all history. The roles talk over HTTP on
+//! the first model admitted with its prices) and the demo account; every
+//! start creates and funds the node keys it is missing and publishes each
+//! further model not yet listed (under a publisher of its own), so a
+//! restart with more nodes or models works, and keeps all history. Every
+//! inference node and verifier serves every model. The roles talk over HTTP on
 //! 127.0.0.1 exactly as separate processes do.
 
 use crate::config::{api_key_hash, load_or_create_key, write_private, ApiKeyEntry};
@@ -28,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use verinfer_inference::respond::Fault;
+use verinfer_inference::Engine;
 use verinfer_ledger::evm::anvil::{dev_signer, Anvil};
 use verinfer_ledger::evm::chain::{
     contract_params, deploy, fund_gas, initial_models, Chain, Deployment,
@@ -35,8 +40,9 @@ use verinfer_ledger::evm::chain::{
 use verinfer_ledger::evm::{evm_signer, Link, B256};
 use verinfer_ledger::tx::{Genesis, GenesisTag, ModelEntry, Params, Transaction, TxBody};
 use verinfer_ledger::Ledger;
+use verinfer_types::note::VerifierKey;
 use verinfer_types::records::{Amount, VerificationMode};
-use verinfer_types::SecretKey;
+use verinfer_types::{Hash, SecretKey};
 
 /// One token in base units (18 decimals).
 pub const TOKEN: u128 = 1_000_000_000_000_000_000;
@@ -46,6 +52,9 @@ pub const LOG_ORIGIN: &str = "verinfer.local/devnet";
 pub const PRICE_IN: u128 = TOKEN / 1_000_000;
 /// Price per output token.
 pub const PRICE_OUT: u128 = 2 * PRICE_IN;
+/// The share of each fee the publisher of a further model takes, unless
+/// [`DevnetOptions::publisher_share_bps`] says otherwise.
+pub const PUBLISHER_SHARE_BPS: u32 = 1_000;
 
 /// Devnet settings.
 #[derive(Clone, Debug)]
@@ -60,8 +69,10 @@ pub struct DevnetOptions {
     pub verifiers: usize,
     /// Verdicts a certificate needs.
     pub quorum: u32,
-    /// Model: a known name or a GGUF path (default: SmolLM2, fetched if missing).
-    pub model: Option<String>,
+    /// Models: known names or GGUF paths (none: SmolLM2, fetched if
+    /// missing). The first is admitted at genesis; each further one is
+    /// published by a publisher of its own.
+    pub models: Vec<String>,
     /// How many inference nodes cheat.
     pub faulty_inference: usize,
     /// How they cheat.
@@ -76,9 +87,10 @@ pub struct DevnetOptions {
     pub log_origin: String,
     /// Where value settles.
     pub settlement: Settlement,
-    /// Publish the model in the registry under a publisher account
+    /// Publish the first model in the registry under a publisher account
     /// (`publisher.key`) taking this share of each fee, instead of
-    /// admitting it at genesis.
+    /// admitting it at genesis; also the share of the further models'
+    /// publishers (default [`PUBLISHER_SHARE_BPS`]).
     pub publisher_share_bps: Option<u32>,
 }
 
@@ -114,7 +126,7 @@ impl DevnetOptions {
             inference: 2,
             verifiers: 3,
             quorum: 2,
-            model: None,
+            models: Vec::new(),
             faulty_inference: 0,
             fault: Fault::EditToken(1),
             threads: 1,
@@ -194,6 +206,15 @@ pub fn model_path(model: Option<&str>) -> anyhow::Result<PathBuf> {
     })
 }
 
+/// The model files of `models` (see [`model_path`]): the default model
+/// when there are none.
+pub fn model_paths(models: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    if models.is_empty() {
+        return Ok(vec![model_path(None)?]);
+    }
+    models.iter().map(|m| model_path(Some(m))).collect()
+}
+
 fn model_name(model: Option<&str>, path: &Path) -> String {
     match model {
         Some(m) if verinfer_inference::models::known(m).is_some() => m.to_string(),
@@ -211,66 +232,69 @@ fn submit(ledger: &Ledger, key: &SecretKey, body: TxBody) -> anyhow::Result<()> 
 }
 
 /// Creates the ledger and the demo account on the first start; opens the
-/// ledger, and creates and funds missing node keys. Blocking.
+/// ledger, publishes the further models not listed yet, and creates and
+/// funds missing node keys. Blocking.
 pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<Ledger>, String)> {
     let d = &opts.data_dir;
     std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    let ledger_dir = d.join("ledger");
     let treasury = load_or_create_key(&d.join("treasury.key"))?;
-    let fresh = !ledger_dir.join("wal").exists();
-    let ledger = if fresh {
-        let id = start::model_id(model_path)?;
-        let genesis = Genesis {
-            tag: GenesisTag,
-            treasury: treasury.public(),
-            supply: Amount(1_000_000_000 * TOKEN),
-            params: Params {
-                quorum: opts.quorum,
-                dispute_quorum: (opts.verifiers as u32).clamp(1, 3),
-                ..Params::default()
-            },
-            models: match opts.publisher_share_bps {
-                Some(_) => Vec::new(),
-                None => vec![ModelEntry {
-                    id,
-                    name: model_name(opts.model.as_deref(), model_path),
-                    price_in: Amount(PRICE_IN),
-                    price_out: Amount(PRICE_OUT),
-                    per_tokens: 1,
-                    publisher: None,
-                }],
-            },
-        };
-        let log_key = SecretKey::generate();
-        let ledger = Ledger::init(&ledger_dir, &genesis, &opts.log_origin, &log_key)
-            .with_context(|| format!("creating the ledger in {}", ledger_dir.display()))?;
-        if let Some(share_bps) = opts.publisher_share_bps {
-            let publisher = load_or_create_key(&d.join("publisher.key"))?;
-            let listing = start::listing(
-                model_path,
-                &model_name(opts.model.as_deref(), model_path),
-                PRICE_IN * 1000,
-                PRICE_OUT * 1000,
-                share_bps,
-                Some("see the model card"),
-            )?;
-            submit(
-                &ledger,
-                &treasury,
-                TxBody::Transfer {
-                    to: publisher.public(),
-                    amount: Amount(100 * TOKEN),
-                },
-            )?;
-            submit(&ledger, &publisher, TxBody::Publish { model: listing })?;
-        }
-        ledger
-    } else {
-        Ledger::open(&ledger_dir)
-            .with_context(|| format!("opening the ledger in {}", ledger_dir.display()))?
+    let ledger = open_ledger(opts, model_path, &treasury)?;
+    publish_further_models(opts, &ledger, &treasury)?;
+    let api_key = demo_account(d, &ledger, &treasury)?;
+    fund_nodes(opts, &ledger, &treasury)?;
+    load_or_create_key(&d.join("ledger").join("node.key"))?;
+    Ok((Arc::new(ledger), api_key))
+}
+
+/// Opens the devnet's ledger; on the first start creates it, with the first
+/// model admitted at genesis or published (`publisher_share_bps`).
+fn open_ledger(
+    opts: &DevnetOptions,
+    model_path: &Path,
+    treasury: &SecretKey,
+) -> anyhow::Result<Ledger> {
+    let d = &opts.data_dir;
+    let ledger_dir = d.join("ledger");
+    if ledger_dir.join("wal").exists() {
+        return Ledger::open(&ledger_dir)
+            .with_context(|| format!("opening the ledger in {}", ledger_dir.display()));
+    }
+    let name = model_name(opts.models.first().map(String::as_str), model_path);
+    let genesis = Genesis {
+        tag: GenesisTag,
+        treasury: treasury.public(),
+        supply: Amount(1_000_000_000 * TOKEN),
+        params: Params {
+            quorum: opts.quorum,
+            dispute_quorum: (opts.verifiers as u32).clamp(1, 3),
+            ..Params::default()
+        },
+        models: match opts.publisher_share_bps {
+            Some(_) => Vec::new(),
+            None => vec![ModelEntry {
+                id: start::model_id(model_path)?,
+                name: name.clone(),
+                price_in: Amount(PRICE_IN),
+                price_out: Amount(PRICE_OUT),
+                per_tokens: 1,
+                publisher: None,
+            }],
+        },
     };
-    // The demo account and its API key: the key in plain text only in the
-    // `api-key` file (0600) for the newcomer, its hash in the gateway's file.
+    let log_key = SecretKey::generate();
+    let ledger = Ledger::init(&ledger_dir, &genesis, &opts.log_origin, &log_key)
+        .with_context(|| format!("creating the ledger in {}", ledger_dir.display()))?;
+    if let Some(share_bps) = opts.publisher_share_bps {
+        let publisher = d.join("publisher.key");
+        publish(&ledger, treasury, &publisher, model_path, &name, share_bps)?;
+    }
+    Ok(ledger)
+}
+
+/// The demo account and its API key: the key in plain text only in the
+/// `api-key` file (0600) for the newcomer, its hash in the gateway's file;
+/// funded once. Returns the key.
+fn demo_account(d: &Path, ledger: &Ledger, treasury: &SecretKey) -> anyhow::Result<String> {
     let gw_dir = d.join("gateway");
     let demo = load_or_create_key(&gw_dir.join("demo.key"))?;
     let api_key_path = d.join("api-key");
@@ -286,10 +310,27 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
             k
         }
     };
-    // Keep keys added by hand; make sure the demo key is there, and that
-    // no key is stored in plain text.
-    let keys_path = gw_dir.join("api-keys.toml");
-    let mut keys_file: crate::config::ApiKeysFile = match std::fs::read_to_string(&keys_path) {
+    keep_api_key(&gw_dir.join("api-keys.toml"), &api_key)?;
+    if ledger.with_state(|s| s.balance(&demo.public())) == 0
+        && ledger.with_state(|s| s.nonce(&demo.public())) == 0
+    {
+        submit(
+            ledger,
+            treasury,
+            TxBody::Transfer {
+                to: demo.public(),
+                amount: Amount(1_000_000 * TOKEN),
+            },
+        )?;
+    }
+    Ok(api_key)
+}
+
+/// Keeps the keys added by hand to the gateway's file at `keys_path`;
+/// makes sure the demo key is there, and that no key is stored in plain
+/// text.
+fn keep_api_key(keys_path: &Path, api_key: &str) -> anyhow::Result<()> {
+    let mut keys_file: crate::config::ApiKeysFile = match std::fs::read_to_string(keys_path) {
         Ok(t) => toml::from_str(&t).with_context(|| format!("parsing {}", keys_path.display()))?,
         Err(_) => Default::default(),
     };
@@ -301,7 +342,7 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
             changed = true;
         }
     }
-    let demo_hash = api_key_hash(&api_key);
+    let demo_hash = api_key_hash(api_key);
     if !keys_file
         .keys
         .iter()
@@ -309,38 +350,31 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
     {
         keys_file
             .keys
-            .push(ApiKeyEntry::new(&api_key, PathBuf::from("demo.key")));
+            .push(ApiKeyEntry::new(api_key, PathBuf::from("demo.key")));
         changed = true;
     }
     if changed {
-        write_private(&keys_path, toml::to_string(&keys_file)?.as_bytes())?;
+        write_private(keys_path, toml::to_string(&keys_file)?.as_bytes())?;
     }
-    if ledger.with_state(|s| s.balance(&demo.public())) == 0
-        && ledger.with_state(|s| s.nonce(&demo.public())) == 0
-    {
-        submit(
-            &ledger,
-            &treasury,
-            TxBody::Transfer {
-                to: demo.public(),
-                amount: Amount(1_000_000 * TOKEN),
-            },
-        )?;
-    }
-    // Node keys (the gateway's too: it registers with a stake like the
-    // others): each gets twice the minimum stake when it holds less.
+    Ok(())
+}
+
+/// Node keys (the gateway's too: it registers with a stake like the
+/// others): each is created when missing and gets twice the minimum stake
+/// when it holds less.
+fn fund_nodes(opts: &DevnetOptions, ledger: &Ledger, treasury: &SecretKey) -> anyhow::Result<()> {
     let min = ledger.with_state(|s| s.params.min_stake.0);
     let names = (0..opts.inference)
         .map(|i| format!("inference-{i}"))
         .chain((0..opts.verifiers).map(|i| format!("verifier-{i}")))
         .chain(["gateway".to_string()]);
     for name in names {
-        let key = load_or_create_key(&d.join(&name).join("node.key"))?;
+        let key = load_or_create_key(&opts.data_dir.join(&name).join("node.key"))?;
         let held = ledger.with_state(|s| s.balance(&key.public()) + s.stake(&key.public()));
         if held < min {
             submit(
-                &ledger,
-                &treasury,
+                ledger,
+                treasury,
                 TxBody::Transfer {
                     to: key.public(),
                     amount: Amount(2 * min - held),
@@ -348,38 +382,131 @@ pub fn prepare(opts: &DevnetOptions, model_path: &Path) -> anyhow::Result<(Arc<L
             )?;
         }
     }
-    load_or_create_key(&d.join("ledger").join("node.key"))?;
-    Ok((Arc::new(ledger), api_key))
+    Ok(())
+}
+
+/// Publishes the model at `path` as `name` with its share of fees
+/// `share_bps`, under the publisher account whose key is (or is created) at
+/// `publisher`, which the treasury funds for the fees.
+fn publish(
+    ledger: &Ledger,
+    treasury: &SecretKey,
+    publisher: &Path,
+    path: &Path,
+    name: &str,
+    share_bps: u32,
+) -> anyhow::Result<()> {
+    let publisher = load_or_create_key(publisher)?;
+    let listing = start::listing(
+        path,
+        name,
+        PRICE_IN * 1000,
+        PRICE_OUT * 1000,
+        share_bps,
+        Some("see the model card"),
+    )?;
+    submit(
+        ledger,
+        treasury,
+        TxBody::Transfer {
+            to: publisher.public(),
+            amount: Amount(100 * TOKEN),
+        },
+    )?;
+    submit(ledger, &publisher, TxBody::Publish { model: listing })
+        .with_context(|| format!("publishing model {name}"))
+}
+
+/// Publishes each model after the first that the ledger does not list yet,
+/// each under its own publisher (`publisher-NAME.key`).
+fn publish_further_models(
+    opts: &DevnetOptions,
+    ledger: &Ledger,
+    treasury: &SecretKey,
+) -> anyhow::Result<()> {
+    for m in opts.models.iter().skip(1) {
+        let path = model_path(Some(m))?;
+        let id = start::model_id(&path)?;
+        if ledger.with_state(|s| s.models.contains_key(&id)) {
+            continue;
+        }
+        let name = model_name(Some(m), &path);
+        let share = opts.publisher_share_bps.unwrap_or(PUBLISHER_SHARE_BPS);
+        let key = opts.data_dir.join(format!("publisher-{name}.key"));
+        publish(ledger, treasury, &key, &path, &name, share)?;
+    }
+    Ok(())
 }
 
 /// Starts the devnet and waits until it serves requests.
 pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
-    let model = opts.model.clone();
-    let path = tokio::task::spawn_blocking(move || model_path(model.as_deref())).await??;
+    let models = opts.models.clone();
+    let paths = tokio::task::spawn_blocking(move || model_paths(&models)).await??;
     let o = opts.clone();
-    let p = path.clone();
-    let (ledger, api_key) = tokio::task::spawn_blocking(move || prepare(&o, &p)).await??;
-    let d = &opts.data_dir;
-    let key = |name: &str| crate::config::load_key(&d.join(name).join("node.key"));
-    let mut roles: Vec<(String, Running)> = Vec::new();
-    let witness_quorum = (opts.verifiers as u32).min(opts.quorum.max(1));
+    let first = paths.first().context("no model")?.clone();
+    let (ledger, api_key) = tokio::task::spawn_blocking(move || prepare(&o, &first)).await??;
     let chain = match opts.settlement {
         Settlement::Embedded => None,
         Settlement::Anvil => Some(start_chain(&opts, &ledger).await?),
     };
+    let l = start_ledger_role(&opts, &ledger, chain.as_ref()).await?;
+    let members = Members {
+        opts: &opts,
+        ledger_url: l.url.clone(),
+        files: paths.iter().map(|p| p.display().to_string()).collect(),
+    };
+    let mut roles: Vec<(String, Running)> = vec![("ledger".into(), l)];
+    let log_key = ledger.receipts().verifier_key().clone();
+    if let Err(e) = members.start(&mut roles, log_key, &api_key).await {
+        for (_, r) in roles.iter().rev() {
+            r.stop();
+        }
+        return Err(e);
+    }
+    let devnet = Devnet {
+        url: roles.last().map(|(_, r)| r.url.clone()).unwrap_or_default(),
+        api_key,
+        roles,
+        ledger,
+        chain,
+    };
+    let ids = paths
+        .iter()
+        .map(|p| start::model_id(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Err(e) = wait_ready(&devnet, &ids).await {
+        devnet.stop();
+        return Err(e);
+    }
+    Ok(devnet)
+}
+
+/// The key of the devnet's node `name`.
+fn node_key(d: &Path, name: &str) -> anyhow::Result<SecretKey> {
+    crate::config::load_key(&d.join(name).join("node.key"))
+}
+
+/// Starts the ledger role, settling on `chain` when there is one.
+async fn start_ledger_role(
+    opts: &DevnetOptions,
+    ledger: &Arc<Ledger>,
+    chain: Option<&DevChain>,
+) -> anyhow::Result<Running> {
+    let d = &opts.data_dir;
+    let witness_quorum = (opts.verifiers as u32).min(opts.quorum.max(1));
     let mut l = start::ledger(
         ledger.clone(),
         d.join("ledger"),
-        key("ledger")?,
+        node_key(d, "ledger")?,
         "127.0.0.1:0",
         witness_quorum,
         Duration::from_millis(500),
-        vec![key("gateway")?.public()],
+        vec![node_key(d, "gateway")?.public()],
         crate::chronicle::MINUTE_MS,
     )
     .await?;
-    if let Some(c) = &chain {
-        let ledger_key = key("ledger")?;
+    if let Some(c) = chain {
+        let ledger_key = node_key(d, "ledger")?;
         let settler = start::settle_on_chain(
             &mut l,
             (&c.url).into(),
@@ -407,36 +534,51 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         }
         l.tasks.push(supervise(c.anvil.clone()));
     }
-    let ledger_url = l.url.clone();
-    let log_key = ledger.receipts().verifier_key().clone();
-    roles.push(("ledger".into(), l));
-    let member = |name: &str| -> anyhow::Result<Member> {
+    Ok(l)
+}
+
+/// What the verifiers, inference nodes and gateway of the devnet start with.
+struct Members<'a> {
+    opts: &'a DevnetOptions,
+    ledger_url: String,
+    /// The model files every node runs.
+    files: Vec<String>,
+}
+
+impl Members<'_> {
+    fn member(&self, name: &str) -> anyhow::Result<Member> {
+        let d = &self.opts.data_dir;
         Ok(Member {
-            key: key(name)?,
-            ledger_url: ledger_url.clone(),
+            key: node_key(d, name)?,
+            ledger_url: self.ledger_url.clone(),
             listen: "127.0.0.1:0".into(),
             public_url: None,
-            heartbeat: opts.heartbeat,
+            heartbeat: self.opts.heartbeat,
             dir: d.join(name),
         })
-    };
-    let load = |count: usize| {
-        let (p, threads) = (path.clone(), opts.threads);
-        async move {
-            tokio::task::spawn_blocking(move || {
-                start::load_engines(&p.display().to_string(), threads, count)
-            })
-            .await?
-        }
-    };
-    let result: anyhow::Result<()> = async {
+    }
+
+    /// `count` engines for each model.
+    async fn load(&self, count: usize) -> anyhow::Result<Vec<(Vec<Engine>, Hash)>> {
+        let (files, threads) = (self.files.clone(), self.opts.threads);
+        tokio::task::spawn_blocking(move || start::load_checkers(&files, threads, count)).await?
+    }
+
+    /// Starts the verifiers, the inference nodes and the gateway, in that
+    /// order, onto `roles`.
+    async fn start(
+        &self,
+        roles: &mut Vec<(String, Running)>,
+        log_key: VerifierKey,
+        api_key: &str,
+    ) -> anyhow::Result<()> {
+        let opts = self.opts;
         for i in 0..opts.verifiers {
             let name = format!("verifier-{i}");
-            let (engines, id) = load(opts.verifier_workers.max(1)).await?;
+            let engines = self.load(opts.verifier_workers.max(1)).await?;
             let r = start::verifier(
-                member(&name)?,
+                self.member(&name)?,
                 engines,
-                id,
                 log_key.clone(),
                 crate::roles::verifier::DEFAULT_QUEUE,
             )
@@ -445,29 +587,33 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         }
         for i in 0..opts.inference {
             let name = format!("inference-{i}");
-            let (mut engines, id) = load(1).await?;
-            let engine = engines.pop().context("no engine")?;
+            let engines = self
+                .load(1)
+                .await?
+                .into_iter()
+                .map(|(mut e, id)| Ok((e.pop().context("no engine")?, id)))
+                .collect::<anyhow::Result<_>>()?;
             let fault = (i < opts.faulty_inference).then(|| opts.fault.clone());
             let r = start::inference(
-                member(&name)?,
-                engine,
-                id,
+                self.member(&name)?,
+                engines,
                 fault,
                 crate::roles::inference::DEFAULT_QUEUE,
             )
             .await?;
             roles.push((name, r));
         }
-        let api_keys = crate::config::load_api_keys(&d.join("gateway").join("api-keys.toml"))?;
-        let mut gw = member("gateway")?;
+        let gw_dir = opts.data_dir.join("gateway");
+        let api_keys = crate::config::load_api_keys(&gw_dir.join("api-keys.toml"))?;
+        let mut gw = self.member("gateway")?;
         gw.listen = opts.listen.clone();
         let g = start::registered_gateway(
             gw,
             GatewayConfig {
                 api_keys,
                 default_verification: VerificationMode::Quorum { k: opts.quorum },
-                demo_api_key: Some(api_key.clone()),
-                data_dir: Some(d.join("gateway")),
+                demo_api_key: Some(api_key.to_string()),
+                data_dir: Some(gw_dir),
                 ..GatewayConfig::default()
             },
         )
@@ -475,31 +621,20 @@ pub async fn run(opts: DevnetOptions) -> anyhow::Result<Devnet> {
         roles.push(("gateway".into(), g));
         Ok(())
     }
-    .await;
-    if let Err(e) = result {
-        for (_, r) in roles.iter().rev() {
-            r.stop();
-        }
-        return Err(e);
-    }
-    let devnet = Devnet {
-        url: roles.last().map(|(_, r)| r.url.clone()).unwrap_or_default(),
-        api_key,
-        roles,
-        ledger,
-        chain,
-    };
-    // Ready once the gateway sees a live inference node and a quorum of verifiers.
+}
+
+/// Waits until the gateway sees, for every model of `ids`, a live
+/// inference node and a quorum of verifiers (60 s at most).
+async fn wait_ready(devnet: &Devnet, ids: &[Hash]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let gw = devnet.role("gateway").and_then(|r| r.gateway.clone());
-    while !gw.as_ref().is_some_and(|g| g.ready()) {
+    let gw = devnet.gateway();
+    while !gw.is_some_and(|g| g.ready() && ids.iter().all(|id| g.ready_for(id))) {
         if Instant::now() > deadline {
-            devnet.stop();
             anyhow::bail!("the devnet did not become ready within 60 s");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(devnet)
+    Ok(())
 }
 
 /// Every key of the devnet that pays, is paid or signs on chain.
@@ -524,10 +659,13 @@ fn accounts(d: &Path) -> anyhow::Result<Vec<SecretKey>> {
             keys.push(crate::config::load_key(&p)?);
         }
     }
-    // The publisher of a published model is paid on chain too.
-    let publisher = d.join("publisher.key");
-    if publisher.exists() {
-        keys.push(crate::config::load_key(&publisher)?);
+    // The publishers of published models are paid on chain too.
+    for entry in std::fs::read_dir(d)? {
+        let p = entry?.path();
+        let name = p.file_name().map(|x| x.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.starts_with("publisher") && n.ends_with(".key")) {
+            keys.push(crate::config::load_key(&p)?);
+        }
     }
     Ok(keys)
 }

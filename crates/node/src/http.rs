@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use verinfer_types::PublicKey;
+use verinfer_types::{Hash, PublicKey};
 
 /// A JSON error `{"error": message}` with a status.
 #[derive(Debug)]
@@ -32,6 +32,15 @@ impl HttpError {
     /// 404 with `msg`.
     pub fn not_found(msg: impl Into<String>) -> Self {
         HttpError(StatusCode::NOT_FOUND, msg.into())
+    }
+    /// 404 naming `model`: a node asked for a model it does not run (one
+    /// of `served`).
+    pub fn model_not_served<'a>(model: &Hash, served: impl Iterator<Item = &'a Hash>) -> Self {
+        let served: Vec<String> = served.map(Hash::to_string).collect();
+        HttpError::not_found(format!(
+            "model: this node does not serve model {model} (it serves {})",
+            served.join(", ")
+        ))
     }
     /// 403 with `msg`: an authentic caller this role does not serve.
     pub fn forbidden(msg: impl Into<String>) -> Self {

@@ -252,6 +252,43 @@ pub fn load_engines(
     Ok((engines, id.context("no engine to load")?))
 }
 
+/// The models of `models` (known names or paths), each model file once:
+/// two names of one file load one engine.
+fn distinct(models: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let mut out = Vec::new();
+    for m in models {
+        let id = model_id(&verinfer_inference::models::resolve(m)?)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+            out.push(m.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Loads an engine for each of `models` with `threads` (an inference
+/// node's), each model file once.
+pub fn load_models(models: &[String], threads: usize) -> anyhow::Result<Vec<(Engine, Hash)>> {
+    distinct(models)?
+        .iter()
+        .map(|m| load_engine(m, threads))
+        .collect()
+}
+
+/// Loads `workers` engines for each of `models` with `threads` (a
+/// verifier's checkers, see [`load_engines`]), each model file once.
+pub fn load_checkers(
+    models: &[String],
+    threads: usize,
+    workers: usize,
+) -> anyhow::Result<Vec<(Vec<Engine>, Hash)>> {
+    distinct(models)?
+        .iter()
+        .map(|m| load_engines(m, threads, workers))
+        .collect()
+}
+
 /// Starts the ledger role on an existing ledger directory.
 #[allow(clippy::too_many_arguments)] // each is one setting of the role
 pub async fn ledger(
@@ -391,29 +428,25 @@ async fn join_and_beat(
     Ok((url, vec![server, beats], serving))
 }
 
-/// Starts an inference node running `engine` (model id `model_id`), with
-/// at most `queue` requests waiting or running.
+/// Starts an inference node running `engines` (each with its model id),
+/// with at most `queue` requests waiting or running; it declares every
+/// model when it joins.
 pub async fn inference(
     m: Member,
-    engine: Engine,
-    model_id: Hash,
+    engines: Vec<(Engine, Hash)>,
     fault: Option<Fault>,
     queue: usize,
 ) -> anyhow::Result<Running> {
     let (registry, refresh) = m.registry().await?;
     let gate = Gate::open(m.key.public(), &m.dir)
         .with_context(|| format!("opening the nonce file in {}", m.dir.display()))?;
-    let node = InferenceNode::new(
-        engine,
-        model_id,
-        m.key.clone(),
-        fault,
-        gate,
-        registry,
-        queue,
-    );
+    let mut models: Vec<Hash> = engines.iter().map(|(_, id)| *id).collect();
+    // `Serve` lists ids strictly increasing.
+    models.sort();
+    models.dedup();
+    let node = InferenceNode::new(engines, m.key.clone(), fault, gate, registry, queue);
     let (url, mut tasks, serving) =
-        match join_and_beat(&m, Role::Inference, node.router(), vec![model_id]).await {
+        match join_and_beat(&m, Role::Inference, node.router(), models).await {
             Ok(started) => started,
             Err(e) => {
                 refresh.abort();
@@ -430,13 +463,12 @@ pub async fn inference(
     })
 }
 
-/// Starts a verifier checking `model_id` on `engines` (one checker each,
-/// at most `queue` more checks waiting), witnessing the log whose key is
-/// `log_key`, keeping its state in the member's directory.
+/// Starts a verifier checking each model of `engines` (its engines: one
+/// checker each, at most `queue` more checks waiting), witnessing the log
+/// whose key is `log_key`, keeping its state in the member's directory.
 pub async fn verifier(
     m: Member,
-    engines: Vec<Engine>,
-    model_id: Hash,
+    engines: Vec<(Vec<Engine>, Hash)>,
     log_key: VerifierKey,
     queue: usize,
 ) -> anyhow::Result<Running> {
@@ -446,7 +478,6 @@ pub async fn verifier(
     let (registry, refresh) = m.registry().await?;
     let node = VerifierNode::new(
         engines,
-        model_id,
         m.key.clone(),
         log_key,
         m.dir.clone(),
@@ -514,187 +545,248 @@ pub async fn registered_gateway(m: Member, config: GatewayConfig) -> anyhow::Res
 
 /// Starts `role` as `config` says (`verinfer node`).
 pub async fn from_config(role: RoleKind, c: &NodeConfig) -> anyhow::Result<Running> {
-    let data_dir = c.data_dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let key_path = c.key.clone().unwrap_or_else(|| data_dir.join("node.key"));
-    let key = load_or_create_key(&key_path)?;
-    let listen = c.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
-    let ledger_url = || {
-        c.ledger_url
+    let s = Setup::read(c)?;
+    match role {
+        RoleKind::Ledger => ledger_from_config(c, s).await,
+        RoleKind::Gateway => gateway_from_config(c, s).await,
+        RoleKind::Inference => inference_from_config(c, s).await,
+        RoleKind::Verifier => verifier_from_config(c, s).await,
+    }
+}
+
+/// What every role reads from its configuration.
+struct Setup {
+    data_dir: PathBuf,
+    key: SecretKey,
+    listen: String,
+    heartbeat: Duration,
+    public_url: Option<String>,
+    ledger_url: Option<String>,
+}
+
+impl Setup {
+    fn read(c: &NodeConfig) -> anyhow::Result<Self> {
+        let data_dir = c.data_dir.clone().unwrap_or_else(|| PathBuf::from("."));
+        let key_path = c.key.clone().unwrap_or_else(|| data_dir.join("node.key"));
+        Ok(Setup {
+            key: load_or_create_key(&key_path)?,
+            listen: c.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into()),
+            heartbeat: Duration::from_millis(
+                c.heartbeat_ms.unwrap_or(HEARTBEAT.as_millis() as u64),
+            ),
+            public_url: c.public_url.clone(),
+            ledger_url: c.ledger_url.clone(),
+            data_dir,
+        })
+    }
+
+    fn ledger_url(&self) -> anyhow::Result<String> {
+        self.ledger_url
             .clone()
             .context("the config needs `ledger_url` for this role")
+    }
+
+    fn member(&self) -> anyhow::Result<Member> {
+        Ok(Member {
+            key: self.key.clone(),
+            ledger_url: self.ledger_url()?,
+            listen: self.listen.clone(),
+            public_url: self.public_url.clone(),
+            heartbeat: self.heartbeat,
+            dir: self.data_dir.clone(),
+        })
+    }
+}
+
+/// The EVM settlement a ledger's configuration asks for.
+struct EvmSettings {
+    rpc: verinfer_ledger::evm::chain::Rpc,
+    contract: verinfer_ledger::evm::Address,
+    sender: SecretKey,
+    fees: verinfer_ledger::evm::chain::FeePolicy,
+    bridge: Option<verinfer_ledger::evm::settler::BridgeConfig>,
+}
+
+/// `[ledger]`'s EVM settings (None for the embedded backend).
+fn evm_settings(c: &NodeConfig, key: &SecretKey) -> anyhow::Result<Option<EvmSettings>> {
+    let l = &c.ledger;
+    match l.backend.as_deref().unwrap_or("embedded") {
+        "embedded" => return Ok(None),
+        "evm" => {}
+        other => bail!("unknown ledger backend {other:?}: use embedded or evm"),
+    }
+    let rpc = verinfer_ledger::evm::chain::Rpc {
+        url: l
+            .rpc_url
+            .clone()
+            .context("backend = \"evm\" needs rpc_url")?,
+        ca_pem: match &l.rpc_ca_file {
+            Some(p) => Some(
+                std::fs::read(p).with_context(|| format!("reading rpc_ca_file {}", p.display()))?,
+            ),
+            None => None,
+        },
     };
-    let heartbeat = Duration::from_millis(c.heartbeat_ms.unwrap_or(HEARTBEAT.as_millis() as u64));
-    let member = |ledger_url: String| Member {
-        key: key.clone(),
-        ledger_url,
-        listen: listen.clone(),
-        public_url: c.public_url.clone(),
-        heartbeat,
-        dir: data_dir.clone(),
+    let contract = l
+        .contract
+        .as_deref()
+        .context("backend = \"evm\" needs contract")?
+        .parse()
+        .map_err(|e| anyhow::anyhow!("contract: {e}"))?;
+    let sender = match &l.evm_key {
+        Some(p) => crate::config::load_key(p)?,
+        None => key.clone(),
     };
-    let model = c
-        .model
-        .clone()
-        .unwrap_or_else(|| verinfer_inference::models::DEFAULT_MODEL.into());
-    let threads = c.threads.unwrap_or(1);
-    match role {
-        RoleKind::Ledger => {
-            let dir = data_dir.clone();
-            let l = tokio::task::spawn_blocking(move || Ledger::open(&dir))
-                .await?
-                .with_context(|| format!("opening the ledger in {}", data_dir.display()))?;
-            let evm = match c.ledger.backend.as_deref().unwrap_or("embedded") {
-                "embedded" => None,
-                "evm" => {
-                    let rpc =
-                        verinfer_ledger::evm::chain::Rpc {
-                            url: c
-                                .ledger
-                                .rpc_url
-                                .clone()
-                                .context("backend = \"evm\" needs rpc_url")?,
-                            ca_pem: match &c.ledger.rpc_ca_file {
-                                Some(p) => Some(std::fs::read(p).with_context(|| {
-                                    format!("reading rpc_ca_file {}", p.display())
-                                })?),
-                                None => None,
-                            },
-                        };
-                    let contract: verinfer_ledger::evm::Address = c
-                        .ledger
-                        .contract
-                        .as_deref()
-                        .context("backend = \"evm\" needs contract")?
-                        .parse()
-                        .map_err(|e| anyhow::anyhow!("contract: {e}"))?;
-                    let sender = match &c.ledger.evm_key {
-                        Some(p) => crate::config::load_key(p)?,
-                        None => key.clone(),
-                    };
-                    let mut fees = verinfer_ledger::evm::chain::FeePolicy::default();
-                    if let Some(s) = c.ledger.stuck_after_secs {
-                        fees.stuck_after = Duration::try_from_secs_f64(s)
-                            .ok()
-                            .filter(|d| !d.is_zero())
-                            .with_context(|| format!("stuck_after_secs = {s}: give seconds > 0"))?;
-                    }
-                    if let Some(g) = c.ledger.max_fee_per_gas_gwei {
-                        if !(g.is_finite() && g > 0.0) {
-                            bail!("max_fee_per_gas_gwei = {g}: give gwei > 0");
-                        }
-                        fees.max_fee_per_gas = Some((g * 1e9) as u128);
-                    }
-                    let bridge = match &c.ledger.bridge_key {
-                        Some(p) => Some(verinfer_ledger::evm::settler::BridgeConfig {
-                            treasury: crate::config::load_key(p)?,
-                            from_block: c.ledger.bridge_from_block.unwrap_or(0),
-                            confirmations: c.ledger.confirmations.unwrap_or(12),
-                        }),
-                        None => {
-                            tracing::warn!("no bridge_key: deposits and withdrawals made on chain are not mirrored in the ledger");
-                            None
-                        }
-                    };
-                    Some((rpc, contract, sender, fees, bridge))
-                }
-                other => bail!("unknown ledger backend {other:?}: use embedded or evm"),
-            };
-            let mut running = ledger(
-                Arc::new(l),
-                data_dir,
-                key.clone(),
-                &listen,
-                c.ledger.witness_quorum.unwrap_or(2),
-                Duration::from_millis(c.ledger.checkpoint_interval_ms.unwrap_or(500)),
-                c.ledger
-                    .reporters
-                    .iter()
-                    .map(|k| {
-                        k.parse()
-                            .map_err(|_| anyhow::anyhow!("reporter {k:?} is not a public key"))
-                    })
-                    .collect::<anyhow::Result<_>>()?,
-                c.ledger
-                    .minute_ms
-                    .unwrap_or(crate::chronicle::MINUTE_MS)
-                    .max(1),
-            )
-            .await?;
-            if let Some((rpc, contract, sender, fees, bridge)) = evm {
-                if let Err(e) =
-                    settle_on_chain(&mut running, rpc, contract, key, &sender, fees, bridge).await
-                {
-                    running.stop();
-                    return Err(e);
-                }
-            }
-            Ok(running)
+    let bridge = match &l.bridge_key {
+        Some(p) => Some(verinfer_ledger::evm::settler::BridgeConfig {
+            treasury: crate::config::load_key(p)?,
+            from_block: l.bridge_from_block.unwrap_or(0),
+            confirmations: l.confirmations.unwrap_or(12),
+        }),
+        None => {
+            tracing::warn!("no bridge_key: deposits and withdrawals made on chain are not mirrored in the ledger");
+            None
         }
-        RoleKind::Gateway => {
-            let api_keys = match &c.gateway.api_keys {
-                Some(p) => load_api_keys(p)?,
-                None => Vec::new(),
-            };
-            let d = GatewayConfig::default();
-            let g = &c.gateway;
-            let config = GatewayConfig {
-                api_keys,
-                default_verification: verinfer_types::records::VerificationMode::Quorum {
-                    k: g.quorum.unwrap_or(2),
-                },
-                rate_per_minute: g.rate_per_minute.unwrap_or(d.rate_per_minute),
-                burst: g.burst.unwrap_or(d.burst),
-                max_body_bytes: g.max_body_bytes.unwrap_or(d.max_body_bytes),
-                liveness: g.liveness_ms.map_or(d.liveness, Duration::from_millis),
-                demo_api_key: None,
-                data_dir: Some(data_dir.clone()),
-            };
-            // Where value settles on a chain, the accounts pay from their
-            // EVM addresses: publish each account's link.
-            let ledger = LedgerClient::new(&ledger_url()?, key.clone());
-            for (_, account) in &config.api_keys {
-                let link = verinfer_ledger::evm::Link::new(account)?;
-                ledger
-                    .link(&link)
-                    .await
-                    .with_context(|| format!("publishing the EVM link of {}", account.public()))?;
-            }
-            registered_gateway(member(ledger_url()?), config).await
+    };
+    Ok(Some(EvmSettings {
+        rpc,
+        contract,
+        sender,
+        fees: fee_policy(c)?,
+        bridge,
+    }))
+}
+
+/// `[ledger]`'s fee policy for settlement transactions.
+fn fee_policy(c: &NodeConfig) -> anyhow::Result<verinfer_ledger::evm::chain::FeePolicy> {
+    let mut fees = verinfer_ledger::evm::chain::FeePolicy::default();
+    if let Some(s) = c.ledger.stuck_after_secs {
+        fees.stuck_after = Duration::try_from_secs_f64(s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .with_context(|| format!("stuck_after_secs = {s}: give seconds > 0"))?;
+    }
+    if let Some(g) = c.ledger.max_fee_per_gas_gwei {
+        if !(g.is_finite() && g > 0.0) {
+            bail!("max_fee_per_gas_gwei = {g}: give gwei > 0");
         }
-        RoleKind::Inference => {
-            let fault = c
-                .fault
-                .as_deref()
-                .map(Fault::from_str)
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("fault: {e}"))?;
-            let (engine, id) =
-                tokio::task::spawn_blocking(move || load_engine(&model, threads)).await??;
-            let queue = c.queue.unwrap_or(crate::roles::inference::DEFAULT_QUEUE);
-            inference(member(ledger_url()?), engine, id, fault, queue).await
-        }
-        RoleKind::Verifier => {
-            let url = ledger_url()?;
-            let log_key = match &c.log_key {
-                Some(k) => k.parse()?,
-                None => LedgerClient::new(&url, key.clone())
-                    .params()
-                    .await
-                    .context("asking the ledger for its log key")?
-                    .log_key
-                    .parse()?,
-            };
-            let workers = c
-                .workers
-                .unwrap_or(crate::roles::verifier::DEFAULT_WORKERS)
-                .max(1);
-            let (engines, id) =
-                tokio::task::spawn_blocking(move || load_engines(&model, threads, workers))
-                    .await??;
-            let queue = c.queue.unwrap_or(crate::roles::verifier::DEFAULT_QUEUE);
-            verifier(member(url), engines, id, log_key, queue).await
+        fees.max_fee_per_gas = Some((g * 1e9) as u128);
+    }
+    Ok(fees)
+}
+
+async fn ledger_from_config(c: &NodeConfig, s: Setup) -> anyhow::Result<Running> {
+    let dir = s.data_dir.clone();
+    let l = tokio::task::spawn_blocking(move || Ledger::open(&dir))
+        .await?
+        .with_context(|| format!("opening the ledger in {}", s.data_dir.display()))?;
+    let evm = evm_settings(c, &s.key)?;
+    let reporters = c
+        .ledger
+        .reporters
+        .iter()
+        .map(|k| {
+            k.parse()
+                .map_err(|_| anyhow::anyhow!("reporter {k:?} is not a public key"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut running = ledger(
+        Arc::new(l),
+        s.data_dir,
+        s.key.clone(),
+        &s.listen,
+        c.ledger.witness_quorum.unwrap_or(2),
+        Duration::from_millis(c.ledger.checkpoint_interval_ms.unwrap_or(500)),
+        reporters,
+        c.ledger
+            .minute_ms
+            .unwrap_or(crate::chronicle::MINUTE_MS)
+            .max(1),
+    )
+    .await?;
+    if let Some(e) = evm {
+        let settled = settle_on_chain(
+            &mut running,
+            e.rpc,
+            e.contract,
+            s.key,
+            &e.sender,
+            e.fees,
+            e.bridge,
+        )
+        .await;
+        if let Err(e) = settled {
+            running.stop();
+            return Err(e);
         }
     }
+    Ok(running)
+}
+
+async fn gateway_from_config(c: &NodeConfig, s: Setup) -> anyhow::Result<Running> {
+    let api_keys = match &c.gateway.api_keys {
+        Some(p) => load_api_keys(p)?,
+        None => Vec::new(),
+    };
+    let d = GatewayConfig::default();
+    let g = &c.gateway;
+    let config = GatewayConfig {
+        api_keys,
+        default_verification: verinfer_types::records::VerificationMode::Quorum {
+            k: g.quorum.unwrap_or(2),
+        },
+        rate_per_minute: g.rate_per_minute.unwrap_or(d.rate_per_minute),
+        burst: g.burst.unwrap_or(d.burst),
+        max_body_bytes: g.max_body_bytes.unwrap_or(d.max_body_bytes),
+        liveness: g.liveness_ms.map_or(d.liveness, Duration::from_millis),
+        demo_api_key: None,
+        data_dir: Some(s.data_dir.clone()),
+    };
+    // Where value settles on a chain, the accounts pay from their EVM
+    // addresses: publish each account's link.
+    let ledger = LedgerClient::new(&s.ledger_url()?, s.key.clone());
+    for (_, account) in &config.api_keys {
+        let link = verinfer_ledger::evm::Link::new(account)?;
+        ledger
+            .link(&link)
+            .await
+            .with_context(|| format!("publishing the EVM link of {}", account.public()))?;
+    }
+    registered_gateway(s.member()?, config).await
+}
+
+async fn inference_from_config(c: &NodeConfig, s: Setup) -> anyhow::Result<Running> {
+    let fault = c
+        .fault
+        .as_deref()
+        .map(Fault::from_str)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("fault: {e}"))?;
+    let (models, threads) = (c.model_list(), c.threads.unwrap_or(1));
+    let engines = tokio::task::spawn_blocking(move || load_models(&models, threads)).await??;
+    let queue = c.queue.unwrap_or(crate::roles::inference::DEFAULT_QUEUE);
+    inference(s.member()?, engines, fault, queue).await
+}
+
+async fn verifier_from_config(c: &NodeConfig, s: Setup) -> anyhow::Result<Running> {
+    let log_key = match &c.log_key {
+        Some(k) => k.parse()?,
+        None => LedgerClient::new(&s.ledger_url()?, s.key.clone())
+            .params()
+            .await
+            .context("asking the ledger for its log key")?
+            .log_key
+            .parse()?,
+    };
+    let workers = c
+        .workers
+        .unwrap_or(crate::roles::verifier::DEFAULT_WORKERS)
+        .max(1);
+    let (models, threads) = (c.model_list(), c.threads.unwrap_or(1));
+    let engines =
+        tokio::task::spawn_blocking(move || load_checkers(&models, threads, workers)).await??;
+    let queue = c.queue.unwrap_or(crate::roles::verifier::DEFAULT_QUEUE);
+    verifier(s.member()?, engines, log_key, queue).await
 }
 
 impl std::fmt::Debug for Member {

@@ -27,6 +27,49 @@ pub struct NodeInfo {
     /// node serves no model or does not say.
     #[serde(default)]
     pub vocab_size: u32,
+    /// Each model's own figures, for a node serving several (`context_len`
+    /// and `vocab_size` above are then the smallest of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served: Vec<ServedModel>,
+}
+
+/// One model a node serves, with its figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedModel {
+    /// Model id.
+    pub id: Hash,
+    /// Context window, in tokens.
+    pub context_len: u32,
+    /// Vocabulary size (0 for a verifier, which does not say).
+    pub vocab_size: u32,
+}
+
+impl NodeInfo {
+    /// A node's description from the models it serves: `models` and the
+    /// smallest figures of them, and each one's own in `served`.
+    pub fn serving(key: PublicKey, role: &str, served: Vec<ServedModel>) -> Self {
+        let least = |f: fn(&ServedModel) -> u32| served.iter().map(f).min().unwrap_or(0);
+        NodeInfo {
+            key,
+            role: role.into(),
+            models: served.iter().map(|m| m.id).collect(),
+            engine: verinfer_inference::ENGINE_VERSION.into(),
+            context_len: least(|m| m.context_len),
+            vocab_size: least(|m| m.vocab_size),
+            served,
+        }
+    }
+
+    /// The context window and vocabulary size of `model` on this node: its
+    /// own figures when the node lists them, else the node's.
+    pub fn limits(&self, model: &Hash) -> (u32, u32) {
+        self.served
+            .iter()
+            .find(|m| m.id == *model)
+            .map_or((self.context_len, self.vocab_size), |m| {
+                (m.context_len, m.vocab_size)
+            })
+    }
 }
 
 /// One line of the newline-delimited JSON stream an inference node answers

@@ -478,15 +478,14 @@ async fn delivered_text_is_paid_once_when_the_verifiers_come_back() {
             dir: dir.path().join(&name),
         };
         let p = path.display().to_string();
-        let (engines, id) =
+        let engines =
             tokio::task::spawn_blocking(move || verinfer_node::start::load_engines(&p, 1, 1))
                 .await
                 .expect("join")
                 .expect("engines");
         let running = verinfer_node::start::verifier(
             member,
-            engines,
-            id,
+            vec![engines],
             log_key.clone(),
             verinfer_node::roles::verifier::DEFAULT_QUEUE,
         )

@@ -3,7 +3,7 @@
 //! recently, and how busy each inference node is.
 
 use crate::auth::now_ms;
-use crate::client::{LedgerClient, Peer};
+use crate::client::{ClientError, LedgerClient, Peer};
 use crate::wire::{NodeInfo, NodeView, ParamsView};
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
@@ -205,6 +205,18 @@ impl Directory {
     pub fn mark_down(&self, key: PublicKey, period: Duration) {
         lock(&self.down).insert(key, Instant::now() + period);
     }
+
+    /// `key`'s call ended in `error`: a failure marks it down for `period`
+    /// (returns true), but a 404 is none: the node does not serve the
+    /// model asked (what it said it serves changed since it was asked),
+    /// and it stays live for the models it does serve.
+    pub fn call_failed(&self, key: PublicKey, error: &ClientError, period: Duration) -> bool {
+        if matches!(error, ClientError::Status { status: 404, .. }) {
+            return false;
+        }
+        self.mark_down(key, period);
+        true
+    }
 }
 
 impl std::fmt::Debug for Directory {
@@ -215,5 +227,53 @@ impl std::fmt::Debug for Directory {
 impl std::fmt::Debug for Busy<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Busy").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use verinfer_types::SecretKey;
+
+    fn verifier(key: PublicKey) -> Member {
+        Member {
+            view: NodeView {
+                key,
+                role: Role::Verifier,
+                endpoint: "http://127.0.0.1:1".into(),
+                stake: 1,
+                registered: 1,
+                last_heartbeat: 1,
+                last_seen_ms: now_ms(),
+                models: Vec::new(),
+            },
+            info: Some(NodeInfo::serving(key, "verifier", Vec::new())),
+        }
+    }
+
+    fn status(status: u16) -> ClientError {
+        ClientError::Status {
+            url: "http://127.0.0.1:1/verifier/check".into(),
+            status,
+            body: "model: this node does not serve model 00".into(),
+        }
+    }
+
+    /// A node that refuses a model it does not serve (404 naming `model`)
+    /// is not marked down: it still serves its other models. A server
+    /// error is a failure.
+    #[test]
+    fn a_node_refusing_a_model_it_does_not_serve_is_not_marked_down() {
+        let key = SecretKey::generate();
+        let dir = Directory::new(
+            LedgerClient::new("http://127.0.0.1:1", key.clone()),
+            Duration::from_secs(10),
+        );
+        let m = verifier(key.public());
+        assert!(dir.is_live(&m));
+        assert!(!dir.call_failed(m.view.key, &status(404), Duration::from_secs(15)));
+        assert!(dir.is_live(&m), "a 404 is no failure");
+        assert!(dir.call_failed(m.view.key, &status(500), Duration::from_secs(15)));
+        assert!(!dir.is_live(&m), "a server error is one");
     }
 }

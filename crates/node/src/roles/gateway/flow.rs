@@ -754,8 +754,9 @@ impl Gateway {
                         .ok(),
                     Err(e) => {
                         tracing::warn!(verifier = %m.view.key, error = %e, "verifier failed");
-                        self.directory.mark_down(m.view.key, DOWN_FOR);
-                        super::report::missed(m.view.key);
+                        if self.directory.call_failed(m.view.key, &e, DOWN_FOR) {
+                            super::report::missed(m.view.key);
+                        }
                         None
                     }
                 };

@@ -8,7 +8,6 @@ use super::openai::ApiError;
 use super::settle::Settler;
 use super::{guard, limits, pending, report};
 use crate::client::{LedgerClient, Peer};
-use crate::wire::NodeInfo;
 use axum::http::{header, HeaderMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -208,10 +207,15 @@ impl Gateway {
         let Some(p) = self.directory.params() else {
             return false;
         };
-        p.models.iter().any(|m| {
-            !self.directory.live(Role::Inference, &m.id).is_empty()
-                && self.directory.live(Role::Verifier, &m.id).len() >= p.params.quorum as usize
-        })
+        p.models.iter().any(|m| self.ready_for(&m.id))
+    }
+
+    /// Whether it sees a live inference node and a quorum of live verifiers
+    /// serving `model`.
+    pub fn ready_for(&self, model: &Hash) -> bool {
+        let quorum = self.directory.params().map_or(0, |p| p.params.quorum);
+        !self.directory.live(Role::Inference, model).is_empty()
+            && self.directory.live(Role::Verifier, model).len() >= quorum as usize
     }
 
     /// The account of the request's API key, and the key's hash (hex, what
@@ -249,17 +253,17 @@ impl Gateway {
         }
         // The nodes of one model id run the same file; the smallest figure
         // any announces is the safe one.
-        let least = |f: fn(&NodeInfo) -> u32| {
+        let least = |f: fn((u32, u32)) -> u32| {
             nodes
                 .iter()
-                .filter_map(|m| m.info.as_ref().map(f))
+                .filter_map(|m| m.info.as_ref().map(|i| f(i.limits(&model.id))))
                 .filter(|n| *n > 0)
                 .min()
                 .unwrap_or(0)
         };
         Ok(guard::Capacity {
-            vocab_size: least(|i| i.vocab_size),
-            context_len: least(|i| i.context_len),
+            vocab_size: least(|(_, vocab)| vocab),
+            context_len: least(|(context, _)| context),
             verifiers: self.directory.live(Role::Verifier, &model.id).len(),
             quorum: self.directory.params().map_or(0, |p| p.params.quorum),
         })

@@ -200,6 +200,7 @@ pub(super) async fn info(State(gw): State<Arc<Gateway>>) -> Json<NodeInfo> {
         engine: String::new(),
         context_len: 0,
         vocab_size: 0,
+        served: Vec::new(),
     })
 }
 

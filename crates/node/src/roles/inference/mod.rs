@@ -1,5 +1,5 @@
-//! The inference role: runs a model and answers signed Requests with signed
-//! Results, streaming the text as it is generated.
+//! The inference role: runs one or more models and answers signed Requests
+//! with signed Results, streaming the text as it is generated.
 //!
 //! `POST /inference/respond` (an authenticated message whose body is the
 //! Request) answers with newline-delimited JSON [`InferenceEvent`]s: text
@@ -7,6 +7,11 @@
 //! with a [`Fault`] cheats in that way on every request, with properly
 //! signed Results: the devnet's `--faulty-inference` uses it to show the
 //! network catching cheaters.
+//!
+//! Each model runs on an engine and a thread of its own; a Request for a
+//! model the node does not run is refused with 404 naming `model` (the
+//! gateway routes by the models a node declares, so it is a stale view,
+//! never a node failure).
 //!
 //! The node works only for registered gateways (403 for anyone else) and
 //! only on a Request the ledger holds a reservation for, so its compute is
@@ -17,7 +22,7 @@
 use crate::auth::Gate;
 use crate::http::{Admits, HttpError, Queue, Signed, Ticket};
 use crate::membership::Registry;
-use crate::wire::{InferenceEvent, NodeError, NodeInfo};
+use crate::wire::{InferenceEvent, NodeError, NodeInfo, ServedModel};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -32,7 +38,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use verinfer_inference::engine::{Step, StepCallback};
 use verinfer_inference::respond::{self, ErrorClass, Fault, RespondError};
-use verinfer_inference::{Engine, ENGINE_VERSION};
+use verinfer_inference::Engine;
 use verinfer_types::records::Request;
 use verinfer_types::{Hash, PublicKey, Record, SecretKey};
 
@@ -56,57 +62,74 @@ impl Job {
     }
 }
 
+/// One model the node runs: where its engine's jobs go, and its figures.
+struct Model {
+    jobs: Sender<Job>,
+    served: ServedModel,
+}
+
 /// The inference role's state.
 pub struct InferenceNode {
-    jobs: Sender<Job>,
+    /// By model id.
+    models: BTreeMap<Hash, Model>,
     queue: Queue,
-    model_id: Hash,
     key: SecretKey,
     gate: Gate,
     registry: Arc<Registry>,
-    context_len: usize,
-    vocab_size: usize,
 }
 
 impl InferenceNode {
-    /// A node running `engine` (model file id `model_id`), signing with
-    /// `key`, honest unless `fault` is given, admitting signed messages with
-    /// `gate`, serving the gateways of `registry`, with at most `queue`
-    /// requests waiting or running. The engine runs on a thread of its own:
-    /// an honest node decodes the requests waiting at the same time in one
-    /// batch (each answer is what it would be alone).
+    /// A node running `engines` (each with its model file id), signing
+    /// with `key`, honest unless `fault` is given, admitting signed messages
+    /// with `gate`, serving the gateways of `registry`, with at most `queue`
+    /// requests waiting or running. Each engine runs on a thread of its
+    /// own: an honest node decodes the requests for one model waiting at the
+    /// same time in one batch (each answer is what it would be alone).
     pub fn new(
-        engine: Engine,
-        model_id: Hash,
+        engines: Vec<(Engine, Hash)>,
         key: SecretKey,
         fault: Option<Fault>,
         gate: Gate,
         registry: Arc<Registry>,
         queue: usize,
     ) -> Arc<Self> {
-        let context_len = engine.model().max_seq_len();
-        let vocab_size = engine.model().config.vocab;
-        let (jobs, rx) = std::sync::mpsc::channel();
-        let worker = Worker {
-            engine,
-            model_id,
-            key: key.clone(),
-            fault,
-        };
-        std::thread::Builder::new()
-            .name("inference".into())
-            .spawn(move || worker.run(rx))
-            .ok();
+        let models = engines
+            .into_iter()
+            .map(|(engine, model_id)| {
+                let served = ServedModel {
+                    id: model_id,
+                    context_len: u32::try_from(engine.model().max_seq_len()).unwrap_or(u32::MAX),
+                    vocab_size: u32::try_from(engine.model().config.vocab).unwrap_or(u32::MAX),
+                };
+                let (jobs, rx) = std::sync::mpsc::channel();
+                let worker = Worker {
+                    engine,
+                    model_id,
+                    key: key.clone(),
+                    fault: fault.clone(),
+                };
+                std::thread::Builder::new()
+                    .name("inference".into())
+                    .spawn(move || worker.run(rx))
+                    .ok();
+                (model_id, Model { jobs, served })
+            })
+            .collect();
         Arc::new(InferenceNode {
-            jobs,
+            models,
             queue: Queue::new(queue, "this inference node's queue"),
-            model_id,
             key,
             gate,
             registry,
-            context_len,
-            vocab_size,
         })
+    }
+
+    /// The engine of `model`: 404 naming `model` when this node does not
+    /// run it.
+    fn model(&self, model: &Hash) -> Result<&Model, HttpError> {
+        self.models
+            .get(model)
+            .ok_or_else(|| HttpError::model_not_served(model, self.models.keys()))
     }
 
     /// The routes.
@@ -253,15 +276,7 @@ async fn respond_handler(
     State(node): State<Arc<InferenceNode>>,
     Signed { body: request, .. }: Signed<Request>,
 ) -> Result<Response, HttpError> {
-    if request.model != node.model_id {
-        return Err(HttpError(
-            StatusCode::NOT_FOUND,
-            format!(
-                "this node serves model {}, not {}",
-                node.model_id, request.model
-            ),
-        ));
-    }
+    let jobs = node.model(&request.model)?.jobs.clone();
     let hash = request
         .hash()
         .map_err(|e| HttpError::bad_request(format!("request: {e}")))?;
@@ -270,13 +285,12 @@ async fn respond_handler(
         .await?;
     let place = node.queue.enter()?;
     let (tx, rx) = mpsc::channel(256);
-    node.jobs
-        .send(Job {
-            request,
-            events: tx,
-            _place: place,
-        })
-        .map_err(|_| HttpError(StatusCode::SERVICE_UNAVAILABLE, "the engine stopped".into()))?;
+    jobs.send(Job {
+        request,
+        events: tx,
+        _place: place,
+    })
+    .map_err(|_| HttpError(StatusCode::SERVICE_UNAVAILABLE, "the engine stopped".into()))?;
     let lines = ReceiverStream::new(rx).map(|ev| {
         let mut line = serde_json::to_vec(&ev).unwrap_or_default();
         line.push(b'\n');
@@ -290,14 +304,11 @@ async fn respond_handler(
 }
 
 async fn info(State(node): State<Arc<InferenceNode>>) -> Json<NodeInfo> {
-    Json(NodeInfo {
-        key: node.key.public(),
-        role: "inference".into(),
-        models: vec![node.model_id],
-        engine: ENGINE_VERSION.into(),
-        context_len: u32::try_from(node.context_len).unwrap_or(u32::MAX),
-        vocab_size: u32::try_from(node.vocab_size).unwrap_or(u32::MAX),
-    })
+    Json(NodeInfo::serving(
+        node.key.public(),
+        "inference",
+        node.models.values().map(|m| m.served.clone()).collect(),
+    ))
 }
 
 impl std::fmt::Debug for InferenceNode {

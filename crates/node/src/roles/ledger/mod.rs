@@ -867,6 +867,7 @@ async fn info(State(node): State<Arc<LedgerNode>>) -> Json<NodeInfo> {
         engine: String::new(),
         context_len: 0,
         vocab_size: 0,
+        served: Vec::new(),
     })
 }
 

@@ -5,10 +5,12 @@
 //!   registered verifier escalating an answer it watches; body
 //!   `{"request", "result"}`): the signed
 //!   [`Verdict`](verinfer_types::records::Verdict) of one check (the rules
-//!   and one teacher-forced scoring pass). A pool of checkers, each with an
-//!   engine of its own, checks as many results at once; a bounded number
-//!   more wait (429 with `Retry-After` beyond), and a check whose caller
-//!   left before a checker was free is never started;
+//!   and one teacher-forced scoring pass). Each model the verifier checks
+//!   has a pool of checkers, each with an engine of its own, checking as
+//!   many results at once; a bounded number more wait (429 with
+//!   `Retry-After` beyond), and a check whose caller left before a checker
+//!   was free is never started. A check of a model the verifier does not
+//!   run is refused with 404 naming `model`;
 //! - `POST /witness/add-checkpoint` (authenticated, from the ledger's key
 //!   only): the C2SP tlog-witness call. The body is
 //!   `old SIZE`, the consistency proof (base64 lines), a blank line and the
@@ -28,7 +30,7 @@ pub mod watch;
 use crate::auth::{now_ms, Gate};
 use crate::http::{authorize, blocking, Admits, HttpError, Queue, Signed};
 use crate::membership::Registry;
-use crate::wire::{CheckRequest, NodeInfo};
+use crate::wire::{CheckRequest, NodeInfo, ServedModel};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -36,10 +38,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use verinfer_inference::{Engine, ENGINE_VERSION};
+use verinfer_inference::Engine;
 use verinfer_log::witness::Witness;
 use verinfer_log::SignedCheckpoint;
 use verinfer_types::note::VerifierKey;
@@ -106,12 +109,11 @@ impl Checkers {
 
 /// The verifier role's state.
 pub struct VerifierNode {
-    checkers: Arc<Checkers>,
+    /// Each model's checkers and figures, by model id.
+    checkers: BTreeMap<Hash, (Arc<Checkers>, ServedModel)>,
     witness: Mutex<Witness>,
     dir: PathBuf,
     key: SecretKey,
-    model_id: Hash,
-    context_len: u32,
     gate: Gate,
     registry: Arc<Registry>,
     log_key: VerifierKey,
@@ -123,14 +125,13 @@ pub struct VerifierNode {
 }
 
 impl VerifierNode {
-    /// A verifier checking model `model_id` on `engines` (one checker
-    /// each, with at most `queue` more checks waiting), signing with `key`,
-    /// witnessing the log whose key is `log_key`, keeping its witness state
-    /// and nonces in `dir`, serving the gateways and the ledger of
-    /// `registry`.
+    /// A verifier checking each model of `engines` (model id and its
+    /// engines: one checker each, with at most `queue` more checks waiting
+    /// per model), signing with `key`, witnessing the log whose key is
+    /// `log_key`, keeping its witness state and nonces in `dir`, serving the
+    /// gateways and the ledger of `registry`.
     pub fn new(
-        engines: Vec<Engine>,
-        model_id: Hash,
+        engines: Vec<(Vec<Engine>, Hash)>,
         key: SecretKey,
         log_key: VerifierKey,
         dir: PathBuf,
@@ -138,10 +139,27 @@ impl VerifierNode {
         queue: usize,
     ) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&dir)?;
-        let context_len = engines
-            .first()
-            .map(|e| u32::try_from(e.model().max_seq_len()).unwrap_or(u32::MAX))
-            .ok_or_else(|| anyhow::anyhow!("a verifier needs at least one engine"))?;
+        let checkers = engines
+            .into_iter()
+            .map(|(engines, model_id)| {
+                let served = ServedModel {
+                    id: model_id,
+                    context_len: engines
+                        .first()
+                        .map(|e| u32::try_from(e.model().max_seq_len()).unwrap_or(u32::MAX))
+                        .ok_or_else(|| anyhow::anyhow!("a verifier needs an engine per model"))?,
+                    vocab_size: 0,
+                };
+                let checkers = engines
+                    .into_iter()
+                    .map(|e| Checker::new(e, model_id, key.clone()))
+                    .collect();
+                Ok((model_id, (Arc::new(Checkers::new(checkers, queue)), served)))
+            })
+            .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+        if checkers.is_empty() {
+            anyhow::bail!("a verifier needs at least one model");
+        }
         let last = match std::fs::read_to_string(dir.join(WITNESS_FILE)) {
             Ok(text) => Some(SignedCheckpoint::open(&text, &log_key)?.checkpoint),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -154,18 +172,12 @@ impl VerifierNode {
             last,
         )?;
         let evm = verinfer_ledger::evm::evm_signer(&key)?;
-        let checkers = engines
-            .into_iter()
-            .map(|e| Checker::new(e, model_id, key.clone()))
-            .collect();
         Ok(Arc::new(VerifierNode {
-            checkers: Arc::new(Checkers::new(checkers, queue)),
+            checkers,
             witness: Mutex::new(witness),
             gate: Gate::open(key.public(), &dir)?,
             dir,
             key,
-            model_id,
-            context_len,
             registry,
             log_key,
             evm,
@@ -271,7 +283,12 @@ async fn check(
     State(node): State<Arc<VerifierNode>>,
     Signed { body: req, .. }: Signed<CheckRequest>,
 ) -> Result<Response, HttpError> {
-    Ok(Json(node.checkers.verdict(req).await?).into_response())
+    let checkers = node
+        .checkers
+        .get(&req.request.model)
+        .map(|(c, _)| c.clone())
+        .ok_or_else(|| HttpError::model_not_served(&req.request.model, node.checkers.keys()))?;
+    Ok(Json(checkers.verdict(req).await?).into_response())
 }
 
 async fn add_checkpoint(
@@ -298,14 +315,11 @@ async fn add_checkpoint(
 }
 
 async fn info(State(node): State<Arc<VerifierNode>>) -> Json<NodeInfo> {
-    Json(NodeInfo {
-        key: node.key.public(),
-        role: "verifier".into(),
-        models: vec![node.model_id],
-        engine: ENGINE_VERSION.into(),
-        context_len: node.context_len,
-        vocab_size: 0,
-    })
+    Json(NodeInfo::serving(
+        node.key.public(),
+        "verifier",
+        node.checkers.values().map(|(_, s)| s.clone()).collect(),
+    ))
 }
 
 impl std::fmt::Debug for VerifierNode {

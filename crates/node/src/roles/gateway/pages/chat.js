@@ -1,4 +1,5 @@
-// chat.js: one conversation with the default model. Answers stream in by
+// chat.js: one conversation with a model the network serves (the default
+// one unless the user picks another from /v1/models). Answers stream in by
 // server-sent events; each one gets a badge that follows its receipt from
 // "verified · awaiting checkpoint" to "checked in your browser" (or to
 // "check failed") and opens the receipt.
@@ -7,6 +8,7 @@ import { checkReceipt } from "./verinfer.js";
 import { el, receiptView, finalityText } from "./receipt.js";
 
 const MODEL = "smollm2-135m";
+const picker = document.getElementById("model");
 // `?max_tokens=N` shortens answers (tests use it); the default suits chat.
 const MAX_TOKENS = Math.min(Number(new URLSearchParams(location.search).get("max_tokens")) || 256, 4096);
 const KEY_STORE = "verinfer.apiKey";
@@ -103,7 +105,7 @@ async function stream(key, entry) {
     headers: { "Content-Type": "application/json", Authorization: `Bearer ${key}` },
     // `history` alternates user and assistant and ends with the question, so
     // an odd count from the end starts with a user message.
-    body: JSON.stringify({ model: MODEL, messages: history.slice(-CONTEXT_MESSAGES), max_tokens: MAX_TOKENS, stream: true }),
+    body: JSON.stringify({ model: picker.value || MODEL, messages: history.slice(-CONTEXT_MESSAGES), max_tokens: MAX_TOKENS, stream: true }),
   });
   if (!resp.ok) {
     const body = await resp.json().catch(() => null);
@@ -292,3 +294,15 @@ keyDialog.addEventListener("close", () => {
     say("Using the devnet's demo key.");
   }
 });
+
+// ---- Models ------------------------------------------------------------------
+
+/** Offers every model the gateway lists, the default one first selected. */
+async function listModels() {
+  const r = await fetch("/v1/models").catch(() => null);
+  const names = r && r.ok ? ((await r.json()).data || []).map((m) => m.id) : [];
+  if (!names.length) return;
+  picker.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
+  picker.value = names.includes(MODEL) ? MODEL : names[0];
+}
+listModels();
