@@ -1189,7 +1189,8 @@ mod x86 {
     /// chunk's pairs widened by `vpmaddwd`. The halves of each panel (rows
     /// 0..8 and 8..16) are computed one after the other, so a 16-register
     /// file holds a 1 × 4 tile. (Splitting the bytes into nibbles, whose
-    /// 16-bit sums are exact over a block, takes as many multiplies.)
+    /// 16-bit sums are exact over a block, takes as many multiplies and
+    /// measured slower: docs/benchmarks.md.)
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     unsafe fn ymm_q8<const P: usize, const C: usize>(
@@ -1296,7 +1297,7 @@ mod x86 {
     }
 
     /// The two halves of each panel (rows 0..8 and 8..16) are computed one
-    /// after the other, so a 16-register file holds a 1 × 2 tile.
+    /// after the other.
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     unsafe fn ymm_vnni<const T: u8, const P: usize, const C: usize>(
