@@ -419,6 +419,12 @@ impl Engine {
         self.kind != KernelKind::Scalar
     }
 
+    /// The kernel family in use, as `VERINFER_LLM_KERNELS` names it
+    /// (`scalar`, `avx2`, `avxvnni`, `avx512vnni`).
+    pub fn kernels(&self) -> &'static str {
+        self.kind.name()
+    }
+
     /// Apply the model's chat template and tokenize (special tokens parsed).
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         let tk = &self.model.tokenizer;

@@ -14,7 +14,8 @@
 //! panels rather than once per column tile): the unpacking would otherwise
 //! take a third of the vector operations of a kernel bound by its vector
 //! ports. The AVX2 Q4 kernels compute both 8-row halves of a panel in one
-//! pass, with tiles sized for the 16 YMM registers.
+//! pass, with tiles sized for the 16 YMM registers. The 256-bit `vpdpbusd`
+//! kernels serve AVX-VNNI.
 #![allow(unsafe_code)]
 
 use crate::gguf::GgmlType;
@@ -927,10 +928,6 @@ mod x86 {
         }
     }
 
-    /// Integer multiply-add flavour of the 256-bit kernels.
-    const M_AVX2: u8 = 0;
-    const M_AVXVNNI: u8 = 1;
-
     /// [`super::matmul_panels`] on 256-bit registers with AVX2 (`vpmaddubsw`).
     ///
     /// # Safety
@@ -961,7 +958,7 @@ mod x86 {
                 (_, GgmlType::Q4_0) => {
                     drive::<YmmQ4, T_Q4_0, 1, 2, 2>(src, nb, panels, cols, c0, dest)
                 }
-                _ => drive::<Ymm<M_AVX2>, T_Q8_0, 1, 4, 2>(src, nb, panels, cols, c0, dest),
+                _ => drive::<YmmQ8, T_Q8_0, 1, 4, 2>(src, nb, panels, cols, c0, dest),
             }
         }
     }
@@ -1170,6 +1167,89 @@ mod x86 {
         }
     }
 
+    /// The AVX2 kernels for Q8_0 panels.
+    pub(crate) struct YmmQ8;
+
+    impl Tile for YmmQ8 {
+        #[inline(always)]
+        unsafe fn tile<const T: u8, const P: usize, const C: usize>(
+            panels: [&[u8]; P],
+            nb: usize,
+            a: [&QCol<'_>; C],
+            dst: [[(*mut f32, usize); C]; P],
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { ymm_q8::<P, C>(panels, nb, a, dst) }
+        }
+    }
+
+    /// Q8_0 with `vpmaddubsw`, which multiplies unsigned by signed bytes:
+    /// the weights' magnitudes by the activations carrying the weights'
+    /// signs (`|w| <= 128`, `|a| <= 127`: a pair sums within i16), each
+    /// chunk's pairs widened by `vpmaddwd`. The halves of each panel (rows
+    /// 0..8 and 8..16) are computed one after the other, so a 16-register
+    /// file holds a 1 × 4 tile. (Splitting the bytes into nibbles, whose
+    /// 16-bit sums are exact over a block, takes as many multiplies and
+    /// measured slower: docs/benchmarks.md.)
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn ymm_q8<const P: usize, const C: usize>(
+        panels: [&[u8]; P],
+        nb: usize,
+        a: [&QCol<'_>; C],
+        dst: [[(*mut f32, usize); C]; P],
+    ) {
+        let (_, _, qo, pb) = panel_layout(GgmlType::Q8_0);
+        let ones = _mm256_set1_epi16(1);
+        let flip = _mm256_set1_epi8(-128);
+        for h in 0..2 {
+            let mut acc = [[_mm256_setzero_ps(); C]; P];
+            for b in 0..nb {
+                for p in 0..P {
+                    // SAFETY: block b lies inside the panel (contract).
+                    let base = unsafe { panels[p].as_ptr().add(b * pb) };
+                    // SAFETY: the 8 scales of half h are in the block.
+                    let dw = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(16 * h).cast())) };
+                    let mut isum = [_mm256_setzero_si256(); C];
+                    for v in 0..8 {
+                        // SAFETY: the half's 32 bytes of chunk v are in the block.
+                        let raw =
+                            unsafe { _mm256_loadu_si256(base.add(qo + 64 * v + 32 * h).cast()) };
+                        let w = _mm256_xor_si256(raw, flip);
+                        let wabs = _mm256_abs_epi8(w);
+                        for c in 0..C {
+                            // SAFETY: b < nb, v < 8.
+                            let av = _mm256_set1_epi32(unsafe { act_dword(a[c], b, v) });
+                            let pr = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av, w));
+                            isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(pr, ones));
+                        }
+                    }
+                    for c in 0..C {
+                        // SAFETY: b < nb. The sums are of the signed weights:
+                        // no correction.
+                        let d = unsafe { *a[c].d.get_unchecked(b) };
+                        let f = _mm256_cvtepi32_ps(isum[c]);
+                        let dd = _mm256_mul_ps(dw, _mm256_set1_ps(d));
+                        acc[p][c] = _mm256_fmadd_ps(dd, f, acc[p][c]);
+                    }
+                }
+            }
+            // Rows 8h..8h + 8 of each panel, as far as it has them.
+            for (accp, dstp) in acc.iter().zip(&dst) {
+                for (&x, &(ptr, len)) in accp.iter().zip(dstp) {
+                    let n = len.saturating_sub(8 * h).min(8);
+                    let mut o = [0f32; 8];
+                    // SAFETY: `o` holds 8 floats; `ptr` has room for `len`
+                    // floats (contract), of which these are 8h..8h + n.
+                    unsafe {
+                        _mm256_storeu_ps(o.as_mut_ptr(), x);
+                        std::ptr::copy_nonoverlapping(o.as_ptr(), ptr.add(8 * h), n);
+                    }
+                }
+            }
+        }
+    }
+
     /// [`super::matmul_panels`] on 256-bit registers with AVX-VNNI (`vpdpbusd`).
     ///
     /// # Safety
@@ -1186,13 +1266,13 @@ mod x86 {
         dest: &Dest<'_, '_>,
     ) {
         // SAFETY: forwarded contract.
-        unsafe { drive_ty!(Ymm<M_AVXVNNI>, 1, 2, 1, ty, src, nb, panels, cols, c0, dest) }
+        unsafe { drive_ty!(YmmVnni, 1, 2, 1, ty, src, nb, panels, cols, c0, dest) }
     }
 
-    /// The 256-bit kernels, with multiply-add flavour `M`.
-    pub(crate) struct Ymm<const M: u8>;
+    /// The AVX-VNNI kernels.
+    pub(crate) struct YmmVnni;
 
-    impl<const M: u8> Tile for Ymm<M> {
+    impl Tile for YmmVnni {
         #[inline(always)]
         unsafe fn tile<const T: u8, const P: usize, const C: usize>(
             panels: [&[u8]; P],
@@ -1201,24 +1281,26 @@ mod x86 {
             dst: [[(*mut f32, usize); C]; P],
         ) {
             // SAFETY: forwarded contract.
-            unsafe { ymm::<M, T, P, C>(panels, nb, a, dst) }
+            unsafe { ymm_vnni::<T, P, C>(panels, nb, a, dst) }
         }
     }
 
     /// `acc` plus the four-byte dot products of unsigned `w` and signed `x`
-    /// per 32-bit lane (AVX-VNNI only).
+    /// per 32-bit lane.
+    ///
+    /// # Safety
+    /// The CPU has AVX-VNNI.
     #[inline(always)]
-    unsafe fn dp<const M: u8>(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
-        debug_assert!(M == M_AVXVNNI);
-        // SAFETY: only reached from `tile_ymm_avxvnni`, compiled with AVX-VNNI.
+    unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: only reached from `panels_avxvnni`, compiled with AVX-VNNI.
         unsafe { _mm256_dpbusd_avx_epi32(acc, w, x) }
     }
 
     /// The two halves of each panel (rows 0..8 and 8..16) are computed one
-    /// after the other, so a 16-register file holds a 1 × 4 tile.
+    /// after the other.
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
-    unsafe fn ymm<const M: u8, const T: u8, const P: usize, const C: usize>(
+    unsafe fn ymm_vnni<const T: u8, const P: usize, const C: usize>(
         panels: [&[u8]; P],
         nb: usize,
         a: [&QCol<'_>; C],
@@ -1226,8 +1308,6 @@ mod x86 {
     ) {
         let (_, mo, qo, pb) = panel_layout(type_of(T));
         let m4 = _mm256_set1_epi8(0x0f);
-        let ones = _mm256_set1_epi16(1);
-        let flip = _mm256_set1_epi8(-128);
         for h in 0..2 {
             let mut acc = [[_mm256_setzero_ps(); C]; P];
             for b in 0..nb {
@@ -1254,26 +1334,14 @@ mod x86 {
                     if T == T_Q8_0 {
                         for v in 0..8 {
                             let raw = chunk!(v);
-                            let w = _mm256_xor_si256(raw, flip);
-                            let wabs = _mm256_abs_epi8(w);
                             for c in 0..C {
                                 // SAFETY: b < nb, v < 8.
                                 let av = _mm256_set1_epi32(unsafe { act_dword(a[c], b, v) });
-                                isum[c] = if M == M_AVX2 {
-                                    // |w| <= 128, |a| <= 127: pair sums fit i16.
-                                    let pr = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av, w));
-                                    _mm256_add_epi32(isum[c], _mm256_madd_epi16(pr, ones))
-                                } else {
-                                    // SAFETY: AVX-VNNI (M).
-                                    unsafe { dp::<M>(isum[c], raw, av) }
-                                };
+                                // SAFETY: AVX-VNNI (contract).
+                                isum[c] = unsafe { dp(isum[c], raw, av) };
                             }
                         }
                     } else {
-                        // With `vpmaddubsw` each i16 lane sums 16 products of a
-                        // nibble and an activation over the block: at most
-                        // 16 * 15 * 127 = 30480, so i16 is exact.
-                        let mut s16 = [_mm256_setzero_si256(); C];
                         for v in 0..4 {
                             let raw = chunk!(v);
                             let lo = _mm256_and_si256(raw, m4);
@@ -1286,30 +1354,15 @@ mod x86 {
                                         _mm256_set1_epi32(act_dword(a[c], b, v + 4)),
                                     )
                                 };
-                                if M == M_AVX2 {
-                                    let pr = _mm256_add_epi16(
-                                        _mm256_maddubs_epi16(lo, alo),
-                                        _mm256_maddubs_epi16(hi, ahi),
-                                    );
-                                    s16[c] = _mm256_add_epi16(s16[c], pr);
-                                } else {
-                                    // SAFETY: AVX-VNNI (M).
-                                    isum[c] =
-                                        unsafe { dp::<M>(dp::<M>(isum[c], lo, alo), hi, ahi) };
-                                }
-                            }
-                        }
-                        if M == M_AVX2 {
-                            for c in 0..C {
-                                isum[c] = _mm256_madd_epi16(s16[c], ones);
+                                // SAFETY: AVX-VNNI (contract).
+                                isum[c] = unsafe { dp(dp(isum[c], lo, alo), hi, ahi) };
                             }
                         }
                     }
                     for c in 0..C {
                         // SAFETY: b < nb.
                         let (d, s, corr) = unsafe { act_block::<T>(a[c], b) };
-                        // The AVX2 Q8_0 path multiplies true signed weights.
-                        let i = if T == T_Q4_1 || (T == T_Q8_0 && M == M_AVX2) {
+                        let i = if T == T_Q4_1 {
                             isum[c]
                         } else {
                             _mm256_sub_epi32(isum[c], _mm256_set1_epi32(corr))

@@ -13,6 +13,10 @@
 //! CPU time cold and with the shared-prefix KV cache, whose engines start
 //! after the earlier turns (the answers are asserted equal). Medians of
 //! three conversations. `VERINFER_BENCH_CHAT_ONLY=1` runs the chat alone.
+//!
+//! Both sides run the kernel family `VERINFER_LLM_KERNELS` selects (the
+//! fastest the CPU has by default); the output names it, and the ratio column
+//! is the verifier's cost as a fraction of generation for that family.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -111,6 +115,10 @@ fn chat(path: &std::path::Path, id: Hash, threads: usize) {
 
 fn main() {
     let (path, id) = model();
+    println!(
+        "kernel family: {} (VERINFER_LLM_KERNELS selects another)",
+        cold(&path, 1).kernels()
+    );
     if std::env::var_os("VERINFER_BENCH_CHAT_ONLY").is_none() {
         single(&path, id);
     }
@@ -120,8 +128,9 @@ fn main() {
 }
 
 fn single(path: &std::path::Path, id: Hash) {
-    println!("| threads | output tokens | node CPU ms | verifier CPU ms | ratio |");
+    println!("| threads | output tokens | node CPU ms | verifier CPU ms | verifier / node |");
     println!("|---|---|---|---|---|");
+    let mut at_256 = Vec::new();
     for threads in [1usize, 2] {
         let mut node = cold(path, threads);
         let mut checker = Checker::new(cold(path, threads), id, key(30));
@@ -144,6 +153,15 @@ fn single(path: &std::path::Path, id: Hash) {
                 verify / 1e3,
                 verify / infer
             );
+            if n == 256 {
+                at_256.push((threads, verify / infer));
+            }
         }
+    }
+    for (threads, ratio) in at_256 {
+        println!(
+            "verification / generation at 256 tokens, {threads} thread(s): {:.1} %",
+            100.0 * ratio
+        );
     }
 }
