@@ -1,6 +1,6 @@
 //! The verifier role's routes: which handler answers which path.
 
-use super::evm::{sign_settlement, sign_slash};
+use super::evm::{sign_claim, sign_settlement, sign_slash};
 use super::{add_checkpoint, check, info, VerifierNode};
 use axum::routing::{get, post};
 use axum::Router;
@@ -14,6 +14,7 @@ impl VerifierNode {
             .route("/witness/add-checkpoint", post(add_checkpoint))
             .route("/verifier/evm/settlement", post(sign_settlement))
             .route("/verifier/evm/slash", post(sign_slash))
+            .route("/verifier/evm/claim", post(sign_claim))
             .route("/node/info", get(info))
             .with_state(self.clone())
     }
