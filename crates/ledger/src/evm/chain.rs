@@ -18,6 +18,7 @@ use super::EvmError;
 
 sol! {
     /// The settlement contract (contracts/src/Verinfer.sol), the part used here.
+    #[allow(clippy::too_many_arguments)] // `settle` takes the contract's seven
     #[sol(rpc, all_derives)]
     contract Verinfer {
         struct Params {

@@ -577,8 +577,9 @@ impl Settler {
                 (true, Some(until)) => self.chain.time().await? < until,
                 _ => false,
             };
-            if !open && !(slashed.contains(&i) && !self.chain.is_slashed(key, link.address).await?)
-            {
+            let slash_owed =
+                slashed.contains(&i) && !self.chain.is_slashed(key, link.address).await?;
+            if !(open || slash_owed) {
                 continue;
             }
             let req = SlashRequest {
