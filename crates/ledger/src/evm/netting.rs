@@ -1,6 +1,6 @@
 //! Pure functions of the EVM backend: fee netting, the contract's transfer
 //! words and EIP-712 digests, and the checks a verifier runs before it signs
-//! a settlement or a slash. No I/O.
+//! a settlement, a slash (or challenge) or a vault's claim. No I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 
