@@ -51,8 +51,15 @@ contract Verinfer {
     bytes32 internal constant VERSION_HASH = keccak256("1");
     /// @dev `bytes32[] transfers` is EIP-712-encoded as keccak256 of the
     /// concatenated words, which is keccak256(abi.encodePacked(transfers)).
-    bytes32 public constant CHECKPOINT_TYPEHASH =
-        keccak256("Checkpoint(uint64 oldSize,uint64 newSize,bytes32 oldRoot,bytes32 newRoot,bytes32[] transfers)");
+    bytes32 public constant CHECKPOINT_TYPEHASH = keccak256(
+        "Checkpoint(uint64 oldSize,uint64 newSize,bytes32 oldRoot,bytes32 newRoot,bytes32[] transfers,Hold[] holds)"
+        "Hold(bytes32 result,address payer,address node,uint128 amount,uint64 window,bytes32 payout)"
+    );
+    bytes32 public constant HOLD_TYPEHASH =
+        keccak256("Hold(bytes32 result,address payer,address node,uint128 amount,uint64 window,bytes32 payout)");
+    bytes32 public constant CLAIM_TYPEHASH = keccak256("Claim(bytes32 account,address to)");
+    /// @dev Prefix of the vault address of an account with no EVM address yet.
+    bytes32 internal constant VAULT_TAG = keccak256("verinfer.vault.v1");
     bytes32 public constant SLASH_TYPEHASH =
         keccak256("Slash(address accused,bytes32 resultHash,bytes32 reasonHash,uint64 anchor)");
 
@@ -99,6 +106,29 @@ contract Verinfer {
         bool admitted;
         uint128 priceIn; // per input token, base units
         uint128 priceOut; // per output token, base units
+    }
+
+    /// @notice An optimistic answer's fee, as a checkpoint brings it: taken
+    /// from `payer` with the checkpoint's transfers, held for `window`
+    /// seconds from the settlement's block, then paid out by the transfer
+    /// words whose hash is `payout`, or refunded to `payer` on a challenge.
+    /// `result` is the SHA-256 of the canonical signed Result (the `slash`
+    /// result hash), `node` the address of the node that signed it.
+    struct Hold {
+        bytes32 result;
+        address payer;
+        address node;
+        uint128 amount;
+        uint64 window;
+        bytes32 payout;
+    }
+
+    struct Held {
+        address payer;
+        uint64 until; // the window closes (block time, seconds)
+        address node;
+        uint128 amount;
+        bytes32 payout;
     }
 
     struct InitialModel {
@@ -168,6 +198,13 @@ contract Verinfer {
     error TransfersNotSorted(uint256 index);
     error ZeroTransfer(uint256 index);
     error Unbalanced(int256 sum);
+    // optimistic answers
+    error HoldExists(bytes32 result);
+    error NoHold(bytes32 result);
+    error WindowOpen(uint64 until);
+    error WindowClosed(uint64 until);
+    error WrongPayout();
+    error StakeHeld(uint64 until);
     // governance
     error NotStaker();
     error UnknownProposal();
@@ -197,6 +234,10 @@ contract Verinfer {
     event WithdrawalCancelled(address indexed account);
     event Withdrawn(address indexed account, uint256 amount);
     event CheckpointSettled(uint64 indexed newSize, uint64 oldSize, bytes32 newRoot, bytes32 transfersHash);
+    event FeeHeld(bytes32 indexed result, address indexed payer, address indexed node, uint256 amount, uint64 until);
+    event Released(bytes32 indexed result, uint256 amount);
+    event Challenged(bytes32 indexed result, address indexed payer, uint256 amount);
+    event Claimed(bytes32 indexed account, address indexed vault, address indexed to, uint256 amount);
     event Proposed(
         uint256 indexed id, address indexed proposer, uint8 param, bytes32 key, uint256 value, uint64 deadline
     );
@@ -216,7 +257,8 @@ contract Verinfer {
     uint64 public settledSize;
     uint64 public proposalCount;
     bytes32 public settledRoot;
-    /// @notice Sums kept so that token.balanceOf(this) == totalEscrow + totalStaked + totalUnbonding.
+    /// @notice Sums kept so that token.balanceOf(this) == totalEscrow + totalStaked + totalUnbonding
+    /// (escrow: account balances and held fees).
     uint128 public totalEscrow;
     uint128 public totalStaked;
     uint128 public totalUnbonding;
@@ -239,6 +281,11 @@ contract Verinfer {
     mapping(uint256 => mapping(address => bool)) public voted;
     /// @dev Each node's bonded stake over proposal epochs: the snapshots votes are weighed by.
     mapping(address => StakePoint[]) internal stakeHistory;
+    /// @notice Optimistic answers' fees in their window, by result hash.
+    mapping(bytes32 => Held) public held;
+    /// @notice Until when a node's unbonded stake cannot be withdrawn: the
+    /// latest window of an answer it was held for (its stake answers for it).
+    mapping(address => uint64) public heldUntil;
     /// @notice Until when a node's bonded stake cannot be unbonded: the end of
     /// the latest vote it took part in.
     mapping(address => uint64) public voteLockedUntil;
@@ -339,6 +386,8 @@ contract Verinfer {
         uint256 amount = nd.unbonding;
         if (amount == 0) revert NothingUnbonding();
         if (block.timestamp < nd.unbondAt) revert StillLocked(nd.unbondAt);
+        uint64 heldTo = heldUntil[msg.sender];
+        if (block.timestamp < heldTo) revert StakeHeld(heldTo);
         nd.unbonding = 0;
         totalUnbonding -= uint128(amount);
         _push(msg.sender, amount);
@@ -362,12 +411,83 @@ contract Verinfer {
         if (anchor > block.timestamp) revert AnchorInFuture(anchor);
         bytes32 key = keccak256(abi.encode(resultHash, accused));
         if (slashed[key]) revert AlreadySlashed();
+        _slash(key, accused, resultHash, reasonHash, anchor, sigs);
+    }
+
+    function _slash(
+        bytes32 key,
+        address accused,
+        bytes32 resultHash,
+        bytes32 reasonHash,
+        uint64 anchor,
+        bytes calldata sigs
+    ) private {
         slashed[key] = true;
         uint256 amount = _takeStake(accused);
         uint256 reward = _payCommittee(slashDigest(accused, resultHash, reasonHash, anchor), sigs, accused, anchor, amount);
         totalEscrow += uint128(amount);
         accounts[params.treasury].balance += uint128(amount - reward);
         emit Slashed(accused, resultHash, reasonHash, amount, reward);
+    }
+
+    /// @notice Overturn the optimistic answer `resultHash` inside its window
+    /// on the same evidence and signatures as `slash` of the node that signed
+    /// it (the same committee rule, anchor included): its held fee goes back
+    /// to the payer, nobody else is paid, and the node is slashed unless that
+    /// fault was slashed already or it has no stake left.
+    function challenge(bytes32 resultHash, bytes32 reasonHash, uint64 anchor, bytes calldata sigs) external {
+        Held memory h = held[resultHash];
+        if (h.until == 0) revert NoHold(resultHash);
+        if (block.timestamp >= h.until) revert WindowClosed(h.until);
+        if (anchor > block.timestamp) revert AnchorInFuture(anchor);
+        bytes32 key = keccak256(abi.encode(resultHash, h.node));
+        Node storage nd = nodes[h.node];
+        if (!slashed[key] && (uint256(nd.stake) + nd.unbonding) * params.slashBps / BPS != 0) {
+            _slash(key, h.node, resultHash, reasonHash, anchor, sigs);
+        } else {
+            _payCommittee(slashDigest(h.node, resultHash, reasonHash, anchor), sigs, h.node, anchor, 0);
+        }
+        delete held[resultHash];
+        accounts[h.payer].balance += h.amount; // still counted in totalEscrow
+        emit Challenged(resultHash, h.payer, h.amount);
+    }
+
+    /// @notice Pay out an optimistic answer's held fee once its window has
+    /// closed, by the transfer words the checkpoint's signers committed to
+    /// (`Hold.payout`). Anyone may call it.
+    function release(bytes32 resultHash, bytes32[] calldata payout) external {
+        Held memory h = held[resultHash];
+        if (h.until == 0) revert NoHold(resultHash);
+        if (block.timestamp < h.until) revert WindowOpen(h.until);
+        if (_hashWords(payout) != h.payout) revert WrongPayout();
+        delete held[resultHash];
+        int256 sum = _applyTransfers(payout);
+        if (sum != int256(uint256(h.amount))) revert Unbalanced(sum);
+        emit Released(resultHash, h.amount);
+    }
+
+    /// @notice The escrow address that holds what settlement paid to
+    /// `account` (an Ed25519 key) before it linked an EVM address: nobody
+    /// holds its key; `claim` moves its balance.
+    function vault(bytes32 account) public pure returns (address) {
+        return address(uint160(uint256(keccak256(abi.encode(VAULT_TAG, account)))));
+    }
+
+    /// @notice Move the balance of `account`'s vault to `to`, on a quorum of
+    /// verifiers' signatures over the EIP-712 `Claim(account, to)`: they sign
+    /// once they have checked the account's Ed25519 signature linking it to
+    /// `to`.
+    function claim(bytes32 account, address to, bytes calldata sigs) external {
+        if (to == address(0)) revert ZeroAddress();
+        Params storage p = params;
+        bytes32 digest = _hashTypedData(keccak256(abi.encode(CLAIM_TYPEHASH, account, to)));
+        _checkQuorum(digest, sigs, p.quorum, p.minStake, address(0), 0, type(uint64).max);
+        address from = vault(account);
+        uint128 amount = accounts[from].balance;
+        if (amount == 0) revert ZeroAmount();
+        accounts[from].balance = 0;
+        accounts[to].balance += amount;
+        emit Claimed(account, from, to, amount);
     }
 
     /// @dev Checks a slash's signers against the registry at `anchor` and
@@ -469,41 +589,63 @@ contract Verinfer {
     /// @param transfers one word per account: address << 96 | uint96(int96
     /// delta), negative = debit from the account's balance, positive = credit;
     /// accounts strictly ascending (so each appears once), no zero delta, and
-    /// the deltas sum to exactly zero.
+    /// the deltas and the holds' amounts sum to exactly zero.
+    /// @param holds the optimistic answers' fees the transfers took from
+    /// their payers, each held from now for its window (see `Hold`).
     /// @param sigs at least `quorum` signatures of active verifiers, 65 bytes
     /// each, ascending by signer, over the EIP-712 Checkpoint(oldSize,
-    /// newSize, oldRoot = settledRoot, newRoot, transfers).
+    /// newSize, oldRoot = settledRoot, newRoot, transfers, holds).
     function settle(
         uint64 oldSize,
         uint64 newSize,
         bytes32 newRoot,
         bytes32[] calldata proof,
         bytes32[] calldata transfers,
+        Hold[] calldata holds,
         bytes calldata sigs
     ) external {
+        _checkExtension(oldSize, newSize, newRoot, proof);
+        {
+            // Scoped: settle's arguments leave little room on the stack.
+            bytes32 digest =
+                _hashTypedData(_checkpointHash(oldSize, newSize, settledRoot, newRoot, transfers, holds));
+            _checkQuorum(digest, sigs, params.quorum, params.minStake, address(0), 0, type(uint64).max);
+        }
+        int256 sum = _applyTransfers(transfers) + _hold(holds);
+        if (sum != 0) revert Unbalanced(sum);
+        settledSize = newSize;
+        settledRoot = newRoot;
+        emit CheckpointSettled(newSize, oldSize, newRoot, _hashWords(transfers));
+    }
+
+    /// @dev Checks that (newSize, newRoot) extends the settled checkpoint.
+    function _checkExtension(uint64 oldSize, uint64 newSize, bytes32 newRoot, bytes32[] calldata proof) internal view {
         uint64 size = settledSize;
         if (oldSize != size) revert StaleCheckpoint(size, oldSize);
         if (newSize <= oldSize) revert SizeNotIncreasing();
-        bytes32 oldRoot = settledRoot;
         if (oldSize == 0) {
             if (proof.length != 0) revert InvalidConsistencyProof();
-        } else if (!MerkleConsistency.verify(oldSize, newSize, oldRoot, newRoot, proof)) {
+        } else if (!MerkleConsistency.verify(oldSize, newSize, settledRoot, newRoot, proof)) {
             revert InvalidConsistencyProof();
         }
-        bytes32 transfersHash = _hashWords(transfers);
-        bytes32 digest = _hashTypedData(
-            keccak256(abi.encode(CHECKPOINT_TYPEHASH, oldSize, newSize, oldRoot, newRoot, transfersHash))
-        );
-        Params storage p = params;
-        _checkQuorum(digest, sigs, p.quorum, p.minStake, address(0), 0, type(uint64).max);
-        _applyTransfers(transfers);
-        settledSize = newSize;
-        settledRoot = newRoot;
-        emit CheckpointSettled(newSize, oldSize, newRoot, transfersHash);
     }
 
-    function _applyTransfers(bytes32[] calldata transfers) internal {
-        int256 sum;
+    /// @dev Holds each optimistic answer's fee from now for its window;
+    /// returns their sum.
+    function _hold(Hold[] calldata holds) internal returns (int256 sum) {
+        for (uint256 i; i < holds.length; ++i) {
+            Hold calldata h = holds[i];
+            if (held[h.result].until != 0) revert HoldExists(h.result);
+            uint64 until = uint64(block.timestamp) + h.window;
+            held[h.result] = Held(h.payer, until, h.node, h.amount, h.payout);
+            if (heldUntil[h.node] < until) heldUntil[h.node] = until;
+            sum += int256(uint256(h.amount));
+            emit FeeHeld(h.result, h.payer, h.node, h.amount, until);
+        }
+    }
+
+    /// @dev Applies transfer words; returns the sum of their deltas.
+    function _applyTransfers(bytes32[] calldata transfers) internal returns (int256 sum) {
         uint256 prev;
         uint256 n = transfers.length;
         for (uint256 i; i < n;) {
@@ -530,7 +672,6 @@ contract Verinfer {
                 ++i;
             }
         }
-        if (sum != 0) revert Unbalanced(sum);
     }
 
     // ------------------------------------------------------------------
@@ -763,11 +904,37 @@ contract Verinfer {
         uint64 newSize,
         bytes32 oldRoot,
         bytes32 newRoot,
-        bytes32[] calldata transfers
+        bytes32[] calldata transfers,
+        Hold[] calldata holds
     ) external view returns (bytes32) {
-        return _hashTypedData(
-            keccak256(abi.encode(CHECKPOINT_TYPEHASH, oldSize, newSize, oldRoot, newRoot, _hashWords(transfers)))
+        return _hashTypedData(_checkpointHash(oldSize, newSize, oldRoot, newRoot, transfers, holds));
+    }
+
+    function _checkpointHash(
+        uint64 oldSize,
+        uint64 newSize,
+        bytes32 oldRoot,
+        bytes32 newRoot,
+        bytes32[] calldata transfers,
+        Hold[] calldata holds
+    ) internal pure returns (bytes32) {
+        return keccak256(
+            abi.encode(CHECKPOINT_TYPEHASH, oldSize, newSize, oldRoot, newRoot, _hashWords(transfers), _hashHolds(holds))
         );
+    }
+
+    function claimDigest(bytes32 account, address to) external view returns (bytes32) {
+        return _hashTypedData(keccak256(abi.encode(CLAIM_TYPEHASH, account, to)));
+    }
+
+    /// @dev EIP-712 encoding of `Hold[]`: keccak256 of the concatenated struct hashes.
+    function _hashHolds(Hold[] calldata holds) internal pure returns (bytes32) {
+        bytes32[] memory hs = new bytes32[](holds.length);
+        for (uint256 i; i < holds.length; ++i) {
+            Hold calldata h = holds[i];
+            hs[i] = keccak256(abi.encode(HOLD_TYPEHASH, h.result, h.payer, h.node, h.amount, h.window, h.payout));
+        }
+        return keccak256(abi.encodePacked(hs));
     }
 
     function slashDigest(address accused, bytes32 resultHash, bytes32 reasonHash, uint64 anchor)

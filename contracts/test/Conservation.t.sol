@@ -148,7 +148,7 @@ contract ConservationTest is Fixture {
         bytes32 root = MerkleGen.root(l, newSize);
         bytes32[] memory proof = oldSize == 0 ? noProof : MerkleGen.consistencyProof(l, oldSize, newSize);
         bytes memory sigs = checkpointSigs(firstKeys(3), oldSize, newSize, v.settledRoot(), root, t);
-        v.settle(oldSize, newSize, root, proof, t, sigs);
+        v.settle(oldSize, newSize, root, proof, t, noHolds, sigs);
     }
 
     function slashRandom(uint256 r) internal {

@@ -205,6 +205,7 @@ abstract contract Fixture is Test {
     // ---------------------------------------------------------- settlement
 
     bytes32[] internal noProof;
+    Verinfer.Hold[] internal noHolds;
 
     function checkpointSigs(
         uint256[] memory keys,
@@ -214,18 +215,24 @@ abstract contract Fixture is Test {
         bytes32 newRoot,
         bytes32[] memory transfers
     ) internal view returns (bytes memory) {
-        return sign(keys, v.checkpointDigest(oldSize, newSize, oldRoot, newRoot, transfers));
+        return sign(keys, v.checkpointDigest(oldSize, newSize, oldRoot, newRoot, transfers, noHolds));
     }
 
     /// Settle the log of test leaves from the settled size to `newSize`,
     /// signed by the first `quorum` verifiers, with a real consistency proof.
     function settleTo(uint64 newSize, bytes32[] memory transfers) internal {
+        settleTo(newSize, transfers, noHolds);
+    }
+
+    /// The same, holding optimistic answers' fees.
+    function settleTo(uint64 newSize, bytes32[] memory transfers, Verinfer.Hold[] memory holds) internal {
         uint64 oldSize = v.settledSize();
         bytes32[] memory l = MerkleGen.leaves(newSize);
         bytes32 newRoot = MerkleGen.root(l, newSize);
         bytes32[] memory proof = oldSize == 0 ? noProof : MerkleGen.consistencyProof(l, oldSize, newSize);
-        bytes memory sigs = checkpointSigs(firstKeys(3), oldSize, newSize, v.settledRoot(), newRoot, transfers);
-        v.settle(oldSize, newSize, newRoot, proof, transfers, sigs);
+        bytes memory sigs =
+            sign(firstKeys(3), v.checkpointDigest(oldSize, newSize, v.settledRoot(), newRoot, transfers, holds));
+        v.settle(oldSize, newSize, newRoot, proof, transfers, holds, sigs);
     }
 
     function slashSigs(uint256[] memory keys, address accused, bytes32 resultHash, bytes32 reasonHash)

@@ -101,7 +101,7 @@ contract GasBenchTest is Fixture {
         bytes32 newRoot = MerkleGen.root(l, newSize);
         bytes32[] memory proof = MerkleGen.consistencyProof(l, oldSize, newSize);
         bytes memory sigs = checkpointSigs(firstKeys(3), oldSize, newSize, v.settledRoot(), newRoot, t);
-        bytes memory data = abi.encodeCall(v.settle, (oldSize, newSize, newRoot, proof, t, sigs));
+        bytes memory data = abi.encodeCall(v.settle, (oldSize, newSize, newRoot, proof, t, noHolds, sigs));
         vm.cool(address(v));
         uint256 g0 = gasleft();
         (bool ok,) = address(v).call(data);
@@ -125,7 +125,8 @@ contract GasBenchTest is Fixture {
         bytes32[] memory t = netted(n, 0);
         bytes32 r = MerkleGen.root(l, n);
         bytes32[] memory none;
-        v.settle(0, n, r, none, t, checkpointSigs(firstKeys(3), 0, n, v.settledRoot(), r, t));
+        bytes memory sigs = checkpointSigs(firstKeys(3), 0, n, v.settledRoot(), r, t);
+        v.settle(0, n, r, none, t, noHolds, sigs);
         Measured memory a = measure(l, n, 2 * n, 1);
         Measured memory b = measure(l, 2 * n, 3 * n, 2);
         log(string.concat("== receipts per checkpoint: ", _u(n), ", accounts: ", _u(a.accounts)));

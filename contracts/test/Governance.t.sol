@@ -67,7 +67,7 @@ contract GovernanceTest is Fixture {
         bytes32[] memory none;
         bytes32 root = sha256(abi.encodePacked(bytes1(0), "x"));
         bytes memory sigs = checkpointSigs(firstKeys(2), 0, 1, v.EMPTY_ROOT(), root, none);
-        v.settle(0, 1, root, none, none, sigs);
+        v.settle(0, 1, root, none, none, noHolds, sigs);
         assertEq(v.settledSize(), 1, "settled with two");
     }
 

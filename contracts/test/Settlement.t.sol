@@ -39,7 +39,7 @@ contract SettlementTest is Fixture {
     function test_first_settlement_from_size_zero_without_proof() public {
         bytes32[] memory t = feeTransfers();
         bytes memory sigs = checkpointSigs(firstKeys(3), 0, 7, v.EMPTY_ROOT(), rootAt(7), t);
-        v.settle(0, 7, rootAt(7), none, t, sigs);
+        v.settle(0, 7, rootAt(7), none, t, noHolds, sigs);
         assertEq(v.settledSize(), 7, "size");
         assertEq(v.settledRoot(), rootAt(7), "root");
         (uint64 cs, bytes32 cr) = v.checkpoint();
@@ -67,7 +67,7 @@ contract SettlementTest is Fixture {
         t[5] = pack(vaddrs[1], 0.8 ether);
         sortTransfers(t);
         bytes memory sigs = checkpointSigs(firstKeys(3), 0, 4, v.EMPTY_ROOT(), rootAt(4), t);
-        v.settle(0, 4, rootAt(4), none, t, sigs);
+        v.settle(0, 4, rootAt(4), none, t, noHolds, sigs);
         assertEq(balanceOf(publisher), 2 ether, "publisher credited");
         assertEq(balanceOf(alice), 90 ether, "payer debited the whole fee");
         assertConserved();
@@ -88,7 +88,7 @@ contract SettlementTest is Fixture {
             bytes32[] memory t = t2(alice, -1 ether, node, 1 ether);
             bytes32[] memory proof = prev == 0 ? none : proofOf(prev, n);
             bytes memory sigs = checkpointSigs(firstKeys(3), prev, n, v.settledRoot(), rootAt(n), t);
-            v.settle(prev, n, rootAt(n), proof, t, sigs);
+            v.settle(prev, n, rootAt(n), proof, t, noHolds, sigs);
             prev = n;
         }
         assertEq(v.settledSize(), 40, "size");
@@ -98,20 +98,20 @@ contract SettlementTest is Fixture {
 
     function test_settlement_without_transfers() public {
         bytes memory sigs = checkpointSigs(firstKeys(3), 0, 3, v.EMPTY_ROOT(), rootAt(3), none);
-        v.settle(0, 3, rootAt(3), none, none, sigs);
+        v.settle(0, 3, rootAt(3), none, none, noHolds, sigs);
         assertEq(v.settledSize(), 3, "size");
     }
 
     function test_more_signatures_than_quorum_accepted() public {
         bytes memory sigs = checkpointSigs(firstKeys(4), 0, 3, v.EMPTY_ROOT(), rootAt(3), none);
-        v.settle(0, 3, rootAt(3), none, none, sigs);
+        v.settle(0, 3, rootAt(3), none, none, noHolds, sigs);
         assertEq(v.settledSize(), 3, "size");
     }
 
     function test_anyone_can_submit() public {
         bytes memory sigs = checkpointSigs(firstKeys(3), 0, 3, v.EMPTY_ROOT(), rootAt(3), none);
         vm.prank(address(0xDEAD));
-        v.settle(0, 3, rootAt(3), none, none, sigs);
+        v.settle(0, 3, rootAt(3), none, none, noHolds, sigs);
         assertEq(v.settledSize(), 3, "size");
     }
 
@@ -130,17 +130,18 @@ contract SettlementTest is Fixture {
         bytes32 structHash = keccak256(
             abi.encode(
                 keccak256(
-                    "Checkpoint(uint64 oldSize,uint64 newSize,bytes32 oldRoot,bytes32 newRoot,bytes32[] transfers)"
+                    "Checkpoint(uint64 oldSize,uint64 newSize,bytes32 oldRoot,bytes32 newRoot,bytes32[] transfers,Hold[] holds)Hold(bytes32 result,address payer,address node,uint128 amount,uint64 window,bytes32 payout)"
                 ),
                 uint64(3),
                 uint64(9),
                 bytes32(uint256(1)),
                 bytes32(uint256(2)),
-                keccak256(abi.encodePacked(t))
+                keccak256(abi.encodePacked(t)),
+                keccak256("")
             )
         );
         assertEq(
-            v.checkpointDigest(3, 9, bytes32(uint256(1)), bytes32(uint256(2)), t),
+            v.checkpointDigest(3, 9, bytes32(uint256(1)), bytes32(uint256(2)), t, noHolds),
             keccak256(abi.encodePacked(hex"1901", domain, structHash)),
             "checkpoint digest"
         );
@@ -177,7 +178,7 @@ contract SettlementTest is Fixture {
         // recovered from a signature over other content is not predictable).
         if (err.length == 4) vm.expectPartialRevert(bytes4(err));
         else vm.expectRevert(err);
-        v.settle(oldSize, newSize, newRoot, proof, t, sigs);
+        v.settle(oldSize, newSize, newRoot, proof, t, noHolds, sigs);
     }
 
     function sel(bytes4 s) internal pure returns (bytes memory) {
@@ -186,13 +187,13 @@ contract SettlementTest is Fixture {
 
     function settleFirst() internal {
         bytes memory sigs = checkpointSigs(firstKeys(3), 0, 5, v.EMPTY_ROOT(), rootAt(5), none);
-        v.settle(0, 5, rootAt(5), none, none, sigs);
+        v.settle(0, 5, rootAt(5), none, none, noHolds, sigs);
     }
 
     function test_revert_StaleCheckpoint_replay() public {
         bytes32[] memory t = t2(alice, -1 ether, node, 1 ether);
         bytes memory sigs = checkpointSigs(firstKeys(3), 0, 5, v.EMPTY_ROOT(), rootAt(5), t);
-        v.settle(0, 5, rootAt(5), none, t, sigs);
+        v.settle(0, 5, rootAt(5), none, t, noHolds, sigs);
         expectSettleRevert(
             abi.encodeWithSelector(Verinfer.StaleCheckpoint.selector, uint64(5), uint64(0)),
             0,
@@ -234,7 +235,7 @@ contract SettlementTest is Fixture {
         settleFirst();
         bytes32[] memory t;
         bytes memory sigs = checkpointSigs(firstKeys(3), 5, 9, rootAt(5), rootAt(9), t);
-        v.settle(5, 9, rootAt(9), proofOf(5, 9), t, sigs);
+        v.settle(5, 9, rootAt(9), proofOf(5, 9), t, noHolds, sigs);
         // A fork: the same first 8 leaves, another 9th, extended to 12. Its
         // proof from 9 is self-consistent but starts from another root.
         bytes32[] memory forked = MerkleGen.leaves(12);
@@ -244,7 +245,7 @@ contract SettlementTest is Fixture {
         expectSettleRevert(sel(Verinfer.InvalidConsistencyProof.selector), 9, 12, forkRoot, proof, none, "");
         // The honest extension goes through.
         sigs = checkpointSigs(firstKeys(3), 9, 12, rootAt(9), rootAt(12), t);
-        v.settle(9, 12, rootAt(12), proofOf(9, 12), t, sigs);
+        v.settle(9, 12, rootAt(12), proofOf(9, 12), t, noHolds, sigs);
     }
 
     function test_revert_InvalidConsistencyProof_rewritten_history() public {

@@ -133,6 +133,8 @@ struct ReceiptIndex {
     fees: FeeTotals,
     by_model: HashMap<Hash, FeeTotals>,
     slashes: Vec<SlashRecord>,
+    /// WAL indices of the applied challenges (the EVM settler repeats them).
+    challenges: Vec<u64>,
 }
 
 /// Fees paid by all settled receipts.
@@ -194,7 +196,10 @@ impl ReceiptIndex {
         }
     }
 
-    fn slashed(&mut self, wal_index: u64, height: u64, effects: &Effects) {
+    fn slashed(&mut self, wal_index: u64, height: u64, tx: &Transaction, effects: &Effects) {
+        if matches!(tx.body, TxBody::Challenge { .. }) {
+            self.challenges.push(wal_index);
+        }
         if let Some((accused, amount)) = effects.slashed {
             self.slashes.push(SlashRecord {
                 wal_index,
@@ -329,7 +334,7 @@ impl Ledger {
                 &effects.leaves,
                 &leaf_ids(&effects.leaves)?,
             );
-            index.slashed(i, state.height, &effects);
+            index.slashed(i, state.height, &tx, &effects);
             for (k, leaf) in effects.leaves.into_iter().enumerate() {
                 let index = effects.first_leaf + k as u64;
                 if index + 1 == have
@@ -412,7 +417,7 @@ impl Ledger {
             // replays only what the WAL holds).
             let effects = apply_checked(&mut state, tx, time_ms)?;
             let index = self.wal.submit(vec![bytes]).map_err(|e| self.fail(e))?;
-            lock(&self.index).slashed(index, state.height, &effects);
+            lock(&self.index).slashed(index, state.height, tx, &effects);
             (
                 index,
                 Applied {
@@ -583,6 +588,11 @@ impl Ledger {
     /// Every applied slash, in order.
     pub fn slashes(&self) -> Vec<SlashRecord> {
         lock(&self.index).slashes.clone()
+    }
+
+    /// The WAL indices of every applied challenge, in order.
+    pub fn challenges(&self) -> Vec<u64> {
+        lock(&self.index).challenges.clone()
     }
 
     /// The transaction at WAL index `index` (0 is the genesis, not a transaction).

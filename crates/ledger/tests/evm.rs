@@ -14,7 +14,8 @@ use verinfer_ledger::evm::chain::{
     contract_params, deploy, fund_gas, initial_models, Chain, FeePolicy, Rpc,
 };
 use verinfer_ledger::evm::netting::{
-    check_settlement, check_slash, domain, EvmSignature, SettlementRequest, SlashRequest,
+    check_claim, check_settlement, check_slash, claim_digest, domain, vault, ClaimRequest,
+    EvmSignature, SettlementRequest, SlashRequest,
 };
 use verinfer_ledger::evm::settler::{
     sign_digest, BoxFuture, BridgeConfig, Cosigners, FinalCheckpoint, Settler,
@@ -65,6 +66,18 @@ impl Cosigners for LocalVerifiers {
             self.keys
                 .iter()
                 .filter(|k| k.public() != req.accused.account)
+                .map(|k| sign_digest(&evm_signer(k).unwrap(), &digest).unwrap())
+                .collect()
+        })
+    }
+    fn claim<'a>(&'a self, req: &'a ClaimRequest) -> BoxFuture<'a, Vec<EvmSignature>> {
+        Box::pin(async move {
+            let digest = claim_digest(
+                &check_claim(req).unwrap(),
+                &domain(req.chain_id, req.contract),
+            );
+            self.keys
+                .iter()
                 .map(|k| sign_digest(&evm_signer(k).unwrap(), &digest).unwrap())
                 .collect()
         })
@@ -135,6 +148,8 @@ struct Fixture {
     treasury: Chain,
     settler: Arc<Settler>,
     deposit: u128,
+    /// Added to the ledger's clock (ms), to pass windows without waiting.
+    skew: Arc<std::sync::atomic::AtomicU64>,
 }
 
 async fn fixture(policy: FeePolicy) -> Fixture {
@@ -143,6 +158,12 @@ async fn fixture(policy: FeePolicy) -> Fixture {
     let rpc = anvil.url();
 
     let mut w = World::new();
+    let skew = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let clock = {
+        let skew = skew.clone();
+        let system = verinfer_ledger::service::system_clock();
+        Arc::new(move || system() + skew.load(std::sync::atomic::Ordering::SeqCst))
+    };
     let ledger = Arc::new(
         Ledger::init(
             &dir.path().join("ledger"),
@@ -150,7 +171,8 @@ async fn fixture(policy: FeePolicy) -> Fixture {
             "example.org/receipts",
             &SecretKey::from_seed(&[9; 32]),
         )
-        .unwrap(),
+        .unwrap()
+        .with_clock(clock),
     );
     for tx in w.setup() {
         ledger.submit(&tx).unwrap();
@@ -232,6 +254,7 @@ async fn fixture(policy: FeePolicy) -> Fixture {
         treasury,
         settler: Arc::new(settler),
         deposit,
+        skew,
     }
 }
 
@@ -257,6 +280,7 @@ async fn checkpoints_and_slashes_settle_on_anvil() {
         treasury,
         settler,
         deposit,
+        ..
     } = fixture(FeePolicy::default()).await;
     let genesis = w.genesis();
     // First checkpoint: from the empty tree.
@@ -688,5 +712,189 @@ async fn the_chain_is_reached_over_https_with_a_private_ca() {
         .is_some());
     let reader = Chain::reader(rpc, f.treasury.contract).await.unwrap();
     assert_eq!(reader.checkpoint().await.unwrap().0, 3);
+    f.anvil.stop();
+}
+
+/// Escrow balances of `keys` on chain and in the ledger.
+async fn balances(f: &Fixture, keys: &[SecretKey]) -> (Vec<u128>, Vec<u128>) {
+    let mut chain = Vec::new();
+    for k in keys {
+        chain.push(f.treasury.balance(addr(k)).await.unwrap());
+    }
+    let ledger = f
+        .ledger
+        .with_state(|s| keys.iter().map(|k| s.balance(&k.public())).collect());
+    (chain, ledger)
+}
+
+/// Two optimistic answers settle in one checkpoint: the chain holds both
+/// fees as the ledger does; one is challenged inside its window (the payer
+/// refunded, the node slashed), the other paid out after it; the chain and
+/// the embedded ledger end with the same balances and stakes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimistic_answers_end_in_the_same_balances_on_chain_and_in_the_ledger() {
+    let mut f = fixture(FeePolicy::default()).await;
+    let raw = ProviderBuilder::new().connect_http(f.rpc.parse().unwrap());
+    let user = f.w.users[0].clone();
+    let node = f.w.nodes[0].clone();
+    let mut paid: Vec<SecretKey> = vec![user.clone(), node.clone()];
+    paid.extend(f.w.verifiers.clone());
+    paid.push(f.w.treasury.clone());
+    let (chain0, ledger0) = balances(&f, &paid).await;
+
+    let window = 600;
+    let mut answers = Vec::new();
+    let mut receipts = Vec::new();
+    for seed in [300, 301] {
+        let req = f.w.optimistic_request(&user, seed, window);
+        let reserve = f.w.tx(
+            &user,
+            TxBody::Reserve {
+                request: req.hash().unwrap(),
+                amount: f.w.max_fee(),
+                ttl_secs: verinfer_ledger::testing::RESERVE_TTL_SECS,
+            },
+        );
+        f.ledger.submit(&reserve).unwrap();
+        let receipt = f.ledger.with_state(|s| f.w.receipt(s, &req, 0));
+        f.ledger.submit(&f.w.commit(&receipt.result)).unwrap();
+        answers.push((req, receipt.result.clone()));
+        receipts.push(receipt);
+    }
+    let relayer = f.w.users[2].clone();
+    f.ledger
+        .submit(&f.w.tx(&relayer, TxBody::Settle { receipts }))
+        .unwrap();
+    assert!(f
+        .settler
+        .settle_once(&final_checkpoint(&f.ledger))
+        .await
+        .unwrap()
+        .is_some());
+    let fee = f.ledger.with_state(|s| {
+        answers
+            .iter()
+            .map(|(r, _)| s.provisional[&r.hash().unwrap()].fees.total.0)
+            .collect::<Vec<_>>()
+    });
+    let (chain1, _) = balances(&f, &paid).await;
+    assert_eq!(
+        chain1[0],
+        chain0[0] - fee[0] - fee[1],
+        "both fees left the payer"
+    );
+    assert_eq!(chain1[1..], chain0[1..], "nobody paid yet");
+    for (_, result) in &answers {
+        let key = B256::from(result.hash().unwrap().0);
+        assert!(f.treasury.held_until(key).await.unwrap().is_some());
+    }
+    conserved(&f.treasury, &f.holders).await;
+
+    // The first answer is challenged inside its window, in the ledger and
+    // then on chain, once.
+    let (req, result) = answers[0].clone();
+    let committee = (0..3)
+        .map(|v| f.w.verdict(&result, v, Decision::Reject))
+        .collect();
+    f.ledger
+        .submit(&f.w.tx(
+            &relayer,
+            TxBody::Challenge {
+                evidence: Box::new(Evidence::Node {
+                    request: req,
+                    result: result.clone(),
+                    committee,
+                }),
+            },
+        ))
+        .unwrap();
+    assert_eq!(f.settler.slash_pending().await.unwrap(), 1);
+    assert_eq!(f.settler.slash_pending().await.unwrap(), 0);
+    let key = B256::from(result.hash().unwrap().0);
+    assert_eq!(f.treasury.held_until(key).await.unwrap(), None);
+    assert!(f.treasury.is_slashed(key, addr(&node)).await.unwrap());
+
+    // Inside the window nothing is paid out; after it the other answer is,
+    // on chain and in the ledger.
+    assert_eq!(f.settler.release_matured().await.unwrap(), 0);
+    let _: i64 = raw
+        .raw_request("evm_increaseTime".into(), (window + 1,))
+        .await
+        .unwrap();
+    let _: String = raw.raw_request("evm_mine".into(), ()).await.unwrap();
+    f.skew
+        .fetch_add((window + 1) * 1000, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(f.ledger.finalize_matured(&relayer).unwrap(), 1);
+    assert_eq!(f.settler.release_matured().await.unwrap(), 1);
+    assert_eq!(f.settler.release_matured().await.unwrap(), 0);
+
+    // The same balances moved the same way in both backends: the payer paid
+    // the second fee only, the node got its share of it and lost the same
+    // stake; the verifiers and the treasury together got the same (the
+    // committee's reward is shared among the evidence's members in the
+    // ledger, among the signers on chain).
+    let (chain2, ledger2) = balances(&f, &paid).await;
+    let delta = |after: &[u128], before: &[u128]| -> Vec<i128> {
+        after
+            .iter()
+            .zip(before)
+            .map(|(a, b)| *a as i128 - *b as i128)
+            .collect()
+    };
+    let (dc, dl) = (delta(&chain2, &chain0), delta(&ledger2, &ledger0));
+    assert_eq!(dc[0], -(fee[1] as i128));
+    assert_eq!(dc[..2], dl[..2], "payer and node");
+    assert_eq!(
+        dc[2..].iter().sum::<i128>(),
+        dl[2..].iter().sum::<i128>(),
+        "verifiers and treasury"
+    );
+    assert_eq!(
+        f.treasury.stake(addr(&node)).await.unwrap(),
+        f.ledger.with_state(|s| s.stake(&node.public()))
+    );
+    conserved(&f.treasury, &f.holders).await;
+    let kinds: Vec<String> = f.settler.history().into_iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, ["checkpoint", "challenge", "release"]);
+    f.anvil.stop();
+}
+
+/// A publisher that never links an EVM address does not hold up the
+/// settlement of checkpoints with its receipts: its share waits in its
+/// vault on chain, and moves to its address once it links one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlinked_publisher_does_not_stall_settlement() {
+    let mut f = fixture(FeePolicy::default()).await;
+    let publisher = SecretKey::from_seed(&[77; 32]);
+    for tx in f.w.publish(
+        &publisher,
+        verinfer_ledger::testing::World::listing("pub-model", 1_000),
+    ) {
+        f.ledger.submit(&tx).unwrap();
+    }
+    settle_receipts(&f.ledger, &mut f.w, 0, 4);
+    assert!(f
+        .settler
+        .settle_once(&final_checkpoint(&f.ledger))
+        .await
+        .unwrap()
+        .is_some());
+    let share = f.ledger.fee_totals().publishers;
+    assert!(share > 0);
+    let vault = vault(&publisher.public());
+    assert_eq!(f.treasury.balance(vault).await.unwrap(), share);
+    users_paid_once(&f).await;
+    assert_eq!(f.settler.claim_pending().await.unwrap(), 0, "no link yet");
+
+    f.settler.add_link(Link::new(&publisher).unwrap()).unwrap();
+    assert_eq!(f.settler.claim_pending().await.unwrap(), 1);
+    assert_eq!(f.settler.claim_pending().await.unwrap(), 0);
+    assert_eq!(f.treasury.balance(vault).await.unwrap(), 0);
+    assert_eq!(
+        f.treasury.balance(addr(&publisher)).await.unwrap(),
+        share,
+        "the publisher's share, as the ledger paid it"
+    );
+    conserved(&f.treasury, &f.holders).await;
     f.anvil.stop();
 }

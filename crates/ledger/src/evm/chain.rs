@@ -13,11 +13,12 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::sol;
 use alloy::sol_types::SolConstructor;
 
-use super::netting::{Batch, Slash};
+use super::netting::{Batch, Claim, Slash};
 use super::EvmError;
 
 sol! {
     /// The settlement contract (contracts/src/Verinfer.sol), the part used here.
+    #[allow(clippy::too_many_arguments)] // `settle` takes the contract's seven
     #[sol(rpc, all_derives)]
     contract Verinfer {
         struct Params {
@@ -33,6 +34,14 @@ sol! {
             uint32 withdrawDelay;
             uint32 votingPeriod;
             address treasury;
+        }
+        struct Hold {
+            bytes32 result;
+            address payer;
+            address node;
+            uint128 amount;
+            uint64 window;
+            bytes32 payout;
         }
         struct InitialModel {
             bytes32 id;
@@ -73,6 +82,13 @@ sol! {
         error TransfersNotSorted(uint256 index);
         error ZeroTransfer(uint256 index);
         error Unbalanced(int256 sum);
+        error HoldExists(bytes32 result);
+        error NoHold(bytes32 result);
+        error WindowOpen(uint64 until);
+        error WindowClosed(uint64 until);
+        error WrongPayout();
+        error StakeHeld(uint64 until);
+        error CommitteeNotMajority(uint256 signatures, uint256 verifiers);
         error NotStaker();
         error UnknownProposal();
         error VotingClosed();
@@ -92,7 +108,14 @@ sol! {
         function cancelWithdrawal() external;
         function withdraw() external;
         function deposit(address account, uint256 amount) external;
-        function settle(uint64 oldSize, uint64 newSize, bytes32 newRoot, bytes32[] proof, bytes32[] transfers, bytes sigs) external;
+        function settle(uint64 oldSize, uint64 newSize, bytes32 newRoot, bytes32[] proof, bytes32[] transfers, Hold[] holds, bytes sigs) external;
+        function challenge(bytes32 resultHash, bytes32 reasonHash, uint64 anchor, bytes sigs) external;
+        function release(bytes32 resultHash, bytes32[] payout) external;
+        function claim(bytes32 account, address to, bytes sigs) external;
+        function held(bytes32 result) external view returns (address payer, uint64 until, address node, uint128 amount, bytes32 payout);
+        function heldUntil(address node) external view returns (uint64);
+        function withdrawUnbonded() external;
+        function unbond(uint256 amount) external;
         function slash(address accused, bytes32 resultHash, bytes32 reasonHash, uint64 anchor, bytes sigs) external;
         function checkpoint() external view returns (uint64 size, bytes32 root);
         function isSlashed(bytes32 resultHash, address accused) external view returns (bool);
@@ -631,15 +654,79 @@ impl Chain {
     ) -> Result<Mined, EvmError> {
         let c = &batch.checkpoint;
         let v = self.verinfer();
+        let holds = c
+            .holds
+            .iter()
+            .map(|h| Verinfer::Hold {
+                result: h.result,
+                payer: h.payer,
+                node: h.node,
+                amount: h.amount,
+                window: h.window,
+                payout: h.payout,
+            })
+            .collect();
         let call = v.settle(
             c.oldSize,
             c.newSize,
             c.newRoot,
             proof,
             c.transfers.clone(),
+            holds,
             sigs,
         );
         self.send(call.into_transaction_request()).await
+    }
+
+    /// Overturns a held optimistic answer with a slash's evidence and signatures.
+    pub async fn challenge(&self, s: &Slash, sigs: Bytes) -> Result<Mined, EvmError> {
+        let v = self.verinfer();
+        self.send(
+            v.challenge(s.resultHash, s.reasonHash, s.anchor, sigs)
+                .into_transaction_request(),
+        )
+        .await
+    }
+
+    /// Pays out a held fee whose window has closed.
+    pub async fn release(&self, result: B256, payout: Vec<B256>) -> Result<Mined, EvmError> {
+        let v = self.verinfer();
+        self.send(v.release(result, payout).into_transaction_request())
+            .await
+    }
+
+    /// Moves `account`'s vault to `to` (the address it linked).
+    pub async fn claim(&self, claim: &Claim, sigs: Bytes) -> Result<Mined, EvmError> {
+        let v = self.verinfer();
+        self.send(
+            v.claim(claim.account, claim.to, sigs)
+                .into_transaction_request(),
+        )
+        .await
+    }
+
+    /// When the window of the fee held for `result` closes (block time,
+    /// seconds), or `None` when no fee is held for it (never, paid out or
+    /// refunded).
+    pub async fn held_until(&self, result: B256) -> Result<Option<u64>, EvmError> {
+        let h = self
+            .verinfer()
+            .held(result)
+            .call()
+            .await
+            .map_err(call_err)?;
+        Ok((h.until != 0).then_some(h.until))
+    }
+
+    /// The latest block's time (seconds), the contract's clock.
+    pub async fn time(&self) -> Result<u64, EvmError> {
+        let b = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(rpc_err)?
+            .ok_or_else(|| EvmError::Chain("no latest block".into()))?;
+        Ok(b.header.timestamp)
     }
 
     /// Slashes on chain.

@@ -7,8 +7,12 @@
 //! the receipts log is settled on chain in one transaction carrying the netted
 //! fee transfers of the receipts it adds, signed by a quorum of verifiers'
 //! EVM keys; each slash is repeated on chain with the signatures of a slash
-//! quorum. Verifiers sign only what they have checked themselves
-//! ([`netting::check_settlement`], [`netting::check_slash`]).
+//! quorum. An optimistic answer's fee is held on chain for its window, paid
+//! out after it or refunded by a challenge (which takes a slash's
+//! signatures); an account paid before it linked an address is paid to its
+//! vault, which it claims once linked. Verifiers sign only what they have
+//! checked themselves ([`netting::check_settlement`],
+//! [`netting::check_slash`], [`netting::check_claim`]).
 //!
 //! - [`keys`]: the EVM key of every verinfer key, and signed links from an
 //!   account (Ed25519) to its EVM address;

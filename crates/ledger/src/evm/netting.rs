@@ -1,21 +1,34 @@
 //! Pure functions of the EVM backend: fee netting, the contract's transfer
 //! words and EIP-712 digests, and the checks a verifier runs before it signs
-//! a settlement or a slash. No I/O.
+//! a settlement, a slash (or challenge) or a vault's claim. No I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use alloy::primitives::{Address, B256, U256};
+use alloy::primitives::{keccak256, Address, B256, U256};
 use alloy::sol;
 use alloy::sol_types::{eip712_domain, Eip712Domain, SolStruct};
 use serde::{Deserialize, Serialize};
 use verinfer_log::merkle::{leaf_hash, verify_inclusion};
-use verinfer_types::records::{Certificate, Decision, Leaf};
+use verinfer_types::records::{Decision, Receipt, VerificationMode};
 use verinfer_types::{Hash, PublicKey, Record, SignedRecord};
 
 use super::{invalid, EvmError, Link};
 use crate::tx::Evidence;
 
 sol! {
+    /// An optimistic answer's fee held on chain for its window: `result` is
+    /// the Result's hash, `payout` keccak256 of the transfer words that pay
+    /// it out once the window has closed.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Hold {
+        bytes32 result;
+        address payer;
+        address node;
+        uint128 amount;
+        uint64 window;
+        bytes32 payout;
+    }
+
     /// What a verifier quorum signs to settle a checkpoint (contracts/README.md).
     #[derive(Debug, PartialEq, Eq)]
     struct Checkpoint {
@@ -24,6 +37,15 @@ sol! {
         bytes32 oldRoot;
         bytes32 newRoot;
         bytes32[] transfers;
+        Hold[] holds;
+    }
+
+    /// What a verifier quorum signs to move an account's vault to the
+    /// address the account linked.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Claim {
+        bytes32 account;
+        address to;
     }
 
     /// What a slash quorum signs to slash `accused`: `anchor` is the time
@@ -74,18 +96,48 @@ pub fn parse_transfer_word(word: &B256) -> (Address, i128) {
     (account, delta)
 }
 
-/// One receipt of a settlement batch: its log leaf, the certificate the leaf
-/// commits to (it names the verifiers to pay), and the leaf's inclusion proof
-/// in the batch's checkpoint.
+/// The address holding on chain what settlement pays `account` while it has
+/// no linked EVM address: nobody has its key, and the contract's `claim`
+/// moves its balance to the address the account links (the contract's
+/// `vault`).
+pub fn vault(account: &PublicKey) -> Address {
+    let tag = keccak256(b"verinfer.vault.v1");
+    let h = keccak256([tag.as_slice(), &account.to_bytes()].concat());
+    Address::from_slice(&h[12..])
+}
+
+/// One receipt of a settlement batch, whole (its certificate names the
+/// verifiers to pay, its request the verification mode), and its leaf's
+/// inclusion proof in the batch's checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettlementEntry {
-    /// The log leaf.
-    pub leaf: Leaf,
-    /// Its certificate.
-    pub certificate: Certificate,
-    /// Inclusion proof of the leaf in the new checkpoint.
+    /// The receipt.
+    pub receipt: Receipt,
+    /// Inclusion proof of its leaf in the new checkpoint.
     pub proof: Vec<Hash>,
+}
+
+/// A request to co-sign the move of an account's vault to its linked address.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// Chain id of the EIP-712 domain.
+    pub chain_id: u64,
+    /// The settlement contract.
+    pub contract: Address,
+    /// The account's signed link.
+    pub link: Link,
+}
+
+/// The verifier's check of a claim: the account signed the link. Returns the
+/// struct to sign.
+pub fn check_claim(req: &ClaimRequest) -> Result<Claim, EvmError> {
+    req.link.verify()?;
+    Ok(Claim {
+        account: B256::from(req.link.account.to_bytes()),
+        to: req.link.address,
+    })
 }
 
 /// What a verifier is asked to sign: settle the receipts `[old_size,
@@ -135,11 +187,38 @@ pub struct EvmSignature {
     pub signature: alloy::primitives::Bytes,
 }
 
+/// An optimistic answer's fee the netting holds, with what the settler needs
+/// later: the request (the ledger's finality is by request) and the payout
+/// words the hold commits to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldFee {
+    /// The request's hash.
+    pub request: Hash,
+    /// The Result's hash (the hold's key on chain).
+    pub result: B256,
+    /// The transfer words paying the fee out (keccak256 of them is the
+    /// hold's `payout`).
+    pub payout: Vec<B256>,
+}
+
+/// What a batch's receipts net to: the transfer words and the held fees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Netting {
+    /// One word per account.
+    pub transfers: Vec<B256>,
+    /// The optimistic answers' holds, in log order.
+    pub holds: Vec<Hold>,
+    /// Their payouts, in the same order.
+    pub held: Vec<HeldFee>,
+}
+
 /// A settlement batch as the contract sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
     /// The struct verifiers sign.
     pub checkpoint: Checkpoint,
+    /// The payouts of its holds.
+    pub held: Vec<HeldFee>,
 }
 
 impl Batch {
@@ -161,26 +240,29 @@ pub fn link_map(links: &[Link]) -> Result<BTreeMap<PublicKey, Address>, EvmError
         .collect()
 }
 
-/// The netted transfer words of `entries`: each requester pays the total, the
-/// model's publisher (when the fees name one), the node, each accepting
-/// verifier and the treasury are paid their shares (as the embedded ledger's
-/// `Settle` pays them); one word per account, sorted by address, zero deltas
-/// left out.
+/// The netting of `receipts`: each requester pays the total, the model's
+/// publisher (when the fees name one), the node, each accepting verifier and
+/// the treasury are paid their shares (as the embedded ledger's `Settle`
+/// pays them); one word per account, sorted by address, zero deltas left
+/// out. An account paid but not linked is paid to its [`vault`]. An
+/// optimistic answer's fee is held instead (as the embedded ledger's
+/// `Provisional`): the requester pays it into a [`Hold`] whose payout words
+/// pay the same shares once its window has closed.
 pub fn net(
-    entries: &[(Leaf, Certificate)],
+    receipts: &[Receipt],
     treasury: &PublicKey,
     address: &BTreeMap<PublicKey, Address>,
-) -> Result<Vec<B256>, EvmError> {
-    let addr = |k: &PublicKey| {
+) -> Result<Netting, EvmError> {
+    let linked = |k: &PublicKey| {
         address
             .get(k)
             .copied()
             .ok_or_else(|| EvmError::Unlinked(k.to_string()))
     };
-    let mut sums: BTreeMap<Address, i128> = BTreeMap::new();
-    let mut add = |k: &PublicKey, d: i128| -> Result<(), EvmError> {
+    let paid_to = |k: &PublicKey| address.get(k).copied().unwrap_or_else(|| vault(k));
+    let add = |sums: &mut BTreeMap<Address, i128>, a: Address, d: i128| -> Result<(), EvmError> {
         if d != 0 {
-            let s = sums.entry(addr(k)?).or_default();
+            let s = sums.entry(a).or_default();
             *s = s
                 .checked_add(d)
                 .ok_or_else(|| invalid("transfer sum overflows"))?;
@@ -188,13 +270,11 @@ pub fn net(
         Ok(())
     };
     let amount = |a: u128| i128::try_from(a).map_err(|_| invalid("fee out of range"));
-    for (i, (leaf, cert)) in entries.iter().enumerate() {
-        if cert.hash()? != leaf.certificate {
-            return Err(invalid(format!(
-                "entry {i}: certificate does not match its leaf"
-            )));
-        }
-        let f = &leaf.fees;
+    let mut sums: BTreeMap<Address, i128> = BTreeMap::new();
+    let mut holds = Vec::new();
+    let mut held = Vec::new();
+    for (i, r) in receipts.iter().enumerate() {
+        let (f, cert) = (&r.fees, &r.certificate);
         let accepting: Vec<_> = cert
             .verdicts
             .iter()
@@ -222,16 +302,51 @@ pub fn net(
                 "entry {i}: fee parts do not add up to the total"
             )));
         }
-        add(&leaf.requester, -amount(f.total.0)?)?;
-        add(&leaf.node, amount(f.node.0)?)?;
-        for v in &accepting {
-            add(v, amount(per)?)?;
+        let payer = linked(&r.request.requester)?;
+        add(&mut sums, payer, -amount(f.total.0)?)?;
+        let mut shares = vec![(r.result.node, f.node.0), (*treasury, f.treasury.0)];
+        shares.extend(accepting.iter().map(|v| (*v, per)));
+        shares.extend(f.publisher.as_ref().map(|p| (p.account, p.amount.0)));
+        let window = match r.request.policy.verification {
+            VerificationMode::Optimistic { window_secs } => Some(window_secs),
+            _ => None,
+        };
+        let Some(window) = window else {
+            for (k, a) in shares {
+                add(&mut sums, paid_to(&k), amount(a)?)?;
+            }
+            continue;
+        };
+        let mut payout = BTreeMap::new();
+        for (k, a) in shares {
+            add(&mut payout, paid_to(&k), amount(a)?)?;
         }
-        add(treasury, amount(f.treasury.0)?)?;
-        if let Some(p) = &f.publisher {
-            add(&p.account, amount(p.amount.0)?)?;
-        }
+        let payout = words(payout)?;
+        let result = b256(&r.result.hash()?);
+        holds.push(Hold {
+            result,
+            payer,
+            // The node's address, not a vault: its stake answers for the hold.
+            node: linked(&r.result.node)?,
+            amount: f.total.0,
+            window,
+            payout: keccak256(payout.concat()),
+        });
+        held.push(HeldFee {
+            request: r.request.hash()?,
+            result,
+            payout,
+        });
     }
+    Ok(Netting {
+        transfers: words(sums)?,
+        holds,
+        held,
+    })
+}
+
+/// Transfer words of the non-zero sums, in address order.
+fn words(sums: BTreeMap<Address, i128>) -> Result<Vec<B256>, EvmError> {
     sums.into_iter()
         .filter(|(_, d)| *d != 0)
         .map(|(a, d)| transfer_word(a, d))
@@ -262,23 +377,26 @@ pub fn check_settlement(
             req.old_size
         )));
     }
-    let mut pairs = Vec::with_capacity(req.entries.len());
     for (k, e) in req.entries.iter().enumerate() {
         let index = req.old_size + k as u64;
-        let h = leaf_hash(&e.leaf.to_canonical()?);
+        // The leaf commits to the request, result, certificate and fees, so
+        // a receipt included by its leaf is the one the log settled.
+        let h = leaf_hash(&e.receipt.leaf()?.to_canonical()?);
         verify_inclusion(index, size, &h, &e.proof, root)
             .map_err(|err| invalid(format!("leaf {index} is not in the checkpoint: {err}")))?;
-        pairs.push((e.leaf.clone(), e.certificate.clone()));
     }
-    let transfers = net(&pairs, &req.treasury, &link_map(&req.links)?)?;
+    let receipts: Vec<Receipt> = req.entries.iter().map(|e| e.receipt.clone()).collect();
+    let n = net(&receipts, &req.treasury, &link_map(&req.links)?)?;
     Ok(Batch {
         checkpoint: Checkpoint {
             oldSize: req.old_size,
             newSize: size,
             oldRoot: b256(&req.old_root),
             newRoot: b256(root),
-            transfers,
+            transfers: n.transfers,
+            holds: n.holds,
         },
+        held: n.held,
     })
 }
 
@@ -357,6 +475,11 @@ pub fn slash_digest(s: &Slash, domain: &Eip712Domain) -> B256 {
     s.eip712_signing_hash(domain)
 }
 
+/// The EIP-712 digest of a vault's claim.
+pub fn claim_digest(c: &Claim, domain: &Eip712Domain) -> B256 {
+    c.eip712_signing_hash(domain)
+}
+
 /// Signatures in the order the contract wants (ascending signer address),
 /// concatenated.
 pub fn pack_signatures(mut sigs: Vec<EvmSignature>) -> alloy::primitives::Bytes {
@@ -383,12 +506,14 @@ mod tests {
         }
     }
 
-    /// A receipt's fees with a publisher's share net into a credit to the
-    /// publisher's address, and the words still sum to zero.
-    #[test]
-    fn netting_pays_the_publisher_its_share() {
-        use verinfer_types::records::{Amount, PublisherFee};
-        use verinfer_types::testing;
+    use verinfer_types::testing;
+    use verinfer_types::records::{Amount, PublisherFee};
+
+    /// The fixture's receipt with 30 of the treasury's share moved to a
+    /// publisher (key 40); addresses of keys 1 to 4 (requester, node,
+    /// verifiers), the treasury (41) and, if `publisher_linked`, the
+    /// publisher.
+    fn published(publisher_linked: bool) -> (Receipt, PublicKey, BTreeMap<PublicKey, Address>) {
         let mut r = testing::receipt();
         let publisher = testing::key(40);
         r.fees.treasury = Amount(r.fees.treasury.0 - 30);
@@ -396,30 +521,99 @@ mod tests {
             account: publisher.public(),
             amount: Amount(30),
         });
-        let leaf = r.leaf().expect("leaf");
         let treasury = testing::key(41);
-        let mut keys = vec![
-            publisher,
-            treasury.clone(),
-            testing::key(1),
-            testing::key(2),
-        ];
-        keys.extend([testing::key(3), testing::key(4)]);
-        // Requester, node and verifiers are the fixture's keys 1 to 4.
-        let address: BTreeMap<PublicKey, Address> = keys
+        let mut keys = vec![treasury.clone()];
+        keys.extend((1..=4).map(testing::key));
+        if publisher_linked {
+            keys.push(publisher);
+        }
+        let address = keys
             .iter()
             .enumerate()
             .map(|(i, k)| (k.public(), Address::repeat_byte(i as u8 + 1)))
             .collect();
-        let words = net(&[(leaf, r.certificate)], &treasury.public(), &address).expect("nets");
-        let deltas: BTreeMap<Address, i128> = words.iter().map(parse_transfer_word).collect();
-        assert_eq!(deltas.get(&Address::repeat_byte(1)), Some(&30));
-        assert_eq!(deltas.values().sum::<i128>(), 0);
+        (r, treasury.public(), address)
+    }
+
+    fn deltas(words: &[B256]) -> BTreeMap<Address, i128> {
+        words.iter().map(parse_transfer_word).collect()
+    }
+
+    /// A receipt's fees with a publisher's share net into a credit to the
+    /// publisher's address, and the words still sum to zero.
+    #[test]
+    fn netting_pays_the_publisher_its_share() {
+        let (r, treasury, address) = published(true);
+        let publisher = address[&testing::key(40).public()];
+        let n = net(std::slice::from_ref(&r), &treasury, &address).expect("nets");
+        let d = deltas(&n.transfers);
+        assert_eq!(d.get(&publisher), Some(&30));
+        assert_eq!(d.values().sum::<i128>(), 0);
+        assert!(n.holds.is_empty());
         // Without the publisher's share the parts fall short of the total.
-        let mut short = testing::receipt();
-        short.fees.treasury = Amount(short.fees.treasury.0 - 30);
-        let leaf = short.leaf().expect("leaf");
-        assert!(net(&[(leaf, short.certificate)], &treasury.public(), &address).is_err());
+        let mut short = r;
+        short.fees.publisher = None;
+        assert!(net(&[short], &treasury, &address).is_err());
+    }
+
+    /// A publisher that never linked an address does not stall the
+    /// settlement: its share waits in its vault, and the words still balance.
+    #[test]
+    fn an_unlinked_publisher_is_paid_to_its_vault() {
+        let (r, treasury, address) = published(false);
+        let n = net(&[r], &treasury, &address).expect("nets without the publisher's link");
+        let d = deltas(&n.transfers);
+        assert_eq!(d.get(&vault(&testing::key(40).public())), Some(&30));
+        assert_eq!(d.values().sum::<i128>(), 0);
+        // A payer must be linked: its escrow is what pays.
+        let (r, treasury, mut address) = published(true);
+        address.remove(&r.request.requester);
+        assert!(matches!(
+            net(&[r], &treasury, &address),
+            Err(EvmError::Unlinked(_))
+        ));
+    }
+
+    /// An optimistic answer's fee leaves the payer into a hold whose payout
+    /// words pay the same shares as an ordinary settlement.
+    #[test]
+    fn an_optimistic_fee_is_held_with_its_payout() {
+        let (r, treasury, address) = published(true);
+        let plain = net(std::slice::from_ref(&r), &treasury, &address).expect("nets");
+        let mut o = r.clone();
+        o.request.policy.verification = VerificationMode::Optimistic { window_secs: 60 };
+        let n = net(&[o.clone()], &treasury, &address).expect("nets");
+        let payer = address[&r.request.requester];
+        assert_eq!(
+            deltas(&n.transfers),
+            BTreeMap::from([(payer, -(r.fees.total.0 as i128))])
+        );
+        let [hold] = &n.holds[..] else {
+            panic!("one hold")
+        };
+        let [held] = &n.held[..] else {
+            panic!("one payout")
+        };
+        assert_eq!(hold.amount, r.fees.total.0);
+        assert_eq!(hold.window, 60);
+        assert_eq!(hold.payer, payer);
+        assert_eq!(hold.node, address[&r.result.node]);
+        assert_eq!(hold.result, b256(&o.result.hash().expect("hash")));
+        assert_eq!(hold.payout, keccak256(held.payout.concat()));
+        assert_eq!(held.request, o.request.hash().expect("hash"));
+        let mut paid = deltas(&plain.transfers);
+        paid.remove(&payer);
+        assert_eq!(deltas(&held.payout), paid);
+    }
+
+    /// The struct verifiers sign is the contract's `CHECKPOINT_TYPEHASH`.
+    #[test]
+    fn the_checkpoint_type_is_the_contracts() {
+        assert_eq!(
+            Checkpoint::eip712_encode_type(),
+            "Checkpoint(uint64 oldSize,uint64 newSize,bytes32 oldRoot,bytes32 newRoot,bytes32[] transfers,Hold[] holds)\
+             Hold(bytes32 result,address payer,address node,uint128 amount,uint64 window,bytes32 payout)"
+        );
     }
 
     #[test]

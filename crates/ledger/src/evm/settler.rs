@@ -29,8 +29,9 @@ use verinfer_types::{Hash, PublicKey, SecretKey};
 
 use super::chain::{Chain, EscrowEvent, EscrowKind, Mined};
 use super::netting::{
-    check_settlement, domain, evidence_subject, pack_signatures, slash_digest, slash_struct,
-    EvmSignature, SettlementEntry, SettlementRequest, SlashRequest,
+    check_claim, check_settlement, claim_digest, domain, evidence_subject, pack_signatures,
+    slash_digest, slash_struct, vault, ClaimRequest, EvmSignature, HeldFee, SettlementEntry,
+    SettlementRequest, SlashRequest,
 };
 use super::{invalid, EvmError, Link};
 use crate::tx::{chain_event, Movement, TxBody};
@@ -44,8 +45,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Cosigners: Send + Sync {
     /// Signatures of a settlement request (whatever the verifiers gave).
     fn settlement<'a>(&'a self, req: &'a SettlementRequest) -> BoxFuture<'a, Vec<EvmSignature>>;
-    /// Signatures of a slash request.
+    /// Signatures of a slash request (also those of a challenge: the
+    /// contract's `challenge` takes a slash's signatures).
     fn slash<'a>(&'a self, req: &'a SlashRequest) -> BoxFuture<'a, Vec<EvmSignature>>;
+    /// Signatures of a vault's claim.
+    fn claim<'a>(&'a self, req: &'a ClaimRequest) -> BoxFuture<'a, Vec<EvmSignature>>;
 }
 
 /// A final checkpoint of the receipts log: its note (with cosignatures).
@@ -63,7 +67,8 @@ pub struct FinalCheckpoint {
 pub struct Settlement {
     /// When it was mined (ms since the epoch, local clock).
     pub time_ms: u64,
-    /// `checkpoint` or `slash`.
+    /// `checkpoint`, `slash`, `challenge`, `release` (a held fee paid out)
+    /// or `claim` (a vault moved to its linked address).
     pub kind: String,
     /// Settled size before (checkpoints).
     pub old_size: u64,
@@ -71,7 +76,8 @@ pub struct Settlement {
     pub new_size: u64,
     /// Transfer words (checkpoints), or 0.
     pub transfers: u64,
-    /// The slashed account (slashes).
+    /// The slashed or challenged node (slashes, challenges), the account
+    /// whose vault moved (claims).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accused: Option<PublicKey>,
     /// Transaction hash.
@@ -85,6 +91,18 @@ pub struct Settlement {
 const LINKS_FILE: &str = "evm-links.json";
 const HISTORY_FILE: &str = "evm-settlements.jsonl";
 const BRIDGE_FILE: &str = "evm-bridge.json";
+const HOLDS_FILE: &str = "evm-holds.json";
+
+/// A fee a checkpoint holds on chain, kept until the chain no longer holds
+/// it: its payout words are needed to release it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PendingHold {
+    /// The checkpoint size that brings the hold: until the chain has settled
+    /// it, a missing hold is one still to come.
+    settled_by: u64,
+    fee: HeldFee,
+}
 
 /// The bridge from the contract's escrow to the embedded ledger: every
 /// deposit, withdrawal request, cancellation and withdrawal logged on chain
@@ -122,6 +140,7 @@ pub struct Settler {
     dir: PathBuf,
     links: Mutex<BTreeMap<PublicKey, Link>>,
     history: Mutex<Vec<Settlement>>,
+    holds: Mutex<Vec<PendingHold>>,
     bridge: Option<Bridge>,
 }
 
@@ -157,6 +176,11 @@ impl Settler {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io(HISTORY_FILE, e)),
         };
+        let holds = match std::fs::read(dir.join(HOLDS_FILE)) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| io(HOLDS_FILE, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(HOLDS_FILE, e)),
+        };
         let s = Settler {
             chain,
             ledger,
@@ -164,6 +188,7 @@ impl Settler {
             dir,
             links: Mutex::new(BTreeMap::new()),
             history: Mutex::new(history),
+            holds: Mutex::new(holds),
             bridge: None,
         };
         for l in links {
@@ -363,10 +388,9 @@ impl Settler {
             receipts
                 .into_iter()
                 .enumerate()
-                .map(|(k, r)| {
+                .map(|(k, receipt)| {
                     Ok(SettlementEntry {
-                        leaf: r.leaf()?,
-                        certificate: r.certificate,
+                        receipt,
                         proof: log
                             .inclusion_proof(old + k as u64, new)
                             .map_err(|e| io("receipts log", e))?,
@@ -374,25 +398,22 @@ impl Settler {
                 })
                 .collect()
         })?;
-        let mut links: Vec<Link> = Vec::new();
-        {
+        // The links of every account paid or charged that has one: the
+        // netting pays an unlinked one to its vault (and refuses an unlinked
+        // payer).
+        let links: Vec<Link> = {
             let all = lock(&self.links);
             let mut want = std::collections::BTreeSet::new();
             want.insert(self.ledger.with_state(|s| s.treasury));
             for e in &entries {
-                want.insert(e.leaf.requester);
-                want.insert(e.leaf.node);
-                want.extend(e.leaf.fees.publisher.map(|p| p.account));
-                want.extend(e.certificate.verdicts.iter().map(|v| v.verifier));
+                let r = &e.receipt;
+                want.insert(r.request.requester);
+                want.insert(r.result.node);
+                want.extend(r.fees.publisher.map(|p| p.account));
+                want.extend(r.certificate.verdicts.iter().map(|v| v.verifier));
             }
-            for k in want {
-                links.push(
-                    all.get(&k)
-                        .cloned()
-                        .ok_or_else(|| EvmError::Unlinked(k.to_string()))?,
-                );
-            }
-        }
+            want.iter().filter_map(|k| all.get(k).cloned()).collect()
+        };
         let req = SettlementRequest {
             chain_id: self.chain.chain_id,
             contract: self.chain.contract,
@@ -421,6 +442,9 @@ impl Settler {
                 .collect()
         };
         let transfers = batch.checkpoint.transfers.len() as u64;
+        // Kept before sending: a hold mined while this process dies must
+        // still be released.
+        self.keep_holds(new, &batch.held)?;
         match self
             .chain
             .settle(&batch, proof, pack_signatures(sigs))
@@ -451,57 +475,177 @@ impl Settler {
         }
     }
 
-    /// Repeats on chain every slash of the ledger not yet there. Asks the
-    /// chain each time rather than remembering what was sent: a chain
-    /// restarted from older state may have lost a slash that was mined.
+    fn save_holds(&self, holds: &[PendingHold]) -> Result<(), EvmError> {
+        let bytes = serde_json::to_vec_pretty(holds).map_err(|e| io(HOLDS_FILE, e))?;
+        verinfer_log::write_atomic(&self.dir, HOLDS_FILE, &bytes).map_err(|e| io(HOLDS_FILE, e))
+    }
+
+    fn keep_holds(&self, settled_by: u64, fees: &[HeldFee]) -> Result<(), EvmError> {
+        if fees.is_empty() {
+            return Ok(());
+        }
+        let mut holds = lock(&self.holds);
+        for f in fees {
+            if !holds.iter().any(|h| h.fee.result == f.result) {
+                holds.push(PendingHold {
+                    settled_by,
+                    fee: f.clone(),
+                });
+            }
+        }
+        self.save_holds(&holds)
+    }
+
+    /// Pays out every held fee whose window has closed on chain, unless the
+    /// ledger overturned its answer (its challenge is the chain's to take,
+    /// [`Settler::slash_pending`]). Returns how many were paid out.
+    pub async fn release_matured(&self) -> Result<usize, EvmError> {
+        let pending = lock(&self.holds).clone();
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let (settled, _) = self.chain.checkpoint().await?;
+        let now = self.chain.time().await?;
+        let mut done = Vec::new();
+        let mut released = 0;
+        for h in &pending {
+            match self.chain.held_until(h.fee.result).await? {
+                None if settled >= h.settled_by => done.push(h.fee.result),
+                Some(until)
+                    if now >= until
+                        && !self
+                            .ledger
+                            .with_state(|s| s.overturned.contains(&h.fee.request)) =>
+                {
+                    let m = self
+                        .chain
+                        .release(h.fee.result, h.fee.payout.clone())
+                        .await?;
+                    self.record(Settlement {
+                        time_ms: now_ms(),
+                        kind: "release".into(),
+                        old_size: 0,
+                        new_size: 0,
+                        transfers: h.fee.payout.len() as u64,
+                        accused: None,
+                        tx: m.tx,
+                        gas_used: m.gas_used,
+                        block: m.block,
+                    })?;
+                    done.push(h.fee.result);
+                    released += 1;
+                }
+                _ => {}
+            }
+        }
+        let mut holds = lock(&self.holds);
+        holds.retain(|h| !done.contains(&h.fee.result));
+        self.save_holds(&holds)?;
+        Ok(released)
+    }
+
+    /// Repeats on chain every slash and challenge of the ledger not yet
+    /// there: a challenge while the chain still holds the answer's fee (it
+    /// refunds the payer, and slashes unless that is done), otherwise the
+    /// slash the ledger applied. Asks the chain each time rather than
+    /// remembering what was sent: a chain restarted from older state may
+    /// have lost a slash that was mined.
     pub async fn slash_pending(&self) -> Result<usize, EvmError> {
+        let slashed: std::collections::BTreeSet<u64> =
+            self.ledger.slashes().iter().map(|r| r.wal_index).collect();
+        let mut todo = slashed.clone();
+        todo.extend(self.ledger.challenges());
         let mut done = 0;
-        for rec in self.ledger.slashes() {
-            let tx = tokio::task::block_in_place(|| self.ledger.transaction(rec.wal_index))?;
-            let TxBody::Slash { evidence } = tx.body else {
-                return Err(invalid(format!(
-                    "WAL entry {} is not a slash",
-                    rec.wal_index
-                )));
+        for i in todo {
+            let tx = tokio::task::block_in_place(|| self.ledger.transaction(i))?;
+            let (evidence, challenge) = match tx.body {
+                TxBody::Slash { evidence } => (evidence, false),
+                TxBody::Challenge { evidence } => (evidence, true),
+                _ => {
+                    return Err(invalid(format!(
+                        "WAL entry {i} is neither a slash nor a challenge"
+                    )))
+                }
             };
             let (result, accused) = evidence_subject(&evidence)?;
+            let key = B256::from(result.0);
             let link = lock(&self.links)
                 .get(&accused)
                 .cloned()
                 .ok_or_else(|| EvmError::Unlinked(accused.to_string()))?;
-            if !self
-                .chain
-                .is_slashed(B256::from(result.0), link.address)
-                .await?
-            {
-                let req = SlashRequest {
-                    chain_id: self.chain.chain_id,
-                    contract: self.chain.contract,
-                    accused: link.clone(),
-                    evidence: *evidence.clone(),
-                };
-                // The ledger applied this slash, so it holds the anchor.
-                let anchor = self
-                    .ledger
-                    .with_state(|s| s.commits.get(&result).copied())
-                    .ok_or_else(|| invalid(format!("no commitment anchors result {result}")))?;
-                let s = slash_struct(link.address, &result, &evidence, anchor.time_ms)?;
-                let digest = slash_digest(&s, &domain(req.chain_id, req.contract));
-                let sigs = Self::valid(digest, self.cosigners.slash(&req).await);
-                let m = self.chain.slash(&s, pack_signatures(sigs)).await?;
-                self.record(Settlement {
-                    time_ms: now_ms(),
-                    kind: "slash".into(),
-                    old_size: 0,
-                    new_size: 0,
-                    transfers: 0,
-                    accused: Some(accused),
-                    tx: m.tx,
-                    gas_used: m.gas_used,
-                    block: m.block,
-                })?;
-                done += 1;
+            let open = match (challenge, self.chain.held_until(key).await?) {
+                (true, Some(until)) => self.chain.time().await? < until,
+                _ => false,
+            };
+            let slash_owed =
+                slashed.contains(&i) && !self.chain.is_slashed(key, link.address).await?;
+            if !(open || slash_owed) {
+                continue;
             }
+            let req = SlashRequest {
+                chain_id: self.chain.chain_id,
+                contract: self.chain.contract,
+                accused: link.clone(),
+                evidence: *evidence.clone(),
+            };
+            // The ledger applied this slash, so it holds the anchor.
+            let anchor = self
+                .ledger
+                .with_state(|s| s.commits.get(&result).copied())
+                .ok_or_else(|| invalid(format!("no commitment anchors result {result}")))?;
+            let s = slash_struct(link.address, &result, &evidence, anchor.time_ms)?;
+            let digest = slash_digest(&s, &domain(req.chain_id, req.contract));
+            let sigs = pack_signatures(Self::valid(digest, self.cosigners.slash(&req).await));
+            let m = match open {
+                true => self.chain.challenge(&s, sigs).await?,
+                false => self.chain.slash(&s, sigs).await?,
+            };
+            self.record(Settlement {
+                time_ms: now_ms(),
+                kind: if open { "challenge" } else { "slash" }.into(),
+                old_size: 0,
+                new_size: 0,
+                transfers: 0,
+                accused: Some(accused),
+                tx: m.tx,
+                gas_used: m.gas_used,
+                block: m.block,
+            })?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Moves to its linked address every vault that settlement paid while
+    /// its account had no link. Returns how many were moved.
+    pub async fn claim_pending(&self) -> Result<usize, EvmError> {
+        let links: Vec<Link> = lock(&self.links).values().cloned().collect();
+        let mut done = 0;
+        for link in links {
+            if self.chain.balance(vault(&link.account)).await? == 0 {
+                continue;
+            }
+            let req = ClaimRequest {
+                chain_id: self.chain.chain_id,
+                contract: self.chain.contract,
+                link,
+            };
+            let claim = check_claim(&req)?;
+            let digest = claim_digest(&claim, &domain(req.chain_id, req.contract));
+            let sigs = Self::valid(digest, self.cosigners.claim(&req).await);
+            let m = self.chain.claim(&claim, pack_signatures(sigs)).await?;
+            self.record(Settlement {
+                time_ms: now_ms(),
+                kind: "claim".into(),
+                old_size: 0,
+                new_size: 0,
+                transfers: 1,
+                accused: Some(req.link.account),
+                tx: m.tx,
+                gas_used: m.gas_used,
+                block: m.block,
+            })?;
+            done += 1;
         }
         Ok(done)
     }
@@ -527,6 +671,12 @@ impl Settler {
             }
             if let Err(e) = self.slash_pending().await {
                 tracing::warn!(error = %e, "slash not repeated on chain this round");
+            }
+            if let Err(e) = self.release_matured().await {
+                tracing::warn!(error = %e, "held fee not paid out on chain this round");
+            }
+            if let Err(e) = self.claim_pending().await {
+                tracing::warn!(error = %e, "vault not claimed on chain this round");
             }
         }
     }

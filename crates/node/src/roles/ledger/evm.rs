@@ -1,5 +1,5 @@
 //! The ledger role's EVM duties: its settler asks the registered verifiers
-//! to sign each settlement and slash ([`HttpCosigners`]; the verifiers'
+//! to sign each settlement, slash and vault claim ([`HttpCosigners`]; the verifiers'
 //! side is `roles::verifier::evm`), and two routes:
 //!
 //! - `POST /ledger/evm/link`: an account's signed EVM address;
@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
-use verinfer_ledger::evm::netting::{EvmSignature, SettlementRequest, SlashRequest};
+use verinfer_ledger::evm::netting::{ClaimRequest, EvmSignature, SettlementRequest, SlashRequest};
 use verinfer_ledger::evm::settler::{BoxFuture, Cosigners};
 use verinfer_ledger::evm::Link;
 use verinfer_ledger::tx::Role;
@@ -84,6 +84,14 @@ impl Cosigners for HttpCosigners {
         Box::pin(async move {
             match serde_json::to_vec(req) {
                 Ok(body) => self.ask("/verifier/evm/slash", body).await,
+                Err(_) => Vec::new(),
+            }
+        })
+    }
+    fn claim<'a>(&'a self, req: &'a ClaimRequest) -> BoxFuture<'a, Vec<EvmSignature>> {
+        Box::pin(async move {
+            match serde_json::to_vec(req) {
+                Ok(body) => self.ask("/verifier/evm/claim", body).await,
                 Err(_) => Vec::new(),
             }
         })

@@ -9,7 +9,11 @@
 //!   ([`check_settlement`]), and answers its EIP-712 signature;
 //! - `POST /verifier/evm/slash` (authenticated, from the ledger's key; body a
 //!   [`SlashRequest`]): the same for slash evidence ([`check_slash`], against
-//!   the registry the verifier reads from its ledger).
+//!   the registry the verifier reads from its ledger); the contract's
+//!   `challenge` of a held optimistic answer takes the same signatures;
+//! - `POST /verifier/evm/claim` (authenticated, from the ledger's key; body a
+//!   [`ClaimRequest`]): the account's signed link, checked ([`check_claim`]),
+//!   for the move of its vault to the address it linked.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,8 +22,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use verinfer_ledger::evm::netting::{
-    check_settlement, check_slash, domain, slash_digest, EvmSignature, SettlementRequest,
-    SlashRequest,
+    check_claim, check_settlement, check_slash, claim_digest, domain, slash_digest, ClaimRequest,
+    EvmSignature, SettlementRequest, SlashRequest,
 };
 use verinfer_ledger::evm::settler::sign_digest;
 use verinfer_log::witness::verify_cosignature;
@@ -52,6 +56,29 @@ impl Admits<SlashRequest> for VerifierNode {
     fn admit(&self, sender: PublicKey) -> impl Future<Output = Result<(), HttpError>> + Send {
         self.registry.require_ledger(sender)
     }
+}
+
+/// Vault claims are the ledger's to ask for.
+impl Admits<ClaimRequest> for VerifierNode {
+    const WHAT: &'static str = "claim";
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
+    fn admit(&self, sender: PublicKey) -> impl Future<Output = Result<(), HttpError>> + Send {
+        self.registry.require_ledger(sender)
+    }
+}
+
+/// `POST /verifier/evm/claim`.
+pub async fn sign_claim(
+    State(node): State<Arc<VerifierNode>>,
+    Signed { body: req, .. }: Signed<ClaimRequest>,
+) -> Result<Json<EvmSignature>, HttpError> {
+    let claim = check_claim(&req).map_err(HttpError::unprocessable)?;
+    let digest = claim_digest(&claim, &domain(req.chain_id, req.contract));
+    sign_digest(node.evm(), &digest)
+        .map(Json)
+        .map_err(HttpError::internal)
 }
 
 /// `POST /verifier/evm/settlement`.

@@ -1,7 +1,8 @@
 //! The verifier role's routes: which handler answers which path.
 
-use super::evm::{sign_settlement, sign_slash};
+use super::evm::{sign_claim, sign_settlement, sign_slash};
 use super::{add_checkpoint, check, info, VerifierNode};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
@@ -12,8 +13,14 @@ impl VerifierNode {
         Router::new()
             .route("/verifier/check", post(check))
             .route("/witness/add-checkpoint", post(add_checkpoint))
-            .route("/verifier/evm/settlement", post(sign_settlement))
+            // Settlement requests carry whole receipts: as large as the
+            // ledger's largest transaction, not axum's default 2 MB.
+            .route(
+                "/verifier/evm/settlement",
+                post(sign_settlement).layer(DefaultBodyLimit::max(crate::wire::MAX_TX_BYTES)),
+            )
             .route("/verifier/evm/slash", post(sign_slash))
+            .route("/verifier/evm/claim", post(sign_claim))
             .route("/node/info", get(info))
             .with_state(self.clone())
     }

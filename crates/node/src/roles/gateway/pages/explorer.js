@@ -285,7 +285,11 @@ function onChain(c) {
     String(t.block),
     el("span", { title: when(t.time_ms) }, ago(t.time_ms)),
     t.kind,
-    t.kind === "checkpoint" ? `${t.old_size} → ${t.new_size} (${t.transfers} transfers)` : link(`/explorer/records?q=${t.accused}`, short(t.accused)),
+    t.kind === "checkpoint"
+      ? `${t.old_size} → ${t.new_size} (${t.transfers} transfers)`
+      : t.accused
+        ? link(`/explorer/records?q=${t.accused}`, short(t.accused))
+        : `${t.transfers} transfers`, // a held fee paid out
     String(t.gas_used),
     el("code", {}, t.tx),
   ]);
