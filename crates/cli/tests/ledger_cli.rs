@@ -363,7 +363,21 @@ fn commands_against_an_open_ledger_are_refused() {
     assert!(err.contains(&in_use), "{err}");
     assert_eq!(live.with_state(|s| s.height), height);
     drop(live);
-    ok(&transfer);
+    // A child that another test thread forked while the ledger was open holds
+    // the lock's file until it execs; on a loaded machine that takes a while.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = run(&transfer);
+        if out.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&in_use) && std::time::Instant::now() < deadline,
+            "transfer after the ledger closed: {err}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_eq!(account(d, &w.nodes[0]).balance, 5);
 }
 
