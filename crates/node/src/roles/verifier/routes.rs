@@ -1,7 +1,7 @@
 //! The verifier role's routes: which handler answers which path.
 
 use super::evm::{sign_settlement, sign_slash};
-use super::{add_checkpoint, check, info, VerifierNode};
+use super::{add_checkpoint, check, info, warm, VerifierNode};
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ impl VerifierNode {
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/verifier/check", post(check))
+            .route("/verifier/warm", post(warm))
             .route("/witness/add-checkpoint", post(add_checkpoint))
             .route("/verifier/evm/settlement", post(sign_settlement))
             .route("/verifier/evm/slash", post(sign_slash))
