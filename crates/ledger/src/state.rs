@@ -847,299 +847,364 @@ fn apply_body(state: &mut State, signer: &PublicKey, body: &TxBody) -> Result<Ef
         ..Effects::default()
     };
     match body {
-        TxBody::Transfer { to, amount } => {
-            let amount = positive(amount)?;
-            need("balance", state.balance(signer), amount)?;
-            state
-                .balance(to)
-                .checked_add(amount)
-                .ok_or(TxError::Overflow)?;
-            debit(state, signer, amount);
-            credit(state, to, amount)?;
-        }
-        TxBody::Stake { amount } => {
-            let amount = positive(amount)?;
-            need("balance", state.balance(signer), amount)?;
-            let new = state
-                .stake(signer)
-                .checked_add(amount)
-                .ok_or(TxError::Overflow)?;
-            debit(state, signer, amount);
-            state.stakes.insert(*signer, new);
-        }
-        TxBody::Unstake { amount } => {
-            let amount = positive(amount)?;
-            let stake = state.stake(signer);
-            need("stake", stake, amount)?;
-            if state.nodes.contains_key(signer) && stake - amount < state.params.min_stake.0 {
-                return Err(rule(
-                    "a registered node cannot go below the minimum stake; deregister first",
-                ));
-            }
-            if state.vote_locked(signer) {
-                return Err(rule("stake that voted stays bonded until the vote closes"));
-            }
-            let release_ms = after_secs(state.time_ms, state.params.unbonding_delay_secs)?;
-            set_stake(state, signer, stake - amount);
-            state
-                .unbonding
-                .entry(*signer)
-                .or_default()
-                .push(Unbond { amount, release_ms });
-        }
-        TxBody::Withdraw => {
-            let now = state.time_ms;
-            if let Some(&until) = state.frozen.get(signer) {
-                if now < until {
-                    return Err(rule(format!(
-                        "a dispute against this node is open: withdrawals are frozen until {until} ms"
-                    )));
-                }
-            }
-            let list = state.unbonding.get(signer).cloned().unwrap_or_default();
-            let (ready, waiting): (Vec<_>, Vec<_>) =
-                list.into_iter().partition(|u| u.release_ms <= now);
-            if ready.is_empty() {
-                return Err(rule("no unbonding stake has matured"));
-            }
-            let total = ready
-                .iter()
-                .try_fold(0u128, |a, u| a.checked_add(u.amount))
-                .ok_or(TxError::Overflow)?;
-            state
-                .balance(signer)
-                .checked_add(total)
-                .ok_or(TxError::Overflow)?;
-            if waiting.is_empty() {
-                state.unbonding.remove(signer);
-            } else {
-                state.unbonding.insert(*signer, waiting);
-            }
-            credit(state, signer, total)?;
-        }
+        TxBody::Transfer { to, amount } => transfer(state, signer, to, amount)?,
+        TxBody::Stake { amount } => add_stake(state, signer, amount)?,
+        TxBody::Unstake { amount } => unstake(state, signer, amount)?,
+        TxBody::Withdraw => withdraw(state, signer)?,
         TxBody::Publish { model } => publish(state, signer, model)?,
-        TxBody::Register { role, endpoint } => {
-            if state.nodes.contains_key(signer) {
-                return Err(rule("already registered"));
-            }
-            need("stake", state.stake(signer), state.params.min_stake.0)?;
-            if endpoint.is_empty() || endpoint.len() > 512 {
-                return Err(rule("endpoint must be 1 to 512 bytes"));
-            }
-            let h = state.height;
-            state.nodes.insert(
-                *signer,
-                Node {
-                    role: *role,
-                    endpoint: endpoint.clone(),
-                    registered: h,
-                    last_heartbeat: h,
-                    models: BTreeSet::new(),
-                },
-            );
-            if *role == Role::Verifier {
-                state.verifier_terms.entry(*signer).or_default().push(Term {
-                    from: h,
-                    until: None,
-                });
-            }
-        }
-        TxBody::Serve { models } => {
-            if !registered(state, signer, Role::Inference) {
-                return Err(rule("only a registered inference node serves models"));
-            }
-            if models.len() > MAX_SERVED_MODELS {
-                return Err(rule(format!("at most {MAX_SERVED_MODELS} models per node")));
-            }
-            if models.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(rule("models must be strictly increasing"));
-            }
-            if let Some(m) = models.iter().find(|m| !state.models.contains_key(m)) {
-                return Err(rule(format!("model {m} is not admitted")));
-            }
-            if let Some(n) = state.nodes.get_mut(signer) {
-                n.models = models.iter().copied().collect();
-            }
-        }
+        TxBody::Register { role, endpoint } => register(state, signer, *role, endpoint)?,
+        TxBody::Serve { models } => serve(state, signer, models)?,
         TxBody::Deregister => {
             state
                 .deregister(signer)
                 .ok_or_else(|| rule("not registered"))?;
         }
-        TxBody::Commit { result } => {
-            if state
-                .nodes
-                .get(signer)
-                .is_none_or(|n| n.role != Role::Gateway)
-            {
-                return Err(rule("only a registered gateway commits to results"));
-            }
-            if state.commits.contains_key(result) {
-                return Err(rule("this result is already committed"));
-            }
-            let anchor = Anchor {
-                height: state.height,
-                time_ms: state.time_ms,
-            };
-            state.commits.insert(*result, anchor);
-        }
-        TxBody::Heartbeat => {
-            let h = state.height;
-            state
-                .nodes
-                .get_mut(signer)
-                .ok_or_else(|| rule("not registered"))?
-                .last_heartbeat = h;
-        }
+        TxBody::Commit { result } => commit(state, signer, result)?,
+        TxBody::Heartbeat => heartbeat(state, signer)?,
         TxBody::Reserve {
             request,
             amount,
             ttl_secs,
-        } => {
-            let amount = positive(amount)?;
-            let max = state.params.reserve_ttl_max_secs;
-            if *ttl_secs == 0 || *ttl_secs > max {
-                return Err(rule(format!(
-                    "ttl_secs must be 1 to {max} (reserve_ttl_max_secs)"
-                )));
-            }
-            if state.escrow.contains_key(request) {
-                return Err(rule("request already has a reservation"));
-            }
-            let deposit = state.params.tx_fee.0;
-            let total = amount.checked_add(deposit).ok_or(TxError::Overflow)?;
-            need("balance", state.balance(signer), total)?;
-            let deadline_ms = after_secs(state.time_ms, *ttl_secs)?;
-            debit(state, signer, total);
-            state.escrow.insert(
-                *request,
-                Escrow {
-                    payer: *signer,
-                    amount,
-                    deadline_ms,
-                    deposit,
-                },
-            );
-        }
-        TxBody::Release { request } => {
-            match state.escrow.get(request) {
-                Some(e) if e.payer == *signer || state.time_ms >= e.deadline_ms => {}
-                Some(_) => {
-                    return Err(rule(
-                        "only the payer can release a reservation before its deadline",
-                    ))
-                }
-                None => return Err(rule("no reservation for this request")),
-            }
-            if let Some(e) = state.escrow.remove(request) {
-                credit(state, &e.payer, e.amount)?;
-                let t = state.treasury;
-                credit(state, &t, e.deposit)?;
-            }
-        }
-        TxBody::Settle { receipts } => {
-            let payouts = receipts
-                .iter()
-                .enumerate()
-                .map(|(index, r)| {
-                    settlement(state, r).map_err(|e| TxError::Receipt {
-                        index,
-                        reason: e.to_string(),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let distinct: BTreeSet<_> = payouts.iter().map(|p| p.request).collect();
-            if distinct.len() != payouts.len() {
-                return Err(rule("a request appears twice in one settlement"));
-            }
-            for p in payouts {
-                state.escrow.remove(&p.request);
-                credit(state, &p.payer, p.refund + p.deposit)?;
-                match p.until_ms {
-                    None => pay_out(state, &p.node, &p.verifiers, p.per_verifier, &p.fees)?,
-                    Some(until_ms) => {
-                        // An optimistic answer: the fee waits for the window,
-                        // and the node's stake stays to answer a challenge.
-                        let frozen = state.frozen.entry(p.node).or_default();
-                        *frozen = (*frozen).max(until_ms);
-                        state.provisional.insert(
-                            p.request,
-                            Provisional {
-                                payer: p.payer,
-                                node: p.node,
-                                result: p.result,
-                                fees: p.fees,
-                                verifiers: p.verifiers,
-                                per_verifier: p.per_verifier,
-                                until_ms,
-                            },
-                        );
-                    }
-                }
-                effects.leaves.push(p.leaf);
-            }
-            state.leaves += effects.leaves.len() as u64;
-        }
+        } => reserve(state, signer, request, amount, *ttl_secs)?,
+        TxBody::Release { request } => release(state, signer, request)?,
+        TxBody::Settle { receipts } => effects.leaves = settle(state, receipts)?,
         TxBody::Slash { evidence } => effects.slashed = Some(slash(state, evidence)?),
         TxBody::Challenge { evidence } => effects.slashed = challenge(state, evidence)?,
-        TxBody::Finalize { request } => {
-            let p = state
-                .provisional
-                .get(request)
-                .ok_or_else(|| rule("no provisional answer to this request"))?;
-            if state.time_ms < p.until_ms {
-                return Err(rule(format!(
-                    "the challenge window is open until {} ms",
-                    p.until_ms
-                )));
-            }
-            let p = p.clone();
-            pay_out(state, &p.node, &p.verifiers, p.per_verifier, &p.fees)?;
-            state.provisional.remove(request);
-        }
+        TxBody::Finalize { request } => finalize(state, request)?,
         TxBody::Dispute { result, verdict } => dispute(state, result, verdict)?,
-        TxBody::Propose { change } => {
-            if state.stake(signer) == 0 {
-                return Err(rule("only stakers can propose"));
-            }
-            enact(&mut state.clone(), change)?;
-            let deadline_ms = after_secs(state.time_ms, state.params.voting_period_secs)?;
-            let id = state.proposals.len() as u64;
-            state.proposals.insert(
-                id,
-                Proposal {
-                    proposer: *signer,
-                    change: change.clone(),
-                    yes: 0,
-                    no: 0,
-                    voters: BTreeSet::new(),
-                    status: ProposalStatus::Open,
-                    deadline_ms,
-                    snapshot: state.stakes.clone(),
-                    snapshot_total: state.stakes.values().sum(),
-                },
-            );
-            effects.proposal = Some(id);
-        }
+        TxBody::Propose { change } => effects.proposal = Some(propose(state, signer, change)?),
         TxBody::Vote { proposal, yes } => vote(state, signer, *proposal, *yes)?,
-        TxBody::Burn { amount } => {
-            let amount = positive(amount)?;
-            need("balance", state.balance(signer), amount)?;
-            debit(state, signer, amount);
-            state.total_supply -= amount;
-        }
-        TxBody::Bridge { event, movement } => {
-            if *signer != state.treasury {
-                return Err(rule("only the treasury bridges the chain's escrow"));
-            }
-            if state.bridged.contains(event) {
-                return Err(rule("chain event already bridged"));
-            }
-            bridge(state, movement)?;
-            state.bridged.insert(*event);
-        }
+        TxBody::Burn { amount } => burn(state, signer, amount)?,
+        TxBody::Bridge { event, movement } => bridge_event(state, signer, event, movement)?,
     }
     Ok(effects)
+}
+
+fn transfer(
+    state: &mut State,
+    signer: &PublicKey,
+    to: &PublicKey,
+    amount: &Amount,
+) -> Result<(), TxError> {
+    let amount = positive(amount)?;
+    need("balance", state.balance(signer), amount)?;
+    state
+        .balance(to)
+        .checked_add(amount)
+        .ok_or(TxError::Overflow)?;
+    debit(state, signer, amount);
+    credit(state, to, amount)
+}
+
+fn add_stake(state: &mut State, signer: &PublicKey, amount: &Amount) -> Result<(), TxError> {
+    let amount = positive(amount)?;
+    need("balance", state.balance(signer), amount)?;
+    let new = state
+        .stake(signer)
+        .checked_add(amount)
+        .ok_or(TxError::Overflow)?;
+    debit(state, signer, amount);
+    state.stakes.insert(*signer, new);
+    Ok(())
+}
+
+fn unstake(state: &mut State, signer: &PublicKey, amount: &Amount) -> Result<(), TxError> {
+    let amount = positive(amount)?;
+    let stake = state.stake(signer);
+    need("stake", stake, amount)?;
+    if state.nodes.contains_key(signer) && stake - amount < state.params.min_stake.0 {
+        return Err(rule(
+            "a registered node cannot go below the minimum stake; deregister first",
+        ));
+    }
+    if state.vote_locked(signer) {
+        return Err(rule("stake that voted stays bonded until the vote closes"));
+    }
+    let release_ms = after_secs(state.time_ms, state.params.unbonding_delay_secs)?;
+    set_stake(state, signer, stake - amount);
+    state
+        .unbonding
+        .entry(*signer)
+        .or_default()
+        .push(Unbond { amount, release_ms });
+    Ok(())
+}
+
+fn withdraw(state: &mut State, signer: &PublicKey) -> Result<(), TxError> {
+    let now = state.time_ms;
+    if let Some(&until) = state.frozen.get(signer) {
+        if now < until {
+            return Err(rule(format!(
+                "a dispute against this node is open: withdrawals are frozen until {until} ms"
+            )));
+        }
+    }
+    let list = state.unbonding.get(signer).cloned().unwrap_or_default();
+    let (ready, waiting): (Vec<_>, Vec<_>) = list.into_iter().partition(|u| u.release_ms <= now);
+    if ready.is_empty() {
+        return Err(rule("no unbonding stake has matured"));
+    }
+    let total = ready
+        .iter()
+        .try_fold(0u128, |a, u| a.checked_add(u.amount))
+        .ok_or(TxError::Overflow)?;
+    state
+        .balance(signer)
+        .checked_add(total)
+        .ok_or(TxError::Overflow)?;
+    if waiting.is_empty() {
+        state.unbonding.remove(signer);
+    } else {
+        state.unbonding.insert(*signer, waiting);
+    }
+    credit(state, signer, total)
+}
+
+fn register(
+    state: &mut State,
+    signer: &PublicKey,
+    role: Role,
+    endpoint: &str,
+) -> Result<(), TxError> {
+    if state.nodes.contains_key(signer) {
+        return Err(rule("already registered"));
+    }
+    need("stake", state.stake(signer), state.params.min_stake.0)?;
+    if endpoint.is_empty() || endpoint.len() > 512 {
+        return Err(rule("endpoint must be 1 to 512 bytes"));
+    }
+    let h = state.height;
+    state.nodes.insert(
+        *signer,
+        Node {
+            role,
+            endpoint: endpoint.to_owned(),
+            registered: h,
+            last_heartbeat: h,
+            models: BTreeSet::new(),
+        },
+    );
+    if role == Role::Verifier {
+        state.verifier_terms.entry(*signer).or_default().push(Term {
+            from: h,
+            until: None,
+        });
+    }
+    Ok(())
+}
+
+fn serve(state: &mut State, signer: &PublicKey, models: &[Hash]) -> Result<(), TxError> {
+    if !registered(state, signer, Role::Inference) {
+        return Err(rule("only a registered inference node serves models"));
+    }
+    if models.len() > MAX_SERVED_MODELS {
+        return Err(rule(format!("at most {MAX_SERVED_MODELS} models per node")));
+    }
+    if models.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(rule("models must be strictly increasing"));
+    }
+    if let Some(m) = models.iter().find(|m| !state.models.contains_key(m)) {
+        return Err(rule(format!("model {m} is not admitted")));
+    }
+    if let Some(n) = state.nodes.get_mut(signer) {
+        n.models = models.iter().copied().collect();
+    }
+    Ok(())
+}
+
+fn commit(state: &mut State, signer: &PublicKey, result: &Hash) -> Result<(), TxError> {
+    if state
+        .nodes
+        .get(signer)
+        .is_none_or(|n| n.role != Role::Gateway)
+    {
+        return Err(rule("only a registered gateway commits to results"));
+    }
+    if state.commits.contains_key(result) {
+        return Err(rule("this result is already committed"));
+    }
+    let anchor = Anchor {
+        height: state.height,
+        time_ms: state.time_ms,
+    };
+    state.commits.insert(*result, anchor);
+    Ok(())
+}
+
+fn heartbeat(state: &mut State, signer: &PublicKey) -> Result<(), TxError> {
+    let h = state.height;
+    state
+        .nodes
+        .get_mut(signer)
+        .ok_or_else(|| rule("not registered"))?
+        .last_heartbeat = h;
+    Ok(())
+}
+
+fn reserve(
+    state: &mut State,
+    signer: &PublicKey,
+    request: &Hash,
+    amount: &Amount,
+    ttl_secs: u64,
+) -> Result<(), TxError> {
+    let amount = positive(amount)?;
+    let max = state.params.reserve_ttl_max_secs;
+    if ttl_secs == 0 || ttl_secs > max {
+        return Err(rule(format!(
+            "ttl_secs must be 1 to {max} (reserve_ttl_max_secs)"
+        )));
+    }
+    if state.escrow.contains_key(request) {
+        return Err(rule("request already has a reservation"));
+    }
+    let deposit = state.params.tx_fee.0;
+    let total = amount.checked_add(deposit).ok_or(TxError::Overflow)?;
+    need("balance", state.balance(signer), total)?;
+    let deadline_ms = after_secs(state.time_ms, ttl_secs)?;
+    debit(state, signer, total);
+    state.escrow.insert(
+        *request,
+        Escrow {
+            payer: *signer,
+            amount,
+            deadline_ms,
+            deposit,
+        },
+    );
+    Ok(())
+}
+
+fn release(state: &mut State, signer: &PublicKey, request: &Hash) -> Result<(), TxError> {
+    match state.escrow.get(request) {
+        Some(e) if e.payer == *signer || state.time_ms >= e.deadline_ms => {}
+        Some(_) => {
+            return Err(rule(
+                "only the payer can release a reservation before its deadline",
+            ))
+        }
+        None => return Err(rule("no reservation for this request")),
+    }
+    if let Some(e) = state.escrow.remove(request) {
+        credit(state, &e.payer, e.amount)?;
+        let t = state.treasury;
+        credit(state, &t, e.deposit)?;
+    }
+    Ok(())
+}
+
+/// Settles a batch of receipts; returns the leaves to log, in order.
+fn settle(state: &mut State, receipts: &[Receipt]) -> Result<Vec<Leaf>, TxError> {
+    let payouts = receipts
+        .iter()
+        .enumerate()
+        .map(|(index, r)| {
+            settlement(state, r).map_err(|e| TxError::Receipt {
+                index,
+                reason: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let distinct: BTreeSet<_> = payouts.iter().map(|p| p.request).collect();
+    if distinct.len() != payouts.len() {
+        return Err(rule("a request appears twice in one settlement"));
+    }
+    let mut leaves = Vec::with_capacity(payouts.len());
+    for p in payouts {
+        state.escrow.remove(&p.request);
+        credit(state, &p.payer, p.refund + p.deposit)?;
+        match p.until_ms {
+            None => pay_out(state, &p.node, &p.verifiers, p.per_verifier, &p.fees)?,
+            Some(until_ms) => {
+                // An optimistic answer: the fee waits for the window,
+                // and the node's stake stays to answer a challenge.
+                let frozen = state.frozen.entry(p.node).or_default();
+                *frozen = (*frozen).max(until_ms);
+                state.provisional.insert(
+                    p.request,
+                    Provisional {
+                        payer: p.payer,
+                        node: p.node,
+                        result: p.result,
+                        fees: p.fees,
+                        verifiers: p.verifiers,
+                        per_verifier: p.per_verifier,
+                        until_ms,
+                    },
+                );
+            }
+        }
+        leaves.push(p.leaf);
+    }
+    state.leaves += leaves.len() as u64;
+    Ok(leaves)
+}
+
+fn finalize(state: &mut State, request: &Hash) -> Result<(), TxError> {
+    let p = state
+        .provisional
+        .get(request)
+        .ok_or_else(|| rule("no provisional answer to this request"))?;
+    if state.time_ms < p.until_ms {
+        return Err(rule(format!(
+            "the challenge window is open until {} ms",
+            p.until_ms
+        )));
+    }
+    let p = p.clone();
+    pay_out(state, &p.node, &p.verifiers, p.per_verifier, &p.fees)?;
+    state.provisional.remove(request);
+    Ok(())
+}
+
+/// Opens a proposal; returns its id.
+fn propose(state: &mut State, signer: &PublicKey, change: &Change) -> Result<u64, TxError> {
+    if state.stake(signer) == 0 {
+        return Err(rule("only stakers can propose"));
+    }
+    enact(&mut state.clone(), change)?;
+    let deadline_ms = after_secs(state.time_ms, state.params.voting_period_secs)?;
+    let id = state.proposals.len() as u64;
+    state.proposals.insert(
+        id,
+        Proposal {
+            proposer: *signer,
+            change: change.clone(),
+            yes: 0,
+            no: 0,
+            voters: BTreeSet::new(),
+            status: ProposalStatus::Open,
+            deadline_ms,
+            snapshot: state.stakes.clone(),
+            snapshot_total: state.stakes.values().sum(),
+        },
+    );
+    Ok(id)
+}
+
+fn burn(state: &mut State, signer: &PublicKey, amount: &Amount) -> Result<(), TxError> {
+    let amount = positive(amount)?;
+    need("balance", state.balance(signer), amount)?;
+    debit(state, signer, amount);
+    state.total_supply -= amount;
+    Ok(())
+}
+
+fn bridge_event(
+    state: &mut State,
+    signer: &PublicKey,
+    event: &Hash,
+    movement: &Movement,
+) -> Result<(), TxError> {
+    if *signer != state.treasury {
+        return Err(rule("only the treasury bridges the chain's escrow"));
+    }
+    if state.bridged.contains(event) {
+        return Err(rule("chain event already bridged"));
+    }
+    bridge(state, movement)?;
+    state.bridged.insert(*event);
+    Ok(())
 }
 
 fn set_stake(state: &mut State, key: &PublicKey, amount: u128) {
