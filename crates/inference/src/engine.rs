@@ -905,8 +905,9 @@ impl Engine {
     /// `scope`, starting after the longest prefix already held, so that a
     /// later run or [`Engine::score_with`] over this prompt starts at its
     /// last token. Checks `stop` before each chunk of `WARM_CHUNK`
-    /// positions and keeps what was computed when it says stop. Returns the positions computed. The cache holds the bits a cold
-    /// run computes, so what later runs answer is unchanged.
+    /// positions and keeps what was computed when it says stop. Returns the
+    /// positions computed. The cache holds the bits a cold run computes, so
+    /// what later runs answer is unchanged.
     pub fn warm(
         &mut self,
         prompt: &[u32],

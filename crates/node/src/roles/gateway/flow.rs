@@ -1084,7 +1084,7 @@ impl Gateway {
 
 /// Records how long a step of `request`'s way took since `since`, as a
 /// debug event of target `latency` (the network bench sums these up).
-pub(crate) fn latency(request: &Hash, phase: &'static str, since: Instant) {
+fn latency(request: &Hash, phase: &'static str, since: Instant) {
     tracing::debug!(target: "latency", %request, phase, ms = since.elapsed().as_secs_f64() * 1e3);
 }
 

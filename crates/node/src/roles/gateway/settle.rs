@@ -3,9 +3,9 @@
 //! gateway's other transactions (slashes) go through the same signer so its
 //! nonces stay in order. A receipt never waits for company: a batch is what
 //! queued while the previous settlement was in flight, so a lone answer
-//! settles at once and many settle together. A batch stays below the ledger's body limit by
-//! encoded size, and a batch the ledger still finds too large is halved, so
-//! a receipt too large to settle fails alone.
+//! settles at once and many settle together. A batch stays below the
+//! ledger's body limit by encoded size, and a batch the ledger still finds
+//! too large is halved, so a receipt too large to settle fails alone.
 
 use crate::client::{ClientError, LedgerClient};
 use std::sync::Arc;
