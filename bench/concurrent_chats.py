@@ -5,7 +5,7 @@ requests crates/node/benches/network.rs sends the devnet): answers/s.
 
 N may be a comma-separated list: each count runs in turn. The API key, if
 the server wants one (verinfer's gateway does), is read from
-$VERINFER_API_KEY. Against verinfer, only answers whose `verinfer.status` is
+$VERINFER_API_KEY, the model's name from $CHAT_MODEL (smollm2-135m). Against verinfer, only answers whose `verinfer.status` is
 `verified` count; any other answer fails the run."""
 import json
 import os
@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 def chat(url, i):
     body = json.dumps({
-        "model": "smollm2-135m",
+        "model": os.environ.get("CHAT_MODEL", "smollm2-135m"),
         "max_tokens": 16,
         "temperature": 0,
         "messages": [{"role": "user", "content": f"Count to {i}."}],

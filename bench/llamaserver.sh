@@ -75,14 +75,19 @@ fi
 
 # verinfer's binary, built once.
 if [ "$PROFILE" = dev ]; then
-  cargo build -q -p verinfer-cli
+  cargo build -q --workspace --bin verinfer
   VERINFER=target/debug/verinfer
 else
-  cargo build -q --release -p verinfer-cli
+  cargo build -q --release --workspace --bin verinfer
   VERINFER=target/release/verinfer
 fi
+# The devnet names a file's model by its stem, the default by its name.
+DEVNET_MODEL=()
 if [ $# -ge 1 ]; then
   MODEL=$1
+  DEVNET_MODEL=(--model "$MODEL")
+  export CHAT_MODEL
+  CHAT_MODEL=$(basename "$MODEL" .gguf)
 else
   "$VERINFER" models fetch smollm2-135m >/dev/null
   MODEL=$("$VERINFER" models path smollm2-135m)
@@ -119,7 +124,7 @@ for round in $(seq 1 "$ROUNDS"); do
 
   echo "== round $round: verinfer devnet (verified; $DEVNET_THREADS engine thread per node)"
   rm -rf "$DIR/devnet"
-  "$VERINFER" devnet --data-dir "$DIR/devnet" --model "$MODEL" --threads "$DEVNET_THREADS" \
+  "$VERINFER" devnet --data-dir "$DIR/devnet" "${DEVNET_MODEL[@]}" --threads "$DEVNET_THREADS" \
     --listen "127.0.0.1:$((PORT + 1))" >"$DIR/devnet.out" 2>"$DIR/devnet.log" &
   NET=$!
   # The key is printed once every role runs.
