@@ -357,7 +357,6 @@ impl Gateway {
         request: &Request,
         events: &mpsc::Sender<Event>,
     ) -> Result<Answer, ApiError> {
-        self.warm_verifiers(model, request);
         let mut tried: Vec<PublicKey> = Vec::new();
         let mut sent = Sent::default();
         let mut rejected: Option<(InferenceResult, String)> = None;
@@ -477,13 +476,13 @@ impl Gateway {
     /// Result, so every live verifier is asked, and only when they are at
     /// most twice the quorum (beyond, most warm-ups would be for verifiers
     /// not drawn). Best effort: not awaited, failures ignored.
-    fn warm_verifiers(&self, model: &ModelEntry, request: &Request) {
+    fn warm_verifiers(&self, request: &Request) {
         let VerificationMode::Quorum { k } = request.policy.verification else {
             return;
         };
         let quorum = self.directory.params().map_or(0, |p| p.params.quorum);
         let k = k.max(quorum) as usize;
-        let live = self.directory.live(Role::Verifier, &model.id);
+        let live = self.directory.live(Role::Verifier, &request.model);
         if live.len() > 2 * k {
             return;
         }
@@ -584,6 +583,9 @@ impl Gateway {
                 if first && !matches!(event, InferenceEvent::Result(_)) {
                     first = false;
                     latency(&id, "first_text", t);
+                    // The node has its prompt done: warm-ups now share the
+                    // cores with its decoding, never with its prefill.
+                    self.warm_verifiers(request);
                 }
                 match event {
                     InferenceEvent::Text(t) => {
