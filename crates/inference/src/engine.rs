@@ -29,6 +29,10 @@ pub const ENGINE_VERSION: &str = concat!(
 
 /// Tokens per forward pass during prefill (bounds memory for long prompts).
 const PREFILL_CHUNK: usize = 512;
+/// Positions [`Engine::warm`] computes between looks at its stop signal
+/// (a value depends only on its token, position and the cache before it,
+/// never on how positions are grouped).
+const WARM_CHUNK: usize = 64;
 
 /// Options for loading an engine.
 #[derive(Debug, Clone, Copy, Default)]
@@ -900,6 +904,58 @@ impl Engine {
                 .keep(self.prefix_key.scoped(p.cache_scope), seq, kv);
         }
         Ok(result)
+    }
+
+    /// Computes the keys and values of `prompt` but its last token (whose
+    /// logits every run computes itself) into the prefix cache within
+    /// `scope`, starting after the longest prefix already held, so that a
+    /// later run or [`Engine::score_with`] over this prompt starts at its
+    /// last token. Checks `stop` before each chunk of `WARM_CHUNK`
+    /// positions and keeps what was computed when it says stop. Returns the
+    /// positions computed. The cache holds the bits a cold run computes, so
+    /// what later runs answer is unchanged.
+    pub fn warm(
+        &mut self,
+        prompt: &[u32],
+        scope: Option<[u8; 32]>,
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Result<usize> {
+        self.check_prompt(prompt)?;
+        let seq = &prompt[..prompt.len() - 1];
+        if seq.is_empty() {
+            return Ok(0);
+        }
+        self.model.ensure_rope(seq.len() + 1);
+        let key = self.prefix_key.scoped(scope);
+        let mut cache = KvCache::new(&self.model.config, seq.len());
+        let start = self.prefix.restore(key, seq, seq.len(), &mut cache);
+        let mut done = start;
+        for chunk in seq[start..].chunks(WARM_CHUNK) {
+            if stop() {
+                break;
+            }
+            let entries: Vec<Entry> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, &token)| Entry {
+                    seq: 0,
+                    token,
+                    pos: done + i,
+                })
+                .collect();
+            self.model.forward(
+                self.kind,
+                &self.pool,
+                &entries,
+                std::slice::from_mut(&mut cache),
+                &[],
+            )?;
+            done += chunk.len();
+        }
+        if done > start {
+            self.prefix.keep(key, seq[..done].to_vec(), cache);
+        }
+        Ok(done - start)
     }
 }
 

@@ -190,3 +190,28 @@ fn one_requesters_prefixes_never_serve_another() {
     let (again, _) = reused(&mut e, &scoped(2));
     assert_eq!(again as usize, prompt.len() - 1);
 }
+
+#[test]
+fn a_warmed_prompt_scores_from_the_cache_as_a_cold_run_does() {
+    let seq = sequence();
+    let (prompt, output) = seq.split_at(50);
+    for spec in specs() {
+        let bytes = tiny_model(&spec);
+        let want = all_logits(&mut cold(&bytes).1, prompt, output);
+        let (_dir, mut e) = load(&bytes, 2, false);
+        // Everything but the last prompt token, in chunks.
+        assert_eq!(e.warm(prompt, None, &mut || false).expect("warm"), 49);
+        // Already held: nothing more to compute.
+        assert_eq!(e.warm(prompt, None, &mut || false).expect("warm"), 0);
+        let before = e.prefix_cache().stats().reused_tokens;
+        assert!(all_logits(&mut e, prompt, output) == want, "{}", spec.arch);
+        assert_eq!(e.prefix_cache().stats().reused_tokens - before, 49);
+        // Another scope gets nothing from it; a stopped warm-up computes nothing.
+        let (_d2, mut f) = load(&bytes, 1, false);
+        assert_eq!(
+            f.warm(prompt, Some([1; 32]), &mut || true).expect("warm"),
+            0
+        );
+        assert_eq!(f.prefix_cache().stats().entries, 0);
+    }
+}

@@ -5,12 +5,18 @@
 //! - sequential verified chats (32 tokens): median latency, against the same
 //!   generation on a bare engine in this process, measured alternately;
 //! - time to the first streamed token;
-//! - 50 concurrent chats (16 tokens): answers and output tokens per second.
+//! - 50 concurrent chats (16 tokens): answers and output tokens per second;
+//! - where a sequential chat's time goes: the medians of the nodes' debug
+//!   events of target `latency` (gateway steps, the inference node's
+//!   prefill, decode and signing, the verifiers' wait and scoring pass).
 //!
 //! Run: `cargo bench -p verinfer-node --bench network`.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
 use verinfer_inference::{Engine, EngineOptions};
 use verinfer_node::devnet::{self, DevnetOptions};
 use verinfer_node::testing::chat;
@@ -21,7 +27,54 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The `latency` events' values by step (`phase` for the gateway's, the
+/// event's message and the field's name for the nodes').
+#[derive(Clone, Default)]
+struct Steps(Arc<Mutex<BTreeMap<String, Vec<f64>>>>);
+
+impl<S: tracing::Subscriber> Layer<S> for Steps {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        #[derive(Default)]
+        struct Fields {
+            name: String,
+            values: Vec<(&'static str, f64)>,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                if f.name() == "phase" {
+                    self.name = v.to_string();
+                }
+            }
+            fn record_f64(&mut self, f: &tracing::field::Field, v: f64) {
+                self.values.push((f.name(), v));
+            }
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.name = format!("{v:?}");
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let mut steps = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (field, v) in fields.values {
+            let key = if field == "ms" {
+                fields.name.clone()
+            } else {
+                format!("{}.{field}", fields.name)
+            };
+            steps.entry(key).or_default().push(v);
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    let steps = Steps::default();
+    let only_latency =
+        tracing_subscriber::filter::Targets::new().with_target("latency", tracing::Level::DEBUG);
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(steps.clone().with_filter(only_latency)),
+    )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -39,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             chat(&http, &net.url, &net.api_key, p, 32, false).await?;
         }
 
+        steps.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let (mut api, mut bare, mut ttft) = (Vec::new(), Vec::new(), Vec::new());
         let mut tokens = 0u64;
         for p in &prompts {
@@ -74,6 +128,10 @@ fn main() -> anyhow::Result<()> {
         println!("  bare generation, same requests  median {:7.1} ms", median(bare.clone()));
         println!("  ratio                           {:7.2}x", median(api) / median(bare));
         println!("  first streamed token            median {:7.1} ms", median(ttft));
+        println!("  where a verified chat's time goes (medians, ms):");
+        for (step, v) in std::mem::take(&mut *steps.0.lock().unwrap_or_else(|e| e.into_inner())) {
+            println!("    {step:<32} {:7.1}  ({} samples)", median(v.clone()), v.len());
+        }
 
         for concurrency in [8usize, 50] {
             let t = Instant::now();

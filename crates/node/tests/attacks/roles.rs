@@ -115,6 +115,55 @@ async fn an_outsider_gets_no_inference_or_checks() {
     .await
     .expect("post");
     assert_eq!(status, 403, "free checks for a stranger: {text}");
+    // Nor warm-ups of its prompts.
+    let body = serde_json::to_vec(&request).expect("json");
+    let (status, text) = signed_post(&http, &outsider, &key, &url, "/verifier/warm", body)
+        .await
+        .expect("post");
+    assert_eq!(status, 403, "free warm-ups for a stranger: {text}");
+    net.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_warms_only_signed_requests_for_the_verifiers_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = small_devnet(dir.path()).await;
+    let http = reqwest::Client::new();
+    let p = Public::read(&http, &net).await;
+    let gateway = SecretKey::generate();
+    register_gateway(&net, dir.path(), &gateway, "http://127.0.0.1:9")
+        .await
+        .expect("register");
+    let (key, url) = p.node("verifier");
+    let warm = |r: &Request| serde_json::to_vec(r).expect("json");
+    // A prompt in someone else's scope, not signed by them: refused.
+    let mut forged = p.request(&SecretKey::generate());
+    forged.requester = SecretKey::generate().public();
+    let (status, text) = signed_post(&http, &gateway, &key, &url, "/verifier/warm", warm(&forged))
+        .await
+        .expect("post");
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("signature"), "{text}");
+    // Another model: refused.
+    let mut other = p.request(&gateway);
+    other.model = verinfer_types::Hash([7; 32]);
+    other.sign(&gateway).expect("sign");
+    let (status, _) = signed_post(&http, &gateway, &key, &url, "/verifier/warm", warm(&other))
+        .await
+        .expect("post");
+    assert_eq!(status, 404);
+    // A signed request for its model: taken (202) or skipped (204), never queued.
+    let (status, text) = signed_post(
+        &http,
+        &gateway,
+        &key,
+        &url,
+        "/verifier/warm",
+        warm(&p.request(&gateway)),
+    )
+    .await
+    .expect("post");
+    assert!(status == 202 || status == 204, "{status}: {text}");
     net.stop();
 }
 

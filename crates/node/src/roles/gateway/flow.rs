@@ -14,7 +14,7 @@ use crate::wire::{CheckRequest, InferenceEvent};
 use futures_util::StreamExt;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use verinfer_ledger::tx::{Evidence, ModelEntry, Role, TxBody};
 use verinfer_types::records::{
@@ -38,6 +38,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
 /// `reserve_ttl_max_secs`): the inference with its retries, the checks and
 /// a dispute, and the settlement batch after them.
 const RESERVE_TTL_SECS: u64 = 3600;
+/// Longest wait for a verifier to take a warm-up.
+const WARM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Checks of one Result before it is given up for lack of verifiers.
 const CHECK_ATTEMPTS: u32 = 3;
 /// Pause between those checks (the directory reads the registry every second).
@@ -164,7 +166,9 @@ impl Gateway {
             .ok_or_else(|| ApiError::field("max_tokens", "the request's maximum fee overflows"))?;
         let ttl_ms = self.reserve_ttl() * 1000;
         let until_ms = crate::auth::now_ms() + ttl_ms - (ttl_ms / 4).min(PENDING_MARGIN_MS);
+        let t = Instant::now();
         self.reserve(account, request_hash, fee).await?;
+        latency(&request_hash, "reserve", t);
         let outcome = self.infer_and_check(model, &request, events).await;
         match outcome {
             Ok(a) if a.settled.is_some() => Ok(a),
@@ -467,6 +471,39 @@ impl Gateway {
         }
     }
 
+    /// Has the verifiers that may be drawn for `request` compute its prompt
+    /// while a node answers it (`/verifier/warm`), so that the check of its
+    /// Result scores the answer only: the committee is drawn after the
+    /// Result, so every live verifier is asked, and only when they are at
+    /// most twice the quorum (beyond, most warm-ups would be for verifiers
+    /// not drawn). Best effort: not awaited, failures ignored.
+    fn warm_verifiers(&self, request: &Request) {
+        let VerificationMode::Quorum { k } = request.policy.verification else {
+            return;
+        };
+        let quorum = self.directory.params().map_or(0, |p| p.params.quorum);
+        let k = k.max(quorum) as usize;
+        let live = self.directory.live(Role::Verifier, &request.model);
+        if live.len() > 2 * k {
+            return;
+        }
+        let Ok(body) = serde_json::to_vec(request) else {
+            return;
+        };
+        for m in live {
+            let (peer, body) = (self.peer.clone(), body.clone());
+            tokio::spawn(async move {
+                let to = &m.view.key;
+                let r = peer
+                    .post(to, &m.view.endpoint, "/verifier/warm", body, WARM_TIMEOUT)
+                    .await;
+                if let Err(e) = r {
+                    tracing::debug!(verifier = %to, error = %e, "warm-up not taken");
+                }
+            });
+        }
+    }
+
     /// [`Self::check`], again while no certificate could be had for lack of
     /// verifiers (they may be back, or others live, a moment later): the
     /// text may already be with the client, and an answer that cannot be
@@ -505,6 +542,10 @@ impl Gateway {
     ) -> Result<InferenceResult, Failure> {
         let body =
             serde_json::to_vec(request).map_err(|e| Failure::Refused(ApiError::internal(e)))?;
+        let id = request
+            .hash()
+            .map_err(|e| Failure::Refused(ApiError::internal(e)))?;
+        let t = Instant::now();
         let resp = self
             .peer
             .post(
@@ -526,6 +567,9 @@ impl Gateway {
                 }
                 e => Failure::Unavailable(e.to_string()),
             })?;
+        latency(&id, "dispatch", t);
+        let t = Instant::now();
+        let mut first = true;
         let mut stream = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         let mut text = String::new();
@@ -537,6 +581,13 @@ impl Gateway {
                 let line: Vec<u8> = buf.drain(..=nl).collect();
                 let event: InferenceEvent = serde_json::from_slice(&line)
                     .map_err(|e| Failure::Unavailable(format!("bad event from node: {e}")))?;
+                if first && !matches!(event, InferenceEvent::Result(_)) {
+                    first = false;
+                    latency(&id, "first_text", t);
+                    // The node has its prompt done: warm-ups now share the
+                    // cores with its decoding, never with its prefill.
+                    self.warm_verifiers(request);
+                }
                 match event {
                     InferenceEvent::Text(t) => {
                         text.push_str(&t);
@@ -551,9 +602,10 @@ impl Gateway {
                         self.forward(&text, &logprobs, sent, events).await;
                     }
                     InferenceEvent::Result(r) => {
+                        latency(&id, "result", t);
                         return self
                             .accept_result(node, request, *r, &logprobs, sent, events)
-                            .await
+                            .await;
                     }
                     InferenceEvent::Error(e) => {
                         return Err(match e.status {
@@ -657,8 +709,13 @@ impl Gateway {
         result: &InferenceResult,
     ) -> Result<Checked, ApiError> {
         let hash = result.hash().map_err(ApiError::internal)?;
+        let t = Instant::now();
         let seed = self.committee_seed(&hash).await?;
-        self.check_drawn(model, request, result, hash, seed).await
+        latency(&result.request, "commit", t);
+        let t = Instant::now();
+        let checked = self.check_drawn(model, request, result, hash, seed).await;
+        latency(&result.request, "verdicts", t);
+        checked
     }
 
     /// [`Self::check`] with the committee seed `seed` of `result` (hash `hash`).
@@ -1042,11 +1099,13 @@ impl Gateway {
             salt: Salt::random(),
         };
         let id = receipt_id(&receipt).map_err(ApiError::internal)?;
+        let t = Instant::now();
         let index = self
             .settler
             .settle(receipt)
             .await
             .map_err(|e| ApiError::unavailable(format!("settlement failed: {e}")))?;
+        latency(&result.request, "settle", t);
         let c = &self.counters;
         Counters::inc(if status == Status::Verified {
             &c.verified
@@ -1069,6 +1128,12 @@ impl Gateway {
             reason: None,
         })
     }
+}
+
+/// Records how long a step of `request`'s way took since `since`, as a
+/// debug event of target `latency` (the network bench sums these up).
+fn latency(request: &Hash, phase: &'static str, since: Instant) {
+    tracing::debug!(target: "latency", %request, phase, ms = since.elapsed().as_secs_f64() * 1e3);
 }
 
 /// A receipt's id: the RFC 6962 leaf hash of its log leaf.

@@ -1,13 +1,14 @@
 //! Settlement from the gateway: verified receipts are batched into `Settle`
 //! transactions (one ledger write and fsync for many answers), and the
 //! gateway's other transactions (slashes) go through the same signer so its
-//! nonces stay in order. A batch stays below the ledger's body limit by
-//! encoded size, and a batch the ledger still finds too large is halved, so
-//! a receipt too large to settle fails alone.
+//! nonces stay in order. A receipt never waits for company: a batch is what
+//! queued while the previous settlement was in flight, so a lone answer
+//! settles at once and many settle together. A batch stays below the
+//! ledger's body limit by encoded size, and a batch the ledger still finds
+//! too large is halved, so a receipt too large to settle fails alone.
 
 use crate::client::{ClientError, LedgerClient};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use verinfer_ledger::tx::TxBody;
 use verinfer_types::records::Receipt;
@@ -18,8 +19,6 @@ const MAX_BATCH: usize = 256;
 /// Most encoded receipt bytes in one settlement: the ledger's body limit,
 /// less room for the transaction around them.
 const MAX_BATCH_BYTES: usize = crate::wire::MAX_TX_BYTES - (1 << 20);
-/// How long the first receipt of a batch waits for company.
-const GATHER: Duration = Duration::from_millis(5);
 
 type Reply = oneshot::Sender<Result<u64, String>>;
 
@@ -78,7 +77,8 @@ impl Settler {
 async fn run(mut rx: mpsc::Receiver<(Receipt, Reply)>, signer: Arc<Signer>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        tokio::time::sleep(GATHER).await;
+        // Receipts sent in the same instant (a multi-choice answer) join.
+        tokio::task::yield_now().await;
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(item) => batch.push(item),
@@ -165,6 +165,7 @@ impl std::fmt::Debug for Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use verinfer_ledger::testing::World;
     use verinfer_ledger::Ledger;
     use verinfer_types::records::{Input, Message};

@@ -30,10 +30,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use verinfer_inference::engine::{Step, StepCallback};
@@ -144,6 +147,9 @@ impl InferenceNode {
 /// A job's token callback.
 type Stream = Box<dyn FnMut(Step<'_>)>;
 
+/// When a job's first and last token came.
+type Mark = Rc<Cell<Option<(Instant, Instant)>>>;
+
 /// The engine's thread.
 struct Worker {
     engine: Engine,
@@ -212,15 +218,24 @@ impl Worker {
 
     fn answer(&mut self, batch: Vec<Job>) {
         let requests: Vec<Request> = batch.iter().map(|j| j.request.clone()).collect();
+        let start = Instant::now();
+        // When each job's first and last token came (the latency events).
+        let marks: Vec<Mark> = batch.iter().map(|_| Rc::default()).collect();
         // One stream per job: its text goes to its own client.
         let mut streams: Vec<Stream> = batch
             .iter()
-            .map(|j| {
+            .zip(&marks)
+            .map(|(j, mark)| {
                 let events = j.events.clone();
+                let mark = mark.clone();
                 // Log-probabilities go out with the text their tokens
                 // release (a token may release none yet).
                 let mut logprobs = Vec::new();
                 Box::new(move |s: Step<'_>| {
+                    let now = Instant::now();
+                    mark.set(Some(
+                        mark.get().map_or((now, now), |(first, _)| (first, now)),
+                    ));
                     logprobs.extend(s.logprob.cloned());
                     if s.text.is_empty() {
                         return;
@@ -252,7 +267,14 @@ impl Worker {
             callbacks,
             &mut |i| batch[i].abandoned(),
         );
-        for (job, r) in batch.iter().zip(results) {
+        let end = Instant::now();
+        for ((job, r), mark) in batch.iter().zip(results).zip(&marks) {
+            if let (Ok(r), Some((first, last))) = (&r, mark.get()) {
+                let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+                tracing::debug!(target: "latency", request = %r.request, batch = batch.len(),
+                    prefill = ms(first - start), decode = ms(last - first),
+                    sign = ms(end - last), "node");
+            }
             match r {
                 Ok(r) => send(&job.events, InferenceEvent::Result(Box::new(r))),
                 Err(e) => send(&job.events, error_event(e)),

@@ -11,6 +11,13 @@
 //!   `Retry-After` beyond), and a check whose caller left before a checker
 //!   was free is never started. A check of a model the verifier does not
 //!   run is refused with 404 naming `model`;
+//! - `POST /verifier/warm` (authenticated, from a registered gateway; body:
+//!   the signed Request it is dispatching): the request's prompt computed
+//!   into the prefix cache (scoped to its requester) while the inference
+//!   node answers, so that a check of its Result scores the answer only.
+//!   Best effort and bounded: one warm-up at a time, only on a checker idle
+//!   at that moment, stopped between chunks as soon as a check waits for a
+//!   checker; 202 when started, 204 when skipped;
 //! - `POST /witness/add-checkpoint` (authenticated, from the ledger's key
 //!   only): the C2SP tlog-witness call. The body is
 //!   `old SIZE`, the consistency proof (base64 lines), a blank line and the
@@ -41,14 +48,15 @@ use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use verinfer_inference::Engine;
 use verinfer_log::witness::Witness;
 use verinfer_log::SignedCheckpoint;
 use verinfer_types::note::VerifierKey;
-use verinfer_types::records::Verdict;
+use verinfer_types::records::{Request, Verdict};
 use verinfer_types::sync::lock;
-use verinfer_types::{Hash, PublicKey, SecretKey};
+use verinfer_types::{Hash, PublicKey, SecretKey, SignedRecord};
 use verinfer_verify::receipt::witness_name;
 use verinfer_verify::{CheckError, Checker};
 
@@ -66,6 +74,26 @@ struct Checkers {
     free: Arc<tokio::sync::Semaphore>,
     /// Checks waiting or running.
     queue: Queue,
+    /// Checks waiting for a permit: a warm-up stops for them.
+    waiting: AtomicUsize,
+    /// Whether a warm-up runs (one at a time).
+    warming: AtomicBool,
+}
+
+/// Counts a check as waiting while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Checkers {
@@ -74,12 +102,53 @@ impl Checkers {
             free: Arc::new(tokio::sync::Semaphore::new(checkers.len())),
             queue: Queue::new(checkers.len() + queue, "this verifier's check queue"),
             idle: Mutex::new(checkers),
+            waiting: AtomicUsize::new(0),
+            warming: AtomicBool::new(false),
         }
+    }
+
+    /// Computes `request`'s prompt into the shared prefix cache on a checker
+    /// idle right now; false (nothing done) when a warm-up runs already or
+    /// no checker is idle. The warm-up stops between chunks once a check
+    /// waits, so it never holds a check up by more than one chunk.
+    fn warm(self: &Arc<Self>, request: Request) -> bool {
+        if self.warming.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        let Ok(permit) = self.free.clone().try_acquire_owned() else {
+            self.warming.store(false, Ordering::SeqCst);
+            return false;
+        };
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let checker = lock(&pool.idle).pop();
+            if let Some(mut checker) = checker {
+                let engine = checker.engine_mut();
+                // The prompt as the check builds it, in the check's scope.
+                if let Ok(prompt) =
+                    verinfer_inference::respond::prompt_tokens(engine, &request.input)
+                {
+                    let scope = Some(request.requester.to_bytes());
+                    let waiting = &pool.waiting;
+                    let t = std::time::Instant::now();
+                    let warmed =
+                        engine.warm(&prompt, scope, &mut || waiting.load(Ordering::SeqCst) > 0);
+                    tracing::debug!(target: "latency", positions = ?warmed.ok(),
+                        warm = t.elapsed().as_secs_f64() * 1e3, "verifier");
+                }
+                lock(&pool.idle).push(checker);
+            }
+            drop(permit);
+            pool.warming.store(false, Ordering::SeqCst);
+        });
+        true
     }
 
     /// Checks `req` on the next free checker (429 when too many wait).
     async fn verdict(self: &Arc<Self>, req: CheckRequest) -> Result<Verdict, HttpError> {
         let _place = self.queue.enter()?;
+        let start = std::time::Instant::now();
+        let waiting = Waiting::new(&self.waiting);
         // A caller that leaves while waiting drops this future: never started.
         let permit = self
             .free
@@ -87,12 +156,17 @@ impl Checkers {
             .acquire_owned()
             .await
             .map_err(HttpError::internal)?;
+        drop(waiting);
         let pool = self.clone();
+        let waited = start.elapsed();
         // The checker goes back to the pool from the blocking task itself,
         // even when the caller left meanwhile.
         let verdict = blocking(move || {
             let mut checker = lock(&pool.idle).pop()?;
+            let t = std::time::Instant::now();
             let v = checker.verdict(&req.request, &req.result);
+            tracing::debug!(target: "latency", request = %req.result.request,
+                wait = waited.as_secs_f64() * 1e3, score = t.elapsed().as_secs_f64() * 1e3, "verifier");
             lock(&pool.idle).push(checker);
             drop(permit);
             Some(v)
@@ -277,6 +351,37 @@ impl Admits<CheckRequest> for VerifierNode {
     fn admit(&self, sender: PublicKey) -> impl Future<Output = Result<(), HttpError>> + Send {
         self.registry.require_gateway_or_verifier(sender)
     }
+}
+
+/// Warm-ups are the gateways' to ask for, as checks are.
+impl Admits<Request> for VerifierNode {
+    const WHAT: &'static str = "warm";
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
+    fn admit(&self, sender: PublicKey) -> impl Future<Output = Result<(), HttpError>> + Send {
+        self.registry.require_gateway(sender)
+    }
+}
+
+async fn warm(
+    State(node): State<Arc<VerifierNode>>,
+    Signed { body: request, .. }: Signed<Request>,
+) -> Result<StatusCode, HttpError> {
+    let checkers = node
+        .checkers
+        .get(&request.model)
+        .map(|(c, _)| c.clone())
+        .ok_or_else(|| HttpError::model_not_served(&request.model, node.checkers.keys()))?;
+    // Only a Request its requester signed: a warm-up works in its scope.
+    request
+        .verify_signature()
+        .map_err(|e| HttpError::bad_request(format!("warm: the request's signature: {e}")))?;
+    Ok(if checkers.warm(request) {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::NO_CONTENT
+    })
 }
 
 async fn check(

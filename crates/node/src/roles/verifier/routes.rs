@@ -1,7 +1,7 @@
 //! The verifier role's routes: which handler answers which path.
 
 use super::evm::{sign_claim, sign_settlement, sign_slash};
-use super::{add_checkpoint, check, info, VerifierNode};
+use super::{add_checkpoint, check, info, warm, VerifierNode};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
@@ -12,6 +12,7 @@ impl VerifierNode {
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/verifier/check", post(check))
+            .route("/verifier/warm", post(warm))
             .route("/witness/add-checkpoint", post(add_checkpoint))
             // Settlement requests carry whole receipts: as large as the
             // ledger's largest transaction, not axum's default 2 MB.

@@ -128,9 +128,12 @@ impl VerifierNode {
             request: answer.request.clone(),
             result: answer.result.clone(),
         };
-        let mine = match self.checkers.verdict(pair.clone()).await {
+        // A model this verifier does not check is not its to watch.
+        let Some((checkers, _)) = self.checkers.get(&pair.request.model) else {
+            return Ok(Watched::NotMine);
+        };
+        let mine = match checkers.clone().verdict(pair.clone()).await {
             Ok(v) => v,
-            Err(e) if e.0 == axum::http::StatusCode::NOT_FOUND => return Ok(Watched::NotMine),
             Err(e) => anyhow::bail!("check: {}", e.1),
         };
         if !mine.proves_node_fault() {
