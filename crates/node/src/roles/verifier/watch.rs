@@ -132,7 +132,7 @@ impl VerifierNode {
         let Some((checkers, _)) = self.checkers.get(&pair.request.model) else {
             return Ok(Watched::NotMine);
         };
-        let mine = match checkers.clone().verdict(pair.clone()).await {
+        let mine = match checkers.verdict(pair.clone()).await {
             Ok(v) => v,
             Err(e) => anyhow::bail!("check: {}", e.1),
         };
