@@ -506,8 +506,8 @@ mod tests {
         }
     }
 
-    use verinfer_types::testing;
     use verinfer_types::records::{Amount, PublisherFee};
+    use verinfer_types::testing;
 
     /// The fixture's receipt with 30 of the treasury's share moved to a
     /// publisher (key 40); addresses of keys 1 to 4 (requester, node,
