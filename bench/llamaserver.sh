@@ -112,6 +112,8 @@ wait_for() {
   exit 1
 }
 
+# Logs and the devnet's data go here, also with a given $LLAMA_SERVER.
+mkdir -p "$DIR"
 echo "uptime: $(uptime)"
 for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round: llama-server ($("$LLAMA_SERVER" --version 2>&1 | grep -m1 version), $THREADS threads, $SLOTS slots)"
