@@ -88,6 +88,24 @@ pub struct Settlement {
     pub block: u64,
 }
 
+impl Settlement {
+    /// A mined transaction that moves no checkpoint (slash, challenge,
+    /// release, claim), now.
+    fn event(kind: &str, transfers: u64, accused: Option<PublicKey>, m: Mined) -> Settlement {
+        Settlement {
+            time_ms: now_ms(),
+            kind: kind.into(),
+            old_size: 0,
+            new_size: 0,
+            transfers,
+            accused,
+            tx: m.tx,
+            gas_used: m.gas_used,
+            block: m.block,
+        }
+    }
+}
+
 const LINKS_FILE: &str = "evm-links.json";
 const HISTORY_FILE: &str = "evm-settlements.jsonl";
 const BRIDGE_FILE: &str = "evm-bridge.json";
@@ -521,17 +539,12 @@ impl Settler {
                         .chain
                         .release(h.fee.result, h.fee.payout.clone())
                         .await?;
-                    self.record(Settlement {
-                        time_ms: now_ms(),
-                        kind: "release".into(),
-                        old_size: 0,
-                        new_size: 0,
-                        transfers: h.fee.payout.len() as u64,
-                        accused: None,
-                        tx: m.tx,
-                        gas_used: m.gas_used,
-                        block: m.block,
-                    })?;
+                    self.record(Settlement::event(
+                        "release",
+                        h.fee.payout.len() as u64,
+                        None,
+                        m,
+                    ))?;
                     done.push(h.fee.result);
                     released += 1;
                 }
@@ -600,17 +613,12 @@ impl Settler {
                 true => self.chain.challenge(&s, sigs).await?,
                 false => self.chain.slash(&s, sigs).await?,
             };
-            self.record(Settlement {
-                time_ms: now_ms(),
-                kind: if open { "challenge" } else { "slash" }.into(),
-                old_size: 0,
-                new_size: 0,
-                transfers: 0,
-                accused: Some(accused),
-                tx: m.tx,
-                gas_used: m.gas_used,
-                block: m.block,
-            })?;
+            self.record(Settlement::event(
+                if open { "challenge" } else { "slash" },
+                0,
+                Some(accused),
+                m,
+            ))?;
             done += 1;
         }
         Ok(done)
@@ -634,17 +642,7 @@ impl Settler {
             let digest = claim_digest(&claim, &domain(req.chain_id, req.contract));
             let sigs = Self::valid(digest, self.cosigners.claim(&req).await);
             let m = self.chain.claim(&claim, pack_signatures(sigs)).await?;
-            self.record(Settlement {
-                time_ms: now_ms(),
-                kind: "claim".into(),
-                old_size: 0,
-                new_size: 0,
-                transfers: 1,
-                accused: Some(req.link.account),
-                tx: m.tx,
-                gas_used: m.gas_used,
-                block: m.block,
-            })?;
+            self.record(Settlement::event("claim", 1, Some(req.link.account), m))?;
             done += 1;
         }
         Ok(done)
