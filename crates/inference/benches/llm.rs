@@ -9,7 +9,9 @@
 //! fraction of generating them, and the time per token of JSON-schema
 //! constrained decoding against unconstrained (`constrained`). Generation
 //! and scoring alternate, once per round, and the medians are reported (this host's memory bandwidth
-//! varies from minute to minute, which moves decode most). Not run in CI.
+//! varies from minute to minute, which moves decode most). `bandwidth` measures
+//! the streaming read rate of the same thread count and the weight bytes a
+//! decode step reads: their ratio is decode's ceiling. Not run in CI.
 
 use std::time::Instant;
 
@@ -142,10 +144,11 @@ fn main() {
                 }
             }
             if want("decode") && !decodes.is_empty() {
+                let rate = median(decodes);
                 println!(
-                    "decode threads={threads}: {:.1} tokens/s ({n} tokens after a {}-token prompt, median of {rounds})",
-                    median(decodes),
-                    prompt.len()
+                    "decode threads={threads}: {rate:.1} tokens/s ({n} tokens after a {}-token prompt, median of {rounds}; weights read {:.1} GB/s)",
+                    prompt.len(),
+                    rate * e.model().decode_bytes() as f64 / 1e9
                 );
             }
             if want("score") {
@@ -159,7 +162,56 @@ fn main() {
         if want("constrained") {
             constrained(&mut e, &prompt, &params, threads, rounds);
         }
+        if want("bandwidth") {
+            let bytes = e.model().decode_bytes() as f64;
+            let bw = read_bandwidth(threads, rounds);
+            println!(
+                "bandwidth threads={threads}: streaming read {:.1} GB/s; decode reads {:.1} MB of weights per token, so at most {:.1} tokens/s (median of {rounds})",
+                bw / 1e9,
+                bytes / 1e6,
+                bw / bytes
+            );
+        }
     }
+}
+
+/// Bytes per second `threads` threads read from memory, each streaming its
+/// share of a 1 GiB buffer (far larger than any cache): decode's ceiling,
+/// since every step reads all the weights once.
+fn read_bandwidth(threads: usize, rounds: usize) -> f64 {
+    let words = (1usize << 30) / 8;
+    // Distinct values, so the pages are really backed.
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let chunk = words.div_ceil(threads);
+    let mut rates = Vec::new();
+    for _ in 0..rounds.max(3) {
+        let t = Instant::now();
+        let sum: u64 = std::thread::scope(|s| {
+            let parts: Vec<_> = buf
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        // Eight independent sums keep enough loads in flight.
+                        let mut acc = [0u64; 8];
+                        for c in part.chunks_exact(8) {
+                            for (a, &x) in acc.iter_mut().zip(c) {
+                                *a = a.wrapping_add(x);
+                            }
+                        }
+                        acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0, u64::wrapping_add)
+        });
+        let dt = t.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        rates.push((words * 8) as f64 / dt);
+    }
+    median(rates)
 }
 
 /// Time per decoded token with and without a JSON-schema constraint, on the

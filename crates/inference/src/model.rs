@@ -167,6 +167,14 @@ impl Mat {
         )
     }
 
+    /// Bytes one product with a single column reads: the packed panels, or
+    /// the file's rows.
+    fn bytes(&self) -> usize {
+        self.packed
+            .as_ref()
+            .map_or(self.rows * self.row_bytes, |p| p.len())
+    }
+
     /// The format of the packed panels ([`panel_type`]).
     fn panel_ty(&self) -> GgmlType {
         panel_type(self.ty)
@@ -408,6 +416,19 @@ impl Model {
     /// capped at 32768).
     pub fn max_seq_len(&self) -> usize {
         self.config.ctx_len.min(32768)
+    }
+
+    /// Bytes of weights one decode step reads: every layer's matrices and the
+    /// output head (one embedding row is negligible). Decode is bound by
+    /// memory bandwidth, so this over the bandwidth is its ceiling.
+    pub fn decode_bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
+            .map(Mat::bytes)
+            .sum();
+        layers + self.output.bytes()
     }
 
     /// Make sure the RoPE table covers positions `0..n`.
