@@ -943,7 +943,8 @@ mod x86 {
         c0: usize,
         dest: &Dest<'_, '_>,
     ) {
-        // SAFETY: forwarded contract.
+        // SAFETY: forwarded contract. A single column runs one panel at a
+        // time ([`ymm_gemv`]).
         unsafe {
             match (src, ty) {
                 (Panels::Wide(_), GgmlType::Q4_1) => {
@@ -953,12 +954,12 @@ mod x86 {
                     drive::<YmmQ4, T_W4_0, 1, 3, 2>(src, nb, panels, cols, c0, dest)
                 }
                 (_, GgmlType::Q4_1) => {
-                    drive::<YmmQ4, T_Q4_1, 1, 2, GEMV_PANELS>(src, nb, panels, cols, c0, dest)
+                    drive::<YmmQ4, T_Q4_1, 1, 2, 1>(src, nb, panels, cols, c0, dest)
                 }
                 (_, GgmlType::Q4_0) => {
-                    drive::<YmmQ4, T_Q4_0, 1, 2, GEMV_PANELS>(src, nb, panels, cols, c0, dest)
+                    drive::<YmmQ4, T_Q4_0, 1, 2, 1>(src, nb, panels, cols, c0, dest)
                 }
-                _ => drive::<YmmQ8, T_Q8_0, 1, 4, GEMV_PANELS>(src, nb, panels, cols, c0, dest),
+                _ => drive::<YmmQ8, T_Q8_0, 1, 4, 1>(src, nb, panels, cols, c0, dest),
             }
         }
     }
@@ -1014,7 +1015,9 @@ mod x86 {
             // SAFETY: forwarded contract.
             unsafe {
                 if C == 1 && (T == T_Q4_0 || T == T_Q4_1) {
-                    ymm_gemv::<T, P>(panels, nb, a[0], dst.map(|d| d[0]));
+                    for (panel, d) in panels.into_iter().zip(dst) {
+                        ymm_gemv::<T>(panel, nb, a[0], d[0]);
+                    }
                 } else {
                     ymm_q4::<T, P, C>(panels, nb, a, dst);
                 }
@@ -1187,7 +1190,9 @@ mod x86 {
             // SAFETY: forwarded contract.
             unsafe {
                 if C == 1 {
-                    ymm_gemv::<T, P>(panels, nb, a[0], dst.map(|d| d[0]));
+                    for (panel, d) in panels.into_iter().zip(dst) {
+                        ymm_gemv::<T>(panel, nb, a[0], d[0]);
+                    }
                 } else {
                     ymm_q8::<P, C>(panels, nb, a, dst);
                 }
@@ -1262,40 +1267,47 @@ mod x86 {
         }
     }
 
-    /// Panels per [`ymm_gemv`] call in a single-column product: one, so
-    /// that the kernel walks its panels (contiguous in memory) as a single
-    /// sequential stream, which the hardware prefetchers follow best; two or
-    /// four panels side by side (as many streams) ran about a third slower.
-    const GEMV_PANELS: usize = 1;
-
     /// Bytes ahead of its loads that [`ymm_gemv`] prefetches: two lines
     /// ahead measured a few per cent faster than the hardware prefetchers
     /// alone on Q8_0 and Q4_0 (the same on Q4_1); 512 bytes or more ahead
     /// measured slower.
     const GEMV_AHEAD: usize = 128;
 
-    /// One column (decode) of packed Q4_0, Q4_1 or Q8_0 panels. The product
-    /// reads each weight once, so it is bound by memory: both halves of a
-    /// panel are computed in one pass over its blocks (the batched Q8_0
-    /// kernel walks them twice), each line prefetched [`GEMV_AHEAD`] bytes
-    /// ahead. The integer sums are those of [`ymm_q4`] (i16 nibble
-    /// products, exact over a block) and [`ymm_q8`] (the sign trick), the
-    /// float steps the contract's.
+    /// One column (decode) of one packed Q4_0, Q4_1 or Q8_0 panel. The
+    /// product reads each weight once, so it is bound by memory. The panels
+    /// of a matrix are contiguous, so computing them one after the other
+    /// reads one sequential stream, which the hardware prefetchers follow
+    /// best: four panels side by side (four streams, as the batched tiles
+    /// read them) measured a third slower. Both halves of the panel are
+    /// computed in one pass over its blocks (the batched Q8_0 kernel walks
+    /// them twice), each line prefetched [`GEMV_AHEAD`] bytes ahead. The
+    /// integer sums are those of [`ymm_q4`] (i16 nibble products, exact over
+    /// a block) and [`ymm_q8`] (the sign trick), the float steps the
+    /// contract's.
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
-    unsafe fn ymm_gemv<const T: u8, const P: usize>(
-        panels: [&[u8]; P],
-        nb: usize,
-        a: &QCol<'_>,
-        dst: [(*mut f32, usize); P],
-    ) {
+    unsafe fn ymm_gemv<const T: u8>(panel: &[u8], nb: usize, a: &QCol<'_>, dst: (*mut f32, usize)) {
         let q4_1 = T == T_Q4_1;
         let (_, mo, qo, pb) = panel_layout(type_of(T));
         let m4 = _mm256_set1_epi8(0x0f);
         let ones = _mm256_set1_epi16(1);
         let flip = _mm256_set1_epi8(-128);
-        let mut acc = [[_mm256_setzero_ps(); 2]; P];
+        let mut acc = [_mm256_setzero_ps(); 2];
         for b in 0..nb {
+            // SAFETY: block b lies inside the panel (contract).
+            let base = unsafe { panel.as_ptr().add(b * pb) };
+            for l in (0..pb).step_by(64) {
+                // A prefetch never faults, wherever it points.
+                _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(GEMV_AHEAD + l).cast());
+            }
+            // A macro, not a closure: a closure does not inherit the target
+            // features, and the load would stay a call.
+            macro_rules! chunk {
+                ($v:expr, $h:expr) => {
+                    // SAFETY: the half's 32 bytes of every chunk are in the block.
+                    unsafe { _mm256_loadu_si256(base.add(qo + 64 * $v + 32 * $h).cast()) }
+                };
+            }
             // SAFETY: b < nb.
             let (d, s, corr) = unsafe { act_block::<T>(a, b) };
             let (da, sa, corr) = (
@@ -1303,87 +1315,64 @@ mod x86 {
                 _mm256_set1_ps(s),
                 _mm256_set1_epi32(corr),
             );
-            for p in 0..P {
-                // SAFETY: block b lies inside the panel (contract).
-                let base = unsafe { panels[p].as_ptr().add(b * pb) };
-                for l in (0..pb).step_by(64) {
-                    // A prefetch never faults, wherever it points.
-                    let ahead = base.wrapping_add(GEMV_AHEAD + l);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                }
-                // A macro, not a closure: a closure does not inherit the
-                // target features, and the load would stay a call.
-                macro_rules! chunk {
-                    ($v:expr, $h:expr) => {
-                        // SAFETY: the half's 32 bytes of every chunk are in the block.
-                        unsafe { _mm256_loadu_si256(base.add(qo + 64 * $v + 32 * $h).cast()) }
-                    };
-                }
-                let mut isum = [_mm256_setzero_si256(); 2];
-                for h in 0..2 {
-                    if T == T_Q8_0 {
-                        for v in 0..8 {
-                            let w = _mm256_xor_si256(chunk!(v, h), flip);
-                            // SAFETY: b < nb, v < 8.
-                            let av = _mm256_set1_epi32(unsafe { act_dword(a, b, v) });
-                            let pr =
-                                _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(av, w));
-                            isum[h] = _mm256_add_epi32(isum[h], _mm256_madd_epi16(pr, ones));
-                        }
-                    } else {
-                        let mut s16 = _mm256_setzero_si256();
-                        for v in 0..4 {
-                            let raw = chunk!(v, h);
-                            let lo = _mm256_and_si256(raw, m4);
-                            let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                            // SAFETY: b < nb, v + 4 < 8.
-                            let (alo, ahi) = unsafe {
-                                (
-                                    _mm256_set1_epi32(act_dword(a, b, v)),
-                                    _mm256_set1_epi32(act_dword(a, b, v + 4)),
-                                )
-                            };
-                            let pr = _mm256_add_epi16(
-                                _mm256_maddubs_epi16(lo, alo),
-                                _mm256_maddubs_epi16(hi, ahi),
-                            );
-                            s16 = _mm256_add_epi16(s16, pr);
-                        }
-                        isum[h] = _mm256_madd_epi16(s16, ones);
-                        if !q4_1 {
-                            isum[h] = _mm256_sub_epi32(isum[h], corr);
-                        }
+            for h in 0..2 {
+                let mut isum = _mm256_setzero_si256();
+                if T == T_Q8_0 {
+                    for v in 0..8 {
+                        let w = _mm256_xor_si256(chunk!(v, h), flip);
+                        // SAFETY: b < nb, v < 8.
+                        let av = _mm256_set1_epi32(unsafe { act_dword(a, b, v) });
+                        let pr = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(av, w));
+                        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(pr, ones));
                     }
-                }
-                for h in 0..2 {
-                    // SAFETY: the half's 8 scales (and minimums) are in the block.
-                    let dw = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(16 * h).cast())) };
-                    let f = _mm256_cvtepi32_ps(isum[h]);
-                    let mut x = _mm256_fmadd_ps(_mm256_mul_ps(dw, da), f, acc[p][h]);
-                    if q4_1 {
-                        // SAFETY: as above.
-                        let mw = unsafe {
-                            _mm256_cvtph_ps(_mm_loadu_si128(base.add(mo + 16 * h).cast()))
+                } else {
+                    let mut s16 = _mm256_setzero_si256();
+                    for v in 0..4 {
+                        let raw = chunk!(v, h);
+                        let lo = _mm256_and_si256(raw, m4);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                        // SAFETY: b < nb, v + 4 < 8.
+                        let (alo, ahi) = unsafe {
+                            (
+                                _mm256_set1_epi32(act_dword(a, b, v)),
+                                _mm256_set1_epi32(act_dword(a, b, v + 4)),
+                            )
                         };
-                        x = _mm256_fmadd_ps(mw, sa, x);
+                        let pr = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(lo, alo),
+                            _mm256_maddubs_epi16(hi, ahi),
+                        );
+                        s16 = _mm256_add_epi16(s16, pr);
                     }
-                    acc[p][h] = x;
+                    isum = _mm256_madd_epi16(s16, ones);
+                    if !q4_1 {
+                        isum = _mm256_sub_epi32(isum, corr);
+                    }
+                }
+                // SAFETY: the half's 8 scales (and minimums) are in the block.
+                let dw = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(16 * h).cast())) };
+                let f = _mm256_cvtepi32_ps(isum);
+                acc[h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, da), f, acc[h]);
+                if q4_1 {
+                    // SAFETY: as above.
+                    let mw =
+                        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(mo + 16 * h).cast())) };
+                    acc[h] = _mm256_fmadd_ps(mw, sa, acc[h]);
                 }
             }
         }
-        for (accp, &(ptr, len)) in acc.iter().zip(&dst) {
-            for h in 0..2 {
-                let n = len.saturating_sub(8 * h).min(8);
-                // SAFETY: `ptr` has room for `len` floats (contract), of
-                // which these are 8h..8h + n; `o` holds 8.
-                unsafe {
-                    if n == 8 {
-                        _mm256_storeu_ps(ptr.add(8 * h), accp[h]);
-                    } else {
-                        let mut o = [0f32; 8];
-                        _mm256_storeu_ps(o.as_mut_ptr(), accp[h]);
-                        std::ptr::copy_nonoverlapping(o.as_ptr(), ptr.add(8 * h), n);
-                    }
+        let (ptr, len) = dst;
+        for (h, x) in acc.into_iter().enumerate() {
+            let n = len.saturating_sub(8 * h).min(8);
+            // SAFETY: `ptr` has room for `len` floats (contract), of which
+            // these are 8h..8h + n; `o` holds 8.
+            unsafe {
+                if n == 8 {
+                    _mm256_storeu_ps(ptr.add(8 * h), x);
+                } else {
+                    let mut o = [0f32; 8];
+                    _mm256_storeu_ps(o.as_mut_ptr(), x);
+                    std::ptr::copy_nonoverlapping(o.as_ptr(), ptr.add(8 * h), n);
                 }
             }
         }
