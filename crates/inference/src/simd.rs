@@ -14,8 +14,9 @@
 //! panels rather than once per column tile): the unpacking would otherwise
 //! take a third of the vector operations of a kernel bound by its vector
 //! ports. The AVX2 Q4 kernels compute both 8-row halves of a panel in one
-//! pass, with tiles sized for the 16 YMM registers. The 256-bit `vpdpbusd`
-//! kernels serve AVX-VNNI.
+//! pass, with tiles sized for the 16 YMM registers; their single-column
+//! products (decode), bound by memory, walk one panel at a time so that the
+//! weights stream in order. The 256-bit `vpdpbusd` kernels serve AVX-VNNI.
 #![allow(unsafe_code)]
 
 use crate::gguf::GgmlType;
