@@ -714,18 +714,22 @@ mod x86 {
         unsafe {
             match (src, ty) {
                 (Panels::Wide(_), GgmlType::Q4_1) => {
-                    drive::<Zmm, T_W4_1, 2, 6, 4>(src, nb, panels, cols, c0, dest)
+                    drive::<Zmm, T_W4_1, 2, 6, 1>(src, nb, panels, cols, c0, dest)
                 }
                 (Panels::Wide(_), _) => {
-                    drive::<Zmm, T_W4_0, 2, 6, 4>(src, nb, panels, cols, c0, dest)
+                    drive::<Zmm, T_W4_0, 2, 6, 1>(src, nb, panels, cols, c0, dest)
                 }
                 (_, GgmlType::Q8_0) => {
-                    drive::<Zmm, T_Q8_0, 2, 6, 4>(src, nb, panels, cols, c0, dest)
+                    drive::<Zmm, T_Q8_0, 2, 6, 1>(src, nb, panels, cols, c0, dest)
                 }
-                _ => drive_ty!(Zmm, 2, 4, 4, ty, src, nb, panels, cols, c0, dest),
+                _ => drive_ty!(Zmm, 2, 4, 1, ty, src, nb, panels, cols, c0, dest),
             }
         }
     }
+
+    /// Bytes ahead of its loads that a single-column 512-bit product
+    /// prefetches.
+    const ZMM_AHEAD: usize = 256;
 
     /// The 512-bit kernels.
     pub(crate) struct Zmm;
@@ -788,8 +792,21 @@ mod x86 {
                     }
                 }
             });
+            if C == 1 && !wide {
+                // Decode streams each weight once: fetch ahead of the loads.
+                for p in 0..P {
+                    for l in (0..pb).step_by(64) {
+                        // A prefetch never faults, wherever it points.
+                        _mm_prefetch::<_MM_HINT_T0>(base[p].wrapping_add(ZMM_AHEAD + l).cast());
+                    }
+                }
+            }
             let mut isum = [[_mm512_setzero_si512(); C]; P];
             if T == T_Q8_0 || wide {
+                // With one or two products in flight, a second chain of
+                // integer sums (odd chunks) halves the dependent latency;
+                // integer sums are exact, so their order does not matter.
+                let mut odd = [[_mm512_setzero_si512(); C]; P];
                 for v in 0..8 {
                     // SAFETY: chunk v is inside the block.
                     let w: [__m512i; P] = std::array::from_fn(|p| unsafe {
@@ -799,7 +816,18 @@ mod x86 {
                         // SAFETY: b < nb, v < 8.
                         let av = _mm512_set1_epi32(unsafe { act_dword(a[c], b, v) });
                         for p in 0..P {
-                            isum[p][c] = _mm512_dpbusd_epi32(isum[p][c], w[p], av);
+                            if P * C <= 2 && v % 2 == 1 {
+                                odd[p][c] = _mm512_dpbusd_epi32(odd[p][c], w[p], av);
+                            } else {
+                                isum[p][c] = _mm512_dpbusd_epi32(isum[p][c], w[p], av);
+                            }
+                        }
+                    }
+                }
+                if P * C <= 2 {
+                    for p in 0..P {
+                        for c in 0..C {
+                            isum[p][c] = _mm512_add_epi32(isum[p][c], odd[p][c]);
                         }
                     }
                 }
