@@ -72,6 +72,7 @@ pub mod constraint;
 pub mod engine;
 pub mod error;
 pub mod fetch;
+mod kpanel;
 mod kquant;
 pub mod logprobs;
 pub mod math;

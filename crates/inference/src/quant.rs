@@ -269,7 +269,7 @@ pub struct Packed {
 }
 
 impl Packed {
-    fn zeroed(len: usize) -> Self {
+    pub(crate) fn zeroed(len: usize) -> Self {
         Packed {
             lines: vec![Line([0; 64]); len.div_ceil(64)],
             len,
@@ -277,7 +277,7 @@ impl Packed {
     }
 
     #[allow(unsafe_code)]
-    fn bytes_mut(&mut self) -> &mut [u8] {
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: `Line` is 64 plain bytes without padding, and `len` is at
         // most 64 per line.
         unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast(), self.len) }
