@@ -139,7 +139,8 @@ fn quant(ty: GgmlType, sb: &[u8], lane: usize, j: usize, i: usize) -> i32 {
 /// `j = b % 8`), with `a` the column's quants, `da` its scale and `s` its
 /// exact sum,
 /// * Q4_K, Q5_K: `isum = Σ q·a` (q unsigned), `dw = d·sc_j`, `mn = dmin·m_j`
-///   (exact), `acc = fma(dw·da, isum, acc)`, then `acc = fma(−mn, s, acc)`;
+///   (exact), `acc = fma(dw·da, isum, acc)`, then
+///   `acc = fma(−(mn·da), qsum, acc)` with `qsum = Σ a`;
 /// * Q6_K: `lo`, `hi` = `Σ (q − 32)·a` over the block's two halves of 16,
 ///   `isum = sc_2j·lo + sc_2j+1·hi` (exact, below 2^24),
 ///   `acc = fma(d·da, isum, acc)`.
@@ -166,7 +167,7 @@ pub(crate) fn dot_kpanel(ty: GgmlType, panel: &[u8], nsb: usize, a: QCol<'_>) ->
                     let dw = d * f32::from(sb[SCALES + 16 * j + lane]);
                     let mn = rd_f16(sb, 32 + 2 * lane) * f32::from(sb[MINS + 16 * j + lane]);
                     acc = (dw * a.d[b]).mul_add((half(0) + half(1)) as f32, acc);
-                    acc = (-mn).mul_add(a.s[b], acc);
+                    acc = (-(mn * a.d[b])).mul_add(a.qsum[b] as f32, acc);
                 }
             }
         }
@@ -682,7 +683,8 @@ mod x86 {
                             let i = V::add(sums[c][0], sums[c][1]);
                             let da = V::splat(*a[c].d.get_unchecked(b));
                             let x = V::fma(V::mul(dw, da), V::cvt(i), acc[c]);
-                            acc[c] = V::fnma(mn, V::splat(*a[c].s.get_unchecked(b)), x);
+                            let qsum = V::splat(*a[c].qsum.get_unchecked(b) as f32);
+                            acc[c] = V::fnma(V::mul(mn, da), qsum, x);
                         }
                     }
                 }
@@ -839,7 +841,7 @@ mod tests {
                     let dw = rd_f16(blk, 0) * f32::from(sc);
                     let mn = rd_f16(blk, 2) * f32::from(m);
                     acc = (dw * x.d[b]).mul_add(isum as f32, acc);
-                    acc = (-mn).mul_add(x.s[b], acc);
+                    acc = (-(mn * x.d[b])).mul_add(x.qsum[b] as f32, acc);
                 }
             }
         }

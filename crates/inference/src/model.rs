@@ -107,7 +107,8 @@ pub(crate) struct Mat {
     pub cols: usize,
     offset: usize,
     row_bytes: usize,
-    /// Integer formats: panels repacked for the kernels (see `quant::pack_matrix`).
+    /// Integer formats and k-quants: panels repacked for the kernels (see
+    /// `quant::pack_matrix`, `kpanel::pack_kmatrix`).
     packed: Option<std::sync::Arc<crate::quant::Packed>>,
 }
 
