@@ -923,7 +923,15 @@ mod tests {
     fn every_family_matches_the_contract_bit_for_bit() {
         let mut rng = Rng(11);
         for ty in KQUANTS {
-            for (rows, cols) in [(1, 256), (16, 512), (17, 256), (37, 768), (50, 512)] {
+            // The last shape spans several panel chunks and column tiles.
+            for (rows, cols) in [
+                (1, 256),
+                (16, 512),
+                (17, 256),
+                (37, 768),
+                (50, 512),
+                (130, 2048),
+            ] {
                 let w = quantize_weights(ty, &acts(&mut rng, rows * cols));
                 for n in [1, 2, 3, 4, 5, 9] {
                     let xs: Vec<Col> = (0..n).map(|_| Col::new(&acts(&mut rng, cols))).collect();
