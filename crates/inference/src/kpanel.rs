@@ -11,21 +11,24 @@
 //!
 //! A panel super-block holds [`PANEL`] rows × 256 values ([`kpanel_block`]):
 //! the rows' f16 `d` at 0, their f16 `dmin` at 32 (Q4_K, Q5_K), the integer
-//! scales as bytes at 64 (sub-block `j`'s sixteen rows at `64 + 16j`), the
-//! Q4_K/Q5_K minimums at 192 likewise, and the quants from 320 in 64-byte
-//! chunks of four bytes per row (row `r` at `4r`):
+//! scales as bytes at 64 (scale `g`'s sixteen rows at `64 + 16g`: eight
+//! 6-bit scales, one per 32 values, or Q6_K's sixteen signed ones, one per
+//! 16), the Q4_K/Q5_K minimums at 192 likewise, and the quants from 320 in
+//! 64-byte chunks of four bytes per row (row `r` at `4r`):
 //! * Q4_K: group `g` (values `64g..64g + 64`) at `320 + 512g`, chunk `v` the
 //!   file's quant bytes `32g + 4v..+4`: low nibbles are values `4v..4v + 4`
 //!   of sub-block `2g`, high nibbles those of sub-block `2g + 1`;
 //! * Q5_K: sub-block `j` at `320 + 512j`, chunk `v` its values `4v..4v + 4`
-//!   as bytes 0..31;
+//!   as bytes 0..31 (1.45 times the file's bytes: simple, and no model this
+//!   engine targets has many Q5_K matrices);
 //! * Q6_K: half `h` (values `128h..`) at `320 + 1536h`, per `v` three chunks
 //!   of the file's bytes `4v..4v + 4`: low quants `ql[l]`, `ql[32 + l]` and
 //!   high bits `qh[l]` (the file's layout, so sub-block `4h + k` reads its
 //!   dword `v` from one nibble of a quant chunk and two bits of the third).
 //!
-//! The compact chunks keep decode (which streams the weights once per
-//! token) near the file's size; the kernels unpack them in registers.
+//! The compact Q4_K and Q6_K chunks keep decode (which streams the weights
+//! once per token) at the file's size plus 3 % and 0 %; the kernels unpack
+//! them in registers.
 #![allow(unsafe_code)]
 
 use crate::gguf::GgmlType;
@@ -594,6 +597,15 @@ mod x86 {
     const T_Q5K: u8 = 1;
     const T_Q6K: u8 = 2;
 
+    /// The format of the kernel constant `t`.
+    const fn type_of(t: u8) -> GgmlType {
+        match t {
+            T_Q4K => GgmlType::Q4K,
+            T_Q5K => GgmlType::Q5K,
+            _ => GgmlType::Q6K,
+        }
+    }
+
     /// Activation dword `v` (bytes `4v..4v + 4`) of block `b` of column `a`.
     ///
     /// # Safety
@@ -619,11 +631,7 @@ mod x86 {
         a: [&QCol<'_>; C],
         dst: [(*mut f32, usize); C],
     ) {
-        let kb = kpanel_block(match T {
-            T_Q4K => GgmlType::Q4K,
-            T_Q5K => GgmlType::Q5K,
-            _ => GgmlType::Q6K,
-        });
+        let kb = kpanel_block(type_of(T));
         // SAFETY: every offset below lies in super-block k of the panel,
         // and every block b in the columns (contract).
         unsafe {
@@ -708,12 +716,7 @@ mod x86 {
         c0: usize,
         dest: &Dest<'_, '_>,
     ) {
-        let stride = nsb
-            * kpanel_block(match T {
-                T_Q4K => GgmlType::Q4K,
-                T_Q5K => GgmlType::Q5K,
-                _ => GgmlType::Q6K,
-            });
+        let stride = nsb * kpanel_block(type_of(T));
         // SAFETY: forwarded contract; `Dest::at` gives each tile its rows.
         unsafe {
             for p in p0..p1 {
