@@ -24,7 +24,7 @@ use verinfer_types::records::{Constraint, TokenLogprob};
 pub const ENGINE_VERSION: &str = concat!(
     "verinfer-llm/",
     env!("CARGO_PKG_VERSION"),
-    "+llguidance.1.9.1/arith-v2"
+    "+llguidance.1.9.1/arith-v3"
 );
 
 /// Tokens per forward pass during prefill (bounds memory for long prompts).

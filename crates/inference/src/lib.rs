@@ -34,7 +34,7 @@
 //! repeated runs, batched with other requests or alone, and on any x86-64 or
 //! other CPU Rust supports, with or without AVX2 or AVX-512. This holds
 //! because the arithmetic is a fixed sequence of exactly rounded IEEE-754
-//! operations ([`ENGINE_VERSION`] names it, `arith-v2`):
+//! operations ([`ENGINE_VERSION`] names it, `arith-v3`):
 //!
 //! * Weight × activation products for Q4_0/Q4_1/Q8_0 quantise activations to
 //!   8-bit blocks and sum each block's 32 integer products exactly in `i32`;
@@ -45,10 +45,11 @@
 //!   SIMD code runs independent values in its lanes (rows, key positions,
 //!   dimensions) and never splits one value's sum across lanes, so every
 //!   kernel family gives the bits of the portable code (tested). Q5_0 runs on
-//!   the Q8_0 kernels (its values repacked as bytes, the same integer sums).
-//!   F32/F16 and k-quant (Q4_K/Q5_K/Q6_K) weights are dequantised row by row
-//!   and use a fixed-order float dot product, the same code for every kernel
-//!   family.
+//!   the Q8_0 kernels (its values repacked as bytes, the same integer sums);
+//!   the k-quants (Q4_K/Q5_K/Q6_K) on their own integer kernels, per block
+//!   of 32 as Q4_1 and Q8_0 ([`quant`]). F32/F16 weights are converted row
+//!   by row and use a fixed-order float dot product, the same code for
+//!   every kernel family.
 //! * Each output row of a matrix product, and each (token, head) of attention,
 //!   is computed by exactly one thread; work is split statically, so the
 //!   thread count changes who computes a value, never how.
@@ -72,6 +73,7 @@ pub mod constraint;
 pub mod engine;
 pub mod error;
 pub mod fetch;
+mod kpanel;
 mod kquant;
 pub mod logprobs;
 pub mod math;

@@ -17,6 +17,7 @@ use std::path::Path;
 use crate::attention::{attend, KvCache};
 use crate::error::{LlmError, Result};
 use crate::gguf::{ggml_type_name, GgmlType, Gguf, TensorInfo, Value};
+use crate::kpanel::{is_kquant, matmul_kpanels, pack_kmatrix, QK_K};
 use crate::kquant::float_rows;
 use crate::math::{exp_f32, sin_cos_f64};
 use crate::pool::{Pool, SharedOut};
@@ -106,7 +107,8 @@ pub(crate) struct Mat {
     pub cols: usize,
     offset: usize,
     row_bytes: usize,
-    /// Integer formats: panels repacked for the kernels (see `quant::pack_matrix`).
+    /// Integer formats and k-quants: panels repacked for the kernels (see
+    /// `quant::pack_matrix`, `kpanel::pack_kmatrix`).
     packed: Option<std::sync::Arc<crate::quant::Packed>>,
 }
 
@@ -145,6 +147,9 @@ impl Mat {
         if m.is_integer() {
             let packed = pack_matrix(ty, g.tensor_data(info), rows, cols / QK);
             m.packed = Some(std::sync::Arc::new(packed));
+        } else if is_kquant(ty) {
+            let packed = pack_kmatrix(ty, g.tensor_data(info), rows, cols / QK_K);
+            m.packed = Some(std::sync::Arc::new(packed));
         }
         Ok(m)
     }
@@ -156,10 +161,10 @@ impl Mat {
         &data[s..s + self.row_bytes]
     }
 
-    /// Integer formats run on the W4A8/W8A8 kernels; the rest (f32, f16
-    /// and the k-quants) are dequantised row by row and multiplied in f32
-    /// by the fixed-order [`dot_f32`] ([`crate::kquant`]: the same bits on
-    /// every CPU).
+    /// Integer formats run on the W4A8/W8A8 kernels (the k-quants on their
+    /// own, [`crate::kpanel`]); f32 and f16 are converted row by row and
+    /// multiplied in f32 by the fixed-order [`dot_f32`] ([`crate::kquant`]:
+    /// the same bits on every CPU).
     fn is_integer(&self) -> bool {
         matches!(
             self.ty,
@@ -726,6 +731,11 @@ fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], x: &Acts, mats: &mut [(&Ma
             if m.is_integer() {
                 let r = split(rows.div_ceil(PANEL), t, threads);
                 int_matmul_part(kind, m, x, (r.start, r.end), &Dest { out, rows });
+            } else if let (true, Some(packed)) = (is_kquant(m.ty), m.packed.as_deref()) {
+                let r = split(rows.div_ceil(PANEL), t, threads);
+                let qcols: Vec<QCol<'_>> = (0..n).map(|c| x.qcol(c)).collect();
+                let (nsb, dest) = (m.cols / QK_K, Dest { out, rows });
+                matmul_kpanels(kind, m.ty, packed, nsb, (r.start, r.end), &qcols, &dest);
             } else {
                 let mut buf = vec![0f32; m.cols];
                 let r = split(rows, t, threads);

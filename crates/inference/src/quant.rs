@@ -1,6 +1,6 @@
 //! Block formats, activation quantisation and the portable (scalar) kernels.
 //!
-//! # Arithmetic contract (`arith-v2`)
+//! # Arithmetic contract (`arith-v3`)
 //!
 //! Every dot product between an integer weight row (Q4_0, Q4_1, Q8_0, and
 //! Q5_0 repacked as Q8_0: [`panel_type`]) and an activation vector is defined by the scalar code in this module
@@ -17,6 +17,25 @@
 //!   `acc = fma(dw * da, isum as f32, acc)` (one rounding for the product of
 //!   the scales, one for the fused multiply-add), and for Q4_1 then
 //!   `acc = fma(m, s, acc)`; the result is `acc`.
+//!
+//! The k-quants (`arith-v3`; `arith-v2` multiplied them in f32) follow the
+//! same scheme, defined by [`crate::kpanel::dot_kpanel`]: the row is cut
+//! into the activation's blocks of 32, block `b` lying in super-block `b /
+//! 8` (f16 `d`, and `dmin` for Q4_K/Q5_K) as its sub-block `j = b % 8`:
+//!
+//! * Q4_K, Q5_K (value `d·sc_j·q − dmin·m_j`, 6-bit `sc_j` and `m_j`,
+//!   `q` in 0..15 or 0..31): `isum = Σ q·a` exactly; `dw = d·sc_j` and
+//!   `mn = dmin·m_j` are exact in f32 (11-bit by 6-bit mantissas); then
+//!   `acc = fma(dw·da, isum, acc)` and `acc = fma(−(mn·da), qsum, acc)`
+//!   with the block's integer sum `qsum`: the product with the quantised
+//!   activations, as for Q6_K. (Not Q4_1's exact sum `s`: a k-quant's
+//!   minimum is often most of `dw·q`, whose activation error the exact
+//!   minimum term then no longer cancels; measured on Gemma 3's matrices it
+//!   doubles the error.)
+//! * Q6_K (value `d·sc·(q − 32)`, a signed 8-bit `sc` per 16 values):
+//!   `lo` and `hi`, the exact sums of `(q − 32)·a` over the block's two
+//!   halves, give `isum = sc_2j·lo + sc_2j+1·hi`, exact in `i32` and in
+//!   f32 (below 2^24 in magnitude); then `acc = fma(d·da, isum, acc)`.
 //!
 //! Fused multiply-add is exactly specified by IEEE 754 (one rounding), so
 //! every CPU computes the same value: hardware FMA where it exists, the
@@ -269,7 +288,7 @@ pub struct Packed {
 }
 
 impl Packed {
-    fn zeroed(len: usize) -> Self {
+    pub(crate) fn zeroed(len: usize) -> Self {
         Packed {
             lines: vec![Line([0; 64]); len.div_ceil(64)],
             len,
@@ -277,7 +296,7 @@ impl Packed {
     }
 
     #[allow(unsafe_code)]
-    fn bytes_mut(&mut self) -> &mut [u8] {
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: `Line` is 64 plain bytes without padding, and `len` is at
         // most 64 per line.
         unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast(), self.len) }

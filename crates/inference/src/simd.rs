@@ -137,7 +137,7 @@ impl Dest<'_, '_> {
     /// The caller writes at most that many values, and no other worker
     /// touches them during the same `Pool::run`.
     #[inline(always)]
-    unsafe fn at(&self, p: usize, c: usize) -> (*mut f32, usize) {
+    pub(crate) unsafe fn at(&self, p: usize, c: usize) -> (*mut f32, usize) {
         let r0 = p * PANEL;
         let len = PANEL.min(self.rows - r0);
         // SAFETY: forwarded contract.

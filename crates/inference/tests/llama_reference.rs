@@ -71,13 +71,14 @@ const TINY_QWEN2: Bounds = Bounds {
     top5: 4.75,
 };
 
-/// Measured: max 0.369, mean 0.067, log-sum-exp 0.131, top-1 59/59, top-5
-/// overlap 4.97 (Q4_K layers and a Q6_K embedding: llama.cpp quantises the
-/// activations of k-quant products to 8 bits, the engine keeps them in f32).
+/// Measured: max 0.412, mean 0.083, log-sum-exp 0.211, top-1 59/59, top-5
+/// overlap 4.92 (Q4_K layers and a Q6_K embedding: both engines quantise
+/// the activations of k-quant products to 8 bits, llama.cpp per 256 values,
+/// this one per 32, so their rounding errors differ).
 const TINY_QWEN3: Bounds = Bounds {
-    max_abs: 0.41,
-    mean_abs: 0.074,
-    lse: 0.145,
+    max_abs: 0.46,
+    mean_abs: 0.092,
+    lse: 0.235,
     top1: 0.9,
     top5: 4.8,
 };
@@ -92,9 +93,10 @@ const TINY_GEMMA3: Bounds = Bounds {
     top5: 4.8,
 };
 
-/// Measured: max 3.20, mean 0.315, log-sum-exp 1.91, top-1 39/41, top-5
-/// overlap 4.73 (where the arg-max differs, llama.cpp's two best are within
-/// twice the bound of each other).
+/// Measured: max 2.28, mean 0.290, log-sum-exp 1.44, top-1 39/41, top-5
+/// overlap 4.78 (where the arg-max differs, llama.cpp's two best are within
+/// twice the bound of each other). With the k-quants multiplied in f32
+/// (`arith-v2`) it was max 3.20, mean 0.315, log-sum-exp 1.91.
 const GEMMA3: Bounds = Bounds {
     max_abs: 3.5,
     mean_abs: 0.35,

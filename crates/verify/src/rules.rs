@@ -289,18 +289,21 @@ pub struct MarginRule {
     pub epsilon: f32,
 }
 
-/// Epsilon of the `arith-v2` engines (logit units).
+/// Epsilon of the `arith-v2` and `arith-v3` engines (logit units).
 pub const ARITH_V2_EPSILON: f32 = 1.0e-3;
 
 impl MarginRule {
     /// The margin rule of an engine version, or `None` for an engine whose
     /// arithmetic this crate does not know.
     ///
-    /// `verinfer-llm/<crate version>/arith-v2`: epsilon [`ARITH_V2_EPSILON`].
+    /// `verinfer-llm/<crate version>/arith-v2` or `.../arith-v3` (the
+    /// k-quants on integer kernels): epsilon [`ARITH_V2_EPSILON`].
     pub fn for_engine(version: &str) -> Option<MarginRule> {
         let mut parts = version.split('/');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some("verinfer-llm"), Some(v), Some("arith-v2"), None) if !v.is_empty() => {
+            (Some("verinfer-llm"), Some(v), Some("arith-v2" | "arith-v3"), None)
+                if !v.is_empty() =>
+            {
                 Some(MarginRule {
                     epsilon: ARITH_V2_EPSILON,
                 })
