@@ -209,6 +209,36 @@ impl Pool {
     }
 }
 
+/// The chunks of `0..n`, handed out in order to whichever worker asks
+/// first: a worker that starts late or is slowed takes fewer, so no worker
+/// waits long for another at the end of a round. Which worker computes a
+/// chunk changes no result (every output is computed by one call with a
+/// fixed operation order).
+pub(crate) struct Chunks {
+    next: AtomicUsize,
+    n: usize,
+    chunk: usize,
+}
+
+impl Chunks {
+    /// `0..n` in chunks of `chunk` (at least 1).
+    pub(crate) fn new(n: usize, chunk: usize) -> Self {
+        Chunks {
+            next: AtomicUsize::new(0),
+            n,
+            chunk: chunk.max(1),
+        }
+    }
+
+    /// The next chunk not yet taken, if any.
+    #[inline]
+    pub(crate) fn take(&self) -> Option<std::ops::Range<usize>> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = i.checked_mul(self.chunk).filter(|&s| s < self.n)?;
+        Some(start..(start + self.chunk).min(self.n))
+    }
+}
+
 impl Drop for Pool {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
@@ -267,3 +297,31 @@ const _: () = assert!(
     std::mem::size_of::<AtomicU32>() == 4
         && std::mem::align_of::<AtomicU32>() == std::mem::align_of::<f32>()
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Workers taking chunks cover every index exactly once, in chunks of
+    /// the given size (the last one shorter), whatever the thread count.
+    #[test]
+    fn chunks_cover_every_index_once() {
+        for threads in [1, 2, 3, 4] {
+            let pool = Pool::new(threads);
+            for (n, chunk) in [(0, 4), (1, 4), (37, 5), (64, 8), (100, 1), (9, 0)] {
+                let chunks = Chunks::new(n, chunk);
+                let seen: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                pool.run(&|_| {
+                    while let Some(r) = chunks.take() {
+                        assert!(r.len() == chunk.max(1) || r.end == n, "{r:?} of {n}");
+                        for i in r {
+                            seen[i].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+                assert!(chunks.take().is_none());
+                assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+            }
+        }
+    }
+}
