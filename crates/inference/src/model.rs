@@ -713,7 +713,7 @@ fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], x: &Acts, mats: &mut [(&Ma
             }
         }
     };
-    pool.run(&job);
+    pool.run_chunked(&job);
 }
 
 /// Weight bytes a worker takes at a time in a product: enough that taking
@@ -1119,7 +1119,8 @@ impl Model {
     }
 
     /// Attention of every entry into `out`: one task per (query tile, KV
-    /// head), dealt round-robin (later positions cost more). In a
+    /// head), each taken by whichever worker is free (later positions cost
+    /// more). In a
     /// sliding-window layer, a tile whose window excludes early positions
     /// runs one token at a time (each token has its own first position).
     #[allow(unsafe_code)]
@@ -1143,14 +1144,13 @@ impl Model {
             _ => usize::MAX,
         };
         let (table, rope) = self.rope_for(step.layer);
-        let tasks = tiles.len() * cfg.n_kv_head;
-        let threads = step.pool.threads();
+        let tasks = Chunks::new(tiles.len() * cfg.n_kv_head, 1);
         let out = SharedOut::new(out);
-        let job = |t: usize| {
+        let job = |_| {
             let mut scores = Vec::new();
             let mut qbuf = vec![0f32; 2 * width];
             let mut obuf = vec![0f32; 2 * width];
-            for task in (t..tasks).step_by(threads) {
+            while let Some(task) = tasks.take().map(|r| r.start) {
                 let ((i, count), g) = (tiles[task / cfg.n_kv_head], task % cfg.n_kv_head);
                 for k in 0..count {
                     let at = (i + k) * q_dim + g * width;
@@ -1202,7 +1202,7 @@ impl Model {
                 }
             }
         };
-        step.pool.run(&job);
+        step.pool.run_chunked(&job);
     }
 
     /// The feed-forward block of layer `step.l`: the attention output joins

@@ -5,7 +5,10 @@
 //! Work is split statically by index, so which thread computes which output
 //! row never depends on timing; and since every output element is computed by
 //! exactly one call with a fixed operation order, results do not depend on the
-//! thread count at all.
+//! thread count at all. `run_chunked(f)` is for jobs that take their work
+//! from a shared [`Chunks`]: a worker that has not started `f` by the time
+//! the caller has finished its own call is left out, so a worker the
+//! operating system has descheduled does not hold up the round.
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
@@ -18,6 +21,12 @@ type Job = *const (dyn Fn(usize) + Sync);
 
 struct Shared {
     generation: AtomicU64,
+    /// The current round's generation (above [`GATE_SHIFT`]), whether it is
+    /// closed to late workers ([`GATE_CLOSED`], `run_chunked` only) and how
+    /// many workers joined it. A worker runs a round's job only after
+    /// joining it here, so it never runs a round twice or one it was too
+    /// late for.
+    gate: AtomicU64,
     done: AtomicUsize,
     panicked: AtomicBool,
     shutdown: AtomicBool,
@@ -51,6 +60,25 @@ impl std::fmt::Debug for Pool {
 }
 
 const SPIN: u32 = 20_000;
+
+const GATE_SHIFT: u32 = 16;
+const GATE_CLOSED: u64 = 1 << 15;
+const GATE_JOINED: u64 = GATE_CLOSED - 1;
+
+/// Join the round of generation `g` unless it is closed (or already over:
+/// the gate then holds a later generation).
+fn join(gate: &AtomicU64, g: u64) -> bool {
+    let mut cur = gate.load(Ordering::Acquire);
+    loop {
+        if cur >> GATE_SHIFT != g & (u64::MAX >> GATE_SHIFT) || cur & GATE_CLOSED != 0 {
+            return false;
+        }
+        match gate.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
+    }
+}
 
 fn worker(shared: Arc<Shared>, index: usize) {
     let mut seen = 0u64;
@@ -89,9 +117,14 @@ fn worker(shared: Arc<Shared>, index: usize) {
         if shared.shutdown.load(Ordering::Acquire) {
             return;
         }
-        // SAFETY: the generation was published after `job` was set (Release /
-        // Acquire), and `run` keeps the closure alive until `done` reaches the
-        // worker count, which happens only after this call returns.
+        if !join(&shared.gate, seen) {
+            // Too late: the caller did the work and does not wait for us.
+            continue;
+        }
+        // SAFETY: the round's gate was set after `job` (Release / Acquire,
+        // through the join), and the caller keeps the closure alive until
+        // every worker that joined reports done, which happens only after
+        // this call returns.
         let job = unsafe { *shared.job.get() };
         if let Some(job) = job {
             // SAFETY: see above; the pointee outlives this call.
@@ -107,9 +140,10 @@ fn worker(shared: Arc<Shared>, index: usize) {
 impl Pool {
     /// Create a pool with `threads` workers in total (at least 1).
     pub(crate) fn new(threads: usize) -> Self {
-        let threads = threads.max(1);
+        let threads = threads.clamp(1, GATE_JOINED as usize);
         let shared = Arc::new(Shared {
             generation: AtomicU64::new(0),
+            gate: AtomicU64::new(0),
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
@@ -145,6 +179,18 @@ impl Pool {
 
     /// Run `f(i)` for every `i in 0..threads()`, in parallel; returns when all finish.
     pub(crate) fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+        self.round(f, false);
+    }
+
+    /// Run `f(0)` on the caller and `f(i)` on each worker that starts before
+    /// the caller's call returns; returns when all calls started finish. For
+    /// jobs that take all their work from a shared [`Chunks`] (the caller's
+    /// call then does whatever the others have not taken).
+    pub(crate) fn run_chunked(&self, f: &(dyn Fn(usize) + Sync)) {
+        self.round(f, true);
+    }
+
+    fn round(&self, f: &(dyn Fn(usize) + Sync), chunked: bool) {
         if self.threads == 1 {
             f(0);
             return;
@@ -159,13 +205,24 @@ impl Pool {
         // SAFETY: no worker reads `job` now: all finished the previous generation.
         unsafe { *sh.job.get() = Some(job) };
         sh.done.store(0, Ordering::SeqCst);
-        sh.generation.fetch_add(1, Ordering::SeqCst);
+        // Only this thread advances the generation (under `run_lock`).
+        let g = sh.generation.load(Ordering::SeqCst) + 1;
+        sh.gate.store(
+            (g & (u64::MAX >> GATE_SHIFT)) << GATE_SHIFT,
+            Ordering::SeqCst,
+        );
+        sh.generation.store(g, Ordering::SeqCst);
         if sh.sleepers.load(Ordering::SeqCst) > 0 {
             let _l = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
             sh.cv.notify_all();
         }
         let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
-        let others = self.handles.len();
+        let others = if chunked {
+            // Close the round: the workers that joined are the ones to wait for.
+            (sh.gate.fetch_or(GATE_CLOSED, Ordering::AcqRel) & GATE_JOINED) as usize
+        } else {
+            self.handles.len()
+        };
         let mut spins = 0u32;
         while sh.done.load(Ordering::Acquire) < others {
             spins = spins.wrapping_add(1);
@@ -321,6 +378,39 @@ mod tests {
                 });
                 assert!(chunks.take().is_none());
                 assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+            }
+        }
+    }
+
+    /// Rounds that wait for every worker and rounds that leave late workers
+    /// out, interleaved: every index of `run` is called once per round, and
+    /// every chunk of `run_chunked` computed once, by the caller and
+    /// whichever workers joined in time (a worker late for one round never
+    /// runs it, nor any round twice).
+    #[test]
+    fn late_workers_skip_chunked_rounds_and_join_the_next() {
+        let pool = Pool::new(3);
+        for round in 0..3000 {
+            if round % 3 == 0 {
+                let calls: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+                pool.run(&|i| {
+                    calls[i].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(calls.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+            } else {
+                let chunks = Chunks::new(40, 1 + round % 5);
+                let seen: Vec<AtomicUsize> = (0..40).map(|_| AtomicUsize::new(0)).collect();
+                let callers = AtomicUsize::new(0);
+                pool.run_chunked(&|_| {
+                    callers.fetch_add(1, Ordering::Relaxed);
+                    while let Some(r) = chunks.take() {
+                        for i in r {
+                            seen[i].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+                assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+                assert!((1..=3).contains(&callers.load(Ordering::Relaxed)));
             }
         }
     }
