@@ -1120,9 +1120,9 @@ impl Model {
 
     /// Attention of every entry into `out`: one task per (query tile, KV
     /// head), each taken by whichever worker is free (later positions cost
-    /// more). In a
-    /// sliding-window layer, a tile whose window excludes early positions
-    /// runs one token at a time (each token has its own first position).
+    /// more). In a sliding-window layer, a tile whose window excludes early
+    /// positions runs one token at a time (each token has its own first
+    /// position).
     #[allow(unsafe_code)]
     fn attend_all(
         &self,

@@ -1,14 +1,14 @@
 //! A small persistent thread pool for data-parallel kernels.
 //!
 //! `run(f)` calls `f(i)` once for every worker index `i` in `0..threads`
-//! (index 0 on the calling thread) and returns when all calls have finished.
-//! Work is split statically by index, so which thread computes which output
-//! row never depends on timing; and since every output element is computed by
-//! exactly one call with a fixed operation order, results do not depend on the
-//! thread count at all. `run_chunked(f)` is for jobs that take their work
-//! from a shared [`Chunks`]: a worker that has not started `f` by the time
-//! the caller has finished its own call is left out, so a worker the
-//! operating system has descheduled does not hold up the round.
+//! (index 0 on the calling thread) and returns when all calls have finished;
+//! work split statically by index. `run_chunked(f)` is for jobs whose
+//! workers take their work from a shared [`Chunks`], first come first
+//! served: a worker that has not started `f` by the time the caller has
+//! finished its own call is left out, so a worker the operating system has
+//! descheduled does not hold up the round. Either way every output element
+//! is computed by exactly one call with a fixed operation order, so results
+//! depend neither on timing nor on the thread count.
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
