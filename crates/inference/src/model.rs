@@ -690,7 +690,7 @@ fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], x: &Acts, mats: &mut [(&Ma
         .iter_mut()
         .map(|(m, out)| {
             debug_assert_eq!(x.cols, m.cols);
-            let chunks = product_chunks(m, threads);
+            let chunks = product_chunks(m, n, threads);
             (*m, SharedOut::new(&mut out[..n * m.rows]), chunks)
         })
         .collect();
@@ -716,25 +716,32 @@ fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], x: &Acts, mats: &mut [(&Ma
     pool.run_chunked(&job);
 }
 
-/// Weight bytes a worker takes at a time in a product: enough that taking
-/// a chunk (one atomic add) costs nothing next to streaming it.
+/// Weight bytes a worker takes at a time in a one-column product: enough
+/// that taking a chunk (one atomic add) costs nothing next to streaming it.
 const TAKE_BYTES: usize = 128 * 1024;
 
 /// The chunks of a product's units (panels of an integer matrix, rows of
-/// the others) that the workers take in turn: [`TAKE_BYTES`] of weights, or
-/// less so that each worker takes at least four (a worker that starts late
-/// or is slowed then leaves little for the others to wait on). One worker
-/// takes everything at once.
-fn product_chunks(m: &Mat, threads: usize) -> Chunks {
-    let (units, unit_bytes) = if m.is_integer() {
-        (m.rows.div_ceil(PANEL), m.row_bytes * PANEL)
+/// the others) that the workers take in turn: [`TAKE_BYTES`] of weights (a
+/// batch: [`PANEL_CHUNK_BYTES`]), or less so that each worker takes at
+/// least four (a worker that starts late or is slowed then leaves little
+/// for the others to wait on); whole groups of four panels, as
+/// [`int_matmul_part`] chunks them. One worker takes everything at once.
+fn product_chunks(m: &Mat, n: usize, threads: usize) -> Chunks {
+    let (units, unit_bytes, align) = if m.is_integer() {
+        (m.rows.div_ceil(PANEL), m.row_bytes * PANEL, 4)
     } else {
-        (m.rows, m.row_bytes)
+        (m.rows, m.row_bytes, 1)
     };
     let chunk = if threads == 1 {
         units
     } else {
-        (TAKE_BYTES / unit_bytes.max(1)).clamp(1, units.div_ceil(4 * threads).max(1))
+        let take = if n == 1 {
+            TAKE_BYTES
+        } else {
+            PANEL_CHUNK_BYTES
+        };
+        let by_bytes = (take / unit_bytes.max(1) / align * align).max(align);
+        by_bytes.min(units.div_ceil(4 * threads).next_multiple_of(align))
     };
     Chunks::new(units, chunk)
 }
