@@ -716,34 +716,30 @@ fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], x: &Acts, mats: &mut [(&Ma
     pool.run_chunked(&job);
 }
 
-/// Weight bytes a worker takes at a time in a one-column product: enough
-/// that taking a chunk (one atomic add) costs nothing next to streaming it.
-const TAKE_BYTES: usize = 128 * 1024;
+/// Weight bytes a worker takes at least at a time in a one-column product:
+/// enough that taking a chunk (one atomic operation) costs little next to
+/// streaming it.
+const MIN_TAKE_BYTES: usize = 16 * 1024;
 
 /// The chunks of a product's units (panels of an integer matrix, rows of
-/// the others) that the workers take in turn: [`TAKE_BYTES`] of weights (a
-/// batch: [`PANEL_CHUNK_BYTES`]), or less so that each worker takes at
-/// least four (a worker that starts late or is slowed then leaves little
-/// for the others to wait on); whole groups of four panels, as
-/// [`int_matmul_part`] chunks them. One worker takes everything at once.
+/// the others) that the workers take in turn: each `1 / (4 × threads)` of
+/// what is left, down to [`MIN_TAKE_BYTES`] of weights (a batch: groups of
+/// four panels, as [`int_matmul_part`] chunks them), so that a worker
+/// waits at the end of a round for little more than one small chunk. One
+/// worker takes everything at once.
 fn product_chunks(m: &Mat, n: usize, threads: usize) -> Chunks {
-    let (units, unit_bytes, align) = if m.is_integer() {
-        (m.rows.div_ceil(PANEL), m.row_bytes * PANEL, 4)
+    let (units, unit_bytes) = if m.is_integer() {
+        (m.rows.div_ceil(PANEL), m.row_bytes * PANEL)
     } else {
-        (m.rows, m.row_bytes, 1)
+        (m.rows, m.row_bytes)
     };
-    let chunk = if threads == 1 {
-        units
+    let min = if n > 1 && m.is_integer() {
+        4
     } else {
-        let take = if n == 1 {
-            TAKE_BYTES
-        } else {
-            PANEL_CHUNK_BYTES
-        };
-        let by_bytes = (take / unit_bytes.max(1) / align * align).max(align);
-        by_bytes.min(units.div_ceil(4 * threads).next_multiple_of(align))
+        MIN_TAKE_BYTES / unit_bytes.max(1)
     };
-    Chunks::new(units, chunk)
+    let parts = if threads == 1 { 1 } else { 4 * threads };
+    Chunks::new(units, min, parts)
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -1151,7 +1147,8 @@ impl Model {
             _ => usize::MAX,
         };
         let (table, rope) = self.rope_for(step.layer);
-        let tasks = Chunks::new(tiles.len() * cfg.n_kv_head, 1);
+        let n_tasks = tiles.len() * cfg.n_kv_head;
+        let tasks = Chunks::new(n_tasks, 1, n_tasks);
         let out = SharedOut::new(out);
         let job = |_| {
             let mut scores = Vec::new();

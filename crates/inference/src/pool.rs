@@ -267,32 +267,51 @@ impl Pool {
 }
 
 /// The chunks of `0..n`, handed out in order to whichever worker asks
-/// first: a worker that starts late or is slowed takes fewer, so no worker
-/// waits long for another at the end of a round. Which worker computes a
-/// chunk changes no result (every output is computed by one call with a
-/// fixed operation order).
+/// first, each about `1 / parts` of what is left (so they shrink towards
+/// the end) and a multiple of `min` long (but for the last): a worker that
+/// starts late or is slowed takes fewer, and the others wait at the end of
+/// a round at most for one small chunk. Which worker computes a chunk
+/// changes no result (every output is computed by one call with a fixed
+/// operation order).
 pub(crate) struct Chunks {
     next: AtomicUsize,
     n: usize,
-    chunk: usize,
+    min: usize,
+    parts: usize,
 }
 
 impl Chunks {
-    /// `0..n` in chunks of `chunk` (at least 1).
-    pub(crate) fn new(n: usize, chunk: usize) -> Self {
+    /// `0..n` in chunks of at least `min`, each about `1 / parts` of what
+    /// is left (both at least 1).
+    pub(crate) fn new(n: usize, min: usize, parts: usize) -> Self {
         Chunks {
             next: AtomicUsize::new(0),
             n,
-            chunk: chunk.max(1),
+            min: min.max(1),
+            parts: parts.max(1),
         }
     }
 
     /// The next chunk not yet taken, if any.
     #[inline]
     pub(crate) fn take(&self) -> Option<std::ops::Range<usize>> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        let start = i.checked_mul(self.chunk).filter(|&s| s < self.n)?;
-        Some(start..(start + self.chunk).min(self.n))
+        let mut start = self.next.load(Ordering::Relaxed);
+        loop {
+            let left = self.n.checked_sub(start).filter(|&l| l > 0)?;
+            let len = left
+                .div_ceil(self.parts)
+                .next_multiple_of(self.min)
+                .min(left);
+            match self.next.compare_exchange_weak(
+                start,
+                start + len,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(start..start + len),
+                Err(now) => start = now,
+            }
+        }
     }
 }
 
@@ -359,18 +378,20 @@ const _: () = assert!(
 mod tests {
     use super::*;
 
-    /// Workers taking chunks cover every index exactly once, in chunks of
-    /// the given size (the last one shorter), whatever the thread count.
+    /// Workers taking chunks cover every index exactly once, in whole
+    /// multiples of the least size (but for the last), whatever the thread
+    /// count.
     #[test]
     fn chunks_cover_every_index_once() {
         for threads in [1, 2, 3, 4] {
             let pool = Pool::new(threads);
-            for (n, chunk) in [(0, 4), (1, 4), (37, 5), (64, 8), (100, 1), (9, 0)] {
-                let chunks = Chunks::new(n, chunk);
+            for (n, min, parts) in [(0, 4, 8), (1, 4, 8), (37, 5, 3), (64, 8, 1), (100, 1, 8)] {
+                let chunks = Chunks::new(n, min, parts);
                 let seen: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
                 pool.run(&|_| {
                     while let Some(r) = chunks.take() {
-                        assert!(r.len() == chunk.max(1) || r.end == n, "{r:?} of {n}");
+                        let whole = r.start % min == 0 && (r.len() % min == 0 || r.end == n);
+                        assert!(whole && !r.is_empty(), "{r:?} of {n}");
                         for i in r {
                             seen[i].fetch_add(1, Ordering::Relaxed);
                         }
@@ -398,7 +419,7 @@ mod tests {
                 });
                 assert!(calls.iter().all(|c| c.load(Ordering::Relaxed) == 1));
             } else {
-                let chunks = Chunks::new(40, 1 + round % 5);
+                let chunks = Chunks::new(40, 1 + round % 5, 12);
                 let seen: Vec<AtomicUsize> = (0..40).map(|_| AtomicUsize::new(0)).collect();
                 let callers = AtomicUsize::new(0);
                 pool.run_chunked(&|_| {
