@@ -202,7 +202,9 @@ impl Pool {
         let job: Job = unsafe {
             std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f)
         };
-        // SAFETY: no worker reads `job` now: all finished the previous generation.
+        // SAFETY: no worker reads `job` now: every worker that joined the
+        // previous round has finished it, and none can join this one before
+        // its gate is published below.
         unsafe { *sh.job.get() = Some(job) };
         sh.done.store(0, Ordering::SeqCst);
         // Only this thread advances the generation (under `run_lock`).
@@ -232,7 +234,8 @@ impl Pool {
                 std::hint::spin_loop();
             }
         }
-        // SAFETY: all workers are done with this generation.
+        // SAFETY: every worker that joined this round is done, and no other
+        // can join it (it is closed, or every worker joined).
         unsafe { *sh.job.get() = None };
         if let Err(p) = mine {
             std::panic::resume_unwind(p);
