@@ -414,16 +414,18 @@ mod tests {
     #[test]
     fn late_workers_skip_chunked_rounds_and_join_the_next() {
         let pool = Pool::new(3);
-        for round in 0..3000 {
-            if round % 3 == 0 {
+        // Chunked rounds of little work, so that workers are often late for
+        // them, each followed by a round that waits for every worker.
+        for round in 0..4000 {
+            if round % 2 == 0 {
                 let calls: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
                 pool.run(&|i| {
                     calls[i].fetch_add(1, Ordering::Relaxed);
                 });
                 assert!(calls.iter().all(|c| c.load(Ordering::Relaxed) == 1));
             } else {
-                let chunks = Chunks::new(40, 1 + round % 5, 12);
-                let seen: Vec<AtomicUsize> = (0..40).map(|_| AtomicUsize::new(0)).collect();
+                let chunks = Chunks::new(8, 1 + round % 5, 12);
+                let seen: Vec<AtomicUsize> = (0..8).map(|_| AtomicUsize::new(0)).collect();
                 let callers = AtomicUsize::new(0);
                 pool.run_chunked(&|_| {
                     callers.fetch_add(1, Ordering::Relaxed);
