@@ -33,7 +33,10 @@ pub const KEY_PANEL: usize = 16;
 /// Key/value cache of one sequence.
 ///
 /// Keys: `[layer][kv head][position / 16][dimension][position % 16]`;
-/// values: `[layer][position][kv head × dimension]`.
+/// values: `[layer][kv head][position][dimension]`. Each KV head's keys and
+/// values are contiguous, so attention streams them (a position-major value
+/// layout would read one head's 256 or 512 bytes per 4 KiB page, which the
+/// hardware prefetchers do not follow).
 #[derive(Debug, Clone)]
 pub struct KvCache {
     k: Vec<f32>,
@@ -116,10 +119,9 @@ impl KvCache {
                             .copy_from_slice(&src.k[s0 + at..s0 + at + rest]);
                     }
                 }
+                let (d0, s0) = (self.v_base(l, h), src.v_base(l, h));
+                self.v[d0..d0 + n * hd].copy_from_slice(&src.v[s0..s0 + n * hd]);
             }
-            let kv = self.kv_dim();
-            let (d0, s0) = (l * self.cap * kv, l * src.cap * kv);
-            self.v[d0..d0 + n * kv].copy_from_slice(&src.v[s0..s0 + n * kv]);
         }
     }
 
@@ -127,6 +129,12 @@ impl KvCache {
     fn k_base(&self, layer: usize, kv_head: usize) -> usize {
         debug_assert!(layer < self.n_layer && kv_head < self.n_kv_head);
         (layer * self.n_kv_head + kv_head) * self.cap_panels * KEY_PANEL * self.head_dim
+    }
+
+    /// Start of the values of (`layer`, `kv_head`).
+    fn v_base(&self, layer: usize, kv_head: usize) -> usize {
+        debug_assert!(layer < self.n_layer && kv_head < self.n_kv_head);
+        (layer * self.n_kv_head + kv_head) * self.cap * self.head_dim
     }
 
     /// Store the keys and values (`kv_dim` each) of `pos` in `layer`.
@@ -138,10 +146,9 @@ impl KvCache {
             for (d, &x) in k[h * hd..(h + 1) * hd].iter().enumerate() {
                 self.k[at + d * KEY_PANEL] = x;
             }
+            let at = self.v_base(layer, h) + pos * hd;
+            self.v[at..at + hd].copy_from_slice(&v[h * hd..(h + 1) * hd]);
         }
-        let kv = self.kv_dim();
-        let at = (layer * self.cap + pos) * kv;
-        self.v[at..at + kv].copy_from_slice(v);
     }
 
     /// The keys and values of `pos` in `layer` (as stored).
@@ -156,9 +163,13 @@ impl KvCache {
             })
             .map(|i| self.k[i])
             .collect();
-        let kv = self.kv_dim();
-        let at = (layer * self.cap + pos) * kv;
-        (k, self.v[at..at + kv].to_vec())
+        let v = (0..self.n_kv_head)
+            .flat_map(|h| {
+                let at = self.v_base(layer, h) + pos * hd;
+                self.v[at..at + hd].iter().copied()
+            })
+            .collect();
+        (k, v)
     }
 
     /// The keys and values `kv_head` of `layer` attends to, positions `0..n`.
@@ -172,14 +183,12 @@ impl KvCache {
     /// so that a position keeps its lane (`p mod 16`).
     pub(crate) fn span_from(&self, layer: usize, kv_head: usize, lo: usize, n: usize) -> Span<'_> {
         let hd = self.head_dim;
-        let kv = self.kv_dim();
         let base = lo / KEY_PANEL * KEY_PANEL;
         let kb = self.k_base(layer, kv_head);
-        let vb = layer * self.cap * kv + kv_head * hd;
+        let vb = self.v_base(layer, kv_head);
         Span {
             k: &self.k[kb + base * hd..kb + n.div_ceil(KEY_PANEL) * KEY_PANEL * hd],
-            v: &self.v[vb + base * kv..vb + (n - 1) * kv + hd],
-            v_stride: kv,
+            v: &self.v[vb + base * hd..vb + n * hd],
             n: n - base,
             skip: lo - base,
             base,
@@ -193,7 +202,6 @@ impl KvCache {
 pub(crate) struct Span<'a> {
     k: &'a [f32],
     v: &'a [f32],
-    v_stride: usize,
     n: usize,
     skip: usize,
     base: usize,
@@ -328,7 +336,7 @@ unsafe fn group<L: Lanes16, const D16: usize, const G: usize, const Q: usize>(
         // features, and its loads would stay calls.
         macro_rules! vrow {
             ($p:expr) => {{
-                let at = $p * span.v_stride;
+                let at = $p * hd;
                 let v = span.v[at..at + hd].as_chunks::<16>().0;
                 let mut r = [L::zero(); D16];
                 for (rc, vc) in r.iter_mut().zip(v) {
@@ -399,7 +407,7 @@ pub(crate) fn head_reference(q: &[f32], span: &Span<'_>, scale: f32, out: &mut [
     for (d, o) in out.iter_mut().enumerate() {
         let mut acc = 0f32;
         for (p, &w) in (lo..n).zip(&e) {
-            acc = w.mul_add(span.v[p * span.v_stride + d], acc);
+            acc = w.mul_add(span.v[p * hd + d], acc);
         }
         *o = acc * inv;
     }

@@ -661,13 +661,22 @@ impl Engine {
                 })
                 .collect();
             let want: Vec<usize> = (0..entries.len()).collect();
-            let logits = self
-                .model
-                .forward(self.kind, &self.pool, &entries, &mut caches, &want)?;
             let vocab = self.model.config.vocab;
-            for (&i, l) in active.iter().zip(logits.chunks_exact(vocab)) {
-                self.accept(&mut seqs[i], l)?;
-            }
+            // Each row is picked from where the output projection wrote it
+            // (no copy of the vocabulary-wide rows per step).
+            self.model.forward_with(
+                self.kind,
+                &self.pool,
+                &entries,
+                &mut caches,
+                &want,
+                &mut |j0, rows| {
+                    for (&i, l) in active[j0..].iter().zip(rows.chunks_exact(vocab)) {
+                        self.accept(&mut seqs[i], l)?;
+                    }
+                    Ok(())
+                },
+            )?;
         }
         // Every token but the last picked ran: their keys and values are kept.
         for ((s, r), c) in seqs.iter().zip(reqs).zip(caches) {

@@ -51,8 +51,10 @@
 //!   by row and use a fixed-order float dot product, the same code for
 //!   every kernel family.
 //! * Each output row of a matrix product, and each (token, head) of attention,
-//!   is computed by exactly one thread; work is split statically, so the
-//!   thread count changes who computes a value, never how.
+//!   is computed by exactly one thread, with operations that do not depend
+//!   on which rows or heads that thread takes with it (workers take chunks
+//!   of them as they come free), so the thread count and timing change who
+//!   computes a value, never how.
 //! * Every value computed for a token depends only on that token, its position
 //!   and its own sequence's cache, so prefill, decode, batching and scoring
 //!   produce identical logits, and a run that starts after a prefix whose

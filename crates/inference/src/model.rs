@@ -20,7 +20,7 @@ use crate::gguf::{ggml_type_name, GgmlType, Gguf, TensorInfo, Value};
 use crate::kpanel::{is_kquant, matmul_kpanels, pack_kmatrix, QK_K};
 use crate::kquant::float_rows;
 use crate::math::{exp_f32, sin_cos_f64};
-use crate::pool::{Pool, SharedOut};
+use crate::pool::{Chunks, Pool, SharedOut};
 use crate::quant::{
     dequantize_row, dot_f32, pack_matrix, panel_type, quantize_row, QCol, PANEL, QK,
 };
@@ -645,24 +645,19 @@ fn quantize_par(kind: KernelKind, pool: &Pool, bounds: &[usize], acts: &mut Acts
     pool.run_parts(acts.parts(bounds), &|mut p| p.quantize(kind));
 }
 
-/// Static split of `0..n` for worker `t` of `threads`.
-#[inline]
-fn split(n: usize, t: usize, threads: usize) -> std::ops::Range<usize> {
-    (n * t / threads)..(n * (t + 1) / threads)
-}
-
 /// Weight bytes of one chunk of panels (kept in L2 across the column tiles).
 const PANEL_CHUNK_BYTES: usize = 256 * 1024;
 /// Activation bytes of one column tile (kept in L1 across a chunk's panels).
 const COL_TILE_BYTES: usize = 16 * 1024;
 
-/// One worker's panels of an integer matrix product: chunks of panels small
-/// enough to stay in L2 across column tiles, column tiles small enough to
-/// stay in L1 across a chunk's panels.
+/// Panels `p0..p1` of an integer matrix product (`qcols`: the columns of
+/// `x`): chunks of panels small enough to stay in L2 across column tiles,
+/// column tiles small enough to stay in L1 across a chunk's panels.
 fn int_matmul_part(
     kind: KernelKind,
     m: &Mat,
     x: &Acts,
+    qcols: &[QCol<'_>],
     (p0, p1): (usize, usize),
     dest: &Dest<'_, '_>,
 ) {
@@ -672,10 +667,9 @@ fn int_matmul_part(
     let n = x.n;
     let ty = m.panel_ty();
     let nb = m.cols / QK;
-    let qcols: Vec<QCol<'_>> = (0..n).map(|c| x.qcol(c)).collect();
     if n == 1 {
         let src = Panels::Packed(packed);
-        return matmul_panels(kind, ty, src, nb, (p0, p1), &qcols, 0, dest);
+        return matmul_panels(kind, ty, src, nb, (p0, p1), qcols, 0, dest);
     }
     let widen = n >= WIDEN_MIN_COLS && widens(kind, ty);
     let col_bytes = x.nbp * (QK + 12);
@@ -718,35 +712,66 @@ thread_local! {
 fn matmul(kind: KernelKind, pool: &Pool, data: &[u8], x: &Acts, mats: &mut [(&Mat, &mut [f32])]) {
     let n = x.n;
     let threads = pool.threads();
-    let outs: Vec<(&Mat, SharedOut<'_>)> = mats
+    let outs: Vec<(&Mat, SharedOut<'_>, Chunks)> = mats
         .iter_mut()
         .map(|(m, out)| {
             debug_assert_eq!(x.cols, m.cols);
-            (*m, SharedOut::new(&mut out[..n * m.rows]))
+            let chunks = product_chunks(m, n, threads);
+            (*m, SharedOut::new(&mut out[..n * m.rows]), chunks)
         })
         .collect();
-    let job = |t: usize| {
-        for (m, out) in &outs {
-            let rows = m.rows;
+    let job = |_| {
+        let qcols: Vec<QCol<'_>> = (0..n).map(|c| x.qcol(c)).collect();
+        for (m, out, chunks) in &outs {
+            let dest = Dest { out, rows: m.rows };
             if m.is_integer() {
-                let r = split(rows.div_ceil(PANEL), t, threads);
-                int_matmul_part(kind, m, x, (r.start, r.end), &Dest { out, rows });
+                while let Some(r) = chunks.take() {
+                    int_matmul_part(kind, m, x, &qcols, (r.start, r.end), &dest);
+                }
             } else if let (true, Some(packed)) = (is_kquant(m.ty), m.packed.as_deref()) {
-                let r = split(rows.div_ceil(PANEL), t, threads);
-                let qcols: Vec<QCol<'_>> = (0..n).map(|c| x.qcol(c)).collect();
-                let (nsb, dest) = (m.cols / QK_K, Dest { out, rows });
-                matmul_kpanels(kind, m.ty, packed, nsb, (r.start, r.end), &qcols, &dest);
+                let nsb = m.cols / QK_K;
+                while let Some(r) = chunks.take() {
+                    matmul_kpanels(kind, m.ty, packed, nsb, (r.start, r.end), &qcols, &dest);
+                }
             } else {
                 let mut buf = vec![0f32; m.cols];
-                let r = split(rows, t, threads);
-                let bytes = &data[m.offset + r.start * m.row_bytes..m.offset + r.end * m.row_bytes];
                 let xs = &x.f[..n * m.cols];
-                let dest = Dest { out, rows };
-                float_rows(kind, m.ty, bytes, m.row_bytes, r.start, xs, &mut buf, &dest);
+                while let Some(r) = chunks.take() {
+                    let at = m.offset + r.start * m.row_bytes;
+                    let bytes = &data[at..at + r.len() * m.row_bytes];
+                    float_rows(kind, m.ty, bytes, m.row_bytes, r.start, xs, &mut buf, &dest);
+                }
             }
         }
     };
-    pool.run(&job);
+    pool.run_chunked(&job);
+}
+
+/// Weight bytes a worker takes at least at a time in a one-column product:
+/// enough that taking a chunk (one atomic operation) costs little next to
+/// streaming it.
+const MIN_TAKE_BYTES: usize = 16 * 1024;
+
+/// The chunks of a product's units (panels of an integer matrix, rows of
+/// the others) that the workers take in turn: each `1 / (4 × threads)` of
+/// what is left, down to [`MIN_TAKE_BYTES`] of weights (a batch: groups of
+/// four panels, as [`int_matmul_part`] chunks them), so that a worker
+/// waits at the end of a round for little more than one small chunk. One
+/// worker takes everything at once.
+fn product_chunks(m: &Mat, n: usize, threads: usize) -> Chunks {
+    let panelled = m.packed.is_some();
+    let (units, unit_bytes) = if panelled {
+        (m.rows.div_ceil(PANEL), m.row_bytes * PANEL)
+    } else {
+        (m.rows, m.row_bytes)
+    };
+    let min = if n > 1 && panelled {
+        4
+    } else {
+        MIN_TAKE_BYTES / unit_bytes.max(1)
+    };
+    let parts = if threads == 1 { 1 } else { 4 * threads };
+    Chunks::new(units, min, parts)
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -1129,9 +1154,10 @@ impl Model {
     }
 
     /// Attention of every entry into `out`: one task per (query tile, KV
-    /// head), dealt round-robin (later positions cost more). In a
-    /// sliding-window layer, a tile whose window excludes early positions
-    /// runs one token at a time (each token has its own first position).
+    /// head), each taken by whichever worker is free (later positions cost
+    /// more). In a sliding-window layer, a tile whose window excludes early
+    /// positions runs one token at a time (each token has its own first
+    /// position).
     #[allow(unsafe_code)]
     fn attend_all(
         &self,
@@ -1153,14 +1179,14 @@ impl Model {
             _ => usize::MAX,
         };
         let (table, rope) = self.rope_for(step.layer);
-        let tasks = tiles.len() * cfg.n_kv_head;
-        let threads = step.pool.threads();
+        let n_tasks = tiles.len() * cfg.n_kv_head;
+        let tasks = Chunks::new(n_tasks, 1, n_tasks);
         let out = SharedOut::new(out);
-        let job = |t: usize| {
+        let job = |_| {
             let mut scores = Vec::new();
             let mut qbuf = vec![0f32; 2 * width];
             let mut obuf = vec![0f32; 2 * width];
-            for task in (t..tasks).step_by(threads) {
+            while let Some(task) = tasks.take().map(|r| r.start) {
                 let ((i, count), g) = (tiles[task / cfg.n_kv_head], task % cfg.n_kv_head);
                 for k in 0..count {
                     let at = (i + k) * q_dim + g * width;
@@ -1212,7 +1238,7 @@ impl Model {
                 }
             }
         };
-        step.pool.run(&job);
+        step.pool.run_chunked(&job);
     }
 
     /// The feed-forward block of layer `step.l`: the attention output joins
@@ -1313,7 +1339,53 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{tiny_model, TinySpec};
+    use crate::testing::{tiny_model, Rng, TinySpec};
+
+    /// A product split into chunks that the workers take in turn gives one
+    /// worker's bits, for thread counts that divide neither the panels
+    /// (integer formats) nor the rows (the others), one column or a batch.
+    #[test]
+    fn products_taken_in_chunks_match_one_worker() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for et in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q6K] {
+            let spec = TinySpec {
+                embd_type: et,
+                dim: 256,
+                // 3,269 rows: 205 panels, neither a multiple of 2, 3 nor 4.
+                extra_vocab: 3000,
+                ..TinySpec::default()
+            };
+            let gguf = Gguf::from_bytes(&tiny_model(&spec)).expect("gguf");
+            let model = Model::from_gguf(gguf).expect("model");
+            let m = &model.output;
+            assert_eq!(m.rows, 3269);
+            let mut rng = Rng(5);
+            for n in [1, 9] {
+                for kind in KernelKind::supported() {
+                    let mut x = Acts::new(n, m.cols);
+                    x.f.iter_mut().for_each(|v| *v = rng.next_f32());
+                    let mut p = x.parts(&[0, n]);
+                    p[0].quantize(kind);
+                    drop(p);
+                    let run = |threads| {
+                        let mut out = vec![f32::NAN; n * m.rows];
+                        let pool = Pool::new(threads);
+                        matmul(kind, &pool, model.data(), &x, &mut [(m, &mut out)]);
+                        out
+                    };
+                    let want = run(1);
+                    assert!(want.iter().all(|v| v.is_finite()));
+                    for threads in [2, 3, 4] {
+                        assert_eq!(
+                            bits(&want),
+                            bits(&run(threads)),
+                            "{et:?} {n} {kind:?} {threads}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     /// Logits of a short prompt for every weight format, architecture,
     /// kernel family and thread count: bit for bit the same as the portable
