@@ -33,7 +33,7 @@
 
 use crate::gguf::GgmlType;
 use crate::quant::{rd_f16, scale_min_k4, Packed, QCol, PANEL, QK};
-use crate::simd::{Dest, KernelKind};
+use crate::simd::{assert_cols_cover, Dest, KernelKind, COL_TILE_BYTES, PANEL_CHUNK_BYTES};
 
 /// Values per k-quant super-block.
 pub(crate) const QK_K: usize = 256;
@@ -178,11 +178,6 @@ pub(crate) fn dot_kpanel(ty: GgmlType, panel: &[u8], nsb: usize, a: QCol<'_>) ->
     })
 }
 
-/// Weight bytes of one chunk of panels (kept in L2 across column tiles).
-const PANEL_CHUNK_BYTES: usize = 256 * 1024;
-/// Activation bytes of one column tile (kept in L1 across a chunk's panels).
-const COL_TILE_BYTES: usize = 16 * 1024;
-
 /// Integer matrix product of panels `p0..p1` of a packed k-quant matrix
 /// (`nsb` super-blocks per row) with the quantised columns `cols`, results
 /// to `dest`: every value is [`dot_kpanel`]'s. The rows of these panels
@@ -204,12 +199,7 @@ pub(crate) fn matmul_kpanels(
     assert!(packed.len() >= p1 * nsb * kb, "packed matrix too short");
     assert!(p1 <= dest.rows.div_ceil(PANEL), "panel out of range");
     let nb = nsb * QK_K / QK;
-    for c in cols {
-        assert!(
-            c.qs.len() >= nb && c.d.len() >= nb && c.s.len() >= nb && c.qsum.len() >= nb,
-            "activation column too short"
-        );
-    }
+    assert_cols_cover(cols, nb);
     let chunk = (PANEL_CHUNK_BYTES / (nsb * kb).max(1)).max(1);
     let tile = (COL_TILE_BYTES / (nb * (QK + 12)).max(1) / 4 * 4).max(4);
     let mut q0 = p0;

@@ -24,7 +24,9 @@ use crate::pool::{Chunks, Pool, SharedOut};
 use crate::quant::{
     dequantize_row, dot_f32, pack_matrix, panel_type, quantize_row, QCol, PANEL, QK,
 };
-use crate::simd::{matmul_panels, widens, Dest, KernelKind, Panels, Widened};
+use crate::simd::{
+    matmul_panels, widens, Dest, KernelKind, Panels, Widened, COL_TILE_BYTES, PANEL_CHUNK_BYTES,
+};
 use crate::tokenizer::Tokenizer;
 
 /// A supported model architecture.
@@ -644,11 +646,6 @@ fn act_quantize(
 fn quantize_par(kind: KernelKind, pool: &Pool, bounds: &[usize], acts: &mut Acts) {
     pool.run_parts(acts.parts(bounds), &|mut p| p.quantize(kind));
 }
-
-/// Weight bytes of one chunk of panels (kept in L2 across the column tiles).
-const PANEL_CHUNK_BYTES: usize = 256 * 1024;
-/// Activation bytes of one column tile (kept in L1 across a chunk's panels).
-const COL_TILE_BYTES: usize = 16 * 1024;
 
 /// Panels `p0..p1` of an integer matrix product (`qcols`: the columns of
 /// `x`): chunks of panels small enough to stay in L2 across column tiles,

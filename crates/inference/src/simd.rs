@@ -145,6 +145,23 @@ impl Dest<'_, '_> {
     }
 }
 
+/// Weight bytes of one chunk of panels a batched product keeps in L2
+/// across its column tiles.
+pub(crate) const PANEL_CHUNK_BYTES: usize = 256 * 1024;
+/// Activation bytes of one column tile, kept in L1 across a chunk's panels.
+pub(crate) const COL_TILE_BYTES: usize = 16 * 1024;
+
+/// # Panics
+/// If a column has fewer than `nb` blocks.
+pub(crate) fn assert_cols_cover(cols: &[QCol<'_>], nb: usize) {
+    for c in cols {
+        assert!(
+            c.qs.len() >= nb && c.d.len() >= nb && c.s.len() >= nb && c.qsum.len() >= nb,
+            "activation column too short"
+        );
+    }
+}
+
 /// Integer matrix product of panels `p0..p1` of a packed matrix (`nb`
 /// blocks of Q4_0, Q4_1 or Q8_0 per row, laid out as
 /// [`quant::panel_layout`]) with the quantised columns `cols`, whose results
@@ -183,12 +200,7 @@ pub(crate) fn matmul_panels(
         }
     };
     assert!(p1 <= dest.rows.div_ceil(PANEL), "panel out of range");
-    for c in cols {
-        assert!(
-            c.qs.len() >= nb && c.d.len() >= nb && c.s.len() >= nb && c.qsum.len() >= nb,
-            "activation column too short"
-        );
-    }
+    assert_cols_cover(cols, nb);
     #[cfg(target_arch = "x86_64")]
     match kind {
         // SAFETY (all three): a non-scalar kind is only constructed by
