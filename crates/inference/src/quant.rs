@@ -46,7 +46,7 @@
 //! Integer matrices are repacked at load time ([`pack_matrix`]) into panels
 //! of [`PANEL`] rows: per block, the sixteen rows' scales (f16), then for
 //! Q4_1 their minimums, then their quants in 64-byte chunks of four bytes per
-//! row ([`panel_layout`]), so one vector load holds the same four weights of
+//! row ([`block_at`]), so one vector load holds the same four weights of
 //! sixteen rows and one broadcast activation dword multiplies all of them
 //! (`vpdpbusd`, or `vpmaddubsw` + `vpmaddwd`). The layout only changes where
 //! bytes live, not the integer sums, so results equal the file's layout.
@@ -249,29 +249,74 @@ pub const fn panel_type(ty: GgmlType) -> GgmlType {
     }
 }
 
-/// Byte offsets inside one panel block (the [`PANEL`] rows' share of one
-/// quantisation block): `(scales, minimums, quants, total)`.
+/// Bytes of the quants of one panel block: [`PANEL`] rows of 32 weights,
+/// 256 for the 4-bit formats, 512 for Q8_0.
+#[inline]
+pub const fn quant_bytes(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q8_0 => 512,
+        _ => 256,
+    }
+}
+
+/// Offset of the minimums from the scales in a Q4_1 panel block.
+pub const MINS: usize = 32;
+
+/// Byte offsets of block `b` inside a panel (the [`PANEL`] rows' share of
+/// `nb` quantisation blocks): `(scales, quants)`.
 ///
 /// Scales and minimums are [`PANEL`] f16 values, row `r` at `2r`. The quants
 /// are 64-byte chunks, row `r` at `4r..4r + 4` of each: for 4-bit formats
 /// chunk `v` (of 4) holds the file's quant bytes `4v..4v + 4` of the row's
 /// block (low nibbles: weights `4v..4v + 4`, high nibbles: weights
 /// `16 + 4v..`); for Q8_0 chunk `v` (of 8) holds weights `4v..4v + 4`, each
-/// stored plus 128 (`w ^ 0x80`, an unsigned byte). The quants start 64
-/// bytes in (after 32 bytes of padding when there are no minimums), so with
-/// [`Packed`]'s alignment every chunk is one cache line.
+/// stored plus 128 (`w ^ 0x80`, an unsigned byte).
+///
+/// Q4_1 blocks are 64 bytes of scales and minimums ([`MINS`] after the
+/// scales), then the quants. Q4_0 and Q8_0 blocks go in pairs: the two
+/// blocks' scales share one 64-byte line, then the quants of the first and
+/// of the second (a last unpaired block has 32 bytes of padding after its
+/// scales). Every block's quants thus start on a line, so with [`Packed`]'s
+/// alignment no vector load straddles two cache lines, and the panels are
+/// as many bytes as the file's blocks.
 #[inline]
-pub const fn panel_layout(ty: GgmlType) -> (usize, usize, usize, usize) {
+pub const fn block_at(ty: GgmlType, b: usize) -> (usize, usize) {
+    let q = quant_bytes(ty);
     match ty {
-        GgmlType::Q4_1 => (0, 32, 64, 64 + 256),
-        GgmlType::Q8_0 => (0, 0, 64, 64 + 512),
-        _ => (0, 0, 64, 64 + 256),
+        GgmlType::Q4_1 => (b * (64 + q), b * (64 + q) + 64),
+        _ => {
+            let (pair, odd) = (b / 2 * (64 + 2 * q), b % 2);
+            (pair + 32 * odd, pair + 64 + q * odd)
+        }
+    }
+}
+
+/// The bytes `start..end` of a panel that belong to block `b` alone (for a
+/// paired block, the first also holds the pair's scales): consecutive
+/// blocks' spans tile the panel.
+#[inline]
+pub const fn block_span(ty: GgmlType, b: usize) -> (usize, usize) {
+    let (s, qo) = block_at(ty, b);
+    let q = quant_bytes(ty);
+    match ty {
+        GgmlType::Q4_1 => (s, qo + q),
+        _ if b % 2 == 1 => (qo, qo + q),
+        _ => (s, qo + q),
+    }
+}
+
+/// Bytes of one panel of `nb` blocks ([`block_at`]).
+#[inline]
+pub const fn panel_bytes(ty: GgmlType, nb: usize) -> usize {
+    match ty {
+        GgmlType::Q4_1 => nb * (64 + quant_bytes(ty)),
+        _ => nb.div_ceil(2) * 64 + nb * quant_bytes(ty),
     }
 }
 
 /// Bytes of a packed integer matrix of `rows` rows of `nb` blocks.
 pub fn packed_bytes(ty: GgmlType, rows: usize, nb: usize) -> usize {
-    rows.div_ceil(PANEL) * nb * panel_layout(ty).3
+    rows.div_ceil(PANEL) * panel_bytes(ty, nb)
 }
 
 /// 64 bytes aligned to 64: a cache line, and one 512-bit load.
@@ -279,9 +324,8 @@ pub fn packed_bytes(ty: GgmlType, rows: usize, nb: usize) -> usize {
 #[repr(C, align(64))]
 struct Line([u8; 64]);
 
-/// The bytes of a packed matrix, aligned to 64 (with the 64-byte panel
-/// blocks of [`panel_layout`], no vector load of a kernel straddles two
-/// cache lines).
+/// The bytes of a packed matrix, aligned to 64 (with the panel layout of
+/// [`block_at`], no vector load of a kernel straddles two cache lines).
 pub struct Packed {
     lines: Vec<Line>,
     len: usize,
@@ -319,7 +363,7 @@ impl std::fmt::Debug for Packed {
 }
 
 /// Repack an integer matrix (`rows` rows of `nb` blocks, in the file's
-/// layout) into panels ([`panel_layout`]). Rows past `rows` in the last
+/// layout) into panels ([`block_at`]). Rows past `rows` in the last
 /// panel are zero (scale 0, quants 0).
 ///
 /// Q5_0 is packed as Q8_0 ([`panel_type`]).
@@ -333,7 +377,7 @@ pub fn pack_matrix(ty: GgmlType, src: &[u8], rows: usize, nb: usize) -> Packed {
         return pack_matrix(GgmlType::Q8_0, &q8, rows, nb);
     }
     let bs = ty.block_bytes();
-    let (_, mo, qo, pb) = panel_layout(ty);
+    let stride = panel_bytes(ty, nb);
     let hdr = if ty == GgmlType::Q4_1 { 4 } else { 2 };
     let qlen = bs - hdr;
     let flip = if ty == GgmlType::Q8_0 { 0x80 } else { 0 };
@@ -342,25 +386,25 @@ pub fn pack_matrix(ty: GgmlType, src: &[u8], rows: usize, nb: usize) -> Packed {
     for (r, row) in src.chunks_exact(nb * bs).take(rows).enumerate() {
         let (p, lane) = (r / PANEL, r % PANEL);
         for (b, blk) in row.chunks_exact(bs).enumerate() {
-            let at = (p * nb + b) * pb;
-            dst[at + 2 * lane..at + 2 * lane + 2].copy_from_slice(&blk[0..2]);
+            let (so, qo) = block_at(ty, b);
+            let (so, qo) = (p * stride + so, p * stride + qo);
+            dst[so + 2 * lane..so + 2 * lane + 2].copy_from_slice(&blk[0..2]);
             if ty == GgmlType::Q4_1 {
-                dst[at + mo + 2 * lane..at + mo + 2 * lane + 2].copy_from_slice(&blk[2..4]);
+                dst[so + MINS + 2 * lane..so + MINS + 2 * lane + 2].copy_from_slice(&blk[2..4]);
             }
             for (i, &q) in blk[hdr..hdr + qlen].iter().enumerate() {
-                dst[at + qo + 64 * (i / 4) + 4 * lane + i % 4] = q ^ flip;
+                dst[qo + 64 * (i / 4) + 4 * lane + i % 4] = q ^ flip;
             }
         }
     }
     packed
 }
 
-/// Exact integer dot product of row `lane` of a panel block with a block of
-/// activation quants.
+/// Exact integer dot product of row `lane` of a panel block's quants with a
+/// block of activation quants.
 #[inline]
-fn block_isum(ty: GgmlType, pblk: &[u8], lane: usize, a: &[i8; QK]) -> i32 {
-    let qo = panel_layout(ty).2;
-    let byte = |i: usize| pblk[qo + 64 * (i / 4) + 4 * lane + i % 4];
+fn block_isum(ty: GgmlType, quants: &[u8], lane: usize, a: &[i8; QK]) -> i32 {
+    let byte = |i: usize| quants[64 * (i / 4) + 4 * lane + i % 4];
     let mut s = 0i32;
     match ty {
         GgmlType::Q8_0 => {
@@ -382,15 +426,15 @@ fn block_isum(ty: GgmlType, pblk: &[u8], lane: usize, a: &[i8; QK]) -> i32 {
 /// Portable kernel: one packed panel (`nb` blocks) · one quantised column,
 /// all [`PANEL`] rows. Defines the arithmetic the SIMD kernels reproduce.
 pub fn dot_panel(ty: GgmlType, panel: &[u8], nb: usize, a: QCol<'_>) -> [f32; PANEL] {
-    let (_, mo, _, pb) = panel_layout(ty);
     std::array::from_fn(|lane| {
         let mut acc = 0f32;
-        for (b, pblk) in panel.chunks_exact(pb).take(nb).enumerate() {
-            let dw = rd_f16(pblk, 2 * lane);
-            let isum = block_isum(ty, pblk, lane, &a.qs[b]);
+        for b in 0..nb {
+            let (so, qo) = block_at(ty, b);
+            let dw = rd_f16(panel, so + 2 * lane);
+            let isum = block_isum(ty, &panel[qo..qo + quant_bytes(ty)], lane, &a.qs[b]);
             acc = (dw * a.d[b]).mul_add(isum as f32, acc);
             if ty == GgmlType::Q4_1 {
-                acc = rd_f16(pblk, mo + 2 * lane).mul_add(a.s[b], acc);
+                acc = rd_f16(panel, so + MINS + 2 * lane).mul_add(a.s[b], acc);
             }
         }
         acc
@@ -823,6 +867,44 @@ fn quantize_q4_k(x: &[f32], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every panel block's scales, minimums and quants lie inside the panel
+    /// without overlapping another's, the quants on a cache line; the
+    /// blocks' spans tile the panel in order; and a panel is as many bytes
+    /// as the file's blocks (but for an unpaired last Q4_0 or Q8_0 block).
+    #[test]
+    fn panel_blocks_tile_the_panel_on_cache_lines() {
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            let q = quant_bytes(ty);
+            let heads = if ty == GgmlType::Q4_1 { 64 } else { 32 };
+            for nb in 1..=9 {
+                let len = panel_bytes(ty, nb);
+                let padding = if ty != GgmlType::Q4_1 && nb % 2 == 1 {
+                    32
+                } else {
+                    0
+                };
+                assert_eq!(len, PANEL * nb * ty.block_bytes() + padding, "{ty:?} {nb}");
+                let mut owner = vec![usize::MAX; len];
+                let mut end = 0;
+                for b in 0..nb {
+                    let (s, qo) = block_at(ty, b);
+                    assert_eq!(qo % 64, 0, "{ty:?} {nb} {b}");
+                    for i in (s..s + heads).chain(qo..qo + q) {
+                        assert_eq!(owner[i], usize::MAX, "{ty:?} {nb} {b} byte {i}");
+                        owner[i] = b;
+                    }
+                    let (s0, s1) = block_span(ty, b);
+                    assert_eq!(s0, end, "{ty:?} {nb} {b}");
+                    assert!(s0 <= qo && qo + q <= s1, "{ty:?} {nb} {b}");
+                    end = s1;
+                }
+                assert_eq!(end, len, "{ty:?} {nb}");
+                let unused = owner.iter().filter(|&&o| o == usize::MAX).count();
+                assert_eq!(unused, padding, "{ty:?} {nb}");
+            }
+        }
+    }
 
     /// The 12 bytes of 6-bit scales and minimums used below, written from
     /// the ggml layout: bytes 0..4 hold scales 0..3 (and in their top two

@@ -143,6 +143,29 @@ impl Dest<'_, '_> {
         // SAFETY: forwarded contract.
         (unsafe { self.out.ptr(c * self.rows + r0, len) }, len)
     }
+
+    /// [`Dest::at`] of the panels `p..p + P` in the columns `c..c + C`: a
+    /// register tile's destinations. (Plain loops: built with nested
+    /// `array::map` closures this was not inlined, and cost 5 % of a
+    /// batched product.)
+    ///
+    /// # Safety
+    /// As for [`Dest::at`].
+    #[inline(always)]
+    unsafe fn tile<const P: usize, const C: usize>(
+        &self,
+        p: usize,
+        c: usize,
+    ) -> [[(*mut f32, usize); C]; P] {
+        let mut d = [[(std::ptr::null_mut(), 0); C]; P];
+        for (i, row) in d.iter_mut().enumerate() {
+            for (j, x) in row.iter_mut().enumerate() {
+                // SAFETY: forwarded contract.
+                *x = unsafe { self.at(p + i, c + j) };
+            }
+        }
+        d
+    }
 }
 
 /// Weight bytes of one chunk of panels a batched product keeps in L2
@@ -164,7 +187,7 @@ pub(crate) fn assert_cols_cover(cols: &[QCol<'_>], nb: usize) {
 
 /// Integer matrix product of panels `p0..p1` of a packed matrix (`nb`
 /// blocks of Q4_0, Q4_1 or Q8_0 per row, laid out as
-/// [`quant::panel_layout`]) with the quantised columns `cols`, whose results
+/// [`quant::block_at`]) with the quantised columns `cols`, whose results
 /// go to columns `c0..` of `dest`: every value is `quant::dot_panel`'s.
 ///
 /// The rows of these panels must be written by this worker alone.
@@ -185,7 +208,7 @@ pub(crate) fn matmul_panels(
     let packed = match src {
         Panels::Packed(packed) => {
             assert!(
-                packed.len() >= p1 * nb * quant::panel_layout(ty).3,
+                packed.len() >= p1 * quant::panel_bytes(ty, nb),
                 "packed matrix too short"
             );
             packed
@@ -221,7 +244,7 @@ pub(crate) fn matmul_panels(
         KernelKind::Scalar => {}
     }
     let _ = kind;
-    let stride = nb * quant::panel_layout(ty).3;
+    let stride = quant::panel_bytes(ty, nb);
     for p in p0..p1 {
         let panel = &packed[p * stride..(p + 1) * stride];
         for (j, col) in cols.iter().enumerate() {
@@ -265,10 +288,24 @@ const fn type_of(t: u8) -> GgmlType {
 }
 
 /// Bytes of one block of one panel in the layout `t` reads.
-const fn block_stride(t: u8) -> usize {
+/// Bytes of one panel of `nb` blocks of kernel type `t`.
+const fn panel_stride(t: u8, nb: usize) -> usize {
     match t {
-        T_W4_0 | T_W4_1 => WIDE_BLOCK,
-        _ => quant::panel_layout(type_of(t)).3,
+        T_W4_0 | T_W4_1 => nb * WIDE_BLOCK,
+        _ => quant::panel_bytes(type_of(t), nb),
+    }
+}
+
+/// Offsets of block `b` in a panel of kernel type `t`: `(scales, minimums,
+/// quants)` ([`quant::block_at`], or [`WIDE_BLOCK`]'s layout).
+#[inline(always)]
+const fn block_offsets(t: u8, b: usize) -> (usize, usize, usize) {
+    match t {
+        T_W4_0 | T_W4_1 => (b * WIDE_BLOCK, b * WIDE_BLOCK + 64, b * WIDE_BLOCK + 128),
+        _ => {
+            let (s, q) = quant::block_at(type_of(t), b);
+            (s, s + quant::MINS, q)
+        }
     }
 }
 
@@ -316,9 +353,8 @@ impl Widened {
         (p0, p1): (usize, usize),
     ) {
         assert!(widens(kind, ty), "{kind:?} does not widen {ty:?}");
-        let pb = quant::panel_layout(ty).3;
-        let src = &packed[p0 * nb * pb..p1 * nb * pb];
-        let n = src.len() / pb;
+        let src = &packed[p0 * quant::panel_bytes(ty, nb)..p1 * quant::panel_bytes(ty, nb)];
+        let n = (p1 - p0) * nb;
         self.blocks.clear();
         self.blocks.reserve(n);
         #[cfg(target_arch = "x86_64")]
@@ -327,9 +363,9 @@ impl Widened {
         // room for the `n` blocks written, all bytes of each.
         unsafe {
             if kind == KernelKind::Vnni512 {
-                x86::widen_zmm(ty, src, self.blocks.as_mut_ptr());
+                x86::widen_zmm(ty, src, nb, self.blocks.as_mut_ptr());
             } else {
-                x86::widen_ymm(ty, src, self.blocks.as_mut_ptr());
+                x86::widen_ymm(ty, src, nb, self.blocks.as_mut_ptr());
             }
             self.blocks.set_len(n);
         }
@@ -358,6 +394,22 @@ pub(crate) enum Panels<'a> {
     Wide(&'a Widened),
 }
 
+impl<'a> Panels<'a> {
+    /// Panels `p..p + N` (`stride` bytes each when packed): a register
+    /// tile's weights.
+    #[inline(always)]
+    fn run<const N: usize>(self, stride: usize, p: usize) -> [&'a [u8]; N] {
+        let mut out: [&[u8]; N] = [&[]; N];
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = match self {
+                Panels::Packed(packed) => &packed[(p + k) * stride..(p + k + 1) * stride],
+                Panels::Wide(w) => w.panel(p + k),
+            };
+        }
+        out
+    }
+}
+
 /// The loops of [`matmul_panels`] over `P × C` tiles (`PD × 1` for a single
 /// column), then their tails; each (row, column) value has the same
 /// arithmetic whatever tile computes it.
@@ -373,24 +425,18 @@ unsafe fn drive<K: Tile, const T: u8, const P: usize, const C: usize, const PD: 
     c0: usize,
     dest: &Dest<'_, '_>,
 ) {
-    let stride = nb * block_stride(T);
-    let panel = |p: usize| match src {
-        Panels::Packed(packed) => &packed[p * stride..(p + 1) * stride],
-        Panels::Wide(w) => w.panel(p),
-    };
+    let stride = panel_stride(T, nb);
     // SAFETY: every call below forwards the contract; `Dest::at` gives each
     // tile its own rows.
     unsafe {
-        let dst = |p: usize, c: usize| dest.at(p, c0 + c);
         if cols.len() == 1 {
             let mut p = p0;
             while p + PD <= p1 {
-                let ps: [usize; PD] = std::array::from_fn(|k| p + k);
-                K::tile::<T, PD, 1>(ps.map(panel), nb, [&cols[0]], ps.map(|q| [dst(q, 0)]));
+                K::tile::<T, PD, 1>(src.run(stride, p), nb, [&cols[0]], dest.tile(p, c0));
                 p += PD;
             }
             for p in p..p1 {
-                K::tile::<T, 1, 1>([panel(p)], nb, [&cols[0]], [[dst(p, 0)]]);
+                K::tile::<T, 1, 1>(src.run(stride, p), nb, [&cols[0]], dest.tile(p, c0));
             }
             return;
         }
@@ -399,13 +445,11 @@ unsafe fn drive<K: Tile, const T: u8, const P: usize, const C: usize, const PD: 
             let np = if p + P <= p1 { P } else { 1 };
             let mut c = 0;
             while c + C <= cols.len() {
-                let cs: [usize; C] = std::array::from_fn(|k| c + k);
-                let a = cs.map(|k| &cols[k]);
+                let a: [&QCol<'_>; C] = std::array::from_fn(|k| &cols[c + k]);
                 if np == P {
-                    let ps: [usize; P] = std::array::from_fn(|k| p + k);
-                    K::tile::<T, P, C>(ps.map(panel), nb, a, ps.map(|q| cs.map(|k| dst(q, k))));
+                    K::tile::<T, P, C>(src.run(stride, p), nb, a, dest.tile(p, c0 + c));
                 } else {
-                    K::tile::<T, 1, C>([panel(p)], nb, a, [cs.map(|k| dst(p, k))]);
+                    K::tile::<T, 1, C>(src.run(stride, p), nb, a, dest.tile(p, c0 + c));
                 }
                 c += C;
             }
@@ -414,24 +458,17 @@ unsafe fn drive<K: Tile, const T: u8, const P: usize, const C: usize, const PD: 
             while c + 2 <= cols.len() && C > 2 {
                 let a = [&cols[c], &cols[c + 1]];
                 if np == P {
-                    let ps: [usize; P] = std::array::from_fn(|k| p + k);
-                    K::tile::<T, P, 2>(
-                        ps.map(panel),
-                        nb,
-                        a,
-                        ps.map(|q| [dst(q, c), dst(q, c + 1)]),
-                    );
+                    K::tile::<T, P, 2>(src.run(stride, p), nb, a, dest.tile(p, c0 + c));
                 } else {
-                    K::tile::<T, 1, 2>([panel(p)], nb, a, [[dst(p, c), dst(p, c + 1)]]);
+                    K::tile::<T, 1, 2>(src.run(stride, p), nb, a, dest.tile(p, c0 + c));
                 }
                 c += 2;
             }
             for (c, col) in cols.iter().enumerate().skip(c) {
                 if np == P {
-                    let ps: [usize; P] = std::array::from_fn(|k| p + k);
-                    K::tile::<T, P, 1>(ps.map(panel), nb, [col], ps.map(|q| [dst(q, c)]));
+                    K::tile::<T, P, 1>(src.run(stride, p), nb, [col], dest.tile(p, c0 + c));
                 } else {
-                    K::tile::<T, 1, 1>([panel(p)], nb, [col], [[dst(p, c)]]);
+                    K::tile::<T, 1, 1>(src.run(stride, p), nb, [col], dest.tile(p, c0 + c));
                 }
             }
             p += np;
@@ -518,9 +555,9 @@ pub(crate) use x86::{quantize_row_zmm, Ymm2, Zmm16};
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{block_stride, drive, type_of, Dest, GgmlType, Panels, QCol, Tile, PANEL, QK};
+    use super::{block_offsets, drive, type_of, Dest, GgmlType, Panels, QCol, Tile, PANEL, QK};
     use super::{T_Q4_0, T_Q4_1, T_Q8_0, T_W4_0, T_W4_1};
-    use crate::quant::panel_layout;
+    use crate::quant;
 
     /// AVX2 with FMA and F16C.
     pub(super) fn available_avx2() -> bool {
@@ -680,18 +717,28 @@ mod x86 {
     /// # Safety
     /// [`available_vnni512`] holds; `out` has room for every block of `src`.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
-    pub(super) unsafe fn widen_zmm(ty: GgmlType, src: &[u8], out: *mut super::WideBlock) {
-        let (_, mo, qo, pb) = panel_layout(ty);
+    pub(super) unsafe fn widen_zmm(
+        ty: GgmlType,
+        src: &[u8],
+        nb: usize,
+        out: *mut super::WideBlock,
+    ) {
         let m4 = _mm512_set1_epi8(0x0f);
-        for (i, blk) in src.chunks_exact(pb).enumerate() {
-            // SAFETY: the scales, minimums and 256 quant bytes lie in the
-            // block; block i of `out` has room for 640 bytes (contract).
+        let stride = quant::panel_bytes(ty, nb);
+        for i in 0..src.len() / stride * nb {
+            let (so, qo) = quant::block_at(ty, i % nb);
+            // SAFETY: the scales, minimums and 256 quant bytes of block
+            // i % nb lie in panel i / nb of `src`; block i of `out` has
+            // room for 640 bytes (contract).
             unsafe {
                 let o = out.add(i).cast::<u8>();
-                let b = blk.as_ptr();
-                _mm512_storeu_ps(o.cast(), _mm512_cvtph_ps(_mm256_loadu_si256(b.cast())));
+                let b = src.as_ptr().add(i / nb * stride);
+                _mm512_storeu_ps(
+                    o.cast(),
+                    _mm512_cvtph_ps(_mm256_loadu_si256(b.add(so).cast())),
+                );
                 let m = if ty == GgmlType::Q4_1 {
-                    _mm512_cvtph_ps(_mm256_loadu_si256(b.add(mo).cast()))
+                    _mm512_cvtph_ps(_mm256_loadu_si256(b.add(so + quant::MINS).cast()))
                 } else {
                     _mm512_setzero_ps()
                 };
@@ -770,26 +817,19 @@ mod x86 {
     ) {
         let wide = T == T_W4_0 || T == T_W4_1;
         let q4_1 = type_of(T) == GgmlType::Q4_1;
-        let (mo, qo) = if wide {
-            (64, 128)
-        } else {
-            let (_, mo, qo, _) = panel_layout(type_of(T));
-            (mo, qo)
-        };
-        let pb = block_stride(T);
         let m4 = _mm512_set1_epi8(0x0f);
         let mut acc = [[_mm512_setzero_ps(); C]; P];
+        let base: [*const u8; P] = panels.map(<[u8]>::as_ptr);
         for b in 0..nb {
-            // SAFETY: block b of every panel lies inside it (contract).
-            let base: [*const u8; P] =
-                std::array::from_fn(|p| unsafe { panels[p].as_ptr().add(b * pb) });
+            // Block b of every panel lies inside it (contract).
+            let (so, mo, qo) = block_offsets(T, b);
             // SAFETY: the scales (and minimums) are in the block: 16 halves,
             // or 16 floats when widened.
             let dw: [__m512; P] = std::array::from_fn(|p| unsafe {
                 if wide {
-                    _mm512_loadu_ps(base[p].cast())
+                    _mm512_loadu_ps(base[p].add(so).cast())
                 } else {
-                    _mm512_cvtph_ps(_mm256_loadu_si256(base[p].cast()))
+                    _mm512_cvtph_ps(_mm256_loadu_si256(base[p].add(so).cast()))
                 }
             });
             let mw: [__m512; P] = std::array::from_fn(|p| {
@@ -806,8 +846,9 @@ mod x86 {
             });
             if C == 1 && !wide {
                 // Decode streams each weight once: fetch ahead of the loads.
+                let (s0, s1) = quant::block_span(type_of(T), b);
                 for p in 0..P {
-                    for l in (0..pb).step_by(64) {
+                    for l in (s0..s1).step_by(64) {
                         // A prefetch never faults, wherever it points.
                         _mm_prefetch::<_MM_HINT_T0>(base[p].wrapping_add(ZMM_AHEAD + l).cast());
                     }
@@ -1011,19 +1052,27 @@ mod x86 {
     /// # Safety
     /// [`available_avx2`] holds; `out` has room for every block of `src`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn widen_ymm(ty: GgmlType, src: &[u8], out: *mut super::WideBlock) {
-        let (_, mo, qo, pb) = panel_layout(ty);
+    pub(super) unsafe fn widen_ymm(
+        ty: GgmlType,
+        src: &[u8],
+        nb: usize,
+        out: *mut super::WideBlock,
+    ) {
         let m4 = _mm256_set1_epi8(0x0f);
-        for (i, blk) in src.chunks_exact(pb).enumerate() {
-            // SAFETY: the scales, minimums and 256 quant bytes lie in the
-            // block; block i of `out` has room for 640 bytes (contract).
+        let stride = quant::panel_bytes(ty, nb);
+        for i in 0..src.len() / stride * nb {
+            let (so, qo) = quant::block_at(ty, i % nb);
+            // SAFETY: the scales, minimums and 256 quant bytes of block
+            // i % nb lie in panel i / nb of `src`; block i of `out` has
+            // room for 640 bytes (contract).
             unsafe {
                 let o = out.add(i).cast::<u8>();
-                let b = blk.as_ptr();
+                let b = src.as_ptr().add(i / nb * stride);
                 for h in 0..2 {
-                    let d = _mm256_cvtph_ps(_mm_loadu_si128(b.add(16 * h).cast()));
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(b.add(so + 16 * h).cast()));
                     _mm256_storeu_ps(o.add(32 * h).cast(), d);
                     let m = if ty == GgmlType::Q4_1 {
+                        let mo = so + quant::MINS;
                         _mm256_cvtph_ps(_mm_loadu_si128(b.add(mo + 16 * h).cast()))
                     } else {
                         _mm256_setzero_ps()
@@ -1084,25 +1133,16 @@ mod x86 {
     ) {
         let wide = T == T_W4_0 || T == T_W4_1;
         let q4_1 = type_of(T) == GgmlType::Q4_1;
-        let (mo, qo) = if wide {
-            (64, 128)
-        } else {
-            let (_, mo, qo, _) = panel_layout(type_of(T));
-            (mo, qo)
-        };
-        let pb = block_stride(T);
         let m4 = _mm256_set1_epi8(0x0f);
         let ones = _mm256_set1_epi16(1);
         // Plain loops rather than closures: a closure does not inherit the
         // target features, and its intrinsics would stay calls.
         let mut acc = [[[_mm256_setzero_ps(); C]; 2]; P];
-        let mut base = [std::ptr::null::<u8>(); P];
+        let base: [*const u8; P] = panels.map(<[u8]>::as_ptr);
         let mut w = [[_mm256_setzero_si256(); 2]; P];
         for b in 0..nb {
-            for p in 0..P {
-                // SAFETY: block b of every panel lies inside it (contract).
-                base[p] = unsafe { panels[p].as_ptr().add(b * pb) };
-            }
+            // Block b of every panel lies inside it (contract).
+            let (so, mo, qo) = block_offsets(T, b);
             // With `vpmaddubsw` each i16 lane sums 16 products of a nibble
             // and an activation over the block: at most 16 * 15 * 127 =
             // 30480, so i16 is exact.
@@ -1175,12 +1215,14 @@ mod x86 {
                         let (dw, mw) = unsafe {
                             if wide {
                                 (
-                                    _mm256_loadu_ps(base[p].add(32 * h).cast()),
+                                    _mm256_loadu_ps(base[p].add(so + 32 * h).cast()),
                                     _mm256_loadu_ps(base[p].add(mo + 32 * h).cast()),
                                 )
                             } else {
                                 (
-                                    _mm256_cvtph_ps(_mm_loadu_si128(base[p].add(16 * h).cast())),
+                                    _mm256_cvtph_ps(_mm_loadu_si128(
+                                        base[p].add(so + 16 * h).cast(),
+                                    )),
                                     _mm256_cvtph_ps(_mm_loadu_si128(
                                         base[p].add(mo + 16 * h).cast(),
                                     )),
@@ -1259,17 +1301,18 @@ mod x86 {
         a: [&QCol<'_>; C],
         dst: [[(*mut f32, usize); C]; P],
     ) {
-        let (_, _, qo, pb) = panel_layout(GgmlType::Q8_0);
         let ones = _mm256_set1_epi16(1);
         let flip = _mm256_set1_epi8(-128);
         for h in 0..2 {
             let mut acc = [[_mm256_setzero_ps(); C]; P];
             for b in 0..nb {
+                // Block b lies inside the panel (contract).
+                let (so, _, qo) = block_offsets(T_Q8_0, b);
                 for p in 0..P {
-                    // SAFETY: block b lies inside the panel (contract).
-                    let base = unsafe { panels[p].as_ptr().add(b * pb) };
+                    let base = panels[p].as_ptr();
                     // SAFETY: the 8 scales of half h are in the block.
-                    let dw = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(16 * h).cast())) };
+                    let dw =
+                        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(so + 16 * h).cast())) };
                     let mut isum = [_mm256_setzero_si256(); C];
                     for v in 0..8 {
                         // SAFETY: the half's 32 bytes of chunk v are in the block.
@@ -1331,15 +1374,16 @@ mod x86 {
     #[inline(always)]
     unsafe fn ymm_gemv<const T: u8>(panel: &[u8], nb: usize, a: &QCol<'_>, dst: (*mut f32, usize)) {
         let q4_1 = T == T_Q4_1;
-        let (_, mo, qo, pb) = panel_layout(type_of(T));
         let m4 = _mm256_set1_epi8(0x0f);
         let ones = _mm256_set1_epi16(1);
         let flip = _mm256_set1_epi8(-128);
         let mut acc = [_mm256_setzero_ps(); 2];
+        let base = panel.as_ptr();
         for b in 0..nb {
-            // SAFETY: block b lies inside the panel (contract).
-            let base = unsafe { panel.as_ptr().add(b * pb) };
-            for l in (0..pb).step_by(64) {
+            // Block b lies inside the panel (contract).
+            let (so, mo, qo) = block_offsets(T, b);
+            let (s0, s1) = quant::block_span(type_of(T), b);
+            for l in (s0..s1).step_by(64) {
                 // A prefetch never faults, wherever it points.
                 _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(GEMV_AHEAD + l).cast());
             }
@@ -1393,7 +1437,7 @@ mod x86 {
                     }
                 }
                 // SAFETY: the half's 8 scales (and minimums) are in the block.
-                let dw = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(16 * h).cast())) };
+                let dw = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(so + 16 * h).cast())) };
                 let f = _mm256_cvtepi32_ps(isum);
                 acc[h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, da), f, acc[h]);
                 if q4_1 {
@@ -1477,16 +1521,17 @@ mod x86 {
         a: [&QCol<'_>; C],
         dst: [[(*mut f32, usize); C]; P],
     ) {
-        let (_, mo, qo, pb) = panel_layout(type_of(T));
         let m4 = _mm256_set1_epi8(0x0f);
         for h in 0..2 {
             let mut acc = [[_mm256_setzero_ps(); C]; P];
             for b in 0..nb {
+                // Block b lies inside the panel (contract).
+                let (so, mo, qo) = block_offsets(T, b);
                 for p in 0..P {
-                    // SAFETY: block b lies inside the panel (contract).
-                    let base = unsafe { panels[p].as_ptr().add(b * pb) };
+                    let base = panels[p].as_ptr();
                     // SAFETY: 8 scales (minimums) of half h are in the block.
-                    let dw = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(16 * h).cast())) };
+                    let dw =
+                        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(so + 16 * h).cast())) };
                     let mw = if T == T_Q4_1 {
                         // SAFETY: as above.
                         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(base.add(mo + 16 * h).cast())) }
