@@ -82,6 +82,7 @@ pub mod math;
 pub mod model;
 pub mod models;
 pub mod onnx;
+mod pages;
 pub mod paths;
 mod pool;
 pub mod prefix;

@@ -324,6 +324,12 @@ pub fn packed_bytes(ty: GgmlType, rows: usize, nb: usize) -> usize {
 #[repr(C, align(64))]
 struct Line([u8; 64]);
 
+impl Default for Line {
+    fn default() -> Self {
+        Line([0; 64])
+    }
+}
+
 /// The bytes of a packed matrix, aligned to 64 (with the panel layout of
 /// [`block_at`], no vector load of a kernel straddles two cache lines).
 pub struct Packed {
@@ -334,7 +340,7 @@ pub struct Packed {
 impl Packed {
     pub(crate) fn zeroed(len: usize) -> Self {
         Packed {
-            lines: vec![Line([0; 64]); len.div_ceil(64)],
+            lines: crate::pages::zeroed_vec(len.div_ceil(64)),
             len,
         }
     }
