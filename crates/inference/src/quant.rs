@@ -44,9 +44,10 @@
 //! the result and the vector width does not matter.
 //!
 //! Integer matrices are repacked at load time ([`pack_matrix`]) into panels
-//! of [`PANEL`] rows: per block, the sixteen rows' scales (f16), then for
-//! Q4_1 their minimums, then their quants in 64-byte chunks of four bytes per
-//! row ([`block_at`]), so one vector load holds the same four weights of
+//! of [`PANEL`] rows: per block, the sixteen rows' scales (f16; Q4_0 and
+//! Q8_0 put a pair of blocks' scales on one line), then for Q4_1 their
+//! minimums, then their quants in 64-byte chunks of four bytes per row
+//! ([`block_at`]), so one vector load holds the same four weights of
 //! sixteen rows and one broadcast activation dword multiplies all of them
 //! (`vpdpbusd`, or `vpmaddubsw` + `vpmaddwd`). The layout only changes where
 //! bytes live, not the integer sums, so results equal the file's layout.
