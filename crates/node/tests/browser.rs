@@ -247,10 +247,12 @@ fn chat_streams_an_answer_that_turns_verified_and_is_checked_in_the_browser() {
     assert!(answer.get("error").is_none(), "the chat failed: {answer}");
     let lengths: Vec<u64> =
         serde_json::from_value(js(&s, "return window.__lengths")).expect("lengths");
-    let mut steps = lengths.clone();
-    steps.dedup();
+    // Streamed: the page showed part of the answer before all of it. (How
+    // many partial lengths it shows depends on how many chunks arrive
+    // between two renders, so only one is required.)
+    let last = lengths.last().copied().unwrap_or(0);
     assert!(
-        answer["chunks"].as_u64() >= Some(2) && steps.iter().filter(|l| **l > 0).count() >= 3,
+        answer["chunks"].as_u64() >= Some(2) && lengths.iter().any(|&l| 0 < l && l < last),
         "the answer streamed in token by token: {} chunks, lengths {lengths:?}",
         answer["chunks"]
     );
