@@ -54,8 +54,8 @@ impl KvCache {
         let cap_panels = cap.div_ceil(KEY_PANEL);
         let kv_dim = config.n_kv_head * config.head_dim;
         KvCache {
-            k: crate::pages::zeroed_vec(config.n_layer * cap_panels * KEY_PANEL * kv_dim),
-            v: crate::pages::zeroed_vec(config.n_layer * cap * kv_dim),
+            k: crate::pages::lazy_zeroed_f32(config.n_layer * cap_panels * KEY_PANEL * kv_dim),
+            v: crate::pages::lazy_zeroed_f32(config.n_layer * cap * kv_dim),
             cap,
             cap_panels,
             n_kv_head: config.n_kv_head,
