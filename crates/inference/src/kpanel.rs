@@ -252,11 +252,8 @@ fn run(
         let panel = &packed[p * stride..(p + 1) * stride];
         for (j, col) in cols.iter().enumerate() {
             let v = dot_kpanel(ty, panel, nsb, *col);
-            // SAFETY: `at` bounds the write; the rows are this caller's.
-            unsafe {
-                let (ptr, len) = dest.at(p, c0 + j);
-                std::ptr::copy_nonoverlapping(v.as_ptr(), ptr, len);
-            }
+            // SAFETY: the rows are this caller's.
+            unsafe { dest.put(p, c0 + j, &v) };
         }
     }
 }

@@ -144,6 +144,20 @@ impl Dest<'_, '_> {
         (unsafe { self.out.ptr(c * self.rows + r0, len) }, len)
     }
 
+    /// Write the rows of panel `p` in column `c` from `v` (its first rows,
+    /// as many as the panel has): the portable kernels' store.
+    ///
+    /// # Safety
+    /// As for [`Dest::at`].
+    pub(crate) unsafe fn put(&self, p: usize, c: usize, v: &[f32; PANEL]) {
+        // SAFETY: `at` bounds the write to the panel's rows (at most
+        // `PANEL`); the caller owns them (contract).
+        unsafe {
+            let (ptr, len) = self.at(p, c);
+            std::ptr::copy_nonoverlapping(v.as_ptr(), ptr, len);
+        }
+    }
+
     /// [`Dest::at`] of the panels `p..p + P` in the columns `c..c + C`: a
     /// register tile's destinations. (Plain loops: built with nested
     /// `array::map` closures this was not inlined, and cost 5 % of a
@@ -249,11 +263,8 @@ pub(crate) fn matmul_panels(
         let panel = &packed[p * stride..(p + 1) * stride];
         for (j, col) in cols.iter().enumerate() {
             let v = quant::dot_panel(ty, panel, nb, *col);
-            // SAFETY: `at` bounds the write; the rows are this worker's.
-            unsafe {
-                let (ptr, len) = dest.at(p, c0 + j);
-                std::ptr::copy_nonoverlapping(v.as_ptr(), ptr, len);
-            }
+            // SAFETY: the rows are this worker's.
+            unsafe { dest.put(p, c0 + j, &v) };
         }
     }
 }
