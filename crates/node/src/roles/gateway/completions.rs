@@ -2,16 +2,16 @@
 //! `/v1/completions`, from the API key to the first event (refusals before
 //! it are HTTP errors), one Request per choice.
 
+use super::body::{self, BodyError};
 use super::counters::Counters;
 use super::flow::{self, Answer, Event};
 use super::guard;
 use super::openai::{self, ApiError};
 use super::state::Gateway;
 use super::streaming::{ChoiceStream, Shape};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -23,7 +23,7 @@ use verinfer_types::records::Policy;
 pub(super) async fn chat_completions(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     handle(gw, headers, body, true).await
 }
@@ -31,23 +31,21 @@ pub(super) async fn chat_completions(
 pub(super) async fn completions(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     handle(gw, headers, body, false).await
 }
 
-async fn handle(
-    gw: Arc<Gateway>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    chat: bool,
-) -> Response {
+async fn handle(gw: Arc<Gateway>, headers: HeaderMap, body: Body, chat: bool) -> Response {
     Counters::inc(&gw.counters.requests);
-    // A rejected body (too large, or broken off) was not read to its end, so
-    // the server closes the connection after answering; saying so keeps a
-    // client from sending its next request into the closed connection
-    // (regression: a broken pipe on the request after a 413).
-    let unread = body.is_err();
+    let body = body::read(&headers, body, gw.config.max_body_bytes).await;
+    // A body not read to its end leaves the connection unusable, so the
+    // server closes it after answering; saying so keeps a client from
+    // sending its next request into the closed connection.
+    let unread = matches!(
+        body,
+        Err(BodyError::TooLarge { drained: false } | BodyError::Broken(_))
+    );
     let mut response = match start(&gw, &headers, body, chat).await {
         Ok(r) => r,
         Err(e) => {
@@ -68,23 +66,20 @@ async fn handle(
 async fn start(
     gw: &Arc<Gateway>,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<axum::body::Bytes, BodyError>,
     chat: bool,
 ) -> Result<Response, ApiError> {
     let (api_key, account) = gw.account(headers)?;
     gw.limiter.take(&api_key).map_err(ApiError::rate_limited)?;
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(
-                None,
-                format!(
-                    "the request body is larger than {} bytes",
-                    gw.config.max_body_bytes
-                ),
-            )
-        } else {
-            ApiError::bad_request(r.body_text())
-        }
+    let body = body.map_err(|e| match e {
+        BodyError::TooLarge { .. } => ApiError::too_large(
+            None,
+            format!(
+                "the request body is larger than {} bytes",
+                gw.config.max_body_bytes
+            ),
+        ),
+        BodyError::Broken(m) => ApiError::bad_request(m),
     })?;
     let mut parsed = openai::parse(&body, chat)?;
     let model = gw.model(&parsed.model)?;
@@ -211,13 +206,14 @@ async fn start(
 mod tests {
     use super::*;
     use crate::roles::gateway::GatewayConfig;
+    use axum::http::StatusCode;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use verinfer_types::SecretKey;
 
-    /// Regression: the gateway answered an oversized body with a 413 and then
-    /// closed the connection without saying so; the client's next request on
-    /// it failed with a broken pipe.
-    #[tokio::test]
-    async fn an_oversized_body_is_refused_with_connection_close() {
+    /// A gateway with one API key (`vi-test`) and a 1 KiB body limit; its URL.
+    /// No ledger: bodies are refused before the gateway needs one.
+    async fn gateway() -> String {
         let config = GatewayConfig {
             api_keys: vec![(
                 crate::config::api_key_hash("vi-test"),
@@ -226,16 +222,58 @@ mod tests {
             max_body_bytes: 1 << 10,
             ..Default::default()
         };
-        // No ledger: the body is refused before the gateway needs one.
         let gw = Gateway::start(SecretKey::generate(), "http://127.0.0.1:9", config)
             .await
             .expect("gateway");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, gw.router()).await });
-        let http = reqwest::Client::new();
+        format!("{addr}")
+    }
+
+    fn head(length: usize) -> String {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer vi-test\r\n\
+             content-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+        )
+    }
+
+    /// Regression: the gateway answered a body over its limit as soon as it
+    /// had read the limit's worth and closed the connection; a client still
+    /// writing the rest got a broken pipe instead of the 413.
+    #[tokio::test]
+    async fn a_client_still_sending_an_oversized_body_gets_the_413() {
+        let addr = gateway().await;
+        let body = format!("{{\"model\": \"{}\"}}", "x".repeat(1 << 20));
+        let (first, rest) = body.as_bytes().split_at(256 << 10);
+        let mut conn = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        conn.write_all(head(body.len()).as_bytes())
+            .await
+            .expect("head");
+        conn.write_all(first).await.expect("first part");
+        // Long enough for the gateway to have answered and closed, had it not
+        // waited for the rest.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        conn.write_all(rest).await.expect("the rest of the body");
+        let mut reply = vec![0; 4096];
+        let n = conn.read(&mut reply).await.expect("reply");
+        let reply = String::from_utf8_lossy(&reply[..n]);
+        assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+        assert!(reply.contains("larger than 1024 bytes"), "{reply}");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_read_to_its_end_leaves_the_connection_usable() {
+        let url = format!("http://{}", gateway().await);
+        // One connection, so the second request reuses the first's.
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .expect("client");
         let send = |body: String| {
             http.post(format!("{url}/v1/chat/completions"))
                 .bearer_auth("vi-test")
@@ -243,18 +281,35 @@ mod tests {
                 .body(body)
                 .send()
         };
-
         let big = send(format!("{{\"model\": \"{}\"}}", "x".repeat(1 << 20)))
             .await
             .expect("oversized request");
         assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(
-            big.headers().get(header::CONNECTION).map(|v| v.as_bytes()),
-            Some(&b"close"[..])
-        );
-        // The next request goes out on a fresh connection and is answered.
+        assert_eq!(big.headers().get(header::CONNECTION), None);
         let next = send("{}".into()).await.expect("request after a 413");
         assert_eq!(next.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(next.headers().get(header::CONNECTION), None);
+    }
+
+    /// A body declared larger than the gateway will read is refused unread,
+    /// and the refusal says the connection closes (regression: without it a
+    /// client sent its next request into the closed connection).
+    #[tokio::test]
+    async fn a_body_declared_past_the_drain_bound_is_refused_with_connection_close() {
+        let addr = gateway().await;
+        let mut conn = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        conn.write_all(head(1 << 30).as_bytes())
+            .await
+            .expect("head");
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply)
+            .await
+            .expect("reply, then close");
+        assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+        assert!(
+            reply.to_ascii_lowercase().contains("connection: close"),
+            "{reply}"
+        );
     }
 }

@@ -7,13 +7,15 @@
 //! serves receipts, the log, the network's state and metrics.
 //!
 //! By concern: `state` (settings, accounts, the directory), `routes`,
-//! `completions` (the OpenAI endpoints up to the first event), `streaming`
+//! `completions` (the OpenAI endpoints up to the first event; `body`
+//! reads their bodies within the limit), `streaming`
 //! (JSON and server-sent event shapes), `views` (JSON reads), `metrics`
 //! (Prometheus text of `counters`), `proxy` (the ledger's public reads);
 //! the request's way through the network in `flow`, `watch`, `settle`,
 //! `report`; the API's formats in `openai`, `tools` (`verinfer-openai`'s),
 //! `guard`, `limits`; the static pages in `pages`.
 
+mod body;
 mod completions;
 mod counters;
 pub mod directory;

@@ -7,7 +7,6 @@ use super::pages;
 use super::proxy::proxy;
 use super::state::Gateway;
 use super::views::{answer_status, devnet_info, info, models, network, receipt, summary};
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
@@ -33,7 +32,6 @@ impl Gateway {
             .route("/explorer/{*rest}", get(pages::explorer))
             .route("/assets/{name}", get(pages::asset))
             .fallback(|| async { ApiError::not_found("no such endpoint") })
-            .layer(DefaultBodyLimit::max(self.config.max_body_bytes))
             .with_state(self.clone())
     }
 }
