@@ -72,6 +72,10 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+    /// 408: the request did not arrive in time.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+    }
     /// 413.
     pub fn too_large(param: Option<&str>, message: impl Into<String>) -> Self {
         let mut e = Self::new(

@@ -7,7 +7,7 @@ use super::counters::Counters;
 use super::flow::{self, Answer, Event};
 use super::guard;
 use super::openai::{self, ApiError};
-use super::state::Gateway;
+use super::state::{Account, Gateway};
 use super::streaming::{ChoiceStream, Shape};
 use axum::body::Body;
 use axum::extract::State;
@@ -38,22 +38,26 @@ pub(super) async fn completions(
 
 async fn handle(gw: Arc<Gateway>, headers: HeaderMap, body: Body, chat: bool) -> Response {
     Counters::inc(&gw.counters.requests);
-    let body = body::read(&headers, body, gw.config.max_body_bytes).await;
+    let mut reusable = false;
+    let result = async {
+        // Who asks, and whether they may now, before a byte of the body is
+        // read: a stranger's body is not worth reading.
+        let (api_key, account) = gw.account(&headers)?;
+        gw.limiter.take(&api_key).map_err(ApiError::rate_limited)?;
+        let read = body::read(&headers, body, gw.config.max_body_bytes, body::BODY_TIME).await;
+        reusable = matches!(read, Ok(_) | Err(BodyError::TooLarge { drained: true }));
+        let body = read.map_err(|e| refusal(&gw, e))?;
+        start(&gw, &account, &body, chat).await
+    }
+    .await;
+    let mut response = result.unwrap_or_else(|e| {
+        Counters::inc(&gw.counters.errors);
+        e.into_response()
+    });
     // A body not read to its end leaves the connection unusable, so the
     // server closes it after answering; saying so keeps a client from
     // sending its next request into the closed connection.
-    let unread = matches!(
-        body,
-        Err(BodyError::TooLarge { drained: false } | BodyError::Broken(_))
-    );
-    let mut response = match start(&gw, &headers, body, chat).await {
-        Ok(r) => r,
-        Err(e) => {
-            Counters::inc(&gw.counters.errors);
-            e.into_response()
-        }
-    };
-    if unread {
+    if !reusable {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -61,17 +65,8 @@ async fn handle(gw: Arc<Gateway>, headers: HeaderMap, body: Body, chat: bool) ->
     response
 }
 
-/// Authenticates, parses and starts serving; errors found before the first
-/// event are returned as HTTP errors, later ones inside the stream.
-async fn start(
-    gw: &Arc<Gateway>,
-    headers: &HeaderMap,
-    body: Result<axum::body::Bytes, BodyError>,
-    chat: bool,
-) -> Result<Response, ApiError> {
-    let (api_key, account) = gw.account(headers)?;
-    gw.limiter.take(&api_key).map_err(ApiError::rate_limited)?;
-    let body = body.map_err(|e| match e {
+fn refusal(gw: &Gateway, e: BodyError) -> ApiError {
+    match e {
         BodyError::TooLarge { .. } => ApiError::too_large(
             None,
             format!(
@@ -79,9 +74,23 @@ async fn start(
                 gw.config.max_body_bytes
             ),
         ),
+        BodyError::Slow => ApiError::timeout(format!(
+            "the request body did not arrive within {} s",
+            body::BODY_TIME.as_secs()
+        )),
         BodyError::Broken(m) => ApiError::bad_request(m),
-    })?;
-    let mut parsed = openai::parse(&body, chat)?;
+    }
+}
+
+/// Parses and starts serving; errors found before the first event are
+/// returned as HTTP errors, later ones inside the stream.
+async fn start(
+    gw: &Arc<Gateway>,
+    account: &Arc<Account>,
+    body: &[u8],
+    chat: bool,
+) -> Result<Response, ApiError> {
+    let mut parsed = openai::parse(body, chat)?;
     let model = gw.model(&parsed.model)?;
     if parsed.decoding.temperature_milli > 0 && !parsed.seeded {
         // Sampling needs a seed in the record; draw one for the user.
@@ -233,9 +242,9 @@ mod tests {
         format!("{addr}")
     }
 
-    fn head(length: usize) -> String {
+    fn head(key: &str, length: usize) -> String {
         format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer vi-test\r\n\
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
              content-type: application/json\r\ncontent-length: {length}\r\n\r\n"
         )
     }
@@ -251,7 +260,7 @@ mod tests {
         let mut conn = tokio::net::TcpStream::connect(&addr)
             .await
             .expect("connect");
-        conn.write_all(head(body.len()).as_bytes())
+        conn.write_all(head("vi-test", body.len()).as_bytes())
             .await
             .expect("head");
         conn.write_all(first).await.expect("first part");
@@ -299,7 +308,7 @@ mod tests {
         let mut conn = tokio::net::TcpStream::connect(&addr)
             .await
             .expect("connect");
-        conn.write_all(head(1 << 30).as_bytes())
+        conn.write_all(head("vi-test", 1 << 30).as_bytes())
             .await
             .expect("head");
         let mut reply = String::new();
@@ -311,5 +320,24 @@ mod tests {
             reply.to_ascii_lowercase().contains("connection: close"),
             "{reply}"
         );
+    }
+
+    /// Regression: the gateway read a body before looking at the key, so a
+    /// stranger could hold a connection (and the gateway's memory) with it.
+    #[tokio::test]
+    async fn a_strangers_body_is_refused_unread() {
+        let addr = gateway().await;
+        let mut conn = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        conn.write_all(head("vi-wrong", 100).as_bytes())
+            .await
+            .expect("head");
+        let mut reply = String::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut reply))
+            .await
+            .expect("answered without the body")
+            .expect("reply, then close");
+        assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
     }
 }
