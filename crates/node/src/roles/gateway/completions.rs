@@ -65,6 +65,7 @@ async fn handle(gw: Arc<Gateway>, headers: HeaderMap, body: Body, chat: bool) ->
     response
 }
 
+/// The client's error for a body that was not taken.
 fn refusal(gw: &Gateway, e: BodyError) -> ApiError {
     match e {
         BodyError::TooLarge { .. } => ApiError::too_large(
