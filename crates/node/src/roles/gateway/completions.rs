@@ -250,6 +250,21 @@ mod tests {
         )
     }
 
+    /// The whole reply to a request's head sent without its body: the
+    /// gateway must answer (within 10 s) and close.
+    async fn reply_to_head(addr: &str, key: &str, length: usize) -> String {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        conn.write_all(head(key, length).as_bytes())
+            .await
+            .expect("head");
+        let mut reply = String::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut reply))
+            .await
+            .expect("answered without the body")
+            .expect("reply, then close");
+        reply
+    }
+
     /// Regression: the gateway answered a body over its limit as soon as it
     /// had read the limit's worth and closed the connection; a client still
     /// writing the rest got a broken pipe instead of the 413.
@@ -305,17 +320,7 @@ mod tests {
     /// client sent its next request into the closed connection).
     #[tokio::test]
     async fn a_body_declared_past_the_drain_bound_is_refused_with_connection_close() {
-        let addr = gateway().await;
-        let mut conn = tokio::net::TcpStream::connect(&addr)
-            .await
-            .expect("connect");
-        conn.write_all(head("vi-test", 1 << 30).as_bytes())
-            .await
-            .expect("head");
-        let mut reply = String::new();
-        conn.read_to_string(&mut reply)
-            .await
-            .expect("reply, then close");
+        let reply = reply_to_head(&gateway().await, "vi-test", 1 << 30).await;
         assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
         assert!(
             reply.to_ascii_lowercase().contains("connection: close"),
@@ -327,18 +332,7 @@ mod tests {
     /// stranger could hold a connection (and the gateway's memory) with it.
     #[tokio::test]
     async fn a_strangers_body_is_refused_unread() {
-        let addr = gateway().await;
-        let mut conn = tokio::net::TcpStream::connect(&addr)
-            .await
-            .expect("connect");
-        conn.write_all(head("vi-wrong", 100).as_bytes())
-            .await
-            .expect("head");
-        let mut reply = String::new();
-        tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut reply))
-            .await
-            .expect("answered without the body")
-            .expect("reply, then close");
+        let reply = reply_to_head(&gateway().await, "vi-wrong", 100).await;
         assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
     }
 }
